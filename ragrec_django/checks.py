@@ -1,0 +1,146 @@
+"""System checks with stable ids for misconfiguration.
+
+ragrec.E001  settings.RAGREC is invalid (not a dict, unknown keys)
+ragrec.E002  RAGREC["ITEM_MODEL"] missing or not an installed model
+ragrec.E003  RAGREC["ADAPTER"] unimportable or not an ItemAdapter subclass
+ragrec.E004  an encoder's BACKEND unimportable or its OPTIONS rejected
+ragrec.E005  RAGREC["SPACES"] invalid (unknown encoder alias, modality, shape)
+ragrec.E006  an encoder cannot encode the modality its space asks for
+ragrec.E007  the default database is not PostgreSQL
+ragrec.E008  the pgvector extension is missing from the database      (database check)
+ragrec.E009  a space's active generation has another dimension than its encoder (database check)
+ragrec.W001  a space's active generation was built by another encoder version (database check)
+"""
+
+from __future__ import annotations
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
+
+from .conf import ragrec_settings
+
+
+def _error(msg: str, id: str, hint: str | None = None) -> checks.Error:
+    return checks.Error(msg, hint=hint, obj="settings.RAGREC", id=id)
+
+
+@checks.register()
+def check_settings(app_configs=None, **kwargs):
+    try:
+        ragrec_settings.user_settings
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), "ragrec.E001")]
+
+    from .adapters import get_adapter
+
+    errors = []
+    try:
+        adapter = get_adapter()
+    except ImproperlyConfigured as exc:
+        errors.append(_error(str(exc), "ragrec.E003"))
+    else:
+        try:
+            adapter.get_item_model()
+        except ImproperlyConfigured as exc:
+            errors.append(_error(str(exc), "ragrec.E002"))
+    errors.extend(_check_encoders_and_spaces())
+    return errors
+
+
+def _check_encoders_and_spaces():
+    from . import registry
+
+    errors = []
+    try:
+        aliases = registry.encoder_configs()
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), "ragrec.E004")]
+    encoders = {}
+    for alias in aliases:
+        try:
+            encoders[alias] = registry.get_encoder(alias)
+        except ImproperlyConfigured as exc:
+            errors.append(_error(str(exc), "ragrec.E004", hint="Check the BACKEND path and OPTIONS of this encoder."))
+    try:
+        spaces = registry.get_spaces()
+    except ImproperlyConfigured as exc:
+        return errors + [_error(str(exc), "ragrec.E005")]
+    for space in spaces.values():
+        encoder = encoders.get(space.encoder_alias)
+        if encoder is not None and space.modality not in encoder.modalities:
+            errors.append(
+                _error(
+                    "Space %r asks encoder %r for %s, but it encodes only %s."
+                    % (space.name, space.encoder_alias, space.modality, ", ".join(sorted(encoder.modalities))),
+                    "ragrec.E006",
+                )
+            )
+    return errors
+
+
+@checks.register(checks.Tags.database)
+def check_database(app_configs=None, databases=None, **kwargs):
+    if not databases or "default" not in databases:
+        return []
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        return [_error("ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor, "ragrec.E007")]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+            row = cursor.fetchone()
+    except DatabaseError as exc:
+        return [_error("Could not query the database: %s" % exc, "ragrec.E008")]
+    if row is None:
+        return [
+            _error(
+                "The pgvector extension is not installed in the default database.",
+                "ragrec.E008",
+                hint="Run `manage.py migrate ragrec_django` (it creates the extension; needs a role allowed to), "
+                "or install pgvector on the server.",
+            )
+        ]
+    return _check_generations()
+
+
+def _check_generations():
+    from . import registry
+    from .models import SpaceGeneration
+
+    messages = []
+    try:
+        spaces = registry.get_spaces()
+        active = {g.space: g for g in SpaceGeneration.objects.filter(status=SpaceGeneration.Status.ACTIVE)}
+    except (ImproperlyConfigured, DatabaseError):
+        return []  # reported by check_settings, or the tables are not migrated yet
+    for space in spaces.values():
+        generation = active.get(space.name)
+        if generation is None:
+            continue
+        try:
+            encoder = space.encoder
+            dimension, version = encoder.dimension, encoder.version
+        except Exception as exc:  # a backend that cannot even read its config
+            messages.append(_error("Encoder %r of space %r failed: %s" % (space.encoder_alias, space.name, exc), "ragrec.E004"))
+            continue
+        if generation.dimension != dimension:
+            messages.append(
+                _error(
+                    "Space %r stores %d-dimensional vectors but encoder %r produces %d."
+                    % (space.name, generation.dimension, space.encoder_alias, dimension),
+                    "ragrec.E009",
+                    hint="Run `manage.py ragrec_spaces switch %s` to re-encode into a new generation." % space.name,
+                )
+            )
+        elif generation.encoder_version != version:
+            messages.append(
+                checks.Warning(
+                    "Space %r was encoded with %r; its encoder is now %r, so queries and stored vectors differ."
+                    % (space.name, generation.encoder_version, version),
+                    hint="Run `manage.py ragrec_spaces switch %s`." % space.name,
+                    obj="settings.RAGREC",
+                    id="ragrec.W001",
+                )
+            )
+    return messages

@@ -1,0 +1,141 @@
+"""The single settings entry point: ``settings.RAGREC``.
+
+Works like ``rest_framework.settings``: documented defaults, user overrides
+merged on top, dotted paths imported on first access, and the whole object
+reloaded when a test changes ``RAGREC`` with ``override_settings``.
+
+    from ragrec_django.conf import ragrec_settings
+    ragrec_settings.ITEM_MODEL          # "catalog.Product"
+    ragrec_settings.ADAPTER             # the adapter *class*, imported lazily
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+DEFAULTS: dict[str, Any] = {
+    # The shop's item model as "app_label.ModelName". Never modified by ragrec.
+    "ITEM_MODEL": None,
+    # Adapter class mapping an item to text, image, category, price, stock, URL.
+    "ADAPTER": "ragrec_django.adapters.ItemAdapter",
+    # Encoder aliases, like Django's CACHES: {"alias": {"BACKEND": path, "OPTIONS": {...}}}.
+    "ENCODERS": {
+        "minilm": {
+            "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",
+            "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "auto"},
+        },
+        "clip": {
+            "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
+            "OPTIONS": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "device": "auto"},
+        },
+    },
+    # Embedding spaces: each is one encoder alias applied to one modality of the item.
+    "SPACES": {
+        "text": {"ENCODER": "minilm", "MODALITY": "text"},
+        "image": {"ENCODER": "clip", "MODALITY": "image"},
+        "clip-text": {"ENCODER": "clip", "MODALITY": "text"},
+    },
+    # Stored vector type: "halfvec" (2 bytes/dim, half the size of index and table) or "vector".
+    "VECTOR_TYPE": "halfvec",
+    # HNSW build and search parameters (pgvector).
+    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100},
+    # Enqueue re-encoding when an item is saved (after commit).
+    "AUTO_ENCODE": True,
+    # Items per Celery encoding task.
+    "ENCODE_CHUNK_SIZE": 256,
+    # Celery queue used for encoding tasks (route it to GPU workers in the host's Celery config).
+    "ENCODE_QUEUE": None,
+    # Times a task may be redelivered after a worker died on it before its items are marked failed.
+    "MAX_REDELIVERIES": 3,
+    # Images larger than this many pixels are refused (decompression-bomb guard).
+    "MAX_IMAGE_PIXELS": 40_000_000,
+    # Image formats accepted for product images and photo search.
+    "IMAGE_FORMATS": ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"],
+}
+
+# Settings holding a dotted path, imported on first access.
+IMPORT_STRINGS = {"ADAPTER"}
+
+# Settings that are dicts merged key by key with the default (not replaced).
+MERGED_DICTS = {"HNSW"}
+
+
+class RagrecSettings:
+    """Attribute access to RAGREC with defaults, validation and lazy imports."""
+
+    def __init__(self, user_settings: dict | None = None, defaults: dict | None = None):
+        self._explicit = user_settings
+        self.defaults = defaults or DEFAULTS
+        self._cached: set[str] = set()
+        self._user: dict | None = None
+
+    @property
+    def user_settings(self) -> dict:
+        if self._user is None:
+            if self._explicit is not None:
+                raw = self._explicit
+            else:
+                from django.conf import settings
+
+                raw = getattr(settings, "RAGREC", {}) or {}
+            if not isinstance(raw, dict):
+                raise ImproperlyConfigured("settings.RAGREC must be a dict, got %s." % type(raw).__name__)
+            unknown = sorted(set(raw) - set(self.defaults))
+            if unknown:
+                raise ImproperlyConfigured(
+                    "Unknown key(s) in settings.RAGREC: %s. Valid keys are: %s."
+                    % (", ".join(unknown), ", ".join(sorted(self.defaults)))
+                )
+            self._user = raw
+        return self._user
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or attr not in self.defaults:
+            raise AttributeError("Invalid RAGREC setting: %r" % attr)
+        value = copy.deepcopy(self.defaults[attr])
+        if attr in self.user_settings:
+            if attr in MERGED_DICTS:
+                value.update(self.user_settings[attr])
+            else:
+                value = self.user_settings[attr]
+        if attr in IMPORT_STRINGS and isinstance(value, str):
+            value = import_from_setting(value, attr)
+        self._cached.add(attr)
+        setattr(self, attr, value)
+        return value
+
+    def reload(self) -> None:
+        for attr in self._cached:
+            delattr(self, attr)
+        self._cached.clear()
+        self._user = None
+
+
+def import_from_setting(path: str, setting_name: str) -> Any:
+    """Import a dotted path named by a setting, with a message that says which setting."""
+    try:
+        return import_string(path)
+    except ImportError as exc:
+        raise ImproperlyConfigured(
+            "Could not import %r for RAGREC[%r]: %s: %s." % (path, setting_name, type(exc).__name__, exc)
+        ) from exc
+
+
+ragrec_settings = RagrecSettings()
+
+
+def reload_ragrec_settings(*, setting: str, **kwargs: Any) -> None:
+    if setting == "RAGREC":
+        ragrec_settings.reload()
+        # Encoders and spaces are built from settings: drop what was built.
+        from ragrec_django import registry
+
+        registry.clear()
+
+
+setting_changed.connect(reload_ragrec_settings)

@@ -1,0 +1,103 @@
+"""Encoders and embedding spaces built from ``RAGREC`` settings, once per process.
+
+Building an encoder only imports its class and stores its options: weights
+load on first use, so a Celery prefork parent never holds a model.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+from .conf import import_from_setting, ragrec_settings
+
+MODALITIES = ("text", "image")
+
+_lock = threading.Lock()
+_encoders: dict[str, object] = {}
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """A configured embedding space: one encoder alias applied to one modality."""
+
+    name: str
+    encoder_alias: str
+    modality: str
+
+    @property
+    def encoder(self):
+        return get_encoder(self.encoder_alias)
+
+
+def encoder_configs() -> dict[str, dict]:
+    configs = ragrec_settings.ENCODERS
+    if not isinstance(configs, dict):
+        raise ImproperlyConfigured('RAGREC["ENCODERS"] must be a dict of alias -> {"BACKEND", "OPTIONS"}.')
+    for alias, config in configs.items():
+        if not isinstance(config, dict) or "BACKEND" not in config:
+            raise ImproperlyConfigured('RAGREC["ENCODERS"][%r] needs a "BACKEND" dotted path.' % alias)
+        unknown = set(config) - {"BACKEND", "OPTIONS"}
+        if unknown:
+            raise ImproperlyConfigured(
+                'Unknown key(s) %s in RAGREC["ENCODERS"][%r]; allowed: BACKEND, OPTIONS.' % (sorted(unknown), alias)
+            )
+    return configs
+
+
+def get_encoder(alias: str):
+    """The encoder instance for ``alias`` (built once per process, weights not loaded)."""
+    encoder = _encoders.get(alias)
+    if encoder is not None:
+        return encoder
+    configs = encoder_configs()
+    if alias not in configs:
+        raise ImproperlyConfigured(
+            "No encoder %r in RAGREC['ENCODERS'] (configured: %s)." % (alias, ", ".join(sorted(configs)) or "none")
+        )
+    with _lock:
+        if alias not in _encoders:
+            config = configs[alias]
+            backend = import_from_setting(config["BACKEND"], "ENCODERS.%s.BACKEND" % alias)
+            try:
+                _encoders[alias] = backend(**config.get("OPTIONS", {}))
+            except TypeError as exc:
+                raise ImproperlyConfigured("Bad OPTIONS for encoder %r: %s" % (alias, exc)) from exc
+        return _encoders[alias]
+
+
+def get_spaces() -> dict[str, SpaceConfig]:
+    """All configured spaces by name, validated against the encoder aliases."""
+    raw = ragrec_settings.SPACES
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["SPACES"] must be a dict of name -> {"ENCODER", "MODALITY"}.')
+    aliases = encoder_configs()
+    spaces = {}
+    for name, config in raw.items():
+        if not isinstance(config, dict) or set(config) != {"ENCODER", "MODALITY"}:
+            raise ImproperlyConfigured('RAGREC["SPACES"][%r] must be {"ENCODER": alias, "MODALITY": ...}.' % name)
+        if config["ENCODER"] not in aliases:
+            raise ImproperlyConfigured(
+                'RAGREC["SPACES"][%r] uses encoder %r, which is not in RAGREC["ENCODERS"].' % (name, config["ENCODER"])
+            )
+        if config["MODALITY"] not in MODALITIES:
+            raise ImproperlyConfigured(
+                'RAGREC["SPACES"][%r]["MODALITY"] must be one of %s.' % (name, ", ".join(MODALITIES))
+            )
+        spaces[name] = SpaceConfig(name=name, encoder_alias=config["ENCODER"], modality=config["MODALITY"])
+    return spaces
+
+
+def get_space(name: str) -> SpaceConfig:
+    spaces = get_spaces()
+    if name not in spaces:
+        raise ImproperlyConfigured("No embedding space %r (configured: %s)." % (name, ", ".join(sorted(spaces))))
+    return spaces[name]
+
+
+def clear() -> None:
+    """Forget built encoders (settings changed)."""
+    with _lock:
+        _encoders.clear()

@@ -1,0 +1,310 @@
+"""pgvector storage: space generations, their HNSW indexes, bulk writes, ANN reads.
+
+Vectors are stored as ``halfvec`` without a fixed dimension; each generation
+gets a partial HNSW index on ``vector::halfvec(<dim>)`` restricted to its
+rows. Nearest-neighbour queries use exactly that expression so the planner
+picks the generation's index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+from pgvector import HalfVector
+
+from .conf import ragrec_settings
+from .ml.base import DimensionMismatch
+from .models import Embedding, EncodingFailure, Item, SpaceGeneration
+from .registry import SpaceConfig
+
+Status = SpaceGeneration.Status
+
+
+class SpaceMismatch(Exception):
+    """The space's stored generation does not match its configured encoder."""
+
+
+class SpaceNotReady(Exception):
+    """A space has no active generation yet (nothing encoded)."""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    item_id: int
+    distance: float
+
+
+def active_generation(space_name: str) -> SpaceGeneration | None:
+    return SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).first()
+
+
+def building_generation(space_name: str) -> SpaceGeneration | None:
+    return SpaceGeneration.objects.filter(space=space_name, status=Status.BUILDING).first()
+
+
+def _matches(generation: SpaceGeneration, version: str, dimension: int) -> bool:
+    return generation.encoder_version == version and generation.dimension == dimension
+
+
+def write_generation(space: SpaceConfig, *, version: str, dimension: int) -> SpaceGeneration:
+    """The generation that vectors of this encoder version and dimension are written to.
+
+    The first write to a space creates its first, active generation. After a
+    switch, writes go to the building generation. Writing a model's vectors
+    into a generation of another model is refused with ``SpaceMismatch``.
+    """
+    building = building_generation(space.name)
+    if building is not None and _matches(building, version, dimension):
+        return building
+    active = active_generation(space.name)
+    if active is not None and _matches(active, version, dimension):
+        return active
+    if active is None and building is None:
+        return _create_generation(space, version=version, dimension=dimension, status=Status.ACTIVE)
+    current = building or active
+    raise SpaceMismatch(
+        "Space %r stores %d-dimensional vectors from %r, but encoder %r now produces %d-dimensional vectors "
+        "from %r. Run `manage.py ragrec_spaces switch %s` to re-encode it into a new generation "
+        "(queries keep using the current one until the new one is complete)."
+        % (space.name, current.dimension, current.encoder_version, space.encoder_alias, dimension, version, space.name)
+    )
+
+
+def start_switch(space: SpaceConfig, *, version: str, dimension: int) -> SpaceGeneration:
+    """Begin re-encoding ``space`` with its configured encoder into a new generation."""
+    active = active_generation(space.name)
+    if active is not None and _matches(active, version, dimension):
+        raise SpaceMismatch("Space %r is already on %r (%dd); nothing to switch." % (space.name, version, dimension))
+    building = building_generation(space.name)
+    if building is not None:
+        if _matches(building, version, dimension):
+            return building
+        drop_generation(building)
+    status = Status.BUILDING if active is not None else Status.ACTIVE
+    return _create_generation(space, version=version, dimension=dimension, status=status)
+
+
+def _create_generation(space: SpaceConfig, *, version: str, dimension: int, status: str) -> SpaceGeneration:
+    with transaction.atomic():
+        last = SpaceGeneration.objects.select_for_update().filter(space=space.name).order_by("-number").first()
+        generation = SpaceGeneration.objects.create(
+            space=space.name,
+            number=(last.number + 1) if last else 1,
+            encoder=space.encoder_alias,
+            modality=space.modality,
+            encoder_version=version,
+            dimension=dimension,
+            status=status,
+            activated_at=timezone.now() if status == Status.ACTIVE else None,
+        )
+        create_index(generation)
+    return generation
+
+
+def create_index(generation: SpaceGeneration) -> None:
+    """Create the generation's partial HNSW (cosine) index if it does not exist."""
+    hnsw = ragrec_settings.HNSW
+    with connection.cursor() as cursor:
+        # Inside a transaction with deferred FK checks pending, PostgreSQL refuses CREATE INDEX.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(
+            "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
+            "WITH (m = {m}, ef_construction = {ef}) WHERE generation_id = {gid}".format(
+                name=connection.ops.quote_name(generation.index_name),
+                table=connection.ops.quote_name(Embedding._meta.db_table),
+                dim=int(generation.dimension),
+                m=int(hnsw["M"]),
+                ef=int(hnsw["EF_CONSTRUCTION"]),
+                gid=int(generation.pk),
+            )
+        )
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+
+
+def drop_generation(generation: SpaceGeneration) -> None:
+    """Delete a generation, its vectors and its index."""
+    index_name = generation.index_name
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(index_name))
+            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        generation.delete()
+
+
+def promote(space_name: str) -> SpaceGeneration:
+    """Atomically make the building generation active and retire the old one."""
+    with transaction.atomic():
+        generations = list(
+            SpaceGeneration.objects.select_for_update().filter(space=space_name, status__in=[Status.ACTIVE, Status.BUILDING])
+        )
+        building = next((g for g in generations if g.status == Status.BUILDING), None)
+        if building is None:
+            raise SpaceNotReady("Space %r has no generation being built." % space_name)
+        for generation in generations:
+            if generation.status == Status.ACTIVE:
+                generation.status = Status.RETIRED
+                generation.save(update_fields=["status"])
+        building.status = Status.ACTIVE
+        building.activated_at = timezone.now()
+        building.save(update_fields=["status", "activated_at"])
+    return building
+
+
+def rollback(space_name: str) -> SpaceGeneration:
+    """Atomically re-activate the most recently retired generation."""
+    with transaction.atomic():
+        retired = (
+            SpaceGeneration.objects.select_for_update()
+            .filter(space=space_name, status=Status.RETIRED)
+            .order_by("-activated_at", "-number")
+            .first()
+        )
+        if retired is None:
+            raise SpaceNotReady("Space %r has no retired generation to roll back to." % space_name)
+        SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).update(status=Status.RETIRED)
+        retired.status = Status.ACTIVE
+        retired.activated_at = timezone.now()
+        retired.save(update_fields=["status", "activated_at"])
+    return retired
+
+
+def check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
+    """Validate a batch of vectors: 2-D, the generation's dimension, finite, not zero."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise DimensionMismatch("Expected a 2-D array of vectors, got shape %s." % (array.shape,))
+    if array.shape[1] != dimension:
+        raise DimensionMismatch("Vectors have dimension %d but the space stores %d." % (array.shape[1], dimension))
+    if not np.isfinite(array).all():
+        raise ValueError("Vectors contain NaN or infinite values.")
+    if array.size and (np.linalg.norm(array, axis=1) == 0).any():
+        raise ValueError("Vectors contain an all-zero row (cosine distance undefined).")
+    return array
+
+
+def upsert_embeddings(
+    generation: SpaceGeneration, item_ids: Sequence[int], vectors: np.ndarray, content_hashes: Sequence[str]
+) -> int:
+    """Write vectors for items in one statement (insert or update); return rows written."""
+    array = check_vectors(vectors, generation.dimension)
+    if not (len(item_ids) == len(array) == len(content_hashes)):
+        raise ValueError("item_ids, vectors and content_hashes differ in length.")
+    if not item_ids:
+        return 0
+    rows = [
+        Embedding(
+            item_id=item_id,
+            generation=generation,
+            vector=HalfVector(vector),
+            encoder_version=generation.encoder_version,
+            content_hash=content_hash,
+        )
+        for item_id, vector, content_hash in zip(item_ids, array, content_hashes)
+    ]
+    with transaction.atomic():
+        Embedding.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["generation", "item"],
+            update_fields=["vector", "encoder_version", "content_hash", "updated_at"],
+        )
+        EncodingFailure.objects.filter(generation=generation, item_id__in=item_ids).delete()
+    return len(rows)
+
+
+def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, str, str]]) -> int:
+    """Record (item_id, content_hash, reason) failures; repeated failures count attempts."""
+    failures = list(failures)
+    if not failures:
+        return 0
+    with transaction.atomic():
+        existing = {
+            f.item_id: f
+            for f in EncodingFailure.objects.select_for_update().filter(
+                generation=generation, item_id__in=[item_id for item_id, _, _ in failures]
+            )
+        }
+        new = []
+        for item_id, content_hash, reason in failures:
+            failure = existing.get(item_id)
+            if failure is None:
+                new.append(EncodingFailure(item_id=item_id, generation=generation, content_hash=content_hash, reason=reason))
+            else:
+                failure.attempts += 1
+                failure.reason, failure.content_hash = reason, content_hash
+                failure.save(update_fields=["attempts", "reason", "content_hash", "updated_at"])
+        EncodingFailure.objects.bulk_create(new, ignore_conflicts=True)
+        Embedding.objects.filter(generation=generation, item_id__in=[item_id for item_id, _, _ in failures]).delete()
+    return len(failures)
+
+
+def nearest(
+    space_name: str,
+    query: np.ndarray,
+    k: int,
+    *,
+    exclude_item_ids: Iterable[int] = (),
+    exact: bool = False,
+    ef_search: int | None = None,
+) -> list[Neighbour]:
+    """The ``k`` items nearest to ``query`` (cosine distance) in the space's active generation.
+
+    Runs in its own transaction so ``SET LOCAL`` search settings (ef_search,
+    iterative scans) apply to this query only. ``exact=True`` disables the
+    index (ground truth for recall measurements).
+    """
+    generation = active_generation(space_name)
+    if generation is None:
+        raise SpaceNotReady("Space %r has no encoded items yet." % space_name)
+    vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
+    exclude = [int(i) for i in exclude_item_ids]
+    sql = (
+        "SELECT item_id, (vector::halfvec({dim})) <=> %s::halfvec({dim}) AS distance FROM {table} "
+        "WHERE generation_id = %s {exclude} ORDER BY distance LIMIT %s"
+    ).format(
+        dim=int(generation.dimension),
+        table=connection.ops.quote_name(Embedding._meta.db_table),
+        exclude="AND NOT (item_id = ANY(%s))" if exclude else "",
+    )
+    params: list = [HalfVector(vector).to_text(), generation.pk]
+    if exclude:
+        params.append(exclude)
+    params.append(int(k))
+    with transaction.atomic(), connection.cursor() as cursor:
+        if exact:
+            cursor.execute("SET LOCAL enable_indexscan = off")
+        else:
+            cursor.execute("SET LOCAL hnsw.ef_search = %d" % int(ef_search or ragrec_settings.HNSW["EF_SEARCH"]))
+            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # relaxed_order iterative scans may return rows slightly out of order: re-sort.
+    return sorted((Neighbour(item_id=row[0], distance=float(row[1])) for row in rows), key=lambda n: n.distance)
+
+
+def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Stored vectors of the active generation, by item id."""
+    generation = active_generation(space_name)
+    if generation is None:
+        return {}
+    rows = Embedding.objects.filter(generation=generation, item_id__in=list(item_ids)).values_list("item_id", "vector")
+    return {item_id: np.asarray(vector, dtype=np.float32) for item_id, vector in rows}
+
+
+def sync_items(snapshots) -> dict[str, int]:
+    """Upsert item snapshots into ``Item``; return {key: item id}."""
+    snapshots = list(snapshots)
+    if not snapshots:
+        return {}
+    Item.objects.bulk_create(
+        [Item(**asdict(snapshot)) for snapshot in snapshots],
+        update_conflicts=True,
+        unique_fields=["key"],
+        update_fields=["title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "metadata", "updated_at"],
+    )
+    return dict(Item.objects.filter(key__in=[s.key for s in snapshots]).values_list("key", "id"))

