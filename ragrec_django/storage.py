@@ -53,19 +53,32 @@ def _matches(generation: SpaceGeneration, version: str, dimension: int) -> bool:
 def write_generation(space: SpaceConfig, *, version: str, dimension: int) -> SpaceGeneration:
     """The generation that vectors of this encoder version and dimension are written to.
 
-    The first write to a space creates its first, active generation. After a
-    switch, writes go to the building generation. Writing a model's vectors
-    into a generation of another model is refused with ``SpaceMismatch``.
+    The first write to a space creates its first, active generation (once,
+    even under concurrent writers). After a switch, writes go to the building
+    generation. Writing a model's vectors into a generation of another model is
+    refused with ``SpaceMismatch``.
     """
+    generation = _existing_write_generation(space, version, dimension)
+    if generation is not None:
+        return generation
+    with transaction.atomic():
+        _lock_space(space.name)
+        generation = _existing_write_generation(space, version, dimension)
+        if generation is not None:
+            return generation
+        return _create_generation(space, version=version, dimension=dimension, status=Status.ACTIVE)
+
+
+def _existing_write_generation(space: SpaceConfig, version: str, dimension: int) -> SpaceGeneration | None:
     building = building_generation(space.name)
     if building is not None and _matches(building, version, dimension):
         return building
     active = active_generation(space.name)
     if active is not None and _matches(active, version, dimension):
         return active
-    if active is None and building is None:
-        return _create_generation(space, version=version, dimension=dimension, status=Status.ACTIVE)
     current = building or active
+    if current is None:
+        return None
     raise SpaceMismatch(
         "Space %r stores %d-dimensional vectors from %r, but encoder %r now produces %d-dimensional vectors "
         "from %r. Run `manage.py ragrec_spaces switch %s` to re-encode it into a new generation "
@@ -74,23 +87,32 @@ def write_generation(space: SpaceConfig, *, version: str, dimension: int) -> Spa
     )
 
 
+def _lock_space(space_name: str) -> None:
+    """Serialise generation changes of one space until the transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ["ragrec-space:" + space_name])
+
+
 def start_switch(space: SpaceConfig, *, version: str, dimension: int) -> SpaceGeneration:
     """Begin re-encoding ``space`` with its configured encoder into a new generation."""
-    active = active_generation(space.name)
-    if active is not None and _matches(active, version, dimension):
-        raise SpaceMismatch("Space %r is already on %r (%dd); nothing to switch." % (space.name, version, dimension))
-    building = building_generation(space.name)
-    if building is not None:
-        if _matches(building, version, dimension):
-            return building
-        drop_generation(building)
-    status = Status.BUILDING if active is not None else Status.ACTIVE
-    return _create_generation(space, version=version, dimension=dimension, status=status)
+    with transaction.atomic():
+        _lock_space(space.name)
+        active = active_generation(space.name)
+        if active is not None and _matches(active, version, dimension):
+            raise SpaceMismatch("Space %r is already on %r (%dd); nothing to switch." % (space.name, version, dimension))
+        building = building_generation(space.name)
+        if building is not None:
+            if _matches(building, version, dimension):
+                return building
+            drop_generation(building)
+        status = Status.BUILDING if active is not None else Status.ACTIVE
+        return _create_generation(space, version=version, dimension=dimension, status=status)
 
 
 def _create_generation(space: SpaceConfig, *, version: str, dimension: int, status: str) -> SpaceGeneration:
     with transaction.atomic():
-        last = SpaceGeneration.objects.select_for_update().filter(space=space.name).order_by("-number").first()
+        _lock_space(space.name)
+        last = SpaceGeneration.objects.filter(space=space.name).order_by("-number").first()
         generation = SpaceGeneration.objects.create(
             space=space.name,
             number=(last.number + 1) if last else 1,

@@ -1,0 +1,99 @@
+"""Encode the catalogue into embedding spaces, in-process or through Celery, and report coverage."""
+
+from __future__ import annotations
+
+import time
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from ragrec_django import registry
+from ragrec_django.adapters import get_adapter
+from ragrec_django.conf import ragrec_settings
+from ragrec_django.services import encoding
+from ragrec_django.storage import SpaceMismatch
+
+
+class Command(BaseCommand):
+    help = (
+        "Encode items into embedding spaces. By default queues Celery tasks in chunks; --sync encodes "
+        "in this process. --stale encodes only items not yet encoded in the space's current generation; "
+        "without it every item is checked and unchanged ones (same content hash and encoder) are skipped."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--space", action="append", dest="spaces", help="Only this space (repeatable).")
+        parser.add_argument("--stale", action="store_true", help="Only items not yet encoded.")
+        parser.add_argument("--force", action="store_true", help="Re-encode even unchanged items.")
+        parser.add_argument("--sync", action="store_true", help="Encode in this process instead of queuing tasks.")
+        parser.add_argument("--wait", action="store_true", help="After queuing, wait until every item is encoded or failed.")
+        parser.add_argument("--timeout", type=float, default=3600, help="Seconds --wait waits (default 3600).")
+        parser.add_argument("--chunk-size", type=int, default=None, help="Items per chunk (default RAGREC ENCODE_CHUNK_SIZE).")
+        parser.add_argument("--report-only", action="store_true", help="Only print coverage.")
+
+    def handle(self, *args, **options):
+        try:
+            spaces = options["spaces"] or list(registry.get_spaces())
+            for name in spaces:
+                registry.get_space(name)
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc))
+        if not options["report_only"]:
+            chunk_size = options["chunk_size"] or ragrec_settings.ENCODE_CHUNK_SIZE
+            for name in spaces:
+                self._reindex(name, options, chunk_size)
+            if options["wait"] and not options["sync"]:
+                self._wait(spaces, options["timeout"])
+        self._print_coverage(spaces)
+
+    def _reindex(self, space: str, options, chunk_size: int) -> None:
+        if options["stale"]:
+            pks = encoding.stale_host_pks(space)
+        else:
+            pks = [str(pk) for pk in get_adapter().get_queryset().order_by("pk").values_list("pk", flat=True)]
+        chunks = [pks[i : i + chunk_size] for i in range(0, len(pks), chunk_size)]
+        verb = "Encoding" if options["sync"] else "Queuing"
+        self.stdout.write("%s %d item(s) into space %r in %d chunk(s)" % (verb, len(pks), space, len(chunks)))
+        if options["sync"]:
+            total = encoding.EncodeReport(space=space)
+            with tqdm(total=len(pks), unit="item", desc=space, file=self.stderr._out, disable=not pks) as bar:
+                for chunk in chunks:
+                    try:
+                        total.merge(encoding.encode_items(space, chunk, force=options["force"]))
+                    except SpaceMismatch as exc:
+                        raise CommandError(str(exc))
+                    bar.update(len(chunk))
+            self.stdout.write(
+                "  %s: %d encoded, %d unchanged, %d failed" % (space, total.encoded, total.skipped, len(total.failed))
+            )
+        else:
+            from ragrec_django.tasks import enqueue_encoding
+
+            with tqdm(total=len(chunks), unit="chunk", desc=space, file=self.stderr._out, disable=not chunks) as bar:
+                for chunk in chunks:
+                    enqueue_encoding(chunk, [space], force=options["force"])
+                    bar.update(1)
+
+    def _wait(self, spaces, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        total = get_adapter().get_queryset().count() * len(spaces)
+        with tqdm(total=total, unit="item", desc="encoded", file=self.stderr._out) as bar:
+            while True:
+                done = sum(row.encoded + row.failed for row in encoding.coverage(spaces, max_failures=0))
+                bar.update(done - bar.n)
+                if done >= total:
+                    return
+                if time.monotonic() > deadline:
+                    raise CommandError("Timed out after %.0f s with %d of %d done; is a Celery worker running?" % (timeout, done, total))
+                time.sleep(1)
+
+    def _print_coverage(self, spaces) -> None:
+        self.stdout.write("\nCoverage")
+        self.stdout.write("%-12s %-40s %8s %8s %8s %8s" % ("space", "generation", "items", "encoded", "failed", "stale"))
+        for row in encoding.coverage(spaces):
+            self.stdout.write(
+                "%-12s %-40s %8d %8d %8d %8d" % (row.space, row.generation[:40], row.items, row.encoded, row.failed, row.stale)
+            )
+            for key, reason in row.failures:
+                self.stdout.write("    failed item %s: %s" % (key, reason))

@@ -1,0 +1,76 @@
+"""Inspect embedding spaces and switch them between models (and dimensions) without downtime.
+
+    manage.py ragrec_spaces status
+    manage.py ragrec_spaces switch image      # new generation for the configured encoder
+    manage.py ragrec_reindex --space image    # fill it (queries still use the old one)
+    manage.py ragrec_spaces promote image     # atomic swap once complete
+    manage.py ragrec_spaces rollback image    # back to the previous generation
+    manage.py ragrec_spaces drop-retired image
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError
+
+from ragrec_django import registry, storage
+from ragrec_django.models import SpaceGeneration
+from ragrec_django.services import encoding
+
+
+class Command(BaseCommand):
+    help = "Show embedding-space generations; switch a space to its configured encoder; promote, roll back, drop."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        sub.add_parser("status", help="List generations of every space.")
+        for action, text in [
+            ("switch", "Start a new generation for the space's configured encoder (other model or dimension)."),
+            ("promote", "Make the building generation active (refused until it is complete unless --force)."),
+            ("rollback", "Re-activate the previously active generation."),
+            ("drop-retired", "Delete retired generations, their vectors and indexes."),
+        ]:
+            action_parser = sub.add_parser(action, help=text)
+            action_parser.add_argument("space")
+            if action == "promote":
+                action_parser.add_argument("--force", action="store_true", help="Promote even if items are missing.")
+
+    def handle(self, *args, action, **options):
+        try:
+            if action == "status":
+                return self._status()
+            space = registry.get_space(options["space"])
+            if action == "switch":
+                encoder = space.encoder
+                generation = storage.start_switch(space, version=encoder.version, dimension=encoder.dimension)
+                self.stdout.write("Building %s; now run `manage.py ragrec_reindex --space %s`." % (generation, space.name))
+            elif action == "promote":
+                self._promote(space.name, options["force"])
+            elif action == "rollback":
+                self.stdout.write("Active: %s" % storage.rollback(space.name))
+            elif action == "drop-retired":
+                retired = SpaceGeneration.objects.filter(space=space.name, status=SpaceGeneration.Status.RETIRED)
+                for generation in retired:
+                    storage.drop_generation(generation)
+                    self.stdout.write("Dropped %s" % generation)
+        except (ImproperlyConfigured, storage.SpaceMismatch, storage.SpaceNotReady) as exc:
+            raise CommandError(str(exc))
+
+    def _promote(self, space_name: str, force: bool) -> None:
+        row = encoding.coverage([space_name], max_failures=0)[0]
+        if row.stale and not force:
+            raise CommandError(
+                "%s: %d of %d items are not encoded yet; run ragrec_reindex --space %s --stale, or --force."
+                % (row.generation, row.stale, row.items, space_name)
+            )
+        self.stdout.write("Active: %s" % storage.promote(space_name))
+
+    def _status(self) -> None:
+        configured = registry.get_spaces()
+        for generation in SpaceGeneration.objects.order_by("space", "number"):
+            count = generation.embeddings.count()
+            mark = "" if generation.space in configured else "  (space no longer configured)"
+            self.stdout.write("%s  vectors=%d%s" % (generation, count, mark))
+        for name in configured:
+            if not SpaceGeneration.objects.filter(space=name).exists():
+                self.stdout.write("%s: nothing encoded yet" % name)

@@ -1,0 +1,93 @@
+"""Celery tasks: encode items into embedding spaces.
+
+Tasks take primary keys, are idempotent (unchanged items are skipped), ack
+late and are re-queued if their worker dies. A message redelivered more than
+``RAGREC["MAX_REDELIVERIES"]`` times is a poison batch. The first redelivery
+re-runs the batch (already written items are skipped); later ones go item by
+item; past the cap the items still missing are marked failed, so nothing loops
+forever. Transient database errors retry with backoff.
+
+Routing is the host's choice, e.g. to send encoding to GPU workers::
+
+    CELERY_TASK_ROUTES = {"ragrec_django.tasks.encode_items_task": {"queue": "gpu"}}
+
+or set ``RAGREC["ENCODE_QUEUE"] = "gpu"``, which ``enqueue_encoding`` uses.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import F
+
+from . import registry, storage
+from .conf import ragrec_settings
+from .models import Item, TaskDelivery
+from .services import encoding
+
+logger = logging.getLogger(__name__)
+
+
+def _count_delivery(task_id: str | None, name: str) -> int:
+    """Record one more start of this task message; return how many starts so far."""
+    if not task_id:
+        return 1
+    delivery, _ = TaskDelivery.objects.get_or_create(task_id=task_id, defaults={"name": name})
+    TaskDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
+    delivery.refresh_from_db(fields=["attempts"])
+    return delivery.attempts
+
+
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=8,
+)
+def encode_items_task(self, space: str, pks: list, force: bool = False) -> dict:
+    """Encode host items ``pks`` into ``space``; return counts and per-item failures."""
+    attempts = _count_delivery(self.request.id, self.name)
+    limit = ragrec_settings.MAX_REDELIVERIES
+    if attempts > limit + 1:
+        _fail_unencoded(space, pks, "worker died %d times while encoding this batch" % (attempts - 1))
+        report = encoding.EncodeReport(space=space)
+    elif attempts > 2:
+        # Died on this batch more than once: go item by item so one poison item cannot sink the rest.
+        report = encoding.EncodeReport(space=space)
+        for pk in pks:
+            report.merge(encoding.encode_items(space, [pk], force=force))
+    else:
+        report = encoding.encode_items(space, pks, force=force)
+    if self.request.id:
+        TaskDelivery.objects.filter(task_id=self.request.id).delete()
+    return {"space": space, "encoded": report.encoded, "skipped": report.skipped, "failed": report.failed}
+
+
+def _fail_unencoded(space_name: str, pks: list, reason: str) -> None:
+    generation = encoding.current_write_generation(space_name)
+    if generation is None:
+        return
+    encoding.sync_host_items(pks)
+    missing = Item.objects.filter(key__in=[str(pk) for pk in pks]).exclude(embeddings__generation=generation)
+    storage.record_failures(generation, [(item_id, "", reason) for item_id in missing.values_list("id", flat=True)])
+    logger.error("Gave up on %d item(s) of space %r: %s", missing.count(), space_name, reason)
+
+
+def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool = False) -> list:
+    """Queue encoding of host items after the current transaction commits; return the chunks queued."""
+    pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
+    size = max(int(ragrec_settings.ENCODE_CHUNK_SIZE), 1)
+    chunks = [pks[i : i + size] for i in range(0, len(pks), size)]
+    options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
+    for space in spaces or list(registry.get_spaces()):
+        for chunk in chunks:
+            transaction.on_commit(
+                lambda space=space, chunk=chunk: encode_items_task.apply_async((space, chunk, force), **options)
+            )
+    return chunks

@@ -1,0 +1,116 @@
+"""A real Celery worker process, consuming from a real Redis broker, encodes items into PostgreSQL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from ragrec_django.models import Embedding, EncodingFailure, TaskDelivery
+
+pytestmark = [pytest.mark.celery_worker, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get("RAGREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def redis_broker():
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        pytest.fail("Redis is not running at %s (./dev test starts it)" % REDIS_URL)
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+
+
+@pytest.fixture
+def worker_env(redis_broker, tmp_path):
+    """Environment for subprocesses: the test database, the Redis broker, a short visibility timeout."""
+    db = connection.settings_dict
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update(
+        DATABASE_URL="postgres://%s@/%s?host=%s" % (db["USER"], db["NAME"], db["HOST"] or db["OPTIONS"].get("host", "")),
+        CELERY_BROKER_URL=redis_broker,
+        CELERY_VISIBILITY_TIMEOUT="4",
+        SHOP_DEMO_MEDIA_ROOT=str(tmp_path / "media"),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def start_worker(worker_env, tmp_path):
+    started = []
+
+    def start():
+        log = open(tmp_path / ("worker-%d.log" % len(started)), "w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "--concurrency", "1", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", "test%d@%%h" % len(started)],
+            cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        started.append((process, log))
+        return process
+
+    yield start
+    for process, log in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def reindex(worker_env, *args):
+    return subprocess.run(
+        [sys.executable, "manage.py", "ragrec_reindex", "--space", "text", *args],
+        cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def test_worker_encodes_items_from_redis_into_postgres(many_products, start_worker, worker_env):
+    pks = many_products(30)
+    start_worker()
+    result = reindex(worker_env, "--chunk-size", "10", "--wait", "--timeout", "180")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Queuing 30 item(s) into space 'text' in 3 chunk(s)" in result.stdout
+    assert Embedding.objects.filter(generation__space="text").count() == len(pks)
+    assert not EncodingFailure.objects.exists()
+    assert not TaskDelivery.objects.exists()  # finished tasks leave no delivery record
+
+
+def test_killed_worker_leaves_every_item_encoded_exactly_once(many_products, start_worker, worker_env):
+    pks = many_products(1500)
+    worker = start_worker()
+    queued = reindex(worker_env, "--chunk-size", "1500")
+    assert queued.returncode == 0, queued.stderr
+    text_rows = Embedding.objects.filter(generation__space="text")
+    wait_for(lambda: text_rows.count() >= 64, 240, "the first written batch")
+    written_before_kill = text_rows.count()
+    os.killpg(worker.pid, signal.SIGKILL)  # the whole worker, mid-batch
+    worker.wait()
+    assert written_before_kill < len(pks), "the batch finished before the kill; the test proves nothing"
+
+    start_worker()  # the unacknowledged message comes back after the visibility timeout
+    wait_for(lambda: text_rows.count() == len(pks), 240, "all items encoded after restart")
+    time.sleep(1)
+    assert text_rows.count() == len(pks)
+    assert text_rows.values("item").distinct().count() == len(pks)
+    assert not EncodingFailure.objects.exists()
