@@ -84,6 +84,8 @@ def check_database(app_configs=None, databases=None, **kwargs):
     if not databases or "default" not in databases:
         return []
     connection = connections["default"]
+    if not _ragrec_migrated(connection):
+        return []  # `migrate` is about to create the extension and tables
     if connection.vendor != "postgresql":
         return [_error("ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor, "ragrec.E007")]
     try:
@@ -102,6 +104,15 @@ def check_database(app_configs=None, databases=None, **kwargs):
             )
         ]
     return _check_generations()
+
+
+def _ragrec_migrated(connection) -> bool:
+    from django.db.migrations.recorder import MigrationRecorder
+
+    try:
+        return MigrationRecorder(connection).migration_qs.filter(app="ragrec_django", name="0001_initial").exists()
+    except DatabaseError:
+        return False
 
 
 def _check_generations():

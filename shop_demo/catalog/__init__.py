@@ -1,0 +1,1 @@
+"""The demo shop's catalogue: categories, products, storefront and seeding commands."""
