@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             broker = os.environ.get("CELERY_BROKER_URL", "filesystem://")
             if broker == "filesystem://":
-                (var_dir / "broker" / "processed").mkdir(parents=True, exist_ok=True)
+                for folder in ("processed", "control"):
+                    (var_dir / "broker" / folder).mkdir(parents=True, exist_ok=True)
             step("Starting a Celery worker (broker: %s)" % broker.split("@")[-1])
             worker = subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "--loglevel", "WARNING", "--concurrency", "1"],

@@ -1,0 +1,78 @@
+"""Turn the ``device`` and ``precision`` options into torch objects."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Return the torch device for "auto", "cpu", "cuda", "cuda:N" or "mps".
+
+    "auto" picks CUDA, then MPS, then CPU. An explicit device that is not
+    present raises ``ValueError`` rather than silently running elsewhere.
+    """
+    name = check_device_name(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(name)
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device %r was requested but CUDA is not available." % device)
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(
+                "device %r was requested but only %d CUDA device(s) are present." % (device, torch.cuda.device_count())
+            )
+        return resolved
+    if resolved.type == "mps" and not _mps_available():
+        raise ValueError("device %r was requested but MPS is not available." % device)
+    return resolved
+
+
+def check_device_name(device: str | torch.device) -> str:
+    """Validate the spelling of a device option without touching any accelerator."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError("device must be a string such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps', got %r." % (device,))
+    name = device.strip().lower()
+    if name == "auto":
+        return name
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ValueError("Unknown device %r: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'." % device)
+    return name
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """Return the compute dtype for "auto", "fp32", "fp16" or "bf16" on ``device``.
+
+    "auto" is fp16 on CUDA and fp32 elsewhere.
+    """
+    name = check_precision_name(precision)
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return PRECISIONS[name]
+
+
+def check_precision_name(precision: str) -> str:
+    """Validate a precision option: "auto", "fp32", "fp16" or "bf16"."""
+    name = precision.strip().lower() if isinstance(precision, str) else None
+    if name != "auto" and name not in PRECISIONS:
+        raise ValueError("Unknown precision %r: use 'auto', 'fp32', 'fp16' or 'bf16'." % (precision,))
+    return name
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())

