@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
+from .lazy import LazyModule
+
+torch = LazyModule("torch")
 
 
 class OomBackoff:

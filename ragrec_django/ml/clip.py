@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -12,14 +14,16 @@ from hashlib import sha256
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .base import Encoder, EncoderError, ImageBatchResult
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
 from .images import ImagePolicy, Preprocessing, iter_pixel_batches
+from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 HF_HUB_PREFIX = "hf-hub:"
 CONFIG_KEYS = ("embed_dim", "vision_cfg", "text_cfg")
@@ -184,6 +188,9 @@ class OpenClipEncoder(Encoder):
     def _model_config(self) -> dict:
         if self.config is not None:
             return self.config
+        bundled = _bundled_config(self.model_name)
+        if bundled is not None:
+            return bundled
         import open_clip
 
         try:
@@ -220,6 +227,29 @@ def _read_config(config: dict | str | os.PathLike, model: str) -> dict:
     if missing:
         raise EncoderError("open_clip config for %r lacks %s." % (model, ", ".join(missing)))
     return json.loads(json.dumps(config))
+
+
+def _bundled_config(model: str) -> dict | None:
+    """open_clip's bundled config of a built-in ``model``, read as JSON without importing open_clip (and torch).
+
+    None when open_clip is already imported (its registry may hold added configs) or the file is not there.
+    """
+    if "open_clip" in sys.modules or not MODEL_NAME_PATTERN.match(model):
+        return None
+    spec = importlib.util.find_spec("open_clip")  # locates the package without running it
+    filename = model + ".json"
+    for package in (spec and spec.submodule_search_locations) or ():
+        folder = os.path.join(package, "model_configs")
+        try:
+            if filename not in os.listdir(folder):  # exact name, also on case-insensitive file systems
+                continue
+            with open(os.path.join(folder, filename), encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and all(key in config for key in CONFIG_KEYS):
+            return config
+    return None
 
 
 def _config_digest(config: dict | None) -> str | None:

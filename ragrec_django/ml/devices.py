@@ -1,10 +1,21 @@
-"""Turn the ``device`` and ``precision`` options into torch objects."""
+"""Turn the ``device`` and ``precision`` options into torch objects.
+
+Checking the spelling of an option does not import torch; resolving it does.
+"""
 
 from __future__ import annotations
 
-import torch
+import re
+import sys
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .lazy import LazyModule
+
+torch = LazyModule("torch")
+
+#: Precision option -> name of the torch dtype it computes in.
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: What ``torch.device`` accepts for the device types we support (an index has no sign or leading zero).
+DEVICE_PATTERN = re.compile(r"(cpu|cuda|mps)(:(0|[1-9][0-9]*))?")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -37,19 +48,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def check_device_name(device: str | torch.device) -> str:
-    """Validate the spelling of a device option without touching any accelerator."""
-    if isinstance(device, torch.device):
+    """Validate the spelling of a device option without touching any accelerator (or importing torch)."""
+    if _is_torch_device(device):
         device = str(device)
     if not isinstance(device, str):
         raise ValueError("device must be a string such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps', got %r." % (device,))
     name = device.strip().lower()
-    if name == "auto":
-        return name
-    try:
-        kind = torch.device(name).type
-    except RuntimeError:
-        kind = None
-    if kind not in ("cpu", "cuda", "mps"):
+    if name != "auto" and not DEVICE_PATTERN.fullmatch(name):
         raise ValueError("Unknown device %r: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'." % device)
     return name
 
@@ -62,13 +67,13 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     name = check_precision_name(precision)
     if name == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    return PRECISIONS[name]
+    return getattr(torch, PRECISION_DTYPES[name])
 
 
 def check_precision_name(precision: str) -> str:
     """Validate a precision option: "auto", "fp32", "fp16" or "bf16"."""
     name = precision.strip().lower() if isinstance(precision, str) else None
-    if name != "auto" and name not in PRECISIONS:
+    if name != "auto" and name not in PRECISION_DTYPES:
         raise ValueError("Unknown precision %r: use 'auto', 'fp32', 'fp16' or 'bf16'." % (precision,))
     return name
 
@@ -76,3 +81,15 @@ def check_precision_name(precision: str) -> str:
 def _mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
+
+
+def _is_torch_device(value) -> bool:
+    # Without torch imported there is no torch.device to be an instance of: never import it here.
+    return isinstance(value, getattr(sys.modules.get("torch"), "device", ()))
+
+
+def __getattr__(name: str):
+    # PRECISIONS (option -> torch dtype) is built on first access, which imports torch.
+    if name == "PRECISIONS":
+        return {option: getattr(torch, dtype) for option, dtype in PRECISION_DTYPES.items()}
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

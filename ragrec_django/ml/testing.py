@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import os
 
-import torch
-
 TINY_CLIP_NAME = "ragrec-tiny-clip"
 TINY_CLIP_CONFIG = {
     "embed_dim": 64,
@@ -24,6 +22,7 @@ def make_tiny_clip_checkpoint(directory: str | os.PathLike, seed: int = 0) -> di
     preprocessed to 32x32, and the same ``seed`` always gives the same weights.
     """
     import open_clip
+    import torch
     from safetensors.torch import save_file
 
     config = copy.deepcopy(TINY_CLIP_CONFIG)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .base import Encoder, EncoderError
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
+from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -92,13 +95,17 @@ class TransformerTextEncoder(Encoder):
     @property
     def dimension(self) -> int:
         if self._dimension is None:
-            from transformers import AutoConfig
+            source = self.source
+            hidden_size = _local_hidden_size(source) if os.path.isdir(source) else None
+            if hidden_size is None:
+                from transformers import AutoConfig
 
-            try:
-                config = AutoConfig.from_pretrained(self.source, revision=self.revision)
-            except Exception as exc:
-                raise EncoderError("Cannot read the config of text model %r: %s" % (self.model_name, exc)) from exc
-            self._dimension = int(config.hidden_size)
+                try:
+                    config = AutoConfig.from_pretrained(source, revision=self.revision)
+                except Exception as exc:
+                    raise EncoderError("Cannot read the config of text model %r: %s" % (self.model_name, exc)) from exc
+                hidden_size = config.hidden_size
+            self._dimension = int(hidden_size)
         return self._dimension
 
     @property
@@ -170,6 +177,17 @@ class TransformerTextEncoder(Encoder):
             if os.path.isfile(path):
                 return path
         raise EncoderError("No weights or config.json found in %r." % folder)
+
+
+def _local_hidden_size(folder: str) -> int | None:
+    """``hidden_size`` read as plain JSON from a local model folder (no transformers import), if present."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return None  # AutoConfig reports the problem
+    hidden_size = config.get("hidden_size") if isinstance(config, dict) else None
+    return hidden_size if isinstance(hidden_size, int) else None
 
 
 def _mean_pool(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,29 @@ def test_bad_device_names(bad):
         check_device_name(bad)
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["cpu", "cuda", "mps", "cpu:0", "cuda:0", "cuda:12", "mps:1"]
+    + ["cuda:01", "cuda:-1", "cuda:", "cuda: 0", "cuda:0:1", "cuda:+1", "xpu", "meta"],
+)
+def test_device_names_are_checked_like_torch_parses_them(name):
+    """check_device_name parses without torch; it must accept exactly what torch.device does (cpu, cuda, mps)."""
+    try:
+        torch_accepts = torch.device(name).type in ("cpu", "cuda", "mps")
+    except RuntimeError:
+        torch_accepts = False
+    try:
+        accepted = check_device_name(name) == name
+    except ValueError:
+        accepted = False
+    assert accepted == torch_accepts
+
+
+def test_torch_devices_are_accepted():
+    assert check_device_name(torch.device("cuda", 1)) == "cuda:1"
+    assert check_device_name(torch.device("cpu")) == "cpu"
+
+
 def test_precision():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_dtype("auto", cpu) == torch.float32
@@ -56,3 +79,7 @@ def test_precision():
     for bad in ("int8", "half", None):
         with pytest.raises(ValueError, match="precision"):
             resolve_dtype(bad, cpu)
+
+
+def test_precisions_table_is_built_on_demand():
+    assert devices.PRECISIONS == {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

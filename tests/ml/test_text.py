@@ -112,3 +112,17 @@ def test_missing_model_is_an_encoder_error(tmp_path):
     encoder = TransformerTextEncoder(model=str(tmp_path), device="cpu")
     with pytest.raises(EncoderError):
         encoder.encode_texts(["anything"])
+
+
+def test_dimension_of_a_local_folder_reads_its_config_json(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_size": 96}')
+    assert TransformerTextEncoder(model=str(tmp_path), device="cpu").dimension == 96
+
+
+def test_dimension_falls_back_to_autoconfig_for_renamed_fields(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2", "n_embd": 48}')  # GPT-2 calls hidden_size n_embd
+    assert TransformerTextEncoder(model=str(tmp_path), device="cpu").dimension == 48
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EncoderError, match="Cannot read the config"):
+        TransformerTextEncoder(model=str(empty), device="cpu").dimension
