@@ -46,6 +46,8 @@ class ItemSnapshot:
     is_eligible: bool
     url: str
     group_key: str
+    text: str = ""
+    is_promoted: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -143,6 +145,10 @@ class ItemAdapter:
                 return "" if value is None else str(value)
         return ""
 
+    def is_promoted(self, item) -> bool:
+        """Whether the shop promotes this item (it then shares the promotion quota with new items)."""
+        return bool(getattr(item, "is_promoted", False))
+
     def get_metadata(self, item) -> dict[str, Any]:
         return dict(self.get_attributes(item))
 
@@ -156,6 +162,8 @@ class ItemAdapter:
             is_eligible=self.is_eligible(item),
             url=self.get_url(item)[:500],
             group_key=self.get_group_key(item)[:64],
+            text=self.get_text(item),
+            is_promoted=self.is_promoted(item),
             metadata=self.get_metadata(item),
         )
 

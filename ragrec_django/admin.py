@@ -1,9 +1,10 @@
-"""Back office: items as ragrec sees them, space generations with their coverage, encoding failures."""
+"""Back office: items, space generations with coverage, failures, events, serving configurations, complements."""
 
 from django.contrib import admin
 from django.db.models import Count
+from django.utils import timezone
 
-from .models import EncodingFailure, Item, SpaceGeneration
+from .models import ComplementPair, EncodingFailure, Interaction, Item, ServingConfig, SpaceGeneration
 
 
 @admin.register(Item)
@@ -50,3 +51,47 @@ class EncodingFailureAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+@admin.register(Interaction)
+class InteractionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "event", "item", "user", "session_key", "order_id", "quantity", "query", "source"]
+    list_filter = ["event", "source"]
+    search_fields = ["item__title", "item__key", "session_key", "order_id", "query"]
+    list_select_related = ["item", "user"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Interaction._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ServingConfig)
+class ServingConfigAdmin(admin.ModelAdmin):
+    """Merchandisers edit ranking rules here; a row overrides the setting of the same name."""
+
+    list_display = ["name", "description", "updated_at"]
+    search_fields = ["name", "description"]
+
+
+@admin.register(ComplementPair)
+class ComplementPairAdmin(admin.ModelAdmin):
+    list_display = ["item", "complement", "score", "source", "status", "reviewed_by", "reviewed_at"]
+    list_filter = ["status", "source"]
+    search_fields = ["item__title", "complement__title"]
+    list_select_related = ["item", "complement", "reviewed_by"]
+    raw_id_fields = ["item", "complement"]
+    readonly_fields = ["reviewed_by", "reviewed_at", "created_at"]
+    actions = ["approve", "reject"]
+
+    def _review(self, request, queryset, status):
+        updated = queryset.update(status=status, reviewed_by=request.user, reviewed_at=timezone.now())
+        self.message_user(request, "%d pair(s) marked %s." % (updated, status))
+
+    @admin.action(description="Approve selected pairs", permissions=["change"])
+    def approve(self, request, queryset):
+        self._review(request, queryset, ComplementPair.Status.APPROVED)
+
+    @admin.action(description="Reject selected pairs", permissions=["change"])
+    def reject(self, request, queryset):
+        self._review(request, queryset, ComplementPair.Status.REJECTED)

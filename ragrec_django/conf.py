@@ -56,13 +56,33 @@ DEFAULTS: dict[str, Any] = {
     "MAX_IMAGE_PIXELS": 40_000_000,
     # Image formats accepted for product images and photo search.
     "IMAGE_FORMATS": ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"],
+    # Named serving configurations (ranking rules); rows in the admin override these by name.
+    "SERVING_CONFIGS": {"default": {}},
+    # Weights of the spaces fused for "similar items" (spaces not configured are skipped).
+    "SIMILAR_WEIGHTS": {"text": 0.5, "image": 0.5},
+    # Retrievers fused (reciprocal rank fusion) for text search, with their weights: "keyword"
+    # (full-text), "text" (query vs the text space) and "image" (CLIP text tower vs the image space).
+    "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.7},
+    # PostgreSQL text search configuration for keyword search.
+    "SEARCH_LANGUAGE": "english",
+    # Event weights for trending and "for you" profiles.
+    "EVENT_WEIGHTS": {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0},
+    # Half-lives of the time decay of trending popularity and of "for you" history.
+    "TRENDING_HALF_LIFE_HOURS": 72,
+    "PROFILE_HALF_LIFE_HOURS": 24 * 14,
+    # Items first seen within this many days count as new (promotion quota).
+    "NEW_ITEM_DAYS": 30,
+    # Largest k any recommendation call returns.
+    "MAX_K": 100,
+    # Query embeddings cached per process (text search in the web process).
+    "QUERY_CACHE_SIZE": 2048,
 }
 
 # Settings holding a dotted path, imported on first access.
 IMPORT_STRINGS = {"ADAPTER"}
 
 # Settings that are dicts merged key by key with the default (not replaced).
-MERGED_DICTS = {"HNSW"}
+MERGED_DICTS = {"HNSW", "EVENT_WEIGHTS"}
 
 
 class RagrecSettings:

@@ -13,8 +13,12 @@ to another model or dimension builds a new generation and then swaps it in.
 
 from __future__ import annotations
 
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from pgvector.django import HalfVectorField
 
 
@@ -31,12 +35,16 @@ class Item(models.Model):
     group_key = models.CharField(
         max_length=64, blank=True, db_index=True, help_text="Variant group (same parent product), if any."
     )
+    is_promoted = models.BooleanField(default=False, help_text="Promoted items get a share of slots (promotion quota).")
+    text = models.TextField(blank=True, help_text="The item's text as the adapter builds it (for keyword search).")
+    search_vector = SearchVectorField(null=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["key"]
+        indexes = [GinIndex(fields=["search_vector"], name="ragrec_item_search")]
 
     def __str__(self) -> str:
         return self.title or self.key
@@ -129,3 +137,91 @@ class TaskDelivery(models.Model):
 
     def __str__(self) -> str:
         return "%s (%d)" % (self.task_id, self.attempts)
+
+
+class Interaction(models.Model):
+    """One shopper event: a view, a click on a recommendation, an add to cart, a purchase, a search."""
+
+    class Event(models.TextChoices):
+        VIEW = "view", "view"
+        CLICK = "click", "click"
+        ADD_TO_CART = "add_to_cart", "add to cart"
+        PURCHASE = "purchase", "purchase"
+        SEARCH = "search", "search"
+
+    event = models.CharField(max_length=16, choices=Event.choices)
+    item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.CASCADE, related_name="interactions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session_key = models.CharField(max_length=64, blank=True, help_text="Anonymous session (or any visitor id).")
+    order_id = models.CharField(max_length=64, blank=True, help_text="Basket or order the event belongs to.")
+    quantity = models.PositiveIntegerField(default=1)
+    query = models.CharField(max_length=500, blank=True)
+    source = models.CharField(max_length=64, blank=True, help_text="Recommender that showed the item (for clicks).")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="ragrec_event_user"),
+            models.Index(fields=["session_key", "-created_at"], name="ragrec_event_session"),
+            models.Index(fields=["event", "-created_at"], name="ragrec_event_recent"),
+            models.Index(fields=["item", "event"], name="ragrec_event_item"),
+            models.Index(fields=["order_id"], name="ragrec_event_order", condition=~Q(order_id="")),
+        ]
+
+    def __str__(self) -> str:
+        return "%s %s" % (self.event, self.item_id or self.query)
+
+
+class ServingConfig(models.Model):
+    """Named ranking rules a merchandiser edits: filters, pins, boosts, quota, diversity."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    rules = models.JSONField(default=dict, blank=True, help_text="See ragrec_django.ranking.rules.ServingRules.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from .ranking.rules import RulesError, ServingRules
+
+        try:
+            ServingRules.from_dict(self.rules or {})
+        except RulesError as exc:
+            raise ValidationError({"rules": str(exc)})
+
+
+class ComplementPair(models.Model):
+    """A "goes with" pair: proposed from content or purchases, approved or rejected by a merchandiser."""
+
+    class Status(models.TextChoices):
+        PROPOSED = "proposed", "proposed"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="complement_pairs")
+    complement = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField(default=0.0)
+    source = models.CharField(max_length=16, default="content")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROPOSED)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["item", "-score"]
+        constraints = [
+            models.UniqueConstraint(fields=["item", "complement"], name="ragrec_complement_unique"),
+            models.CheckConstraint(condition=~Q(item=models.F("complement")), name="ragrec_complement_not_self"),
+        ]
+
+    def __str__(self) -> str:
+        return "%s + %s (%s)" % (self.item_id, self.complement_id, self.status)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .conf import ragrec_settings
@@ -10,11 +11,17 @@ DISPATCH_UID = "ragrec_django.item_hooks"
 
 
 def item_saved(sender, instance, raw=False, **kwargs) -> None:
-    if raw or not ragrec_settings.AUTO_ENCODE:
+    """Mirror the item after commit (cheap, in-process) and queue its re-encoding."""
+    if raw:
         return
-    from .tasks import enqueue_encoding
+    from .services.encoding import sync_host_items
 
-    enqueue_encoding([instance.pk])
+    pk = instance.pk
+    transaction.on_commit(lambda: sync_host_items([pk]))
+    if ragrec_settings.AUTO_ENCODE:
+        from .tasks import enqueue_encoding
+
+        enqueue_encoding([pk])
 
 
 def item_deleted(sender, instance, **kwargs) -> None:

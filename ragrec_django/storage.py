@@ -9,9 +9,11 @@ picks the generation's index.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from typing import Iterable, Sequence
 
 import numpy as np
+from django.contrib.postgres.search import SearchVector
 from django.db import connection, transaction
 from django.utils import timezone
 from pgvector import HalfVector
@@ -265,38 +267,88 @@ def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, s
     return len(failures)
 
 
+@dataclass(frozen=True)
+class ItemFilter:
+    """Business filters applied inside nearest-neighbour and keyword queries."""
+
+    categories: tuple[str, ...] = ()
+    exclude_categories: tuple[str, ...] = ()
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    in_stock_only: bool = False
+    exclude_ids: frozenset[int] = frozenset()
+    eligible_only: bool = True
+
+    def sql(self, alias: str = "i") -> tuple[str, list]:
+        """``AND ...`` conditions on the item table ``alias`` and their parameters."""
+        clauses, params = [], []
+        if self.eligible_only:
+            clauses.append("{a}.is_eligible")
+        if self.categories:
+            clauses.append("{a}.category = ANY(%s)")
+            params.append(list(self.categories))
+        if self.exclude_categories:
+            clauses.append("NOT ({a}.category = ANY(%s))")
+            params.append(list(self.exclude_categories))
+        if self.min_price is not None:
+            clauses.append("{a}.price >= %s")
+            params.append(self.min_price)
+        if self.max_price is not None:
+            clauses.append("{a}.price <= %s")
+            params.append(self.max_price)
+        if self.in_stock_only:
+            clauses.append("{a}.in_stock")
+        if self.exclude_ids:
+            clauses.append("NOT ({a}.id = ANY(%s))")
+            params.append(sorted(self.exclude_ids))
+        return "".join(" AND " + c.format(a=alias) for c in clauses), params
+
+
+NO_FILTER = ItemFilter(eligible_only=False)
+
+
 def nearest(
     space_name: str,
     query: np.ndarray,
     k: int,
     *,
-    exclude_item_ids: Iterable[int] = (),
+    filters: ItemFilter = ItemFilter(),
     exact: bool = False,
     ef_search: int | None = None,
 ) -> list[Neighbour]:
     """The ``k`` items nearest to ``query`` (cosine distance) in the space's active generation.
 
-    Runs in its own transaction so ``SET LOCAL`` search settings (ef_search,
-    iterative scans) apply to this query only. ``exact=True`` disables the
-    index (ground truth for recall measurements).
+    Filters are applied inside the query; HNSW iterative scans (pgvector 0.8)
+    keep scanning until ``k`` rows pass them. Should the scan still stop short
+    (its tuple budget spent on a very selective filter), the query is re-run
+    exactly, so ``k`` results come back whenever ``k`` items match. Runs in
+    its own transaction so ``SET LOCAL`` settings apply to this query only.
+    ``exact=True`` disables the index (ground truth for recall measurements).
     """
     generation = active_generation(space_name)
     if generation is None:
         raise SpaceNotReady("Space %r has no encoded items yet." % space_name)
     vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
-    exclude = [int(i) for i in exclude_item_ids]
+    conditions, filter_params = filters.sql("i")
     sql = (
-        "SELECT item_id, (vector::halfvec({dim})) <=> %s::halfvec({dim}) AS distance FROM {table} "
-        "WHERE generation_id = %s {exclude} ORDER BY distance LIMIT %s"
+        "SELECT e.item_id, (e.vector::halfvec({dim})) <=> %s::halfvec({dim}) AS distance "
+        "FROM {embeddings} e JOIN {items} i ON i.id = e.item_id "
+        "WHERE e.generation_id = %s{conditions} ORDER BY distance LIMIT %s"
     ).format(
         dim=int(generation.dimension),
-        table=connection.ops.quote_name(Embedding._meta.db_table),
-        exclude="AND NOT (item_id = ANY(%s))" if exclude else "",
+        embeddings=connection.ops.quote_name(Embedding._meta.db_table),
+        items=connection.ops.quote_name(Item._meta.db_table),
+        conditions=conditions,
     )
-    params: list = [HalfVector(vector).to_text(), generation.pk]
-    if exclude:
-        params.append(exclude)
-    params.append(int(k))
+    params = [HalfVector(vector).to_text(), generation.pk, *filter_params, int(k)]
+    rows = _run_vector_query(sql, params, exact=exact, ef_search=ef_search)
+    if len(rows) < k and not exact:
+        rows = _run_vector_query(sql, params, exact=True, ef_search=None)
+    # relaxed_order iterative scans may return rows slightly out of order: re-sort.
+    return sorted((Neighbour(item_id=row[0], distance=float(row[1])) for row in rows), key=lambda n: n.distance)
+
+
+def _run_vector_query(sql: str, params: list, *, exact: bool, ef_search: int | None) -> list[tuple]:
     with transaction.atomic(), connection.cursor() as cursor:
         if exact:
             cursor.execute("SET LOCAL enable_indexscan = off")
@@ -304,9 +356,7 @@ def nearest(
             cursor.execute("SET LOCAL hnsw.ef_search = %d" % int(ef_search or ragrec_settings.HNSW["EF_SEARCH"]))
             cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    # relaxed_order iterative scans may return rows slightly out of order: re-sort.
-    return sorted((Neighbour(item_id=row[0], distance=float(row[1])) for row in rows), key=lambda n: n.distance)
+        return cursor.fetchall()
 
 
 def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
@@ -323,10 +373,21 @@ def sync_items(snapshots) -> dict[str, int]:
     snapshots = list(snapshots)
     if not snapshots:
         return {}
-    Item.objects.bulk_create(
-        [Item(**asdict(snapshot)) for snapshot in snapshots],
-        update_conflicts=True,
-        unique_fields=["key"],
-        update_fields=["title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "metadata", "updated_at"],
-    )
-    return dict(Item.objects.filter(key__in=[s.key for s in snapshots]).values_list("key", "id"))
+    keys = [s.key for s in snapshots]
+    with transaction.atomic():
+        Item.objects.bulk_create(
+            [Item(**asdict(snapshot)) for snapshot in snapshots],
+            update_conflicts=True,
+            unique_fields=["key"],
+            update_fields=[
+                "title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "text",
+                "is_promoted", "metadata", "updated_at",
+            ],
+        )
+        language = ragrec_settings.SEARCH_LANGUAGE
+        Item.objects.filter(key__in=keys).update(
+            search_vector=SearchVector("title", weight="A", config=language)
+            + SearchVector("category", weight="B", config=language)
+            + SearchVector("text", weight="C", config=language)
+        )
+    return dict(Item.objects.filter(key__in=keys).values_list("key", "id"))

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 
 from .. import registry, storage
@@ -42,7 +43,7 @@ class EncodeReport:
 def sync_host_items(host_pks: Sequence) -> dict[str, object]:
     """Mirror host items into ``Item`` (deleting mirrors of vanished items); return {key: host item}."""
     adapter = get_adapter()
-    host_items = list(adapter.get_queryset().filter(pk__in=list(host_pks)))
+    host_items = list(adapter.get_queryset().filter(pk__in=valid_host_pks(host_pks)))
     by_key = {adapter.get_key(item): item for item in host_items}
     storage.sync_items(adapter.snapshot(item) for item in host_items)
     requested = {str(pk) for pk in host_pks}
@@ -50,6 +51,21 @@ def sync_host_items(host_pks: Sequence) -> dict[str, object]:
     if vanished:
         Item.objects.filter(key__in=vanished).delete()
     return by_key
+
+
+def valid_host_pks(host_pks: Sequence) -> list:
+    """The values of ``host_pks`` that can be primary keys of the host's item model."""
+    pk_field = get_adapter().get_item_model()._meta.pk
+    valid = []
+    for value in host_pks:
+        try:
+            pk = pk_field.to_python(value)
+        except ValidationError:
+            continue
+        if isinstance(pk, int) and not -(2**63) <= pk < 2**63:
+            continue
+        valid.append(pk)
+    return valid
 
 
 def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, batch_size: int | None = None) -> EncodeReport:

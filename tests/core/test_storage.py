@@ -52,7 +52,7 @@ def test_ann_matches_exact_search_and_excludes(small_set):
     items, _ = small_set
     query = unit(0.7, 0.55, 0.1, 0)
     assert keys(storage.nearest("text", query, k=5)) == keys(storage.nearest("text", query, k=5, exact=True))
-    excluded = storage.nearest("text", unit(1, 0, 0, 0), k=2, exclude_item_ids=[items["x1"].id])
+    excluded = storage.nearest("text", unit(1, 0, 0, 0), k=2, filters=storage.ItemFilter(exclude_ids=frozenset([items["x1"].id])))
     assert keys(excluded) == ["x2", "y2"]
 
 

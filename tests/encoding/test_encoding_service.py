@@ -114,20 +114,24 @@ def test_concurrent_runs_write_each_item_once(ragrec_encoders, many_products):
 
 def test_saving_a_product_enqueues_encoding_after_commit(settings, ragrec_encoders, make_products, django_capture_on_commit_callbacks):
     settings.RAGREC = {**settings.RAGREC, "AUTO_ENCODE": True, "SPACES": {"text": settings.RAGREC["SPACES"]["text"]}}
+    with django_capture_on_commit_callbacks() as callbacks:
+        make_products([("Yellow mug", "yellow", None)])
+    assert not Item.objects.exists() and not Embedding.objects.exists()  # nothing happens before commit
     celery_app.conf.task_always_eager = True
     try:
-        with django_capture_on_commit_callbacks(execute=True) as callbacks:
-            make_products([("Yellow mug", "yellow", None)])
+        for callback in callbacks:
+            callback()
     finally:
         celery_app.conf.task_always_eager = False
-    assert len(callbacks) == 1  # one task per space, queued only after commit
+    assert Item.objects.get().title == "Yellow mug"
     assert Embedding.objects.filter(item__title="Yellow mug", generation__space="text").count() == 1
 
 
-def test_auto_encode_can_be_switched_off(ragrec_encoders, make_products, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks() as callbacks:
+def test_auto_encode_off_still_mirrors_but_does_not_encode(ragrec_encoders, make_products, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
         make_products([("Yellow mug", "yellow", None)])
-    assert callbacks == []
+    assert Item.objects.get().title == "Yellow mug"
+    assert not Embedding.objects.exists()
 
 
 def test_reindex_command_sync_reports_coverage(ragrec_encoders, make_products, capsys):

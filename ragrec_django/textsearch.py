@@ -1,0 +1,143 @@
+"""Keyword search with PostgreSQL full-text search, made typo-tolerant.
+
+Query words that are not in the catalogue's vocabulary are corrected to the
+nearest vocabulary word (Damerau-Levenshtein distance 1, or 2 for words of
+8+ letters; ties go to the more frequent word) with a SymSpell-style
+deletion index, so "wodden chiar" finds "wooden chair". The vocabulary is
+read from the item mirror and refreshed when the catalogue changes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Max
+
+from .conf import ragrec_settings
+from .models import Item
+from .storage import ItemFilter
+
+WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+VOCABULARY_TTL_SECONDS = 30
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment (Damerau-Levenshtein) distance."""
+    previous2, previous = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = ca != cb
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if previous2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def _deletes(word: str, depth: int) -> set[str]:
+    found, frontier = set(), {word}
+    for _ in range(depth):
+        frontier = {w[:i] + w[i + 1 :] for w in frontier for i in range(len(w))}
+        found |= frontier
+    return found
+
+
+def max_distance(word: str) -> int:
+    return 2 if len(word) >= 8 else 1 if len(word) >= 4 else 0
+
+
+class SpellingCorrector:
+    """Corrects words to a vocabulary ({word: frequency}) by small edit distances."""
+
+    def __init__(self, vocabulary: dict[str, int]):
+        self.vocabulary = vocabulary
+        self._index: dict[str, list[str]] = defaultdict(list)
+        for word in vocabulary:
+            for variant in _deletes(word, max_distance(word)) | {word}:
+                self._index[variant].append(word)
+
+    def correct(self, word: str) -> str:
+        word = word.lower()
+        limit = max_distance(word)
+        if word in self.vocabulary or limit == 0:
+            return word
+        candidates = {c for variant in _deletes(word, limit) | {word} for c in self._index.get(variant, ())}
+        scored = [(edit_distance(word, c), -self.vocabulary[c], c) for c in candidates]
+        scored = [s for s in scored if s[0] <= limit]
+        return min(scored)[2] if scored else word
+
+    def correct_query(self, query: str) -> str:
+        return WORD.sub(lambda m: self.correct(m.group(0)), query)
+
+
+@dataclass
+class _CachedCorrector:
+    fingerprint: tuple
+    checked_at: float
+    corrector: SpellingCorrector
+
+
+_cache: dict[str, _CachedCorrector] = {}
+_lock = threading.Lock()
+
+
+def _catalogue_fingerprint() -> tuple:
+    stats = Item.objects.aggregate(last=Max("updated_at"))
+    return (Item.objects.count(), stats["last"])
+
+
+def spelling_corrector() -> SpellingCorrector:
+    """The vocabulary corrector of the current catalogue (rebuilt when it changes)."""
+    alias = connection.alias
+    cached = _cache.get(alias)
+    now = time.monotonic()
+    if cached is not None and now - cached.checked_at < VOCABULARY_TTL_SECONDS:
+        return cached.corrector
+    fingerprint = _catalogue_fingerprint()
+    if cached is not None and cached.fingerprint == fingerprint:
+        cached.checked_at = now
+        return cached.corrector
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT word, ndoc FROM ts_stat($$SELECT to_tsvector('simple', title || ' ' || category || ' ' || text) "
+            "FROM %s WHERE is_eligible$$)" % connection.ops.quote_name(Item._meta.db_table)
+        )
+        vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
+    corrector = SpellingCorrector(vocabulary)
+    with _lock:
+        _cache[alias] = _CachedCorrector(fingerprint, now, corrector)
+    return corrector
+
+
+def keyword_search(query: str, k: int, *, filters: ItemFilter = ItemFilter()) -> tuple[list[tuple[int, float]], str]:
+    """Items matching ``query`` by full-text search, best first, and the query as corrected.
+
+    All words must match (websearch syntax: quotes, OR, -word); when nothing
+    does, any word may match.
+    """
+    corrected = spelling_corrector().correct_query(query)
+    conditions, params = filters.sql("i")
+    language = ragrec_settings.SEARCH_LANGUAGE
+    table = connection.ops.quote_name(Item._meta.db_table)
+    sql = (
+        "SELECT i.id, ts_rank_cd(i.search_vector, q) AS rank FROM {table} i, {tsquery} q "
+        "WHERE i.search_vector @@ q{conditions} ORDER BY rank DESC, i.id LIMIT %s"
+    )
+    with connection.cursor() as cursor:
+        for tsquery in ("websearch_to_tsquery(%s::regconfig, %s)", "to_tsquery(%s::regconfig, %s)"):
+            text = corrected if tsquery.startswith("websearch") else " | ".join(_quoted_words(corrected)) or "''"
+            cursor.execute(sql.format(table=table, tsquery=tsquery, conditions=conditions), [language, text, *params, int(k)])
+            rows = cursor.fetchall()
+            if rows:
+                break
+    return [(item_id, float(rank)) for item_id, rank in rows], corrected
+
+
+def _quoted_words(text: str) -> list[str]:
+    return ["'%s'" % word.lower() for word in WORD.findall(text)]
