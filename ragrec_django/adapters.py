@@ -61,7 +61,7 @@ class ItemAdapter:
         try:
             return apps.get_model(label)
         except (LookupError, ValueError) as exc:
-            raise ImproperlyConfigured('RAGREC["ITEM_MODEL"] = %r is not an installed model: %s' % (label, exc))
+            raise ImproperlyConfigured('RAGREC["ITEM_MODEL"] = %r is not an installed model: %s' % (label, exc)) from exc
 
     def get_queryset(self):
         """Items considered for encoding and recommendation."""

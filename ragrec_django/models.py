@@ -196,7 +196,7 @@ class ServingConfig(models.Model):
         try:
             ServingRules.from_dict(self.rules or {})
         except RulesError as exc:
-            raise ValidationError({"rules": str(exc)})
+            raise ValidationError({"rules": str(exc)}) from exc
 
 
 class ComplementPair(models.Model):

@@ -60,6 +60,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_settings(VAR_DIR / "postgres")}
+if os.environ.get("SHOP_DEMO_TEST_DB"):  # lets two test runs share one server
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["SHOP_DEMO_TEST_DB"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

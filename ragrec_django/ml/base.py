@@ -37,6 +37,15 @@ class ImageBatchResult:
         return [i for i in range(len(self.vectors)) if i not in self.errors]
 
 
+def text_list(texts: Sequence[str]) -> list[str]:
+    """``texts`` as a list, refusing anything that is not a string (with its position)."""
+    texts = list(texts)
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError("texts[%d] is %s, expected str." % (position, type(text).__name__))
+    return texts
+
+
 class Encoder:
     """Base class. Subclasses set ``modalities`` and implement the encode methods."""
 

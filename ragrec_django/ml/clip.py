@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Encoder, EncoderError, ImageBatchResult
+from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
 from .images import ImagePolicy, Preprocessing, iter_pixel_batches
@@ -125,10 +125,7 @@ class OpenClipEncoder(Encoder):
         return load_once(key, lambda: self._build(device), device.type)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        texts = list(texts)
-        for position, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError("texts[%d] is %s, expected str." % (position, type(text).__name__))
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         loaded = self.load()

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import Encoder, EncoderError
+from .base import Encoder, EncoderError, text_list
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
 from .lazy import LazyModule
@@ -120,10 +120,7 @@ class TransformerTextEncoder(Encoder):
         return self._version
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        texts = list(texts)
-        for position, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError("texts[%d] is %s, expected str." % (position, type(text).__name__))
+        texts = text_list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         loaded = self.load()

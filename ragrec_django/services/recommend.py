@@ -379,25 +379,37 @@ def _explain_by_history(candidates: list[Candidate], space: str, history_vectors
         candidate.reasons = ["because you viewed %s" % titles.get(nearest_id, "an item")]
 
 
+#: "Bought together" ranks co-purchases above approved complements above content-based ones:
+#: co-purchase scores are basket counts (>= 1); the other tiers are shifted below them.
+APPROVED_TIER, CONTENT_TIER = -1.0, -2.0
+
+
 def bought_together(item_key: str, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """Co-purchased items (same basket), then approved complements, then content-based complements."""
     k = _k(k)
     anchor = _anchor(item_key)
-    excluded = _same_group_ids(anchor)
-    counts = _co_purchase_counts(anchor.id, limit=max(k * 4, 40))
-    candidates = _candidates([(i, float(n)) for i, n in counts if i not in excluded], "co_purchases", "bought with %s" % anchor.title)
+    have = set(_same_group_ids(anchor))
+    counts = [(i, float(n)) for i, n in _co_purchase_counts(anchor.id, limit=max(k * 4, 40)) if i not in have]
+    candidates = _candidates(counts, "co_purchases", "bought with %s" % anchor.title)
+    have |= {i for i, _ in counts}
     fallback = None
     if len(candidates) < k:
-        have = {c.item_id for c in candidates} | excluded
         approved = ComplementPair.objects.filter(item=anchor, status=ComplementPair.Status.APPROVED).exclude(complement_id__in=have)
-        extra = _candidates([(p.complement_id, p.score) for p in approved], "complement", "goes with %s" % anchor.title)
-        candidates += [Candidate(item_id=c.item_id, score=-1 + c.score * 1e-3, reasons=c.reasons, components=c.components) for c in extra]
-        if len(candidates) < k:
-            have |= {c.item_id for c in candidates}
-            content = propose_complement_candidates(anchor, limit=k * 2, exclude=have)
-            candidates += [Candidate(item_id=i, score=-2 + s * 1e-3, reasons=["goes with %s" % anchor.title], components={"content": s}) for i, s in content]
-            fallback = "content" if not counts else None
+        candidates += _tiered([(p.complement_id, p.score) for p in approved], APPROVED_TIER, "complement", anchor)
+        have |= {c.item_id for c in candidates}
+    if len(candidates) < k:
+        content = propose_complement_candidates(anchor, limit=k * 2, exclude=have)
+        candidates += _tiered(content, CONTENT_TIER, "content", anchor)
+        fallback = "content" if not counts else None
     return _finish("bought_together", config, candidates, k, fallback=fallback)
+
+
+def _tiered(scored: list[tuple[int, float]], tier: float, source: str, anchor: Item) -> list[Candidate]:
+    """Candidates ranked inside a tier below co-purchases (similarities in [-1, 1] scaled into it)."""
+    found = _candidates(scored, source, "goes with %s" % anchor.title)
+    for candidate in found:
+        candidate.score = tier + candidate.score * 1e-3
+    return found
 
 
 def _co_purchase_counts(item_id: int, *, limit: int) -> list[tuple[int, int]]:

@@ -38,7 +38,7 @@ class Command(BaseCommand):
             for name in spaces:
                 registry.get_space(name)
         except ImproperlyConfigured as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from exc
         if not options["report_only"]:
             chunk_size = options["chunk_size"] or ragrec_settings.ENCODE_CHUNK_SIZE
             for name in spaces:
@@ -62,7 +62,7 @@ class Command(BaseCommand):
                     try:
                         total.merge(encoding.encode_items(space, chunk, force=options["force"]))
                     except SpaceMismatch as exc:
-                        raise CommandError(str(exc))
+                        raise CommandError(str(exc)) from exc
                     bar.update(len(chunk))
             self.stdout.write(
                 "  %s: %d encoded, %d unchanged, %d failed" % (space, total.encoded, total.skipped, len(total.failed))

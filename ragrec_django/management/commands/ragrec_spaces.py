@@ -54,7 +54,7 @@ class Command(BaseCommand):
                     storage.drop_generation(generation)
                     self.stdout.write("Dropped %s" % generation)
         except (ImproperlyConfigured, storage.SpaceMismatch, storage.SpaceNotReady) as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from exc
 
     def _promote(self, space_name: str, force: bool) -> None:
         row = encoding.coverage([space_name], max_failures=0)[0]

@@ -317,12 +317,12 @@ class Command(BaseCommand):
                     try:
                         product.full_clean(validate_unique=False, validate_constraints=False)
                     except ValidationError as exc:
-                        raise CommandError("row %d: %s; nothing was loaded." % (row.number, _messages(exc)))
+                        raise CommandError("row %d: %s; nothing was loaded." % (row.number, _messages(exc))) from exc
                     product.save()
                     ids[row.slug] = product.pk
                     created += is_new
                     updated += not is_new
-        except Exception as exc:
+        except Exception:
             for name in saved_files:
                 default_storage.delete(name)
             raise
