@@ -82,10 +82,25 @@ class ItemAdapter:
         attributes = self.get_attributes(item)
         if attributes:
             parts.append(" ".join("%s: %s." % (name.capitalize(), value) for name, value in attributes.items()))
-        description = _text(_first_attr(item, TEXT_FIELDS))
+        description = self.get_description(item)
         if description:
             parts.append(description)
         return " ".join(p for p in parts if p).strip()
+
+    def get_description(self, item) -> str:
+        return _text(_first_attr(item, TEXT_FIELDS))
+
+    def set_description(self, item, text: str) -> None:
+        """Publish an approved description to the item (RAGREC["PUBLISH_TO_ITEM"])."""
+        for name in TEXT_FIELDS:
+            if hasattr(item, name):
+                setattr(item, name, text)
+                item.save(update_fields=[name])
+                return
+        raise ImproperlyConfigured(
+            "%s has no description field; override ItemAdapter.set_description or set PUBLISH_TO_ITEM False."
+            % type(item).__name__
+        )
 
     def get_attributes(self, item) -> dict[str, str]:
         values = {name: _text(getattr(item, name, None)) for name in ATTRIBUTE_FIELDS}

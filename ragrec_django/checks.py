@@ -9,6 +9,7 @@ ragrec.E006  an encoder cannot encode the modality its space asks for
 ragrec.E007  the default database is not PostgreSQL
 ragrec.E008  the pgvector extension is missing from the database      (database check)
 ragrec.E009  a space's active generation has another dimension than its encoder (database check)
+ragrec.E010  a generator's BACKEND unimportable, its OPTIONS rejected, or an unknown generator alias named
 ragrec.W001  a space's active generation was built by another encoder version (database check)
 """
 
@@ -45,6 +46,20 @@ def check_settings(app_configs=None, **kwargs):
         except ImproperlyConfigured as exc:
             errors.append(_error(str(exc), "ragrec.E002"))
     errors.extend(_check_encoders_and_spaces())
+    errors.extend(_check_generators())
+    return errors
+
+
+def _check_generators():
+    from . import registry
+
+    aliases = set(ragrec_settings.GENERATORS) | {ragrec_settings.DESCRIPTION_GENERATOR, ragrec_settings.ASSISTANT_GENERATOR}
+    errors = []
+    for alias in sorted(aliases):
+        try:
+            registry.get_generator(alias)
+        except ImproperlyConfigured as exc:
+            errors.append(_error(str(exc), "ragrec.E010"))
     return errors
 
 

@@ -76,6 +76,35 @@ DEFAULTS: dict[str, Any] = {
     "MAX_K": 100,
     # Query embeddings cached per process (text search in the web process).
     "QUERY_CACHE_SIZE": 2048,
+    # Text generators, like ENCODERS: alias -> {"BACKEND": dotted.path, "OPTIONS": {...}}. The offline
+    # default writes only from the product's own fields and retrieved facts; see ragrec_django.ml.generators
+    # for the OpenAI-compatible (vLLM, Ollama, llama.cpp, OpenAI) and local transformers backends.
+    "GENERATORS": {"default": {"BACKEND": "ragrec_django.ml.generators.FactsGenerator", "OPTIONS": {}}},
+    # Generator alias used for product descriptions and the shopping assistant.
+    "DESCRIPTION_GENERATOR": "default",
+    "ASSISTANT_GENERATOR": "default",
+    # Phrases a draft must not contain (flagged for the reviewer), e.g. unprovable marketing claims.
+    "BANNED_CLAIMS": ["eco-friendly", "best in the world", "clinically proven", "guaranteed", "100% safe", "cures"],
+    # Whether generated descriptions may contain links; length cap of a description, in characters.
+    "DESCRIPTION_ALLOW_LINKS": False,
+    "DESCRIPTION_MAX_CHARS": 1200,
+    # Publishing writes the approved text to the item through the adapter (else: template tag only).
+    "PUBLISH_TO_ITEM": True,
+    # Reviewers' edits used as few-shot style examples in later prompts.
+    "STYLE_EXAMPLES": 3,
+    # Celery queue of generation tasks (None: the default queue).
+    "GENERATION_QUEUE": None,
+    # Colours CLIP compares a product photo against, to flag a draft whose colour the photo contradicts.
+    "COLOUR_CHECK_PALETTE": ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey"],
+    # Largest photo accepted by search by photo (REST API and the demo's upload form), in bytes;
+    # a larger upload is refused (HTTP 413) before it is decoded.
+    "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
+    # REST API throttle rates per scope ("<n>/<s|min|hour|day>", None for no limit); scopes left
+    # out keep these defaults. "ragrec_photo" is search by photo (an image encoding per request).
+    "API_THROTTLE_RATES": {"ragrec": "600/min", "ragrec_photo": "60/min", "ragrec_events": "6000/min"},
+    # Alias in settings.CACHES holding the API's throttle counters: use a cache shared by all web
+    # processes (Redis, Memcached, database) in production; a per-process cache multiplies the rates.
+    "API_THROTTLE_CACHE": "default",
 }
 
 # Settings holding a dotted path, imported on first access.
@@ -152,7 +181,7 @@ ragrec_settings = RagrecSettings()
 def reload_ragrec_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "RAGREC":
         ragrec_settings.reload()
-        # Encoders and spaces are built from settings: drop what was built.
+        # Encoders, spaces and generators are built from settings: drop what was built.
         from ragrec_django import registry
 
         registry.clear()

@@ -225,3 +225,119 @@ class ComplementPair(models.Model):
 
     def __str__(self) -> str:
         return "%s + %s (%s)" % (self.item_id, self.complement_id, self.status)
+
+
+class GenerationJob(models.Model):
+    """A bulk generation run (a category or the whole catalogue), with progress for the admin."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "queued"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+
+    scope = models.CharField(max_length=200, help_text="Category name, or empty for the whole catalogue.", blank=True)
+    generator = models.CharField(max_length=64)
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return "%s: %d/%d" % (self.scope or "whole catalogue", self.done + self.failed, self.total)
+
+
+class DescriptionDraft(models.Model):
+    """A generated product description awaiting (or past) human review. Never published automatically."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending review"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+        PUBLISHED = "published", "published"
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="description_drafts")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    current_text = models.TextField(blank=True, help_text="The product's description when the draft was made.")
+    generated_text = models.TextField(help_text="Sanitised generator output, with its citation markers.")
+    text = models.TextField(help_text="The text to publish (reviewers may edit it before approving).")
+    citations = models.JSONField(default=list, blank=True)
+    sources = models.JSONField(default=list, blank=True, help_text="Product fields and retrieved facts it was grounded on.")
+    flags = models.JSONField(default=list, blank=True, help_text="Automatic checks the reviewer must look at.")
+    generator = models.CharField(max_length=64)
+    generator_version = models.CharField(max_length=255)
+    prompt_version = models.CharField(max_length=64)
+    job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts")
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reject_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [
+            ("review_descriptiondraft", "Can review description drafts (edit, approve, reject, regenerate)"),
+            ("publish_descriptiondraft", "Can publish approved descriptions and roll back"),
+        ]
+
+    def __str__(self) -> str:
+        return "Draft for %s (%s)" % (self.item, self.get_status_display())
+
+    @property
+    def flag_count(self) -> int:
+        return len(self.flags or [])
+
+
+class DescriptionEvent(models.Model):
+    """Audit trail of every step on a draft: who, when, what changed, with which generator and prompt."""
+
+    class Action(models.TextChoices):
+        GENERATED = "generated", "generated"
+        EDITED = "edited", "edited"
+        APPROVED = "approved", "approved"
+        REJECTED = "rejected", "rejected"
+        REGENERATED = "regenerated", "regenerated"
+        PUBLISHED = "published", "published"
+        ROLLED_BACK = "rolled_back", "rolled back"
+
+    draft = models.ForeignKey(DescriptionDraft, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    before = models.TextField(blank=True)
+    after = models.TextField(blank=True)
+    note = models.TextField(blank=True)
+    generator_version = models.CharField(max_length=255, blank=True)
+    prompt_version = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return "%s %s" % (self.action, self.draft_id)
+
+
+class PublishedDescription(models.Model):
+    """Every text ever published for an item; exactly one is current. Rollback re-publishes an old one."""
+
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="published_descriptions")
+    text = models.TextField()
+    draft = models.ForeignKey(DescriptionDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="publications")
+    is_current = models.BooleanField(default=False)
+    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-published_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["item"], condition=Q(is_current=True), name="ragrec_one_current_description"),
+        ]
+
+    def __str__(self) -> str:
+        return "%s @ %s" % (self.item, self.published_at)

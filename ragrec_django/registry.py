@@ -1,4 +1,4 @@
-"""Encoders and embedding spaces built from ``RAGREC`` settings, once per process.
+"""Encoders, embedding spaces and generators built from ``RAGREC`` settings, once per process.
 
 Building an encoder only imports its class and stores its options: weights
 load on first use, so a Celery prefork parent never holds a model.
@@ -12,11 +12,14 @@ from dataclasses import dataclass
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import import_from_setting, ragrec_settings
+from .ml.base import EncoderError
+from .ml.generation import GenerationError
 
 MODALITIES = ("text", "image")
 
 _lock = threading.Lock()
 _encoders: dict[str, object] = {}
+_generators: dict[str, object] = {}
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def get_encoder(alias: str):
             backend = import_from_setting(config["BACKEND"], "ENCODERS.%s.BACKEND" % alias)
             try:
                 _encoders[alias] = backend(**config.get("OPTIONS", {}))
-            except TypeError as exc:
+            except (TypeError, EncoderError) as exc:
                 raise ImproperlyConfigured("Bad OPTIONS for encoder %r: %s" % (alias, exc)) from exc
         return _encoders[alias]
 
@@ -97,7 +100,28 @@ def get_space(name: str) -> SpaceConfig:
     return spaces[name]
 
 
+def get_generator(alias: str):
+    """The text generator for ``alias`` in RAGREC["GENERATORS"] (built once per process, nothing loaded)."""
+    generator = _generators.get(alias)
+    if generator is not None:
+        return generator
+    configs = ragrec_settings.GENERATORS
+    if alias not in configs or "BACKEND" not in configs[alias]:
+        raise ImproperlyConfigured(
+            "No generator %r with a BACKEND in RAGREC['GENERATORS'] (configured: %s)." % (alias, ", ".join(sorted(configs)))
+        )
+    with _lock:
+        if alias not in _generators:
+            backend = import_from_setting(configs[alias]["BACKEND"], "GENERATORS.%s.BACKEND" % alias)
+            try:
+                _generators[alias] = backend(**configs[alias].get("OPTIONS", {}))
+            except (TypeError, GenerationError) as exc:
+                raise ImproperlyConfigured("Bad OPTIONS for generator %r: %s" % (alias, exc)) from exc
+        return _generators[alias]
+
+
 def clear() -> None:
-    """Forget built encoders (settings changed)."""
+    """Forget built encoders and generators (settings changed)."""
     with _lock:
         _encoders.clear()
+        _generators.clear()

@@ -277,6 +277,7 @@ class ItemFilter:
     max_price: Decimal | None = None
     in_stock_only: bool = False
     exclude_ids: frozenset[int] = frozenset()
+    only_ids: frozenset[int] | None = None
     eligible_only: bool = True
 
     def sql(self, alias: str = "i") -> tuple[str, list]:
@@ -301,6 +302,9 @@ class ItemFilter:
         if self.exclude_ids:
             clauses.append("NOT ({a}.id = ANY(%s))")
             params.append(sorted(self.exclude_ids))
+        if self.only_ids is not None:
+            clauses.append("{a}.id = ANY(%s)")
+            params.append(sorted(self.only_ids))
         return "".join(" AND " + c.format(a=alias) for c in clauses), params
 
 
@@ -368,11 +372,21 @@ def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.
     return {item_id: np.asarray(vector, dtype=np.float32) for item_id, vector in rows}
 
 
+_local_catalogue_changes = 0
+
+
+def local_catalogue_changes() -> int:
+    """How many times this process changed the item mirror (caches built from it compare this)."""
+    return _local_catalogue_changes
+
+
 def sync_items(snapshots) -> dict[str, int]:
     """Upsert item snapshots into ``Item``; return {key: item id}."""
+    global _local_catalogue_changes
     snapshots = list(snapshots)
     if not snapshots:
         return {}
+    _local_catalogue_changes += 1
     keys = [s.key for s in snapshots]
     with transaction.atomic():
         Item.objects.bulk_create(

@@ -91,3 +91,45 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
                 lambda space=space, chunk=chunk: encode_items_task.apply_async((space, chunk, force), **options)
             )
     return chunks
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError, InterfaceError),
+             retry_backoff=2, retry_backoff_max=300, max_retries=5)
+def generate_descriptions_task(self, job_id: int, keys: list) -> dict:
+    """Generate review drafts for items ``keys`` of a GenerationJob, counting progress on the job.
+
+    Items that already have a draft from this job are skipped, so a redelivered
+    task does not duplicate drafts.
+    """
+    from django.db.models import F
+    from django.utils import timezone
+
+    from .models import DescriptionDraft, GenerationJob
+    from .services import descriptions
+
+    job = GenerationJob.objects.get(pk=job_id)
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(status=GenerationJob.Status.RUNNING)
+    done_keys = set(DescriptionDraft.objects.filter(job=job, item__key__in=keys).values_list("item__key", flat=True))
+    done = failed = 0
+    for key in keys:
+        if str(key) in done_keys:
+            continue
+        try:
+            descriptions.generate_draft(str(key), generator=job.generator, job=job)
+            done += 1
+        except Exception:  # one item's failure must not stop the batch; it is counted and logged
+            logger.exception("Generating a description for item %s failed", key)
+            failed += 1
+    GenerationJob.objects.filter(pk=job_id).update(done=F("done") + done, failed=F("failed") + failed)
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.RUNNING).filter(
+        total__lte=F("done") + F("failed")
+    ).update(status=GenerationJob.Status.DONE, finished_at=timezone.now())
+    return {"job": job_id, "done": done, "failed": failed}
+
+
+def enqueue_generation(job, keys: list, *, chunk_size: int = 20) -> None:
+    """Queue generation chunks of a job after commit, on RAGREC["GENERATION_QUEUE"] when set."""
+    options = {"queue": ragrec_settings.GENERATION_QUEUE} if ragrec_settings.GENERATION_QUEUE else {}
+    for start in range(0, len(keys), chunk_size):
+        chunk = keys[start : start + chunk_size]
+        transaction.on_commit(lambda chunk=chunk: generate_descriptions_task.apply_async((job.pk, chunk), **options))

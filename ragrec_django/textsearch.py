@@ -20,6 +20,7 @@ from django.db.models import Max
 
 from .conf import ragrec_settings
 from .models import Item
+from . import storage
 from .storage import ItemFilter
 
 WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
@@ -80,6 +81,7 @@ class SpellingCorrector:
 class _CachedCorrector:
     fingerprint: tuple
     checked_at: float
+    local_changes: int
     corrector: SpellingCorrector
 
 
@@ -93,16 +95,23 @@ def _catalogue_fingerprint() -> tuple:
 
 
 def spelling_corrector() -> SpellingCorrector:
-    """The vocabulary corrector of the current catalogue (rebuilt when it changes)."""
+    """The vocabulary corrector of the current catalogue.
+
+    Rebuilt at once when this process changed the catalogue, and within
+    ``VOCABULARY_TTL_SECONDS`` when another process did.
+    """
     alias = connection.alias
     cached = _cache.get(alias)
     now = time.monotonic()
-    if cached is not None and now - cached.checked_at < VOCABULARY_TTL_SECONDS:
-        return cached.corrector
+    changes = storage.local_catalogue_changes()
+    if cached is not None and cached.local_changes == changes:
+        if now - cached.checked_at < VOCABULARY_TTL_SECONDS:
+            return cached.corrector
+        fingerprint = _catalogue_fingerprint()
+        if cached.fingerprint == fingerprint:
+            cached.checked_at = now
+            return cached.corrector
     fingerprint = _catalogue_fingerprint()
-    if cached is not None and cached.fingerprint == fingerprint:
-        cached.checked_at = now
-        return cached.corrector
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT word, ndoc FROM ts_stat($$SELECT to_tsvector('simple', title || ' ' || category || ' ' || text) "
@@ -111,7 +120,7 @@ def spelling_corrector() -> SpellingCorrector:
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
     corrector = SpellingCorrector(vocabulary)
     with _lock:
-        _cache[alias] = _CachedCorrector(fingerprint, now, corrector)
+        _cache[alias] = _CachedCorrector(fingerprint, now, changes, corrector)
     return corrector
 
 
@@ -129,9 +138,13 @@ def keyword_search(query: str, k: int, *, filters: ItemFilter = ItemFilter()) ->
         "SELECT i.id, ts_rank_cd(i.search_vector, q) AS rank FROM {table} i, {tsquery} q "
         "WHERE i.search_vector @@ q{conditions} ORDER BY rank DESC, i.id LIMIT %s"
     )
+    attempts = [("websearch_to_tsquery(%s::regconfig, %s)", corrected)]
+    words = _quoted_words(corrected)
+    if len(words) > 1:
+        attempts.append(("to_tsquery(%s::regconfig, %s)", " | ".join(words)))
+    rows = []
     with connection.cursor() as cursor:
-        for tsquery in ("websearch_to_tsquery(%s::regconfig, %s)", "to_tsquery(%s::regconfig, %s)"):
-            text = corrected if tsquery.startswith("websearch") else " | ".join(_quoted_words(corrected)) or "''"
+        for tsquery, text in attempts:
             cursor.execute(sql.format(table=table, tsquery=tsquery, conditions=conditions), [language, text, *params, int(k)])
             rows = cursor.fetchall()
             if rows:

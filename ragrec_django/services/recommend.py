@@ -8,10 +8,12 @@ item, a score, a human-readable reason and the score components.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import numpy as np
 from django.db import connection
@@ -122,6 +124,14 @@ def _item_filter(rules: ServingRules, *, exclude_ids=()) -> storage.ItemFilter:
         in_stock_only=bool(spec.get("in_stock_only")),
         exclude_ids=frozenset(spec.get("exclude_ids") or ()) | frozenset(spec.get("hide") or ()) | frozenset(exclude_ids),
     )
+
+
+def _narrowed(filters: storage.ItemFilter, min_price, max_price) -> storage.ItemFilter:
+    if min_price is not None:
+        filters = dataclasses.replace(filters, min_price=max(min_price, filters.min_price or min_price))
+    if max_price is not None:
+        filters = dataclasses.replace(filters, max_price=min(max_price, filters.max_price or max_price))
+    return filters
 
 
 # ---------------------------------------------------------------- building results
@@ -255,16 +265,19 @@ def similar_items(item_key: str, *, k: int | None = None, config: str = "default
     return _finish("similar", config, fused, k)
 
 
-def search(query: str, *, k: int | None = None, config: str = "default") -> RecommendationList:
-    """Hybrid search: keyword (full-text, typo-corrected), MiniLM text and CLIP text->image, fused by RRF."""
+def search(query: str, *, k: int | None = None, config: str = "default", min_price: Decimal | None = None,
+           max_price: Decimal | None = None) -> RecommendationList:
+    """Hybrid search: keyword (full-text, typo-corrected), MiniLM text and CLIP text->image, fused by RRF.
+
+    ``min_price``/``max_price`` narrow the configuration's own price range (the shopping assistant's budget).
+    """
     k = _k(k)
     query = (query or "").strip()
     if not query:
         raise BadQuery("The search query is empty.")
     if len(query) > 300:
         raise BadQuery("The search query is longer than 300 characters.")
-    rules = serving_rules(config)
-    filters = _item_filter(rules)
+    filters = _narrowed(_item_filter(serving_rules(config)), min_price, max_price)
     weights = ragrec_settings.SEARCH_WEIGHTS
     depth = max(k * 4, 40)
     lists = {}

@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import Count
 from django.utils import timezone
 
-from .models import ComplementPair, EncodingFailure, Interaction, Item, ServingConfig, SpaceGeneration
+from ..models import ComplementPair, EncodingFailure, Interaction, Item, ServingConfig, SpaceGeneration
 
 
 @admin.register(Item)

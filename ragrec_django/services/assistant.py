@@ -1,0 +1,95 @@
+"""A grounded shopping assistant: natural-language request -> retrieved products -> cited answer.
+
+Filters are parsed from the request ("under 100", colours), candidates come
+from the hybrid search, and the generator answers citing candidates by id.
+Every citation is validated: a sentence citing an id that was not retrieved,
+or naming a catalogue product that was not retrieved, is dropped, so the
+answer only ever recommends products the shop actually found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db import connection
+
+from .. import registry
+from ..conf import ragrec_settings
+from ..generation.prompt import ASSISTANT_PROMPT_VERSION, build_assistant_request, parse_budget_and_filters
+from ..generation.sanitise import html_to_text, sanitise_output, split_citations
+from ..models import Item
+from .recommend import BadQuery, Recommendation, search
+
+MAX_REQUEST_CHARS = 500
+
+
+@dataclass
+class AssistantAnswer:
+    request: str
+    answer: str
+    products: list[Recommendation]
+    filters: dict
+    generator_version: str
+    prompt_version: str = ASSISTANT_PROMPT_VERSION
+    dropped: list[str] = field(default_factory=list)
+
+
+def answer(request_text: str, *, k: int = 8, config: str = "default") -> AssistantAnswer:
+    """Answer a shopper's request from retrieved products only."""
+    request_text = (request_text or "").strip()
+    if not request_text:
+        raise BadQuery("Tell the assistant what you are looking for.")
+    if len(request_text) > MAX_REQUEST_CHARS:
+        raise BadQuery("The request is longer than %d characters." % MAX_REQUEST_CHARS)
+    parsed = parse_budget_and_filters(request_text)
+    query = " ".join([*parsed.get("colours", []), parsed.get("query") or ""]).strip() or request_text
+    price = {name: Decimal(str(parsed[name])) for name in ("min_price", "max_price") if name in parsed}
+    found = search(query, k=k, config=config, **price)
+    by_key = {rec.item.key: rec for rec in found}
+    sources = [_source(rec) for rec in found]
+    generator = registry.get_generator(ragrec_settings.ASSISTANT_GENERATOR)
+    raw = generator.generate(build_assistant_request(request_text, sources))
+    kept, cited, dropped = _validated_sentences(sanitise_output(raw).html, set(by_key))
+    return AssistantAnswer(
+        request=request_text,
+        answer=" ".join(kept) if kept else "Sorry, nothing in the shop matched that request.",
+        products=[by_key[key] for key in cited],
+        filters={"query": query, **{name: str(value) for name, value in price.items()}},
+        generator_version=generator.version,
+        dropped=dropped,
+    )
+
+
+def _source(rec: Recommendation) -> dict:
+    item = rec.item
+    fields = {"category": item.category, "in_stock": item.in_stock, **item.metadata}
+    if item.price is not None:
+        fields["price"] = str(item.price)
+    return {"id": item.key, "title": item.title, "text": item.text[:400], "fields": fields}
+
+
+def _validated_sentences(html: str, retrieved: set[str]) -> tuple[list[str], list[str], list[str]]:
+    """Sentences kept (plain text, markers removed), ids cited in order, and why sentences were dropped."""
+    kept, cited, dropped = [], [], []
+    named = _named_products(html_to_text(html))
+    for sentence in split_citations(html):
+        ids = [c.removeprefix("source:") for c in sentence.citations]
+        unknown = [i for i in ids if i not in retrieved]
+        strangers = [key for key, title in named if title.lower() in sentence.text.lower() and key not in retrieved]
+        if unknown or strangers:
+            dropped.append("%s (cites %s)" % (sentence.text[:80], ", ".join(unknown + strangers)))
+            continue
+        kept.append(html_to_text(sentence.text))
+        cited.extend(i for i in ids if i not in cited)
+    return kept, cited, dropped
+
+
+def _named_products(text: str) -> list[tuple[str, str]]:
+    """Catalogue products whose full title appears in ``text`` (to catch products the model invents a link to)."""
+    table = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT key, title FROM %s WHERE length(title) >= 6 AND strpos(lower(%%s), lower(title)) > 0" % table, [text]
+        )
+        return cursor.fetchall()

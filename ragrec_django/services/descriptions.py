@@ -1,0 +1,277 @@
+"""RAG product descriptions: generate grounded drafts, review them, publish with an audit trail.
+
+Nothing is ever published automatically: ``publish`` needs an approval record
+and is called by a person with the publish permission (the admin enforces
+it). Every step is recorded in ``DescriptionEvent``; every published text is
+kept in ``PublishedDescription`` so any earlier one can be restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
+from django.utils import timezone
+
+from .. import registry, storage
+from ..adapters import get_adapter
+from ..conf import ragrec_settings
+from ..generation.checks import check_draft, colour_words
+from ..generation.prompt import PROMPT_VERSION, build_description_request
+from ..generation.sanitise import html_to_text, sanitise_output, split_citations, strip_citations
+from ..models import DescriptionDraft, DescriptionEvent, GenerationJob, Item, PublishedDescription
+
+logger = logging.getLogger(__name__)
+Status = DescriptionDraft.Status
+Action = DescriptionEvent.Action
+
+
+class ReviewError(Exception):
+    """A review step that is not allowed in the draft's current state."""
+
+
+def publishable(html: str) -> str:
+    """The text that is published: sanitised output without citation markers, as plain text."""
+    return html_to_text(strip_citations(html))
+
+
+# ---------------------------------------------------------------- grounding
+
+
+def product_facts(host_item) -> dict:
+    """The product's own fields, as the adapter reads them (the only facts a draft may state)."""
+    adapter = get_adapter()
+    snapshot = adapter.snapshot(host_item)
+    facts = {"id": snapshot.key, "title": snapshot.title, "category": snapshot.category}
+    if snapshot.price is not None:
+        facts["price"] = str(snapshot.price)
+    facts.update({name: str(value) for name, value in adapter.get_attributes(host_item).items()})
+    description = adapter.get_description(host_item)
+    if description:
+        facts["description"] = description
+    return facts
+
+
+def retrieved_sources(item: Item, *, limit: int = 3) -> list[dict]:
+    """The most similar products that have a published description: their text and attributes."""
+    if not _text_space_ready():
+        return []
+    vector = storage.vectors_for_items("text", [item.id]).get(item.id)
+    described = frozenset(PublishedDescription.objects.filter(is_current=True).exclude(item=item).values_list("item_id", flat=True))
+    if vector is None or not described:
+        return []
+    found = storage.nearest("text", vector, limit, filters=storage.ItemFilter(only_ids=described))
+    items = Item.objects.in_bulk([n.item_id for n in found])
+    texts = dict(PublishedDescription.objects.filter(is_current=True, item_id__in=items).values_list("item_id", "text"))
+    return [
+        {"id": items[n.item_id].key, "title": items[n.item_id].title, "text": texts[n.item_id],
+         "fields": {"category": items[n.item_id].category, **items[n.item_id].metadata}}
+        for n in found
+    ]
+
+
+def _text_space_ready() -> bool:
+    return "text" in registry.get_spaces() and storage.active_generation("text") is not None
+
+
+def style_examples(category: str, *, limit: int | None = None) -> list[dict]:
+    """Reviewers' edits of approved drafts, newest first (same category preferred): few-shot examples."""
+    limit = ragrec_settings.STYLE_EXAMPLES if limit is None else limit
+    edited = DescriptionDraft.objects.filter(status__in=[Status.APPROVED, Status.PUBLISHED]).exclude(reviewed_at=None)
+    examples = []
+    for draft in edited.order_by("-reviewed_at")[: limit * 10]:
+        before = publishable(draft.generated_text)
+        if before.strip() != draft.text.strip():
+            examples.append(({"before": before, "after": draft.text}, draft.item.category == category))
+    examples.sort(key=lambda pair: not pair[1])
+    return [example for example, _ in examples[:limit]]
+
+
+# ---------------------------------------------------------------- generation
+
+
+def generate_draft(item_key: str, *, generator: str | None = None, user=None, job: GenerationJob | None = None,
+                   replaces: DescriptionDraft | None = None) -> DescriptionDraft:
+    """Generate, sanitise and check a draft for one item; it waits for review."""
+    from .encoding import sync_host_items
+
+    host_item = sync_host_items([item_key]).get(str(item_key))
+    if host_item is None:
+        raise Item.DoesNotExist("No item with id %r." % str(item_key))
+    item = Item.objects.get(key=str(item_key))
+    alias = generator or ragrec_settings.DESCRIPTION_GENERATOR
+    backend = registry.get_generator(alias)
+    facts = product_facts(host_item)
+    sources = retrieved_sources(item)
+    request = build_description_request(facts, sources, style_examples(item.category), allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS)
+    raw = backend.generate(request)
+    clean = sanitise_output(raw, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS)
+    flags = [dataclasses.asdict(flag) for flag in check_draft(clean.html, request.facts, request.sources, banned_claims=ragrec_settings.BANNED_CLAIMS)]
+    flags += _image_colour_flags(item, clean.html)
+    flags += [{"kind": "removed_content", "message": "removed from the output: %s" % removed, "span": removed} for removed in clean.removed]
+    with transaction.atomic():
+        draft = DescriptionDraft.objects.create(
+            item=item,
+            current_text=facts.get("description", ""),
+            generated_text=clean.html,
+            text=publishable(clean.html),
+            citations=[dataclasses.asdict(sentence) for sentence in split_citations(clean.html)],
+            sources=[{"kind": "product", "fields": request.facts}] + [{"kind": "retrieved", **s} for s in request.sources],
+            flags=flags,
+            generator=alias,
+            generator_version=backend.version,
+            prompt_version=PROMPT_VERSION,
+            job=job,
+        )
+        _record(draft, Action.REGENERATED if replaces else Action.GENERATED, user, after=draft.text,
+                note="replaces draft %d" % replaces.pk if replaces else "")
+    return draft
+
+
+def _image_colour_flags(item: Item, text: str) -> list[dict]:
+    """Where CLIP is available: flag a stated colour that the product photo does not show."""
+    stated = set(colour_words(text))
+    if not stated or "image" not in registry.get_spaces() or storage.active_generation("image") is None:
+        return []
+    image_vector = storage.vectors_for_items("image", [item.id]).get(item.id)
+    if image_vector is None:
+        return []
+    from .recommend import query_cache
+
+    palette = sorted(set(ragrec_settings.COLOUR_CHECK_PALETTE) | stated)
+    prompts = ["a photo of a %s %s" % (colour, item.category or "product") for colour in palette]
+    scores = {colour: float(query_cache.get("image", prompt) @ image_vector) for colour, prompt in zip(palette, prompts)}
+    seen = max(scores, key=scores.get)
+    return [
+        {"kind": "image_disagrees", "message": "draft says '%s' but the photo looks %s (CLIP)" % (colour, seen), "span": colour}
+        for colour in sorted(stated) if colour != seen
+    ]
+
+
+def regenerate(draft: DescriptionDraft, user) -> DescriptionDraft:
+    """Replace a draft under review (or rejected) with a fresh one from the same generator."""
+    if draft.status not in (Status.PENDING, Status.REJECTED):
+        raise ReviewError("Only pending or rejected drafts can be regenerated.")
+    new = generate_draft(draft.item.key, generator=draft.generator, user=user, replaces=draft)
+    if draft.status == Status.PENDING:
+        reject(draft, user, "replaced by draft %d" % new.pk)
+    return new
+
+
+# ---------------------------------------------------------------- review
+
+
+def _record(draft, action, user, *, before="", after="", note=""):
+    DescriptionEvent.objects.create(
+        draft=draft, action=action, user=user if getattr(user, "pk", None) else None, before=before, after=after,
+        note=note, generator_version=draft.generator_version, prompt_version=draft.prompt_version,
+    )
+
+
+def _require(user, permission: str) -> None:
+    if not (user and user.has_perm("ragrec_django.%s" % permission)):
+        raise PermissionDenied("You need the %r permission." % permission)
+
+
+def edit(draft: DescriptionDraft, text: str, user) -> DescriptionDraft:
+    _require(user, "review_descriptiondraft")
+    if draft.status != Status.PENDING:
+        raise ReviewError("Only drafts pending review can be edited.")
+    clean = sanitise_output(text, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS)
+    new_text = publishable(clean.html)
+    if new_text != draft.text:
+        _record(draft, Action.EDITED, user, before=draft.text, after=new_text)
+        draft.text = new_text
+        draft.save(update_fields=["text", "updated_at"])
+    return draft
+
+
+def approve(draft: DescriptionDraft, user, *, text: str | None = None) -> DescriptionDraft:
+    _require(user, "review_descriptiondraft")
+    if text is not None:
+        edit(draft, text, user)
+    if draft.status != Status.PENDING:
+        raise ReviewError("Only drafts pending review can be approved.")
+    draft.status, draft.reviewed_by, draft.reviewed_at = Status.APPROVED, user, timezone.now()
+    draft.save(update_fields=["status", "reviewed_by", "reviewed_at", "updated_at"])
+    _record(draft, Action.APPROVED, user, after=draft.text)
+    return draft
+
+
+def reject(draft: DescriptionDraft, user, reason: str) -> DescriptionDraft:
+    _require(user, "review_descriptiondraft")
+    if draft.status != Status.PENDING:
+        raise ReviewError("Only drafts pending review can be rejected.")
+    if not reason.strip():
+        raise ReviewError("Give a reason for rejecting the draft.")
+    draft.status, draft.reviewed_by, draft.reviewed_at, draft.reject_reason = Status.REJECTED, user, timezone.now(), reason
+    draft.save(update_fields=["status", "reviewed_by", "reviewed_at", "reject_reason", "updated_at"])
+    _record(draft, Action.REJECTED, user, note=reason)
+    return draft
+
+
+def publish(draft: DescriptionDraft, user) -> PublishedDescription:
+    """Publish an approved draft: write it through the adapter and keep the previous text for rollback."""
+    _require(user, "publish_descriptiondraft")
+    if draft.status != Status.APPROVED or not draft.events.filter(action=Action.APPROVED).exists():
+        raise ReviewError("A draft is published only after it was approved.")
+    with transaction.atomic():
+        publication = _make_current(draft.item, draft.text, user, draft=draft)
+        draft.status = Status.PUBLISHED
+        draft.save(update_fields=["status", "updated_at"])
+        _record(draft, Action.PUBLISHED, user, before=draft.current_text, after=draft.text)
+    return publication
+
+
+def rollback(publication: PublishedDescription, user) -> PublishedDescription:
+    """Make an earlier published text current again (one click in the admin)."""
+    _require(user, "publish_descriptiondraft")
+    with transaction.atomic():
+        previous = PublishedDescription.objects.filter(item=publication.item, is_current=True).first()
+        restored = _make_current(publication.item, publication.text, user, draft=publication.draft)
+        if publication.draft is not None:
+            _record(publication.draft, Action.ROLLED_BACK, user, before=previous.text if previous else "", after=publication.text,
+                    note="restored the text published at %s" % publication.published_at.isoformat())
+    return restored
+
+
+def _make_current(item: Item, text: str, user, *, draft) -> PublishedDescription:
+    adapter = get_adapter()
+    host_item = adapter.get_queryset().get(pk=adapter.get_item_model()._meta.pk.to_python(item.key))
+    current = PublishedDescription.objects.select_for_update().filter(item=item, is_current=True).first()
+    if current is None:
+        # Keep the shop's own text as the first version, so it can be restored too.
+        original = adapter.get_description(host_item)
+        if original:
+            PublishedDescription.objects.create(item=item, text=original, is_current=False, published_at=item.created_at)
+    else:
+        current.is_current = False
+        current.save(update_fields=["is_current"])
+    publication = PublishedDescription.objects.create(item=item, text=text, draft=draft, is_current=True, published_by=user)
+    if ragrec_settings.PUBLISH_TO_ITEM:
+        adapter.set_description(host_item, text)
+    return publication
+
+
+def published_text(item_key: str) -> str | None:
+    """The current published description of an item (for the template tag when not written to the item)."""
+    return PublishedDescription.objects.filter(item__key=str(item_key), is_current=True).values_list("text", flat=True).first()
+
+
+# ---------------------------------------------------------------- bulk jobs
+
+
+def start_job(*, category: str | None = None, generator: str | None = None, user=None) -> GenerationJob:
+    """Queue generation for a category or the whole catalogue (Celery, own queue); returns the job."""
+    from ..tasks import enqueue_generation
+
+    items = Item.objects.filter(is_eligible=True)  # the mirror: filled by ragrec_reindex and item saves
+    if category:
+        items = items.filter(category=category)
+    keys = list(items.order_by("id").values_list("key", flat=True))
+    job = GenerationJob.objects.create(scope=category or "", generator=generator or ragrec_settings.DESCRIPTION_GENERATOR,
+                                       total=len(keys), created_by=user if getattr(user, "pk", None) else None)
+    enqueue_generation(job, keys)
+    return job
