@@ -105,10 +105,20 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 
+# DRF: the plugin's API views set their own permissions (open to shoppers) and throttles
+# (rates and cache from RAGREC["API_THROTTLE_RATES"] / RAGREC["API_THROTTLE_CACHE"]).
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "shop_demo + ragrec_django API", "VERSION": "0.1.0"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "shop_demo + ragrec_django API",
+    "DESCRIPTION": "Recommendations, search and shopper events of the ragrec_django plugin.",
+    "VERSION": "0.1.0",
+    # Separate request/response components, so uploads are described as binary (multipart) fields.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # The schema endpoint does not describe itself.
+    "SERVE_INCLUDE_SCHEMA": False,
+}
 
 # The plugin: the shop's product model, its adapter, encoders and spaces.
 RAGREC = {

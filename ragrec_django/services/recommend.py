@@ -83,9 +83,12 @@ class Visitor:
         return self.user_id is not None or bool(self.session_key)
 
     def events(self):
+        """This visitor's item events; none at all for an anonymous visitor without a session."""
         queryset = Interaction.objects.filter(item__isnull=False)
         if self.user_id is not None:
             return queryset.filter(user_id=self.user_id)
+        if not self.session_key:
+            return queryset.none()
         return queryset.filter(session_key=self.session_key)
 
 

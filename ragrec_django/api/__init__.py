@@ -1,0 +1,13 @@
+"""REST API of ragrec_django (needs the ``api`` extra: djangorestframework and drf-spectacular).
+
+A host project mounts every endpoint with one line::
+
+    path("api/recommend/", include("ragrec_django.api.urls")),
+
+Endpoints, URL names (namespace ``ragrec_api``) and error codes are described in
+``ragrec_django.api.views``; the OpenAPI schema is served at ``schema/`` and a
+plain HTML reference (no CDN) at ``docs/``.
+
+Only ``ragrec_django.api.visitors`` is importable without DRF: it is shared with
+the template tags.
+"""

@@ -1,0 +1,158 @@
+"""Serializers of the REST API: query parameters in, recommendation lists and event receipts out."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from ..conf import ragrec_settings
+from ..models import Interaction
+
+DEFAULT_K = 10
+CONFIG_MAX_LENGTH = 64
+SESSION_MAX_LENGTH = 64  # Interaction.session_key
+QUERY_MAX_LENGTH = 300  # what services.recommend.search accepts
+
+
+# ---------------------------------------------------------------- query parameters
+
+
+class KConfigQuerySerializer(serializers.Serializer):
+    """``k`` and ``config``, accepted by every recommendation endpoint."""
+
+    k = serializers.IntegerField(
+        required=False,
+        default=DEFAULT_K,
+        min_value=1,
+        help_text='How many results, 1 to RAGREC["MAX_K"] (default %d). A larger value is refused (400), '
+        "not clamped; a serving configuration's own max_k may return fewer." % DEFAULT_K,
+    )
+    config = serializers.CharField(
+        required=False,
+        default="default",
+        max_length=CONFIG_MAX_LENGTH,
+        help_text='Name of a serving configuration (ranking rules): a ServingConfig row or a key of RAGREC["SERVING_CONFIGS"].',
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        max_k = int(ragrec_settings.MAX_K)  # read per request: settings may change (tests, reloads)
+        fields["k"] = serializers.IntegerField(
+            required=False, default=min(DEFAULT_K, max_k), min_value=1, max_value=max_k, help_text=fields["k"].help_text
+        )
+        return fields
+
+
+class SearchQuerySerializer(KConfigQuerySerializer):
+    q = serializers.CharField(
+        max_length=QUERY_MAX_LENGTH,
+        help_text="What to look for. Typos are corrected; the corrected query is returned as `query`.",
+    )
+
+
+class TrendingQuerySerializer(KConfigQuerySerializer):
+    category = serializers.CharField(
+        required=False, allow_blank=True, max_length=200, help_text="Only items of this category (its name)."
+    )
+
+
+class VisitorQuerySerializer(KConfigQuerySerializer):
+    session = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=SESSION_MAX_LENGTH,
+        help_text="Anonymous visitor id whose history to use. Ignored for a signed-in user (their own history is "
+        "used); when absent, the Django session cookie's key is used.",
+    )
+
+
+class PhotoSearchSerializer(KConfigQuerySerializer):
+    """The multipart body of search by photo (``k`` and ``config`` may also come in the query string)."""
+
+    image = serializers.FileField(
+        help_text='The photo (JPEG, PNG, WEBP, GIF, BMP or TIFF), at most RAGREC["MAX_UPLOAD_BYTES"] bytes.'
+    )
+
+
+# ---------------------------------------------------------------- results
+
+
+class RecommendationSerializer(serializers.Serializer):
+    id = serializers.CharField(source="item.key", help_text="The shop's item primary key, as text.")
+    title = serializers.CharField(source="item.title")
+    url = serializers.CharField(source="item.url", help_text="The item's page (the host model's get_absolute_url).")
+    category = serializers.CharField(source="item.category")
+    price = serializers.DecimalField(
+        source="item.price", max_digits=12, decimal_places=2, allow_null=True, coerce_to_string=True,
+        help_text="Decimal as a string (e.g. \"19.90\"), null when the item has no price.",
+    )
+    in_stock = serializers.BooleanField(source="item.in_stock")
+    score = serializers.FloatField(help_text="Ranking score (comparable within one response only).")
+    reason = serializers.CharField(help_text='Why it is shown, for people (e.g. "similar to Red mug").')
+    reasons = serializers.ListField(child=serializers.CharField(), help_text="All reasons, the main one first.")
+    components = serializers.DictField(
+        child=serializers.FloatField(), help_text="Score components by retriever/signal (text, image, keyword, rrf...)."
+    )
+
+
+class RecommendationListSerializer(serializers.Serializer):
+    recommender = serializers.CharField(
+        help_text="similar, bought_together, search, photo, for_you, recently_viewed, buy_again or trending."
+    )
+    config = serializers.CharField(help_text="The serving configuration used.")
+    query = serializers.CharField(allow_null=True, help_text="For text search: the query after typo correction.")
+    fallback = serializers.CharField(
+        allow_null=True, help_text='Set when another recommender answered: "trending" (for you), "content" (bought together).'
+    )
+    results = RecommendationSerializer(many=True, source="items")
+
+
+# ---------------------------------------------------------------- events
+
+
+class EventSerializer(serializers.Serializer):
+    event = serializers.ChoiceField(choices=Interaction.Event.choices)
+    item = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="The shop's item key; needed by every event but search."
+    )
+    user_id = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="Only your own user id (signed in); omitted, a signed-in user's events are theirs.",
+    )
+    session_key = serializers.CharField(
+        required=False, allow_blank=True, max_length=SESSION_MAX_LENGTH,
+        help_text="Anonymous visitor id; omitted by an anonymous client, the `session` parameter or the session cookie is used.",
+    )
+    order_id = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text="Basket or order id (purchases).")
+    quantity = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10_000)
+    query = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text="The query of a search event.")
+    source = serializers.CharField(
+        required=False, allow_blank=True, max_length=64, help_text="Recommender that showed the item (for clicks)."
+    )
+    idempotency_key = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, max_length=128,
+        help_text="Client-chosen unique key: an event posted again with the same key is not stored twice.",
+    )
+    created_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="When it happened (default: now); at most 10 minutes in the future."
+    )
+
+
+class EventReceiptSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField(help_text="Events in the request (all valid).")
+    stored = serializers.IntegerField(help_text="Events stored now.")
+    duplicates = serializers.IntegerField(help_text="Events whose idempotency key was seen before (not stored again).")
+
+
+# ---------------------------------------------------------------- errors (documentation only)
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class EventErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Problems by event index (0 for a single event): nothing of the batch was stored.",
+    )

@@ -1,0 +1,41 @@
+"""Throttling of the REST API: DRF scoped throttles with rates and cache from ``RAGREC``.
+
+Each view names a scope (``throttle_scope``): ``ragrec`` for reads, ``ragrec_photo``
+for search by photo (it encodes an image per request) and ``ragrec_events`` for
+event posts. Rates come from ``RAGREC["API_THROTTLE_RATES"]`` (a scope left out
+keeps its default; ``None`` switches a scope's throttle off), read on each request
+so ``override_settings`` applies at once. Counters live in the Django cache
+named by ``RAGREC["API_THROTTLE_CACHE"]``: a cache shared by all web processes
+(Redis, Memcached, database) makes the limits hold across processes, a
+per-process ``LocMemCache`` multiplies them by the number of processes, and
+``DummyCache`` disables throttling.
+
+Clients are identified as DRF does: the user id when signed in, else the
+client IP (``REST_FRAMEWORK["NUM_PROXIES"]`` decides how X-Forwarded-For is read).
+"""
+
+from __future__ import annotations
+
+from django.core.cache import caches
+from rest_framework.throttling import ScopedRateThrottle
+
+from ..conf import DEFAULTS, ragrec_settings
+
+
+def throttle_rates() -> dict[str, str | None]:
+    return {**DEFAULTS["API_THROTTLE_RATES"], **(ragrec_settings.API_THROTTLE_RATES or {})}
+
+
+class RagrecScopedRateThrottle(ScopedRateThrottle):
+    """A ``ScopedRateThrottle`` reading its rates and cache from ``RAGREC``."""
+
+    @property
+    def cache(self):
+        return caches[ragrec_settings.API_THROTTLE_CACHE]
+
+    def get_rate(self):
+        return throttle_rates().get(self.scope)
+
+    def get_cache_key(self, request, view):
+        key = super().get_cache_key(request, view)
+        return None if key is None else "ragrec:" + key

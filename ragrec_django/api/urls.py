@@ -1,0 +1,30 @@
+"""URLs of the REST API. A host mounts them with one line::
+
+    path("api/recommend/", include("ragrec_django.api.urls")),
+
+URL names live in the ``ragrec_api`` namespace, e.g. ``reverse("ragrec_api:similar", args=[key])``.
+``schema/`` serves the OpenAPI 3 schema of the host's DRF API (drf-spectacular; set
+``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"``) and
+``docs/`` a plain HTML page describing these endpoints (no Swagger UI: it needs a CDN).
+"""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from . import views
+
+app_name = "ragrec_api"
+
+urlpatterns = [
+    path("items/<str:key>/similar/", views.SimilarItemsView.as_view(), name="similar"),
+    path("items/<str:key>/bought-together/", views.BoughtTogetherView.as_view(), name="bought-together"),
+    path("search/", views.SearchView.as_view(), name="search"),
+    path("search/photo/", views.PhotoSearchView.as_view(), name="search-photo"),
+    path("for-you/", views.ForYouView.as_view(), name="for-you"),
+    path("recently-viewed/", views.RecentlyViewedView.as_view(), name="recently-viewed"),
+    path("buy-again/", views.BuyAgainView.as_view(), name="buy-again"),
+    path("trending/", views.TrendingView.as_view(), name="trending"),
+    path("events/", views.EventsView.as_view(), name="events"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", views.api_docs, name="docs"),
+]

@@ -1,0 +1,573 @@
+"""REST endpoints: thin views over ``ragrec_django.services`` (no retrieval logic here).
+
+Endpoints (relative to where the host includes ``ragrec_django.api.urls``; URL
+names in the ``ragrec_api`` namespace)::
+
+    GET  items/<key>/similar/          similar          k, config
+    GET  items/<key>/bought-together/  bought-together  k, config
+    GET  search/?q=...                 search           k, config
+    POST search/photo/  (multipart)    search-photo     image, k, config
+    GET  for-you/                      for-you          k, config, session
+    GET  recently-viewed/              recently-viewed  k, config, session
+    GET  buy-again/                    buy-again        k, config, session
+    GET  trending/                     trending         k, config, category
+    POST events/  (JSON)               events           one event or a list; Idempotency-Key header
+    GET  schema/                       schema           OpenAPI 3 (drf-spectacular)
+    GET  docs/                         docs             plain HTML reference of these endpoints
+
+Errors are 4xx, never 500, for bad input: ``k`` outside 1..``RAGREC["MAX_K"]``
+or not an integer, an unknown serving configuration, an empty or too long
+query, a bad upload and malformed JSON are 400 (field errors as
+``{"field": ["message"]}``, others as ``{"detail": "message"}``); an unknown
+item is 404; a photo over ``RAGREC["MAX_UPLOAD_BYTES"]`` is 413; an event for
+another user is 403; refused events are 400 with ``{"detail", "errors": {index:
+[messages]}}``; too many requests are 429 (see ``throttling``); a space that
+has not been encoded yet (``storage.SpaceNotReady``) is 503.
+
+``k`` over the cap is refused rather than clamped, so a client learns the
+limit instead of silently getting fewer results than it asked for.
+
+Visitor endpoints (for-you, recently-viewed, buy-again, and events without a
+user or session) use the signed-in user, else the ``session`` query parameter,
+else the Django session key (``ragrec_django.api.visitors``). A session id
+works like a bearer token for that visitor's history: use unguessable ids.
+
+Authentication and permissions: the views are open to anonymous shoppers
+(``AllowAny``) and use the host's ``DEFAULT_AUTHENTICATION_CLASSES``; with
+DRF's session authentication a signed-in browser must send the CSRF token with
+its POSTs, as for any DRF endpoint. Throttling is described in ``throttling``.
+
+Query encoding. Text search embeds the query in the web process, with the
+space's own encoder, on the device the encoder is configured for (CPU in the
+demo), through the services' per-process LRU cache
+(``recommend.query_cache``, ``RAGREC["QUERY_CACHE_SIZE"]`` entries keyed by
+space, encoder version and text). One short query costs a few milliseconds on
+a CPU with MiniLM, far less than a round trip through Celery, and popular
+queries are not encoded again; the first query of a process loads the model
+(warm it at start-up to hide that). Search by photo encodes the upload with
+the CLIP image tower in the web process as well; it is capped in size
+(``MAX_UPLOAD_BYTES``) and has its own, lower throttle rate.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.shortcuts import render
+from django.urls import NoReverseMatch, reverse
+from drf_spectacular.generators import SchemaGenerator
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import storage
+from ..conf import ragrec_settings
+from ..services import recommend
+from ..services.events import MAX_BATCH, EventError, EventInput, record_events
+from . import serializers as s
+from .parsers import SafeJSONParser
+from .throttling import RagrecScopedRateThrottle
+from .visitors import for_you, visitor_for_request
+
+logger = logging.getLogger(__name__)
+
+ITEM_KEY_MAX_LENGTH = 64  # Item.key
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the photo
+
+
+class BadRequest(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_detail = "Bad request."
+    default_code = "bad_request"
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The upload is too large."
+    default_code = "too_large"
+
+
+class ServiceUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "Recommendations are not available yet."
+    default_code = "not_ready"
+
+
+def _translate(exc: Exception) -> Exception:
+    """Map the services' errors to HTTP errors."""
+    if isinstance(exc, recommend.ItemNotFound):
+        return NotFound(str(exc))
+    if isinstance(exc, recommend.UnknownServingConfig):
+        return ValidationError({"config": [str(exc)]})
+    if isinstance(exc, (recommend.RecommendationError, recommend.ImageDecodeError)):  # BadQuery and any other
+        return BadRequest(str(exc))
+    if isinstance(exc, storage.SpaceNotReady):
+        logger.warning("ragrec API: %s", exc)
+        return ServiceUnavailable("Recommendations are not available yet: %s" % exc)
+    return exc
+
+
+# ---------------------------------------------------------------- documentation helpers
+
+TAG_RECOMMEND = "recommendations"
+TAG_EVENTS = "events"
+
+RESULTS_200 = OpenApiResponse(
+    response=s.RecommendationListSerializer, description="Results, best first, each with its reason and score components."
+)
+ERROR_400 = OpenApiResponse(
+    response=OpenApiTypes.OBJECT,
+    description='Bad input: field errors as {"field": ["message"]} (k, q, config...), otherwise {"detail": "message"}.',
+)
+ERROR_404 = OpenApiResponse(response=s.ErrorSerializer, description="No item with this key.")
+ERROR_429 = OpenApiResponse(response=s.ErrorSerializer, description="Throttled: too many requests (see Retry-After).")
+ERROR_503 = OpenApiResponse(
+    response=s.ErrorSerializer, description="The embedding space needed has not been encoded yet (run ragrec_reindex)."
+)
+KEY_PARAMETER = OpenApiParameter(
+    "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="The shop's item primary key (as in `id` of results)."
+)
+
+
+def _list_responses(*extra_codes: int) -> dict:
+    responses = {200: RESULTS_200, 400: ERROR_400, 429: ERROR_429, 503: ERROR_503}
+    if 404 in extra_codes:
+        responses[404] = ERROR_404
+    return responses
+
+
+# ---------------------------------------------------------------- base view
+
+
+class RagrecAPIView(APIView):
+    """Open to anonymous shoppers, throttled per scope, services' errors mapped to HTTP."""
+
+    permission_classes = [AllowAny]
+    throttle_classes = [RagrecScopedRateThrottle]
+    throttle_scope = "ragrec"
+    query_serializer_class = s.KConfigQuerySerializer
+
+    def handle_exception(self, exc):
+        return super().handle_exception(_translate(exc))
+
+    def params(self, data=None) -> dict:
+        serializer = self.query_serializer_class(data=self.request.query_params if data is None else data)
+        serializer.is_valid(raise_exception=True)
+        params = serializer.validated_data
+        recommend.serving_rules(params["config"])  # an unknown configuration is a 400 even when nothing is ranked
+        return params
+
+    def respond(self, result: recommend.RecommendationList) -> Response:
+        return Response(s.RecommendationListSerializer(result).data)
+
+
+def _item_key(key: str) -> str:
+    if len(key) > ITEM_KEY_MAX_LENGTH or "\x00" in key:
+        raise NotFound("No item with id %r." % key[:ITEM_KEY_MAX_LENGTH])
+    return key
+
+
+# ---------------------------------------------------------------- item pages
+
+
+class SimilarItemsView(RagrecAPIView):
+    @extend_schema(
+        operation_id="ragrec_similar_items",
+        summary="Items similar to an item",
+        description="Text and image similarity fused (RAGREC[\"SIMILAR_WEIGHTS\"]); variants of the item are left out.",
+        tags=[TAG_RECOMMEND],
+        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer],
+        responses=_list_responses(404),
+    )
+    def get(self, request, key: str):
+        params = self.params()
+        return self.respond(recommend.similar_items(_item_key(key), k=params["k"], config=params["config"]))
+
+
+class BoughtTogetherView(RagrecAPIView):
+    @extend_schema(
+        operation_id="ragrec_bought_together",
+        summary="Items frequently bought together with an item",
+        description="Co-purchases, then approved complements, then content-based complements (`fallback: content`).",
+        tags=[TAG_RECOMMEND],
+        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer],
+        responses=_list_responses(404),
+    )
+    def get(self, request, key: str):
+        params = self.params()
+        return self.respond(recommend.bought_together(_item_key(key), k=params["k"], config=params["config"]))
+
+
+# ---------------------------------------------------------------- search
+
+
+class SearchView(RagrecAPIView):
+    query_serializer_class = s.SearchQuerySerializer
+
+    @extend_schema(
+        operation_id="ragrec_search",
+        summary="Hybrid text search",
+        description="Keyword (typo-corrected full-text), semantic text and CLIP text-to-image retrieval fused by "
+        "reciprocal rank fusion. `query` in the response is the corrected query.",
+        tags=[TAG_RECOMMEND],
+        parameters=[s.SearchQuerySerializer],
+        responses=_list_responses(),
+    )
+    def get(self, request):
+        params = self.params()
+        return self.respond(recommend.search(params["q"], k=params["k"], config=params["config"]))
+
+
+class PhotoSearchView(RagrecAPIView):
+    throttle_scope = "ragrec_photo"
+    parser_classes = [MultiPartParser, FormParser]
+    query_serializer_class = s.PhotoSearchSerializer
+
+    @extend_schema(
+        operation_id="ragrec_search_by_photo",
+        summary="Search by photo",
+        description="Items that look like the uploaded photo (CLIP image space). `k` and `config` may be form fields "
+        "or query parameters (the form field wins).",
+        tags=[TAG_RECOMMEND],
+        request={"multipart/form-data": s.PhotoSearchSerializer},
+        responses={
+            **_list_responses(),
+            400: OpenApiResponse(
+                response=OpenApiTypes.OBJECT, description="No file, an empty file, or bytes that are not a usable image."
+            ),
+            413: OpenApiResponse(response=s.ErrorSerializer, description='The photo is over RAGREC["MAX_UPLOAD_BYTES"].'),
+        },
+    )
+    def post(self, request):
+        limit = int(ragrec_settings.MAX_UPLOAD_BYTES)
+        if _content_length(request) > limit + MULTIPART_OVERHEAD:  # refuse before parsing the body
+            raise PayloadTooLarge(_too_large_message(limit))
+        data = {name: request.query_params[name] for name in ("k", "config") if name in request.query_params}
+        data.update({name: request.data[name] for name in ("k", "config") if name in request.data})
+        if "image" in request.data:
+            data["image"] = request.data["image"]
+        params = self.params(data)
+        upload = params["image"]
+        if upload.size > limit:
+            raise PayloadTooLarge(_too_large_message(limit))
+        photo = upload.read()
+        return self.respond(recommend.search_by_image(photo, k=params["k"], config=params["config"]))
+
+
+def _content_length(request) -> int:
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _too_large_message(limit: int) -> str:
+    return "The photo is too large: at most %s (%d bytes)." % (_human_size(limit), limit)
+
+
+def _human_size(size: int) -> str:
+    if size >= 1024 * 1024:
+        return "%g MB" % round(size / (1024 * 1024), 1)
+    if size >= 1024:
+        return "%g KB" % round(size / 1024, 1)
+    return "%d bytes" % size
+
+
+# ---------------------------------------------------------------- visitor lists
+
+
+class _VisitorView(RagrecAPIView):
+    query_serializer_class = s.VisitorQuerySerializer
+    service = None
+
+    def get(self, request):
+        params = self.params()
+        visitor = visitor_for_request(request, session=params.get("session"))
+        return self.respond(type(self).service(visitor, k=params["k"], config=params["config"]))
+
+
+_VISITOR_DESCRIPTION = (
+    " Whose history: the signed-in user; else the `session` query parameter; else the Django session cookie's key."
+)
+
+
+class ForYouView(_VisitorView):
+    service = staticmethod(for_you)
+
+    @extend_schema(
+        operation_id="ragrec_for_you",
+        summary="Recommended for the visitor",
+        description="Items near the visitor's recency-weighted history, without what they bought; the trending "
+        "list (`fallback: trending`) for a visitor without history." + _VISITOR_DESCRIPTION,
+        tags=[TAG_RECOMMEND],
+        parameters=[s.VisitorQuerySerializer],
+        responses=_list_responses(),
+    )
+    def get(self, request):
+        return super().get(request)
+
+
+class RecentlyViewedView(_VisitorView):
+    service = staticmethod(recommend.recently_viewed)
+
+    @extend_schema(
+        operation_id="ragrec_recently_viewed",
+        summary="The visitor's recently viewed items",
+        description="Newest first; empty for an unknown visitor." + _VISITOR_DESCRIPTION,
+        tags=[TAG_RECOMMEND],
+        parameters=[s.VisitorQuerySerializer],
+        responses=_list_responses(),
+    )
+    def get(self, request):
+        return super().get(request)
+
+
+class BuyAgainView(_VisitorView):
+    service = staticmethod(recommend.buy_again)
+
+    @extend_schema(
+        operation_id="ragrec_buy_again",
+        summary="Items the visitor bought before",
+        description="Most recently bought first; empty for an unknown visitor." + _VISITOR_DESCRIPTION,
+        tags=[TAG_RECOMMEND],
+        parameters=[s.VisitorQuerySerializer],
+        responses=_list_responses(),
+    )
+    def get(self, request):
+        return super().get(request)
+
+
+class TrendingView(RagrecAPIView):
+    query_serializer_class = s.TrendingQuerySerializer
+
+    @extend_schema(
+        operation_id="ragrec_trending",
+        summary="Trending items",
+        description="Time-decayed popularity (views, clicks, carts, purchases weighted by RAGREC[\"EVENT_WEIGHTS\"]).",
+        tags=[TAG_RECOMMEND],
+        parameters=[s.TrendingQuerySerializer],
+        responses=_list_responses(),
+    )
+    def get(self, request):
+        params = self.params()
+        category = params.get("category") or None
+        return self.respond(recommend.trending(k=params["k"], config=params["config"], category=category))
+
+
+# ---------------------------------------------------------------- events
+
+
+class EventRefused(APIException):
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_events"
+
+    def __init__(self, message: str, errors: dict[int, list[str]], status_code: int | None = None):
+        super().__init__({"detail": message, "errors": {str(i): list(m) for i, m in sorted(errors.items())}})
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class _SessionParamSerializer(serializers.Serializer):
+    session = serializers.CharField(required=False, allow_blank=True, max_length=s.SESSION_MAX_LENGTH)
+
+
+class EventsView(RagrecAPIView):
+    throttle_scope = "ragrec_events"
+    parser_classes = [SafeJSONParser]
+
+    @extend_schema(
+        operation_id="ragrec_record_events",
+        summary="Record shopper events (one or a batch)",
+        description=(
+            "Send one event object or a list of up to %d. A batch is all-or-nothing: if one event is invalid, none "
+            "is stored and the errors are reported by index. Retrying is safe: an event whose `idempotency_key` was "
+            "seen before is accepted but not stored again. For a single event the key may come in the "
+            "`Idempotency-Key` header instead.\n\n"
+            "Whose events: a signed-in client may post events as itself (`user_id` omitted or its own id) or for an "
+            "anonymous `session_key`, never with another `user_id` (403). An event with neither gets the signed-in "
+            "user, else the `session` query parameter, else the Django session cookie's key." % MAX_BATCH
+        ),
+        tags=[TAG_EVENTS],
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                description="Idempotency key of a single event (not allowed with a list).",
+            ),
+            OpenApiParameter(
+                "session", OpenApiTypes.STR, OpenApiParameter.QUERY,
+                description="Anonymous visitor id for events that name neither a user nor a session.",
+            ),
+        ],
+        request=PolymorphicProxySerializer(
+            component_name="EventOrBatch",
+            serializers=[s.EventSerializer, s.EventSerializer(many=True)],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses={
+            201: OpenApiResponse(response=s.EventReceiptSerializer, description="At least one event was stored."),
+            200: OpenApiResponse(response=s.EventReceiptSerializer, description="All events were repeats (already stored)."),
+            400: OpenApiResponse(
+                response=s.EventErrorSerializer, description="Malformed JSON or refused events (nothing stored)."
+            ),
+            403: OpenApiResponse(response=s.EventErrorSerializer, description="An event names another user."),
+            429: ERROR_429,
+        },
+    )
+    def post(self, request):
+        rows = self._rows(request.data, request.headers.get("Idempotency-Key"))
+        serializer = s.EventSerializer(data=rows, many=True)
+        if not serializer.is_valid():
+            raise EventRefused("Some events are invalid; nothing was stored.", _flatten(serializer.errors))
+        events = self._events(request, serializer.validated_data)
+        try:
+            result = record_events(events)
+        except EventError as exc:
+            raise EventRefused("Some events were refused; nothing was stored.", exc.errors)
+        body = s.EventReceiptSerializer(result).data
+        return Response(body, status=status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK)
+
+    @staticmethod
+    def _rows(data, header_key: str | None) -> list:
+        if isinstance(data, dict):
+            rows = [dict(data)]
+        elif isinstance(data, list):
+            rows = data
+        else:
+            raise BadRequest("Send one event object or a list of event objects.")
+        if len(rows) > MAX_BATCH:
+            raise EventRefused("Too many events.", {MAX_BATCH: ["at most %d events per batch" % MAX_BATCH]})
+        if header_key is not None:
+            if not isinstance(data, dict):
+                raise BadRequest(
+                    "The Idempotency-Key header is for a single event; give each event of a batch its own idempotency_key."
+                )
+            body_key = rows[0].get("idempotency_key")
+            if body_key not in (None, "") and body_key != header_key:
+                raise BadRequest("The Idempotency-Key header and the event's idempotency_key differ.")
+            rows[0]["idempotency_key"] = header_key
+        return rows
+
+    def _events(self, request, rows: list[dict]) -> list[EventInput]:
+        user = request.user if request.user and request.user.is_authenticated else None
+        forbidden = {
+            index: ["user_id: you can only post events as yourself or for a session_key"]
+            for index, row in enumerate(rows)
+            if row.get("user_id") is not None and (user is None or row["user_id"] != user.pk)
+        }
+        if forbidden:
+            raise EventRefused("Events may not be posted for another user.", forbidden, status.HTTP_403_FORBIDDEN)
+        session_param = _SessionParamSerializer(data=request.query_params)
+        session_param.is_valid(raise_exception=True)
+        default_session = visitor_for_request(request, session=session_param.validated_data.get("session")).session_key
+        events = []
+        for row in rows:
+            user_id, session_key = row.get("user_id"), row.get("session_key") or ""
+            if user_id is None and not session_key:
+                if user is not None:
+                    user_id = user.pk
+                else:
+                    session_key = default_session
+            events.append(
+                EventInput(
+                    event=row["event"],
+                    item=row.get("item") or None,
+                    user_id=user_id,
+                    session_key=session_key,
+                    order_id=row.get("order_id") or "",
+                    quantity=row.get("quantity", 1),
+                    query=row.get("query") or "",
+                    source=row.get("source") or "",
+                    idempotency_key=row.get("idempotency_key") or None,
+                    created_at=row.get("created_at"),
+                )
+            )
+        return events
+
+
+def _flatten(errors) -> dict[int, list[str]]:
+    """ListSerializer errors ({index: {field: [msg]}}, or a list in older DRF) as {index: ["field: msg", ...]}."""
+    if isinstance(errors, dict):
+        if not all(isinstance(index, int) for index in errors):  # the whole payload, not one event
+            return {0: [str(m) for messages in errors.values() for m in messages]}
+        by_index = errors.items()
+    else:
+        by_index = enumerate(errors)
+    flat = {}
+    for index, fields in by_index:
+        messages = []
+        for field, field_errors in (fields or {}).items():
+            for message in field_errors if isinstance(field_errors, list) else [field_errors]:
+                messages.append(str(message) if field == "non_field_errors" else "%s: %s" % (field, message))
+        if messages:
+            flat[index] = messages
+    return flat
+
+
+# ---------------------------------------------------------------- documentation page
+
+
+def api_docs(request):
+    """A plain HTML reference of the ragrec endpoints, built from the OpenAPI schema (no JavaScript, no CDN)."""
+    namespace = request.resolver_match.namespace if request.resolver_match else ""
+    try:
+        prefix = reverse("%sdocs" % (namespace + ":" if namespace else ""))[: -len("docs/")]
+        schema_url = reverse("%sschema" % (namespace + ":" if namespace else ""))
+    except NoReverseMatch:  # pragma: no cover - included without its names
+        prefix, schema_url = "/", ""
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operations = []
+    for path, methods in schema.get("paths", {}).items():
+        if not path.startswith(prefix):
+            continue
+        for method, operation in methods.items():
+            operations.append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "anchor": operation.get("operationId", method + path),
+                    "summary": operation.get("summary", ""),
+                    "description": operation.get("description", ""),
+                    "parameters": [
+                        {
+                            "name": p["name"],
+                            "in": p["in"],
+                            "required": p.get("required", False),
+                            "type": _type_name(p.get("schema", {})),
+                            "description": p.get("description", ""),
+                        }
+                        for p in operation.get("parameters", [])
+                    ],
+                    "request": sorted(operation.get("requestBody", {}).get("content", {})),
+                    "responses": [
+                        {"code": code, "description": response.get("description", "")}
+                        for code, response in sorted(operation.get("responses", {}).items())
+                    ],
+                }
+            )
+    context = {"title": schema.get("info", {}).get("title", "API"), "operations": operations, "schema_url": schema_url}
+    return render(request, "ragrec/api_docs.html", context)
+
+
+def _type_name(schema: dict) -> str:
+    kind = schema.get("type", "")
+    if schema.get("enum"):
+        return "%s (%s)" % (kind, ", ".join(str(v) for v in schema["enum"]))
+    bounds = []
+    if "minimum" in schema:
+        bounds.append("≥ %s" % schema["minimum"])
+    if "maximum" in schema:
+        bounds.append("≤ %s" % schema["maximum"])
+    if "maxLength" in schema:
+        bounds.append("≤ %s chars" % schema["maxLength"])
+    return kind + (" (%s)" % ", ".join(bounds) if bounds else "")
