@@ -106,6 +106,21 @@ class RecommendationListSerializer(serializers.Serializer):
     results = RecommendationSerializer(many=True, source="items")
 
 
+class AssistantQuerySerializer(KConfigQuerySerializer):
+    q = serializers.CharField(
+        max_length=500, help_text='A request in plain words, e.g. "a warm jacket for hiking under 100".'
+    )
+
+
+class AssistantAnswerSerializer(serializers.Serializer):
+    request = serializers.CharField()
+    answer = serializers.CharField(help_text="The answer; it only ever recommends the products listed in `products`.")
+    products = RecommendationSerializer(many=True, help_text="Retrieved products the answer cites, in order.")
+    filters = serializers.DictField(child=serializers.CharField(), help_text="Query and price range parsed from the request.")
+    generator_version = serializers.CharField()
+    prompt_version = serializers.CharField()
+
+
 # ---------------------------------------------------------------- events
 
 

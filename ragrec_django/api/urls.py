@@ -24,6 +24,7 @@ urlpatterns = [
     path("recently-viewed/", views.RecentlyViewedView.as_view(), name="recently-viewed"),
     path("buy-again/", views.BuyAgainView.as_view(), name="buy-again"),
     path("trending/", views.TrendingView.as_view(), name="trending"),
+    path("assistant/", views.AssistantView.as_view(), name="assistant"),
     path("events/", views.EventsView.as_view(), name="events"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", views.api_docs, name="docs"),

@@ -11,6 +11,7 @@ names in the ``ragrec_api`` namespace)::
     GET  recently-viewed/              recently-viewed  k, config, session
     GET  buy-again/                    buy-again        k, config, session
     GET  trending/                     trending         k, config, category
+    GET  assistant/?q=...              assistant        k, config
     POST events/  (JSON)               events           one event or a list; Idempotency-Key header
     GET  schema/                       schema           OpenAPI 3 (drf-spectacular)
     GET  docs/                         docs             plain HTML reference of these endpoints
@@ -72,7 +73,8 @@ from rest_framework.views import APIView
 
 from .. import storage
 from ..conf import ragrec_settings
-from ..services import recommend
+from ..ml.generation import GenerationError
+from ..services import assistant, recommend
 from ..services.events import MAX_BATCH, EventError, EventInput, record_events
 from . import serializers as s
 from .parsers import SafeJSONParser
@@ -114,6 +116,9 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, storage.SpaceNotReady):
         logger.warning("ragrec API: %s", exc)
         return ServiceUnavailable("Recommendations are not available yet: %s" % exc)
+    if isinstance(exc, GenerationError):
+        logger.warning("ragrec API: generator failed: %s", exc)
+        return ServiceUnavailable("The assistant is not available right now.")
     return exc
 
 
@@ -226,6 +231,24 @@ class SearchView(RagrecAPIView):
     def get(self, request):
         params = self.params()
         return self.respond(recommend.search(params["q"], k=params["k"], config=params["config"]))
+
+
+class AssistantView(RagrecAPIView):
+    query_serializer_class = s.AssistantQuerySerializer
+
+    @extend_schema(
+        operation_id="ragrec_assistant",
+        summary="Shopping assistant",
+        description="Parses a budget and colours from the request, retrieves products with the hybrid search and "
+        "answers in natural language citing only those products (others the generator names are dropped).",
+        tags=[TAG_RECOMMEND],
+        parameters=[s.AssistantQuerySerializer],
+        responses={200: s.AssistantAnswerSerializer, 400: ERROR_400, 429: ERROR_429, 503: ERROR_503},
+    )
+    def get(self, request):
+        params = self.params()
+        result = assistant.answer(params["q"], k=params["k"], config=params["config"])
+        return Response(s.AssistantAnswerSerializer(result).data)
 
 
 class PhotoSearchView(RagrecAPIView):

@@ -20,6 +20,7 @@ ENDPOINTS = {
     "/api/recommend/buy-again/": "get",
     "/api/recommend/trending/": "get",
     "/api/recommend/events/": "post",
+    "/api/recommend/assistant/": "get",
 }
 
 
