@@ -133,3 +133,32 @@ def enqueue_generation(job, keys: list, *, chunk_size: int = 20) -> None:
     for start in range(0, len(keys), chunk_size):
         chunk = keys[start : start + chunk_size]
         transaction.on_commit(lambda chunk=chunk: generate_descriptions_task.apply_async((job.pk, chunk), **options))
+
+
+@shared_task(bind=True, acks_late=False)
+def finetune_clip_task(self, out: str, **options) -> dict:
+    """Fine-tune CLIP on the catalogue (``ragrec_finetune_clip`` in a worker); return the checkpoint and figures.
+
+    ``options`` are the command's: ``text_field``, ``limit`` and the
+    ``ragrec_django.ml.finetune.FinetuneConfig`` fields (``epochs``,
+    ``batch_size``, ``lr``, ``lock_text``, ``pretrained``, ``device``...).
+    Acknowledged on receipt, not late: a training run can outlast the broker's
+    visibility timeout and must not be started twice. Route it to GPU workers::
+
+        CELERY_TASK_ROUTES = {"ragrec_django.tasks.finetune_clip_task": {"queue": "gpu"}}
+    """
+    from .management.commands.ragrec_finetune_clip import finetune_from_adapter
+
+    options.setdefault("progress", False)
+    result = finetune_from_adapter(out, **options)
+    report = result.report
+    return {
+        "checkpoint": result.checkpoint,
+        "encoder": result.encoder,
+        "before": report["before"],
+        "after": report["after"],
+        "best_epoch": report["best_epoch"],
+        "stopped": report["stopped"],
+        "train_pairs_per_second": report["train_pairs_per_second"],
+        "files": result.files,
+    }

@@ -193,6 +193,17 @@ def _space_ready(space: str | None) -> bool:
     return bool(space) and space in registry.get_spaces() and storage.active_generation(space) is not None
 
 
+def _query_encoder_matches(space: str) -> bool:
+    """Whether this process encodes queries with the model of the space's active generation.
+
+    Between deploying a new encoder and promoting its generation (or after a
+    rollback) they differ; a query vector from one model must not be compared
+    with stored vectors of another, so such a retriever is skipped.
+    """
+    generation = storage.active_generation(space)
+    return generation is not None and generation.encoder_version == registry.get_space(space).encoder.version
+
+
 def _anchor(item_key: str) -> Item:
     item = Item.objects.filter(key=str(item_key)).first()
     if item is None:
@@ -289,7 +300,7 @@ def search(query: str, *, k: int | None = None, config: str = "default", min_pri
     if weights.get("keyword"):
         lists["keyword"] = _candidates(keyword, "keyword", reason)
     for space in ("text", "image"):
-        if weights.get(space) and _space_ready(space):
+        if weights.get(space) and _space_ready(space) and _query_encoder_matches(space):
             found = storage.nearest(space, _text_query_vector(space, corrected), depth, filters=filters)
             lists[space] = _candidates([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
     fused = reciprocal_rank_fusion(lists, weights={name: float(weights[name]) for name in lists})
@@ -301,6 +312,8 @@ def search_by_image(image: bytes, *, k: int | None = None, config: str = "defaul
     k = _k(k)
     if not _space_ready("image"):
         raise storage.SpaceNotReady("Search by photo needs an encoded 'image' space (CLIP).")
+    if not _query_encoder_matches("image"):
+        raise storage.SpaceNotReady("The 'image' space is being switched to another model; promote or roll back first.")
     encoder = registry.get_space("image").encoder
     result = encoder.encode_images([image])
     if result.errors:

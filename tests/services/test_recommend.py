@@ -189,3 +189,16 @@ def test_a_visitor_without_user_or_session_never_sees_other_peoples_history(cata
     assert result.fallback == "trending"
     assert all(not r.reason.startswith("because you viewed") for r in result)
     assert len(recommend.recently_viewed(Visitor(), k=3)) == 0
+
+
+def test_queries_are_never_encoded_by_another_model_than_the_stored_vectors(settings, catalogue):
+    from ragrec_django import storage
+
+    # Deploy another CLIP (other weights, same dimension) before switching the "image" space.
+    other = {**settings.RAGREC["ENCODERS"]["clip"]["OPTIONS"], "pretrained": None}
+    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {**settings.RAGREC["ENCODERS"],
+                       "clip": {"BACKEND": "ragrec_django.ml.clip.OpenClipEncoder", "OPTIONS": other}}}
+    result = recommend.search("coffee mug", k=3)
+    assert "image" not in result.items[0].components  # the mismatched retriever is left out
+    with pytest.raises(storage.SpaceNotReady, match="being switched"):
+        recommend.search_by_image(b"\xff\xd8", k=3)
