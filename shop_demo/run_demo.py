@@ -1,12 +1,14 @@
-"""Run the whole demo on one machine: database, migrations, catalogue, encoding worker, web server.
+"""Run the whole demo on one machine: database, migrations, catalogue, people, encoding worker, web server.
 
     python -m shop_demo.run_demo [--port 8000] [--count 1200] [--no-worker]
 
 Starts the embedded PostgreSQL (unless DATABASE_URL is set), migrates, seeds
-the catalogue, starts a Celery worker (Redis when CELERY_BROKER_URL is set,
-else a file-system broker under var/), encodes the catalogue through it, and
-serves the shop. A second run reuses everything already built. Ctrl-C stops
-everything this command started.
+the catalogue and the demo people with their shopping history, starts a
+Celery worker (Redis when CELERY_BROKER_URL is set, else a file-system broker
+under var/), encodes the catalogue through it, proposes complements and
+queues description drafts of a sample for review, and serves the shop. A
+second run reuses everything already built. Ctrl-C stops everything this
+command started.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,11 +33,44 @@ def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> bool:
+    """Wait until something accepts connections on 127.0.0.1:``port`` (False if ``process`` died or time ran out)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def banner(port: int) -> str:
+    from shop_demo.catalog.people import DEMO_PASSWORD, SHOPPERS, STAFF
+
+    base = "http://127.0.0.1:%d" % port
+    shoppers = ", ".join(s.username for s in SHOPPERS[:8]) + " ... (%d shoppers)" % len(SHOPPERS)
+    lines = [
+        "",
+        "    Shop:          %s/" % base,
+        "    Demo login:    %s/demo/login/   (one click, any demo person)" % base,
+        "    Admin:         %s/admin/" % base,
+        "    Review queue:  %s/admin/ragrec_django/descriptiondraft/" % base,
+        "",
+        '    Demo logins (password "%s" for all):' % DEMO_PASSWORD,
+        "      %-9s %s" % ("shoppers", shoppers),
+    ]
+    lines += ["      %-9s %s" % (member.username, member.role) for member in STAFF]
+    lines += ["", "    Ctrl-C stops everything.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--count", type=int, default=1200, help="Products in the demo catalogue.")
     parser.add_argument("--no-worker", action="store_true", help="Encode in-process instead of through Celery.")
+    parser.add_argument("--drafts", type=int, default=50, help="Description drafts generated for review (default 50).")
     options = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
@@ -42,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     started: list[subprocess.Popen] = []
     var_dir = Path(os.environ.get("SHOP_DEMO_VAR_DIR", ROOT / "var"))
     embedded = not os.environ.get("DATABASE_URL")
+    # An embedded server that was already running (another shell, a test run) is left running.
+    database_was_running = embedded and (var_dir / "postgres" / "postmaster.pid").exists()
 
     def stop_everything(*_):
         for process in reversed(started):
@@ -52,17 +90,25 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-        if embedded:
+        if embedded and database_was_running:
+            print("The embedded PostgreSQL was running before the demo started: left running.", flush=True)
+        elif embedded:
             from ragrec_django.embedded import stop_embedded_postgres
 
             if stop_embedded_postgres(var_dir / "postgres"):
                 print("Stopped the embedded PostgreSQL.", flush=True)
 
+    # Ctrl-C stops the demo even when started where SIGINT is ignored (a background job of a script); the
+    # children then get the default handling too. SIGTERM stops it the same way: the finally block cleans up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         step("Database: %s" % ("embedded PostgreSQL + pgvector in %s" % (var_dir / "postgres") if embedded else "DATABASE_URL"))
         manage("migrate", "--no-input", "-v", "1")
         step("Catalogue")
         manage("seed_catalog", "--count", str(options.count))
+        step("Demo people and their shopping history")
+        manage("seed_people")
         step("Models: text space = all-MiniLM-L6-v2 (bundled weights, offline)")
         if not os.environ.get("RAGREC_CLIP_PRETRAINED"):
             print(
@@ -86,14 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             started.append(worker)
             step("Encoding the catalogue through the worker")
             manage("ragrec_reindex", "--stale", "--wait", "--timeout", "1800")
+        step("Complement proposals and description drafts for review")
+        manage("prepare_demo", "--drafts", str(options.drafts), *(["--in-process"] if options.no_worker else []))
         step("Serving the shop")
         server = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", "127.0.0.1:%d" % options.port, "--noreload"], cwd=ROOT
         )
         started.append(server)
-        time.sleep(1)
-        print("\n    Shop:  http://127.0.0.1:%d/\n    Admin: http://127.0.0.1:%d/admin/\n    Ctrl-C stops everything.\n" % (options.port, options.port), flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        if not wait_for_port(options.port, server):
+            print("\nThe web server did not start (is port %d taken? try --port)." % options.port, file=sys.stderr)
+            return server.poll() or 1
+        print(banner(options.port), flush=True)
         server.wait()
         return server.returncode or 0
     except KeyboardInterrupt:

@@ -157,3 +157,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"ragrec_django": {"handlers": ["console"], "level": os.environ.get("RAGREC_LOG_LEVEL", "INFO")}},
 }
+
+# --- Demo-only settings of the shop (not needed by ragrec_django) ----------------------------------
+# The "log in as a demo user" page (/demo/login/) signs in a seeded demo account with one click.
+# It is on only while DEBUG (the demo), never in a deployment: SHOP_DEMO_ONE_CLICK_LOGIN=0 turns it off.
+SHOP_DEMO_ONE_CLICK_LOGIN = DEBUG and os.environ.get("SHOP_DEMO_ONE_CLICK_LOGIN", "1") == "1"
+# Pictures under MEDIA_ROOT are served by Django while DEBUG; this serves them without DEBUG too (browser tests).
+SHOP_DEMO_SERVE_MEDIA = os.environ.get("SHOP_DEMO_SERVE_MEDIA") == "1"
+# The basket's count in the header, and the demo login link.
+TEMPLATES[0]["OPTIONS"]["context_processors"].append("shop_demo.catalog.context_processors.shop")

@@ -1,19 +1,31 @@
-"""Storefront: home, category, product, hybrid search and search by photo.
+"""Storefront: home, category, product, hybrid search, search by photo, basket and checkout.
 
 Recommendations come from the ragrec_django plugin: the templates use its tags
-(``{% load ragrec %}``), the search views call its services, and a product page
-records a "view" event for the visitor (signed-in user, else the session).
+(``{% load ragrec %}``), the search views call its services, a product page
+records a "view" event for the visitor (signed-in user, else the session),
+adding to the basket an "add_to_cart" event and checking out one "purchase"
+event per basket line, all sharing the order's id.
+
+The demo also has a "log in as a demo user" page (``SHOP_DEMO_ONE_CLICK_LOGIN``,
+on only while DEBUG): one click signs in one of the seeded demo people.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 
 from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model, login
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Q
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import DetailView, ListView, TemplateView
 
@@ -23,6 +35,8 @@ from ragrec_django.conf import ragrec_settings
 from ragrec_django.services import recommend
 from ragrec_django.services.events import EventError, EventInput, record_events
 
+from . import people
+from .cart import MAX_QUANTITY, Cart
 from .models import Category, Product
 
 logger = logging.getLogger(__name__)
@@ -89,20 +103,26 @@ class ProductView(DetailView):
         return context
 
 
+def visitor_fields(request) -> dict:
+    """Who an event belongs to: the signed-in user, else the session (created if needed)."""
+    user = request.user if request.user.is_authenticated else None
+    return {"user_id": user.pk if user else None, "session_key": "" if user else ensure_session_key(request)}
+
+
+def record(request, events: list[EventInput], what: str) -> bool:
+    """Record shopper events; a lost event is logged, never an error page."""
+    try:
+        record_events(events)
+        return True
+    except EventError as exc:
+        logger.warning("Could not record %s: %s", what, exc)
+        return False
+
+
 def record_view(request, product: Product) -> None:
     """Record that the visitor (signed-in user, else the session, created if needed) viewed ``product``."""
-    user = request.user if request.user.is_authenticated else None
-    event = EventInput(
-        event="view",
-        item=str(product.pk),
-        user_id=user.pk if user else None,
-        session_key="" if user else ensure_session_key(request),
-        source="product_page",
-    )
-    try:
-        record_events([event])
-    except EventError as exc:  # never break the page for a lost event
-        logger.warning("Could not record a view of product %s: %s", product.pk, exc)
+    record(request, [EventInput(event="view", item=str(product.pk), source="product_page", **visitor_fields(request))],
+           "a view of product %s" % product.pk)
 
 
 class SearchView(ListView):
@@ -222,3 +242,188 @@ class AssistantView(View):
                 logger.warning("Assistant unavailable: %s", exc)
                 context["error"], status = "The assistant is not available right now.", 503
         return TemplateResponse(request, self.template_name, context, status=status)
+
+
+# ---------------------------------------------------------------- basket and checkout
+
+
+def _safe_next(request, fallback: str) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        return target
+    return fallback
+
+
+def _int(value, default: int = 0) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def _quantity(value, default: int = 1) -> int:
+    return max(0, min(MAX_QUANTITY, _int(value, default)))
+
+
+class AddToCartView(View):
+    """POST product + quantity: put it in the session basket and record an "add_to_cart" event."""
+
+    http_method_names = ["post"]
+
+    def post(self, request):
+        pk = _int(request.POST.get("product"))
+        if not 0 < pk < 2**63:
+            raise Http404("No such product.")
+        product = get_object_or_404(Product.objects.active(), pk=pk)
+        back = _safe_next(request, product.get_absolute_url())
+        quantity = _quantity(request.POST.get("quantity")) or 1
+        if not product.in_stock:
+            messages.error(request, "Sorry, %s is out of stock." % product.title)
+            return redirect(back)
+        try:
+            Cart(request.session).add(product, quantity)
+        except ValueError as exc:
+            messages.error(request, str(exc))
+            return redirect(back)
+        source = request.POST.get("source", "")[:64] or "product_page"
+        record(request, [EventInput(event="add_to_cart", item=str(product.pk), quantity=quantity, source=source,
+                                    **visitor_fields(request))], "an add to cart of product %s" % product.pk)
+        messages.success(request, "Added %s to your basket." % product.title)
+        return redirect(back)
+
+
+class CartView(View):
+    """GET: the basket. POST: change quantities ("update") or remove a line ("remove")."""
+
+    template_name = "catalog/cart.html"
+
+    def get(self, request):
+        cart = Cart(request.session)
+        lines = cart.lines()
+        context = {"lines": lines, "total": cart.total(lines), "max_quantity": MAX_QUANTITY}
+        return TemplateResponse(request, self.template_name, context)
+
+    def post(self, request):
+        cart = Cart(request.session)
+        if request.POST.get("remove"):
+            cart.set(request.POST["remove"], 0)
+            messages.success(request, "Removed from your basket.")
+        else:
+            for key in list(cart.quantities):
+                if "quantity-%s" % key in request.POST:
+                    cart.set(key, _quantity(request.POST["quantity-%s" % key], cart.quantities[key]))
+            messages.success(request, "Basket updated.")
+        return redirect("catalog:cart")
+
+
+CHECKOUT_TOKEN = "shop_demo_checkout"
+LAST_ORDER = "shop_demo_last_order"
+
+
+class CheckoutView(View):
+    """GET: confirm the order. POST: place it: one "purchase" event per line, all with the order's id.
+
+    The order id is drawn when the confirmation page is shown and must come back
+    with the form, so a second submission of the same page places nothing twice.
+    """
+
+    template_name = "catalog/checkout.html"
+
+    def get(self, request):
+        cart = Cart(request.session)
+        lines = cart.lines()
+        if not lines:
+            return redirect("catalog:cart")
+        order_id = request.session.get(CHECKOUT_TOKEN) or "ord-%s" % secrets.token_hex(6)
+        request.session[CHECKOUT_TOKEN] = order_id
+        return TemplateResponse(request, self.template_name, {"lines": lines, "total": cart.total(lines), "order_id": order_id})
+
+    def post(self, request):
+        order_id = request.POST.get("order", "")
+        last = request.session.get(LAST_ORDER) or {}
+        if order_id and last.get("id") == order_id:
+            return redirect("catalog:order_done")  # the same form sent twice
+        if not order_id or order_id != request.session.get(CHECKOUT_TOKEN):
+            messages.error(request, "Your basket changed or the page expired: please check your order again.")
+            return redirect("catalog:checkout")
+        cart = Cart(request.session)
+        lines = cart.lines()
+        if not lines:
+            return redirect("catalog:cart")
+        who = visitor_fields(request)
+        events = [
+            EventInput(event="purchase", item=str(line.product.pk), quantity=line.quantity, order_id=order_id,
+                       source="checkout", idempotency_key="purchase:%s:%s" % (order_id, line.product.pk), **who)
+            for line in lines
+        ]
+        record(request, events, "order %s" % order_id)
+        request.session[LAST_ORDER] = {
+            "id": order_id,
+            "total": str(cart.total(lines)),
+            "lines": [
+                {"title": line.product.title, "url": line.product.get_absolute_url(), "quantity": line.quantity,
+                 "total": str(line.total), "key": str(line.product.pk)}
+                for line in lines
+            ],
+        }
+        request.session.pop(CHECKOUT_TOKEN, None)
+        cart.clear()
+        return redirect("catalog:order_done")
+
+
+class OrderDoneView(View):
+    template_name = "catalog/order_done.html"
+
+    def get(self, request):
+        order = request.session.get(LAST_ORDER)
+        if not order:
+            return redirect("catalog:cart")
+        return TemplateResponse(request, self.template_name, {"order": order})
+
+
+# ---------------------------------------------------------------- demo login
+
+
+def demo_login_enabled() -> bool:
+    return bool(getattr(settings, "SHOP_DEMO_ONE_CLICK_LOGIN", False))
+
+
+class DemoLoginView(View):
+    """The demo people, each with a one-click "log in" button (only where SHOP_DEMO_ONE_CLICK_LOGIN is on).
+
+    Only the seeded demo accounts can be signed in here (their username and
+    their demo e-mail address must match, and none is a superuser).
+    """
+
+    template_name = "catalog/demo_login.html"
+
+    def dispatch(self, request, *args, **kwargs):
+        if not demo_login_enabled():
+            raise Http404("The one-click demo login is off.")
+        return super().dispatch(request, *args, **kwargs)
+
+    def demo_users(self):
+        return get_user_model()._default_manager.filter(
+            username__in=people.DEMO_USERNAMES, is_active=True, is_superuser=False
+        ).filter(email__endswith="@" + people.EMAIL_DOMAIN)
+
+    def get(self, request):
+        found = {user.username: user for user in self.demo_users()}
+        names = {c.slug: c.name for c in Category.objects.all()}
+        shoppers = [
+            {"user": found[s.username], "likes": [names.get(slug, slug) for slug in s.likes]}
+            for s in people.SHOPPERS if s.username in found
+        ]
+        staff = [{"user": found[s.username], "role": s.role} for s in people.STAFF if s.username in found]
+        context = {"shoppers": shoppers, "staff": staff, "password": people.DEMO_PASSWORD,
+                   "next": _safe_next(request, "")}
+        return TemplateResponse(request, self.template_name, context)
+
+    def post(self, request):
+        user = self.demo_users().filter(username=request.POST.get("username", "")).first()
+        if user is None:
+            raise Http404("No such demo user.")
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "You are logged in as %s." % user.get_username())
+        fallback = reverse("admin:index") if user.is_staff else reverse("catalog:home")
+        return redirect(_safe_next(request, fallback))

@@ -136,3 +136,16 @@ def test_admin_pages_render_with_thumbnails(admin_client, seed):
     assert change.status_code == 200
     assert admin_client.get(reverse("admin:catalog_category_changelist")).status_code == 200
     assert admin_client.get(reverse("admin:catalog_product_changelist"), {"q": "mug", "is_active__exact": "1"}).status_code == 200
+
+
+@pytest.mark.django_db
+def test_media_is_served_only_in_the_demo(client, settings, media_root):
+    (media_root / "products").mkdir(parents=True)
+    (media_root / "products" / "x.jpg").write_bytes(b"\xff\xd8 picture")
+    settings.DEBUG, settings.SHOP_DEMO_SERVE_MEDIA = False, False
+    assert client.get("/media/products/x.jpg").status_code == 404
+    settings.SHOP_DEMO_SERVE_MEDIA = True
+    response = client.get("/media/products/x.jpg")
+    assert response.status_code == 200 and b"".join(response.streaming_content) == b"\xff\xd8 picture"
+    client.raise_request_exception = False
+    assert client.get("/media/../settings.py").status_code == 400  # SuspiciousFileOperation, never the file

@@ -1,0 +1,92 @@
+"""run_demo: its steps in order, the banner with the demo logins, and cleaning up on Ctrl-C."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from shop_demo import run_demo
+
+
+class FakeProcess:
+    def __init__(self, args, **kwargs):
+        self.args, self.returncode, self.terminated = args, None, False
+
+    def poll(self):
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.returncode is None:
+            self.returncode = 0
+        return self.returncode
+
+    def terminate(self):
+        self.terminated, self.returncode = True, -15
+
+    def kill(self):
+        self.returncode = -9
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    monkeypatch.setenv("DATABASE_URL", "postgres://unused/db")  # no embedded server to start or stop
+    monkeypatch.setenv("SHOP_DEMO_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    calls, processes = [], []
+
+    def popen(args, **kwargs):
+        processes.append(FakeProcess(args))
+        return processes[-1]
+
+    monkeypatch.setattr(run_demo.subprocess, "run", lambda args, **kwargs: calls.append(args[2:]))
+    monkeypatch.setattr(run_demo.subprocess, "Popen", popen)
+    monkeypatch.setattr(run_demo, "wait_for_port", lambda port, process, timeout=30.0: True)
+    monkeypatch.setattr(run_demo.signal, "signal", lambda *args: None)
+    return calls, processes
+
+
+def test_steps_run_in_order_and_the_banner_lists_the_logins(fake, capsys, tmp_path):
+    calls, processes = fake
+    assert run_demo.main(["--port", "8123"]) == 0
+    assert [c[0] for c in calls] == ["migrate", "seed_catalog", "seed_people", "ragrec_reindex", "prepare_demo"]
+    assert calls[3] == ["ragrec_reindex", "--stale", "--wait", "--timeout", "1800"]
+    assert calls[4] == ["prepare_demo", "--drafts", "50"]
+    worker, server = processes
+    assert "worker" in worker.args and server.args[2:4] == ["runserver", "127.0.0.1:8123"]
+    assert (tmp_path / "broker" / "processed").is_dir()
+    out = capsys.readouterr().out
+    assert "http://127.0.0.1:8123/demo/login/" in out and 'password "demo"' in out
+    assert "alice, bob" in out and "reviewer" in out and "manager" in out
+    assert "Models: text space = all-MiniLM-L6-v2" in out
+
+
+def test_no_worker_encodes_and_generates_in_process(fake):
+    calls, processes = fake
+    run_demo.main(["--no-worker", "--drafts", "5"])
+    assert calls[3] == ["ragrec_reindex", "--sync", "--stale"]
+    assert calls[4] == ["prepare_demo", "--drafts", "5", "--in-process"]
+    assert len(processes) == 1  # the web server only
+
+
+def test_ctrl_c_stops_what_was_started(fake, monkeypatch, capsys):
+    calls, processes = fake
+
+    def interrupted(args, **kwargs):
+        calls.append(args[2:])
+        if args[2] == "prepare_demo":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_demo.subprocess, "run", interrupted)
+    assert run_demo.main([]) == 0
+    (worker,) = processes
+    assert worker.terminated and "Stopping..." in capsys.readouterr().out
+
+
+def test_a_failed_step_is_reported(fake, monkeypatch, capsys):
+    def failing(args, **kwargs):
+        raise subprocess.CalledProcessError(3, args)
+
+    monkeypatch.setattr(run_demo.subprocess, "run", failing)
+    assert run_demo.main([]) == 3
+    assert "Step failed" in capsys.readouterr().err
