@@ -1,3 +1,3 @@
 """Back office: recommendation panels and the description review queue."""
 
-from . import descriptions, recommendations  # noqa: F401  (registers the ModelAdmins)
+from . import descriptions, evaluation, recommendations  # noqa: F401  (registers the admin pages)

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 from django.db import connection
-from django.db.models import Max
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from .. import registry, storage, textsearch
@@ -445,7 +445,7 @@ def _co_purchase_counts(item_id: int, *, limit: int) -> list[tuple[int, int]]:
     table = connection.ops.quote_name(Interaction._meta.db_table)
     sql = (
         "SELECT b.item_id, COUNT(DISTINCT b.order_id) AS n FROM {t} a JOIN {t} b "
-        "ON b.order_id = a.order_id AND b.item_id <> a.item_id AND b.event = %s "
+        "ON b.order_id = a.order_id AND b.item_id <> a.item_id AND b.event = %s AND b.order_id <> '' "
         "WHERE a.item_id = %s AND a.event = %s AND a.order_id <> '' "
         "GROUP BY b.item_id ORDER BY n DESC, b.item_id LIMIT %s"
     ).format(t=table)
@@ -502,8 +502,12 @@ def buy_again(visitor: Visitor, *, k: int | None = None, config: str = "default"
     k = _k(k)
     if not visitor:
         return RecommendationList(recommender="buy_again", config=config)
-    rows = visitor.events().filter(event=Event.PURCHASE).values("item_id").annotate(last=Max("created_at")).order_by("-last")[: k * 2]
-    scored = [(row["item_id"], row["last"].timestamp()) for row in rows]
+    rows = (
+        visitor.events().filter(event=Event.PURCHASE).values("item_id")
+        .annotate(orders=Count("order_id", distinct=True), last=Max("created_at")).order_by("-orders", "-last")[: k * 2]
+    )
+    # Rank by how often, then how recently, the visitor bought it (a score that keeps that order).
+    scored = [(row["item_id"], row["orders"] * 1e10 + row["last"].timestamp()) for row in rows]
     return _finish("buy_again", config, _candidates(scored, "recency", "you bought this before"), k, diversity_space=None)
 
 

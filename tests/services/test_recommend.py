@@ -202,3 +202,12 @@ def test_queries_are_never_encoded_by_another_model_than_the_stored_vectors(sett
     assert "image" not in result.items[0].components  # the mismatched retriever is left out
     with pytest.raises(storage.SpaceNotReady, match="being switched"):
         recommend.search_by_image(b"\xff\xd8", k=3)
+
+
+def test_buy_again_ranks_by_how_often_then_how_recently(catalogue):
+    now = timezone.now()
+    lamp, mug = key(catalogue["Brass desk lamp"]), key(catalogue["Red ceramic coffee mug"])
+    events({"event": "purchase", "item": lamp, "order_id": "a", "created_at": now - timedelta(days=9)},
+           {"event": "purchase", "item": lamp, "order_id": "b", "created_at": now - timedelta(days=5)},
+           {"event": "purchase", "item": mug, "order_id": "c"}, session_key="s7")
+    assert titles(recommend.buy_again(Visitor(session_key="s7"), k=5)) == ["Brass desk lamp", "Red ceramic coffee mug"]

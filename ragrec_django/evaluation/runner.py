@@ -1,0 +1,622 @@
+"""Offline evaluation: hold out each shopper's last basket, ask every recommender, score the lists.
+
+Protocol (temporal leave-last-basket-out):
+
+* a basket is one (visitor, order id) group of purchase events; its time is its first line's;
+* every visitor with at least two baskets is *eligible*: their last basket (latest time, ties by
+  order id) is held out as the test set, and any of their events at or after its time too;
+* everything else is training: only training events are loaded into the database the services
+  read, so the services see exactly what a shop would have seen before those baskets;
+* training timestamps are shifted by one constant so the last training event is "now" (the
+  services' time decays are relative to now; "trending" only counts recent weeks). The shift
+  changes no order and, for exponential decays, no relative weight;
+* each recommender returns ``depth`` (= 2 x k_max) items per visitor; they are scored at
+  k = 1..k_max in two variants:
+
+  ``all``  targets: every distinct item of the held-out basket; lists as returned;
+  ``new``  targets: held-out items the visitor had not bought in training (visitors without any
+           are left out); lists with the visitor's training purchases removed first.
+
+Recommenders (``kind``): the services ``for_you``, ``bought_together`` (the per-item lists of the
+visitor's last training basket fused by reciprocal rank), ``buy_again`` and ``trending``; the
+baselines ``popularity`` (training baskets containing the item) and item-to-item
+co-occurrence counted from the training baskets, seeded with the last training basket
+(``cooc_last``) or every training purchase (``cooc_all``); and ``prototype`` variants that show
+what a service change would do (see ``PROTOTYPES``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import platform
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import metrics
+from .importer import InteractionRow, ProductRow, get_preset, read_interactions, read_products, write_rows
+
+Progress = Callable[[str], None]
+
+
+# ---------------------------------------------------------------- data set
+
+
+@dataclass
+class Dataset:
+    name: str
+    products: list[ProductRow]
+    interactions: list[InteractionRow]
+    info: dict = field(default_factory=dict)
+
+
+def load_online_retail(path: str | os.PathLike) -> Dataset:
+    """The UCI Online Retail files through the importer's ``online-retail`` preset.
+
+    The catalogue is the products that occur in the filtered transactions.
+    """
+    folder = Path(path)
+    preset = get_preset("online-retail")
+    interactions = read_interactions(folder / preset.interactions_file, preset=preset)
+    products = read_products(folder / preset.products_file, preset=preset)
+    for read in (interactions, products):
+        if read.error_count:
+            raise ValueError("%d invalid row(s) in %s, first: %s" % (read.error_count, read.source, read.errors[0]))
+    sold = {row.item for row in interactions.rows}
+    catalogue = [row for row in products.rows if row.key in sold]
+    missing = sold - {row.key for row in catalogue}
+    if missing:
+        raise ValueError("%d sold item(s) missing from %s, e.g. %s" % (len(missing), products.source, sorted(missing)[:5]))
+    info = {
+        "path": str(folder),
+        "rows_read": interactions.total,
+        "filtered": dict(interactions.filtered),
+        "products_read": products.total,
+        "products_filtered": dict(products.filtered),
+    }
+    return Dataset("online-retail", catalogue, interactions.rows, info)
+
+
+# ---------------------------------------------------------------- split
+
+
+def visitor_of(row: InteractionRow) -> str:
+    return row.session if row.session else "user:%d" % row.user_id
+
+
+@dataclass
+class Basket:
+    order_id: str
+    at: datetime
+    items: list[str]
+
+
+@dataclass
+class Split:
+    train: list[InteractionRow]
+    test: dict[str, Basket]  # eligible visitor -> held-out basket
+    history: dict[str, list[Basket]]  # visitor -> training baskets, oldest first
+    held_out_lines: int = 0
+
+    def bought(self, visitor: str) -> set[str]:
+        return {item for basket in self.history.get(visitor, ()) for item in basket.items}
+
+
+def baskets_of(rows: Iterable[InteractionRow]) -> dict[str, list[Basket]]:
+    """Purchase baskets per visitor, oldest first (ties by order id); events without an order id are skipped."""
+    grouped: dict[tuple[str, str], Basket] = {}
+    for row in rows:
+        if row.event != "purchase" or not row.order_id or not row.item:
+            continue
+        key = (visitor_of(row), row.order_id)
+        basket = grouped.get(key)
+        if basket is None:
+            grouped[key] = Basket(row.order_id, row.created_at, [row.item])
+        else:
+            basket.at = min(basket.at, row.created_at)
+            if row.item not in basket.items:
+                basket.items.append(row.item)
+    by_visitor: dict[str, list[Basket]] = defaultdict(list)
+    for (visitor, _), basket in grouped.items():
+        by_visitor[visitor].append(basket)
+    for baskets in by_visitor.values():
+        baskets.sort(key=lambda b: (b.at, b.order_id))
+    return dict(by_visitor)
+
+
+def temporal_split(rows: Sequence[InteractionRow]) -> Split:
+    """Hold out the last basket of every visitor with two or more (see the module docstring)."""
+    all_baskets = baskets_of(rows)
+    test = {visitor: baskets[-1] for visitor, baskets in all_baskets.items() if len(baskets) >= 2}
+    train, held_out = [], 0
+    for row in rows:
+        basket = test.get(visitor_of(row))
+        if basket is not None and (row.order_id == basket.order_id or row.created_at >= basket.at):
+            held_out += 1
+            continue
+        train.append(row)
+    return Split(train=train, test=test, history=baskets_of(train), held_out_lines=held_out)
+
+
+# ---------------------------------------------------------------- database
+
+
+class DatabaseNotEmpty(Exception):
+    pass
+
+
+def load_training_data(dataset: Dataset, split: Split, *, now: datetime | None = None) -> timedelta:
+    """Products and the training events (timestamps shifted so the last one is ``now``) -> the database."""
+    from ..models import Interaction, Item
+
+    if Item.objects.exists() or Interaction.objects.exists():
+        raise DatabaseNotEmpty(
+            "The database already holds items or interactions; the evaluation needs empty ragrec tables "
+            "(it runs on a scratch database unless told otherwise)."
+        )
+    latest = max(row.created_at for row in split.train)
+    shift = (now or timezone.now()) - latest
+    shift = timedelta(seconds=math.floor(shift.total_seconds()))
+    train = [dataclasses.replace(row, created_at=row.created_at + shift) for row in split.train]
+    write_rows(dataset.products, train, sync_host=False)
+    return shift
+
+
+def encode_catalogue(products: Sequence[ProductRow], encoder, *, space: str = "text", batch: int = 512,
+                     progress: Progress | None = None) -> dict[str, np.ndarray]:
+    """Encode the products' texts with ``encoder`` and store them as the space's active generation.
+
+    Written straight through the storage layer (there is no host item model to read). Returns
+    {item key: unit vector}.
+    """
+    from .. import registry, storage
+    from ..adapters import content_hash
+    from ..models import Item
+
+    ids = dict(Item.objects.filter(key__in=[p.key for p in products]).values_list("key", "id"))
+    texts = [p.snapshot().text for p in products]
+    generation = storage.write_generation(registry.get_space(space), version=encoder.version, dimension=encoder.dimension)
+    vectors: dict[str, np.ndarray] = {}
+    for start in range(0, len(products), batch):
+        chunk = products[start : start + batch]
+        encoded = np.asarray(encoder.encode_texts(texts[start : start + batch]), dtype=np.float32)
+        storage.upsert_embeddings(generation, [ids[p.key] for p in chunk], encoded, [content_hash(t) for t in texts[start : start + batch]])
+        for product, vector in zip(chunk, encoded):
+            vectors[product.key] = vector / (np.linalg.norm(vector) or 1.0)
+        if progress:
+            progress("encoded %d/%d titles" % (min(start + batch, len(products)), len(products)))
+    return vectors
+
+
+# ---------------------------------------------------------------- recommenders
+
+
+@dataclass
+class Context:
+    """What the recommenders share: the split, the catalogue, training statistics, caches."""
+
+    split: Split
+    keys: list[str]  # catalogue keys, index = column of the matrices
+    index: dict[str, int]
+    popularity: np.ndarray  # training baskets containing each item
+    cooccurrence: np.ndarray  # training baskets containing both items (diagonal 0)
+    depth: int
+    caches: dict = field(default_factory=dict)
+
+    def ranked(self, scores: np.ndarray, limit: int) -> list[str]:
+        """Top ``limit`` keys by score, ties by training popularity, then catalogue order."""
+        order = np.lexsort((np.arange(len(scores)), -self.popularity, -scores))
+        return [self.keys[column] for column in order[:limit]]
+
+
+def build_context(split: Split, catalogue: Sequence[str], depth: int) -> Context:
+    """Popularity and co-occurrence counts from the training baskets."""
+    keys = list(catalogue)
+    index = {key: i for i, key in enumerate(keys)}
+    co = np.zeros((len(keys), len(keys)), dtype=np.float32)
+    for baskets in split.history.values():
+        for basket in baskets:
+            columns = np.array(sorted({index[item] for item in basket.items if item in index}), dtype=np.intp)
+            co[np.ix_(columns, columns)] += 1.0
+    popularity = co.diagonal().copy()
+    np.fill_diagonal(co, 0.0)
+    return Context(split=split, keys=keys, index=index, popularity=popularity, cooccurrence=co, depth=depth)
+
+
+def _columns(ctx: Context, items: Iterable[str]) -> list[int]:
+    return sorted({ctx.index[item] for item in items if item in ctx.index})
+
+
+def _baseline_length(ctx: Context, visitor: str) -> int:
+    """Baseline lists are long enough to keep ``depth`` items after the visitor's purchases are removed."""
+    return ctx.depth + len(ctx.split.bought(visitor))
+
+
+def rec_popularity(ctx: Context, visitor: str) -> list[str]:
+    top = ctx.caches.get("popularity")
+    if top is None:
+        top = ctx.caches["popularity"] = ctx.ranked(ctx.popularity, len(ctx.keys))
+    return top[: _baseline_length(ctx, visitor)]
+
+
+def _cooc(ctx: Context, visitor: str, seeds: list[int]) -> list[str]:
+    scores = ctx.cooccurrence[seeds].sum(axis=0) if seeds else np.zeros(len(ctx.keys), dtype=np.float32)
+    return ctx.ranked(scores, _baseline_length(ctx, visitor))
+
+
+def rec_cooc_last(ctx: Context, visitor: str) -> list[str]:
+    history = ctx.split.history.get(visitor)
+    return _cooc(ctx, visitor, _columns(ctx, history[-1].items) if history else [])
+
+
+def rec_cooc_all(ctx: Context, visitor: str) -> list[str]:
+    return _cooc(ctx, visitor, _columns(ctx, ctx.split.bought(visitor)))
+
+
+def _service_visitor(visitor: str):
+    from ..services.recommend import Visitor
+
+    if visitor.startswith("user:"):
+        return Visitor(user_id=int(visitor[5:]))
+    return Visitor(session_key=visitor)
+
+
+def _keys(result) -> list[str]:
+    return [r.item.key for r in result]
+
+
+def rec_for_you(ctx: Context, visitor: str) -> list[str]:
+    from ..services import recommend
+
+    cache = ctx.caches.setdefault("for_you", {})
+    if visitor not in cache:
+        cache[visitor] = _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
+    return cache[visitor]
+
+
+def rec_buy_again(ctx: Context, visitor: str) -> list[str]:
+    from ..services import recommend
+
+    return _keys(recommend.buy_again(_service_visitor(visitor), k=ctx.depth))
+
+
+def rec_trending(ctx: Context, visitor: str) -> list[str]:
+    from ..services import recommend
+
+    top = ctx.caches.get("trending")
+    if top is None:
+        top = ctx.caches["trending"] = _keys(recommend.trending(k=ctx.depth))
+    return top
+
+
+def bought_together_scored(ctx: Context, item: str) -> list[tuple[str, float | None]]:
+    """The service's list for one item as (key, co-purchase count or None for the complement and content
+    tiers); cached, since the database does not change during a run."""
+    from ..services import recommend
+
+    cache = ctx.caches.setdefault("bought_together", {})
+    if item not in cache:
+        try:
+            result = recommend.bought_together(item, k=ctx.depth)
+            cache[item] = [(r.item.key, r.components.get("co_purchases")) for r in result]
+        except recommend.ItemNotFound:
+            cache[item] = []
+    return cache[item]
+
+
+def bought_together_for(ctx: Context, item: str) -> list[str]:
+    return [key for key, _ in bought_together_scored(ctx, item)]
+
+
+def fuse_by_rank(lists: Iterable[Sequence[str]], constant: float = 60.0, weights: Sequence[float] | None = None) -> list[str]:
+    """Reciprocal rank fusion of key lists (the formula of ``ranking.fusion``): best first, ties by first appearance."""
+    scores: dict[str, float] = {}
+    lists = list(lists)
+    for position, ranked in enumerate(lists):
+        weight = 1.0 if weights is None else weights[position]
+        for rank, key in enumerate(ranked, start=1):
+            scores[key] = scores.get(key, 0.0) + weight / (constant + rank)
+    order = {key: i for i, key in enumerate(scores)}
+    return sorted(scores, key=lambda key: (-scores[key], order[key]))
+
+
+def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
+    history = ctx.split.history.get(visitor)
+    if not history:
+        return []
+    return fuse_by_rank(bought_together_for(ctx, item) for item in history[-1].items)[: ctx.depth * 2]
+
+
+# ---------------------------------------------------------------- prototypes (not services)
+
+
+def personal_frequency(ctx: Context, visitor: str, half_life_baskets: float = 3.0) -> list[str]:
+    """The visitor's own purchases, by number of training baskets holding them (each basket weighted
+    by 0.5 ** (baskets since / half_life_baskets)), most recent first on ties."""
+    history = ctx.split.history.get(visitor) or []
+    scores: dict[str, float] = {}
+    last_seen: dict[str, int] = {}
+    for age, basket in enumerate(reversed(history)):
+        for item in basket.items:
+            scores[item] = scores.get(item, 0.0) + 0.5 ** (age / half_life_baskets)
+            last_seen.setdefault(item, age)
+    return sorted(scores, key=lambda item: (-scores[item], last_seen[item], item))
+
+
+def proto_buy_again_frequency(ctx: Context, visitor: str) -> list[str]:
+    """PROTOTYPE "buy again" ranked by how many baskets held the item (recent baskets count more),
+    instead of by the last purchase time only."""
+    return personal_frequency(ctx, visitor)[: ctx.depth * 2]
+
+
+def proto_bought_together_counts(ctx: Context, visitor: str) -> list[str]:
+    """PROTOTYPE basket-level "bought together": the co-purchase counts of the service's per-item lists
+    summed over the last basket's items (a count-weighted union, like one SQL query over the whole
+    basket would give); items only from the complement/content tiers follow, by reciprocal rank."""
+    history = ctx.split.history.get(visitor)
+    if not history:
+        return []
+    counts: dict[str, float] = {}
+    for item in history[-1].items:
+        for key, count in bought_together_scored(ctx, item):
+            if count is not None:
+                counts[key] = counts.get(key, 0.0) + count
+    ranked = sorted(counts, key=lambda key: (-counts[key], key))
+    rest = [key for key in rec_bought_together(ctx, visitor) if key not in counts]
+    return (ranked + rest)[: ctx.depth * 2]
+
+
+def proto_for_you_repeat(ctx: Context, visitor: str) -> list[str]:
+    """PROTOTYPE "for you" + buy again: the visitor's repeat purchases (``personal_frequency``) fused by
+    reciprocal rank with the service's "for you" list (which excludes everything bought)."""
+    return fuse_by_rank([personal_frequency(ctx, visitor), rec_for_you(ctx, visitor)])[: ctx.depth * 2]
+
+
+def proto_for_you_cooc(ctx: Context, visitor: str) -> list[str]:
+    """PROTOTYPE "for you" with purchase signals: repeat purchases, co-occurrence with the whole
+    history and the service's content-based list, fused by reciprocal rank (weights 1, 1, 0.5)."""
+    return fuse_by_rank(
+        [personal_frequency(ctx, visitor), rec_cooc_all(ctx, visitor), rec_for_you(ctx, visitor)], weights=[1.0, 1.0, 0.5]
+    )[: ctx.depth * 2]
+
+
+def proto_bought_together_repeat(ctx: Context, visitor: str) -> list[str]:
+    """PROTOTYPE "bought together" for a returning shopper: the last basket's items themselves
+    (repeat purchases) fused with the service's per-item lists."""
+    history = ctx.split.history.get(visitor)
+    if not history:
+        return []
+    return fuse_by_rank([personal_frequency(ctx, visitor), rec_bought_together(ctx, visitor)])[: ctx.depth * 2]
+
+
+@dataclass(frozen=True)
+class Recommender:
+    name: str
+    kind: str  # service, baseline, prototype
+    function: Callable[[Context, str], list[str]]
+    description: str
+
+
+RECOMMENDERS: dict[str, Recommender] = {
+    r.name: r
+    for r in [
+        Recommender("for_you", "service", rec_for_you, "services.recommend.for_you (title embeddings, history profile; excludes anything seen or bought)"),
+        Recommender("bought_together", "service", rec_bought_together, "services.recommend.bought_together for each item of the last training basket, fused by reciprocal rank"),
+        Recommender("buy_again", "service", rec_buy_again, "services.recommend.buy_again (own purchases, most recent first)"),
+        Recommender("trending", "service", rec_trending, "services.recommend.trending (decayed popularity, same for everyone)"),
+        Recommender("popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"),
+        Recommender("cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"),
+        Recommender("cooc_all", "baseline", rec_cooc_all, "co-occurrence counts with every item bought in training"),
+        Recommender("proto_buy_again_frequency", "prototype", proto_buy_again_frequency, "PROTOTYPE: buy again ranked by basket frequency with recency decay"),
+        Recommender("proto_bought_together_counts", "prototype", proto_bought_together_counts, "PROTOTYPE: bought together summing co-purchase counts over the basket"),
+        Recommender("proto_for_you_repeat", "prototype", proto_for_you_repeat, "PROTOTYPE: repeat purchases + for_you, rank-fused"),
+        Recommender("proto_for_you_cooc", "prototype", proto_for_you_cooc, "PROTOTYPE: repeat purchases + co-occurrence profile + for_you, rank-fused"),
+        Recommender("proto_bought_together_repeat", "prototype", proto_bought_together_repeat, "PROTOTYPE: repeat purchases + bought_together, rank-fused"),
+    ]
+}
+
+
+# ---------------------------------------------------------------- scoring
+
+
+VARIANTS = {
+    "all": "every item of the held-out basket; lists as returned",
+    "new": "held-out items not bought in training; training purchases removed from the lists first",
+}
+
+
+def score_lists(
+    lists: Mapping[str, Sequence[str]],
+    targets: Mapping[str, set[str]],
+    *,
+    k_max: int,
+    catalogue_size: int,
+    vectors: Mapping[str, np.ndarray] | None = None,
+    exclude: Mapping[str, set[str]] | None = None,
+) -> dict:
+    """Mean curves over the visitors of ``targets`` (each needs a non-empty target set)."""
+    sums = {name: np.zeros(k_max) for name in ("recall", "ndcg", "hit_rate", "precision")}
+    squares = {name: np.zeros(k_max) for name in sums}
+    mrr = mrr_squares = 0.0
+    diversity_sum, diversity_n = np.zeros(k_max), np.zeros(k_max)
+    shown: list[list[str]] = []
+    empty = 0
+    for visitor, relevant in targets.items():
+        ranked = list(lists.get(visitor, ()))
+        if exclude is not None:
+            drop = exclude.get(visitor, set())
+            ranked = [item for item in ranked if item not in drop]
+        ranked = metrics._top(ranked, k_max) if ranked else []
+        empty += not ranked
+        shown.append(ranked)
+        curves = metrics.ranking_curves(ranked, relevant, k_max)
+        for name in sums:
+            values = np.asarray(curves[name])
+            sums[name] += values
+            squares[name] += values * values
+        mrr += curves["mrr"][0]
+        mrr_squares += curves["mrr"][0] ** 2
+        if vectors is not None:
+            for i, value in enumerate(metrics.diversity_curve(ranked, k_max, vectors)):
+                if value is not None:
+                    diversity_sum[i] += value
+                    diversity_n[i] += 1
+    n = max(len(targets), 1)
+    result = {name: [round(float(v) / n, 6) for v in values] for name, values in sums.items()}
+    result["mrr"] = round(mrr / n, 6)
+    # Standard errors of the means over visitors (sample standard deviation / sqrt(n)).
+    result["se"] = {name: [round(_standard_error(s, q, n), 6) for s, q in zip(sums[name], squares[name])] for name in sums}
+    result["se"]["mrr"] = round(_standard_error(mrr, mrr_squares, n), 6)
+    result["coverage"] = [round(metrics.catalogue_coverage(shown, catalogue_size, k), 6) for k in range(1, k_max + 1)]
+    result["diversity"] = [
+        round(float(s / c), 6) if c else None for s, c in zip(diversity_sum, diversity_n)
+    ] if vectors is not None else None
+    result["users"] = len(targets)
+    result["empty_lists"] = empty
+    return result
+
+
+def _standard_error(total: float, squares: float, n: int) -> float:
+    if n < 2:
+        return 0.0
+    variance = max(squares - total * total / n, 0.0) / (n - 1)
+    return math.sqrt(variance / n)
+
+
+# ---------------------------------------------------------------- the run
+
+
+@dataclass
+class Options:
+    k_max: int = 20
+    users: int | None = None  # sample size (None: every eligible visitor)
+    seed: int = 0
+    recommenders: Sequence[str] = tuple(RECOMMENDERS)
+    space: str = "text"
+
+
+def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Progress | None = None) -> dict:
+    """Split, load the training data into the current database, encode, recommend, score: the report."""
+    say = progress or (lambda message: None)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    unknown = sorted(set(options.recommenders) - set(RECOMMENDERS))
+    if unknown:
+        raise ValueError("Unknown recommender(s) %s (known: %s)." % (unknown, ", ".join(RECOMMENDERS)))
+
+    split = temporal_split(dataset.interactions)
+    eligible = sorted(split.test)
+    if not eligible:
+        raise ValueError("No visitor has two or more baskets: nothing to evaluate.")
+    visitors = eligible
+    if options.users is not None and options.users < len(eligible):
+        visitors = sorted(random.Random(options.seed).sample(eligible, options.users))
+    say("split: %d training lines, %d held-out lines, %d eligible visitors, evaluating %d"
+        % (len(split.train), split.held_out_lines, len(eligible), len(visitors)))
+
+    t = time.perf_counter()
+    shift = load_training_data(dataset, split)
+    timings["load"] = time.perf_counter() - t
+    say("loaded %d products and %d training events in %.1f s" % (len(dataset.products), len(split.train), timings["load"]))
+
+    if encoder is None:
+        from .. import registry
+
+        encoder = registry.get_space(options.space).encoder
+    t = time.perf_counter()
+    vectors = encode_catalogue(dataset.products, encoder, space=options.space, progress=say)
+    timings["encode"] = time.perf_counter() - t
+    say("encoded %d titles in %.1f s" % (len(vectors), timings["encode"]))
+
+    depth = 2 * options.k_max
+    ctx = build_context(split, [p.key for p in dataset.products], depth)
+    lists: dict[str, dict[str, list[str]]] = {}
+    for name in options.recommenders:
+        recommender = RECOMMENDERS[name]
+        t = time.perf_counter()
+        lists[name] = {}
+        for i, visitor in enumerate(visitors, start=1):
+            lists[name][visitor] = recommender.function(ctx, visitor)
+            if i % 500 == 0:
+                say("%s: %d/%d visitors (%.0f s)" % (name, i, len(visitors), time.perf_counter() - t))
+        timings["recommend:" + name] = time.perf_counter() - t
+        say("%s: %d visitors in %.1f s" % (name, len(visitors), timings["recommend:" + name]))
+
+    targets_all = {v: set(split.test[v].items) for v in visitors}
+    bought = {v: split.bought(v) for v in visitors}
+    targets_new = {v: items - bought[v] for v, items in targets_all.items() if items - bought[v]}
+    catalogue_size = len(dataset.products)
+    variants = {}
+    for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
+        results = {
+            name: score_lists(lists[name], targets, k_max=options.k_max, catalogue_size=catalogue_size,
+                              vectors=vectors, exclude=exclude)
+            for name in options.recommenders
+        }
+        variants[variant] = {"description": VARIANTS[variant], "users": len(targets), "results": results}
+    timings["total"] = time.perf_counter() - started
+
+    test_items = [len(split.test[v].items) for v in visitors]
+    repeat_share = [len(targets_all[v] & bought[v]) / len(targets_all[v]) for v in visitors]
+    return {
+        "created_at": timezone.now().isoformat(timespec="seconds"),
+        "dataset": {
+            "name": dataset.name,
+            **dataset.info,
+            "lines": len(dataset.interactions),
+            "visitors": len({visitor_of(r) for r in dataset.interactions}),
+            "items": catalogue_size,
+            "baskets": len({(visitor_of(r), r.order_id) for r in dataset.interactions if r.order_id}),
+            "eligible_visitors": len(eligible),
+            "evaluated_visitors": len(visitors),
+            "sample": options.users is not None and options.users < len(eligible),
+            "seed": options.seed,
+            "training_lines": len(split.train),
+            "held_out_lines": split.held_out_lines,
+            "mean_test_basket_items": round(float(np.mean(test_items)), 2),
+            "mean_repeat_share_of_test_basket": round(float(np.mean(repeat_share)), 4),
+            "time_shift_days": round(shift.total_seconds() / 86400, 2),
+        },
+        "protocol": __doc__.split("Protocol (temporal leave-last-basket-out):")[1].split("Recommenders (")[0].strip(),
+        "k_max": options.k_max,
+        "depth": depth,
+        "encoder": getattr(encoder, "version", str(encoder)),
+        "machine": machine(),
+        "timings_s": {name: round(value, 1) for name, value in timings.items()},
+        "recommenders": {name: {"kind": RECOMMENDERS[name].kind, "description": RECOMMENDERS[name].description}
+                         for name in options.recommenders},
+        "variants": variants,
+    }
+
+
+def machine() -> str:
+    try:
+        import torch
+
+        device = "cuda: %s" % torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - torch missing or broken: the report still says the CPU
+        device = "cpu"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    return "%s, %s, %d cores, %s; PostgreSQL %s" % (
+        platform.platform(terse=True), platform.processor() or platform.machine(), os.cpu_count() or 0, device, server
+    )
+
+
+@transaction.atomic
+def evaluate_and_roll_back(dataset: Dataset, options: Options, **kwargs) -> dict:
+    """``evaluate`` inside a transaction that is rolled back (for a live database: it keeps nothing)."""
+    report = evaluate(dataset, options, **kwargs)
+    transaction.set_rollback(True)
+    return report
