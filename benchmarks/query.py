@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_catalogue as synth  # noqa: E402
 
 SPACES = {"text": 384, "image": 512}
+PHASES_DEFAULT = ("recall", "latency", "http", "breakdown", "profile", "reencode")
 K = 10
 
 
@@ -75,10 +76,19 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--db-name", default="ragrec_bench_query", help="Scratch database (dropped at the end).")
     parser.add_argument(
-        "--quiet-wait", type=float, default=20.0,
+        "--quiet-wait", type=float, default=10.0,
         help="Before each latency case, wait up to this many seconds for other processes to leave the CPU (0: no wait).",
     )
-    parser.add_argument("--skip-http", action="store_true", help="Do not measure through the Django test client.")
+    parser.add_argument(
+        "--phases", default=",".join(PHASES_DEFAULT),
+        help="Comma-separated phases after the load: %s (default: all)." % ", ".join(PHASES_DEFAULT),
+    )
+    parser.add_argument(
+        "--keep-db", action="store_true",
+        help="Keep the scratch database at the end and reuse a catalogue of the same size already in it "
+        "(to re-run phases without reloading; one size only). Drop it later with a run without --keep-db.",
+    )
+    parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for query encoding.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
     return parser.parse_args()
@@ -662,7 +672,7 @@ def reencode_rate(vectors, item_ids, args, storage) -> dict:
     for space_name, matrix in vectors.items():
         generation = SpaceGeneration.objects.get(space=space_name, status=SpaceGeneration.Status.ACTIVE)
         chosen = rng.choice(len(item_ids), size=rows, replace=False)
-        new = synth.perturbed(matrix[chosen], rng, scale=0.05)
+        new = matrix[chosen]  # same values: a real update (new heap and index entries), data unchanged
         t0 = time.perf_counter()
         for start in range(0, rows, 64):
             ids = [item_ids[i] for i in chosen[start : start + 64]]
@@ -675,62 +685,98 @@ def reencode_rate(vectors, item_ids, args, storage) -> dict:
 # ---------------------------------------------------------------- one catalogue size
 
 
-def run_size(n, args, connection, notices) -> dict:
+def loaded_size(connection) -> int | None:
+    """Items already in a kept scratch database with both spaces active and indexed, else None."""
+    from ragrec_django.models import Embedding, Item, SpaceGeneration
+
+    generations = list(SpaceGeneration.objects.filter(status=SpaceGeneration.Status.ACTIVE))
+    if sorted(g.space for g in generations) != sorted(SPACES):
+        return None
+    n = Item.objects.count()
+    with connection.cursor() as cursor:
+        for generation in generations:
+            cursor.execute("SELECT to_regclass(%s)", [generation.index_name])
+            if cursor.fetchone()[0] is None or Embedding.objects.filter(generation=generation).count() != n:
+                return None
+    return n
+
+
+def run_size(n, args, connection, notices, figures: dict, save) -> dict:
+    """Load a catalogue of ``n`` items and run the selected phases, filling ``figures`` (saved after each phase)."""
     from ragrec_django import registry, storage, textsearch
     from ragrec_django.models import Embedding, Item, SpaceGeneration
     from ragrec_django.services import recommend
 
-    figures = {"n": n, "loadavg_start": os.getloadavg()}
+    phases = set(args.phases.split(","))
+    figures.update({"n": n, "loadavg_start": os.getloadavg(), "phases": sorted(phases)})
     log("N=%d: generating catalogue and vectors" % n)
     t0 = time.perf_counter()
     catalogue = synth.make_catalogue(n, seed=args.seed)
     vectors = {name: synth.clustered_vectors(catalogue, dim, seed=args.seed + 100 + dim) for name, dim in SPACES.items()}
     figures["generate_s"] = round(time.perf_counter() - t0, 2)
 
-    t0 = time.perf_counter()
-    figures["load"] = load_items(catalogue, connection, Item)
+    reused = args.keep_db and loaded_size(connection) == n
+    if reused:
+        log("N=%d: reusing the catalogue already loaded in the kept scratch database" % n)
+        figures["load"] = {"reused": True}
+    else:
+        for generation in SpaceGeneration.objects.all():
+            storage.drop_generation(generation)
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE %s CASCADE" % connection.ops.quote_name(Item._meta.db_table))
+        cpu_before = CpuMonitor.snapshot()
+        t0 = time.perf_counter()
+        figures["load"] = load_items(catalogue, connection, Item)
+        ids_by_key = dict(Item.objects.values_list("key", "id"))
+        item_ids = [ids_by_key[key] for key in catalogue.keys()]
+        for name in SPACES:
+            figures["load"][name] = load_space(name, vectors[name], item_ids, args, connection, notices)
+            log("N=%d: %s loaded %s" % (n, name, figures["load"][name]))
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+            cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Embedding._meta.db_table))
+        figures["load"]["total_s"] = round(time.perf_counter() - t0, 1)
+        figures["load"]["other_cores_busy"] = CpuMonitor.other_cores(cpu_before, CpuMonitor.snapshot())
     ids_by_key = dict(Item.objects.values_list("key", "id"))
     item_ids = [ids_by_key[key] for key in catalogue.keys()]
-    for name in SPACES:
-        figures["load"][name] = load_space(name, vectors[name], item_ids, args, connection, notices)
-        log("N=%d: %s loaded %s" % (n, name, figures["load"][name]))
-    with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
-        cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Embedding._meta.db_table))
-    figures["load"]["total_s"] = round(time.perf_counter() - t0, 1)
     textsearch._cache.clear()
+    recommend.query_cache._entries.clear()
     t0 = time.perf_counter()
     textsearch.spelling_corrector()
     figures["load"]["spelling_vocabulary_build_s"] = round(time.perf_counter() - t0, 2)
+    save()
 
-    efs = [int(e) for e in args.ef.split(",")]
-    figures["recall"] = []
-    t0 = time.perf_counter()
-    for name in SPACES:
-        figures["recall"] += recall_for_space(name, vectors[name], catalogue, item_ids, efs, args, storage, connection)
-    figures["recall_phase_s"] = round(time.perf_counter() - t0, 1)
-
-    t0 = time.perf_counter()
-    figures["latency"], figures["search_parts"] = latency_cases(catalogue, vectors, args, storage, recommend, registry)
-    if args.skip_http:
-        figures["http"] = {"skipped": "--skip-http"}
-    elif api_available():
-        figures["http"] = http_cases(catalogue, args)
-    else:
-        figures["http"] = {"skipped": "REST API not installed (no ragrec_django/api/urls.py under api/recommend/)"}
-        log(figures["http"]["skipped"])
-    figures["latency_phase_s"] = round(time.perf_counter() - t0, 1)
-    figures["breakdown"] = breakdown(catalogue, args, recommend, storage, textsearch)
-    figures["calls"] = query_counts_and_profiles(catalogue, args, recommend, connection)
-    figures["reencode_64_per_upsert"] = reencode_rate(vectors, item_ids, args, storage)
-    log("N=%d: re-encode writes %s" % (n, figures["reencode_64_per_upsert"]))
+    if "recall" in phases:
+        efs = [int(e) for e in args.ef.split(",")]
+        figures["recall"] = []
+        t0 = time.perf_counter()
+        for name in SPACES:
+            figures["recall"] += recall_for_space(name, vectors[name], catalogue, item_ids, efs, args, storage, connection)
+            save()
+        figures["recall_phase_s"] = round(time.perf_counter() - t0, 1)
+    if "latency" in phases:
+        t0 = time.perf_counter()
+        figures["latency"], figures["search_parts"] = latency_cases(catalogue, vectors, args, storage, recommend, registry)
+        figures["latency_phase_s"] = round(time.perf_counter() - t0, 1)
+        save()
+    if "http" in phases:
+        if api_available():
+            figures["http"] = http_cases(catalogue, args)
+        else:
+            figures["http"] = {"skipped": "REST API not installed (no ragrec_django/api/urls.py under api/recommend/)"}
+            log(figures["http"]["skipped"])
+        save()
+    if "breakdown" in phases:
+        figures["breakdown"] = breakdown(catalogue, args, recommend, storage, textsearch)
+        save()
+    if "profile" in phases:
+        figures["calls"] = query_counts_and_profiles(catalogue, args, recommend, connection)
+        save()
+    if "reencode" in phases:
+        figures["reencode_64_per_upsert"] = reencode_rate(vectors, item_ids, args, storage)
+        log("N=%d: re-encode writes %s" % (n, figures["reencode_64_per_upsert"]))
     figures["loadavg_end"] = os.getloadavg()
-
-    # Empty the scratch database for the next size.
-    for generation in SpaceGeneration.objects.all():
-        storage.drop_generation(generation)
-    with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE %s CASCADE" % connection.ops.quote_name(Item._meta.db_table))
+    save()
     textsearch._cache.clear()
     recommend.query_cache._entries.clear()
     return figures
@@ -744,46 +790,58 @@ def print_report(report: dict) -> None:
     print("\nmachine: %s, %s cores, %s GiB; torch %s (%s threads); %s; pgvector %s" % (
         m["cpu"], m["cores"], m["memory_gib"], m["torch"], m["torch_threads"], m["postgresql"].split(" on ")[0], m["pgvector"]))
     print("server settings: %s" % ", ".join("%s=%s" % kv for kv in sorted(m["pg_settings"].items())))
+    print("other*: cores kept busy by other processes meanwhile (of %s; 0 = quiet machine)" % m["cores"])
     for size in report["sizes"]:
-        n = size["n"]
-        load = size["load"]
-        print("\n=== N = %d items (load average at start %.2f, at end %.2f) ===" % (n, size["loadavg_start"][0], size["loadavg_end"][0]))
-        print("load: items COPY %.1f s, search vectors %.1f s, spelling vocabulary %.2f s, total %.1f s" % (
-            load["items_copy_s"], load["search_vector_update_s"], load["spelling_vocabulary_build_s"], load["total_s"]))
+        print_size(size, report)
+
+
+def print_size(size: dict, report: dict) -> None:
+    load = size.get("load", {})
+    print("\n=== N = %d items (load average at start %.2f, at end %.2f) ===" % (
+        size["n"], size["loadavg_start"][0], size.get("loadavg_end", [float("nan")])[0]))
+    if load.get("reused"):
+        print("load: reused from the kept scratch database")
+    elif "total_s" in load:
+        print("load: items COPY %.1f s, search vectors %.1f s, total %.1f s (other* %.2f); spelling vocabulary %.2f s" % (
+            load["items_copy_s"], load["search_vector_update_s"], load["total_s"], load.get("other_cores_busy", 0),
+            load.get("spelling_vocabulary_build_s", float("nan"))))
         for name in SPACES:
             s = load[name]
-            print("  %-5s upsert_embeddings %8.0f rows/s (%5.1f s) | HNSW build %6.1f s, index %6.1f MiB%s" % (
+            print("  %-5s upsert_embeddings %6.0f rows/s (%5.1f s) | HNSW build %6.1f s, index %6.1f MiB%s" % (
                 name, s["upsert_rows_per_s"], s["upsert_s"], s["hnsw_build_s"], s["hnsw_index_mib"],
                 " | NOTICE: " + s["build_notices"][0] if s["build_notices"] else ""))
-        re = size["reencode_64_per_upsert"]
+    if "reencode_64_per_upsert" in size:
         print("  re-encode writes into the indexed generation (64 rows/upsert): %s" % ", ".join(
-            "%s %.0f rows/s" % (name, v["rows_per_s"]) for name, v in re.items()))
+            "%s %.0f rows/s" % (name, v["rows_per_s"]) for name, v in size["reencode_64_per_upsert"].items()))
+    if size.get("recall"):
         efs = list(size["recall"][0]["by_ef"])
-        print("\nrecall@10 vs exact (%d queries per case); per ef: recall / index-scan short of k / exact fallbacks / "
-              "short answers / p50 ms / p99 ms" % report["args"]["recall_queries"])
-        print("%-6s %-33s %7s %8s | %s | %s" % ("space", "filter", "match", "exact ms", " | ".join("ef=%-35s" % ef for ef in efs), "other*"))
+        print("\nrecall@10 vs exact=True (%d queries per case). Per ef_search: recall, index scans short of k, exact "
+              "fallbacks, answers short of k, p50 ms, p99 ms, plan" % report["args"]["recall_queries"])
+        print("%-6s %-33s %7s %8s | %s | %s" % (
+            "space", "filter", "match", "exact ms", " | ".join("ef=%-36s" % ef for ef in efs), "other*"))
         for case in size["recall"]:
             cells = []
             for ef in efs:
-                v = case["by_ef"][ef]
+                v = case["by_ef"][ef] if ef in case["by_ef"] else case["by_ef"][str(ef)]
                 cells.append("%.3f %3d %3d %d %6.1f %6.1f %-6s" % (
                     v["recall_at_10"], v["index_scan_short"], v["exact_fallbacks"], v["short_answers"], v["p50_ms"],
                     v["p99_ms"], v["plan"][:6]))
             print("%-6s %-33s %6.2f%% %8.1f | %s | %.2f" % (
                 case["space"], case["filter"], case["matching_share"] * 100, case["exact_mean_ms"], " | ".join(cells),
                 case.get("other_cores_busy", 0)))
+    rows = [(label, v) for group in ("latency", "search_parts", "http") for label, v in size.get(group, {}).items()]
+    if rows:
         print("\nlatency (single client, sequential, after warm-up)")
         print("%-46s %5s %8s %8s %8s %8s %7s" % ("case", "n", "p50 ms", "p90 ms", "p99 ms", "QPS", "other*"))
-        for group in ("latency", "search_parts", "http"):
-            for label, v in size[group].items():
-                if isinstance(v, dict) and "p50_ms" in v:
-                    print("%-46s %5d %8.2f %8.2f %8.2f %8.1f %7.2f" % (
-                        label, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["qps"], v.get("other_cores_busy", 0)))
-                else:
-                    print("%-46s %s" % (label, v if isinstance(v, str) else v.get("error") or v.get("skipped") or v))
-        print("* other: cores kept busy by other processes meanwhile (of %s); 0 = quiet machine" % report["machine"]["cores"])
-        for label, v in size["calls"].items():
-            print("%s: %d SQL statements per call, %.1f ms in SQL of %.1f ms" % (label, v["statements"], v["sql_ms"], v["wall_ms"]))
+        for label, v in rows:
+            if isinstance(v, dict) and "p50_ms" in v:
+                print("%-46s %5d %8.2f %8.2f %8.2f %8.1f %7.2f" % (
+                    label, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["qps"], v.get("other_cores_busy", 0)))
+            else:
+                print("%-46s %s" % (label, v if isinstance(v, str) else v.get("error") or v.get("skipped") or v))
+    for label, v in size.get("calls", {}).items():
+        print("%s: %d SQL statements per call, %.1f ms in SQL of %.1f ms" % (label, v["statements"], v["sql_ms"], v["wall_ms"]))
+    if size.get("breakdown"):
         print("\nwhere the time goes (mean inclusive ms per call; nested steps overlap; calls per call in brackets)")
         for label, v in size["breakdown"].items():
             parts = ["%s %.2f (%g)" % (name, step["ms_per_call"], step["calls_per_call"])
@@ -809,11 +867,20 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    unknown = set(args.phases.split(",")) - set(PHASES_DEFAULT)
+    if unknown:
+        raise SystemExit("Unknown phase(s): %s" % ", ".join(sorted(unknown)))
+    if args.keep_db and len(sizes) != 1:
+        raise SystemExit("--keep-db works with one size at a time.")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     report = {"args": vars(args), "sizes": []}
     notices: list[str] = []
     log("creating scratch database %s" % args.db_name)
     original_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
     try:
         connection.ensure_connection()
         connection.connection.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
@@ -842,14 +909,22 @@ def main() -> int:
             report["machine"] = machine_info(connection)
             report["ragrec"] = {"HNSW": ragrec_settings.HNSW, "SIMILAR_WEIGHTS": ragrec_settings.SIMILAR_WEIGHTS,
                                 "SEARCH_WEIGHTS": ragrec_settings.SEARCH_WEIGHTS}
-            for n in sizes:
-                report["sizes"].append(run_size(n, args, connection, notices))
-                if args.json:  # keep what is done if a later size fails
+            def save():  # keep what is done if a later phase or size fails
+                if args.json:
                     Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+
+            for n in sizes:
+                figures: dict = {}
+                report["sizes"].append(figures)
+                run_size(n, args, connection, notices, figures, save)
     finally:
-        log("dropping scratch database %s" % args.db_name)
         connection.close()
-        connection.creation.destroy_test_db(original_name, verbosity=0)
+        if args.keep_db:
+            log("keeping scratch database %s (--keep-db)" % args.db_name)
+            connection.settings_dict["NAME"] = original_name
+        else:
+            log("dropping scratch database %s" % args.db_name)
+            connection.creation.destroy_test_db(original_name, verbosity=0)
     print_report(report)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
