@@ -18,7 +18,7 @@ import numpy as np
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
-from .images import ImagePolicy, Preprocessing, iter_pixel_batches
+from .images import ImagePolicy, Preprocessing, encode_image_bytes
 from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
 
@@ -143,24 +143,11 @@ class OpenClipEncoder(Encoder):
         if not images:
             return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
         loaded = self.load()
-        size = batch_size or self.batch_size
-        vectors = np.zeros((len(images), self.dimension), dtype=np.float32)
-        errors: dict[int, str] = {}
-        backoff = OomBackoff(size)
-        with torch.inference_mode():
-            batches = iter_pixel_batches(
-                images, size, self.image_policy, loaded.preprocessing, loaded.device, self.decode_workers
-            )
-            for batch in batches:
-                errors.update(batch.errors)
-                if batch.indices:
-                    with self._autocast(loaded.device):
-                        encoded = backoff.run(
-                            lambda pixels: F.normalize(loaded.model.encode_image(pixels).float(), dim=-1),
-                            batch.pixels,
-                        )
-                    vectors[batch.indices] = encoded.cpu().numpy()
-        return ImageBatchResult(vectors=vectors, errors=dict(sorted(errors.items())))
+        return encode_image_bytes(
+            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
+            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
+            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
+        )
 
     def _autocast(self, device: torch.device):
         dtype = resolve_dtype(self.precision_option, device)

@@ -52,7 +52,6 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
-from .batching import OomBackoff
 from .devices import (
     check_device_name,
     check_precision_name,
@@ -64,7 +63,7 @@ from .images import (
     ImagePolicy,
     Preprocessing,
     default_decode_workers,
-    iter_pixel_batches,
+    encode_image_bytes,
     load_pixels,
     normalize,
 )
@@ -463,21 +462,11 @@ class LockedTextClipEncoder(Encoder):
         if not images:
             return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
         loaded = self.load()
-        size = batch_size or self.batch_size
-        vectors = np.zeros((len(images), self.dimension), dtype=np.float32)
-        errors: dict[int, str] = {}
-        backoff = OomBackoff(size)
-        with torch.inference_mode():
-            batches = iter_pixel_batches(images, size, self.image_policy, loaded.preprocessing, loaded.device, self.decode_workers)
-            for batch in batches:
-                errors.update(batch.errors)
-                if batch.indices:
-                    with _autocast(loaded.device, resolve_dtype(self.precision_option, loaded.device)):
-                        encoded = backoff.run(
-                            lambda pixels: F.normalize(loaded.model.encode_image(pixels).float(), dim=-1), batch.pixels
-                        )
-                    vectors[batch.indices] = encoded.cpu().numpy()
-        return ImageBatchResult(vectors=vectors, errors=dict(sorted(errors.items())))
+        return encode_image_bytes(
+            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
+            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
+            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
+        )
 
 
 def _autocast(device, dtype):

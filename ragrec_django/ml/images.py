@@ -371,3 +371,31 @@ def _three(values) -> tuple:
 
 def _describe(exc: Exception) -> str:
     return "%s: %s" % (type(exc).__name__, exc) if str(exc) else type(exc).__name__
+
+
+def encode_image_bytes(images, *, encode, dimension: int, batch_size: int, policy, preprocessing, device, dtype,
+                       workers=None):
+    """Decode, preprocess and encode raw image bytes in batches with a model's image tower.
+
+    ``encode(pixels) -> (n, dimension) tensor`` runs under inference mode and
+    autocast to ``dtype`` (off for float32), in OOM-halving chunks; vectors are
+    L2-normalised. Undecodable inputs are reported by index, never raised.
+    """
+    from .base import ImageBatchResult
+    from .batching import OomBackoff
+
+    images = list(images)
+    vectors = np.zeros((len(images), dimension), dtype=np.float32)
+    if not images:
+        return ImageBatchResult(vectors=vectors)
+    errors: dict[int, str] = {}
+    backoff = OomBackoff(batch_size)
+    autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.inference_mode():
+        for batch in iter_pixel_batches(images, batch_size, policy, preprocessing, device, workers):
+            errors.update(batch.errors)
+            if batch.indices:
+                with torch.autocast(**autocast):
+                    encoded = backoff.run(lambda pixels: F.normalize(encode(pixels).float(), dim=-1), batch.pixels)
+                vectors[batch.indices] = encoded.cpu().numpy()
+    return ImageBatchResult(vectors=vectors, errors=dict(sorted(errors.items())))
