@@ -18,7 +18,7 @@ from django.utils import timezone
 from .. import registry, storage
 from ..adapters import get_adapter
 from ..conf import ragrec_settings
-from ..generation.checks import check_draft, colour_words
+from ..generation.checks import check_draft, colour_words, type_words
 from ..generation.prompt import PROMPT_VERSION, build_description_request
 from ..generation.sanitise import html_to_text, sanitise_output, split_citations, strip_citations
 from ..models import DescriptionDraft, DescriptionEvent, GenerationJob, Item, PublishedDescription
@@ -109,7 +109,7 @@ def generate_draft(item_key: str, *, generator: str | None = None, user=None, jo
     raw = backend.generate(request)
     clean = sanitise_output(raw, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS)
     flags = [dataclasses.asdict(flag) for flag in check_draft(clean.html, request.facts, request.sources, banned_claims=ragrec_settings.BANNED_CLAIMS)]
-    flags += _image_colour_flags(item, clean.html)
+    flags += _image_flags(item, clean.html)
     flags += [{"kind": "removed_content", "message": "removed from the output: %s" % removed, "span": removed} for removed in clean.removed]
     with transaction.atomic():
         draft = DescriptionDraft.objects.create(
@@ -130,23 +130,36 @@ def generate_draft(item_key: str, *, generator: str | None = None, user=None, jo
     return draft
 
 
-def _image_colour_flags(item: Item, text: str) -> list[dict]:
-    """Where CLIP is available: flag a stated colour that the product photo does not show."""
-    stated = set(colour_words(text))
-    if not stated or "image" not in registry.get_spaces() or storage.active_generation("image") is None:
+def _image_flags(item: Item, text: str) -> list[dict]:
+    """Where CLIP is available: flag a stated colour or product type that the product photo contradicts."""
+    if "image" not in registry.get_spaces() or storage.active_generation("image") is None:
         return []
     image_vector = storage.vectors_for_items("image", [item.id]).get(item.id)
     if image_vector is None:
         return []
+    subject = item.category or "product"
+    own_types = set(type_words("%s %s" % (item.title, item.category)))
+    colour_flags = _photo_disagrees(
+        image_vector, set(colour_words(text)), set(ragrec_settings.COLOUR_CHECK_PALETTE),
+        lambda colour: "a photo of a %s %s" % (colour, subject), "colour",
+    )
+    type_flags = _photo_disagrees(image_vector, set(type_words(text)), own_types, lambda kind: "a photo of a %s" % kind, "type")
+    return colour_flags + type_flags
+
+
+def _photo_disagrees(image_vector, stated: set[str], alternatives: set[str], prompt, what: str) -> list[dict]:
+    """Flags for stated words that CLIP ranks below another candidate for this photo (zero-shot)."""
+    if not stated or not alternatives - stated:
+        return []
     from .recommend import query_cache
 
-    palette = sorted(set(ragrec_settings.COLOUR_CHECK_PALETTE) | stated)
-    prompts = ["a photo of a %s %s" % (colour, item.category or "product") for colour in palette]
-    scores = {colour: float(query_cache.get("image", prompt) @ image_vector) for colour, prompt in zip(palette, prompts)}
+    candidates = sorted(stated | alternatives)
+    scores = {word: float(query_cache.get("image", prompt(word)) @ image_vector) for word in candidates}
     seen = max(scores, key=scores.get)
     return [
-        {"kind": "image_disagrees", "message": "draft says '%s' but the photo looks %s (CLIP)" % (colour, seen), "span": colour}
-        for colour in sorted(stated) if colour != seen
+        {"kind": "image_disagrees", "message": "draft says %s '%s' but the photo looks like '%s' (CLIP)" % (what, word, seen),
+         "span": word}
+        for word in sorted(stated) if word != seen
     ]
 
 
