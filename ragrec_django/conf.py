@@ -70,6 +70,12 @@ DEFAULTS: dict[str, Any] = {
     # Half-lives of the time decay of trending popularity and of "for you" history.
     "TRENDING_HALF_LIFE_HOURS": 72,
     "PROFILE_HALF_LIFE_HOURS": 24 * 14,
+    # Candidate lists fused (reciprocal rank fusion) for "for you", with their weights: "similar"
+    # (near the history profile), "repeat" (the visitor's own purchases), "co_purchase" (bought
+    # with what they bought).
+    "FOR_YOU_WEIGHTS": {"similar": 1.0, "repeat": 0.0, "co_purchase": 0.0},
+    # A/B experiments: {name: {"VARIANTS": {variant: {"CONFIG": serving config, "WEIGHT": share}}, ...}}.
+    "EXPERIMENTS": {},
     # Items first seen within this many days count as new (promotion quota).
     "NEW_ITEM_DAYS": 30,
     # Largest k any recommendation call returns.

@@ -16,7 +16,11 @@ from django.db import connection
 
 from .. import registry
 from ..conf import ragrec_settings
-from ..generation.prompt import ASSISTANT_PROMPT_VERSION, build_assistant_request, parse_budget_and_filters
+from ..generation.prompt import (
+    ASSISTANT_PROMPT_VERSION,
+    build_assistant_request,
+    parse_budget_and_filters,
+)
 from ..generation.sanitise import html_to_text, sanitise_output, split_citations
 from ..models import Item
 from .recommend import BadQuery, Recommendation, search

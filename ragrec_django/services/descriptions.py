@@ -20,8 +20,19 @@ from ..adapters import get_adapter
 from ..conf import ragrec_settings
 from ..generation.checks import check_draft, colour_words, type_words
 from ..generation.prompt import PROMPT_VERSION, build_description_request
-from ..generation.sanitise import html_to_text, sanitise_output, split_citations, strip_citations
-from ..models import DescriptionDraft, DescriptionEvent, GenerationJob, Item, PublishedDescription
+from ..generation.sanitise import (
+    html_to_text,
+    sanitise_output,
+    split_citations,
+    strip_citations,
+)
+from ..models import (
+    DescriptionDraft,
+    DescriptionEvent,
+    GenerationJob,
+    Item,
+    PublishedDescription,
+)
 
 logger = logging.getLogger(__name__)
 Status = DescriptionDraft.Status

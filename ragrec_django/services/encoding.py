@@ -9,8 +9,8 @@ recorded as a failure for that item and never fails the batch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
@@ -33,7 +33,7 @@ class EncodeReport:
     failed: dict[str, str] = field(default_factory=dict)
     removed: int = 0
 
-    def merge(self, other: "EncodeReport") -> None:
+    def merge(self, other: EncodeReport) -> None:
         self.encoded += other.encoded
         self.skipped += other.skipped
         self.failed.update(other.failed)

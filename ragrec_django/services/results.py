@@ -1,0 +1,206 @@
+"""The pipeline every recommender shares: its errors and result types, serving rules, and
+turning scored candidates into a ranked, explained ``RecommendationList``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.utils import timezone
+
+from .. import registry, storage
+from ..conf import ragrec_settings
+from ..models import Interaction, Item, ServingConfig
+from ..ranking.candidates import Candidate
+from ..ranking.rules import RulesError, ServingRules, apply_rules, filters_as_dict
+
+
+class RecommendationError(Exception):
+    """Base of the errors a caller can show to the shopper or API client."""
+
+
+class ItemNotFound(RecommendationError):
+    pass
+
+
+class BadQuery(RecommendationError):
+    pass
+
+
+class UnknownServingConfig(RecommendationError):
+    pass
+
+
+@dataclass
+class Recommendation:
+    item: Item
+    score: float
+    reason: str
+    reasons: list[str]
+    components: dict[str, float]
+
+
+@dataclass
+class RecommendationList:
+    recommender: str
+    config: str
+    items: list[Recommendation] = field(default_factory=list)
+    query: str | None = None
+    fallback: str | None = None
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Whose history to use: a user id and/or an anonymous session key."""
+
+    user_id: int | None = None
+    session_key: str = ""
+
+    def __bool__(self) -> bool:
+        return self.user_id is not None or bool(self.session_key)
+
+    def events(self):
+        """This visitor's item events; none at all for an anonymous visitor without a session."""
+        queryset = Interaction.objects.filter(item__isnull=False)
+        if self.user_id is not None:
+            return queryset.filter(user_id=self.user_id)
+        if not self.session_key:
+            return queryset.none()
+        return queryset.filter(session_key=self.session_key)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def serving_rules(name: str) -> ServingRules:
+    """Rules of a serving configuration: the admin's row if any, else settings."""
+    row = ServingConfig.objects.filter(name=name).values_list("rules", flat=True).first()
+    if row is None:
+        configs = ragrec_settings.SERVING_CONFIGS
+        if name not in configs:
+            raise UnknownServingConfig("Unknown serving configuration %r (known: %s)." % (name, ", ".join(sorted(configs))))
+        row = configs[name]
+    try:
+        return ServingRules.from_dict(row or {})
+    except RulesError as exc:
+        raise UnknownServingConfig("Serving configuration %r is invalid: %s" % (name, exc)) from exc
+
+
+def cap_k(k: int | None) -> int:
+    if k is None:
+        return 10
+    if not isinstance(k, int) or k < 1:
+        raise BadQuery("k must be a positive integer.")
+    return min(k, int(ragrec_settings.MAX_K))
+
+
+def item_filter(rules: ServingRules, *, exclude_ids=()) -> storage.ItemFilter:
+    spec = filters_as_dict(rules)
+    return storage.ItemFilter(
+        categories=tuple(spec.get("categories") or ()),
+        exclude_categories=tuple(spec.get("exclude_categories") or ()),
+        min_price=spec.get("min_price"),
+        max_price=spec.get("max_price"),
+        in_stock_only=bool(spec.get("in_stock_only")),
+        exclude_ids=frozenset(spec.get("exclude_ids") or ()) | frozenset(spec.get("hide") or ()) | frozenset(exclude_ids),
+    )
+
+
+def narrowed(filters: storage.ItemFilter, min_price, max_price) -> storage.ItemFilter:
+    if min_price is not None:
+        filters = dataclasses.replace(filters, min_price=max(min_price, filters.min_price or min_price))
+    if max_price is not None:
+        filters = dataclasses.replace(filters, max_price=min(max_price, filters.max_price or max_price))
+    return filters
+
+
+# ---------------------------------------------------------------- building results
+
+
+def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -> list[Candidate]:
+    return [Candidate(item_id=item_id, score=score, reasons=[reason], components={source: score}) for item_id, score in scored]
+
+
+def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, Item]:
+    """Load items of candidates and fill their ranking attributes (category, price, new, vector...)."""
+    ids = [c.item_id for c in candidates]
+    items = Item.objects.in_bulk(ids)
+    new_since = timezone.now() - timedelta(days=int(ragrec_settings.NEW_ITEM_DAYS))
+    vectors = storage.vectors_for_items(with_vectors, ids) if with_vectors else {}
+    for candidate in candidates:
+        item = items.get(candidate.item_id)
+        if item is None:
+            continue
+        candidate.category = item.category
+        candidate.group_key = item.group_key
+        candidate.price = item.price
+        candidate.in_stock = item.in_stock
+        candidate.is_new = item.created_at >= new_since
+        candidate.is_promoted = item.is_promoted
+        candidate.vector = vectors.get(candidate.item_id)
+    return items
+
+
+def finish(
+    recommender: str, config: str, candidates: list[Candidate], k: int, *, query: str | None = None,
+    fallback: str | None = None, diversity_space: str | None = "text",
+) -> RecommendationList:
+    rules = serving_rules(config)
+    pinned_ids = [item_id for item_id, _ in rules.pin]
+    pinned = candidates_from([(i, 0.0) for i in pinned_ids if i not in {c.item_id for c in candidates}], "pin", "pinned")
+    items = hydrate(candidates + pinned, with_vectors=diversity_space if space_ready(diversity_space) else None)
+    candidates = [c for c in candidates if c.item_id in items and items[c.item_id].is_eligible]
+    ranked = apply_rules(candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in items})
+    result = RecommendationList(recommender=recommender, config=config, query=query, fallback=fallback)
+    for candidate in ranked:
+        reasons = candidate.reasons or [recommender]
+        result.items.append(
+            Recommendation(
+                item=items[candidate.item_id],
+                score=float(candidate.score),
+                reason=reasons[0],
+                reasons=list(reasons),
+                components={name: float(value) for name, value in candidate.components.items()},
+            )
+        )
+    return result
+
+
+def space_ready(space: str | None) -> bool:
+    return bool(space) and space in registry.get_spaces() and storage.active_generation(space) is not None
+
+
+def query_encoder_matches(space: str) -> bool:
+    """Whether this process encodes queries with the model of the space's active generation.
+
+    Between deploying a new encoder and promoting its generation (or after a
+    rollback) they differ; a query vector from one model must not be compared
+    with stored vectors of another, so such a retriever is skipped.
+    """
+    generation = storage.active_generation(space)
+    return generation is not None and generation.encoder_version == registry.get_space(space).encoder.version
+
+
+def anchor_item(item_key: str) -> Item:
+    item = Item.objects.filter(key=str(item_key)).first()
+    if item is None:
+        from .encoding import sync_host_items
+
+        sync_host_items([str(item_key)])
+        item = Item.objects.filter(key=str(item_key)).first()
+    if item is None:
+        raise ItemNotFound("No item with id %r." % str(item_key))
+    return item
+
+
+def same_group_ids(item: Item) -> set[int]:
+    if not item.group_key:
+        return {item.id}
+    return set(Item.objects.filter(group_key=item.group_key).values_list("id", flat=True)) | {item.id}
