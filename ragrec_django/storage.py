@@ -8,6 +8,9 @@ picks the generation's index.
 
 from __future__ import annotations
 
+import contextvars
+import functools
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from decimal import Decimal
 from typing import Iterable, Sequence
@@ -40,8 +43,52 @@ class Neighbour:
     distance: float
 
 
+_snapshot: contextvars.ContextVar[dict[str, SpaceGeneration | None] | None] = contextvars.ContextVar(
+    "ragrec_generation_snapshot", default=None
+)
+
+
 def active_generation(space_name: str) -> SpaceGeneration | None:
-    return SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).first()
+    """The space's active generation; inside ``generation_snapshot()`` the one read when it began."""
+    snapshot = _snapshot.get()
+    if snapshot is None:
+        return SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).first()
+    if space_name not in snapshot:
+        snapshot[space_name] = SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).first()
+    return snapshot[space_name]
+
+
+@contextmanager
+def generation_snapshot():
+    """Read every space's active generation once (one query) and use that for the whole block.
+
+    A recommendation call looks up generations many times (per space, per
+    vector read, per ANN query); inside a snapshot they cost nothing after the
+    first, and a promote or rollback that lands mid-call cannot make one call
+    mix vectors of two generations. Nested snapshots reuse the outer one.
+    """
+    if _snapshot.get() is not None:
+        yield
+        return
+    from .registry import get_spaces
+
+    active = {g.space: g for g in SpaceGeneration.objects.filter(status=Status.ACTIVE)}
+    token = _snapshot.set({name: active.get(name) for name in {*get_spaces(), *active}})
+    try:
+        yield
+    finally:
+        _snapshot.reset(token)
+
+
+def with_generation_snapshot(function):
+    """Decorator: run ``function`` inside ``generation_snapshot()``."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with generation_snapshot():
+            return function(*args, **kwargs)
+
+    return wrapper
 
 
 def building_generation(space_name: str) -> SpaceGeneration | None:
@@ -279,6 +326,13 @@ class ItemFilter:
     exclude_ids: frozenset[int] = frozenset()
     only_ids: frozenset[int] | None = None
     eligible_only: bool = True
+    #: Variant groups to leave out (e.g. the viewed product's other colours).
+    exclude_group_keys: tuple[str, ...] = ()
+
+    @property
+    def selective(self) -> bool:
+        """Whether the filter can narrow the catalogue to a few items (worth counting them)."""
+        return bool(self.categories) or self.only_ids is not None
 
     def sql(self, alias: str = "i") -> tuple[str, list]:
         """``AND ...`` conditions on the item table ``alias`` and their parameters."""
@@ -305,10 +359,19 @@ class ItemFilter:
         if self.only_ids is not None:
             clauses.append("{a}.id = ANY(%s)")
             params.append(sorted(self.only_ids))
+        if self.exclude_group_keys:
+            clauses.append("NOT ({a}.group_key = ANY(%s))")
+            params.append(list(self.exclude_group_keys))
         return "".join(" AND " + c.format(a=alias) for c in clauses), params
 
 
 NO_FILTER = ItemFilter(eligible_only=False)
+
+
+#: Filters matching at most this many items are searched exactly: an HNSW scan from a query far
+#: from a small filtered set walks the graph outward and can miss some of it (recall < 0.95),
+#: while an exact scan of a few thousand vectors takes a few milliseconds.
+EXACT_SEARCH_MAX_ROWS = 5000
 
 
 def nearest(
@@ -323,53 +386,111 @@ def nearest(
     """The ``k`` items nearest to ``query`` (cosine distance) in the space's active generation.
 
     Filters are applied inside the query; HNSW iterative scans (pgvector 0.8)
-    keep scanning until ``k`` rows pass them. Should the scan still stop short
-    (its tuple budget spent on a very selective filter), the query is re-run
-    exactly, so ``k`` results come back whenever ``k`` items match. Runs in
-    its own transaction so ``SET LOCAL`` settings apply to this query only.
-    ``exact=True`` disables the index (ground truth for recall measurements).
+    keep scanning until ``k`` rows pass them. A selective filter (by
+    category or ids, matching at most ``EXACT_SEARCH_MAX_ROWS`` items) is
+    searched exactly, and should an index scan still stop short (its tuple
+    budget spent), the query is re-run exactly, so ``k`` results come back
+    whenever ``k`` items match. Runs in its own transaction so ``SET LOCAL``
+    settings apply to this query only. ``exact=True`` disables the index
+    (ground truth for recall measurements).
     """
+    generation = _require_active(space_name)
+    vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
+    return _nearest(generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, exact, ef_search)
+
+
+def nearest_to_item(
+    space_name: str, item_id: int, k: int, *, filters: ItemFilter = ItemFilter(), ef_search: int | None = None
+) -> list[Neighbour] | None:
+    """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
+    generation = _require_active(space_name)
+    anchor = (
+        "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
+    )
+    found = _nearest(generation, anchor, [generation.pk, int(item_id)], k, filters, False, ef_search)
+    if found and found[0].distance is None:
+        return None
+    return found
+
+
+def _require_active(space_name: str) -> SpaceGeneration:
     generation = active_generation(space_name)
     if generation is None:
         raise SpaceNotReady("Space %r has no encoded items yet." % space_name)
-    vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
+    return generation
+
+
+def _halfvec_text(vector: np.ndarray) -> str:
+    return "[" + ",".join(map(repr, vector.astype(np.float16).astype(np.float32).tolist())) + "]"
+
+
+def _nearest(generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search) -> list[Neighbour]:
     conditions, filter_params = filters.sql("i")
-    sql = (
-        "SELECT e.item_id, (e.vector::halfvec({dim})) <=> %s::halfvec({dim}) AS distance "
+    names = {
+        "dim": int(generation.dimension),
+        "embeddings": connection.ops.quote_name(Embedding._meta.db_table),
+        "items": connection.ops.quote_name(Item._meta.db_table),
+    }
+    candidates = (
+        "SELECT e.item_id, (e.vector::halfvec({dim})) <=> " + query_sql + " AS distance "
         "FROM {embeddings} e JOIN {items} i ON i.id = e.item_id "
-        "WHERE e.generation_id = %s{conditions} ORDER BY distance LIMIT %s"
-    ).format(
-        dim=int(generation.dimension),
-        embeddings=connection.ops.quote_name(Embedding._meta.db_table),
-        items=connection.ops.quote_name(Item._meta.db_table),
-        conditions=conditions,
-    )
-    params = [HalfVector(vector).to_text(), generation.pk, *filter_params, int(k)]
-    rows = _run_vector_query(sql, params, exact=exact, ef_search=ef_search)
-    if len(rows) < k and not exact:
-        rows = _run_vector_query(sql, params, exact=True, ef_search=None)
+        "WHERE e.generation_id = %s{conditions}"
+    ).format(conditions=conditions, **names)
+    params = [*query_params, generation.pk, *filter_params, int(k)]
+    if not exact and filters.selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1) <= EXACT_SEARCH_MAX_ROWS:
+        exact = True
+    rows = [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, ef_search)
+    if exact or len(rows) < k:
+        rows = _run_exact_query(candidates, params)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
-    return sorted((Neighbour(item_id=row[0], distance=float(row[1])) for row in rows), key=lambda n: n.distance)
+    neighbours = [Neighbour(item_id=row[0], distance=None if row[1] is None else float(row[1])) for row in rows]
+    return sorted(neighbours, key=lambda n: (n.distance is None, n.distance or 0.0))
 
 
-def _run_vector_query(sql: str, params: list, *, exact: bool, ef_search: int | None) -> list[tuple]:
+def _matching_items(filters: ItemFilter, at_most: int) -> int:
+    """How many items pass ``filters``, counting no further than ``at_most``."""
+    conditions, params = filters.sql("i")
+    sql = "SELECT count(*) FROM (SELECT 1 FROM {items} i WHERE TRUE{conditions} LIMIT %s) matching".format(
+        items=connection.ops.quote_name(Item._meta.db_table), conditions=conditions
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, int(at_most)])
+        return cursor.fetchone()[0]
+
+
+def _run_ann_query(sql: str, params: list, ef_search: int | None) -> list[tuple]:
+    settings_sql = "SET LOCAL hnsw.ef_search = %d; SET LOCAL hnsw.iterative_scan = relaxed_order" % int(
+        ef_search or ragrec_settings.HNSW["EF_SEARCH"]
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        if exact:
-            cursor.execute("SET LOCAL enable_indexscan = off")
-        else:
-            cursor.execute("SET LOCAL hnsw.ef_search = %d" % int(ef_search or ragrec_settings.HNSW["EF_SEARCH"]))
-            cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(settings_sql)
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
+def _run_exact_query(candidates_sql: str, params: list) -> list[tuple]:
+    # OFFSET 0 keeps the planner from ordering by the HNSW index: every matching row is ranked.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT item_id, distance FROM (" + candidates_sql + " OFFSET 0) c ORDER BY distance LIMIT %s", params)
+        return cursor.fetchall()
+
+
 def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """Stored vectors of the active generation, by item id."""
+    """Stored vectors of the active generation, by item id (read in pgvector's binary format)."""
     generation = active_generation(space_name)
-    if generation is None:
+    if generation is None or not item_ids:
         return {}
-    rows = Embedding.objects.filter(generation=generation, item_id__in=list(item_ids)).values_list("item_id", "vector")
-    return {item_id: np.asarray(vector, dtype=np.float32) for item_id, vector in rows}
+    sql = "SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)".format(
+        embeddings=connection.ops.quote_name(Embedding._meta.db_table)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [generation.pk, list(item_ids)])
+        return {item_id: _halfvec_from_binary(data) for item_id, data in cursor.fetchall()}
+
+
+def _halfvec_from_binary(data: bytes) -> np.ndarray:
+    """pgvector's halfvec binary format: uint16 dimension, uint16 unused, big-endian float16 values."""
+    return np.frombuffer(data, dtype=">f2", offset=4).astype(np.float32)
 
 
 _local_catalogue_changes = 0

@@ -9,6 +9,7 @@ recommenders live here; those built from interactions in ``history``.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from decimal import Decimal
@@ -42,7 +43,6 @@ from .results import (
     item_filter,
     narrowed,
     query_encoder_matches,
-    same_group_ids,
     serving_rules,
     space_ready,
 )
@@ -82,28 +82,32 @@ def _text_query_vector(space: str, text: str) -> np.ndarray:
 # ---------------------------------------------------------------- recommenders
 
 
+@storage.with_generation_snapshot
 def similar_items(item_key: str, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """Items like ``item_key``: text and image similarity fused with ``SIMILAR_WEIGHTS``."""
     k = cap_k(k)
     anchor = anchor_item(item_key)
     rules = serving_rules(config)
-    filters = item_filter(rules, exclude_ids=same_group_ids(anchor))
+    filters = dataclasses.replace(
+        item_filter(rules, exclude_ids={anchor.id}),
+        exclude_group_keys=(anchor.group_key,) if anchor.group_key else (),
+    )
     lists, weights = {}, {}
     for space, weight in ragrec_settings.SIMILAR_WEIGHTS.items():
         if not weight or not space_ready(space):
             continue
-        vector = storage.vectors_for_items(space, [anchor.id]).get(anchor.id)
-        if vector is None:
+        found = storage.nearest_to_item(space, anchor.id, k * 4, filters=filters)
+        if found is None:
             continue
-        found = storage.nearest(space, vector, k * 4, filters=filters)
         lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, "similar to %s" % anchor.title)
         weights[space] = float(weight)
     if not lists:
         raise storage.SpaceNotReady("Item %r has no embeddings yet; run ragrec_reindex." % anchor.key)
     fused = weighted_score_fusion(lists, weights)
-    return finish("similar", config, fused, k)
+    return finish("similar", config, fused, k, rules=rules)
 
 
+@storage.with_generation_snapshot
 def search(query: str, *, k: int | None = None, config: str = "default", min_price: Decimal | None = None,
            max_price: Decimal | None = None) -> RecommendationList:
     """Hybrid search: keyword (full-text, typo-corrected), MiniLM text and CLIP text->image, fused by RRF.
@@ -116,7 +120,8 @@ def search(query: str, *, k: int | None = None, config: str = "default", min_pri
         raise BadQuery("The search query is empty.")
     if len(query) > 300:
         raise BadQuery("The search query is longer than 300 characters.")
-    filters = narrowed(item_filter(serving_rules(config)), min_price, max_price)
+    rules = serving_rules(config)
+    filters = narrowed(item_filter(rules), min_price, max_price)
     weights = ragrec_settings.SEARCH_WEIGHTS
     depth = max(k * 4, 40)
     lists = {}
@@ -129,9 +134,10 @@ def search(query: str, *, k: int | None = None, config: str = "default", min_pri
             found = storage.nearest(space, _text_query_vector(space, corrected), depth, filters=filters)
             lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
     fused = reciprocal_rank_fusion(lists, weights={name: float(weights[name]) for name in lists})
-    return finish("search", config, fused, k, query=corrected)
+    return finish("search", config, fused, k, query=corrected, rules=rules)
 
 
+@storage.with_generation_snapshot
 def search_by_image(image: bytes, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """Items that look like the uploaded photo (CLIP image space)."""
     k = cap_k(k)
@@ -143,9 +149,10 @@ def search_by_image(image: bytes, *, k: int | None = None, config: str = "defaul
     result = encoder.encode_images([image])
     if result.errors:
         raise BadQuery("The upload is not a usable image: %s" % result.errors[0])
-    filters = item_filter(serving_rules(config))
-    found = storage.nearest("image", result.vectors[0], k * 4, filters=filters)
-    return finish("photo", config, candidates_from([(n.item_id, 1.0 - n.distance) for n in found], "image", "looks like your photo"), k, diversity_space="image")
+    rules = serving_rules(config)
+    found = storage.nearest("image", result.vectors[0], k * 4, filters=item_filter(rules))
+    candidates = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], "image", "looks like your photo")
+    return finish("photo", config, candidates, k, diversity_space="image", rules=rules)
 
 
 __all__ = [

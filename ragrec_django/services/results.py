@@ -131,7 +131,7 @@ def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -
 def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, Item]:
     """Load items of candidates and fill their ranking attributes (category, price, new, vector...)."""
     ids = [c.item_id for c in candidates]
-    items = Item.objects.in_bulk(ids)
+    items = Item.objects.defer("search_vector", "text").in_bulk(ids)
     new_since = timezone.now() - timedelta(days=int(ragrec_settings.NEW_ITEM_DAYS))
     vectors = storage.vectors_for_items(with_vectors, ids) if with_vectors else {}
     for candidate in candidates:
@@ -150,12 +150,14 @@ def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> 
 
 def finish(
     recommender: str, config: str, candidates: list[Candidate], k: int, *, query: str | None = None,
-    fallback: str | None = None, diversity_space: str | None = "text",
+    fallback: str | None = None, diversity_space: str | None = "text", rules: ServingRules | None = None,
 ) -> RecommendationList:
-    rules = serving_rules(config)
+    """Rank candidates under the configuration's rules (``rules``: already read) into the result list."""
+    rules = rules or serving_rules(config)
     pinned_ids = [item_id for item_id, _ in rules.pin]
     pinned = candidates_from([(i, 0.0) for i in pinned_ids if i not in {c.item_id for c in candidates}], "pin", "pinned")
-    items = hydrate(candidates + pinned, with_vectors=diversity_space if space_ready(diversity_space) else None)
+    needs_vectors = rules.diversity is not None or rules.near_duplicate_threshold is not None
+    items = hydrate(candidates + pinned, with_vectors=diversity_space if needs_vectors and space_ready(diversity_space) else None)
     candidates = [c for c in candidates if c.item_id in items and items[c.item_id].is_eligible]
     ranked = apply_rules(candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in items})
     result = RecommendationList(recommender=recommender, config=config, query=query, fallback=fallback)

@@ -150,3 +150,79 @@ def test_failures_are_recorded_and_cleared_by_success(small_set):
     assert not Embedding.objects.filter(item=items["x1"], generation=generation).exists()
     storage.upsert_embeddings(generation, [items["x1"].id], unit(1, 0, 0, 0).reshape(1, -1), ["h"])
     assert not generation.failures.exists()
+
+
+def test_nearest_to_item_reads_the_anchor_vector_in_the_same_query(small_set, django_assert_num_queries):
+    items, generation = small_set
+    without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
+    with django_assert_num_queries(5):  # active generation, savepoint, SET LOCAL, the query, release
+        by_item = storage.nearest_to_item("text", items["x1"].id, 3, filters=without_anchor)
+    own_vector = storage.vectors_for_items("text", [items["x1"].id])[items["x1"].id]
+    assert keys(by_item) == keys(storage.nearest("text", own_vector, 3, filters=without_anchor)) == ["x2", "y2", "y1"]
+    assert by_item[0].distance == pytest.approx(storage.nearest("text", own_vector, 3, filters=without_anchor)[0].distance, abs=1e-3)
+
+
+def test_nearest_to_item_without_a_vector_is_none(small_set):
+    lonely = Item.objects.create(key="no-vector", title="no vector")
+    assert storage.nearest_to_item("text", lonely.id, 3) is None
+
+
+def test_nearest_to_item_query_uses_the_generation_hnsw_index(small_set):
+    from django.test.utils import CaptureQueriesContext
+
+    items, generation = small_set
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest_to_item("text", items["x1"].id, 3)
+    (query,) = [q["sql"] for q in captured.captured_queries if q["sql"].startswith("SELECT e.item_id")]
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        cursor.execute("EXPLAIN " + query)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert generation.index_name in plan
+
+
+def test_vectors_are_read_back_as_stored_halfvec(small_set):
+    items, _ = small_set
+    read = storage.vectors_for_items("text", [items["x2"].id, items["z1"].id])
+    assert set(read) == {items["x2"].id, items["z1"].id}
+    assert read[items["z1"].id].dtype == np.float32
+    np.testing.assert_array_equal(read[items["z1"].id], unit(0, 0, 1, 0.1).astype(np.float16).astype(np.float32))
+    assert storage.vectors_for_items("text", []) == {}
+
+
+def test_generation_snapshot_reads_generations_once_and_keeps_them(small_set, django_assert_num_queries):
+    _, generation = small_set
+    with storage.generation_snapshot():
+        with django_assert_num_queries(0):
+            assert storage.active_generation("text") == generation
+            assert storage.active_generation("text") == generation
+        with django_assert_num_queries(1):  # a space unknown to the settings: looked up once
+            assert storage.active_generation("not-configured") is None
+            assert storage.active_generation("not-configured") is None
+        switched = storage.start_switch(SPACE, version="v2", dimension=4)
+        storage.promote("text")
+        # Inside the snapshot, the call keeps reading the generation it started with.
+        assert storage.active_generation("text") == generation
+    assert storage.active_generation("text") == switched
+
+
+def test_selective_filters_are_searched_exactly(small_set):
+    from django.test.utils import CaptureQueriesContext
+
+    items, _ = small_set
+    Item.objects.filter(key__in=["y1", "y2"]).update(category="far")
+    far_only = storage.ItemFilter(categories=("far",))
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", unit(1, 0, 0, 0), 2, filters=far_only)
+    assert keys(found) == ["y2", "y1"]
+    assert any("OFFSET 0" in q["sql"] for q in captured.captured_queries)
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", unit(1, 0, 0, 0), 2)
+    assert not any("OFFSET 0" in q["sql"] for q in captured.captured_queries)
+
+
+def test_variant_groups_can_be_excluded(small_set):
+    Item.objects.filter(key__in=["x2", "y2"]).update(group_key="mug-family")
+    found = storage.nearest("text", unit(1, 0, 0, 0), 3, filters=storage.ItemFilter(exclude_group_keys=("mug-family",)))
+    assert keys(found) == ["x1", "y1", "z1"]
