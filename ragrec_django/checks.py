@@ -11,6 +11,9 @@ ragrec.E008  the pgvector extension is missing from the database      (database 
 ragrec.E009  a space's active generation has another dimension than its encoder (database check)
 ragrec.E010  a generator's BACKEND unimportable, its OPTIONS rejected, or an unknown generator alias named
 ragrec.W001  a space's active generation was built by another encoder version (database check)
+ragrec.E011  RAGREC["EXPERIMENTS"] invalid (shape, variants, weights, a recommender in two experiments)
+ragrec.W002  an experiment's variant names a serving configuration that exists neither in settings nor in the admin
+             (database check; that variant's visitors are served "default" meanwhile)
 """
 
 from __future__ import annotations
@@ -170,3 +173,41 @@ def _check_generations():
                 )
             )
     return messages
+
+
+@checks.register()
+def check_experiments(app_configs=None, **kwargs):
+    from .services.experiments import parse_experiments
+
+    try:
+        parse_experiments(ragrec_settings.EXPERIMENTS)
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), "ragrec.E011", hint="See docs/experiments.md for the shape of RAGREC[\"EXPERIMENTS\"].")]
+    return []
+
+
+@checks.register(checks.Tags.database)
+def check_experiment_configs(app_configs=None, databases=None, **kwargs):
+    if not databases or "default" not in databases or not _ragrec_migrated(connections["default"]):
+        return []
+    from .models import ServingConfig
+    from .services.experiments import parse_experiments
+
+    try:
+        experiments = parse_experiments(ragrec_settings.EXPERIMENTS)
+        names = {v.config for e in experiments for v in e.variants}
+        known = set(ragrec_settings.SERVING_CONFIGS) | set(ServingConfig.objects.filter(name__in=names).values_list("name", flat=True))
+    except (ImproperlyConfigured, DatabaseError):
+        return []  # reported by check_experiments, or the tables are not migrated yet
+    return [
+        checks.Warning(
+            "Experiment %r, variant %r: no serving configuration named %r; its visitors are served \"default\"."
+            % (experiment.name, variant.name, variant.config),
+            hint='Add it to RAGREC["SERVING_CONFIGS"] or as a serving configuration in the admin.',
+            obj="settings.RAGREC",
+            id="ragrec.W002",
+        )
+        for experiment in experiments
+        for variant in experiment.variants
+        if variant.config not in known
+    ]

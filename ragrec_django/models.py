@@ -13,7 +13,10 @@ to another model or dimension builds a new generation and then swaps it in.
 
 from __future__ import annotations
 
+import uuid
+
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -139,6 +142,44 @@ class TaskDelivery(models.Model):
         return "%s (%d)" % (self.task_id, self.attempts)
 
 
+class Impression(models.Model):
+    """One recommendation list shown to a visitor (one row per list, not per item).
+
+    Written by the template tags (``ragrec_render``) and the REST API, one INSERT per list;
+    clicks are ``Interaction`` rows of event ``click`` pointing here. See docs/experiments.md.
+    """
+
+    class Channel(models.TextChoices):
+        API = "api", "REST API"
+        TEMPLATE = "template", "template tag"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="Public id of the list shown.")
+    recommender = models.CharField(max_length=32, help_text="similar, search, for_you, trending...")
+    config = models.CharField(max_length=64, help_text="Serving configuration the list was ranked with.")
+    experiment = models.CharField(max_length=64, blank=True, help_text="RAGREC['EXPERIMENTS'] name, if any.")
+    variant = models.CharField(max_length=64, blank=True, help_text="Variant of the experiment the visitor is in.")
+    channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.TEMPLATE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session_key = models.CharField(max_length=64, blank=True)
+    item_keys = ArrayField(models.CharField(max_length=64), default=list, help_text="Host item keys shown, in order.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], name="ragrec_impression_time"),
+            models.Index(fields=["recommender", "created_at"], name="ragrec_impression_rec"),
+            models.Index(
+                fields=["experiment", "variant", "created_at"], name="ragrec_impression_variant", condition=~Q(experiment="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "%s (%s%s) %s" % (
+            self.recommender, self.config, ", %s/%s" % (self.experiment, self.variant) if self.experiment else "", self.id
+        )
+
+
 class Interaction(models.Model):
     """One shopper event: a view, a click on a recommendation, an add to cart, a purchase, a search."""
 
@@ -158,11 +199,16 @@ class Interaction(models.Model):
     query = models.CharField(max_length=500, blank=True)
     source = models.CharField(max_length=64, blank=True, help_text="Recommender that showed the item (for clicks).")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    impression = models.ForeignKey(
+        Impression, null=True, blank=True, on_delete=models.SET_NULL, related_name="interactions", db_index=False,
+        help_text="For a click: the recommendation list it was shown in.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(fields=["impression"], name="ragrec_event_impression", condition=Q(impression__isnull=False)),
             models.Index(fields=["user", "-created_at"], name="ragrec_event_user"),
             models.Index(fields=["session_key", "-created_at"], name="ragrec_event_session"),
             models.Index(fields=["event", "-created_at"], name="ragrec_event_recent"),

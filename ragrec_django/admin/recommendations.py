@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.db.models import Count
 from django.utils import timezone
 
-from ..models import ComplementPair, EncodingFailure, Interaction, Item, ServingConfig, SpaceGeneration
+from ..models import ComplementPair, EncodingFailure, Impression, Interaction, Item, ServingConfig, SpaceGeneration
 
 
 @admin.register(Item)
@@ -55,14 +55,33 @@ class EncodingFailureAdmin(admin.ModelAdmin):
 
 @admin.register(Interaction)
 class InteractionAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "event", "item", "user", "session_key", "order_id", "quantity", "query", "source"]
+    list_display = ["created_at", "event", "item", "user", "session_key", "order_id", "quantity", "query", "source", "impression"]
     list_filter = ["event", "source"]
     search_fields = ["item__title", "item__key", "session_key", "order_id", "query"]
-    list_select_related = ["item", "user"]
+    list_select_related = ["item", "user", "impression"]
     date_hierarchy = "created_at"
     readonly_fields = [f.name for f in Interaction._meta.fields]
 
     def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Impression)
+class ImpressionAdmin(admin.ModelAdmin):
+    """Recommendation lists shown (read-only); the experiments dashboard sums them up."""
+
+    list_display = ["created_at", "recommender", "config", "experiment", "variant", "channel", "user", "session_key"]
+    list_filter = ["recommender", "experiment", "variant", "channel"]
+    search_fields = ["id", "session_key", "experiment", "variant"]
+    list_select_related = ["user"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in Impression._meta.fields]
+    show_full_result_count = False  # a large table: no COUNT(*) of it on every page
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
 

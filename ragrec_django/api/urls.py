@@ -6,11 +6,14 @@ URL names live in the ``ragrec_api`` namespace, e.g. ``reverse("ragrec_api:simil
 ``schema/`` serves the OpenAPI 3 schema of the host's DRF API (drf-spectacular; set
 ``REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"``) and
 ``docs/`` a plain HTML page describing these endpoints (no Swagger UI: it needs a CDN).
+``click/<impression>/<key>/`` is the click-tracking redirect of recommendation links
+(``ragrec_django.views.click``; the template tags link through it).
 """
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
+from .. import views as plain_views
 from . import views
 
 app_name = "ragrec_api"
@@ -26,6 +29,7 @@ urlpatterns = [
     path("trending/", views.TrendingView.as_view(), name="trending"),
     path("assistant/", views.AssistantView.as_view(), name="assistant"),
     path("events/", views.EventsView.as_view(), name="events"),
+    path("click/<uuid:impression>/<str:key>/", plain_views.click, name="click"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", views.api_docs, name="docs"),
 ]

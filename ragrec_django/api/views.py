@@ -13,6 +13,7 @@ names in the ``ragrec_api`` namespace)::
     GET  trending/                     trending         k, config, category
     GET  assistant/?q=...              assistant        k, config
     POST events/  (JSON)               events           one event or a list; Idempotency-Key header
+    GET  click/<impression>/<key>/     click            click-tracking redirect (ragrec_django.views.click)
     GET  schema/                       schema           OpenAPI 3 (drf-spectacular)
     GET  docs/                         docs             plain HTML reference of these endpoints
 
@@ -24,6 +25,14 @@ item is 404; a photo over ``RAGREC["MAX_UPLOAD_BYTES"]`` is 413; an event for
 another user is 403; refused events are 400 with ``{"detail", "errors": {index:
 [messages]}}``; too many requests are 429 (see ``throttling``); a space that
 has not been encoded yet (``storage.SpaceNotReady``) is 503.
+
+Measurement (``services.experiments``). Every non-empty recommendation list is recorded as an
+impression and answered with its ``impression_id`` (``null`` for an empty list), plus the
+``experiment`` and ``variant`` the visitor is in. A request without ``config`` is served the
+configuration of the visitor's variant when an experiment of ``RAGREC["EXPERIMENTS"]`` covers the
+endpoint; naming ``config`` opts out. Every endpoint takes the ``session`` parameter to identify
+an anonymous visitor (assignment and attribution). Clicks are posted to ``events/`` with the
+``impression_id``; an unknown impression, or one that did not show the item, is a 400.
 
 ``k`` over the cap is refused rather than clamped, so a client learns the
 limit instead of silently getting fewer results than it asked for.
@@ -74,8 +83,10 @@ from rest_framework.views import APIView
 from .. import storage
 from ..conf import ragrec_settings
 from ..ml.generation import GenerationError
-from ..services import assistant, recommend
+from ..models import Impression
+from ..services import assistant, experiments, recommend
 from ..services.events import MAX_BATCH, EventError, EventInput, record_events
+from . import experiment_serializers as tracked
 from . import serializers as s
 from .parsers import SafeJSONParser
 from .throttling import RagrecScopedRateThrottle
@@ -128,7 +139,8 @@ TAG_RECOMMEND = "recommendations"
 TAG_EVENTS = "events"
 
 RESULTS_200 = OpenApiResponse(
-    response=s.RecommendationListSerializer, description="Results, best first, each with its reason and score components."
+    response=tracked.TrackedRecommendationListSerializer,
+    description="Results, best first, each with its reason and score components, and the list's impression_id.",
 )
 ERROR_400 = OpenApiResponse(
     response=OpenApiTypes.OBJECT,
@@ -141,6 +153,11 @@ ERROR_503 = OpenApiResponse(
 )
 KEY_PARAMETER = OpenApiParameter(
     "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="The shop's item primary key (as in `id` of results)."
+)
+SESSION_PARAMETER = OpenApiParameter(
+    "session", OpenApiTypes.STR, OpenApiParameter.QUERY,
+    description="Anonymous visitor id (at most %d characters), for A/B variant assignment and click attribution; "
+    "ignored for a signed-in user. When absent, the Django session cookie's key." % s.SESSION_MAX_LENGTH,
 )
 
 
@@ -161,19 +178,44 @@ class RagrecAPIView(APIView):
     throttle_classes = [RagrecScopedRateThrottle]
     throttle_scope = "ragrec"
     query_serializer_class = s.KConfigQuerySerializer
+    recommender = ""  # name of the recommender, for impressions and experiments
 
     def handle_exception(self, exc):
         return super().handle_exception(_translate(exc))
 
     def params(self, data=None) -> dict:
-        serializer = self.query_serializer_class(data=self.request.query_params if data is None else data)
+        """Validated parameters, with ``config`` the one to serve: explicit, else the visitor's variant's."""
+        source = self.request.query_params if data is None else data
+        serializer = self.query_serializer_class(data=source)
         serializer.is_valid(raise_exception=True)
-        params = serializer.validated_data
+        params = dict(serializer.validated_data)
+        session = params.get("session")
+        if not session:
+            session_param = _SessionParamSerializer(data=self.request.query_params)
+            session_param.is_valid(raise_exception=True)
+            session = session_param.validated_data.get("session")
+        self.visitor = visitor_for_request(self.request, session=session)
+        self.assignment = experiments.assign(
+            self.recommender, self.visitor, params["config"] if "config" in source else None
+        )
+        params["config"] = self.assignment.config
         recommend.serving_rules(params["config"])  # an unknown configuration is a 400 even when nothing is ranked
         return params
 
+    def track(self, recommender: str, config: str, item_keys: list[str]) -> dict:
+        """Record the impression of a list about to be returned; the measurement fields of the response."""
+        assignment = self.assignment
+        impression = experiments.record_impression(
+            recommender, config, item_keys, self.visitor, experiment=assignment.experiment, variant=assignment.variant,
+            channel=Impression.Channel.API,
+        )
+        return {"impression_id": impression, "experiment": assignment.experiment, "variant": assignment.variant}
+
     def respond(self, result: recommend.RecommendationList) -> Response:
-        return Response(s.RecommendationListSerializer(result).data)
+        fields = self.track(result.recommender, result.config, [entry.item.key for entry in result.items])
+        for name, value in fields.items():
+            setattr(result, name, value)
+        return Response(tracked.TrackedRecommendationListSerializer(result).data)
 
 
 def _item_key(key: str) -> str:
@@ -186,12 +228,14 @@ def _item_key(key: str) -> str:
 
 
 class SimilarItemsView(RagrecAPIView):
+    recommender = "similar"
+
     @extend_schema(
         operation_id="ragrec_similar_items",
         summary="Items similar to an item",
         description="Text and image similarity fused (RAGREC[\"SIMILAR_WEIGHTS\"]); variants of the item are left out.",
         tags=[TAG_RECOMMEND],
-        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer],
+        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(404),
     )
     def get(self, request, key: str):
@@ -200,12 +244,13 @@ class SimilarItemsView(RagrecAPIView):
 
 
 class BoughtTogetherView(RagrecAPIView):
+    recommender = "bought_together"
     @extend_schema(
         operation_id="ragrec_bought_together",
         summary="Items frequently bought together with an item",
         description="Co-purchases, then approved complements, then content-based complements (`fallback: content`).",
         tags=[TAG_RECOMMEND],
-        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer],
+        parameters=[KEY_PARAMETER, s.KConfigQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(404),
     )
     def get(self, request, key: str):
@@ -218,6 +263,7 @@ class BoughtTogetherView(RagrecAPIView):
 
 class SearchView(RagrecAPIView):
     query_serializer_class = s.SearchQuerySerializer
+    recommender = "search"
 
     @extend_schema(
         operation_id="ragrec_search",
@@ -225,7 +271,7 @@ class SearchView(RagrecAPIView):
         description="Keyword (typo-corrected full-text), semantic text and CLIP text-to-image retrieval fused by "
         "reciprocal rank fusion. `query` in the response is the corrected query.",
         tags=[TAG_RECOMMEND],
-        parameters=[s.SearchQuerySerializer],
+        parameters=[s.SearchQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(),
     )
     def get(self, request):
@@ -235,6 +281,7 @@ class SearchView(RagrecAPIView):
 
 class AssistantView(RagrecAPIView):
     query_serializer_class = s.AssistantQuerySerializer
+    recommender = "assistant"
 
     @extend_schema(
         operation_id="ragrec_assistant",
@@ -242,19 +289,23 @@ class AssistantView(RagrecAPIView):
         description="Parses a budget and colours from the request, retrieves products with the hybrid search and "
         "answers in natural language citing only those products (others the generator names are dropped).",
         tags=[TAG_RECOMMEND],
-        parameters=[s.AssistantQuerySerializer],
-        responses={200: s.AssistantAnswerSerializer, 400: ERROR_400, 429: ERROR_429, 503: ERROR_503},
+        parameters=[s.AssistantQuerySerializer, SESSION_PARAMETER],
+        responses={200: tracked.TrackedAssistantAnswerSerializer, 400: ERROR_400, 429: ERROR_429, 503: ERROR_503},
     )
     def get(self, request):
         params = self.params()
         result = assistant.answer(params["q"], k=params["k"], config=params["config"])
-        return Response(s.AssistantAnswerSerializer(result).data)
+        fields = self.track(self.recommender, params["config"], [entry.item.key for entry in result.products])
+        for name, value in fields.items():
+            setattr(result, name, value)
+        return Response(tracked.TrackedAssistantAnswerSerializer(result).data)
 
 
 class PhotoSearchView(RagrecAPIView):
     throttle_scope = "ragrec_photo"
     parser_classes = [MultiPartParser, FormParser]
     query_serializer_class = s.PhotoSearchSerializer
+    recommender = "photo"
 
     @extend_schema(
         operation_id="ragrec_search_by_photo",
@@ -262,6 +313,7 @@ class PhotoSearchView(RagrecAPIView):
         description="Items that look like the uploaded photo (CLIP image space). `k` and `config` may be form fields "
         "or query parameters (the form field wins).",
         tags=[TAG_RECOMMEND],
+        parameters=[SESSION_PARAMETER],
         request={"multipart/form-data": s.PhotoSearchSerializer},
         responses={
             **_list_responses(),
@@ -315,8 +367,7 @@ class _VisitorView(RagrecAPIView):
 
     def get(self, request):
         params = self.params()
-        visitor = visitor_for_request(request, session=params.get("session"))
-        return self.respond(type(self).service(visitor, k=params["k"], config=params["config"]))
+        return self.respond(type(self).service(self.visitor, k=params["k"], config=params["config"]))
 
 
 _VISITOR_DESCRIPTION = (
@@ -326,6 +377,7 @@ _VISITOR_DESCRIPTION = (
 
 class ForYouView(_VisitorView):
     service = staticmethod(for_you)
+    recommender = "for_you"
 
     @extend_schema(
         operation_id="ragrec_for_you",
@@ -342,6 +394,7 @@ class ForYouView(_VisitorView):
 
 class RecentlyViewedView(_VisitorView):
     service = staticmethod(recommend.recently_viewed)
+    recommender = "recently_viewed"
 
     @extend_schema(
         operation_id="ragrec_recently_viewed",
@@ -357,6 +410,7 @@ class RecentlyViewedView(_VisitorView):
 
 class BuyAgainView(_VisitorView):
     service = staticmethod(recommend.buy_again)
+    recommender = "buy_again"
 
     @extend_schema(
         operation_id="ragrec_buy_again",
@@ -372,13 +426,14 @@ class BuyAgainView(_VisitorView):
 
 class TrendingView(RagrecAPIView):
     query_serializer_class = s.TrendingQuerySerializer
+    recommender = "trending"
 
     @extend_schema(
         operation_id="ragrec_trending",
         summary="Trending items",
         description="Time-decayed popularity (views, clicks, carts, purchases weighted by RAGREC[\"EVENT_WEIGHTS\"]).",
         tags=[TAG_RECOMMEND],
-        parameters=[s.TrendingQuerySerializer],
+        parameters=[s.TrendingQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(),
     )
     def get(self, request):
@@ -418,7 +473,10 @@ class EventsView(RagrecAPIView):
             "`Idempotency-Key` header instead.\n\n"
             "Whose events: a signed-in client may post events as itself (`user_id` omitted or its own id) or for an "
             "anonymous `session_key`, never with another `user_id` (403). An event with neither gets the signed-in "
-            "user, else the `session` query parameter, else the Django session cookie's key." % MAX_BATCH
+            "user, else the `session` query parameter, else the Django session cookie's key.\n\n"
+            "A click on a recommendation names the list it was shown in with `impression_id` (from the "
+            "recommendation response); an unknown impression, or one that did not show the item, is refused (400). "
+            "Clicks are what CTR and conversions are measured on (see the admin's experiments dashboard)." % MAX_BATCH
         ),
         tags=[TAG_EVENTS],
         parameters=[
@@ -433,7 +491,7 @@ class EventsView(RagrecAPIView):
         ],
         request=PolymorphicProxySerializer(
             component_name="EventOrBatch",
-            serializers=[s.EventSerializer, s.EventSerializer(many=True)],
+            serializers=[tracked.TrackedEventSerializer, tracked.TrackedEventSerializer(many=True)],
             resource_type_field_name=None,
             many=False,
         ),
@@ -449,7 +507,7 @@ class EventsView(RagrecAPIView):
     )
     def post(self, request):
         rows = self._rows(request.data, request.headers.get("Idempotency-Key"))
-        serializer = s.EventSerializer(data=rows, many=True)
+        serializer = tracked.TrackedEventSerializer(data=rows, many=True)
         if not serializer.is_valid():
             raise EventRefused("Some events are invalid; nothing was stored.", _flatten(serializer.errors))
         events = self._events(request, serializer.validated_data)
@@ -513,6 +571,7 @@ class EventsView(RagrecAPIView):
                     source=row.get("source") or "",
                     idempotency_key=row.get("idempotency_key") or None,
                     created_at=row.get("created_at"),
+                    impression_id=row.get("impression_id"),
                 )
             )
         return events

@@ -4,10 +4,15 @@ A batch is all-or-nothing: if one event is invalid nothing is stored and
 every problem is reported with its index. An event whose idempotency key was
 seen before is accepted again without being stored twice, so a client may
 retry a post safely.
+
+A click may name the recommendation list it was shown in (``impression_id``, see
+``services.experiments``): the impression must exist and must have shown the item, or the
+batch is refused; a click without a ``source`` gets the impression's recommender.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -15,7 +20,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from ..models import Interaction, Item
+from ..models import Impression, Interaction, Item
 from .encoding import sync_host_items
 
 EVENTS = set(Interaction.Event.values)
@@ -43,6 +48,7 @@ class EventInput:
     source: str = ""
     idempotency_key: str | None = None
     created_at: datetime | None = None
+    impression_id: uuid.UUID | None = None  # for a click: the recommendation list it was shown in
 
 
 @dataclass
@@ -62,11 +68,18 @@ def record_events(events: list[EventInput]) -> EventResult:
     errors = _validate(events)
     items = _resolve_items({e.item for e in events if e.item})
     users = _existing_users({e.user_id for e in events if e.user_id is not None})
+    impressions = _impressions({e.impression_id for e in events if e.impression_id is not None})
     for index, event in enumerate(events):
         if event.item and event.item not in items:
             errors.setdefault(index, []).append("unknown item %r" % event.item)
         if event.user_id is not None and event.user_id not in users:
             errors.setdefault(index, []).append("unknown user %r" % event.user_id)
+        if event.impression_id is not None:
+            impression = impressions.get(event.impression_id)
+            if impression is None:
+                errors.setdefault(index, []).append("unknown impression %s" % event.impression_id)
+            elif event.item and event.item not in impression.item_keys:
+                errors.setdefault(index, []).append("item %r was not shown in impression %s" % (event.item, event.impression_id))
     if errors:
         raise EventError(errors)
 
@@ -80,8 +93,9 @@ def record_events(events: list[EventInput]) -> EventResult:
             order_id=e.order_id,
             quantity=e.quantity,
             query=e.query[:500],
-            source=e.source[:64],
+            source=(e.source or (impressions[e.impression_id].recommender if e.impression_id else ""))[:64],
             idempotency_key=e.idempotency_key or None,
+            impression_id=e.impression_id,
             created_at=e.created_at or now,
         )
         for e in events
@@ -136,6 +150,8 @@ def _validate(events: list[EventInput]) -> dict[int, list[str]]:
             problems.append("quantity must be between 1 and 10000")
         if e.created_at is not None and e.created_at > latest:
             problems.append("created_at is in the future")
+        if e.impression_id is not None and e.event != Interaction.Event.CLICK:
+            problems.append("impression_id is only for click events")
         if problems:
             errors[index] = problems
     return errors
@@ -149,6 +165,12 @@ def _resolve_items(keys: set[str]) -> dict[str, int]:
         sync_host_items(sorted(missing))
         found.update(Item.objects.filter(key__in=missing).values_list("key", "id"))
     return found
+
+
+def _impressions(ids: set[uuid.UUID]) -> dict[uuid.UUID, Impression]:
+    if not ids:
+        return {}
+    return Impression.objects.only("id", "recommender", "item_keys").in_bulk(ids)
 
 
 def _existing_users(ids: set[int]) -> set[int]:

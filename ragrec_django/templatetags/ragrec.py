@@ -3,7 +3,7 @@
 Simple tags return a ``RecommendationList`` (iterable; each entry has ``item``,
 ``score``, ``reason``, ``reasons``, ``components``) for custom markup::
 
-    {% ragrec_similar product k=4 config="default" as recs %}
+    {% ragrec_similar product k=4 config="diverse" as recs %}
     {% ragrec_bought_together product k=4 as recs %}
     {% ragrec_for_you k=4 as recs %}             {# visitor: request.user, else the session key #}
     {% ragrec_recently_viewed k=4 as recs %}
@@ -20,6 +20,19 @@ One inclusion tag renders a list with the overridable template
 
     {% ragrec_render recs title="Similar items" level=2 currency="£" %}
 
+Measurement and A/B tests (``ragrec_django.services.experiments``). Without ``config`` a tag
+serves the visitor's variant of the experiment covering its recommender (``RAGREC["EXPERIMENTS"]``),
+else ``"default"``; naming ``config`` opts out. ``ragrec_render`` records one impression per list
+it renders and its links go through the click-tracking redirect (``ragrec_api:click`` or
+``ragrec:click``, whichever URLs the host mounts; the item's own URL when neither is). Custom
+markup gets the same with::
+
+    {% for r in recs %}<a href="{% ragrec_click_url recs r %}">{{ r.item.title }}</a>{% endfor %}
+
+(the first ``ragrec_click_url`` of a list records its impression; ``{% ragrec_impression recs as
+id %}`` records it and gives its id, e.g. for a ``data-`` attribute). Recording never breaks the
+page: a database error is logged.
+
 A recommendation that cannot be computed (unknown item, a space not encoded
 yet, a bad configuration, any other failure) never breaks the page: the tag
 logs the problem (logger ``ragrec_django.templatetags``) and returns an empty
@@ -29,18 +42,21 @@ list, which ``ragrec_render`` renders as nothing.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django import template
 from django.db import models, transaction
+from django.urls import NoReverseMatch, reverse
 from django.utils.text import slugify
 
 from .. import storage
 from ..adapters import IMAGE_FIELDS, get_adapter
 from ..api.visitors import for_you, visitor_for_request
 from ..models import Item
-from ..services import recommend
+from ..models import Impression
+from ..services import experiments, recommend
 from ..services.encoding import valid_host_pks
-from ..services.recommend import RecommendationList
+from ..services.recommend import RecommendationList, Visitor
 
 logger = logging.getLogger("ragrec_django.templatetags")
 register = template.Library()
@@ -56,6 +72,18 @@ DEFAULT_TITLES = {
     "photo": "Items like your photo",
 }
 EXPECTED_ERRORS = (recommend.RecommendationError, storage.SpaceNotReady, storage.SpaceMismatch)
+CLICK_URL_NAMES = ("ragrec_api:click", "ragrec:click")
+TRACKING_ATTRIBUTE = "ragrec_tracking"
+SHOWN_ATTRIBUTE = "_ragrec_impressions"
+
+
+@dataclass(frozen=True)
+class _Tracking:
+    """Who a list made by these tags was made for, and in which experiment variant."""
+
+    visitor: Visitor
+    experiment: str = ""
+    variant: str = ""
 
 
 def _key(item) -> str:
@@ -75,71 +103,145 @@ def _k(k):
         raise recommend.BadQuery("k must be an integer, got %r." % (k,))
 
 
-def _safely(recommender: str, config, call) -> RecommendationList:
+def _safely(context, recommender: str, config, call) -> RecommendationList:
+    """``call(config)`` with the config to serve (explicit, else the visitor's variant's), never raising."""
+    visitor = _visitor(context)
+    served = "default" if config is None else config
     try:
         with transaction.atomic():  # a database error rolls back to here, not the whole request's transaction
-            return call()
+            assignment = experiments.assign(recommender, visitor, None if config is None else str(config))
+            served = assignment.config
+            result = call(assignment.config)
+            if isinstance(result, RecommendationList):
+                setattr(result, TRACKING_ATTRIBUTE, _Tracking(visitor, assignment.experiment, assignment.variant))
+            return result
     except EXPECTED_ERRORS as exc:
         logger.warning("ragrec: no %s recommendations shown: %s", recommender, exc)
     except Exception:
         logger.exception("ragrec: %s recommendations failed", recommender)
-    return RecommendationList(recommender=recommender, config=str(config))
+    return RecommendationList(recommender=recommender, config=str(served))
 
 
-def _visitor(context):
+def _visitor(context) -> Visitor:
     return visitor_for_request(context.get("request"))
 
 
-@register.simple_tag
-def ragrec_similar(item, k=None, config="default"):
+@register.simple_tag(takes_context=True)
+def ragrec_similar(context, item, k=None, config=None):
     """Items similar to ``item`` (text and image similarity)."""
-    return _safely("similar", config, lambda: recommend.similar_items(_key(item), k=_k(k), config=config))
+    return _safely(context, "similar", config, lambda c: recommend.similar_items(_key(item), k=_k(k), config=c))
 
 
-@register.simple_tag
-def ragrec_bought_together(item, k=None, config="default"):
+@register.simple_tag(takes_context=True)
+def ragrec_bought_together(context, item, k=None, config=None):
     """Items bought together with ``item`` (baskets, approved complements, then content)."""
-    return _safely("bought_together", config, lambda: recommend.bought_together(_key(item), k=_k(k), config=config))
+    return _safely(context, "bought_together", config, lambda c: recommend.bought_together(_key(item), k=_k(k), config=c))
 
 
 @register.simple_tag(takes_context=True)
-def ragrec_for_you(context, k=None, config="default"):
+def ragrec_for_you(context, k=None, config=None):
     """Recommendations from the visitor's history; trending for a visitor without one."""
-    return _safely("for_you", config, lambda: for_you(_visitor(context), k=_k(k), config=config))
+    return _safely(context, "for_you", config, lambda c: for_you(_visitor(context), k=_k(k), config=c))
 
 
 @register.simple_tag(takes_context=True)
-def ragrec_recently_viewed(context, k=None, config="default"):
+def ragrec_recently_viewed(context, k=None, config=None):
     """The visitor's recently viewed items, newest first."""
-    return _safely("recently_viewed", config, lambda: recommend.recently_viewed(_visitor(context), k=_k(k), config=config))
+    return _safely(context, "recently_viewed", config, lambda c: recommend.recently_viewed(_visitor(context), k=_k(k), config=c))
 
 
 @register.simple_tag(takes_context=True)
-def ragrec_buy_again(context, k=None, config="default"):
+def ragrec_buy_again(context, k=None, config=None):
     """Items the visitor bought before."""
-    return _safely("buy_again", config, lambda: recommend.buy_again(_visitor(context), k=_k(k), config=config))
+    return _safely(context, "buy_again", config, lambda c: recommend.buy_again(_visitor(context), k=_k(k), config=c))
 
 
-@register.simple_tag
-def ragrec_trending(k=None, config="default", category=None):
+@register.simple_tag(takes_context=True)
+def ragrec_trending(context, k=None, config=None, category=None):
     """Trending items, optionally of one category."""
-    return _safely("trending", config, lambda: recommend.trending(k=_k(k), config=config, category=category or None))
+    return _safely(context, "trending", config, lambda c: recommend.trending(k=_k(k), config=c, category=category or None))
 
 
-@register.simple_tag
-def ragrec_search(query, k=None, config="default"):
+@register.simple_tag(takes_context=True)
+def ragrec_search(context, query, k=None, config=None):
     """Hybrid search results for ``query`` (``recs.query`` is the typo-corrected query)."""
-    return _safely("search", config, lambda: recommend.search(str(query or ""), k=_k(k), config=config))
+    return _safely(context, "search", config, lambda c: recommend.search(str(query or ""), k=_k(k), config=c))
 
 
-@register.inclusion_tag("ragrec/recommendations.html")
-def ragrec_render(recommendations, title=None, level=2, currency="", section_id=None):
+# ---------------------------------------------------------------- impressions and click tracking
+
+
+def _shown(context) -> dict:
+    """Impressions recorded in this request (or, without a request, this template render), by list.
+
+    Kept per request rather than on the list: a list a view caches and shows to many visitors
+    is one impression per page it is shown on, each for its own visitor.
+    """
+    request = context.get("request")
+    if request is not None:
+        try:
+            return request.__dict__.setdefault(SHOWN_ATTRIBUTE, {})
+        except AttributeError:  # pragma: no cover - a request-like object without a __dict__
+            pass
+    return context.render_context.setdefault(SHOWN_ATTRIBUTE, {})
+
+
+def _impression(context, recommendations):
+    """Record the list's impression once per page (however often it is rendered or linked); its id, or None."""
+    if not isinstance(recommendations, RecommendationList):
+        return None  # a plain list: no recommender to measure
+    shown = _shown(context)
+    if id(recommendations) in shown:
+        return shown[id(recommendations)][1]
+    tracking = getattr(recommendations, TRACKING_ATTRIBUTE, None) or _Tracking(_visitor(context))
+    try:
+        keys = [entry.item.key for entry in recommendations]
+    except Exception:  # a list of something else
+        logger.exception("ragrec: cannot record an impression of %r", type(recommendations).__name__)
+        keys = []
+    impression_id = experiments.record_impression(
+        recommendations.recommender, recommendations.config, keys, tracking.visitor,
+        experiment=tracking.experiment, variant=tracking.variant, channel=Impression.Channel.TEMPLATE,
+    )
+    shown[id(recommendations)] = (recommendations, impression_id)  # the list is kept, so its id is not reused
+    return impression_id
+
+
+def _click_url(impression_id, item) -> str:
+    """The tracking URL of ``item`` in an impression; the item's own URL without one (or without click URLs)."""
+    url = getattr(item, "url", "") or ""
+    if not url or impression_id is None:
+        return url
+    for name in CLICK_URL_NAMES:
+        try:
+            return reverse(name, args=[impression_id, item.key])
+        except NoReverseMatch:
+            continue
+    return url
+
+
+@register.simple_tag(takes_context=True)
+def ragrec_impression(context, recommendations):
+    """Record the impression of a list shown with custom markup (once); its id ("" when nothing was recorded)."""
+    return _impression(context, recommendations) or ""
+
+
+@register.simple_tag(takes_context=True)
+def ragrec_click_url(context, recommendations, entry):
+    """Link to an entry of ``recommendations`` through the click-tracking redirect (records the impression)."""
+    item = getattr(entry, "item", entry)
+    return _click_url(_impression(context, recommendations), item)
+
+
+@register.inclusion_tag("ragrec/recommendations.html", takes_context=True)
+def ragrec_render(context, recommendations, title=None, level=2, currency="", section_id=None):
     """A titled, accessible list of cards (title, picture, reason, price, stock); nothing when empty."""
     recommender = getattr(recommendations, "recommender", "") or ""
     try:
         items = list(recommendations or ())
     except TypeError:
         items = []
+    impression_id = _impression(context, recommendations) if items else None
     title = title or DEFAULT_TITLES.get(recommender, "Recommendations")
     try:
         level = min(max(int(level), 2), 6)
@@ -149,6 +251,7 @@ def ragrec_render(recommendations, title=None, level=2, currency="", section_id=
     entries = [
         {
             "item": entry.item,
+            "url": _click_url(impression_id, entry.item),
             "reason": entry.reason,
             "reasons": entry.reasons,
             "score": entry.score,
@@ -160,6 +263,7 @@ def ragrec_render(recommendations, title=None, level=2, currency="", section_id=
     return {
         "recommendations": recommendations,
         "recommender": recommender,
+        "impression_id": impression_id or "",
         "entries": entries,
         "title": title,
         "level": level,

@@ -48,12 +48,16 @@ def test_schema_describes_parameters_bodies_and_errors(schema):
     assert parameters["key"]["in"] == "path"
     assert parameters["k"]["schema"] == {"type": "integer", "maximum": 100, "minimum": 1, "default": 10}
     assert set(similar["responses"]) == {"200", "400", "404", "429", "503"}
-    assert {p["name"] for p in paths["/api/recommend/search/"]["get"]["parameters"]} == {"q", "k", "config"}
-    assert {p["name"] for p in paths["/api/recommend/trending/"]["get"]["parameters"]} == {"k", "config", "category"}
-    assert "session" in {p["name"] for p in paths["/api/recommend/for-you/"]["get"]["parameters"]}
+    # session: the anonymous visitor, for A/B variant assignment and click attribution (docs/experiments.md)
+    assert {p["name"] for p in paths["/api/recommend/search/"]["get"]["parameters"]} == {"q", "k", "config", "session"}
+    assert {p["name"] for p in paths["/api/recommend/trending/"]["get"]["parameters"]} == {"k", "config", "category", "session"}
+    assert [p["name"] for p in paths["/api/recommend/for-you/"]["get"]["parameters"]].count("session") == 1
 
-    result_list = components["RecommendationList"]
-    assert set(result_list["properties"]) == {"recommender", "config", "query", "fallback", "results"}
+    result_list = components["TrackedRecommendationList"]
+    assert set(result_list["properties"]) == {
+        "recommender", "config", "query", "fallback", "results", "impression_id", "experiment", "variant"}
+    assert result_list["properties"]["impression_id"] == {
+        "type": "string", "format": "uuid", "nullable": True, "description": result_list["properties"]["impression_id"]["description"]}
     assert set(components["Recommendation"]["properties"]) == {
         "id", "title", "url", "category", "price", "in_stock", "score", "reason", "reasons", "components"}
 
@@ -67,7 +71,8 @@ def test_schema_describes_parameters_bodies_and_errors(schema):
     events = paths["/api/recommend/events/"]["post"]
     ref = events["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     one_of = components[ref]["oneOf"]
-    assert one_of[0]["$ref"].endswith("/EventRequest") and one_of[1]["type"] == "array"
+    assert one_of[0]["$ref"].endswith("/TrackedEventRequest") and one_of[1]["type"] == "array"
+    assert components["TrackedEventRequest"]["properties"]["impression_id"]["format"] == "uuid"
     assert "Idempotency-Key" in {p["name"] for p in events["parameters"] if p["in"] == "header"}
     assert {"200", "201", "400", "403", "429"} <= set(events["responses"])
     assert set(components["EventReceipt"]["properties"]) == {"accepted", "stored", "duplicates"}

@@ -9,9 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.template import Context, Template
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
-from ragrec_django.models import Item
+from ragrec_django.models import Impression, Item
 from ragrec_django.services import recommend
 from ragrec_django.services.encoding import sync_host_items
 from ragrec_django.services.events import EventInput, record_events
@@ -110,7 +112,11 @@ def test_render_outputs_an_accessible_titled_list_with_reasons(catalogue):
     assert html.count('<p class="ragrec-reason">Similar to Red ceramic coffee mug</p>') == 3
     first = recommend.similar_items(str(mug.pk), k=1).items[0].item
     product = Product.objects.get(pk=int(first.key))
-    assert '<a class="ragrec-link" href="%s">' % product.get_absolute_url() in html
+    impression = Impression.objects.get()  # the rendered list, recorded once; links go through the click redirect
+    assert impression.item_keys[0] == first.key and impression.recommender == "similar"
+    click_url = reverse("ragrec_api:click", args=[impression.pk, first.key])
+    assert '<a class="ragrec-link" href="%s" rel="nofollow">' % click_url in html
+    assert Client().get(click_url)["Location"] == product.get_absolute_url()
     assert '<img src="%s" alt=""' % product.image.url in html  # decorative: the link text names the item
     assert '<span class="ragrec-item-title">%s</span>' % product.title in html
     assert '<span class="ragrec-price">£20.00</span>' in html and "In stock" in html
