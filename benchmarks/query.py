@@ -555,6 +555,36 @@ def http_cases(catalogue, args) -> dict:
         out[label] = timed_loop(get, urls[n_warm:], urls[1:n_warm])
         out[label]["non_200"] = sum(1 for s in statuses if s != 200)
         log("%-40s %s" % (label, out[label]))
+    out.update(template_tag_cases(anchors, queries, args))
+    return out
+
+
+def template_tag_cases(anchors, queries, args) -> dict:
+    """The storefront path: render ``{% ragrec_similar %}`` / ``{% ragrec_search %}`` + ``{% ragrec_render %}``
+    for a visitor with a session (impression recorded, click-tracking links), as a product page would."""
+    from django.contrib.auth.models import AnonymousUser
+    from django.template import Context, Template
+    from django.test import RequestFactory
+
+    request = RequestFactory().get("/product/")
+    request.user = AnonymousUser()
+    request.session = type("Session", (), {"session_key": "bench-visitor"})()
+    n_warm = args.warmup
+    out = {}
+    for label, source, inputs in (
+        ("template tag ragrec_similar + ragrec_render", "{% ragrec_similar value k=10 as recs %}", anchors),
+        ("template tag ragrec_search + ragrec_render (uncached)", "{% ragrec_search value k=10 as recs %}",
+         [q + " tag" for q in queries]),
+    ):
+        template = Template("{% load ragrec %}" + source + "{% ragrec_render recs %}")
+        sizes = []
+
+        def render(value):
+            sizes.append(len(template.render(Context({"request": request, "value": value}))))
+
+        out[label] = timed_loop(render, inputs[n_warm:], inputs[1:n_warm])
+        out[label]["mean_html_bytes"] = int(np.mean(sizes))
+        log("%-40s %s" % (label, out[label]))
     return out
 
 

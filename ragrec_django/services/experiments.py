@@ -268,8 +268,15 @@ def record_impression(
         variant=variant[:NAME_MAX_LENGTH], channel=channel, user_id=visitor.user_id,
         session_key=(visitor.session_key or "")[:64], item_keys=[str(k)[:64] for k in item_keys],
     )
+    own_transaction = not connection.in_atomic_block
     try:
         with transaction.atomic():  # a failure rolls back to here, not the page's whole transaction
+            if own_transaction:
+                # Analytics, not orders: don't wait for the WAL flush (a crash may lose the last
+                # fraction of a second of impressions, never corrupt them). Only for a transaction
+                # of its own, so a page's own writes keep synchronous commits.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit = off")
             row.save(force_insert=True)
     except DatabaseError:
         logger.exception("ragrec: could not record an impression of %s", recommender)

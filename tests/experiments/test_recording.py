@@ -96,6 +96,24 @@ def test_lists_made_by_a_view_are_recorded_when_rendered(shop):
     assert sorted(Impression.objects.values_list("session_key", flat=True)) == ["s", "t"]
 
 
+@pytest.mark.django_db(transaction=True)
+def test_impressions_commit_asynchronously_only_in_their_own_transaction():
+    from django.db import transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from ragrec_django.services import experiments
+    from ragrec_django.services.recommend import Visitor
+
+    visitor = Visitor(session_key="s-async")
+    with CaptureQueriesContext(connection) as own:
+        assert experiments.record_impression("trending", "default", ["a", "b"], visitor) is not None
+    with CaptureQueriesContext(connection) as nested, transaction.atomic():
+        assert experiments.record_impression("trending", "default", ["c"], visitor) is not None
+    assert any("synchronous_commit = off" in q["sql"] for q in own.captured_queries)
+    assert not any("synchronous_commit" in q["sql"] for q in nested.captured_queries)
+    assert Impression.objects.filter(session_key="s-async").count() == 2
+
+
 def test_a_database_error_while_recording_never_breaks_the_page(shop, caplog):
     with connection.cursor() as cursor:  # a real failure of the INSERT, from PostgreSQL itself
         cursor.execute("CREATE FUNCTION ragrec_test_refuse() RETURNS trigger AS $$ BEGIN "
