@@ -5,7 +5,8 @@ late and are re-queued if their worker dies. A message redelivered more than
 ``RAGREC["MAX_REDELIVERIES"]`` times is a poison batch. The first redelivery
 re-runs the batch (already written items are skipped); later ones go item by
 item; past the cap the items still missing are marked failed, so nothing loops
-forever. Transient database errors retry with backoff.
+forever. Transient database errors retry with backoff; a retry is a new message
+whose starts are counted afresh (a database outage is not a worker death).
 
 Routing is the host's choice, e.g. to send encoding to GPU workers::
 
@@ -17,10 +18,12 @@ or set ``RAGREC["ENCODE_QUEUE"] = "gpu"``, which ``enqueue_encoding`` uses.
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from . import registry, storage
 from .conf import ragrec_settings
@@ -30,14 +33,29 @@ from .services import encoding
 logger = logging.getLogger(__name__)
 
 
-def _count_delivery(task_id: str | None, name: str) -> int:
+def _delivery_key(task_id: str, retries: int) -> str:
+    """The bookkeeping key of one task message: a retry is a new message with the same task id.
+
+    Starts are counted per message, so retries after database errors (``autoretry_for``) are not
+    mistaken for redeliveries after worker deaths; the first message keeps the plain task id.
+    """
+    return task_id if not retries else "%s#retry%d" % (task_id, retries)
+
+
+def _count_delivery(task_id: str | None, retries: int, name: str) -> int:
     """Record one more start of this task message; return how many starts so far."""
     if not task_id:
         return 1
-    delivery, _ = TaskDelivery.objects.get_or_create(task_id=task_id, defaults={"name": name})
+    delivery, _ = TaskDelivery.objects.get_or_create(task_id=_delivery_key(task_id, retries), defaults={"name": name})
     TaskDelivery.objects.filter(pk=delivery.pk).update(attempts=F("attempts") + 1)
     delivery.refresh_from_db(fields=["attempts"])
     return delivery.attempts
+
+
+def _forget_deliveries(task_id: str | None, retries: int) -> None:
+    """Drop the bookkeeping of every message of this task (the retries' too): it finished."""
+    if task_id:
+        TaskDelivery.objects.filter(task_id__in=[_delivery_key(task_id, n) for n in range(retries + 1)]).delete()
 
 
 @shared_task(
@@ -52,7 +70,8 @@ def _count_delivery(task_id: str | None, name: str) -> int:
 )
 def encode_items_task(self, space: str, pks: list, force: bool = False) -> dict:
     """Encode host items ``pks`` into ``space``; return counts and per-item failures."""
-    attempts = _count_delivery(self.request.id, self.name)
+    retries = self.request.retries or 0
+    attempts = _count_delivery(self.request.id, retries, self.name)
     limit = ragrec_settings.MAX_REDELIVERIES
     if attempts > limit + 1:
         _fail_unencoded(space, pks, "worker died %d times while encoding this batch" % (attempts - 1))
@@ -64,8 +83,7 @@ def encode_items_task(self, space: str, pks: list, force: bool = False) -> dict:
             report.merge(encoding.encode_items(space, [pk], force=force))
     else:
         report = encoding.encode_items(space, pks, force=force)
-    if self.request.id:
-        TaskDelivery.objects.filter(task_id=self.request.id).delete()
+    _forget_deliveries(self.request.id, retries)
     return {"space": space, "encoded": report.encoded, "skipped": report.skipped, "failed": report.failed}
 
 
@@ -79,8 +97,31 @@ def _fail_unencoded(space_name: str, pks: list, reason: str) -> None:
     logger.error("Gave up on %d item(s) of space %r: %s", missing.count(), space_name, reason)
 
 
+#: Seconds that queuing an encode task keeps trying while the broker is unreachable (Celery alone
+#: gives up after its broker_connection_timeout, 4 s by default): a broker restart delays the save
+#: that queued the task instead of failing it after its transaction committed.
+PUBLISH_PATIENCE_SECONDS = 20
+
+
+def _publish(task, args: tuple, options: dict):
+    """``task.apply_async``, tried again for ``PUBLISH_PATIENCE_SECONDS`` while the broker is unreachable."""
+    deadline = time.monotonic() + PUBLISH_PATIENCE_SECONDS
+    while True:
+        try:
+            return task.apply_async(args, **options)
+        except KombuOperationalError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("Cannot reach the Celery broker to queue %s (%s); trying again.", task.name, exc)
+            time.sleep(1)
+
+
 def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool = False) -> list:
-    """Queue encoding of host items after the current transaction commits; return the chunks queued."""
+    """Queue encoding of host items after the current transaction commits; return the chunks queued.
+
+    While the broker is unreachable, queuing keeps trying for ``PUBLISH_PATIENCE_SECONDS``; past
+    that the broker's error is raised.
+    """
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
     size = max(int(ragrec_settings.ENCODE_CHUNK_SIZE), 1)
     chunks = [pks[i : i + size] for i in range(0, len(pks), size)]
@@ -88,7 +129,7 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
     for space in spaces or list(registry.get_spaces()):
         for chunk in chunks:
             transaction.on_commit(
-                lambda space=space, chunk=chunk: encode_items_task.apply_async((space, chunk, force), **options)
+                lambda space=space, chunk=chunk: _publish(encode_items_task, (space, chunk, force), options)
             )
     return chunks
 

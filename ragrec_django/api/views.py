@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import logging
 
+from django.db import InterfaceError, OperationalError
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from drf_spectacular.generators import SchemaGenerator
@@ -130,6 +131,11 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, GenerationError):
         logger.warning("ragrec API: generator failed: %s", exc)
         return ServiceUnavailable("The assistant is not available right now.")
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        logger.warning("ragrec API: database unavailable: %s", exc)
+        unavailable = ServiceUnavailable("The database is unavailable; retry (events: with the same idempotency keys).")
+        unavailable.wait = 1  # DRF sends it as Retry-After
+        return unavailable
     return exc
 
 
@@ -149,7 +155,9 @@ ERROR_400 = OpenApiResponse(
 ERROR_404 = OpenApiResponse(response=s.ErrorSerializer, description="No item with this key.")
 ERROR_429 = OpenApiResponse(response=s.ErrorSerializer, description="Throttled: too many requests (see Retry-After).")
 ERROR_503 = OpenApiResponse(
-    response=s.ErrorSerializer, description="The embedding space needed has not been encoded yet (run ragrec_reindex)."
+    response=s.ErrorSerializer,
+    description="The embedding space needed has not been encoded yet (run ragrec_reindex), or the database is "
+    "unavailable (see Retry-After).",
 )
 KEY_PARAMETER = OpenApiParameter(
     "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="The shop's item primary key (as in `id` of results)."
@@ -503,6 +511,10 @@ class EventsView(RagrecAPIView):
             ),
             403: OpenApiResponse(response=s.EventErrorSerializer, description="An event names another user."),
             429: ERROR_429,
+            503: OpenApiResponse(
+                response=s.ErrorSerializer,
+                description="The database is unavailable (see Retry-After); retry with the same idempotency keys.",
+            ),
         },
     )
     def post(self, request):
