@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
@@ -33,6 +34,14 @@ ACTIVE_FIELDS = ("is_active", "active", "published", "is_published")
 GROUP_FIELDS = ("parent", "parent_id", "group", "group_key")
 ATTRIBUTE_FIELDS = ("colour", "color", "material", "size", "brand")
 
+
+def safe_link(url: str) -> str:
+    """``url`` if it is a path on this site or an http(s) URL; "" otherwise (``javascript:``, ``data:``, ``//host``)."""
+    url = (url or "").strip()
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("", "http", "https") or url.startswith(("//", "\\")):
+        return ""
+    return url
 
 @dataclass
 class ItemSnapshot:
@@ -175,7 +184,7 @@ class ItemAdapter:
             price=self.get_price(item),
             in_stock=self.is_in_stock(item),
             is_eligible=self.is_eligible(item),
-            url=self.get_url(item)[:500],
+            url=safe_link(self.get_url(item))[:500],
             group_key=self.get_group_key(item)[:64],
             text=self.get_text(item),
             is_promoted=self.is_promoted(item),

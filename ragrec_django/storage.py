@@ -27,6 +27,8 @@ from .models import Embedding, EncodingFailure, Item, SpaceGeneration
 from .registry import SpaceConfig
 
 Status = SpaceGeneration.Status
+#: The largest magnitude a float16 (pgvector halfvec) holds.
+HALFVEC_MAX = 65504.0
 
 
 class SpaceMismatch(Exception):
@@ -253,6 +255,8 @@ def check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
         raise DimensionMismatch("Vectors have dimension %d but the space stores %d." % (array.shape[1], dimension))
     if not np.isfinite(array).all():
         raise ValueError("Vectors contain NaN or infinite values.")
+    if np.abs(array).max(initial=0) > HALFVEC_MAX:
+        raise ValueError("Vectors have values beyond halfvec's range (+-%g); normalise them." % HALFVEC_MAX)
     if array.size and (np.linalg.norm(array, axis=1) == 0).any():
         raise ValueError("Vectors contain an all-zero row (cosine distance undefined).")
     return array

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from ..conf import ragrec_settings
 from ..models import Interaction
@@ -124,6 +125,26 @@ class AssistantAnswerSerializer(serializers.Serializer):
 # ---------------------------------------------------------------- events
 
 
+class EventListSerializer(serializers.ListSerializer):
+    """A batch of events whose errors are always ``{field: [messages]}`` per event.
+
+    DRF reports a ``null`` entry of a list as a bare list of messages (not a dict of fields like every
+    other invalid entry); here it is a non-field error like any other entry that is not an object.
+    """
+
+    def run_child_validation(self, data):
+        if data is None:
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: ["Invalid data. Expected a dictionary, but got null."]}
+            )
+        try:
+            return super().run_child_validation(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                raise
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.detail})
+
+
 class EventSerializer(serializers.Serializer):
     event = serializers.ChoiceField(choices=Interaction.Event.choices)
     item = serializers.CharField(
@@ -151,6 +172,9 @@ class EventSerializer(serializers.Serializer):
         required=False, allow_null=True, help_text="When it happened (default: now); at most 10 minutes in the future."
     )
 
+    class Meta:
+        list_serializer_class = EventListSerializer
+
 
 class EventReceiptSerializer(serializers.Serializer):
     accepted = serializers.IntegerField(help_text="Events in the request (all valid).")
@@ -169,5 +193,7 @@ class EventErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
-        help_text="Problems by event index (0 for a single event): nothing of the batch was stored.",
+        required=False,
+        help_text="Problems by event index (0 for a single event): nothing of the batch was stored. Absent when the "
+        "body itself is refused (malformed JSON, not an event or a list, a misused Idempotency-Key header).",
     )

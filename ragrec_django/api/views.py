@@ -89,6 +89,7 @@ from ..services import assistant, experiments, recommend
 from ..services.events import MAX_BATCH, EventError, EventInput, record_events
 from . import experiment_serializers as tracked
 from . import serializers as s
+from .exceptions import exception_handler as ragrec_exception_handler
 from .parsers import SafeJSONParser
 from .throttling import RagrecScopedRateThrottle
 from .visitors import for_you, visitor_for_request
@@ -190,6 +191,10 @@ class RagrecAPIView(APIView):
 
     def handle_exception(self, exc):
         return super().handle_exception(_translate(exc))
+
+    def get_exception_handler(self):
+        """DRF's handler, with Django's own request refusals (body too large, too many fields) as JSON 4xx."""
+        return ragrec_exception_handler
 
     def params(self, data=None) -> dict:
         """Validated parameters, with ``config`` the one to serve: explicit, else the visitor's variant's."""
@@ -329,6 +334,7 @@ class PhotoSearchView(RagrecAPIView):
                 response=OpenApiTypes.OBJECT, description="No file, an empty file, or bytes that are not a usable image."
             ),
             413: OpenApiResponse(response=s.ErrorSerializer, description='The photo is over RAGREC["MAX_UPLOAD_BYTES"].'),
+            415: OpenApiResponse(response=s.ErrorSerializer, description="Not a multipart or form upload."),
         },
     )
     def post(self, request):
@@ -510,6 +516,10 @@ class EventsView(RagrecAPIView):
                 response=s.EventErrorSerializer, description="Malformed JSON or refused events (nothing stored)."
             ),
             403: OpenApiResponse(response=s.EventErrorSerializer, description="An event names another user."),
+            413: OpenApiResponse(
+                response=s.ErrorSerializer, description="The body is over Django's DATA_UPLOAD_MAX_MEMORY_SIZE."
+            ),
+            415: OpenApiResponse(response=s.ErrorSerializer, description="The body is not JSON (Content-Type)."),
             429: ERROR_429,
             503: OpenApiResponse(
                 response=s.ErrorSerializer,
