@@ -1,9 +1,12 @@
 """Run the whole demo on one machine: database, migrations, catalogue, people, encoding worker, web server.
 
-    python -m shop_demo.run_demo [--port 8000] [--count 1200] [--no-worker]
+    python -m shop_demo.run_demo [--port 8000] [--count 1200] [--no-worker] [--clip-minutes 3] [--skip-clip-training]
 
 Starts the embedded PostgreSQL (unless DATABASE_URL is set), migrates, seeds
-the catalogue and the demo people with their shopping history, starts a
+the catalogue and the demo people with their shopping history, gets the image
+space a CLIP model (without pretrained CLIP weights: trains a LiT model on the
+demo catalogue on the first run, within --clip-minutes, and reuses it later;
+see prepare_demo --clip-only), starts a
 Celery worker (Redis when CELERY_BROKER_URL is set, else a file-system broker
 under var/), encodes the catalogue through it, proposes complements and
 queues description drafts of a sample for review, and serves the shop. A
@@ -71,6 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=1200, help="Products in the demo catalogue.")
     parser.add_argument("--no-worker", action="store_true", help="Encode in-process instead of through Celery.")
     parser.add_argument("--drafts", type=int, default=50, help="Description drafts generated for review (default 50).")
+    parser.add_argument(
+        "--clip-minutes", type=float, default=3.0,
+        help="First run without pretrained CLIP weights: minutes spent training the image model (default 3).",
+    )
+    parser.add_argument(
+        "--skip-clip-training", action="store_true",
+        help="Do not train the image model (a checkpoint trained before is still used; else photo search is off).",
+    )
     options = parser.parse_args(argv)
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
@@ -109,13 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         manage("seed_catalog", "--count", str(options.count))
         step("Demo people and their shopping history")
         manage("seed_people")
-        step("Models: text space = all-MiniLM-L6-v2 (bundled weights, offline)")
-        if not os.environ.get("RAGREC_CLIP_PRETRAINED"):
-            print(
-                "No CLIP weights are configured (RAGREC_CLIP_PRETRAINED unset; pretrained CLIP cannot be downloaded "
-                "offline), so image and photo search are off rather than serving noise.",
-                flush=True,
-            )
+        step("Models: text space = all-MiniLM-L6-v2 (bundled weights, offline); image space = CLIP")
+        clip = ["--skip-clip-training"] if options.skip_clip_training else ["--clip-minutes", str(options.clip_minutes)]
+        manage("prepare_demo", "--clip-only", *clip)
         if options.no_worker:
             step("Encoding the catalogue in-process")
             manage("ragrec_reindex", "--sync", "--stale")

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ragrec_django.embedded import database_settings
+from shop_demo.democlip import choose_clip
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("SHOP_DEMO_VAR_DIR", BASE_DIR / "var"))
@@ -135,21 +136,35 @@ RAGREC = {
     },
 }
 
-# CLIP spaces ("image", "clip-text") are enabled when CLIP weights are named: an open_clip
-# pretrained tag or a local checkpoint path (plus a JSON config for a custom architecture).
-# Pretrained CLIP weights cannot be downloaded on an offline machine.
-if os.environ.get("RAGREC_CLIP_PRETRAINED"):
-    RAGREC["ENCODERS"]["clip"] = {
-        "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
-        "OPTIONS": {
-            "model": os.environ.get("RAGREC_CLIP_MODEL", "ViT-B-32"),
-            "pretrained": os.environ["RAGREC_CLIP_PRETRAINED"],
-            "config": os.environ.get("RAGREC_CLIP_CONFIG") or None,
-            "device": "auto",
-        },
-    }
-    RAGREC["SPACES"]["image"] = {"ENCODER": "clip", "MODALITY": "image"}
-    RAGREC["SPACES"]["clip-text"] = {"ENCODER": "clip", "MODALITY": "text"}
+# CLIP spaces: the image space (search by photo, text->image search) needs a CLIP model.
+# shop_demo/democlip.py picks it, in this order:
+#   RAGREC_CLIP_PRETRAINED   an open_clip pretrained tag or weights file (+ RAGREC_CLIP_MODEL,
+#                            RAGREC_CLIP_CONFIG): OpenClipEncoder, spaces "image" and "clip-text";
+#   RAGREC_CLIP_CHECKPOINT   a checkpoint folder written by ragrec_finetune_clip (LiT: served by
+#                            LockedTextClipEncoder, space "image"); "off" turns CLIP off;
+#   otherwise                the demo's own LiT checkpoint, trained on the demo catalogue by
+#                            `manage.py prepare_demo --clip-only` (./dev demo runs it) and kept in
+#                            SHOP_DEMO_CLIP_DIR, when there is one; else no CLIP spaces.
+# Pretrained CLIP weights cannot be downloaded on an offline machine; the LiT checkpoint needs
+# only the bundled MiniLM.
+SHOP_DEMO_CLIP_DIR = VAR_DIR / "models" / "demo-lit"
+SHOP_DEMO_CLIP = choose_clip(os.environ, SHOP_DEMO_CLIP_DIR)
+if SHOP_DEMO_CLIP.encoder is not None:
+    RAGREC["ENCODERS"]["clip"] = SHOP_DEMO_CLIP.encoder
+    RAGREC["SPACES"].update(SHOP_DEMO_CLIP.spaces)
+# How prepare_demo trains the demo checkpoint (ragrec_django.ml.finetune.FinetuneConfig fields; the
+# time budget is its --clip-minutes). LiT: the bundled MiniLM frozen as the text tower, the small
+# image tower (64x64 pictures) trained from random init on (picture, title) pairs.
+SHOP_DEMO_CLIP_TRAINING = {
+    "lock_text": "minilm",
+    "from_config": "small",
+    "epochs": 100,  # an upper bound: the time budget ends training first on a CPU
+    "batch_size": 128,
+    "lr": 5e-4,
+    "patience": 4,
+    "seed": 0,
+    "name": "demo-lit",
+}
 
 LOGGING = {
     "version": 1,

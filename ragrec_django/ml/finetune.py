@@ -47,7 +47,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -354,7 +354,9 @@ class LockedTextClipEncoder(Encoder):
 
     ``checkpoint`` is the checkpoint directory. Text: the frozen MiniLM (the
     same ``TransformerTextEncoder``, so one MiniLM per process serves this and
-    a MiniLM text space) -> trained projection -> L2 norm. Images: the same
+    a MiniLM text space, and a search query the text space has just encoded
+    is answered from the loaded model's single-query memo) -> trained
+    projection -> L2 norm. Images: the same
     defensive decode and preprocessing as ``OpenClipEncoder`` (format allow-list,
     pixel limit, EXIF, alpha on white; nvJPEG on CUDA) -> trained image tower
     -> L2 norm. Nothing loads (and torch is not imported) until the first encode.
@@ -765,6 +767,8 @@ def train_clip(
     pairs: Iterable[Pair],
     out_dir: str | os.PathLike,
     config: FinetuneConfig | None = None,
+    *,
+    on_progress: Callable[[dict], None] | None = None,
     **options,
 ) -> FinetuneResult:
     """Fine-tune a CLIP on ``pairs`` and write a checkpoint directory with its report under ``out_dir``.
@@ -772,6 +776,15 @@ def train_clip(
     Options are the fields of ``FinetuneConfig`` (pass a config or keywords).
     Returns the checkpoint path, the report (also in ``report.json``) and the
     ``RAGREC["ENCODERS"]`` entry serving the new checkpoint.
+
+    ``on_progress(event)``, if given, is called with a dict when training
+    starts (``"event": "start"``, after the held-out evaluation of the starting
+    model) and after every epoch (``"epoch"``): ``epoch``, ``step``,
+    ``total_steps``, ``elapsed_seconds`` (since training started),
+    ``budget_seconds`` (``max_seconds`` or None), ``eta_seconds`` (training
+    time left: the time budget's rest, or the remaining steps at the pace so
+    far, whichever is shorter; the final evaluation and writing come on top),
+    ``train_loss`` and ``holdout`` (recall@1/5, MRR of the epoch).
     """
     config = (replace(config, **options) if config is not None else FinetuneConfig.from_options(**options)).validated()
     pairs = list(pairs)
@@ -803,7 +816,7 @@ def train_clip(
             image_ids=_content_ids([p.image for p in usable]),
             key_ids=_content_ids([p.key.encode() for p in usable]),
         )
-        report = _run_training(trainee, store, data, config, device, autocast_dtype, lr)
+        report = _run_training(trainee, store, data, config, device, autocast_dtype, lr, on_progress)
     finally:
         store.close()
 
@@ -851,7 +864,9 @@ def _content_ids(blobs: list[bytes]):
     return torch.tensor([ids.setdefault(hashlib.sha256(b).digest(), len(ids)) for b in blobs], dtype=torch.long)
 
 
-def _run_training(trainee: _Trainee, store: _PixelStore, data: _Data, config: FinetuneConfig, device, dtype, lr) -> dict:
+def _run_training(
+    trainee: _Trainee, store: _PixelStore, data: _Data, config: FinetuneConfig, device, dtype, lr, on_progress=None
+) -> dict:
     from tqdm import tqdm
 
     from .finetune_model import (
@@ -893,6 +908,30 @@ def _run_training(trainee: _Trainee, store: _PixelStore, data: _Data, config: Fi
     stopped = "completed"
     clock["start"] = time.monotonic()  # the time limit counts from here: training and its evaluations
     deadline = clock["start"] + config.max_seconds if config.max_seconds else None
+
+    def report_progress(event: str, epoch: int, loss=None, metrics=None) -> None:
+        if on_progress is None:
+            return
+        elapsed = time.monotonic() - clock["start"]
+        left = [max(0.0, config.max_seconds - elapsed)] if config.max_seconds else []
+        if step:
+            left.append(elapsed / step * max(0, total_steps - step))
+        on_progress(
+            {
+                "event": event,
+                "epoch": epoch,
+                "epochs": config.epochs,
+                "step": step,
+                "total_steps": total_steps,
+                "elapsed_seconds": round(elapsed, 2),
+                "budget_seconds": config.max_seconds,
+                "eta_seconds": round(min(left), 1) if left else None,
+                "train_loss": loss,
+                "holdout": _short(metrics) if metrics is not None else None,
+            }
+        )
+
+    report_progress("start", 0, metrics=before)
     with torch.random.fork_rng(devices=[_cuda_index(device)] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
@@ -942,6 +981,7 @@ def _run_training(trainee: _Trainee, store: _PixelStore, data: _Data, config: Fi
                 }
             )
             logger.info("epoch %d: loss %.4f, held-out MRR %.4f", epoch, history[-1]["train_loss"], metrics["mean_mrr"])
+            report_progress("epoch", epoch, history[-1]["train_loss"], metrics)
             if metrics["mean_mrr"] > best["mean_mrr"] + config.min_delta:
                 best, best_state, best_epoch, stale_epochs = metrics, _state_copy(model), epoch, 0
             else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -20,6 +21,8 @@ torch = LazyModule("torch")
 F = LazyModule("torch.nn.functional")
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Single-query embeddings memoised per loaded model (384 floats each for MiniLM: 0.8 MB at most).
+QUERY_MEMO_SIZE = 512
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -41,15 +44,42 @@ def resolve_text_model_source(model: str, revision: str | None = None) -> str:
     return model
 
 
+class QueryMemo:
+    """A small thread-safe LRU of single-query embeddings, keyed by the exact forward input."""
+
+    def __init__(self, size: int = QUERY_MEMO_SIZE):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            vector = self._entries.get(key)
+            if vector is not None:
+                self._entries.move_to_end(key)
+            return vector
+
+    def put(self, key, vector) -> None:
+        with self._lock:
+            self._entries[key] = vector
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 @dataclass
 class LoadedText:
-    """A loaded transformer with its tokenizer."""
+    """A loaded transformer with its tokenizer (one per process, model source, device and dtype)."""
 
     tokenizer: object
     model: torch.nn.Module
     device: torch.device
     # Fast tokenizers are not safe to call from two threads at once.
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Single-query embeddings of this model, shared by every encoder that uses it.
+    queries: QueryMemo = field(default_factory=QueryMemo)
 
 
 class TransformerTextEncoder(Encoder):
@@ -124,6 +154,8 @@ class TransformerTextEncoder(Encoder):
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         loaded = self.load()
+        if len(texts) == 1:
+            return self._encode_query(loaded, texts[0])[None, :]
         size = batch_size or self.batch_size
         # Longest first: similar lengths share a batch, and an OOM shows up on the first batch.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -145,6 +177,28 @@ class TransformerTextEncoder(Encoder):
                 pooled = backoff.run(lambda ids, mask: _mean_pool(loaded.model, ids, mask), input_ids, attention_mask)
                 vectors[rows] = pooled.cpu().numpy()
         return vectors
+
+    def _encode_query(self, loaded: LoadedText, text: str) -> np.ndarray:
+        """One text (a search query): its own tokens only (no padding), memoised per loaded model and token ids.
+
+        The memo lives on the loaded model, so encoders that share it (the
+        ``text`` space and the text side of a ``LockedTextClipEncoder``) share
+        the memo too: a query encoded for one space costs the other a lookup.
+        The key is the exact input of the forward pass (the token ids after
+        truncation), so a hit returns what the forward pass would.
+        """
+        with loaded.tokenizer_lock:
+            ids = loaded.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        key = tuple(ids)
+        vector = loaded.queries.get(key)
+        if vector is None:
+            with torch.inference_mode():
+                input_ids = torch.tensor([ids], dtype=torch.long, device=loaded.device)
+                pooled = _mean_pool(loaded.model, input_ids, torch.ones_like(input_ids))
+            vector = pooled[0].cpu().numpy()
+            vector.setflags(write=False)
+            loaded.queries.put(key, vector)
+        return vector.copy()
 
     def load(self) -> LoadedText:
         """Load (once per process and configuration) and return the model; later calls are free."""

@@ -49,9 +49,11 @@ def fake(monkeypatch, tmp_path):
 def test_steps_run_in_order_and_the_banner_lists_the_logins(fake, capsys, tmp_path):
     calls, processes = fake
     assert run_demo.main(["--port", "8123"]) == 0
-    assert [c[0] for c in calls] == ["migrate", "seed_catalog", "seed_people", "ragrec_reindex", "prepare_demo"]
-    assert calls[3] == ["ragrec_reindex", "--stale", "--wait", "--timeout", "1800"]
-    assert calls[4] == ["prepare_demo", "--drafts", "50"]
+    assert [c[0] for c in calls] == ["migrate", "seed_catalog", "seed_people", "prepare_demo", "ragrec_reindex", "prepare_demo"]
+    # The image space's CLIP model first (trained on the first run), so the worker starts with it in its settings.
+    assert calls[3] == ["prepare_demo", "--clip-only", "--clip-minutes", "3.0"]
+    assert calls[4] == ["ragrec_reindex", "--stale", "--wait", "--timeout", "1800"]
+    assert calls[5] == ["prepare_demo", "--drafts", "50"]
     worker, server = processes
     assert "worker" in worker.args and server.args[2:4] == ["runserver", "127.0.0.1:8123"]
     assert (tmp_path / "broker" / "processed").is_dir()
@@ -64,9 +66,18 @@ def test_steps_run_in_order_and_the_banner_lists_the_logins(fake, capsys, tmp_pa
 def test_no_worker_encodes_and_generates_in_process(fake):
     calls, processes = fake
     run_demo.main(["--no-worker", "--drafts", "5"])
-    assert calls[3] == ["ragrec_reindex", "--sync", "--stale"]
-    assert calls[4] == ["prepare_demo", "--drafts", "5", "--in-process"]
+    assert calls[4] == ["ragrec_reindex", "--sync", "--stale"]
+    assert calls[5] == ["prepare_demo", "--drafts", "5", "--in-process"]
     assert len(processes) == 1  # the web server only
+
+
+def test_clip_budget_and_skipping_the_training(fake):
+    calls, _ = fake
+    run_demo.main(["--clip-minutes", "1.5"])
+    assert calls[3] == ["prepare_demo", "--clip-only", "--clip-minutes", "1.5"]
+    calls.clear()
+    run_demo.main(["--skip-clip-training"])
+    assert calls[3] == ["prepare_demo", "--clip-only", "--skip-clip-training"]
 
 
 def test_ctrl_c_stops_what_was_started(fake, monkeypatch, capsys):
@@ -74,7 +85,7 @@ def test_ctrl_c_stops_what_was_started(fake, monkeypatch, capsys):
 
     def interrupted(args, **kwargs):
         calls.append(args[2:])
-        if args[2] == "prepare_demo":
+        if args[2] == "prepare_demo" and "--clip-only" not in args:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(run_demo.subprocess, "run", interrupted)

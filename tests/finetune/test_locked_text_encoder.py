@@ -126,3 +126,26 @@ def test_encoder_setting_of_a_checkpoint(trained_lit):
         "BACKEND": "ragrec_django.ml.finetune.LockedTextClipEncoder",
         "OPTIONS": {"checkpoint": trained_lit.checkpoint, "device": "cuda"},
     }
+
+
+def test_text_side_shares_the_text_space_minilm_and_its_query_memo(trained_lit):
+    """One MiniLM per process: the LiT encoder's text side is the loaded model of the "text" space."""
+    from ragrec_django.ml.loading import loaded_keys
+
+    encoder = LockedTextClipEncoder(checkpoint=trained_lit.checkpoint, device="cpu")
+    text_space = TransformerTextEncoder(device="cpu")
+    assert encoder.text_encoder.load() is text_space.load()
+    assert sum(1 for key in loaded_keys() if key[0] == "transformers" and key[1] == text_space.source) == 1
+
+    query = "a purple lamp, query %d" % id(encoder)
+    calls = []
+    handle = text_space.load().model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        sentence = text_space.encode_texts([query])
+        projected = encoder.encode_texts([query])
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # the image space's query reused the text space's forward pass
+    state = load_file(os.path.join(trained_lit.checkpoint, "model.safetensors"))
+    expected = sentence @ state["text_projection.weight"].T + state["text_projection.bias"]
+    np.testing.assert_allclose(projected, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)

@@ -126,3 +126,50 @@ def test_dimension_falls_back_to_autoconfig_for_renamed_fields(tmp_path):
     empty.mkdir()
     with pytest.raises(EncoderError, match="Cannot read the config"):
         TransformerTextEncoder(model=str(empty), device="cpu").dimension
+
+
+def _forward_counter(model):
+    calls = []
+    handle = model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    return calls, handle
+
+
+def test_a_single_query_is_its_own_tokens_and_matches_the_batched_path(minilm):
+    """One text (a search query) runs unpadded; the vector is what the batched path gives it."""
+    queries = ["blue linen t-shirt, size M", "a red mug"]
+    batched = minilm.encode_texts(queries)
+    loaded = minilm.load()
+    calls, handle = _forward_counter(loaded.model)
+    try:
+        single = np.stack([minilm.encode_texts([query])[0] for query in queries])
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(single, batched, atol=1e-5)
+    expected_lengths = [len(loaded.tokenizer(q)["input_ids"]) for q in queries]
+    assert calls == [(1, length) for length in expected_lengths]  # one row each, no padding
+
+
+def test_single_queries_are_memoised_per_model_and_token_ids(minilm):
+    """A repeated query (e.g. the text and image spaces of one search) runs the model once; a truncation
+    that changes the tokens is another key, and a caller cannot alter the memoised vector."""
+    loaded = minilm.load()
+    same_model = TransformerTextEncoder(device="cpu", max_length=128)  # like a LockedTextClipEncoder's text side
+    assert same_model.load() is loaded
+    query = "green waterproof hiking boots %d" % id(loaded)  # not memoised by an earlier test
+    calls, handle = _forward_counter(loaded.model)
+    try:
+        first = minilm.encode_texts([query])
+        first[0, :] = 0  # the caller owns its copy
+        again = same_model.encode_texts([query])
+        assert len(calls) == 1
+        np.testing.assert_allclose(np.linalg.norm(again, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(again, minilm.encode_texts([query]), atol=0)
+        assert len(calls) == 1
+        short = TransformerTextEncoder(device="cpu", max_length=4)
+        truncated = short.encode_texts([query])
+        assert len(calls) == 2 and not np.allclose(truncated, again)
+    finally:
+        handle.remove()
+    assert len(loaded.queries) <= loaded.queries.size

@@ -51,11 +51,13 @@ def read_pairs(text_field: str = "title", limit: int | None = None, adapter=None
     return pairs, skipped
 
 
-def finetune_from_adapter(out: str, *, text_field: str = "title", limit: int | None = None, **options):
-    """Read pairs through the adapter and run ``train_clip`` (the command and ``finetune_clip_task`` share this).
+def finetune_from_adapter(out: str, *, text_field: str = "title", limit: int | None = None, on_progress=None, **options):
+    """Read pairs through the adapter and run ``train_clip`` (the command, ``finetune_clip_task`` and the
+    demo's ``prepare_demo --clip-only`` share this).
 
-    ``options`` are ``FinetuneConfig`` fields. Returns the ``FinetuneResult``;
-    its report gains ``adapter_skipped`` (items without a usable image or text).
+    ``options`` are ``FinetuneConfig`` fields; ``on_progress`` is ``train_clip``'s
+    progress callback. Returns the ``FinetuneResult``; its report gains
+    ``adapter_skipped`` (items without a usable image or text).
     """
     from ragrec_django.ml.finetune import FinetuneConfig, train_clip
 
@@ -63,7 +65,7 @@ def finetune_from_adapter(out: str, *, text_field: str = "title", limit: int | N
     pairs, skipped = read_pairs(text_field, limit)
     if not pairs:
         raise ValueError("No item has both an image and a %s; nothing to train on." % text_field)
-    result = train_clip(pairs, out, config)
+    result = train_clip(pairs, out, config, on_progress=on_progress)
     result.report["adapter_skipped"] = len(skipped)
     result.report["text_field"] = text_field
     return result
