@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from . import clip_text
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
 from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
@@ -134,7 +135,8 @@ class OpenClipEncoder(Encoder):
         backoff = OomBackoff(batch_size or self.batch_size)
         with torch.inference_mode(), self._autocast(loaded.device):
             vectors = backoff.run(
-                lambda batch: F.normalize(loaded.model.encode_text(batch.to(loaded.device)).float(), dim=-1), tokens
+                lambda batch: F.normalize(clip_text.encode_text(loaded.model, batch.to(loaded.device)).float(), dim=-1),
+                tokens,
             )
         return vectors.cpu().numpy()
 

@@ -9,7 +9,9 @@ is what makes CPU query encoding in the web process affordable.
 
 from __future__ import annotations
 
-import torch
+from .lazy import LazyModule
+
+torch = LazyModule("torch")
 
 #: open_clip's SimpleTokenizer pads with token id 0.
 PAD_ID = 0
@@ -28,14 +30,14 @@ def can_trim(model) -> bool:
     )
 
 
-def used_length(tokens: torch.Tensor) -> int:
+def used_length(tokens) -> int:
     """Positions up to the last non-padding token of the longest row (at least 1)."""
     used = (tokens != PAD_ID).int()
     positions = torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
     return max(int((used * positions).max()), 1)
 
 
-def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text(model, tokens):
     """``model.encode_text(tokens)``, computed on the tokens cut to their used length when that is exact."""
     if not can_trim(model):
         return model.encode_text(tokens)

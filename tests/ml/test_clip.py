@@ -218,3 +218,30 @@ def test_nvjpeg_path_matches_the_cpu_path(tiny_clip_options, samples, monkeypatc
         assert gpu.vectors.dtype == np.float32 and set(gpu.errors) == {1}
         unit_rows(gpu.vectors[gpu.ok_indices])
         assert ((gpu.vectors * cpu.vectors).sum(axis=1)[gpu.ok_indices] > 0.98).all()
+
+
+@pytest.mark.parametrize("texts", [["red mug"], ["a", "a much longer product title with many more words in it"]])
+def test_text_tower_without_padding_equals_open_clips_own(tiny, texts):
+    from ragrec_django.ml import clip_text
+
+    loaded = tiny.load()
+    tokens = loaded.tokenizer(texts)
+    assert clip_text.can_trim(loaded.model)
+    assert clip_text.used_length(tokens) < tokens.shape[1]
+    with torch.inference_mode():
+        full = loaded.model.encode_text(tokens)
+        trimmed = clip_text.encode_text(loaded.model, tokens)
+    torch.testing.assert_close(trimmed, full, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        tiny.encode_texts(texts), torch.nn.functional.normalize(full, dim=-1).numpy(), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_text_longer_than_the_context_is_encoded_whole(tiny):
+    from ragrec_django.ml import clip_text
+
+    loaded = tiny.load()
+    tokens = loaded.tokenizer(["word " * 200])
+    assert clip_text.used_length(tokens) == tokens.shape[1]
+    with torch.inference_mode():
+        torch.testing.assert_close(clip_text.encode_text(loaded.model, tokens), loaded.model.encode_text(tokens))
