@@ -60,7 +60,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": database_settings(VAR_DIR / "postgres")}
+# Persistent connections (seconds; 0: one per request), e.g. SHOP_DEMO_CONN_MAX_AGE=60 under gunicorn.
+DATABASES = {
+    "default": database_settings(VAR_DIR / "postgres", conn_max_age=int(os.environ.get("SHOP_DEMO_CONN_MAX_AGE", "0")))
+}
 if os.environ.get("SHOP_DEMO_TEST_DB"):  # lets two test runs share one server
     DATABASES["default"]["TEST"] = {"NAME": os.environ["SHOP_DEMO_TEST_DB"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -35,7 +35,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .settings import *  # noqa: F401,F403  (the demo's apps, middleware, templates, RAGREC...)
-from .settings import REST_FRAMEWORK, VAR_DIR
+from .settings import DATABASES, REST_FRAMEWORK, VAR_DIR
 
 
 def env(name: str, default: str | None = None, *, required: bool = False) -> str:
@@ -86,6 +86,8 @@ if env("SECURE_PROXY_SSL_HEADER", "1") == "1":
 
 # --- Database, cache, sessions, Celery --------------------------------------------------------------
 # DATABASES comes from the demo's settings: DATABASE_URL when set (ragrec_django.embedded.database_settings).
+# Keep connections open between requests (behind PgBouncer in transaction mode, set this to 0).
+DATABASES["default"]["CONN_MAX_AGE"] = int(env("CONN_MAX_AGE", "60"))
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/1")
 CACHES = {
     "default": {
