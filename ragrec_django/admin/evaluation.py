@@ -13,9 +13,9 @@ import json
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
-from django.urls import path
 
 from ..evaluation import report as reports
+from .pages import add_admin_page
 
 URL_NAME = "ragrec_django_evaluation"
 
@@ -51,13 +51,4 @@ def evaluation_view(request):
     return TemplateResponse(request, "admin/ragrec_django/evaluation.html", context)
 
 
-def _with_evaluation_url(get_urls):
-    def wrapped():
-        return [path("ragrec_django/evaluation/", admin.site.admin_view(evaluation_view), name=URL_NAME)] + get_urls()
-
-    wrapped.ragrec_evaluation = True
-    return wrapped
-
-
-if not getattr(admin.site.get_urls, "ragrec_evaluation", False):
-    admin.site.get_urls = _with_evaluation_url(admin.site.get_urls)
+add_admin_page("ragrec_django/evaluation/", evaluation_view, URL_NAME)

@@ -21,11 +21,11 @@ from django import forms
 from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.template.response import TemplateResponse
-from django.urls import path
 from django.utils import timezone
 
 from ..conf import ragrec_settings
 from ..services import experiments
+from .pages import add_admin_page
 
 URL_NAME = "ragrec_django_experiments"
 DEFAULT_DAYS = 14
@@ -186,13 +186,4 @@ def _experiment_plots(report) -> list[dict]:
     return plots
 
 
-def _with_experiments_url(get_urls):
-    def wrapped():
-        return [path("ragrec_django/experiments/", admin.site.admin_view(experiments_view), name=URL_NAME)] + get_urls()
-
-    wrapped.ragrec_experiments = True
-    return wrapped
-
-
-if not getattr(admin.site.get_urls, "ragrec_experiments", False):
-    admin.site.get_urls = _with_experiments_url(admin.site.get_urls)
+add_admin_page("ragrec_django/experiments/", experiments_view, URL_NAME)

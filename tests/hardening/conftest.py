@@ -3,31 +3,11 @@ and the demo's WSGI application served in-process (as a WSGI server would run it
 
 import pytest
 from django.core import signals
-from django.core.cache import caches
 from django.core.handlers.wsgi import WSGIHandler
 from django.db import close_old_connections
-from rest_framework.test import APIClient
 
-from ragrec_django import textsearch
-from ragrec_django.conf import ragrec_settings
+from tests.api.conftest import _fresh_spelling_vocabulary, _fresh_throttle_counters, api  # noqa: F401  (reused)
 from tests.services.conftest import catalogue, jpeg  # noqa: F401  (the encoded catalogue fixture, reused)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttle_counters():
-    caches[ragrec_settings.API_THROTTLE_CACHE].clear()
-    yield
-    caches[ragrec_settings.API_THROTTLE_CACHE].clear()
-
-
-@pytest.fixture(autouse=True)
-def _fresh_spelling_vocabulary():
-    textsearch._cache.clear()
-
-
-@pytest.fixture
-def api():
-    return APIClient()
 
 
 @pytest.fixture
