@@ -74,7 +74,7 @@ DEFAULTS: dict[str, Any] = {
     # (near the history profile), "repeat" (the visitor's own purchases), "co_purchase" (bought
     # with what they bought). 0 leaves a list out. The defaults won the offline evaluation on real
     # orders (docs/evaluation.md); {"similar": 1.0} alone never shows what the visitor bought.
-    "FOR_YOU_WEIGHTS": {"similar": 0.5, "repeat": 1.25, "co_purchase": 1.0},
+    "FOR_YOU_WEIGHTS": {"similar": 0.25, "repeat": 1.25, "co_purchase": 1.0},
     # A/B experiments: {name: {"RECOMMENDERS": [names] (optional: all), "VARIANTS": {variant: {"CONFIG": serving
     # config, "WEIGHT": share}, ...}}}. A visitor's variant is a hash of (name, user id or session key); the first
     # variant listed is the baseline. Checked by ragrec.E011/W002; see ragrec_django.services.experiments.

@@ -103,7 +103,7 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
         return []
     paths = []
     ks = list(range(1, report["k_max"] + 1))
-    styles = {"service": "-", "baseline": "--", "prototype": ":"}
+    styles = {"service": "-", "baseline": "--", "ablation": ":", "prototype": ":"}
     names = list(report["recommenders"])
     palette = plt.get_cmap("tab20").colors if len(names) > 10 else plt.get_cmap("tab10").colors
     colours = {name: palette[(2 * i) % 20 + (2 * i) // 20] if len(names) > 10 else palette[i] for i, name in enumerate(names)}
@@ -120,7 +120,7 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
             axis.grid(alpha=0.3)
         axes.flat[0].legend(fontsize=8, loc="upper left")
         figure.suptitle(
-            "%s, variant %r: %s (%d visitors; solid: services, dashed: baselines, dotted: prototypes)"
+            "%s, variant %r: %s (%d visitors; solid: services, dashed: baselines, dotted: ablations)"
             % (report["dataset"]["name"], variant, data["description"], data["users"]), fontsize=9,
         )
         figure.tight_layout()

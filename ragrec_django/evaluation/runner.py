@@ -17,12 +17,13 @@ Protocol (temporal leave-last-basket-out):
   ``new``  targets: held-out items the visitor had not bought in training (visitors without any
            are left out); lists with the visitor's training purchases removed first.
 
-Recommenders (``kind``): the services ``for_you``, ``bought_together`` (the per-item lists of the
-visitor's last training basket fused by reciprocal rank), ``buy_again`` and ``trending``; the
-baselines ``popularity`` (training baskets containing the item) and item-to-item
-co-occurrence counted from the training baskets, seeded with the last training basket
-(``cooc_last``) or every training purchase (``cooc_all``); and ``prototype`` variants that show
-what a service change would do (see ``PROTOTYPES``).
+Recommenders (``kind``): the services ``for_you``, ``bought_together`` (the basket service on the
+visitor's last training basket, one call per visitor), ``bought_together_visitor`` (the same with
+the visitor's repeat purchases fused in), ``buy_again`` and ``trending``; the baselines
+``popularity`` (training baskets containing the item) and item-to-item co-occurrence counted from
+the training baskets, seeded with the last training basket (``cooc_last``) or every training
+purchase (``cooc_all``); and, on request only, ``ablation`` runs of ``for_you`` with one or two of
+its lists (``FOR_YOU_WEIGHTS`` replaced), to show what each list contributes.
 """
 
 from __future__ import annotations
@@ -278,10 +279,7 @@ def _keys(result) -> list[str]:
 def rec_for_you(ctx: Context, visitor: str) -> list[str]:
     from ..services import recommend
 
-    cache = ctx.caches.setdefault("for_you", {})
-    if visitor not in cache:
-        cache[visitor] = _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
-    return cache[visitor]
+    return _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
 
 
 def rec_buy_again(ctx: Context, visitor: str) -> list[str]:
@@ -299,23 +297,42 @@ def rec_trending(ctx: Context, visitor: str) -> list[str]:
     return top
 
 
-def bought_together_scored(ctx: Context, item: str) -> list[tuple[str, float | None]]:
-    """The service's list for one item as (key, co-purchase count or None for the complement and content
-    tiers); cached, since the database does not change during a run."""
-    from ..services import recommend
-
-    cache = ctx.caches.setdefault("bought_together", {})
-    if item not in cache:
-        try:
-            result = recommend.bought_together(item, k=ctx.depth)
-            cache[item] = [(r.item.key, r.components.get("co_purchases")) for r in result]
-        except recommend.ItemNotFound:
-            cache[item] = []
-    return cache[item]
+def _last_basket(ctx: Context, visitor: str) -> list[str]:
+    history = ctx.split.history.get(visitor)
+    return list(history[-1].items) if history else []
 
 
-def bought_together_for(ctx: Context, item: str) -> list[str]:
-    return [key for key, _ in bought_together_scored(ctx, item)]
+def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
+    """The basket service on the visitor's last training basket: one call per visitor."""
+    from ..services import history
+
+    basket = _last_basket(ctx, visitor)
+    if not basket:
+        return []
+    return _keys(history.bought_together_for_basket(basket, k=ctx.depth))
+
+
+def rec_bought_together_visitor(ctx: Context, visitor: str) -> list[str]:
+    """The same, with the visitor's own repeat purchases fused in (``visitor=``)."""
+    from ..services import history
+
+    basket = _last_basket(ctx, visitor)
+    if not basket:
+        return []
+    return _keys(history.bought_together_for_basket(basket, k=ctx.depth, visitor=_service_visitor(visitor)))
+
+
+def _for_you_with(weights: dict[str, float]) -> Callable[[Context, str], list[str]]:
+    """``for_you`` with ``RAGREC["FOR_YOU_WEIGHTS"]`` replaced (an ablation: which list does what)."""
+
+    def recommend_with(ctx: Context, visitor: str) -> list[str]:
+        from django.conf import settings
+        from django.test.utils import override_settings
+
+        with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "FOR_YOU_WEIGHTS": weights}):
+            return rec_for_you(ctx, visitor)
+
+    return recommend_with
 
 
 def fuse_by_rank(lists: Iterable[Sequence[str]], constant: float = 60.0, weights: Sequence[float] | None = None) -> list[str]:
@@ -330,100 +347,33 @@ def fuse_by_rank(lists: Iterable[Sequence[str]], constant: float = 60.0, weights
     return sorted(scores, key=lambda key: (-scores[key], order[key]))
 
 
-def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
-    history = ctx.split.history.get(visitor)
-    if not history:
-        return []
-    return fuse_by_rank(bought_together_for(ctx, item) for item in history[-1].items)[: ctx.depth * 2]
-
-
-# ---------------------------------------------------------------- prototypes (not services)
-
-
-def personal_frequency(ctx: Context, visitor: str, half_life_baskets: float = 3.0) -> list[str]:
-    """The visitor's own purchases, by number of training baskets holding them (each basket weighted
-    by 0.5 ** (baskets since / half_life_baskets)), most recent first on ties."""
-    history = ctx.split.history.get(visitor) or []
-    scores: dict[str, float] = {}
-    last_seen: dict[str, int] = {}
-    for age, basket in enumerate(reversed(history)):
-        for item in basket.items:
-            scores[item] = scores.get(item, 0.0) + 0.5 ** (age / half_life_baskets)
-            last_seen.setdefault(item, age)
-    return sorted(scores, key=lambda item: (-scores[item], last_seen[item], item))
-
-
-def proto_buy_again_frequency(ctx: Context, visitor: str) -> list[str]:
-    """PROTOTYPE "buy again" ranked by how many baskets held the item (recent baskets count more),
-    instead of by the last purchase time only."""
-    return personal_frequency(ctx, visitor)[: ctx.depth * 2]
-
-
-def proto_bought_together_counts(ctx: Context, visitor: str) -> list[str]:
-    """PROTOTYPE basket-level "bought together": the co-purchase counts of the service's per-item lists
-    summed over the last basket's items (a count-weighted union, like one SQL query over the whole
-    basket would give); items only from the complement/content tiers follow, by reciprocal rank."""
-    history = ctx.split.history.get(visitor)
-    if not history:
-        return []
-    counts: dict[str, float] = {}
-    for item in history[-1].items:
-        for key, count in bought_together_scored(ctx, item):
-            if count is not None:
-                counts[key] = counts.get(key, 0.0) + count
-    ranked = sorted(counts, key=lambda key: (-counts[key], key))
-    rest = [key for key in rec_bought_together(ctx, visitor) if key not in counts]
-    return (ranked + rest)[: ctx.depth * 2]
-
-
-def proto_for_you_repeat(ctx: Context, visitor: str) -> list[str]:
-    """PROTOTYPE "for you" + buy again: the visitor's repeat purchases (``personal_frequency``) fused by
-    reciprocal rank with the service's "for you" list (which excludes everything bought)."""
-    return fuse_by_rank([personal_frequency(ctx, visitor), rec_for_you(ctx, visitor)])[: ctx.depth * 2]
-
-
-def proto_for_you_cooc(ctx: Context, visitor: str) -> list[str]:
-    """PROTOTYPE "for you" with purchase signals: repeat purchases, co-occurrence with the whole
-    history and the service's content-based list, fused by reciprocal rank (weights 1, 1, 0.5)."""
-    return fuse_by_rank(
-        [personal_frequency(ctx, visitor), rec_cooc_all(ctx, visitor), rec_for_you(ctx, visitor)], weights=[1.0, 1.0, 0.5]
-    )[: ctx.depth * 2]
-
-
-def proto_bought_together_repeat(ctx: Context, visitor: str) -> list[str]:
-    """PROTOTYPE "bought together" for a returning shopper: the last basket's items themselves
-    (repeat purchases) fused with the service's per-item lists."""
-    history = ctx.split.history.get(visitor)
-    if not history:
-        return []
-    return fuse_by_rank([personal_frequency(ctx, visitor), rec_bought_together(ctx, visitor)])[: ctx.depth * 2]
-
-
 @dataclass(frozen=True)
 class Recommender:
     name: str
-    kind: str  # service, baseline, prototype
+    kind: str  # service, baseline, ablation
     function: Callable[[Context, str], list[str]]
     description: str
+    default: bool = True  # run when no --recommenders is given
 
 
 RECOMMENDERS: dict[str, Recommender] = {
     r.name: r
     for r in [
-        Recommender("for_you", "service", rec_for_you, "services.recommend.for_you (title embeddings, history profile; excludes anything seen or bought)"),
-        Recommender("bought_together", "service", rec_bought_together, "services.recommend.bought_together for each item of the last training basket, fused by reciprocal rank"),
-        Recommender("buy_again", "service", rec_buy_again, "services.recommend.buy_again (own purchases, most recent first)"),
-        Recommender("trending", "service", rec_trending, "services.recommend.trending (decayed popularity, same for everyone)"),
+        Recommender("for_you", "service", rec_for_you, "services.recommend.for_you: similar, repeat and co-purchase lists fused by reciprocal rank (FOR_YOU_WEIGHTS)"),
+        Recommender("bought_together", "service", rec_bought_together, "history.bought_together_for_basket on the last training basket (co-purchase counts summed over it; the basket itself excluded)"),
+        Recommender("bought_together_visitor", "service", rec_bought_together_visitor, "the same with visitor=: the visitor's repeat purchases fused in"),
+        Recommender("buy_again", "service", rec_buy_again, "services.recommend.buy_again (own purchases, order frequency with recency decay)"),
+        Recommender("trending", "service", rec_trending, "services.recommend.trending (decayed popularity by distinct visitors, same for everyone)"),
         Recommender("popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"),
         Recommender("cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"),
         Recommender("cooc_all", "baseline", rec_cooc_all, "co-occurrence counts with every item bought in training"),
-        Recommender("proto_buy_again_frequency", "prototype", proto_buy_again_frequency, "PROTOTYPE: buy again ranked by basket frequency with recency decay"),
-        Recommender("proto_bought_together_counts", "prototype", proto_bought_together_counts, "PROTOTYPE: bought together summing co-purchase counts over the basket"),
-        Recommender("proto_for_you_repeat", "prototype", proto_for_you_repeat, "PROTOTYPE: repeat purchases + for_you, rank-fused"),
-        Recommender("proto_for_you_cooc", "prototype", proto_for_you_cooc, "PROTOTYPE: repeat purchases + co-occurrence profile + for_you, rank-fused"),
-        Recommender("proto_bought_together_repeat", "prototype", proto_bought_together_repeat, "PROTOTYPE: repeat purchases + bought_together, rank-fused"),
+        Recommender("for_you_similar", "ablation", _for_you_with({"similar": 1.0}), "for_you with the similar list only (the service before the fusion)", default=False),
+        Recommender("for_you_repeat", "ablation", _for_you_with({"repeat": 1.0}), "for_you with the repeat list only", default=False),
+        Recommender("for_you_co_purchase", "ablation", _for_you_with({"co_purchase": 1.0}), "for_you with the co-purchase list only", default=False),
+        Recommender("for_you_no_similar", "ablation", _for_you_with({"repeat": 1.0, "co_purchase": 1.0}), "for_you with the repeat and co-purchase lists, equal weights", default=False),
     ]
 }
+DEFAULT_RECOMMENDERS = tuple(name for name, r in RECOMMENDERS.items() if r.default)
 
 
 # ---------------------------------------------------------------- scoring
@@ -501,7 +451,7 @@ class Options:
     k_max: int = 20
     users: int | None = None  # sample size (None: every eligible visitor)
     seed: int = 0
-    recommenders: Sequence[str] = tuple(RECOMMENDERS)
+    recommenders: Sequence[str] = DEFAULT_RECOMMENDERS
     space: str = "text"
 
 
@@ -509,6 +459,7 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     """Split, load the training data into the current database, encode, recommend, score: the report."""
     say = progress or (lambda message: None)
     timings: dict[str, float] = {}
+    loads = [_load_average()]
     started = time.perf_counter()
     unknown = sorted(set(options.recommenders) - set(RECOMMENDERS))
     if unknown:
@@ -541,16 +492,23 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     depth = 2 * options.k_max
     ctx = build_context(split, [p.key for p in dataset.products], depth)
     lists: dict[str, dict[str, list[str]]] = {}
+    latency: dict[str, dict[str, float]] = {}
     for name in options.recommenders:
         recommender = RECOMMENDERS[name]
         t = time.perf_counter()
         lists[name] = {}
+        calls = []
         for i, visitor in enumerate(visitors, start=1):
+            call = time.perf_counter()
             lists[name][visitor] = recommender.function(ctx, visitor)
+            calls.append(time.perf_counter() - call)
             if i % 500 == 0:
                 say("%s: %d/%d visitors (%.0f s)" % (name, i, len(visitors), time.perf_counter() - t))
         timings["recommend:" + name] = time.perf_counter() - t
-        say("%s: %d visitors in %.1f s" % (name, len(visitors), timings["recommend:" + name]))
+        latency[name] = _latency(calls)
+        loads.append(_load_average())
+        say("%s: %d visitors in %.1f s (%.1f ms per visitor, p95 %.1f ms)"
+            % (name, len(visitors), timings["recommend:" + name], latency[name]["mean_ms"], latency[name]["p95_ms"]))
 
     targets_all = {v: set(split.test[v].items) for v in visitors}
     bought = {v: split.bought(v) for v in visitors}
@@ -592,10 +550,30 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         "depth": depth,
         "encoder": getattr(encoder, "version", str(encoder)),
         "machine": machine(),
+        "load_average_1min": {"start": loads[0], "min": min(loads), "max": max(loads), "end": loads[-1]},
         "timings_s": {name: round(value, 1) for name, value in timings.items()},
+        "latency_per_visitor": latency,
         "recommenders": {name: {"kind": RECOMMENDERS[name].kind, "description": RECOMMENDERS[name].description}
                          for name in options.recommenders},
         "variants": variants,
+    }
+
+
+def _load_average() -> float:
+    """The 1-minute load average (other jobs on the machine slow every timing here); 0 where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return 0.0
+
+
+def _latency(seconds: Sequence[float]) -> dict[str, float]:
+    """Mean, median and 95th percentile of per-visitor call times, in milliseconds (cached lists count as ~0)."""
+    values = np.asarray(seconds, dtype=float) * 1000 if len(seconds) else np.zeros(1)
+    return {
+        "mean_ms": round(float(values.mean()), 1),
+        "p50_ms": round(float(np.percentile(values, 50)), 1),
+        "p95_ms": round(float(np.percentile(values, 95)), 1),
     }
 
 

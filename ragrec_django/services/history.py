@@ -1,36 +1,84 @@
-"""Recommenders built from interactions: trending, for you, bought together, recently viewed, buy again."""
+"""Recommenders built from interactions: trending, for you, bought together, recently viewed, buy again.
+
+Every list here costs a fixed number of SQL queries, whatever the length of the visitor's history
+or the size of the basket: purchase counts are summed inside PostgreSQL, never item by item.
+"""
 
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Max
+from django.db.models import Max
 from django.utils import timezone
 
 from .. import storage
 from ..conf import ragrec_settings
 from ..models import ComplementPair, Interaction, Item
 from ..ranking.candidates import Candidate
-from ..ranking.fusion import weighted_score_fusion
+from ..ranking.fusion import reciprocal_rank_fusion, weighted_score_fusion
 from ..ranking.recency import recency_weighted_profile
 from .results import (
+    ItemNotFound,
     RecommendationList,
     Visitor,
-    anchor_item,
     candidates_from,
     cap_k,
     finish,
     item_filter,
-    same_group_ids,
     serving_rules,
     space_ready,
 )
 
 Event = Interaction.Event
 
+#: Repeat purchases ("buy again", the "repeat" list of "for you"): each of the visitor's orders that
+#: holds an item adds ``0.5 ** (orders since / REPEAT_HALF_LIFE_ORDERS)`` to it, so their latest
+#: order counts 1 and the one three orders earlier 0.5. Counting orders (not days) suits shoppers
+#: who order weekly as well as those who order twice a year.
+REPEAT_HALF_LIFE_ORDERS = 3.0
+#: The "co_purchase" list of "for you" starts from the visitor's strongest repeat purchases, at most this many.
+CO_PURCHASE_SEEDS = 20
+#: Co-purchase counts read only the latest this many purchase lines of each seed or basket item (one
+#: per order, unless an order lists the item twice): it keeps a query over a basket of popular items
+#: fast (at most seeds x this many orders are read) and follows what is bought with an item lately;
+#: on the evaluation data it ranked as well as reading every order (docs/evaluation.md). None: all.
+CO_PURCHASE_ORDERS_PER_ITEM: int | None = 50
+#: Lists fused by "for you" (``RAGREC["FOR_YOU_WEIGHTS"]``).
+FOR_YOU_LISTS = ("similar", "repeat", "co_purchase")
+#: Reciprocal rank fusion constant (the usual 60).
+RRF_K = 60
+#: "Bought together" for a basket looks for content-based complements of at most this many of its
+#: items (one vector query each), and only when co-purchases and approved complements fall short.
+CONTENT_ANCHORS = 5
 
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _visitor_sql(visitor: Visitor, alias: str = "e") -> tuple[str, list] | None:
+    """``(condition, params)`` selecting the visitor's events, as ``Visitor.events`` does; None for nobody."""
+    if visitor.user_id is not None:
+        return "%s.user_id = %%s" % alias, [visitor.user_id]
+    if visitor.session_key:
+        return "%s.session_key = %%s" % alias, [visitor.session_key]
+    return None
+
+
+# ---------------------------------------------------------------- trending
+
+
+@storage.with_generation_snapshot
 def trending(*, k: int | None = None, config: str = "default", category: str | None = None) -> RecommendationList:
-    """Time-decayed popularity of items (views, clicks, carts, purchases weighted by EVENT_WEIGHTS)."""
+    """Time-decayed popularity: how many visitors viewed, clicked, carted or bought each item lately.
+
+    Each visitor counts once per item, with the weight (``EVENT_WEIGHTS``) and time decay
+    (``TRENDING_HALF_LIFE_HOURS``) of their strongest event on it: a visitor who buys counts more
+    than one who looks, but neither a wholesale line of 500 units nor one visitor's fifty page
+    views can fill the list.
+    """
     k = cap_k(k)
     scores = _decayed_popularity(category=category, limit=max(k * 4, 40))
     reason = "trending in %s" % category if category else "trending now"
@@ -42,18 +90,17 @@ def _decayed_popularity(*, category: str | None, limit: int) -> list[tuple[int, 
     weights = ragrec_settings.EVENT_WEIGHTS
     cases = " ".join("WHEN %s THEN %s" for _ in weights)
     params: list = [value for pair in weights.items() for value in pair]
+    # One row per (item, visitor): the visitor's strongest decayed event on the item. Events of
+    # nobody (no user, no session) count one each.
     sql = (
-        "SELECT e.item_id, SUM((CASE e.event {cases} ELSE 0 END) * e.quantity "
-        "* exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS score "
-        "FROM {events} e JOIN {items} i ON i.id = e.item_id "
-        "WHERE e.item_id IS NOT NULL AND e.created_at > now() - make_interval(secs => %s) AND i.is_eligible {category} "
-        "GROUP BY e.item_id ORDER BY score DESC, e.item_id LIMIT %s"
-    ).format(
-        cases=cases,
-        events=connection.ops.quote_name(Interaction._meta.db_table),
-        items=connection.ops.quote_name(Item._meta.db_table),
-        category="AND i.category = %s" if category else "",
-    )
+        "SELECT item_id, SUM(best) AS score FROM ("
+        " SELECT e.item_id, MAX((CASE e.event {cases} ELSE 0 END)"
+        " * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
+        " FROM {events} e JOIN {items} i ON i.id = e.item_id"
+        " WHERE e.item_id IS NOT NULL AND e.created_at > now() - make_interval(secs => %s) AND i.is_eligible {category}"
+        " GROUP BY e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
+        ") per_visitor GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
+    ).format(cases=cases, events=_table(Interaction), items=_table(Item), category="AND i.category = %s" if category else "")
     params += [half_life, half_life * 8]
     if category:
         params.append(category)
@@ -63,20 +110,208 @@ def _decayed_popularity(*, category: str | None, limit: int) -> list[tuple[int, 
         return [(item_id, float(score)) for item_id, score in cursor.fetchall() if score > 0]
 
 
+# ---------------------------------------------------------------- repeat purchases
+
+
+def _repeat_purchases(visitor: Visitor, *, limit: int) -> list[tuple[int, float, int]]:
+    """The visitor's purchases as ``(item id, score, orders)``, best first (one query).
+
+    ``score`` sums ``0.5 ** (orders since / REPEAT_HALF_LIFE_ORDERS)`` over the visitor's orders
+    holding the item (their latest order is 0 orders ago); ties go to the more recently bought,
+    then the lower id. A purchase without an order id is an order of its own.
+    """
+    where = _visitor_sql(visitor)
+    if where is None:
+        return []
+    condition, params = where
+    sql = (
+        "WITH lines AS ("
+        " SELECT e.item_id, COALESCE(NULLIF(e.order_id, ''), 'event:' || e.id::text) AS basket, e.created_at"
+        " FROM {events} e WHERE {condition} AND e.event = %s AND e.item_id IS NOT NULL"
+        "), baskets AS ("
+        " SELECT basket, row_number() OVER (ORDER BY MIN(created_at) DESC, basket DESC) - 1 AS age"
+        " FROM lines GROUP BY basket"
+        "), held AS (SELECT DISTINCT l.item_id, b.age FROM lines l JOIN baskets b ON b.basket = l.basket) "
+        "SELECT item_id, SUM(power(0.5, age / %s)) AS score, COUNT(*) AS orders FROM held "
+        "GROUP BY item_id ORDER BY score DESC, MIN(age), item_id LIMIT %s"
+    ).format(events=_table(Interaction), condition=condition)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + [Event.PURCHASE, REPEAT_HALF_LIFE_ORDERS, limit])
+        return [(item_id, float(score), int(orders)) for item_id, score, orders in cursor.fetchall()]
+
+
+def _repeat_candidates(rows: Iterable[tuple[int, float, int]]) -> list[Candidate]:
+    return [
+        Candidate(
+            item_id=item_id, score=score,
+            reasons=["you buy this often" if orders > 1 else "you bought this before"],
+            components={"repeat": score, "orders": float(orders)},
+        )
+        for item_id, score, orders in rows
+    ]
+
+
+# ---------------------------------------------------------------- co-purchases
+
+
+_DEFAULT = object()
+
+
+def _co_purchases(
+    seeds: dict[int, float], *, exclude: Iterable[int], limit: int, orders_per_item=_DEFAULT,
+) -> list[tuple[int, float, int]]:
+    """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)`` (one query).
+
+    ``score`` is the sum over seeds of ``weight * (orders holding both)``; with weights 1 it is the
+    co-purchase count summed over the seeds, counted in each seed's latest ``orders_per_item``
+    orders (default ``CO_PURCHASE_ORDERS_PER_ITEM``; None: all). The strongest seed is the one
+    that contributes most (it names the reason). Seeds themselves and ``exclude`` are never returned.
+    """
+    if not seeds:
+        return []
+    ids = list(seeds)
+    events = _table(Interaction)
+    # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
+    # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
+    # order_id. The strongest seed is found for the returned items only.
+    sql = (
+        "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
+        "anchored AS ("
+        " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
+        "  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
+        "  ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
+        "), orders AS ("
+        " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
+        "), other AS ("
+        " SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
+        " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s"
+        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s))"
+        "), top AS ("
+        " SELECT o.item_id, SUM(w.weight) AS score FROM other o JOIN orders w ON w.order_id = o.order_id"
+        " GROUP BY o.item_id ORDER BY score DESC, o.item_id LIMIT %s"
+        "), strongest AS ("
+        " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
+        " FROM top t JOIN other o ON o.item_id = t.item_id JOIN anchored a ON a.order_id = o.order_id"
+        " JOIN seeds s ON s.item_id = a.item_id"
+        " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
+        ") "
+        "SELECT t.item_id, t.score, s.seed FROM top t JOIN strongest s ON s.item_id = t.item_id "
+        "ORDER BY t.score DESC, t.item_id"
+    ).format(events=events)
+    excluded = sorted(set(exclude) | set(ids))
+    per_item = orders_per_item if orders_per_item is not _DEFAULT else CO_PURCHASE_ORDERS_PER_ITEM
+    params = [ids, [float(seeds[i]) for i in ids], Event.PURCHASE, per_item, Event.PURCHASE, excluded, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item_id, float(score), seed) for item_id, score, seed in cursor.fetchall() if score > 0]
+
+
+# ---------------------------------------------------------------- for you
+
+
+def for_you_weights() -> dict[str, float]:
+    """``RAGREC["FOR_YOU_WEIGHTS"]`` checked: known lists only, finite weights >= 0, at least one above 0."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    raw = ragrec_settings.FOR_YOU_WEIGHTS
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"] must be a dict, got %s.' % type(raw).__name__)
+    unknown = sorted(set(raw) - set(FOR_YOU_LISTS))
+    if unknown:
+        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"]: unknown list(s) %s; the lists are %s.' % (unknown, ", ".join(FOR_YOU_LISTS)))
+    weights = {}
+    for name, value in raw.items():
+        try:
+            weight = float(value)
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not np.isfinite(weight) or weight < 0:
+            raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"][%r] must be a number >= 0, got %r.' % (name, value))
+        weights[name] = weight
+    if not any(weights.values()):
+        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"] needs at least one weight above 0.')
+    return weights
+
+
+@storage.with_generation_snapshot
 def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") -> RecommendationList:
-    """Items near the visitor's recency-weighted history, excluding what they bought; trending when new."""
+    """The visitor's own candidate lists fused by reciprocal rank with ``RAGREC["FOR_YOU_WEIGHTS"]``:
+
+    * ``similar``: items near the recency-weighted profile of their last 200 events in each space
+      of ``SIMILAR_WEIGHTS``; never an item of those events ("because you viewed X");
+    * ``repeat``: what they bought, by how many of their orders held it, recent orders counting
+      more ("you buy this often", "you bought this before");
+    * ``co_purchase``: items other shoppers bought in the same orders as their strongest repeat
+      purchases, counts summed over those ("bought with X"); never an item they bought.
+
+    A list whose weight is 0 is not computed. Each result's first reason is that of the list that
+    contributed most to its score; its components hold every list's score and rank. A visitor
+    without history, or with nothing any list can use, gets the trending list (``fallback``
+    "trending"); a short list is topped up from trending.
+    """
     k = cap_k(k)
+    weights = for_you_weights()
+    depth = max(k * 4, 40)
     history = list(
         visitor.events().exclude(event=Event.SEARCH).order_by("-created_at").values_list("item_id", "event", "created_at")[:200]
-    )
+    ) if visitor else []
     if not history:
-        result = trending(k=k, config=config)
-        result.recommender, result.fallback = "for_you", "trending"
-        return result
+        return _trending_for_you(k, config)
+    lists: dict[str, list[Candidate]] = {}
+    repeat_rows = []
+    if weights.get("repeat") or weights.get("co_purchase"):
+        repeat_rows = _repeat_purchases(visitor, limit=max(depth, CO_PURCHASE_SEEDS))
+    if weights.get("repeat") and repeat_rows:
+        lists["repeat"] = _repeat_candidates(repeat_rows[:depth])
+    if weights.get("co_purchase") and repeat_rows:
+        lists["co_purchase"] = _co_purchase_list(repeat_rows, depth)
+    if weights.get("similar"):
+        similar = _similar_to_history(visitor, history, config, depth)
+        if similar:
+            lists["similar"] = similar
+    if not lists:
+        return _trending_for_you(k, config)
+    used = {name: weights[name] for name in lists}
+    fused = reciprocal_rank_fusion(lists, k=RRF_K, weights=used)
+    _lead_with_strongest_reason(fused, lists, used)
+    if len(fused) < k:
+        fused += _trending_filler(fused, depth)
+    return finish("for_you", config, fused, k)
+
+
+def _trending_for_you(k: int, config: str) -> RecommendationList:
+    result = trending(k=k, config=config)
+    result.recommender, result.fallback = "for_you", "trending"
+    return result
+
+
+def _trending_filler(have: list[Candidate], limit: int) -> list[Candidate]:
+    """Trending items not in ``have``, scored below every fused candidate (RRF scores are > 0)."""
+    taken = {c.item_id for c in have}
+    fill = [(i, s) for i, s in _decayed_popularity(category=None, limit=limit + len(taken)) if i not in taken]
+    candidates = candidates_from(fill, "popularity", "trending now")
+    for rank, candidate in enumerate(candidates):
+        candidate.score = -1.0 - rank * 1e-6
+    return candidates
+
+
+def _co_purchase_list(repeat_rows: list[tuple[int, float, int]], depth: int) -> list[Candidate]:
+    seeds = {item_id: 1.0 for item_id, _, _ in repeat_rows[:CO_PURCHASE_SEEDS]}
+    bought = {item_id for item_id, _, _ in repeat_rows}
+    rows = _co_purchases(seeds, exclude=bought, limit=depth)
+    titles = dict(Item.objects.filter(id__in={seed for _, _, seed in rows}).values_list("id", "title"))
+    return [
+        Candidate(item_id=item_id, score=score, reasons=["bought with %s" % titles.get(seed, "what you bought")],
+                  components={"co_purchases": score})
+        for item_id, score, seed in rows
+    ]
+
+
+def _similar_to_history(visitor: Visitor, history: list, config: str, depth: int) -> list[Candidate]:
+    """The embedding list: nearest items to the history profile in each space, fused by score."""
     bought = {item_id for item_id, event, _ in history if event == Event.PURCHASE}
     seen = {item_id for item_id, _, _ in history}
-    rules = serving_rules(config)
-    filters = item_filter(rules, exclude_ids=bought | seen)
+    filters = item_filter(serving_rules(config), exclude_ids=bought | seen)
     titles = dict(Item.objects.filter(id__in=seen).values_list("id", "title"))
     now = timezone.now()
     half_life = float(ragrec_settings.PROFILE_HALF_LIFE_HOURS) * 3600
@@ -90,15 +325,13 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
         if not rows:
             continue
         profile = recency_weighted_profile([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], half_life)
-        found = storage.nearest(space, profile, max(k * 4, 40), filters=filters)
+        found = storage.nearest(space, profile, depth, filters=filters)
         candidates = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, "")
         _explain_by_history(candidates, space, vectors, titles)
         lists[space], weights[space] = candidates, float(weight)
     if not lists:
-        result = trending(k=k, config=config)
-        result.recommender, result.fallback = "for_you", "trending"
-        return result
-    return finish("for_you", config, weighted_score_fusion(lists, weights), k)
+        return []
+    return weighted_score_fusion(lists, weights)
 
 
 def _explain_by_history(candidates: list[Candidate], space: str, history_vectors: dict[int, np.ndarray], titles: dict[int, str]):
@@ -114,29 +347,134 @@ def _explain_by_history(candidates: list[Candidate], space: str, history_vectors
         candidate.reasons = ["because you viewed %s" % titles.get(nearest_id, "an item")]
 
 
+def _lead_with_strongest_reason(fused: list[Candidate], lists: dict[str, list[Candidate]], weights: dict[str, float]) -> None:
+    """Order each fused candidate's reasons by how much each list added to its score (``weight / (k + rank)``)."""
+    reasons = {name: {c.item_id: c.reasons for c in candidates} for name, candidates in lists.items()}
+    for candidate in fused:
+        contributions = sorted(
+            (-weights[name] / (RRF_K + candidate.components[name + "_rank"]), position, name)
+            for position, name in enumerate(lists) if name + "_rank" in candidate.components
+        )
+        ordered: list[str] = []
+        for _, _, name in contributions:
+            for reason in reasons[name].get(candidate.item_id, ()):
+                if reason and reason not in ordered:
+                    ordered.append(reason)
+        candidate.reasons = ordered + [r for r in candidate.reasons if r and r not in ordered]
+
+
+# ---------------------------------------------------------------- bought together
+
+
 #: "Bought together" ranks co-purchases above approved complements above content-based ones:
 #: co-purchase scores are basket counts (>= 1); the other tiers are shifted below them.
 APPROVED_TIER, CONTENT_TIER = -1.0, -2.0
 
 
+@storage.with_generation_snapshot
 def bought_together(item_key: str, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """Co-purchased items (same basket), then approved complements, then content-based complements."""
+    result = bought_together_for_basket([item_key], k=k, config=config)
+    result.recommender = "bought_together"
+    return result
+
+
+@storage.with_generation_snapshot
+def bought_together_for_basket(
+    item_keys: Sequence[str], *, k: int | None = None, config: str = "default", visitor: Visitor | None = None,
+) -> RecommendationList:
+    """What goes with a basket: items bought in the same orders as its items, counts summed over them.
+
+    One query counts, for every other item, the orders it shares with each basket item and sums
+    them ("bought with X", X the basket item it was bought with most). The basket's items and
+    their variants are never shown. When co-purchases fall short of ``k``: merchandiser-approved
+    complements of the basket's items, then content-based complements (other categories, nearest
+    in the text space) of its first ``CONTENT_ANCHORS`` items; ``fallback`` is "content" when no
+    item of the basket was ever bought with another.
+
+    ``visitor``: also fuse (reciprocal rank, equal weights) the visitor's own repeat purchases,
+    minus the basket ("you buy this often"): the restocking shopper's list.
+
+    Keys not in the catalogue are skipped; ``ItemNotFound`` when none is.
+    """
     k = cap_k(k)
-    anchor = anchor_item(item_key)
-    have = set(same_group_ids(anchor))
-    counts = [(i, float(n)) for i, n in _co_purchase_counts(anchor.id, limit=max(k * 4, 40)) if i not in have]
-    candidates = candidates_from(counts, "co_purchases", "bought with %s" % anchor.title)
-    have |= {i for i, _ in counts}
+    anchors = _basket_items(item_keys)
+    depth = max(k * 4, 40)
+    basket = _with_variants(anchors)
+    have = set(basket)
+    titles = {anchor.id: anchor.title for anchor in anchors}
+    rows = _co_purchases({anchor.id: 1.0 for anchor in anchors}, exclude=have, limit=depth)
+    candidates = [
+        Candidate(item_id=item_id, score=score, reasons=["bought with %s" % titles[seed]], components={"co_purchases": score})
+        for item_id, score, seed in rows
+    ]
+    have |= {c.item_id for c in candidates}
     fallback = None
     if len(candidates) < k:
-        approved = ComplementPair.objects.filter(item=anchor, status=ComplementPair.Status.APPROVED).exclude(complement_id__in=have)
-        candidates += _tiered([(p.complement_id, p.score) for p in approved], APPROVED_TIER, "complement", anchor)
-        have |= {c.item_id for c in candidates}
+        approved = _approved_complements(anchors, have, titles)
+        candidates += approved
+        have |= {c.item_id for c in approved}
     if len(candidates) < k:
-        content = propose_complement_candidates(anchor, limit=k * 2, exclude=have)
-        candidates += _tiered(content, CONTENT_TIER, "content", anchor)
-        fallback = "content" if not counts else None
+        content: list[Candidate] = []
+        for anchor in anchors[:CONTENT_ANCHORS]:
+            found = _tiered(propose_complement_candidates(anchor, limit=k * 2, exclude=have), CONTENT_TIER, "content", anchor)
+            content += found
+            have |= {c.item_id for c in found}
+            if len(candidates) + len(content) >= k * 2:
+                break
+        candidates += sorted(content, key=lambda c: -c.score)
+        fallback = "content" if not rows else None
+    if visitor:
+        repeat = [row for row in _repeat_purchases(visitor, limit=depth + len(basket)) if row[0] not in basket]
+        if repeat:
+            lists = {"co_purchase": candidates, "repeat": _repeat_candidates(repeat[:depth])}
+            weights = {"co_purchase": 1.0, "repeat": 1.0}
+            candidates = reciprocal_rank_fusion(lists, k=RRF_K, weights=weights)
+            _lead_with_strongest_reason(candidates, lists, weights)
     return finish("bought_together", config, candidates, k, fallback=fallback)
+
+
+def _basket_items(item_keys: Sequence[str]) -> list[Item]:
+    """The basket's items in the order given (repeats once); unknown keys skipped, mirrored from the host first."""
+    if isinstance(item_keys, (str, bytes)):
+        raise TypeError("item_keys must be a list of item ids, not one string")
+    keys = list(dict.fromkeys(str(key) for key in item_keys))
+    found = Item.objects.in_bulk(keys, field_name="key")
+    missing = [key for key in keys if key not in found]
+    if missing:
+        from .encoding import sync_host_items
+
+        sync_host_items(missing)
+        found.update(Item.objects.in_bulk(missing, field_name="key"))
+    anchors = [found[key] for key in keys if key in found]
+    if not anchors:
+        raise ItemNotFound("No item with id %s." % ", ".join(repr(key) for key in keys) if keys else "The basket is empty.")
+    return anchors
+
+
+def _with_variants(anchors: list[Item]) -> set[int]:
+    """Ids of the anchors and of every item in their variant groups (one query)."""
+    ids = {anchor.id for anchor in anchors}
+    groups = {anchor.group_key for anchor in anchors if anchor.group_key}
+    if groups:
+        ids |= set(Item.objects.filter(group_key__in=groups).values_list("id", flat=True))
+    return ids
+
+
+def _approved_complements(anchors: list[Item], exclude: set[int], titles: dict[int, str]) -> list[Candidate]:
+    """Merchandiser-approved complements of any basket item (one query), best score first, below co-purchases."""
+    pairs = (
+        ComplementPair.objects.filter(item_id__in=[a.id for a in anchors], status=ComplementPair.Status.APPROVED)
+        .exclude(complement_id__in=exclude).order_by("-score", "complement_id").values_list("complement_id", "item_id", "score")
+    )
+    candidates: dict[int, Candidate] = {}
+    for complement_id, item_id, score in pairs:
+        if complement_id not in candidates:
+            candidates[complement_id] = Candidate(
+                item_id=complement_id, score=APPROVED_TIER + float(score) * 1e-3,
+                reasons=["goes with %s" % titles[item_id]], components={"complement": float(score)},
+            )
+    return list(candidates.values())
 
 
 def _tiered(scored: list[tuple[int, float]], tier: float, source: str, anchor: Item) -> list[Candidate]:
@@ -145,19 +483,6 @@ def _tiered(scored: list[tuple[int, float]], tier: float, source: str, anchor: I
     for candidate in found:
         candidate.score = tier + candidate.score * 1e-3
     return found
-
-
-def _co_purchase_counts(item_id: int, *, limit: int) -> list[tuple[int, int]]:
-    table = connection.ops.quote_name(Interaction._meta.db_table)
-    sql = (
-        f"SELECT b.item_id, COUNT(DISTINCT b.order_id) AS n FROM {table} a JOIN {table} b "
-        "ON b.order_id = a.order_id AND b.item_id <> a.item_id AND b.event = %s AND b.order_id <> '' "
-        "WHERE a.item_id = %s AND a.event = %s AND a.order_id <> '' "
-        "GROUP BY b.item_id ORDER BY n DESC, b.item_id LIMIT %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [Event.PURCHASE, item_id, Event.PURCHASE, limit])
-        return cursor.fetchall()
 
 
 def propose_complement_candidates(anchor: Item, *, limit: int, exclude=frozenset()) -> list[tuple[int, float]]:
@@ -190,6 +515,10 @@ def propose_complements(item_keys: list[str] | None = None, *, per_item: int = 5
     return len(proposals)
 
 
+# ---------------------------------------------------------------- the visitor's own lists
+
+
+@storage.with_generation_snapshot
 def recently_viewed(visitor: Visitor, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """The visitor's recently viewed items, newest first."""
     k = cap_k(k)
@@ -203,15 +532,15 @@ def recently_viewed(visitor: Visitor, *, k: int | None = None, config: str = "de
     return finish("recently_viewed", config, candidates_from(scored, "recency", "you viewed this"), k, diversity_space=None)
 
 
+@storage.with_generation_snapshot
 def buy_again(visitor: Visitor, *, k: int | None = None, config: str = "default") -> RecommendationList:
-    """Items the visitor bought before, most often and most recently bought first."""
+    """Items the visitor bought before, most often and most recently bought first.
+
+    Each of their orders holding the item counts, recent orders more (``REPEAT_HALF_LIFE_ORDERS``);
+    one query.
+    """
     k = cap_k(k)
     if not visitor:
         return RecommendationList(recommender="buy_again", config=config)
-    rows = (
-        visitor.events().filter(event=Event.PURCHASE).values("item_id")
-        .annotate(orders=Count("order_id", distinct=True), last=Max("created_at")).order_by("-orders", "-last")[: k * 2]
-    )
-    # Rank by how often, then how recently, the visitor bought it (a score that keeps that order).
-    scored = [(row["item_id"], row["orders"] * 1e10 + row["last"].timestamp()) for row in rows]
-    return finish("buy_again", config, candidates_from(scored, "recency", "you bought this before"), k, diversity_space=None)
+    candidates = _repeat_candidates(_repeat_purchases(visitor, limit=k * 2))
+    return finish("buy_again", config, candidates, k, diversity_space=None)

@@ -82,12 +82,18 @@ def test_end_to_end_with_known_baseline_scores(tmp_path):
     cooc = report["variants"]["all"]["results"]["cooc_last"]
     assert cooc["recall"][:2] == pytest.approx([(1 / 2 + 0 + 0) / 3, (1 / 2 + 1 / 2 + 0) / 3], abs=1e-6)
 
-    # The services ran on the loaded data: for_you never repeats a purchase, trending is not empty.
+    # The services ran on the loaded data; ablations run only when named.
     results = report["variants"]["all"]["results"]
-    assert set(results) == set(runner.RECOMMENDERS)
+    assert set(results) == set(runner.DEFAULT_RECOMMENDERS)
+    assert not {name for name, r in runner.RECOMMENDERS.items() if r.kind == "ablation"} & set(results)
     assert results["trending"]["empty_lists"] == 0 and results["for_you"]["empty_lists"] == 0
     assert results["buy_again"]["hit_rate"][4] == pytest.approx(2 / 3, abs=1e-6)  # u1 re-buys A, u2 B; u4 buys G (new)
-    assert report["recommenders"]["proto_for_you_repeat"]["kind"] == "prototype"
+    # for_you fuses the repeat list in: it finds u1's A and u2's B again, as buy_again does.
+    assert results["for_you"]["hit_rate"][4] == pytest.approx(2 / 3, abs=1e-6)
+    assert report["recommenders"]["bought_together"]["kind"] == "service"
+    assert set(report["latency_per_visitor"]) == set(runner.DEFAULT_RECOMMENDERS)
+    assert report["latency_per_visitor"]["for_you"]["p95_ms"] >= report["latency_per_visitor"]["for_you"]["p50_ms"] > 0
+    assert set(report["load_average_1min"]) == {"start", "min", "max", "end"}
     assert report["dataset"]["eligible_visitors"] == 3 and report["dataset"]["training_lines"] == 9
     assert report["variants"]["all"]["results"]["for_you"]["diversity"][0] is None  # k=1 has no pairs
 
@@ -102,6 +108,46 @@ def test_end_to_end_with_known_baseline_scores(tmp_path):
     else:
         assert written["metrics_all"].stat().st_size > 1000 and written["metrics_new"].exists()
     assert "popularity" in reports.text_table(report, k=5)
+
+
+@pytest.mark.django_db
+def test_bought_together_is_one_basket_call_per_visitor(monkeypatch):
+    from ragrec_django.services import history
+
+    calls = []
+    basket_service = history.bought_together_for_basket
+
+    def counted(item_keys, **kwargs):
+        calls.append((sorted(item_keys), kwargs.get("visitor")))
+        return basket_service(item_keys, **kwargs)
+
+    monkeypatch.setattr(history, "bought_together_for_basket", counted)
+    data = dataset()
+    split = runner.temporal_split(data.interactions)
+    runner.load_training_data(data, split)
+    runner.encode_catalogue(data.products, WordHashEncoder())
+    ctx = runner.build_context(split, [p.key for p in data.products], depth=6)
+    # u1's last training basket is o1 {A,B}. Training baskets: o1 {A,B}, o3 {A,B,D}, o5 {A,F}, o6 {B,C}:
+    # D is bought with A once and with B once (2); C with B (1); F with A (1). A and B never come back.
+    assert runner.rec_bought_together(ctx, "u1")[:3] == ["D", "C", "F"]
+    assert calls == [(["A", "B"], None)]
+    # With the visitor: u1 bought only A and B, both in the basket, so nothing is added.
+    assert runner.rec_bought_together_visitor(ctx, "u1")[:3] == ["D", "C", "F"]
+    assert len(calls) == 2 and calls[1][1].session_key == "u1"
+    # u2's last training basket o3 {A,B,D}: C (with B in o6) and F (with A in o5), 1 each.
+    assert runner.rec_bought_together(ctx, "u2")[:2] == ["C", "F"]
+
+
+@pytest.mark.django_db
+def test_ablations_run_for_you_with_some_lists_only():
+    report = runner.evaluate(dataset(), runner.Options(k_max=3, recommenders=["for_you_repeat", "for_you_similar"]),
+                             encoder=WordHashEncoder())
+    results = report["variants"]["all"]["results"]
+    assert {report["recommenders"][name]["kind"] for name in results} == {"ablation"}
+    # Repeats only: u1 (wants A, C) gets [A, B], u2 (wants B, E) [A, B, D] in some order, u4 (wants G) [B, C].
+    assert results["for_you_repeat"]["hit_rate"][2] == pytest.approx(2 / 3, abs=1e-6)
+    # Similar only never shows a bought item: in variant "all" it cannot find u1's A or u2's B.
+    assert results["for_you_similar"]["users"] == 3
 
 
 @pytest.mark.django_db

@@ -128,7 +128,7 @@ def test_trending_is_time_decayed_and_per_category(catalogue):
 
 
 def test_for_you_follows_history_and_excludes_purchases(settings, catalogue):
-    settings.RAGREC = {**settings.RAGREC, "SIMILAR_WEIGHTS": {"text": 1.0}}
+    settings.RAGREC = {**settings.RAGREC, "SIMILAR_WEIGHTS": {"text": 1.0}, "FOR_YOU_WEIGHTS": {"similar": 1.0}}
     user = get_user_model().objects.create_user("ann")
     red_mug, green_mug = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Green enamel camping mug"])
     events({"event": "view", "item": red_mug}, {"event": "purchase", "item": green_mug, "order_id": "o1"}, user_id=user.id)

@@ -10,7 +10,15 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from ragrec_django.evaluation import report as reports
-from ragrec_django.evaluation.runner import RECOMMENDERS, DatabaseNotEmpty, Options, evaluate, evaluate_and_roll_back, load_online_retail
+from ragrec_django.evaluation.runner import (
+    DEFAULT_RECOMMENDERS,
+    RECOMMENDERS,
+    DatabaseNotEmpty,
+    Options,
+    evaluate,
+    evaluate_and_roll_back,
+    load_online_retail,
+)
 
 DATASETS = {"online-retail": ("../shared/datasets/online_retail", load_online_retail)}
 
@@ -19,7 +27,7 @@ default_out_dir = reports.default_out_dir
 
 class Command(BaseCommand):
     help = (
-        "Evaluate for you, bought together, buy again and trending against popularity and co-occurrence baselines: "
+        "Evaluate for you, bought together (per basket), buy again and trending against popularity and co-occurrence baselines: "
         "each shopper's last basket is held out, only earlier events are loaded (into a scratch database), item "
         "titles are encoded with the configured text encoder, and recall, nDCG, MRR, hit rate, coverage and "
         "diversity are reported for k = 1..20 (table, report.json, results.md, PNG plots)."
@@ -32,7 +40,11 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=0, help="Seed of the sample (default 0).")
         parser.add_argument("--k", type=int, default=20, help="Largest cut-off k (default 20).")
         parser.add_argument("--table-k", type=int, default=10, help="Cut-off shown in the table (default 10).")
-        parser.add_argument("--recommenders", help="Comma-separated subset of: %s." % ", ".join(RECOMMENDERS))
+        parser.add_argument(
+            "--recommenders",
+            help="Comma-separated names, from: %s (default: %s; the for_you_* ablations run only when named)."
+            % (", ".join(RECOMMENDERS), ", ".join(DEFAULT_RECOMMENDERS)),
+        )
         parser.add_argument("--out", help="Folder for report.json, results.md and plots (default: %s)." % default_out_dir())
         parser.add_argument("--db-name", default="ragrec_eval", help="Name of the scratch database (default ragrec_eval).")
         parser.add_argument("--keep-db", action="store_true", help="Leave the scratch database in place afterwards.")
@@ -51,7 +63,7 @@ class Command(BaseCommand):
             raise CommandError("--k must be >= 1 and --table-k between 1 and --k.")
         if options["users"] is not None and options["users"] < 1:
             raise CommandError("--users must be >= 1.")
-        chosen = tuple(RECOMMENDERS)
+        chosen = DEFAULT_RECOMMENDERS
         if options["recommenders"]:
             chosen = tuple(r.strip() for r in options["recommenders"].split(",") if r.strip())
             unknown = sorted(set(chosen) - set(RECOMMENDERS))
