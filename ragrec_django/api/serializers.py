@@ -66,6 +66,31 @@ class VisitorQuerySerializer(KConfigQuerySerializer):
     )
 
 
+BASKET_MAX_ITEMS = 50
+
+
+class BasketQuerySerializer(VisitorQuerySerializer):
+    items = serializers.CharField(
+        max_length=BASKET_MAX_ITEMS * 65,
+        help_text="The basket: item ids separated by commas (at most %d). Unknown ids are skipped; if none is known, "
+        "404." % BASKET_MAX_ITEMS,
+    )
+    repeats = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Also offer what the visitor buys again and again (their repeat purchases, minus the basket).",
+    )
+
+    def validate_items(self, value: str) -> list[str]:
+        keys = list(dict.fromkeys(key.strip() for key in value.split(",") if key.strip()))
+        if not keys:
+            raise serializers.ValidationError("Name at least one item id.")
+        if len(keys) > BASKET_MAX_ITEMS:
+            raise serializers.ValidationError("At most %d items." % BASKET_MAX_ITEMS)
+        if any(len(key) > 64 or "\x00" in key for key in keys):
+            raise serializers.ValidationError("An item id is at most 64 characters.")
+        return keys
+
+
 class PhotoSearchSerializer(KConfigQuerySerializer):
     """The multipart body of search by photo (``k`` and ``config`` may also come in the query string)."""
 

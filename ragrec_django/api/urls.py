@@ -21,6 +21,7 @@ app_name = "ragrec_api"
 urlpatterns = [
     path("items/<str:key>/similar/", views.SimilarItemsView.as_view(), name="similar"),
     path("items/<str:key>/bought-together/", views.BoughtTogetherView.as_view(), name="bought-together"),
+    path("basket/bought-together/", views.BasketBoughtTogetherView.as_view(), name="basket-bought-together"),
     path("search/", views.SearchView.as_view(), name="search"),
     path("search/photo/", views.PhotoSearchView.as_view(), name="search-photo"),
     path("for-you/", views.ForYouView.as_view(), name="for-you"),

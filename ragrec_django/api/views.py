@@ -271,6 +271,29 @@ class BoughtTogetherView(RagrecAPIView):
         return self.respond(recommend.bought_together(_item_key(key), k=params["k"], config=params["config"]))
 
 
+class BasketBoughtTogetherView(RagrecAPIView):
+    query_serializer_class = s.BasketQuerySerializer
+    recommender = "bought_together"
+
+    @extend_schema(
+        operation_id="ragrec_basket_bought_together",
+        summary="Items frequently bought with a basket",
+        description="Co-purchase counts summed over the basket's items (never the basket's items or their variants), "
+        "then approved and content-based complements; with `repeats=true`, also the visitor's repeat purchases."
+        + " Whose history (for `repeats`): the signed-in user; else the `session` query parameter; else the Django "
+        "session cookie's key.",
+        tags=[TAG_RECOMMEND],
+        parameters=[s.BasketQuerySerializer],
+        responses=_list_responses(404),
+    )
+    def get(self, request):
+        params = self.params()
+        visitor = self.visitor if params["repeats"] else None
+        return self.respond(
+            recommend.bought_together_for_basket(params["items"], k=params["k"], config=params["config"], visitor=visitor)
+        )
+
+
 # ---------------------------------------------------------------- search
 
 
@@ -396,8 +419,9 @@ class ForYouView(_VisitorView):
     @extend_schema(
         operation_id="ragrec_for_you",
         summary="Recommended for the visitor",
-        description="Items near the visitor's recency-weighted history, without what they bought; the trending "
-        "list (`fallback: trending`) for a visitor without history." + _VISITOR_DESCRIPTION,
+        description="The visitor's repeat purchases, items bought with what they bought, and items near their "
+        "recency-weighted history, fused (weights: RAGREC[\"FOR_YOU_WEIGHTS\"]); items they only viewed are left out; "
+        "the trending list (`fallback: trending`) for a visitor without history." + _VISITOR_DESCRIPTION,
         tags=[TAG_RECOMMEND],
         parameters=[s.VisitorQuerySerializer],
         responses=_list_responses(),

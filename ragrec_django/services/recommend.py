@@ -22,6 +22,7 @@ from ..ml.images import ImageDecodeError
 from ..ranking.fusion import reciprocal_rank_fusion, weighted_score_fusion
 from .history import (
     bought_together,
+    bought_together_for_basket,
     buy_again,
     for_you,
     propose_complements,
@@ -157,6 +158,6 @@ def search_by_image(image: bytes, *, k: int | None = None, config: str = "defaul
 
 __all__ = [
     "BadQuery", "ImageDecodeError", "ItemNotFound", "Recommendation", "RecommendationError", "RecommendationList",
-    "UnknownServingConfig", "Visitor", "bought_together", "buy_again", "for_you", "propose_complements",
-    "recently_viewed", "search", "search_by_image", "serving_rules", "similar_items", "trending",
+    "UnknownServingConfig", "Visitor", "bought_together", "bought_together_for_basket", "buy_again", "for_you",
+    "propose_complements", "recently_viewed", "search", "search_by_image", "serving_rules", "similar_items", "trending",
 ]

@@ -139,6 +139,15 @@ def ragrec_bought_together(context, item, k=None, config=None):
 
 
 @register.simple_tag(takes_context=True)
+def ragrec_bought_together_basket(context, items, k=None, config=None):
+    """Items bought together with a basket (``items``: products or their ids), never the basket's own items."""
+    keys = [_key(item) for item in (items or [])]
+    return _safely(
+        context, "bought_together", config, lambda c: recommend.bought_together_for_basket(keys, k=_k(k), config=c)
+    )
+
+
+@register.simple_tag(takes_context=True)
 def ragrec_for_you(context, k=None, config=None):
     """Recommendations from the visitor's history; trending for a visitor without one."""
     return _safely(context, "for_you", config, lambda c: for_you(_visitor(context), k=_k(k), config=c))

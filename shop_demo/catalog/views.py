@@ -300,7 +300,10 @@ class CartView(View):
     def get(self, request):
         cart = Cart(request.session)
         lines = cart.lines()
-        context = {"lines": lines, "total": cart.total(lines), "max_quantity": MAX_QUANTITY}
+        context = {
+            "lines": lines, "total": cart.total(lines), "max_quantity": MAX_QUANTITY,
+            "basket": [line.product for line in lines],
+        }
         return TemplateResponse(request, self.template_name, context)
 
     def post(self, request):
@@ -378,7 +381,8 @@ class OrderDoneView(View):
         order = request.session.get(LAST_ORDER)
         if not order:
             return redirect("catalog:cart")
-        return TemplateResponse(request, self.template_name, {"order": order})
+        basket = [line["key"] for line in order["lines"]]
+        return TemplateResponse(request, self.template_name, {"order": order, "basket": basket})
 
 
 # ---------------------------------------------------------------- demo login

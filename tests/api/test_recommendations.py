@@ -83,6 +83,28 @@ def test_bought_together_from_baskets_posted_through_the_api(api, catalogue):
     assert all(r["category"] != "Lamps" for r in cold["results"])
 
 
+def test_bought_together_for_a_basket(api, catalogue):
+    mug, kettle, tee, lamp = (
+        key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt", "Brass desk lamp")
+    )
+    post_events(api, {"event": "purchase", "item": mug, "order_id": "o1"}, {"event": "purchase", "item": kettle, "order_id": "o1"},
+                session="b1")
+    post_events(api, {"event": "purchase", "item": tee, "order_id": "o2"}, {"event": "purchase", "item": lamp, "order_id": "o2"},
+                {"event": "purchase", "item": kettle, "order_id": "o2"}, session="b2")
+    url = reverse("ragrec_api:basket-bought-together")
+    body = api.get(url, {"items": "%s,%s,no-such-item" % (mug, tee), "k": 3}).json()
+    assert body["recommender"] == "bought_together"
+    assert titles(body)[:2] == ["Copper stovetop tea kettle", "Brass desk lamp"]  # kettle: bought with both
+    assert body["results"][0]["components"]["co_purchases"] == 2
+    assert not {"Red ceramic coffee mug", "Red cotton t-shirt"} & set(titles(body))  # never the basket itself
+
+    assert api.get(url, {"items": "no-such-item"}).status_code == 404
+    for bad, message in (("", "may not be blank"), (" , ,", "at least one item"), (",".join(map(str, range(51))), "At most 50")):
+        response = api.get(url, {"items": bad})
+        assert response.status_code == 400 and message in str(response.json()["items"]), response.json()
+    assert api.get(url).status_code == 400
+
+
 def test_serving_config_is_applied(api, catalogue):
     ServingConfig.objects.create(name="tees", rules={"categories": ["T-shirts"]})
     body = api.get(reverse("ragrec_api:search"), {"q": "lamp", "k": 3, "config": "tees"}).json()
@@ -185,8 +207,10 @@ def test_recently_viewed_and_buy_again(api, catalogue):
 
 def test_trending_overall_and_per_category(api, catalogue):
     mug, tee, lamp = (key(catalogue[t]) for t in ("Red ceramic coffee mug", "Red cotton t-shirt", "Brass desk lamp"))
-    post_events(api, *[{"event": "view", "item": mug} for _ in range(3)], {"event": "purchase", "item": tee},
-                {"event": "view", "item": lamp}, session="t1")
+    # Each visitor counts once per item: the mug is viewed by three visitors, the lamp by one.
+    for visitor in ("t1", "t2", "t3"):
+        post_events(api, {"event": "view", "item": mug}, session=visitor)
+    post_events(api, {"event": "purchase", "item": tee}, {"event": "view", "item": lamp}, session="t1")
     body = api.get(reverse("ragrec_api:trending"), {"k": 2}).json()
     assert body["recommender"] == "trending" and titles(body) == ["Red cotton t-shirt", "Red ceramic coffee mug"]
     assert body["results"][0]["reason"] == "trending now"

@@ -45,6 +45,16 @@ def events(*rows, **common):
 # ---------------------------------------------------------------- simple tags
 
 
+def test_bought_together_for_a_basket_of_products(catalogue):
+    mug, kettle, tee = (catalogue[t] for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt"))
+    events({"event": "purchase", "item": str(mug.pk), "order_id": "o1"},
+           {"event": "purchase", "item": str(kettle.pk), "order_id": "o1"}, session_key="s9")
+    rows = listing("ragrec_bought_together_basket basket k=3", basket=[mug, tee])
+    assert rows[0] == "Copper stovetop tea kettle|bought with Red ceramic coffee mug"
+    assert not {"Red ceramic coffee mug", "Red cotton t-shirt"} & {row.split("|")[0] for row in rows}
+    assert listing("ragrec_bought_together_basket basket", basket=[]) == []  # an empty basket: nothing, no error
+
+
 def test_similar_accepts_a_product_an_item_or_a_key(catalogue):
     mug = catalogue["Red ceramic coffee mug"]
     by_product = listing("ragrec_similar product k=2", product=mug)
@@ -79,8 +89,10 @@ def test_visitor_tags_read_the_request(catalogue):
         "Red ceramic coffee mug|you viewed this", "Brass desk lamp|you viewed this"]
     assert listing("ragrec_buy_again", request=request) == ["Brass desk lamp|you bought this before"]
     for_you = listing("ragrec_for_you k=3", request=request)
-    assert len(for_you) == 3 and all("|because you viewed " in row for row in for_you)
-    assert not {"Brass desk lamp", "Red ceramic coffee mug"} & {row.split("|")[0] for row in for_you}
+    # What they bought comes back (repeat purchases lead "for you"); what they only viewed does not.
+    assert len(for_you) == 3 and for_you[0] == "Brass desk lamp|you bought this before"
+    assert all("|because you viewed " in row for row in for_you[1:])
+    assert "Red ceramic coffee mug" not in {row.split("|")[0] for row in for_you}
 
     user = get_user_model().objects.create_user("ann")
     events({"event": "view", "item": mug}, user_id=user.pk)
