@@ -65,6 +65,9 @@ DEFAULTS: dict[str, Any] = {
     "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.7},
     # PostgreSQL text search configuration for keyword search.
     "SEARCH_LANGUAGE": "english",
+    # Keyword search ranks at most this many matching items (a query of common words can match
+    # much of a large catalogue; ranking them all costs ~3 us per item).
+    "KEYWORD_RANK_LIMIT": 2000,
     # Event weights for trending and "for you" profiles.
     "EVENT_WEIGHTS": {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0},
     # Half-lives of the time decay of trending popularity and of "for you" history.

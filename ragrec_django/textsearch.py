@@ -128,29 +128,39 @@ def keyword_search(query: str, k: int, *, filters: ItemFilter = ItemFilter()) ->
     """Items matching ``query`` by full-text search, best first, and the query as corrected.
 
     All words must match (websearch syntax: quotes, OR, -word); when nothing
-    does, any word may match.
+    does, all the words the catalogue knows must match (a word no item has
+    cannot match); failing that, any word may.
     """
-    corrected = spelling_corrector().correct_query(query)
+    corrector = spelling_corrector()
+    corrected = corrector.correct_query(query)
     conditions, params = filters.sql("i")
     language = ragrec_settings.SEARCH_LANGUAGE
     table = connection.ops.quote_name(Item._meta.db_table)
+    # Ranking reads every matching row; a query of common words can match much of a large catalogue,
+    # so only the first KEYWORD_RANK_LIMIT matches are ranked (the semantic retrievers it is fused
+    # with order the rest).
     sql = (
-        "SELECT i.id, ts_rank_cd(i.search_vector, q) AS rank FROM {table} i, {tsquery} q "
-        "WHERE i.search_vector @@ q{conditions} ORDER BY rank DESC, i.id LIMIT %s"
+        "WITH query AS (SELECT {tsquery} AS q) "
+        "SELECT m.id, ts_rank_cd(m.search_vector, query.q) AS rank FROM query, "
+        "(SELECT i.id, i.search_vector FROM {table} i, query WHERE i.search_vector @@ query.q{conditions} LIMIT %s) m "
+        "ORDER BY rank DESC, m.id LIMIT %s"
     )
     attempts = [("websearch_to_tsquery(%s::regconfig, %s)", corrected)]
-    words = _quoted_words(corrected)
-    if len(words) > 1:
-        attempts.append(("to_tsquery(%s::regconfig, %s)", " | ".join(words)))
+    words = [word.lower() for word in WORD.findall(corrected)]
+    known = [word for word in words if word in corrector.vocabulary]
+    if known:
+        attempts.append(("plainto_tsquery(%s::regconfig, %s)", " ".join(known)))
+    if len(known or words) > 1:
+        attempts.append(("to_tsquery(%s::regconfig, %s)", " | ".join("'%s'" % word for word in known or words)))
     rows = []
     with connection.cursor() as cursor:
         for tsquery, text in attempts:
-            cursor.execute(sql.format(table=table, tsquery=tsquery, conditions=conditions), [language, text, *params, int(k)])
+            cursor.execute(
+                sql.format(table=table, tsquery=tsquery, conditions=conditions),
+                [language, text, *params, max(int(ragrec_settings.KEYWORD_RANK_LIMIT), int(k)), int(k)],
+            )
             rows = cursor.fetchall()
             if rows:
                 break
     return [(item_id, float(rank)) for item_id, rank in rows], corrected
 
-
-def _quoted_words(text: str) -> list[str]:
-    return ["'%s'" % word.lower() for word in WORD.findall(text)]
