@@ -42,8 +42,10 @@ DEFAULTS: dict[str, Any] = {
     },
     # Stored vector type: "halfvec" (2 bytes/dim, half the size of index and table) or "vector".
     "VECTOR_TYPE": "halfvec",
-    # HNSW build and search parameters (pgvector).
-    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100},
+    # HNSW build and search parameters (pgvector). EF_SEARCH serves queries filtered by price, stock
+    # or category; EF_SEARCH_BROAD those filtered only by eligibility and exclusions (the common
+    # case, where fewer candidates reach the same recall; see docs/benchmarks.md).
+    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100, "EF_SEARCH_BROAD": 60},
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,
     # Items per Celery encoding task.

@@ -334,6 +334,12 @@ class ItemFilter:
     exclude_group_keys: tuple[str, ...] = ()
 
     @property
+    def broad(self) -> bool:
+        """Whether only eligibility and exclusions filter (most items pass)."""
+        return not (self.categories or self.exclude_categories or self.in_stock_only or self.only_ids is not None
+                    or self.min_price is not None or self.max_price is not None)
+
+    @property
     def selective(self) -> bool:
         """Whether the filter can narrow the catalogue to a few items (worth counting them)."""
         return bool(self.categories) or self.only_ids is not None
@@ -443,7 +449,10 @@ def _nearest(generation, query_sql: str, query_params: list, k: int, filters: It
     params = [*query_params, generation.pk, *filter_params, int(k)]
     if not exact and filters.selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1) <= EXACT_SEARCH_MAX_ROWS:
         exact = True
-    rows = [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, ef_search)
+    if ef_search is None:
+        hnsw = ragrec_settings.HNSW
+        ef_search = hnsw.get("EF_SEARCH_BROAD", hnsw["EF_SEARCH"]) if filters.broad else hnsw["EF_SEARCH"]
+    rows = [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, max(int(ef_search), int(k)))
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
@@ -462,10 +471,8 @@ def _matching_items(filters: ItemFilter, at_most: int) -> int:
         return cursor.fetchone()[0]
 
 
-def _run_ann_query(sql: str, params: list, ef_search: int | None) -> list[tuple]:
-    settings_sql = "SET LOCAL hnsw.ef_search = %d; SET LOCAL hnsw.iterative_scan = relaxed_order" % int(
-        ef_search or ragrec_settings.HNSW["EF_SEARCH"]
-    )
+def _run_ann_query(sql: str, params: list, ef_search: int) -> list[tuple]:
+    settings_sql = "SET LOCAL hnsw.ef_search = %d; SET LOCAL hnsw.iterative_scan = relaxed_order" % int(ef_search)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(settings_sql)
         cursor.execute(sql, params)
