@@ -226,3 +226,13 @@ def test_variant_groups_can_be_excluded(small_set):
     Item.objects.filter(key__in=["x2", "y2"]).update(group_key="mug-family")
     found = storage.nearest("text", unit(1, 0, 0, 0), 3, filters=storage.ItemFilter(exclude_group_keys=("mug-family",)))
     assert keys(found) == ["x1", "y1", "z1"]
+
+
+def test_broad_filters_search_with_their_own_ef(small_set, settings):
+    from django.test.utils import CaptureQueriesContext
+
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50}}
+    for filters, ef in ((storage.ItemFilter(), 50), (storage.ItemFilter(in_stock_only=True), 90)):
+        with CaptureQueriesContext(connection) as captured:
+            storage.nearest("text", unit(1, 0, 0, 0), 2, filters=filters)
+        assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
