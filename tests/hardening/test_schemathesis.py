@@ -39,6 +39,7 @@ DERANDOMIZE = os.environ.get("RAGREC_FUZZ_RANDOM") != "1"
 OPERATIONS = [
     "GET /api/recommend/items/{key}/similar/",
     "GET /api/recommend/items/{key}/bought-together/",
+    "GET /api/recommend/basket/bought-together/",
     "GET /api/recommend/search/",
     "POST /api/recommend/search/photo/",
     "GET /api/recommend/for-you/",
