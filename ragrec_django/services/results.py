@@ -128,24 +128,28 @@ def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -
     return [Candidate(item_id=item_id, score=score, reasons=[reason], components={source: score}) for item_id, score in scored]
 
 
-def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, Item]:
-    """Load items of candidates and fill their ranking attributes (category, price, new, vector...)."""
+#: The item fields ranking rules read, loaded for every candidate (full items only for the results).
+RANKING_FIELDS = ("id", "category", "group_key", "price", "in_stock", "created_at", "is_promoted", "is_eligible")
+
+
+def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, bool]:
+    """Fill the candidates' ranking attributes (category, price, new, vector...) in one light query.
+
+    Returns {item id: eligible} for the candidates whose item exists.
+    """
     ids = [c.item_id for c in candidates]
-    items = Item.objects.defer("search_vector", "text").in_bulk(ids)
+    rows = {row[0]: row for row in Item.objects.filter(id__in=ids).values_list(*RANKING_FIELDS)}
     new_since = timezone.now() - timedelta(days=int(ragrec_settings.NEW_ITEM_DAYS))
     vectors = storage.vectors_for_items(with_vectors, ids) if with_vectors else {}
     for candidate in candidates:
-        item = items.get(candidate.item_id)
-        if item is None:
+        row = rows.get(candidate.item_id)
+        if row is None:
             continue
-        candidate.category = item.category
-        candidate.group_key = item.group_key
-        candidate.price = item.price
-        candidate.in_stock = item.in_stock
-        candidate.is_new = item.created_at >= new_since
-        candidate.is_promoted = item.is_promoted
+        _, candidate.category, candidate.group_key, candidate.price, candidate.in_stock, created_at, promoted, _ = row
+        candidate.is_new = created_at >= new_since
+        candidate.is_promoted = promoted
         candidate.vector = vectors.get(candidate.item_id)
-    return items
+    return {item_id: row[-1] for item_id, row in rows.items()}
 
 
 def finish(
@@ -157,15 +161,19 @@ def finish(
     pinned_ids = [item_id for item_id, _ in rules.pin]
     pinned = candidates_from([(i, 0.0) for i in pinned_ids if i not in {c.item_id for c in candidates}], "pin", "pinned")
     needs_vectors = rules.diversity is not None or rules.near_duplicate_threshold is not None
-    items = hydrate(candidates + pinned, with_vectors=diversity_space if needs_vectors and space_ready(diversity_space) else None)
-    candidates = [c for c in candidates if c.item_id in items and items[c.item_id].is_eligible]
-    ranked = apply_rules(candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in items})
+    eligible = hydrate(candidates + pinned, with_vectors=diversity_space if needs_vectors and space_ready(diversity_space) else None)
+    candidates = [c for c in candidates if eligible.get(c.item_id)]
+    ranked = apply_rules(candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in eligible})
+    items = Item.objects.defer("search_vector", "text").in_bulk([c.item_id for c in ranked])
     result = RecommendationList(recommender=recommender, config=config, query=query, fallback=fallback)
     for candidate in ranked:
+        item = items.get(candidate.item_id)
+        if item is None:  # deleted between the two reads
+            continue
         reasons = candidate.reasons or [recommender]
         result.items.append(
             Recommendation(
-                item=items[candidate.item_id],
+                item=item,
                 score=float(candidate.score),
                 reason=reasons[0],
                 reasons=list(reasons),
