@@ -18,7 +18,7 @@ import numpy as np
 from . import clip_text
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
-from .devices import check_device_name, check_precision_name, resolve_device, resolve_dtype
+from .devices import autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype
 from .images import ImagePolicy, Preprocessing, encode_image_bytes
 from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
@@ -45,7 +45,24 @@ class LoadedClip:
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class OpenClipEncoder(Encoder):
+class ClipImageSide:
+    """``encode_images`` of a CLIP-style encoder: ``load()`` gives ``model.encode_image``, ``preprocessing``
+    and ``device``; the encoder has ``dimension``, ``batch_size``, ``image_policy``, ``precision_option``
+    and ``decode_workers``."""
+
+    def encode_images(self, images: Sequence[bytes], batch_size: int | None = None) -> ImageBatchResult:
+        images = list(images)
+        if not images:
+            return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
+        loaded = self.load()
+        return encode_image_bytes(
+            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
+            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
+            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
+        )
+
+
+class OpenClipEncoder(ClipImageSide, Encoder):
     """CLIP encoder for text and images (open_clip).
 
     The model is one of:
@@ -133,27 +150,12 @@ class OpenClipEncoder(Encoder):
         with loaded.tokenizer_lock:
             tokens = loaded.tokenizer(texts)
         backoff = OomBackoff(batch_size or self.batch_size)
-        with torch.inference_mode(), self._autocast(loaded.device):
+        with torch.inference_mode(), autocast(loaded.device, resolve_dtype(self.precision_option, loaded.device)):
             vectors = backoff.run(
                 lambda batch: F.normalize(clip_text.encode_text(loaded.model, batch.to(loaded.device)).float(), dim=-1),
                 tokens,
             )
         return vectors.cpu().numpy()
-
-    def encode_images(self, images: Sequence[bytes], batch_size: int | None = None) -> ImageBatchResult:
-        images = list(images)
-        if not images:
-            return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
-        loaded = self.load()
-        return encode_image_bytes(
-            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
-            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
-            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
-        )
-
-    def _autocast(self, device: torch.device):
-        dtype = resolve_dtype(self.precision_option, device)
-        return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
     def _build(self, device: torch.device) -> LoadedClip:
         import open_clip

@@ -70,6 +70,11 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return getattr(torch, PRECISION_DTYPES[name])
 
 
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision in ``dtype`` on ``device``; a no-op context for fp32."""
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def check_precision_name(precision: str) -> str:
     """Validate a precision option: "auto", "fp32", "fp16" or "bf16"."""
     name = precision.strip().lower() if isinstance(precision, str) else None

@@ -51,8 +51,10 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .base import Encoder, EncoderError, ImageBatchResult, text_list
+from .base import Encoder, EncoderError, text_list
+from .clip import ClipImageSide
 from .devices import (
+    autocast,
     check_device_name,
     check_precision_name,
     resolve_device,
@@ -63,7 +65,6 @@ from .images import (
     ImagePolicy,
     Preprocessing,
     default_decode_workers,
-    encode_image_bytes,
     load_pixels,
     normalize,
 )
@@ -349,7 +350,7 @@ class LoadedLockedClip:
     preprocessing: Preprocessing
 
 
-class LockedTextClipEncoder(Encoder):
+class LockedTextClipEncoder(ClipImageSide, Encoder):
     """Encoder backend for locked-text CLIP checkpoints written by ``train_clip(lock_text="minilm")``.
 
     ``checkpoint`` is the checkpoint directory. Text: the frozen MiniLM (the
@@ -459,20 +460,6 @@ class LockedTextClipEncoder(Encoder):
             projected = F.normalize(loaded.model.encode_text(features).float(), dim=-1)
         return projected.cpu().numpy()
 
-    def encode_images(self, images: Sequence[bytes], batch_size: int | None = None) -> ImageBatchResult:
-        images = list(images)
-        if not images:
-            return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
-        loaded = self.load()
-        return encode_image_bytes(
-            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
-            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
-            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
-        )
-
-
-def _autocast(device, dtype):
-    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
 
 # ----------------------------------------------------------------------------- models being trained
@@ -947,7 +934,7 @@ def _run_training(
                     pixels = random_resized_crop_flip(pixels, generator, scale=config.crop_scale, flip=config.flip)
                 text_inputs = trainee.text_inputs[data.text_ids[rows]].to(device, non_blocking=True)
                 positives = _positives(rows, data).to(device)
-                with _autocast(device, dtype):
+                with autocast(device, dtype):
                     image_features = trainee.encode_image(pixels)
                     text_features = trainee.encode_text(text_inputs)
                 loss = clip_loss(image_features, text_features, trainee.logit_scale, positives)
@@ -1046,7 +1033,7 @@ def _evaluate(trainee: _Trainee, store: _PixelStore, rows: list[int], text_ids, 
     was_training = model.training
     model.eval()
     image_chunks, text_chunks = [], []
-    with torch.inference_mode(), _autocast(device, dtype):
+    with torch.inference_mode(), autocast(device, dtype):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
             pixels = normalize(store.batch(chunk).to(device), trainee.preprocessing)

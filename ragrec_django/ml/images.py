@@ -383,6 +383,7 @@ def encode_image_bytes(images, *, encode, dimension: int, batch_size: int, polic
     """
     from .base import ImageBatchResult
     from .batching import OomBackoff
+    from .devices import autocast
 
     images = list(images)
     vectors = np.zeros((len(images), dimension), dtype=np.float32)
@@ -390,12 +391,11 @@ def encode_image_bytes(images, *, encode, dimension: int, batch_size: int, polic
         return ImageBatchResult(vectors=vectors)
     errors: dict[int, str] = {}
     backoff = OomBackoff(batch_size)
-    autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
     with torch.inference_mode():
         for batch in iter_pixel_batches(images, batch_size, policy, preprocessing, device, workers):
             errors.update(batch.errors)
             if batch.indices:
-                with torch.autocast(**autocast):
+                with autocast(device, dtype):
                     encoded = backoff.run(lambda pixels: F.normalize(encode(pixels).float(), dim=-1), batch.pixels)
                 vectors[batch.indices] = encoded.cpu().numpy()
     return ImageBatchResult(vectors=vectors, errors=dict(sorted(errors.items())))
