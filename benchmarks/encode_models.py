@@ -22,6 +22,7 @@ import io
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from ragrec_django.ml.clip import OpenClipEncoder  # noqa: E402
 from ragrec_django.ml.devices import resolve_device, resolve_dtype  # noqa: E402
+from ragrec_django.ml.testing import make_random_clip_checkpoint  # noqa: E402
 from ragrec_django.ml.text import TransformerTextEncoder  # noqa: E402
 
 WORDS = (
@@ -119,6 +121,7 @@ def main() -> None:
     dtype = resolve_dtype(args.precision, device)
     cases = set(args.only.split(","))
     rows = []
+    agreement = None
 
     def record(case: str, count: int, seconds: float, unit: str) -> None:
         rows.append({"case": case, "n": count, "seconds": round(seconds, 3), "per_second": round(count / seconds, 1), "unit": unit})
@@ -144,9 +147,9 @@ def main() -> None:
             record("minilm-mixed", len(mixed), timed(lambda: encoder.encode_texts(mixed), args.repeats), "texts")
 
     if cases & {"clip-image", "clip-image-jpeg"}:
-        clip = OpenClipEncoder(
-            model=args.clip_model, pretrained=None, device=args.device, precision=args.precision, batch_size=args.image_batch
-        )
+        # Random weights from one file: the fp32 reference below loads the same model.
+        weights = make_random_clip_checkpoint(args.clip_model, tempfile.mkdtemp(prefix="encode-models-clip-"))
+        clip = OpenClipEncoder(**weights, device=args.device, precision=args.precision, batch_size=args.image_batch)
         loaded = clip.load()
         height, width = loaded.preprocessing.size
         if "clip-image" in cases:
@@ -164,6 +167,13 @@ def main() -> None:
             blobs = random_jpegs(args.n_images, (jpeg_w, jpeg_h))
             clip.encode_images(blobs[: args.image_batch])  # warm-up
             record("clip-image-jpeg", len(blobs), timed(lambda: clip.encode_images(blobs), args.repeats), "images")
+            if dtype != torch.float32:
+                reference = OpenClipEncoder(**weights, device=args.device, precision="fp32", batch_size=args.image_batch)
+                sample = blobs[: args.image_batch]
+                cosines = (clip.encode_images(sample).vectors * reference.encode_images(sample).vectors).sum(axis=1)
+                agreement = {"images": len(sample), "cosine_min": round(float(cosines.min()), 6),
+                             "cosine_median": round(float(np.median(cosines)), 6)}
+                print("clip-image-jpeg %s vs fp32 (same weights): %s" % (args.precision, agreement), file=sys.stderr)
 
     print("device=%s dtype=%s torch_threads=%d" % (device, str(dtype).replace("torch.", ""), torch.get_num_threads()))
     print("%-16s %6s %9s %10s" % ("case", "n", "seconds", "per second"))
@@ -171,6 +181,8 @@ def main() -> None:
         print("%-16s %6d %9.3f %10.1f %s/s" % (row["case"], row["n"], row["seconds"], row["per_second"], row["unit"]))
     if args.json_path:
         report = {"device": str(device), "dtype": str(dtype), "args": vars(args), "results": rows}
+        if agreement:
+            report["clip_image_agreement_with_fp32"] = agreement
         Path(args.json_path).write_text(json.dumps(report, indent=2))
 
 

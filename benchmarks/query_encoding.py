@@ -121,17 +121,6 @@ def precision_agreement(encoders: dict, precisions: list[str], corpus: list[str]
     return agreement
 
 
-def random_vit_b32_weights() -> str:
-    """A file of random ViT-B-32 weights, so every precision's encoder loads the same model."""
-    import open_clip
-    import torch
-
-    path = Path(tempfile.mkdtemp(prefix="query-encoding-vit-")) / "vit-b-32-random.pt"
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
-    return str(path)
-
-
 def lit_checkpoint(path: str | None) -> tuple[str, str]:
     if path:
         return path, "given"
@@ -166,17 +155,20 @@ def main() -> int:
     from ragrec_django.ml.clip import OpenClipEncoder
     from ragrec_django.ml.finetune import LockedTextClipEncoder
     from ragrec_django.ml.loading import loaded_keys
+    from ragrec_django.ml.testing import make_random_clip_checkpoint
     from ragrec_django.ml.text import TransformerTextEncoder
 
     checkpoint, origin = lit_checkpoint(args.checkpoint)
     precisions = [p for p in args.precision.split(",") if p]
-    vit_weights = None if args.skip_open_clip else random_vit_b32_weights()
+    # Random ViT-B-32 weights from one file, so that every precision's encoder loads the same model.
+    vit_weights = None if args.skip_open_clip else make_random_clip_checkpoint(
+        "ViT-B-32", tempfile.mkdtemp(prefix="query-encoding-vit-"))
     encoders = {
         precision: {
             "text": TransformerTextEncoder(device=args.device, precision=precision),
             "lit": LockedTextClipEncoder(checkpoint=checkpoint, device=args.device, precision=precision),
             "vit": None if vit_weights is None
-            else OpenClipEncoder(model="ViT-B-32", checkpoint=vit_weights, device=args.device, precision=precision),
+            else OpenClipEncoder(**vit_weights, device=args.device, precision=precision),
         }
         for precision in precisions
     }

@@ -33,3 +33,22 @@ def make_tiny_clip_checkpoint(directory: str | os.PathLike, seed: int = 0) -> di
     os.makedirs(os.fspath(directory), exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, path)
     return {"model": TINY_CLIP_NAME, "pretrained": path, "config": config}
+
+
+def make_random_clip_checkpoint(model: str, directory: str | os.PathLike, seed: int = 0) -> dict:
+    """Random weights of a built-in open_clip architecture (e.g. "ViT-B-32") saved to ``directory``.
+
+    For benchmarks: several encoders (one per precision, say) built from the returned
+    OPTIONS load the same model, which ``pretrained=None`` (a new random init each) does not.
+    """
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = open_clip.create_model(model, pretrained=None)
+    path = os.path.join(os.fspath(directory), "%s-random-seed%d.safetensors" % (model, seed))
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in network.state_dict().items()}, path)
+    return {"model": model, "pretrained": path}
