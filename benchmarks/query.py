@@ -68,7 +68,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--recall-queries", type=int, default=100, help="Queries per recall case.")
     parser.add_argument("--latency-queries", type=int, default=300, help="Timed calls per latency case.")
     parser.add_argument("--warmup", type=int, default=30, help="Untimed calls before each latency case.")
-    parser.add_argument("--ef", default="40,100,200", help="hnsw.ef_search values for the recall table.")
+    parser.add_argument(
+        "--ef", default="40,100,200,auto",
+        help="hnsw.ef_search values for the recall table; auto: the plugin's own choice (storage.ef_search_for).",
+    )
     parser.add_argument("--write-batch", type=int, default=2000, help="Rows per upsert_embeddings call during the load.")
     parser.add_argument(
         "--maintenance-work-mem", default=None,
@@ -192,11 +195,13 @@ class VectorQueryProbe:
         self.storage = storage
         self.originals = {"_run_ann_query": storage._run_ann_query, "_run_exact_query": storage._run_exact_query}
         self.calls: list[tuple[bool, int]] = []
+        self.ef_used: list[int] = []
 
     def __enter__(self):
         def ann(sql, params, ef_search):
             rows = self.originals["_run_ann_query"](sql, params, ef_search)
             self.calls.append((False, len(rows)))
+            self.ef_used.append(ef_search)
             return rows
 
         def exact(sql, params):
@@ -393,7 +398,7 @@ def plan_of(space_name, query, filters, ef, storage, connection) -> str:
         storage.nearest(space_name, query, K, filters=filters, ef_search=ef)
     sql = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %d" % ef)
+        cursor.execute("SET LOCAL hnsw.ef_search = %d" % (ef or storage.ef_search_for(filters)))
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute("EXPLAIN " + sql)
         lines = [row[0] for row in cursor.fetchall()]
@@ -429,7 +434,7 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
                 for q, expected in zip(queries, truth):
                     probe.calls.clear()
                     t0 = time.perf_counter()
-                    found = storage.nearest(space_name, q, K, filters=filters, ef_search=ef)
+                    found = storage.nearest(space_name, q, K, filters=filters, ef_search=None if ef == "auto" else ef)
                     latencies.append(time.perf_counter() - t0)
                     first = probe.calls[0]
                     exact_by_filter += first[0]
@@ -450,8 +455,10 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
                 "short_answers": short_answers,
                 "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
                 "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
-                "plan": plan_of(space_name, queries[0], filters, ef, storage, connection),
+                "plan": plan_of(space_name, queries[0], filters, None if ef == "auto" else ef, storage, connection),
             }
+            if ef == "auto" and probe.ef_used:
+                case["by_ef"][ef]["ef_search_used"] = sorted(set(probe.ef_used))
         case["other_cores_busy"] = CpuMonitor.other_cores(cpu_before, CpuMonitor.snapshot())
         rows.append(case)
         log("recall %s / %-32s %s" % (space_name, name, {ef: v["recall_at_10"] for ef, v in case["by_ef"].items()}))
@@ -791,7 +798,7 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     save()
 
     if "recall" in phases:
-        efs = [int(e) for e in args.ef.split(",")]
+        efs = [e if e == "auto" else int(e) for e in args.ef.split(",")]
         figures["recall"] = []
         t0 = time.perf_counter()
         for name in SPACES:

@@ -42,10 +42,11 @@ DEFAULTS: dict[str, Any] = {
     },
     # Stored vector type: "halfvec" (2 bytes/dim, half the size of index and table) or "vector".
     "VECTOR_TYPE": "halfvec",
-    # HNSW build and search parameters (pgvector). EF_SEARCH serves queries filtered by price, stock
-    # or category; EF_SEARCH_BROAD those filtered only by eligibility and exclusions (the common
-    # case, where fewer candidates reach the same recall; see docs/benchmarks.md).
-    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100, "EF_SEARCH_BROAD": 60},
+    # HNSW build and search parameters (pgvector). EF_SEARCH_BROAD serves queries filtered only by
+    # eligibility and exclusions (the common case); queries filtered by price, stock or category get
+    # EF_SEARCH divided by the share of items the filter passes, up to EF_SEARCH_MAX (a narrow filter
+    # discards most candidates the index scan visits; see docs/benchmarks.md).
+    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100, "EF_SEARCH_BROAD": 60, "EF_SEARCH_MAX": 400},
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,
     # Items per Celery encoding task.

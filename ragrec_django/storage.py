@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
+import math
+import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from decimal import Decimal
@@ -449,15 +453,70 @@ def _nearest(generation, query_sql: str, query_params: list, k: int, filters: It
     params = [*query_params, generation.pk, *filter_params, int(k)]
     if not exact and filters.selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1) <= EXACT_SEARCH_MAX_ROWS:
         exact = True
-    if ef_search is None:
-        hnsw = ragrec_settings.HNSW
-        ef_search = hnsw.get("EF_SEARCH_BROAD", hnsw["EF_SEARCH"]) if filters.broad else hnsw["EF_SEARCH"]
+    if ef_search is None and not exact:
+        ef_search = ef_search_for(filters)
     rows = [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, max(int(ef_search), int(k)))
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
     neighbours = [Neighbour(item_id=row[0], distance=None if row[1] is None else float(row[1])) for row in rows]
     return sorted(neighbours, key=lambda n: (n.distance is None, n.distance or 0.0))
+
+
+def ef_search_for(filters: ItemFilter) -> int:
+    """``hnsw.ef_search`` for an index scan under ``filters``.
+
+    Broad filters (eligibility, exclusions) pass nearly every item: ``EF_SEARCH_BROAD``. A
+    narrower filter drops most of the candidates the scan visits, so it gets ``EF_SEARCH``
+    divided by the share of items the planner expects to pass, at most ``EF_SEARCH_MAX``
+    (a price range holding 10% of 100k items: recall@10 0.946 at ef 100, 0.988 at 400).
+    """
+    hnsw = ragrec_settings.HNSW
+    if filters.broad:
+        return int(hnsw.get("EF_SEARCH_BROAD", hnsw["EF_SEARCH"]))
+    base = int(hnsw["EF_SEARCH"])
+    ceiling = max(base, int(hnsw.get("EF_SEARCH_MAX", base)))
+    if ceiling == base:
+        return base
+    share = _estimated_share(filters)
+    return min(ceiling, max(base, math.ceil(base / max(share, 1e-6))))
+
+
+#: Seconds a planner estimate of a filter's share is reused (statistics change slowly).
+SHARE_ESTIMATE_TTL = 60.0
+_share_estimates: dict = {}
+_share_estimates_lock = threading.Lock()
+
+
+def _estimated_share(filters: ItemFilter) -> float:
+    """The share of items passing ``filters`` as the planner estimates it from table statistics
+    (two EXPLAINs, nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds."""
+    key = (connection.alias, connection.settings_dict["NAME"], filters)
+    now = time.monotonic()
+    with _share_estimates_lock:
+        cached = _share_estimates.get(key)
+    if cached is not None and now - cached[0] < SHARE_ESTIMATE_TTL:
+        return cached[1]
+    conditions, params = filters.sql("i")
+    sql = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {items} i WHERE TRUE{conditions}"
+    items = connection.ops.quote_name(Item._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql.format(items=items, conditions=conditions), params)
+        passing = _plan_rows(cursor.fetchone()[0])
+        cursor.execute(sql.format(items=items, conditions=""))
+        total = _plan_rows(cursor.fetchone()[0])
+    share = min(1.0, passing / total) if total > 0 else 1.0
+    with _share_estimates_lock:
+        if len(_share_estimates) > 256:
+            _share_estimates.clear()
+        _share_estimates[key] = (now, share)
+    return share
+
+
+def _plan_rows(plan) -> float:
+    if isinstance(plan, (str, bytes)):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
 
 
 def _matching_items(filters: ItemFilter, at_most: int) -> int:

@@ -32,7 +32,7 @@ def test_import_needs_no_configured_django():
 def test_defaults_and_user_values():
     custom = RagrecSettings({"ITEM_MODEL": "shop.Thing", "HNSW": {"EF_SEARCH": 200}})
     assert custom.ITEM_MODEL == "shop.Thing"
-    assert custom.HNSW == {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 200, "EF_SEARCH_BROAD": 60}  # merged with defaults
+    assert custom.HNSW == {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 200, "EF_SEARCH_BROAD": 60, "EF_SEARCH_MAX": 400}  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}
 

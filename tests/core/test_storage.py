@@ -231,8 +231,30 @@ def test_variant_groups_can_be_excluded(small_set):
 def test_broad_filters_search_with_their_own_ef(small_set, settings):
     from django.test.utils import CaptureQueriesContext
 
-    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50}}
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50, "EF_SEARCH_MAX": 90}}
     for filters, ef in ((storage.ItemFilter(), 50), (storage.ItemFilter(in_stock_only=True), 90)):
         with CaptureQueriesContext(connection) as captured:
             storage.nearest("text", unit(1, 0, 0, 0), 2, filters=filters)
         assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
+
+
+@pytest.mark.parametrize("in_stock, ef", [(5, 90), (4, 113), (1, 300)])
+def test_narrow_filters_search_with_an_ef_scaled_by_the_share_they_pass(small_set, settings, in_stock, ef):
+    """EF_SEARCH / (the planner's estimate of the share of items passing), at most EF_SEARCH_MAX."""
+    from django.test.utils import CaptureQueriesContext
+
+    items, _ = small_set
+    Item.objects.exclude(key__in=list(items)[:in_stock]).update(in_stock=False)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+    storage._share_estimates.clear()
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50, "EF_SEARCH_MAX": 300}}
+    in_stock_only = storage.ItemFilter(in_stock_only=True)
+    assert storage.ef_search_for(in_stock_only) == ef
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", unit(1, 0, 0, 0), 2, filters=in_stock_only)
+    assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
+    assert len(found) == min(2, in_stock)
+    with CaptureQueriesContext(connection) as captured:  # the estimate is reused: no EXPLAIN the second time
+        storage.nearest("text", unit(1, 0, 0, 0), 2, filters=in_stock_only)
+    assert not any(q["sql"].startswith("EXPLAIN") for q in captured.captured_queries)
