@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from decimal import Decimal
 from typing import Iterable, Sequence
 
@@ -490,7 +490,9 @@ _share_estimates_lock = threading.Lock()
 
 def _estimated_share(filters: ItemFilter) -> float:
     """The share of items passing ``filters`` as the planner estimates it from table statistics
-    (two EXPLAINs, nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds."""
+    (two EXPLAINs, nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds. Exclusions of a few
+    ids or variant groups are left out: they hardly change the share and differ from call to call."""
+    filters = replace(filters, exclude_ids=frozenset(), exclude_group_keys=())
     key = (connection.alias, connection.settings_dict["NAME"], filters)
     now = time.monotonic()
     with _share_estimates_lock:

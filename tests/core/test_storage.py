@@ -255,6 +255,9 @@ def test_narrow_filters_search_with_an_ef_scaled_by_the_share_they_pass(small_se
         found = storage.nearest("text", unit(1, 0, 0, 0), 2, filters=in_stock_only)
     assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
     assert len(found) == min(2, in_stock)
-    with CaptureQueriesContext(connection) as captured:  # the estimate is reused: no EXPLAIN the second time
-        storage.nearest("text", unit(1, 0, 0, 0), 2, filters=in_stock_only)
+    # The estimate is reused, also when the call excludes some ids of its own: no EXPLAIN the second time.
+    excluding = storage.ItemFilter(in_stock_only=True, exclude_ids=frozenset({items["z1"].id}))
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", unit(1, 0, 0, 0), 2, filters=excluding)
     assert not any(q["sql"].startswith("EXPLAIN") for q in captured.captured_queries)
+    assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
