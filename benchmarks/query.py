@@ -95,6 +95,11 @@ def parse_args() -> argparse.Namespace:
         "--precision", default="fp32", choices=("fp32", "bf16"),
         help="Query encoders' precision on the CPU (bf16: weights in bf16, for CPUs with AVX512-BF16/AMX).",
     )
+    parser.add_argument(
+        "--image-model", default="vit-b-32", choices=("vit-b-32", "lit"),
+        help="The image space's encoder: open_clip ViT-B-32 (512-d, random weights) or the LiT model the demo "
+        "trains (256-d; the demo's checkpoint in var/models/demo-lit, else a throwaway one).",
+    )
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for query encoding.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
@@ -520,7 +525,7 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
     clip = registry.get_space("image").encoder
     fresh = for_cache[50:] + [q + " x" for q in uncached]
     parts["MiniLM encode 1 query"] = timed_loop(lambda q: minilm.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm])
-    parts["CLIP text tower encode 1 query"] = timed_loop(
+    parts["image space text side encode 1 query"] = timed_loop(
         lambda q: clip.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm]
     )
     filters = recommend.item_filter(recommend.serving_rules("default"))
@@ -736,12 +741,32 @@ def reencode_rate(vectors, item_ids, args, storage) -> dict:
 # ---------------------------------------------------------------- one catalogue size
 
 
+def image_encoder(args) -> dict:
+    """The ENCODERS entry of the image space; sets its dimension in ``SPACES``."""
+    if args.image_model == "lit":
+        from query_encoding import lit_checkpoint
+
+        checkpoint, origin = lit_checkpoint(None)
+        log("image space: LiT checkpoint %s (%s)" % (checkpoint, origin))
+        SPACES["image"] = 256
+        return {
+            "BACKEND": "ragrec_django.ml.finetune.LockedTextClipEncoder",
+            "OPTIONS": {"checkpoint": checkpoint, "device": "cpu", "precision": args.precision},
+        }
+    return {
+        "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
+        "OPTIONS": {"model": "ViT-B-32", "pretrained": None, "device": "cpu", "precision": args.precision},
+    }
+
+
 def loaded_size(connection) -> int | None:
     """Items already in a kept scratch database with both spaces active and indexed, else None."""
     from ragrec_django.models import Embedding, Item, SpaceGeneration
 
     generations = list(SpaceGeneration.objects.filter(status=SpaceGeneration.Status.ACTIVE))
     if sorted(g.space for g in generations) != sorted(SPACES):
+        return None
+    if any(g.dimension != SPACES[g.space] for g in generations):
         return None
     n = Item.objects.count()
     with connection.cursor() as cursor:
@@ -941,10 +966,7 @@ def main() -> int:
                 "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cpu",
                             "precision": args.precision},
             },
-            "clip": {
-                "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
-                "OPTIONS": {"model": "ViT-B-32", "pretrained": None, "device": "cpu", "precision": args.precision},
-            },
+            "clip": image_encoder(args),
         }
         spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}
         ragrec = {**settings.RAGREC, "ENCODERS": encoders, "SPACES": spaces, "AUTO_ENCODE": False}
