@@ -125,16 +125,9 @@ def parse_experiments(raw) -> list[Experiment]:
     owner: dict[str, str] = {}
     for name, spec in raw.items():
         where = 'RAGREC["EXPERIMENTS"][%r]' % (name,)
-        if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-            problems.append("%s: an experiment name must be a non-empty string of at most %d characters."
-                            % (where, NAME_MAX_LENGTH))
+        if not _usable_entry(where, "an experiment name", name, spec, "a dict with VARIANTS (and optionally RECOMMENDERS)",
+                             EXPERIMENT_KEYS, problems):
             continue
-        if not isinstance(spec, dict):
-            problems.append("%s must be a dict with VARIANTS (and optionally RECOMMENDERS)." % where)
-            continue
-        unknown = sorted(set(map(str, spec)) - EXPERIMENT_KEYS)
-        if unknown:
-            problems.append("%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(EXPERIMENT_KEYS))))
         recommenders = spec.get("RECOMMENDERS")
         if recommenders is not None:
             if not isinstance(recommenders, (list, tuple)) or not recommenders or not all(isinstance(r, str) for r in recommenders):
@@ -160,6 +153,21 @@ def parse_experiments(raw) -> list[Experiment]:
     return experiments
 
 
+def _usable_entry(where: str, naming: str, name, spec, shape: str, keys: set[str], problems: list[str]) -> bool:
+    """Whether a named settings entry has a valid name and is a dict (else its problem is added);
+    unknown keys are added as a problem too, but do not make the entry unusable."""
+    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
+        problems.append("%s: %s must be a non-empty string of at most %d characters." % (where, naming, NAME_MAX_LENGTH))
+        return False
+    if not isinstance(spec, dict):
+        problems.append("%s must be %s." % (where, shape))
+        return False
+    unknown = sorted(set(map(str, spec)) - keys)
+    if unknown:
+        problems.append("%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(keys))))
+    return True
+
+
 def _parse_variants(where: str, raw, problems: list[str]) -> list[Variant]:
     if not isinstance(raw, dict) or len(raw) < 2:
         problems.append('%s: VARIANTS must be a dict of at least two variants, e.g. {"control": {"CONFIG": "default", '
@@ -168,15 +176,9 @@ def _parse_variants(where: str, raw, problems: list[str]) -> list[Variant]:
     variants = []
     for name, spec in raw.items():
         here = "%s VARIANTS[%r]" % (where, name)
-        if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-            problems.append("%s: a variant name must be a non-empty string of at most %d characters." % (here, NAME_MAX_LENGTH))
+        if not _usable_entry(here, "a variant name", name, spec, 'a dict like {"CONFIG": "default", "WEIGHT": 50}',
+                             VARIANT_KEYS, problems):
             continue
-        if not isinstance(spec, dict):
-            problems.append('%s must be a dict like {"CONFIG": "default", "WEIGHT": 50}.' % here)
-            continue
-        unknown = sorted(set(map(str, spec)) - VARIANT_KEYS)
-        if unknown:
-            problems.append("%s: unknown key(s) %s; valid keys are CONFIG, WEIGHT." % (here, ", ".join(unknown)))
         config = spec.get("CONFIG")
         if not isinstance(config, str) or not config.strip() or len(config) > NAME_MAX_LENGTH:
             problems.append("%s: CONFIG must name a serving configuration (at most %d characters)." % (here, NAME_MAX_LENGTH))
