@@ -22,16 +22,9 @@ def make_tiny_clip_checkpoint(directory: str | os.PathLike, seed: int = 0) -> di
     preprocessed to 32x32, and the same ``seed`` always gives the same weights.
     """
     import open_clip
-    import torch
-    from safetensors.torch import save_file
 
     config = copy.deepcopy(TINY_CLIP_CONFIG)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = open_clip.CLIP(**config)
-    path = os.path.join(os.fspath(directory), "%s-seed%d.safetensors" % (TINY_CLIP_NAME, seed))
-    os.makedirs(os.fspath(directory), exist_ok=True)
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, path)
+    path = _save_seeded(lambda: open_clip.CLIP(**config), directory, "%s-seed%d.safetensors" % (TINY_CLIP_NAME, seed), seed)
     return {"model": TINY_CLIP_NAME, "pretrained": path, "config": config}
 
 
@@ -42,13 +35,21 @@ def make_random_clip_checkpoint(model: str, directory: str | os.PathLike, seed: 
     OPTIONS load the same model, which ``pretrained=None`` (a new random init each) does not.
     """
     import open_clip
+
+    path = _save_seeded(lambda: open_clip.create_model(model, pretrained=None), directory,
+                        "%s-random-seed%d.safetensors" % (model, seed), seed)
+    return {"model": model, "pretrained": path}
+
+
+def _save_seeded(build, directory: str | os.PathLike, filename: str, seed: int) -> str:
+    """Build a model under ``seed`` (the global RNG left as it was) and save its weights as safetensors."""
     import torch
     from safetensors.torch import save_file
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        network = open_clip.create_model(model, pretrained=None)
-    path = os.path.join(os.fspath(directory), "%s-random-seed%d.safetensors" % (model, seed))
+        network = build()
+    path = os.path.join(os.fspath(directory), filename)
     os.makedirs(os.fspath(directory), exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in network.state_dict().items()}, path)
-    return {"model": model, "pretrained": path}
+    return path
