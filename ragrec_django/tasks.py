@@ -28,7 +28,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from . import registry, storage
 from .conf import ragrec_settings
 from .models import Item, TaskDelivery
-from .services import encoding
+from .services import descriptions, encoding, finetune
 
 logger = logging.getLogger(__name__)
 
@@ -137,35 +137,12 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError, InterfaceError),
              retry_backoff=2, retry_backoff_max=300, max_retries=5)
 def generate_descriptions_task(self, job_id: int, keys: list) -> dict:
-    """Generate review drafts for items ``keys`` of a GenerationJob, counting progress on the job.
+    """Generate review drafts for items ``keys`` of a GenerationJob (``descriptions.generate_job_chunk``).
 
     Items that already have a draft from this job are skipped, so a redelivered
     task does not duplicate drafts.
     """
-    from django.db.models import F
-    from django.utils import timezone
-
-    from .models import DescriptionDraft, GenerationJob
-    from .services import descriptions
-
-    job = GenerationJob.objects.get(pk=job_id)
-    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(status=GenerationJob.Status.RUNNING)
-    done_keys = set(DescriptionDraft.objects.filter(job=job, item__key__in=keys).values_list("item__key", flat=True))
-    done = failed = 0
-    for key in keys:
-        if str(key) in done_keys:
-            continue
-        try:
-            descriptions.generate_draft(str(key), generator=job.generator, job=job)
-            done += 1
-        except Exception:  # one item's failure must not stop the batch; it is counted and logged
-            logger.exception("Generating a description for item %s failed", key)
-            failed += 1
-    GenerationJob.objects.filter(pk=job_id).update(done=F("done") + done, failed=F("failed") + failed)
-    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.RUNNING).filter(
-        total__lte=F("done") + F("failed")
-    ).update(status=GenerationJob.Status.DONE, finished_at=timezone.now())
-    return {"job": job_id, "done": done, "failed": failed}
+    return descriptions.generate_job_chunk(job_id, keys)
 
 
 def enqueue_generation(job, keys: list, *, chunk_size: int = 20) -> None:
@@ -180,7 +157,7 @@ def enqueue_generation(job, keys: list, *, chunk_size: int = 20) -> None:
 def finetune_clip_task(self, out: str, **options) -> dict:
     """Fine-tune CLIP on the catalogue (``ragrec_finetune_clip`` in a worker); return the checkpoint and figures.
 
-    ``options`` are the command's: ``text_field``, ``limit`` and the
+    ``options`` are ``services.finetune.finetune_from_adapter``'s (the command's): ``text_field``, ``limit`` and the
     ``ragrec_django.ml.finetune.FinetuneConfig`` fields (``epochs``,
     ``batch_size``, ``lr``, ``lock_text``, ``pretrained``, ``device``...).
     Acknowledged on receipt, not late: a training run can outlast the broker's
@@ -188,10 +165,8 @@ def finetune_clip_task(self, out: str, **options) -> dict:
 
         CELERY_TASK_ROUTES = {"ragrec_django.tasks.finetune_clip_task": {"queue": "gpu"}}
     """
-    from .management.commands.ragrec_finetune_clip import finetune_from_adapter
-
     options.setdefault("progress", False)
-    result = finetune_from_adapter(out, **options)
+    result = finetune.finetune_from_adapter(out, **options)
     report = result.report
     return {
         "checkpoint": result.checkpoint,

@@ -293,7 +293,9 @@ class GenerationJobAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = StartJobForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            job = descriptions.start_job(category=form.cleaned_data["category"] or None,
+            from ..tasks import enqueue_generation  # Celery is optional: imported when a job is started
+
+            job = descriptions.start_job(enqueue=enqueue_generation, category=form.cleaned_data["category"] or None,
                                          generator=form.cleaned_data["generator"] or None, user=request.user)
             self.message_user(request, "Queued %d item(s) for generation; drafts appear in the review queue." % job.total)
             return HttpResponseRedirect(reverse("admin:ragrec_django_generationjob_changelist"))

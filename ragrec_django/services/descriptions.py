@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .. import registry, storage
@@ -287,15 +289,45 @@ def published_text(item_key: str) -> str | None:
 # ---------------------------------------------------------------- bulk jobs
 
 
-def start_job(*, category: str | None = None, generator: str | None = None, user=None) -> GenerationJob:
-    """Queue generation for a category or the whole catalogue (Celery, own queue); returns the job."""
-    from ..tasks import enqueue_generation
+def start_job(*, enqueue: Callable[[GenerationJob, list[str]], object], category: str | None = None,
+              generator: str | None = None, user=None) -> GenerationJob:
+    """Create a generation job for a category or the whole catalogue and hand it to ``enqueue``; return the job.
 
+    ``enqueue(job, keys)`` queues the work; the admin passes ``tasks.enqueue_generation`` (Celery, own
+    queue), whose workers run ``generate_job_chunk``.
+    """
     items = Item.objects.filter(is_eligible=True)  # the mirror: filled by ragrec_reindex and item saves
     if category:
         items = items.filter(category=category)
     keys = list(items.order_by("id").values_list("key", flat=True))
     job = GenerationJob.objects.create(scope=category or "", generator=generator or ragrec_settings.DESCRIPTION_GENERATOR,
                                        total=len(keys), created_by=user if getattr(user, "pk", None) else None)
-    enqueue_generation(job, keys)
+    enqueue(job, keys)
     return job
+
+
+def generate_job_chunk(job_id: int, keys: list) -> dict:
+    """Generate review drafts for items ``keys`` of a GenerationJob, counting progress on the job.
+
+    Items that already have a draft from this job are skipped, so a redelivered
+    chunk does not duplicate drafts. One item's failure is counted and logged;
+    the rest of the chunk goes on. Returns {"job", "done", "failed"}.
+    """
+    job = GenerationJob.objects.get(pk=job_id)
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(status=GenerationJob.Status.RUNNING)
+    done_keys = set(DescriptionDraft.objects.filter(job=job, item__key__in=keys).values_list("item__key", flat=True))
+    done = failed = 0
+    for key in keys:
+        if str(key) in done_keys:
+            continue
+        try:
+            generate_draft(str(key), generator=job.generator, job=job)
+            done += 1
+        except Exception:  # one item's failure must not stop the batch; it is counted and logged
+            logger.exception("Generating a description for item %s failed", key)
+            failed += 1
+    GenerationJob.objects.filter(pk=job_id).update(done=F("done") + done, failed=F("failed") + failed)
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.RUNNING).filter(
+        total__lte=F("done") + F("failed")
+    ).update(status=GenerationJob.Status.DONE, finished_at=timezone.now())
+    return {"job": job_id, "done": done, "failed": failed}

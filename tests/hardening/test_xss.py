@@ -22,6 +22,7 @@ from ragrec_django import storage
 from ragrec_django.models import ComplementPair, Item
 from ragrec_django.services import descriptions, encoding
 from ragrec_django.services.events import EventInput, record_events
+from ragrec_django.tasks import enqueue_generation
 from shop_demo.catalog.adapters import ProductAdapter
 from shop_demo.catalog.models import Category, Product
 from tests.ml.samples import build_samples
@@ -87,7 +88,7 @@ def evil(settings, catalogue, django_user_model):
     descriptions.approve(draft, admin_user)
     descriptions.publish(draft, admin_user)
     descriptions.generate_draft(item.key)  # and one pending
-    descriptions.start_job(category=EVIL_CATEGORY, user=admin_user)
+    descriptions.start_job(enqueue=enqueue_generation, category=EVIL_CATEGORY, user=admin_user)
     return product, admin_user
 
 

@@ -111,7 +111,7 @@ class Command(BaseCommand):
         self.align_image_space(str(folder))
 
     def train_clip(self, minutes: float):
-        from ragrec_django.management.commands.ragrec_finetune_clip import finetune_from_adapter
+        from ragrec_django.services.finetune import finetune_from_adapter
 
         directory = settings.SHOP_DEMO_CLIP_DIR
         self.log(
