@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,7 +15,7 @@ class Reply:
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
+    hold: threading.Event | None = None  # answer only once this is set
 
 
 @dataclass
@@ -51,9 +50,17 @@ class FakeChatServer:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def reply(self, status: int = 200, json_body=None, raw: bytes | None = None, headers=None, delay: float = 0.0):
+    def reply(
+        self,
+        status: int = 200,
+        json_body=None,
+        raw: bytes | None = None,
+        headers=None,
+        hold: threading.Event | None = None,
+    ):
+        """Script the next answer; with ``hold``, it is sent only once the event is set (a server that hangs)."""
         body = raw if raw is not None else json.dumps(json_body if json_body is not None else {}).encode()
-        self.script.append(Reply(status, body, dict(headers or {}), delay))
+        self.script.append(Reply(status, body, dict(headers or {}), hold))
         return self
 
     @property
@@ -76,8 +83,8 @@ class FakeChatServer:
                 with fake._lock:
                     fake.received.append(Received("POST", self.path, dict(self.headers.items()), body))
                     reply = fake.script.popleft() if fake.script else Reply(500, b'{"error": "script exhausted"}')
-                if reply.delay:
-                    time.sleep(reply.delay)
+                if reply.hold is not None:
+                    reply.hold.wait()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
@@ -94,13 +95,15 @@ def test_429_honours_retry_after_then_succeeds(chat_server):
     assert generator.sleep == [2.0]  # Retry-After wins over the (shorter) backoff
 
 
-def test_retry_after_with_a_real_wait(chat_server):
+def test_by_default_retry_after_is_waited_out_with_time_sleep_before_the_retry(chat_server, monkeypatch):
+    waits = []  # (seconds, requests the server had seen when the wait began)
+    monkeypatch.setattr(time, "sleep", lambda seconds: waits.append((seconds, len(chat_server.received))))
     chat_server.reply(429, {"error": "slow down"}, headers={"Retry-After": "0.3"}).reply(200, completion("ok"))
-    generator = make(chat_server, backoff=0)
-    generator.sleep = time.sleep
-    started = time.monotonic()
+    generator = OpenAICompatibleGenerator(chat_server.base_url, "tiny-llm", api_key=KEY, backoff=0)
+
     assert generator.generate(request()) == "ok"
-    assert time.monotonic() - started >= 0.3
+    assert waits == [(0.3, 1)]  # one blocking wait, between the refused request and the retry
+    assert len(chat_server.received) == 2
 
 
 def test_500_twice_then_success_backs_off_exponentially(chat_server):
@@ -196,14 +199,18 @@ def test_think_block_of_reasoning_models_is_dropped(chat_server):
 
 
 def test_timeout_is_retried_then_fails(chat_server):
-    chat_server.reply(200, completion("too late"), delay=1.5).reply(200, completion("too late"), delay=1.5)
+    # The server answers only after generate() has returned: it can only return by giving up on both attempts.
+    answer = threading.Event()
+    chat_server.reply(200, completion("too late"), hold=answer).reply(200, completion("too late"), hold=answer)
     generator = make(chat_server, timeout=0.25, max_retries=1, backoff=0)
 
-    started = time.monotonic()
-    with pytest.raises(GenerationError) as error:
-        generator.generate(request())
-    assert time.monotonic() - started < 1.4
-    assert "within 0.25s" in str(error.value) and "2 attempts" in str(error.value)
+    try:
+        with pytest.raises(GenerationError) as error:
+            generator.generate(request())
+    finally:
+        answer.set()
+    assert "No answer from" in str(error.value) and "within 0.25s" in str(error.value)
+    assert "2 attempts" in str(error.value)
     assert len(chat_server.received) == 2 and len(generator.sleep) == 1
     assert_no_key(error)
 
