@@ -25,10 +25,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 from pgvector import HalfVector
 
-from .conf import ragrec_settings
-from .ml.base import DimensionMismatch
-from .models import Embedding, EncodingFailure, Item, SpaceGeneration
-from .registry import SpaceConfig
+from ..conf import ragrec_settings
+from ..ml.base import DimensionMismatch
+from ..models import Embedding, EncodingFailure, Item, SpaceGeneration
+from ..registry import SpaceConfig
 
 Status = SpaceGeneration.Status
 #: The largest magnitude a float16 (pgvector halfvec) holds.
@@ -76,7 +76,7 @@ def generation_snapshot():
     if _snapshot.get() is not None:
         yield
         return
-    from .registry import get_spaces
+    from ..registry import get_spaces
 
     active = {g.space: g for g in SpaceGeneration.objects.filter(status=Status.ACTIVE)}
     token = _snapshot.set({name: active.get(name) for name in {*get_spaces(), *active}})
