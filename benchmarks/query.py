@@ -194,11 +194,11 @@ def log(message: str) -> None:
 
 
 class VectorQueryProbe:
-    """Wraps ``storage._run_ann_query`` and ``_run_exact_query``: each index scan's row count, each exact run."""
+    """Wraps ``storage.ann._run_ann_query`` and ``_run_exact_query``: each index scan's row count, each exact run."""
 
-    def __init__(self, storage):
-        self.storage = storage
-        self.originals = {"_run_ann_query": storage._run_ann_query, "_run_exact_query": storage._run_exact_query}
+    def __init__(self, ann):
+        self.module = ann
+        self.originals = {"_run_ann_query": ann._run_ann_query, "_run_exact_query": ann._run_exact_query}
         self.calls: list[tuple[bool, int]] = []
         self.ef_used: list[int] = []
 
@@ -214,12 +214,12 @@ class VectorQueryProbe:
             self.calls.append((True, len(rows)))
             return rows
 
-        self.storage._run_ann_query, self.storage._run_exact_query = ann, exact
+        self.module._run_ann_query, self.module._run_exact_query = ann, exact
         return self
 
     def __exit__(self, *exc):
         for name, original in self.originals.items():
-            setattr(self.storage, name, original)
+            setattr(self.module, name, original)
 
 
 def machine_info(connection) -> dict:
@@ -435,7 +435,7 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
         }
         for ef in efs:
             recalls, latencies, short_scans, fallbacks, short_answers, exact_by_filter = [], [], 0, 0, 0, 0
-            with VectorQueryProbe(storage) as probe:
+            with VectorQueryProbe(storage.ann) as probe:
                 for q, expected in zip(queries, truth):
                     probe.calls.clear()
                     t0 = time.perf_counter()

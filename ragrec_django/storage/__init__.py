@@ -1,4 +1,45 @@
-"""Storage: every SQL statement of the app (being split into modules; the public names are re-exported here)."""
+"""Storage: every SQL statement of the app, by the tables it serves.
 
-from .generations import *  # noqa: F403
-from .generations import _run_ann_query, _run_exact_query, _share_estimates  # noqa: F401
+* ``generations``: space generations (active, snapshot, write, switch, promote, rollback) and their HNSW indexes;
+* ``vectors``: checking, writing and reading item vectors, and encoding failures;
+* ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
+* ``items``: the item mirror (sync).
+
+The public names are re-exported here: ``from ragrec_django import storage; storage.nearest(...)``.
+"""
+
+from .ann import (
+    EXACT_SEARCH_MAX_ROWS,
+    NO_FILTER,
+    SHARE_ESTIMATE_TTL,
+    ItemFilter,
+    Neighbour,
+    ef_search_for,
+    nearest,
+    nearest_to_item,
+)
+from .generations import (
+    SpaceMismatch,
+    SpaceNotReady,
+    Status,
+    active_generation,
+    building_generation,
+    create_index,
+    drop_generation,
+    generation_snapshot,
+    promote,
+    rollback,
+    start_switch,
+    with_generation_snapshot,
+    write_generation,
+)
+from .items import local_catalogue_changes, sync_items
+from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
+
+__all__ = [
+    "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
+    "SpaceMismatch", "SpaceNotReady", "Status", "active_generation", "building_generation", "check_vectors",
+    "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "local_catalogue_changes", "nearest",
+    "nearest_to_item", "promote", "record_failures", "rollback", "start_switch", "sync_items",
+    "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",
+]

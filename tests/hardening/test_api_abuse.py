@@ -3,7 +3,7 @@
 Already covered elsewhere, not repeated here: k over MAX_K / 0 / -1 / "abc" / "2.5" as query parameters
 (400, refused rather than clamped), unknown item ids (404), unknown configs, malformed and deeply nested
 JSON, wrong content types, 501 events in a batch, oversized photos (tests/api); NaN and wrong-dimension
-vectors (tests/core/test_storage.py); NaN and negative prices in serving rules (tests/ranking).
+vectors (tests/storage/test_storage.py); NaN and negative prices in serving rules (tests/ranking).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from ragrec_django import storage
 from ragrec_django.ml.base import DimensionMismatch
 from ragrec_django.models import Embedding, Item, SpaceGeneration
 from ragrec_django.registry import SpaceConfig
+from ragrec_django.storage import ann
 
 pytestmark = pytest.mark.django_db
 
@@ -247,7 +248,7 @@ def test_narrow_filters_search_with_an_ef_scaled_by_the_share_they_pass(small_se
     Item.objects.exclude(key__in=list(items)[:in_stock]).update(in_stock=False)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
-    storage._share_estimates.clear()
+    ann._share_estimates.clear()
     settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50, "EF_SEARCH_MAX": 300}}
     in_stock_only = storage.ItemFilter(in_stock_only=True)
     assert storage.ef_search_for(in_stock_only) == ef

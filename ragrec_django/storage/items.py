@@ -1,0 +1,46 @@
+"""The item mirror: syncing host items into ``Item``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.contrib.postgres.search import SearchVector
+from django.db import connection, transaction
+
+from ..conf import ragrec_settings
+from ..models import Item
+
+_local_catalogue_changes = 0
+
+
+def local_catalogue_changes() -> int:
+    """How many times this process changed the item mirror (caches built from it compare this)."""
+    return _local_catalogue_changes
+
+
+def sync_items(snapshots) -> dict[str, int]:
+    """Upsert item snapshots into ``Item``; return {key: item id}."""
+    global _local_catalogue_changes
+    snapshots = list(snapshots)
+    if not snapshots:
+        return {}
+    _local_catalogue_changes += 1
+    keys = [s.key for s in snapshots]
+    with transaction.atomic():
+        Item.objects.bulk_create(
+            [Item(**asdict(snapshot)) for snapshot in snapshots],
+            update_conflicts=True,
+            unique_fields=["key"],
+            update_fields=[
+                "title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "text",
+                "is_promoted", "metadata", "updated_at",
+            ],
+        )
+        language = ragrec_settings.SEARCH_LANGUAGE
+        Item.objects.filter(key__in=keys).update(
+            search_vector=SearchVector("title", weight="A", config=language)
+            + SearchVector("category", weight="B", config=language)
+            + SearchVector("text", weight="C", config=language)
+        )
+    return dict(Item.objects.filter(key__in=keys).values_list("key", "id"))
+

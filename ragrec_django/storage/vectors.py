@@ -1,0 +1,109 @@
+"""Item vectors: checking a batch, writing it to a generation, recording encoding failures, reading vectors back.
+
+Vectors are stored as ``halfvec`` without a fixed dimension (each generation fixes its own).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from django.db import connection, transaction
+from pgvector import HalfVector
+
+from ..ml.base import DimensionMismatch
+from ..models import Embedding, EncodingFailure, SpaceGeneration
+from .generations import active_generation
+
+#: The largest magnitude a float16 (pgvector halfvec) holds.
+HALFVEC_MAX = 65504.0
+
+
+def check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
+    """Validate a batch of vectors: 2-D, the generation's dimension, finite, not zero."""
+    array = np.asarray(vectors, dtype=np.float32)
+    if array.ndim != 2:
+        raise DimensionMismatch("Expected a 2-D array of vectors, got shape %s." % (array.shape,))
+    if array.shape[1] != dimension:
+        raise DimensionMismatch("Vectors have dimension %d but the space stores %d." % (array.shape[1], dimension))
+    if not np.isfinite(array).all():
+        raise ValueError("Vectors contain NaN or infinite values.")
+    if np.abs(array).max(initial=0) > HALFVEC_MAX:
+        raise ValueError("Vectors have values beyond halfvec's range (+-%g); normalise them." % HALFVEC_MAX)
+    if array.size and (np.linalg.norm(array, axis=1) == 0).any():
+        raise ValueError("Vectors contain an all-zero row (cosine distance undefined).")
+    return array
+
+
+def upsert_embeddings(
+    generation: SpaceGeneration, item_ids: Sequence[int], vectors: np.ndarray, content_hashes: Sequence[str]
+) -> int:
+    """Write vectors for items in one statement (insert or update); return rows written."""
+    array = check_vectors(vectors, generation.dimension)
+    if not (len(item_ids) == len(array) == len(content_hashes)):
+        raise ValueError("item_ids, vectors and content_hashes differ in length.")
+    if not item_ids:
+        return 0
+    rows = [
+        Embedding(
+            item_id=item_id,
+            generation=generation,
+            vector=HalfVector(vector),
+            encoder_version=generation.encoder_version,
+            content_hash=content_hash,
+        )
+        for item_id, vector, content_hash in zip(item_ids, array, content_hashes)
+    ]
+    with transaction.atomic():
+        Embedding.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["generation", "item"],
+            update_fields=["vector", "encoder_version", "content_hash", "updated_at"],
+        )
+        EncodingFailure.objects.filter(generation=generation, item_id__in=item_ids).delete()
+    return len(rows)
+
+
+def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, str, str]]) -> int:
+    """Record (item_id, content_hash, reason) failures; repeated failures count attempts."""
+    failures = list(failures)
+    if not failures:
+        return 0
+    with transaction.atomic():
+        existing = {
+            f.item_id: f
+            for f in EncodingFailure.objects.select_for_update().filter(
+                generation=generation, item_id__in=[item_id for item_id, _, _ in failures]
+            )
+        }
+        new = []
+        for item_id, content_hash, reason in failures:
+            failure = existing.get(item_id)
+            if failure is None:
+                new.append(EncodingFailure(item_id=item_id, generation=generation, content_hash=content_hash, reason=reason))
+            else:
+                failure.attempts += 1
+                failure.reason, failure.content_hash = reason, content_hash
+                failure.save(update_fields=["attempts", "reason", "content_hash", "updated_at"])
+        EncodingFailure.objects.bulk_create(new, ignore_conflicts=True)
+        Embedding.objects.filter(generation=generation, item_id__in=[item_id for item_id, _, _ in failures]).delete()
+    return len(failures)
+
+
+def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Stored vectors of the active generation, by item id (read in pgvector's binary format)."""
+    generation = active_generation(space_name)
+    if generation is None or not item_ids:
+        return {}
+    sql = "SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)".format(
+        embeddings=connection.ops.quote_name(Embedding._meta.db_table)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [generation.pk, list(item_ids)])
+        return {item_id: _halfvec_from_binary(data) for item_id, data in cursor.fetchall()}
+
+
+def _halfvec_from_binary(data: bytes) -> np.ndarray:
+    """pgvector's halfvec binary format: uint16 dimension, uint16 unused, big-endian float16 values."""
+    return np.frombuffer(data, dtype=">f2", offset=4).astype(np.float32)
