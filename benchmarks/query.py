@@ -479,7 +479,6 @@ def api_available() -> bool:
 
 
 def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tuple[dict, dict]:
-    from ragrec_django import textsearch
 
     rng = np.random.default_rng(args.seed + 11)
     n_timed, n_warm = args.latency_queries, args.warmup
@@ -530,7 +529,7 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
     )
     filters = recommend.item_filter(recommend.serving_rules("default"))
     parts["keyword_search depth 40"] = timed_loop(
-        lambda q: textsearch.keyword_search(q, 40, filters=filters), uncached[n_warm:], uncached[:n_warm]
+        lambda q: storage.keyword_search(q, 40, filters=filters), uncached[n_warm:], uncached[:n_warm]
     )
     for space_name in ("text", "image"):
         encoder = minilm if space_name == "text" else clip
@@ -680,7 +679,7 @@ class InclusiveTimers:
             setattr(module, name, original)
 
 
-def breakdown(catalogue, args, recommend, storage, textsearch) -> dict:
+def breakdown(catalogue, args, recommend, storage) -> dict:
     """Mean inclusive ms per call of the steps of similar_items and search (no profiler overhead)."""
     keys = catalogue.keys()
     rng = np.random.default_rng(args.seed + 37)
@@ -690,9 +689,10 @@ def breakdown(catalogue, args, recommend, storage, textsearch) -> dict:
 
     steps = [
         (recommend, "anchor_item"), (recommend, "serving_rules"), (recommend, "space_ready"),
-        (recommend, "_text_query_vector"), (textsearch, "keyword_search"), (storage, "active_generation"),
-        (storage, "vectors_for_items"), (storage, "nearest"), (storage, "nearest_to_item"), (results, "hydrate"),
-        (results, "apply_rules"), (recommend, "finish"),
+        (recommend, "_text_query_vector"), (storage, "keyword_search"), (storage, "active_generation"),
+        (storage.vectors, "active_generation"), (storage.ann, "active_generation"), (storage, "vectors_for_items"),
+        (storage, "nearest"), (storage, "nearest_to_item"), (results, "hydrate"), (results, "apply_rules"),
+        (recommend, "finish"),
     ]
     out = {}
     for label, fn, inputs in (
@@ -779,7 +779,7 @@ def loaded_size(connection) -> int | None:
 
 def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     """Load a catalogue of ``n`` items and run the selected phases, filling ``figures`` (saved after each phase)."""
-    from ragrec_django import registry, storage, textsearch
+    from ragrec_django import registry, storage
     from ragrec_django.models import Embedding, Item, SpaceGeneration
     from ragrec_django.services import recommend
 
@@ -815,10 +815,10 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
         figures["load"]["other_cores_busy"] = CpuMonitor.other_cores(cpu_before, CpuMonitor.snapshot())
     ids_by_key = dict(Item.objects.values_list("key", "id"))
     item_ids = [ids_by_key[key] for key in catalogue.keys()]
-    textsearch._cache.clear()
+    storage.keyword._cache.clear()
     recommend.query_cache._entries.clear()
     t0 = time.perf_counter()
-    textsearch.spelling_corrector()
+    storage.spelling_corrector()
     figures["load"]["spelling_vocabulary_build_s"] = round(time.perf_counter() - t0, 2)
     save()
 
@@ -843,7 +843,7 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
             log(figures["http"]["skipped"])
         save()
     if "breakdown" in phases:
-        figures["breakdown"] = breakdown(catalogue, args, recommend, storage, textsearch)
+        figures["breakdown"] = breakdown(catalogue, args, recommend, storage)
         save()
     if "profile" in phases:
         figures["calls"] = query_counts_and_profiles(catalogue, args, recommend, connection)
@@ -853,7 +853,7 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
         log("N=%d: re-encode writes %s" % (n, figures["reencode_64_per_upsert"]))
     figures["loadavg_end"] = os.getloadavg()
     save()
-    textsearch._cache.clear()
+    storage.keyword._cache.clear()
     recommend.query_cache._entries.clear()
     return figures
 

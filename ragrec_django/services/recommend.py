@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from .. import registry, storage, textsearch
+from .. import registry, storage
 from ..conf import ragrec_settings
 from ..ml.images import ImageDecodeError
 from ..ranking.fusion import reciprocal_rank_fusion, weighted_score_fusion
@@ -126,7 +126,7 @@ def search(query: str, *, k: int | None = None, config: str = "default", min_pri
     weights = ragrec_settings.SEARCH_WEIGHTS
     depth = max(k * 4, 40)
     lists = {}
-    keyword, corrected = textsearch.keyword_search(query, depth, filters=filters)
+    keyword, corrected = storage.keyword_search(query, depth, filters=filters)
     reason = "matches '%s'" % corrected
     if weights.get("keyword"):
         lists["keyword"] = candidates_from(keyword, "keyword", reason)

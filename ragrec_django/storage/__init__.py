@@ -3,7 +3,8 @@
 * ``generations``: space generations (active, snapshot, write, switch, promote, rollback) and their HNSW indexes;
 * ``vectors``: checking, writing and reading item vectors, and encoding failures;
 * ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
-* ``items``: the item mirror (sync).
+* ``items``: the item mirror (sync);
+* ``keyword``: typo-tolerant full-text search of the item mirror.
 
 The public names are re-exported here: ``from ragrec_django import storage; storage.nearest(...)``.
 """
@@ -34,12 +35,13 @@ from .generations import (
     write_generation,
 )
 from .items import local_catalogue_changes, sync_items
+from .keyword import SpellingCorrector, keyword_search, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
 __all__ = [
     "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
-    "SpaceMismatch", "SpaceNotReady", "Status", "active_generation", "building_generation", "check_vectors",
-    "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "local_catalogue_changes", "nearest",
-    "nearest_to_item", "promote", "record_failures", "rollback", "start_switch", "sync_items",
+    "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors",
+    "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
+    "nearest_to_item", "promote", "record_failures", "rollback", "spelling_corrector", "start_switch", "sync_items",
     "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",
 ]

@@ -4,8 +4,8 @@ import pytest
 from django.core.cache import caches
 from rest_framework.test import APIClient
 
-from ragrec_django import textsearch
 from ragrec_django.conf import ragrec_settings
+from ragrec_django.storage import keyword
 from tests.services.conftest import catalogue, jpeg  # noqa: F401  (the encoded catalogue fixture, reused)
 
 
@@ -20,7 +20,7 @@ def _fresh_throttle_counters():
 @pytest.fixture(autouse=True)
 def _fresh_spelling_vocabulary():
     """Typo correction reads this test's catalogue, not one cached (for 30 s) from an earlier test."""
-    textsearch._cache.clear()
+    keyword._cache.clear()
 
 
 @pytest.fixture

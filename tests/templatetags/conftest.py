@@ -2,11 +2,11 @@
 
 import pytest
 
-from ragrec_django import textsearch
+from ragrec_django.storage import keyword
 from tests.services.conftest import catalogue, jpeg  # noqa: F401  (the encoded catalogue fixture, reused)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_spelling_vocabulary():
     """Typo correction reads this test's catalogue, not one cached (for 30 s) from an earlier test."""
-    textsearch._cache.clear()
+    keyword._cache.clear()

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from django.db import connection
 from django.db.models import Max
 
-from .conf import ragrec_settings
-from .models import Item
-from . import storage
-from .storage import ItemFilter
+from ..conf import ragrec_settings
+from ..models import Item
+from .ann import ItemFilter
+from .items import local_catalogue_changes
 
 WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 VOCABULARY_TTL_SECONDS = 30
@@ -103,7 +103,7 @@ def spelling_corrector() -> SpellingCorrector:
     alias = connection.alias
     cached = _cache.get(alias)
     now = time.monotonic()
-    changes = storage.local_catalogue_changes()
+    changes = local_catalogue_changes()
     if cached is not None and cached.local_changes == changes:
         if now - cached.checked_at < VOCABULARY_TTL_SECONDS:
             return cached.corrector
