@@ -12,9 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection
-
-from .. import registry
+from .. import registry, storage
 from ..conf import ragrec_settings
 from ..generation.prompt import (
     ASSISTANT_PROMPT_VERSION,
@@ -22,7 +20,6 @@ from ..generation.prompt import (
     parse_budget_and_filters,
 )
 from ..generation.sanitise import html_to_text, sanitise_output, split_citations
-from ..models import Item
 from .recommend import BadQuery, Recommendation, search
 
 MAX_REQUEST_CHARS = 500
@@ -76,7 +73,7 @@ def _source(rec: Recommendation) -> dict:
 def _validated_sentences(html: str, retrieved: set[str]) -> tuple[list[str], list[str], list[str]]:
     """Sentences kept (plain text, markers removed), ids cited in order, and why sentences were dropped."""
     kept, cited, dropped = [], [], []
-    named = _named_products(html_to_text(html))
+    named = storage.products_named_in(html_to_text(html))  # to catch products the model invents a link to
     for sentence in split_citations(html):
         ids = [c.removeprefix("source:") for c in sentence.citations]
         unknown = [i for i in ids if i not in retrieved]
@@ -87,13 +84,3 @@ def _validated_sentences(html: str, retrieved: set[str]) -> tuple[list[str], lis
         kept.append(html_to_text(sentence.text))
         cited.extend(i for i in ids if i not in cited)
     return kept, cited, dropped
-
-
-def _named_products(text: str) -> list[tuple[str, str]]:
-    """Catalogue products whose full title appears in ``text`` (to catch products the model invents a link to)."""
-    table = connection.ops.quote_name(Item._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT key, title FROM %s WHERE length(title) >= 6 AND strpos(lower(%%s), lower(title)) > 0" % table, [text]
-        )
-        return cursor.fetchall()

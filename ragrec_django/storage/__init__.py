@@ -3,8 +3,9 @@
 * ``generations``: space generations (active, snapshot, write, switch, promote, rollback) and their HNSW indexes;
 * ``vectors``: checking, writing and reading item vectors, and encoding failures;
 * ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
-* ``items``: the item mirror (sync);
-* ``keyword``: typo-tolerant full-text search of the item mirror.
+* ``items``: the item mirror (sync) and product-name lookups;
+* ``keyword``: typo-tolerant full-text search of the item mirror;
+* ``interactions``: event tables: popularity, repeat purchases, co-purchases, experiment statistics, imports.
 
 The public names are re-exported here: ``from ragrec_django import storage; storage.nearest(...)``.
 """
@@ -34,7 +35,7 @@ from .generations import (
     with_generation_snapshot,
     write_generation,
 )
-from .items import local_catalogue_changes, sync_items
+from .items import local_catalogue_changes, products_named_in, sync_items
 from .keyword import SpellingCorrector, keyword_search, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
@@ -42,6 +43,6 @@ __all__ = [
     "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
     "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors",
     "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
-    "nearest_to_item", "promote", "record_failures", "rollback", "spelling_corrector", "start_switch", "sync_items",
+    "nearest_to_item", "products_named_in", "promote", "record_failures", "rollback", "spelling_corrector", "start_switch", "sync_items",
     "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",
 ]
