@@ -750,7 +750,7 @@ def image_encoder(args) -> dict:
         log("image space: LiT checkpoint %s (%s)" % (checkpoint, origin))
         SPACES["image"] = 256
         return {
-            "BACKEND": "ragrec_django.ml.finetune.LockedTextClipEncoder",
+            "BACKEND": "ragrec_django.ml.locked_clip.LockedTextClipEncoder",
             "OPTIONS": {"checkpoint": checkpoint, "device": "cpu", "precision": args.precision},
         }
     return {

@@ -153,7 +153,7 @@ def main() -> int:
     import torch
 
     from ragrec_django.ml.clip import OpenClipEncoder
-    from ragrec_django.ml.finetune import LockedTextClipEncoder
+    from ragrec_django.ml.locked_clip import LockedTextClipEncoder
     from ragrec_django.ml.loading import loaded_keys
     from ragrec_django.ml.testing import make_random_clip_checkpoint
     from ragrec_django.ml.text import TransformerTextEncoder

@@ -30,7 +30,7 @@ from typing import Mapping
 
 POINTER = "current.json"
 OFF_VALUES = frozenset({"0", "off", "none", "no", "false"})
-LOCKED_BACKEND = "ragrec_django.ml.finetune.LockedTextClipEncoder"
+LOCKED_BACKEND = "ragrec_django.ml.locked_clip.LockedTextClipEncoder"
 MANIFEST = "ragrec_clip.json"
 
 
@@ -118,7 +118,7 @@ def choose_clip(environ: Mapping[str, str], demo_dir: str | os.PathLike) -> Clip
 
 def _from_checkpoint(source: str, folder: str, origin: str) -> ClipChoice:
     from ragrec_django.ml.base import EncoderError
-    from ragrec_django.ml.finetune import encoder_setting
+    from ragrec_django.ml.locked_clip import encoder_setting
 
     try:
         encoder = encoder_setting(folder)

@@ -1,7 +1,7 @@
 """Torch building blocks of CLIP fine-tuning: the locked-text model, the loss and batched augmentations.
 
-Imported only by code that trains or runs a model (``ragrec_django.ml.finetune``
-imports it lazily), so importing the fine-tuning API does not import torch.
+Imported only by code that trains or runs a model (``ragrec_django.ml.finetune`` and
+``ragrec_django.ml.locked_clip`` import it lazily), so importing either does not import torch.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
 PLOT_SKIPPED = "matplotlib is not installed: no plot (pip install matplotlib to get report.png)."
+#: The k of the recall@k figures that training reports.
+RECALL_AT = (1, 5, 10)
 
 
 def write_report(directory: str, report: dict, plot: bool = True) -> dict[str, str]:
@@ -31,12 +33,19 @@ def write_report(directory: str, report: dict, plot: bool = True) -> dict[str, s
 
 def metrics_table(report: dict) -> str:
     """Markdown table of held-out recall@1/5/10 and MRR, before and after training."""
-    from .finetune import holdout_metrics_table
-
     lines = ["| held-out metric | before | after | change |", "| --- | ---: | ---: | ---: |"]
     for name, before, after in holdout_metrics_table(report):
         lines.append("| %s | %.3f | %.3f | %+.3f |" % (name, before, after, after - before))
     return "\n".join(lines)
+
+
+def holdout_metrics_table(report: dict) -> list[tuple[str, float, float]]:
+    """(metric, before, after) rows of a report, in display order."""
+    rows = []
+    for direction, label in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
+        for metric in ["recall@%d" % k for k in RECALL_AT] + ["mrr"]:
+            rows.append(("%s %s" % (label, metric), report["before"][direction][metric], report["after"][direction][metric]))
+    return rows
 
 
 def markdown(report: dict) -> str:

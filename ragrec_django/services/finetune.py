@@ -42,7 +42,9 @@ def read_pairs(text_field: str = "title", limit: int | None = None, adapter=None
     return pairs, skipped
 
 
-def finetune_from_adapter(out: str, *, text_field: str = "title", limit: int | None = None, on_progress=None, **options):
+def finetune_from_adapter(
+    out: str, *, text_field: str = "title", limit: int | None = None, on_progress=None, **options
+):
     """Read pairs through the adapter and run ``train_clip``.
 
     ``options`` are ``FinetuneConfig`` fields; ``on_progress`` is ``train_clip``'s

@@ -17,7 +17,8 @@ import pytest
 from django.core.management import call_command
 
 from ragrec_django import registry, storage
-from ragrec_django.ml.finetune import LockedTextClipEncoder, read_manifest, train_clip
+from ragrec_django.ml.finetune import train_clip
+from ragrec_django.ml.locked_clip import LockedTextClipEncoder, read_manifest
 from ragrec_django.models import Item, SpaceGeneration
 from ragrec_django.services import recommend
 from shop_demo import democlip
@@ -83,7 +84,7 @@ def test_pretrained_weights_keep_the_open_clip_encoder_and_both_spaces(tmp_path,
 def test_a_named_checkpoint_selects_the_locked_text_encoder(tmp_path, lit_checkpoint, settings):
     choice = democlip.choose_clip({"RAGREC_CLIP_CHECKPOINT": lit_checkpoint}, tmp_path / "nothing-here")
     assert choice.source == "checkpoint" and choice.checkpoint == lit_checkpoint
-    assert choice.encoder == {"BACKEND": "ragrec_django.ml.finetune.LockedTextClipEncoder",
+    assert choice.encoder == {"BACKEND": "ragrec_django.ml.locked_clip.LockedTextClipEncoder",
                               "OPTIONS": {"checkpoint": lit_checkpoint, "device": "auto"}}
     assert choice.spaces == {"image": {"ENCODER": "clip", "MODALITY": "image"}}  # no clip-text: a map of the text space
 
@@ -98,7 +99,7 @@ def test_the_trained_demo_checkpoint_is_the_default_and_off_turns_it_off(tmp_pat
     directory = demo_dir_with(lit_checkpoint, tmp_path)
     choice = democlip.choose_clip(NO_CLIP_ENV, directory)
     assert choice.source == "demo-checkpoint" and choice.checkpoint == str(directory / Path(lit_checkpoint).name)
-    assert choice.encoder["BACKEND"] == "ragrec_django.ml.finetune.LockedTextClipEncoder"
+    assert choice.encoder["BACKEND"] == "ragrec_django.ml.locked_clip.LockedTextClipEncoder"
     assert democlip.choose_clip({"RAGREC_CLIP_CHECKPOINT": "off"}, directory).encoder is None
 
     # A pointer to a folder that is gone (or was never completed) is ignored.

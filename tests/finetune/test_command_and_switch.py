@@ -14,7 +14,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from ragrec_django import registry, storage
-from ragrec_django.ml.finetune import LOCKED_BACKEND, LockedTextClipEncoder, train_clip
+from ragrec_django.ml.finetune import train_clip
+from ragrec_django.ml.locked_clip import LOCKED_BACKEND, LockedTextClipEncoder
 from ragrec_django.models import Embedding, SpaceGeneration
 from ragrec_django.services import encoding
 from shop_demo.catalog.models import Category, Product

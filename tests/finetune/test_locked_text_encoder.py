@@ -13,13 +13,8 @@ import pytest
 from safetensors.numpy import load_file
 
 from ragrec_django.ml.base import Encoder, EncoderError
-from ragrec_django.ml.finetune import (
-    LockedTextClipEncoder,
-    encoder_setting,
-    read_manifest,
-    retrieval_metrics,
-    split_by_product,
-)
+from ragrec_django.ml.finetune import retrieval_metrics, split_by_product
+from ragrec_django.ml.locked_clip import LockedTextClipEncoder, encoder_setting, read_manifest
 from ragrec_django.ml.loading import file_fingerprint
 from ragrec_django.ml.text import TransformerTextEncoder
 
@@ -105,11 +100,11 @@ def test_bad_checkpoints_are_refused(tmp_path, trained_lit):
 
 SCRIPT = """
 import sys
-from ragrec_django.ml.finetune import LockedTextClipEncoder, encoder_setting
+from ragrec_django.ml.locked_clip import LockedTextClipEncoder, encoder_setting
 
 encoder = LockedTextClipEncoder(checkpoint=sys.argv[1], device="cpu", precision="fp16", image_formats=["png"])
 assert encoder.dimension == 32 and encoder.version.startswith("locked_text_clip:")
-assert encoder_setting(sys.argv[1])["BACKEND"] == "ragrec_django.ml.finetune.LockedTextClipEncoder"
+assert encoder_setting(sys.argv[1])["BACKEND"] == "ragrec_django.ml.locked_clip.LockedTextClipEncoder"
 print(" ".join(name for name in ("torch", "torchvision", "transformers", "open_clip") if name in sys.modules))
 """
 
@@ -123,7 +118,7 @@ def test_building_the_encoder_imports_no_torch(trained_lit):
 def test_encoder_setting_of_a_checkpoint(trained_lit):
     setting = encoder_setting(trained_lit.checkpoint, device="cuda")
     assert setting == {
-        "BACKEND": "ragrec_django.ml.finetune.LockedTextClipEncoder",
+        "BACKEND": "ragrec_django.ml.locked_clip.LockedTextClipEncoder",
         "OPTIONS": {"checkpoint": trained_lit.checkpoint, "device": "cuda"},
     }
 
@@ -149,3 +144,27 @@ def test_text_side_shares_the_text_space_minilm_and_its_query_memo(trained_lit):
     state = load_file(os.path.join(trained_lit.checkpoint, "model.safetensors"))
     expected = sentence @ state["text_projection.weight"].T + state["text_projection.bias"]
     np.testing.assert_allclose(projected, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5)
+
+
+SERVING_IMPORTS = """
+import sys
+import ragrec_django.ml.locked_clip
+import ragrec_django.ml.finetune_report
+print(" ".join(name for name in ("ragrec_django.ml.finetune", "torch") if name in sys.modules))
+"""
+
+
+def test_serving_a_checkpoint_does_not_import_the_training_module():
+    """A web process serving LiT queries imports ``locked_clip``, not the 1,000-line ``finetune``."""
+    result = subprocess.run([sys.executable, "-c", SERVING_IMPORTS], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [], "imported: %s" % result.stdout
+
+
+def test_the_old_dotted_path_still_names_the_encoder_with_a_deprecation_warning():
+    from django.utils.module_loading import import_string
+
+    with pytest.warns(DeprecationWarning, match="moved to ragrec_django.ml.locked_clip.LockedTextClipEncoder"):
+        assert import_string("ragrec_django.ml.finetune.LockedTextClipEncoder") is LockedTextClipEncoder
+    with pytest.raises(ImportError, match="NoSuchName"):
+        import_string("ragrec_django.ml.finetune.NoSuchName")

@@ -11,18 +11,8 @@ import numpy as np
 import pytest
 
 from ragrec_django.ml import finetune_report
-from ragrec_django.ml.finetune import (
-    LOCKED_BACKEND,
-    LOCKED_FORMAT,
-    MANIFEST,
-    OPEN_CLIP_BACKEND,
-    FinetuneConfig,
-    Pair,
-    read_manifest,
-    retrieval_metrics,
-    split_by_product,
-    train_clip,
-)
+from ragrec_django.ml.finetune import FinetuneConfig, Pair, retrieval_metrics, split_by_product, train_clip
+from ragrec_django.ml.locked_clip import LOCKED_BACKEND, LOCKED_FORMAT, MANIFEST, OPEN_CLIP_BACKEND, read_manifest
 
 from .conftest import TINY_LIT_OPTIONS
 from .helpers import TINY_LIT_CONFIG
@@ -141,7 +131,7 @@ def test_a_time_budget_stops_training(pairs, tmp_path):
 
 
 def test_copy_text_model_makes_a_self_contained_checkpoint(pairs, tmp_path, trained_lit):
-    from ragrec_django.ml.finetune import LockedTextClipEncoder
+    from ragrec_django.ml.locked_clip import LockedTextClipEncoder
 
     result = train_clip(pairs[::3], tmp_path, **dict(TINY_LIT_OPTIONS, epochs=1, max_steps=1, copy_text_model=True, plot=False))
     manifest = read_manifest(result.checkpoint)
@@ -277,7 +267,7 @@ def _metrics(encoder, held):
 def test_mixed_precision_training_on_cuda(pairs, tmp_path, precision):
     import torch
 
-    from ragrec_django.ml.finetune import LockedTextClipEncoder
+    from ragrec_django.ml.locked_clip import LockedTextClipEncoder
 
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")

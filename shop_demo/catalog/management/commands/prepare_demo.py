@@ -167,7 +167,7 @@ class Command(BaseCommand):
 
     def align_image_space(self, checkpoint: str) -> None:
         """If the image space holds vectors of another model, start its switch to ``checkpoint``."""
-        from ragrec_django.ml.finetune import LockedTextClipEncoder
+        from ragrec_django.ml.locked_clip import LockedTextClipEncoder
 
         active = storage.active_generation(IMAGE_SPACE)
         encoder = LockedTextClipEncoder(checkpoint=checkpoint)
