@@ -50,10 +50,10 @@ from datetime import date, datetime, time, timedelta
 from numbers import Real
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from .. import stats
+from .. import stats, storage
 from ..conf import ragrec_settings
 from ..models import Impression, Interaction, Item
 from .results import RecommendationError, UnknownServingConfig, Visitor, serving_rules
@@ -270,16 +270,8 @@ def record_impression(
         variant=variant[:NAME_MAX_LENGTH], channel=channel, user_id=visitor.user_id,
         session_key=(visitor.session_key or "")[:64], item_keys=[str(k)[:64] for k in item_keys],
     )
-    own_transaction = not connection.in_atomic_block
     try:
-        with transaction.atomic():  # a failure rolls back to here, not the page's whole transaction
-            if own_transaction:
-                # Analytics, not orders: don't wait for the WAL flush (a crash may lose the last
-                # fraction of a second of impressions, never corrupt them). Only for a transaction
-                # of its own, so a page's own writes keep synchronous commits.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit = off")
-            row.save(force_insert=True)
+        storage.insert_impression(row)  # a failure rolls back to there, not the page's whole transaction
     except DatabaseError:
         logger.exception("ragrec: could not record an impression of %s", recommender)
         return None
@@ -396,37 +388,6 @@ def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
             timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min), zone))
 
 
-_STATS_SQL = """
-WITH imp AS (
-    SELECT id, recommender, experiment, variant, (created_at AT TIME ZONE %(tz)s)::date AS day
-    FROM {impression}
-    WHERE created_at >= %(start)s AND created_at < %(end)s
-),
-clk AS (  -- each clicked (impression, item) once, at its first click
-    SELECT DISTINCT ON (c.impression_id, c.item_id) c.impression_id, c.item_id, c.user_id, c.session_key, c.created_at
-    FROM {interaction} c JOIN imp ON imp.id = c.impression_id
-    WHERE c.event = %(click)s AND c.item_id IS NOT NULL
-    ORDER BY c.impression_id, c.item_id, c.created_at
-),
-att AS (  -- each conversion event credited to the latest qualifying click of the same visitor and item
-    SELECT DISTINCT ON (o.id) o.id, clk.impression_id
-    FROM {interaction} o JOIN clk ON o.item_id = clk.item_id
-        AND o.created_at >= clk.created_at AND o.created_at <= clk.created_at + %(window)s
-        AND ((clk.user_id IS NOT NULL AND o.user_id = clk.user_id)
-             OR (clk.user_id IS NULL AND clk.session_key <> '' AND o.session_key = clk.session_key))
-    WHERE o.event = ANY(%(conversions)s)
-    ORDER BY o.id, clk.created_at DESC, clk.impression_id
-)
-SELECT imp.day, imp.recommender, imp.experiment, imp.variant,
-       COUNT(*), COUNT(c.n), COALESCE(SUM(c.n), 0), COUNT(a.n), COALESCE(SUM(a.n), 0)
-FROM imp
-LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM clk GROUP BY impression_id) c ON c.impression_id = imp.id
-LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM att GROUP BY impression_id) a ON a.impression_id = imp.id
-GROUP BY 1, 2, 3, 4
-ORDER BY 1, 2, 3, 4
-"""
-
-
 def report(start: date, end: date, *, window: timedelta = ATTRIBUTION_WINDOW,
            conversion_events=CONVERSION_EVENTS) -> Report:
     """Impressions, clicks and conversions per day and per (recommender, experiment, variant).
@@ -437,13 +398,8 @@ def report(start: date, end: date, *, window: timedelta = ATTRIBUTION_WINDOW,
     if end < start:
         raise ValueError("The end day is before the start day.")
     low, high = _bounds(start, end)
-    sql = _STATS_SQL.format(impression=connection.ops.quote_name(Impression._meta.db_table),
-                            interaction=connection.ops.quote_name(Interaction._meta.db_table))
-    params = {"tz": timezone.get_current_timezone_name(), "start": low, "end": high, "click": Interaction.Event.CLICK,
-              "window": window, "conversions": [str(e) for e in conversion_events]}
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
+    rows = storage.experiment_stats(start=low, end=high, time_zone=timezone.get_current_timezone_name(), window=window,
+                                    conversion_events=conversion_events)
     result = Report(start=start, end=end, window=window)
     totals: dict[tuple[str, str, str], Counts] = defaultdict(Counts)
     for day, recommender, experiment, variant, *numbers in rows:

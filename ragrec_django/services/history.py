@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
-from django.db import connection
 from django.db.models import Max
 from django.utils import timezone
 
@@ -54,19 +53,6 @@ RRF_K = 60
 CONTENT_ANCHORS = 5
 
 
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-def _visitor_sql(visitor: Visitor, alias: str = "e") -> tuple[str, list] | None:
-    """``(condition, params)`` selecting the visitor's events, as ``Visitor.events`` does; None for nobody."""
-    if visitor.user_id is not None:
-        return "%s.user_id = %%s" % alias, [visitor.user_id]
-    if visitor.session_key:
-        return "%s.session_key = %%s" % alias, [visitor.session_key]
-    return None
-
-
 # ---------------------------------------------------------------- trending
 
 
@@ -86,28 +72,11 @@ def trending(*, k: int | None = None, config: str = "default", category: str | N
 
 
 def _decayed_popularity(*, category: str | None, limit: int) -> list[tuple[int, float]]:
-    half_life = float(ragrec_settings.TRENDING_HALF_LIFE_HOURS) * 3600
-    weights = ragrec_settings.EVENT_WEIGHTS
-    cases = " ".join("WHEN %s THEN %s" for _ in weights)
-    params: list = [value for pair in weights.items() for value in pair]
-    # One row per (item, visitor): the visitor's strongest decayed event on the item. Events of
-    # nobody (no user, no session) count one each.
-    sql = (
-        "SELECT item_id, SUM(best) AS score FROM ("
-        " SELECT e.item_id, MAX((CASE e.event {cases} ELSE 0 END)"
-        " * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
-        " FROM {events} e JOIN {items} i ON i.id = e.item_id"
-        " WHERE e.item_id IS NOT NULL AND e.created_at > now() - make_interval(secs => %s) AND i.is_eligible {category}"
-        " GROUP BY e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
-        ") per_visitor GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
-    ).format(cases=cases, events=_table(Interaction), items=_table(Item), category="AND i.category = %s" if category else "")
-    params += [half_life, half_life * 8]
-    if category:
-        params.append(category)
-    params.append(limit)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(item_id, float(score)) for item_id, score in cursor.fetchall() if score > 0]
+    """Trending scores under ``EVENT_WEIGHTS`` and ``TRENDING_HALF_LIFE_HOURS`` (one query)."""
+    return storage.decayed_popularity(
+        event_weights=ragrec_settings.EVENT_WEIGHTS, half_life_seconds=float(ragrec_settings.TRENDING_HALF_LIFE_HOURS) * 3600,
+        category=category, limit=limit,
+    )
 
 
 # ---------------------------------------------------------------- repeat purchases
@@ -120,24 +89,9 @@ def _repeat_purchases(visitor: Visitor, *, limit: int) -> list[tuple[int, float,
     holding the item (their latest order is 0 orders ago); ties go to the more recently bought,
     then the lower id. A purchase without an order id is an order of its own.
     """
-    where = _visitor_sql(visitor)
-    if where is None:
-        return []
-    condition, params = where
-    sql = (
-        "WITH lines AS ("
-        " SELECT e.item_id, COALESCE(NULLIF(e.order_id, ''), 'event:' || e.id::text) AS basket, e.created_at"
-        " FROM {events} e WHERE {condition} AND e.event = %s AND e.item_id IS NOT NULL"
-        "), baskets AS ("
-        " SELECT basket, row_number() OVER (ORDER BY MIN(created_at) DESC, basket DESC) - 1 AS age"
-        " FROM lines GROUP BY basket"
-        "), held AS (SELECT DISTINCT l.item_id, b.age FROM lines l JOIN baskets b ON b.basket = l.basket) "
-        "SELECT item_id, SUM(power(0.5, age / %s)) AS score, COUNT(*) AS orders FROM held "
-        "GROUP BY item_id ORDER BY score DESC, MIN(age), item_id LIMIT %s"
-    ).format(events=_table(Interaction), condition=condition)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params + [Event.PURCHASE, REPEAT_HALF_LIFE_ORDERS, limit])
-        return [(item_id, float(score), int(orders)) for item_id, score, orders in cursor.fetchall()]
+    return storage.repeat_purchases(
+        user_id=visitor.user_id, session_key=visitor.session_key, half_life_orders=REPEAT_HALF_LIFE_ORDERS, limit=limit
+    )
 
 
 def _repeat_candidates(rows: Iterable[tuple[int, float, int]]) -> list[Candidate]:
@@ -167,43 +121,8 @@ def _co_purchases(
     orders (default ``CO_PURCHASE_ORDERS_PER_ITEM``; None: all). The strongest seed is the one
     that contributes most (it names the reason). Seeds themselves and ``exclude`` are never returned.
     """
-    if not seeds:
-        return []
-    ids = list(seeds)
-    events = _table(Interaction)
-    # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
-    # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
-    # order_id. The strongest seed is found for the returned items only.
-    sql = (
-        "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
-        "anchored AS ("
-        " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
-        "  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
-        "  ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
-        "), orders AS ("
-        " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
-        "), other AS ("
-        " SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
-        " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s"
-        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s))"
-        "), top AS ("
-        " SELECT o.item_id, SUM(w.weight) AS score FROM other o JOIN orders w ON w.order_id = o.order_id"
-        " GROUP BY o.item_id ORDER BY score DESC, o.item_id LIMIT %s"
-        "), strongest AS ("
-        " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
-        " FROM top t JOIN other o ON o.item_id = t.item_id JOIN anchored a ON a.order_id = o.order_id"
-        " JOIN seeds s ON s.item_id = a.item_id"
-        " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
-        ") "
-        "SELECT t.item_id, t.score, s.seed FROM top t JOIN strongest s ON s.item_id = t.item_id "
-        "ORDER BY t.score DESC, t.item_id"
-    ).format(events=events)
-    excluded = sorted(set(exclude) | set(ids))
     per_item = orders_per_item if orders_per_item is not _DEFAULT else CO_PURCHASE_ORDERS_PER_ITEM
-    params = [ids, [float(seeds[i]) for i in ids], Event.PURCHASE, per_item, Event.PURCHASE, excluded, limit]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(item_id, float(score), seed) for item_id, score, seed in cursor.fetchall() if score > 0]
+    return storage.co_purchases(seeds, exclude=exclude, limit=limit, orders_per_item=per_item)
 
 
 # ---------------------------------------------------------------- for you

@@ -35,13 +35,21 @@ from .generations import (
     with_generation_snapshot,
     write_generation,
 )
+from .interactions import (
+    co_purchases,
+    copy_interactions,
+    decayed_popularity,
+    experiment_stats,
+    insert_impression,
+    repeat_purchases,
+)
 from .items import local_catalogue_changes, products_named_in, sync_items
 from .keyword import SpellingCorrector, keyword_search, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
 __all__ = [
     "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
-    "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors",
+    "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors", "co_purchases", "copy_interactions", "decayed_popularity", "experiment_stats", "insert_impression", "repeat_purchases",
     "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
     "nearest_to_item", "products_named_in", "promote", "record_failures", "rollback", "spelling_corrector", "start_switch", "sync_items",
     "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",

@@ -1,0 +1,221 @@
+"""Event tables (``Interaction``, ``Impression``): popularity, repeat purchases, co-purchases, experiment
+statistics, and bulk writes (impressions without waiting for the WAL flush, imported interactions by COPY).
+
+Every read here is one statement whatever the length of a visitor's history or the size of a basket:
+counts are summed inside PostgreSQL, never item by item.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Iterable, Mapping
+
+from django.db import connection, transaction
+
+from ..models import Impression, Interaction, Item
+
+Event = Interaction.Event
+#: Columns of the rows ``copy_interactions`` writes, in order.
+COPY_COLUMNS = ("event", "item_id", "user_id", "session_key", "order_id", "quantity", "query", "source", "created_at")
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _visitor_condition(user_id: int | None, session_key: str, alias: str = "e") -> tuple[str, list] | None:
+    """``(condition, params)`` selecting one visitor's events (by user, else by session); None for nobody."""
+    if user_id is not None:
+        return "%s.user_id = %%s" % alias, [user_id]
+    if session_key:
+        return "%s.session_key = %%s" % alias, [session_key]
+    return None
+
+
+def decayed_popularity(
+    *, event_weights: Mapping[str, float], half_life_seconds: float, category: str | None, limit: int
+) -> list[tuple[int, float]]:
+    """``(item id, score)`` of eligible items, best first: each visitor counts once per item, with the
+    weight of their strongest event on it decayed by its age (``half_life_seconds``); events older than
+    eight half-lives are not read. Events of nobody (no user, no session) count one each."""
+    cases = " ".join("WHEN %s THEN %s" for _ in event_weights)
+    params: list = [value for pair in event_weights.items() for value in pair]
+    sql = (
+        "SELECT item_id, SUM(best) AS score FROM ("
+        " SELECT e.item_id, MAX((CASE e.event {cases} ELSE 0 END)"
+        " * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
+        " FROM {events} e JOIN {items} i ON i.id = e.item_id"
+        " WHERE e.item_id IS NOT NULL AND e.created_at > now() - make_interval(secs => %s) AND i.is_eligible {category}"
+        " GROUP BY e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
+        ") per_visitor GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
+    ).format(
+        cases=cases, events=_table(Interaction), items=_table(Item),
+        category="AND i.category = %s" if category else "",
+    )
+    params += [half_life_seconds, half_life_seconds * 8]
+    if category:
+        params.append(category)
+    params.append(limit)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item_id, float(score)) for item_id, score in cursor.fetchall() if score > 0]
+
+
+def repeat_purchases(
+    *, user_id: int | None, session_key: str, half_life_orders: float, limit: int
+) -> list[tuple[int, float, int]]:
+    """A visitor's purchases as ``(item id, score, orders)``, best first; nothing for nobody.
+
+    ``score`` sums ``0.5 ** (orders since / half_life_orders)`` over the visitor's orders holding the
+    item (their latest order is 0 orders ago); ties go to the more recently bought, then the lower id.
+    A purchase without an order id is an order of its own.
+    """
+    where = _visitor_condition(user_id, session_key)
+    if where is None:
+        return []
+    condition, params = where
+    sql = (
+        "WITH lines AS ("
+        " SELECT e.item_id, COALESCE(NULLIF(e.order_id, ''), 'event:' || e.id::text) AS basket, e.created_at"
+        " FROM {events} e WHERE {condition} AND e.event = %s AND e.item_id IS NOT NULL"
+        "), baskets AS ("
+        " SELECT basket, row_number() OVER (ORDER BY MIN(created_at) DESC, basket DESC) - 1 AS age"
+        " FROM lines GROUP BY basket"
+        "), held AS (SELECT DISTINCT l.item_id, b.age FROM lines l JOIN baskets b ON b.basket = l.basket) "
+        "SELECT item_id, SUM(power(0.5, age / %s)) AS score, COUNT(*) AS orders FROM held "
+        "GROUP BY item_id ORDER BY score DESC, MIN(age), item_id LIMIT %s"
+    ).format(events=_table(Interaction), condition=condition)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params + [Event.PURCHASE, half_life_orders, limit])
+        return [(item_id, float(score), int(orders)) for item_id, score, orders in cursor.fetchall()]
+
+
+def co_purchases(
+    seeds: Mapping[int, float], *, exclude: Iterable[int], limit: int, orders_per_item: int | None
+) -> list[tuple[int, float, int]]:
+    """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)``, best first.
+
+    ``score`` is the sum over seeds of ``weight * (orders holding both)``, counted in each seed's
+    latest ``orders_per_item`` orders (None: all). The strongest seed is the one that contributes
+    most. Seeds themselves and ``exclude`` are never returned.
+    """
+    if not seeds:
+        return []
+    ids = list(seeds)
+    # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
+    # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
+    # order_id. The strongest seed is found for the returned items only.
+    sql = (
+        "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
+        "anchored AS ("
+        " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
+        "  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
+        "  ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
+        "), orders AS ("
+        " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
+        "), other AS ("
+        " SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
+        " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s"
+        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s))"
+        "), top AS ("
+        " SELECT o.item_id, SUM(w.weight) AS score FROM other o JOIN orders w ON w.order_id = o.order_id"
+        " GROUP BY o.item_id ORDER BY score DESC, o.item_id LIMIT %s"
+        "), strongest AS ("
+        " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
+        " FROM top t JOIN other o ON o.item_id = t.item_id JOIN anchored a ON a.order_id = o.order_id"
+        " JOIN seeds s ON s.item_id = a.item_id"
+        " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
+        ") "
+        "SELECT t.item_id, t.score, s.seed FROM top t JOIN strongest s ON s.item_id = t.item_id "
+        "ORDER BY t.score DESC, t.item_id"
+    ).format(events=_table(Interaction))
+    excluded = sorted(set(exclude) | set(ids))
+    params = [ids, [float(seeds[i]) for i in ids], Event.PURCHASE, orders_per_item, Event.PURCHASE, excluded, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item_id, float(score), seed) for item_id, score, seed in cursor.fetchall() if score > 0]
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def insert_impression(row: Impression) -> None:
+    """Insert one impression in a transaction (or savepoint) of its own, so a failure rolls back to here.
+
+    Analytics, not orders: in a transaction of its own it does not wait for the WAL flush (a crash
+    may lose the last fraction of a second of impressions, never corrupt them); inside a caller's
+    transaction (a page's own writes) commits stay synchronous.
+    """
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if own_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        row.save(force_insert=True)
+
+
+_STATS_SQL = """
+WITH imp AS (
+    SELECT id, recommender, experiment, variant, (created_at AT TIME ZONE %(tz)s)::date AS day
+    FROM {impression}
+    WHERE created_at >= %(start)s AND created_at < %(end)s
+),
+clk AS (  -- each clicked (impression, item) once, at its first click
+    SELECT DISTINCT ON (c.impression_id, c.item_id) c.impression_id, c.item_id, c.user_id, c.session_key, c.created_at
+    FROM {interaction} c JOIN imp ON imp.id = c.impression_id
+    WHERE c.event = %(click)s AND c.item_id IS NOT NULL
+    ORDER BY c.impression_id, c.item_id, c.created_at
+),
+att AS (  -- each conversion event credited to the latest qualifying click of the same visitor and item
+    SELECT DISTINCT ON (o.id) o.id, clk.impression_id
+    FROM {interaction} o JOIN clk ON o.item_id = clk.item_id
+        AND o.created_at >= clk.created_at AND o.created_at <= clk.created_at + %(window)s
+        AND ((clk.user_id IS NOT NULL AND o.user_id = clk.user_id)
+             OR (clk.user_id IS NULL AND clk.session_key <> '' AND o.session_key = clk.session_key))
+    WHERE o.event = ANY(%(conversions)s)
+    ORDER BY o.id, clk.created_at DESC, clk.impression_id
+)
+SELECT imp.day, imp.recommender, imp.experiment, imp.variant,
+       COUNT(*), COUNT(c.n), COALESCE(SUM(c.n), 0), COUNT(a.n), COALESCE(SUM(a.n), 0)
+FROM imp
+LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM clk GROUP BY impression_id) c ON c.impression_id = imp.id
+LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM att GROUP BY impression_id) a ON a.impression_id = imp.id
+GROUP BY 1, 2, 3, 4
+ORDER BY 1, 2, 3, 4
+"""
+
+
+def experiment_stats(
+    *, start: datetime, end: datetime, time_zone: str, window: timedelta, conversion_events: Iterable[str]
+) -> list[tuple]:
+    """Per day (in ``time_zone``) and (recommender, experiment, variant), the impressions shown in
+    ``[start, end)``: ``(day, recommender, experiment, variant, impressions, clicked impressions,
+    clicks, converted impressions, conversions)``.
+
+    A click counts once per (impression, item); a ``conversion_events`` event is credited to the
+    latest click of the same visitor on the same item at most ``window`` before it (last click).
+    """
+    sql = _STATS_SQL.format(impression=_table(Impression), interaction=_table(Interaction))
+    params = {"tz": time_zone, "start": start, "end": end, "click": Event.CLICK, "window": window,
+              "conversions": [str(e) for e in conversion_events]}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+# ---------------------------------------------------------------- imports
+
+
+def copy_interactions(rows: Iterable[tuple]) -> None:
+    """Insert interaction rows (tuples in ``COPY_COLUMNS`` order) with COPY (psycopg 3), else with
+    bulk_create, then refresh the table's planner statistics."""
+    table = _table(Interaction)
+    with connection.cursor() as cursor:
+        raw = getattr(cursor, "cursor", None)
+        if raw is not None and hasattr(raw, "copy"):
+            with raw.copy("COPY %s (%s) FROM STDIN" % (table, ", ".join(COPY_COLUMNS))) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            Interaction.objects.bulk_create([Interaction(**dict(zip(COPY_COLUMNS, row))) for row in rows], batch_size=5000)
+        cursor.execute("ANALYZE %s" % table)
