@@ -18,6 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from .api.visitors import visitor_for_request
+from .exceptions import ImpressionError
 from .services import experiments
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def click(request, impression, key: str):
         return HttpResponseNotFound("No such item in this recommendation list.", content_type="text/plain")
     try:
         shown, item = experiments.impression_for_click(impression, key)
-    except experiments.ImpressionError as exc:
+    except ImpressionError as exc:
         return HttpResponseNotFound(str(exc), content_type="text/plain")
     url = item.url
     if not url or not url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):

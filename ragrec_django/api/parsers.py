@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-from .exceptions import RequestTooLarge, body_too_large_message
+from .exceptions import RequestTooLarge, too_large_message
 
 
 def body_limit() -> int | None:
@@ -39,10 +39,10 @@ class SafeJSONParser(JSONParser):
             except (TypeError, ValueError):
                 declared = 0
             if declared > limit:
-                raise RequestTooLarge(body_too_large_message(limit))
+                raise RequestTooLarge(too_large_message(limit))
             data = stream.read(limit + 1)
             if len(data) > limit:
-                raise RequestTooLarge(body_too_large_message(limit))
+                raise RequestTooLarge(too_large_message(limit))
             stream = io.BytesIO(data)
         try:
             return super().parse(stream, media_type, parser_context)

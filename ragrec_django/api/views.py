@@ -24,7 +24,8 @@ query, a bad upload and malformed JSON are 400 (field errors as
 item is 404; a photo over ``RAGREC["MAX_UPLOAD_BYTES"]`` is 413; an event for
 another user is 403; refused events are 400 with ``{"detail", "errors": {index:
 [messages]}}``; too many requests are 429 (see ``throttling``); a space that
-has not been encoded yet (``storage.SpaceNotReady``) is 503.
+has not been encoded yet (``SpaceNotReady``) is 503. The errors are those of
+``ragrec_django.exceptions``; ``exceptions.translate_service_error`` maps them to HTTP.
 
 Measurement (``services.experiments``). Every non-empty recommendation list is recorded as an
 impression and answered with its ``impression_id`` (``null`` for an empty list), plus the
@@ -61,9 +62,6 @@ the CLIP image tower in the web process as well; it is capped in size
 
 from __future__ import annotations
 
-import logging
-
-from django.db import InterfaceError, OperationalError
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from drf_spectacular.generators import SchemaGenerator
@@ -75,69 +73,27 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 from rest_framework import serializers, status
-from rest_framework.exceptions import APIException, NotFound, ValidationError
+from rest_framework.exceptions import APIException, NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import storage
 from ..conf import ragrec_settings
-from ..ml.generation import GenerationError
+from ..exceptions import EventError
 from ..models import Impression
 from ..services import assistant, experiments, recommend
-from ..services.events import MAX_BATCH, EventError, EventInput, record_events
+from ..services.events import MAX_BATCH, EventInput, record_events
 from . import experiment_serializers as tracked
 from . import serializers as s
+from .exceptions import BadRequest, RequestTooLarge, too_large_message, translate_service_error
 from .exceptions import exception_handler as ragrec_exception_handler
 from .parsers import SafeJSONParser
 from .throttling import RagrecScopedRateThrottle
 from .visitors import for_you, visitor_for_request
 
-logger = logging.getLogger(__name__)
-
 ITEM_KEY_MAX_LENGTH = 64  # Item.key
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the photo
-
-
-class BadRequest(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "Bad request."
-    default_code = "bad_request"
-
-
-class PayloadTooLarge(APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The upload is too large."
-    default_code = "too_large"
-
-
-class ServiceUnavailable(APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "Recommendations are not available yet."
-    default_code = "not_ready"
-
-
-def _translate(exc: Exception) -> Exception:
-    """Map the services' errors to HTTP errors."""
-    if isinstance(exc, recommend.ItemNotFound):
-        return NotFound(str(exc))
-    if isinstance(exc, recommend.UnknownServingConfig):
-        return ValidationError({"config": [str(exc)]})
-    if isinstance(exc, (recommend.RecommendationError, recommend.ImageDecodeError)):  # BadQuery and any other
-        return BadRequest(str(exc))
-    if isinstance(exc, storage.SpaceNotReady):
-        logger.warning("ragrec API: %s", exc)
-        return ServiceUnavailable("Recommendations are not available yet: %s" % exc)
-    if isinstance(exc, GenerationError):
-        logger.warning("ragrec API: generator failed: %s", exc)
-        return ServiceUnavailable("The assistant is not available right now.")
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        logger.warning("ragrec API: database unavailable: %s", exc)
-        unavailable = ServiceUnavailable("The database is unavailable; retry (events: with the same idempotency keys).")
-        unavailable.wait = 1  # DRF sends it as Retry-After
-        return unavailable
-    return exc
 
 
 # ---------------------------------------------------------------- documentation helpers
@@ -190,7 +146,7 @@ class RagrecAPIView(APIView):
     recommender = ""  # name of the recommender, for impressions and experiments
 
     def handle_exception(self, exc):
-        return super().handle_exception(_translate(exc))
+        return super().handle_exception(translate_service_error(exc))
 
     def get_exception_handler(self):
         """DRF's handler, with Django's own request refusals (body too large, too many fields) as JSON 4xx."""
@@ -363,7 +319,7 @@ class PhotoSearchView(RagrecAPIView):
     def post(self, request):
         limit = int(ragrec_settings.MAX_UPLOAD_BYTES)
         if _content_length(request) > limit + MULTIPART_OVERHEAD:  # refuse before parsing the body
-            raise PayloadTooLarge(_too_large_message(limit))
+            raise RequestTooLarge(too_large_message(limit, "The photo"))
         data = {name: request.query_params[name] for name in ("k", "config") if name in request.query_params}
         data.update({name: request.data[name] for name in ("k", "config") if name in request.data})
         if "image" in request.data:
@@ -371,7 +327,7 @@ class PhotoSearchView(RagrecAPIView):
         params = self.params(data)
         upload = params["image"]
         if upload.size > limit:
-            raise PayloadTooLarge(_too_large_message(limit))
+            raise RequestTooLarge(too_large_message(limit, "The photo"))
         photo = upload.read()
         return self.respond(recommend.search_by_image(photo, k=params["k"], config=params["config"]))
 
@@ -381,18 +337,6 @@ def _content_length(request) -> int:
         return int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-def _too_large_message(limit: int) -> str:
-    return "The photo is too large: at most %s (%d bytes)." % (_human_size(limit), limit)
-
-
-def _human_size(size: int) -> str:
-    if size >= 1024 * 1024:
-        return "%g MB" % round(size / (1024 * 1024), 1)
-    if size >= 1024:
-        return "%g KB" % round(size / 1024, 1)
-    return "%d bytes" % size
 
 
 # ---------------------------------------------------------------- visitor lists

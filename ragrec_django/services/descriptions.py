@@ -20,6 +20,7 @@ from django.utils import timezone
 from .. import registry, storage
 from ..adapters import get_adapter
 from ..conf import ragrec_settings
+from ..exceptions import ReviewError
 from ..generation.checks import check_draft, colour_words, type_words
 from ..generation.prompt import PROMPT_VERSION, build_description_request
 from ..generation.sanitise import (
@@ -39,10 +40,6 @@ from ..models import (
 logger = logging.getLogger(__name__)
 Status = DescriptionDraft.Status
 Action = DescriptionEvent.Action
-
-
-class ReviewError(Exception):
-    """A review step that is not allowed in the draft's current state."""
 
 
 def publishable(html: str) -> str:

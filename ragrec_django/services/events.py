@@ -20,20 +20,13 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from ..exceptions import EventError
 from ..models import Impression, Interaction, Item
 from .encoding import sync_host_items
 
 EVENTS = set(Interaction.Event.values)
 MAX_BATCH = 500
 MAX_CLOCK_SKEW = timedelta(minutes=10)
-
-
-class EventError(ValueError):
-    """A batch of events was refused; ``errors`` maps event index to messages."""
-
-    def __init__(self, errors: dict[int, list[str]]):
-        self.errors = errors
-        super().__init__("; ".join("event %d: %s" % (i, ", ".join(m)) for i, m in sorted(errors.items())))
 
 
 @dataclass

@@ -55,8 +55,9 @@ from django.utils import timezone
 
 from .. import stats, storage
 from ..conf import ragrec_settings
+from ..exceptions import ImpressionError, UnknownServingConfig
 from ..models import Impression, Interaction, Item
-from .results import RecommendationError, UnknownServingConfig, Visitor, serving_rules
+from .results import Visitor, serving_rules
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ CONVERSION_EVENTS = (Interaction.Event.ADD_TO_CART, Interaction.Event.PURCHASE)
 NAME_MAX_LENGTH = 64  # Impression.experiment / variant / config
 EXPERIMENT_KEYS = {"RECOMMENDERS", "VARIANTS"}
 VARIANT_KEYS = {"CONFIG", "WEIGHT"}
-
-
-class ImpressionError(RecommendationError):
-    """A click names an impression that does not exist, or an item it did not show."""
 
 
 # ---------------------------------------------------------------- settings

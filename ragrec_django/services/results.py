@@ -1,5 +1,5 @@
-"""The pipeline every recommender shares: its errors and result types, serving rules, and
-turning scored candidates into a ranked, explained ``RecommendationList``."""
+"""The pipeline every recommender shares: its result types, serving rules, and turning scored
+candidates into a ranked, explained ``RecommendationList`` (its errors: ``ragrec_django.exceptions``)."""
 
 from __future__ import annotations
 
@@ -11,25 +11,10 @@ from django.utils import timezone
 
 from .. import registry, storage
 from ..conf import ragrec_settings
+from ..exceptions import BadQuery, ItemNotFound, RecommendationError, UnknownServingConfig  # noqa: F401 (re-exported)
 from ..models import Interaction, Item, ServingConfig
 from ..ranking.candidates import Candidate
 from ..ranking.rules import RulesError, ServingRules, apply_rules, filters_as_dict
-
-
-class RecommendationError(Exception):
-    """Base of the errors a caller can show to the shopper or API client."""
-
-
-class ItemNotFound(RecommendationError):
-    pass
-
-
-class BadQuery(RecommendationError):
-    pass
-
-
-class UnknownServingConfig(RecommendationError):
-    pass
 
 
 @dataclass

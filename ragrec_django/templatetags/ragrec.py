@@ -49,9 +49,9 @@ from django.db import models, transaction
 from django.urls import NoReverseMatch, reverse
 from django.utils.text import slugify
 
-from .. import storage
 from ..adapters import IMAGE_FIELDS, get_adapter
 from ..api.visitors import for_you, visitor_for_request
+from ..exceptions import BadQuery, RecommendationError, SpaceMismatch, SpaceNotReady
 from ..models import Item
 from ..models import Impression
 from ..services import experiments, recommend
@@ -71,7 +71,7 @@ DEFAULT_TITLES = {
     "search": "Search results",
     "photo": "Items like your photo",
 }
-EXPECTED_ERRORS = (recommend.RecommendationError, storage.SpaceNotReady, storage.SpaceMismatch)
+EXPECTED_ERRORS = (RecommendationError, SpaceNotReady, SpaceMismatch)
 CLICK_URL_NAMES = ("ragrec_api:click", "ragrec:click")
 TRACKING_ATTRIBUTE = "ragrec_tracking"
 SHOWN_ATTRIBUTE = "_ragrec_impressions"
@@ -100,7 +100,7 @@ def _k(k):
     try:
         return int(k)
     except (TypeError, ValueError):
-        raise recommend.BadQuery("k must be an integer, got %r." % (k,))
+        raise BadQuery("k must be an integer, got %r." % (k,))
 
 
 def _safely(context, recommender: str, config, call) -> RecommendationList:

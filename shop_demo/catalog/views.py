@@ -29,11 +29,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import DetailView, ListView, TemplateView
 
-from ragrec_django import storage
 from ragrec_django.api.visitors import ensure_session_key
 from ragrec_django.conf import ragrec_settings
+from ragrec_django.exceptions import BadQuery, EventError, GenerationError, RecommendationError, SpaceNotReady
 from ragrec_django.services import recommend
-from ragrec_django.services.events import EventError, EventInput, record_events
+from ragrec_django.services.events import EventInput, record_events
 
 from . import people
 from .cart import MAX_QUANTITY, Cart
@@ -147,7 +147,7 @@ class SearchView(ListView):
             try:
                 with transaction.atomic():
                     self.results = recommend.search(query, k=SEARCH_RESULTS)
-            except (recommend.RecommendationError, storage.SpaceNotReady) as exc:
+            except (RecommendationError, SpaceNotReady) as exc:
                 logger.warning("Search for %r failed: %s", query, exc)
             except DatabaseError:  # the page falls back to word matching rather than failing
                 logger.exception("Search for %r failed", query)
@@ -202,9 +202,9 @@ class PhotoSearchView(View):
             return self.page(request, form, error=too_large, status=413)
         try:
             results = recommend.search_by_image(upload.read(), k=SEARCH_RESULTS)
-        except recommend.BadQuery as exc:
+        except BadQuery as exc:
             return self.page(request, form, error="That file is not a photo we can read. %s" % exc, status=400)
-        except storage.SpaceNotReady:
+        except SpaceNotReady:
             return self.page(request, form, error="Search by photo is not available yet: the shop's pictures "
                                                   "have not been indexed.", status=503)
         return self.page(request, form, results=results)
@@ -227,7 +227,6 @@ class AssistantView(View):
     template_name = "catalog/assistant.html"
 
     def get(self, request):
-        from ragrec_django.ml.generation import GenerationError
         from ragrec_django.services import assistant
 
         text = request.GET.get("q", "").strip()
@@ -236,9 +235,9 @@ class AssistantView(View):
         if text:
             try:
                 context["answer"] = assistant.answer(text, k=8)
-            except recommend.RecommendationError as exc:
+            except RecommendationError as exc:
                 context["error"], status = str(exc), 400
-            except (storage.SpaceNotReady, GenerationError) as exc:
+            except (SpaceNotReady, GenerationError) as exc:
                 logger.warning("Assistant unavailable: %s", exc)
                 context["error"], status = "The assistant is not available right now.", 503
         return TemplateResponse(request, self.template_name, context, status=status)
