@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from ..ingest import InteractionRow, ProductRow, get_preset, read_interactions, read_products, write_rows
 from . import metrics
-from .importer import InteractionRow, ProductRow, get_preset, read_interactions, read_products, write_rows
 
 Progress = Callable[[str], None]
 
@@ -584,9 +584,9 @@ def machine() -> str:
         device = "cuda: %s" % torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     except Exception:  # noqa: BLE001 - torch missing or broken: the report still says the CPU
         device = "cpu"
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server = cursor.fetchone()[0]
+    from .. import storage
+
+    server = storage.server_version()
     return "%s, %s, %d cores, %s; PostgreSQL %s" % (
         platform.platform(terse=True), platform.processor() or platform.machine(), os.cpu_count() or 0, device, server
     )

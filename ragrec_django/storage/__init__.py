@@ -5,7 +5,8 @@
 * ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
 * ``items``: the item mirror (sync) and product-name lookups;
 * ``keyword``: typo-tolerant full-text search of the item mirror;
-* ``interactions``: event tables: popularity, repeat purchases, co-purchases, experiment statistics, imports.
+* ``interactions``: event tables: popularity, repeat purchases, co-purchases, experiment statistics, imports;
+* ``database``: facts about the server (its version).
 
 The public names are re-exported here: ``from ragrec_django import storage; storage.nearest(...)``.
 """
@@ -20,6 +21,7 @@ from .ann import (
     nearest,
     nearest_to_item,
 )
+from .database import server_version
 from .generations import (
     SpaceMismatch,
     SpaceNotReady,
@@ -51,6 +53,6 @@ __all__ = [
     "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
     "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors", "co_purchases", "copy_interactions", "decayed_popularity", "experiment_stats", "insert_impression", "repeat_purchases",
     "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
-    "nearest_to_item", "products_named_in", "promote", "record_failures", "rollback", "spelling_corrector", "start_switch", "sync_items",
+    "nearest_to_item", "products_named_in", "promote", "record_failures", "rollback", "server_version", "spelling_corrector", "start_switch", "sync_items",
     "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",
 ]

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from ragrec_django.evaluation import report as reports
 from ragrec_django.evaluation import runner
-from ragrec_django.evaluation.importer import read_interactions, read_products
+from ragrec_django.ingest import read_interactions, read_products
 from ragrec_django.models import Interaction, Item
 
 from .fakes import WordHashEncoder

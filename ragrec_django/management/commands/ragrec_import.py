@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, DjangoHelpFormatter
 
-from ragrec_django.evaluation.importer import (
+from ragrec_django.ingest import (
     INTERACTION_FIELDS,
     PRESETS,
     PRODUCT_FIELDS,

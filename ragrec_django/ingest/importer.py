@@ -11,8 +11,9 @@ before anything is written:
    problem refuses the whole import (``ImportRefused``) unless ``skip_invalid`` drops the bad
    rows explicitly. Nothing is ever half-imported.
 
-Interactions are written with PostgreSQL ``COPY`` (psycopg 3), products with the storage
-layer's bulk upsert (``storage.sync_items``), so 400,000 lines take seconds.
+Interactions are written with PostgreSQL ``COPY`` (``storage.copy_interactions``), products with
+the storage layer's bulk upsert (``storage.sync_items``), so 400,000 lines take seconds. Presets
+(a data set's mapping and filters, e.g. ``online_retail``) are looked up in ``presets``.
 
 Products imported here live only in the plugin's mirror: this is for catalogues that have no
 host model (offline evaluation) or to seed one. With a host ``ITEM_MODEL``, the adapter's next
@@ -26,7 +27,8 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TextIO
@@ -34,8 +36,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import transaction
 
+from .. import storage
 from ..adapters import ItemSnapshot
 from ..models import Interaction, Item
 
@@ -153,45 +156,11 @@ class ImportRefused(Exception):
 # ---------------------------------------------------------------- presets
 
 
-#: Stock codes of the Online Retail data set that are charges, fees or adjustments, not products.
-ONLINE_RETAIL_NON_PRODUCTS = frozenset(
-    {"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK"}
-)
-
-
-def _online_retail_non_product(code: str) -> bool:
-    return code in ONLINE_RETAIL_NON_PRODUCTS or code.startswith("gift_0001")
-
-
-def _online_retail_drop_interaction(raw: Mapping[str, str]) -> str | None:
-    if not (raw.get("CustomerID") or "").strip():
-        return "no customer id"
-    if (raw.get("InvoiceNo") or "").strip().upper().startswith("C"):
-        return "cancellation (invoice C...)"
-    if _online_retail_non_product((raw.get("StockCode") or "").strip()):
-        return "non-product code (postage, fees, discounts, vouchers...)"
-    quantity = (raw.get("Quantity") or "").strip()
-    if re.fullmatch(r"-?\d+", quantity):
-        if int(quantity) <= 0:
-            return "quantity <= 0 (returns)"
-        if int(quantity) > 10_000:
-            return "quantity above 10,000 (bulk lines, two of three cancelled)"
-    return None
-
-
-def _online_retail_drop_product(raw: Mapping[str, str]) -> str | None:
-    if _online_retail_non_product((raw.get("StockCode") or "").strip()):
-        return "non-product code (postage, fees, discounts, vouchers...)"
-    return None
-
-
-def _float_id(value: str) -> str:
-    """Customer ids written as floats ("17850.0") -> "17850"."""
-    return value[:-2] if value.endswith(".0") and value[:-2].isdigit() else value
-
-
 @dataclass(frozen=True)
 class Preset:
+    """A data set's column mappings, file names, row filters (a reason, or None to keep), value
+    clean-ups by field and time zone of naive times."""
+
     name: str
     description: str
     interaction_map: dict[str, str]
@@ -202,39 +171,6 @@ class Preset:
     drop_product: Callable[[Mapping[str, str]], str | None] = lambda raw: None
     clean: Mapping[str, Callable[[str], str]] = field(default_factory=dict)
     timezone: str | None = None
-
-
-PRESETS: dict[str, Preset] = {
-    "online-retail": Preset(
-        name="online-retail",
-        description=(
-            "UCI Online Retail (InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, "
-            "Country; products.csv: StockCode, Description, median_unit_price). Customers become session ids "
-            "('17850.0' -> '17850'), invoices baskets, lines purchases at Europe/London time. Drops lines without "
-            "a customer, cancellations (InvoiceNo 'C...'), Quantity <= 0, quantities above 10,000 and non-product "
-            "codes (%s, gift_0001_*)." % ", ".join(sorted(ONLINE_RETAIL_NON_PRODUCTS))
-        ),
-        interaction_map={
-            "session": "CustomerID", "item": "StockCode", "timestamp": "InvoiceDate", "order": "InvoiceNo",
-            "quantity": "Quantity",
-        },
-        product_map={"id": "StockCode", "title": "Description", "price": "median_unit_price"},
-        interactions_file="online_retail.csv",
-        products_file="products.csv",
-        drop_interaction=_online_retail_drop_interaction,
-        drop_product=_online_retail_drop_product,
-        clean={"session": _float_id},
-        timezone="Europe/London",
-    ),
-}
-
-
-def get_preset(name: str | None) -> Preset | None:
-    if name is None:
-        return None
-    if name not in PRESETS:
-        raise MappingError("Unknown preset %r (known: %s)." % (name, ", ".join(sorted(PRESETS))))
-    return PRESETS[name]
 
 
 # ---------------------------------------------------------------- mappings
@@ -558,11 +494,9 @@ def write_rows(
 
 
 def _write_products(products: list[ProductRow], batch_size: int) -> dict[str, int]:
-    from ..storage import sync_items
-
     keys: dict[str, int] = {}
     for start in range(0, len(products), batch_size):
-        keys.update(sync_items(row.snapshot() for row in products[start : start + batch_size]))
+        keys.update(storage.sync_items(row.snapshot() for row in products[start : start + batch_size]))
     return keys
 
 
@@ -589,28 +523,15 @@ def _existing_users(ids: set[int]) -> set[int]:
     return set(get_user_model()._default_manager.filter(pk__in=ids).values_list("pk", flat=True))
 
 
-COPY_COLUMNS = ("event", "item_id", "user_id", "session_key", "order_id", "quantity", "query", "source", "created_at")
-
-
 def _copy_interactions(rows: list[InteractionRow], item_ids: Mapping[str, int]) -> int:
-    """Insert the rows with COPY (psycopg 3), else with bulk_create; return how many."""
+    """Insert the rows (``storage.copy_interactions``); return how many."""
     if not rows:
         return 0
-    values = (
+    storage.copy_interactions(
         (r.event, item_ids[r.item] if r.item else None, r.user_id, r.session, r.order_id, r.quantity, r.query, "",
          r.created_at)
         for r in rows
     )
-    table = connection.ops.quote_name(Interaction._meta.db_table)
-    with connection.cursor() as cursor:
-        raw = getattr(cursor, "cursor", None)
-        if raw is not None and hasattr(raw, "copy"):
-            with raw.copy("COPY %s (%s) FROM STDIN" % (table, ", ".join(COPY_COLUMNS))) as copy:
-                for value in values:
-                    copy.write_row(value)
-        else:
-            Interaction.objects.bulk_create([Interaction(**dict(zip(COPY_COLUMNS, v))) for v in values], batch_size=5000)
-        cursor.execute("ANALYZE %s" % table)
     return len(rows)
 
 
@@ -648,7 +569,7 @@ def import_csv(
 
 
 __all__ = [
-    "INTERACTION_FIELDS", "PRESETS", "PRODUCT_FIELDS", "ImportRefused", "InteractionRow", "MappingError", "Preset",
-    "ProductRow", "ReadResult", "RowError", "WriteResult", "get_preset", "import_csv", "parse_mapping",
+    "INTERACTION_FIELDS", "PRODUCT_FIELDS", "ImportRefused", "InteractionRow", "MappingError", "Preset",
+    "ProductRow", "ReadResult", "RowError", "WriteResult", "import_csv", "parse_mapping",
     "read_interactions", "read_products", "write_rows",
 ]

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
-from ragrec_django.evaluation import importer
+from ragrec_django import ingest
 from ragrec_django.models import Interaction, Item
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def csv_file(text, name):
 
 
 def run_import(orders=ORDERS, products=PRODUCTS, **kwargs):
-    return importer.import_csv(
+    return ingest.import_csv(
         interactions=csv_file(orders, "orders.csv") if orders is not None else None,
         products=csv_file(products, "products.csv") if products is not None else None,
         mapping=MAP, product_mapping=PRODUCT_MAP, time_zone="UTC", **kwargs,
@@ -73,7 +73,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_imported():
         "c3,NOPE,2024-03-03 10:00:00,o4,1\n"        # line 9: unknown item (found when resolving)
         "c3,P1,2099-01-01 00:00:00,o4,1\n"          # line 10: future
     )
-    with pytest.raises(importer.ImportRefused) as caught:
+    with pytest.raises(ingest.ImportRefused) as caught:
         run_import(orders)
     errors = {error.line: " ".join(error.messages) for error in caught.value.errors}
     assert sorted(errors) == [6, 7, 8, 9, 10]
@@ -85,7 +85,7 @@ def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_imported():
     assert str(caught.value.errors[0]).startswith("orders.csv line 6: ")
     assert Item.objects.count() == 0 and Interaction.objects.count() == 0
 
-    with pytest.raises(importer.ImportRefused) as caught:  # only the reference error left
+    with pytest.raises(ingest.ImportRefused) as caught:  # only the reference error left
         run_import(ORDERS + "c3,NOPE,2024-03-03 10:00:00,o4,1\n")
     assert [(e.line, e.messages) for e in caught.value.errors] == [
         (6, ("unknown item 'NOPE' (not in the products file nor in the item mirror)",))
@@ -103,7 +103,7 @@ def test_skip_invalid_drops_bad_rows_explicitly():
 
 def test_product_errors_and_user_ids():
     products = PRODUCTS + "P1,Again,,,1,\nP4,,,,1,\nP5,Lamp,,,-3,\n"
-    with pytest.raises(importer.ImportRefused) as caught:
+    with pytest.raises(ingest.ImportRefused) as caught:
         run_import(products=products)
     errors = {error.line: " ".join(error.messages) for error in caught.value.errors}
     assert "duplicate id 'P1' (first on line 2)" in errors[5]
@@ -112,18 +112,18 @@ def test_product_errors_and_user_ids():
 
     user = get_user_model().objects.create(username="shopper")
     orders = "user,item,event\n%d,P1,view\n999999,P1,view\n" % user.pk
-    with pytest.raises(importer.ImportRefused) as caught:
-        importer.import_csv(interactions=csv_file(orders, "events.csv"), products=csv_file(PRODUCTS, "p.csv"),
+    with pytest.raises(ingest.ImportRefused) as caught:
+        ingest.import_csv(interactions=csv_file(orders, "events.csv"), products=csv_file(PRODUCTS, "p.csv"),
                             product_mapping=PRODUCT_MAP)
     assert [(e.line, e.messages) for e in caught.value.errors] == [(3, ("unknown user 999999",))]
 
 
 def test_mapping_errors_name_the_problem():
-    with pytest.raises(importer.MappingError, match="no column"):
-        importer.import_csv(interactions=csv_file(ORDERS, "orders.csv"), mapping={**MAP, "item": "product"})
-    with pytest.raises(importer.MappingError, match="Unknown field"):
-        importer.parse_mapping(["colour=c"], importer.INTERACTION_FIELDS)
-    assert importer.parse_mapping(["user=U,item=I", "order=O"], importer.INTERACTION_FIELDS) == {
+    with pytest.raises(ingest.MappingError, match="no column"):
+        ingest.import_csv(interactions=csv_file(ORDERS, "orders.csv"), mapping={**MAP, "item": "product"})
+    with pytest.raises(ingest.MappingError, match="Unknown field"):
+        ingest.parse_mapping(["colour=c"], ingest.INTERACTION_FIELDS)
+    assert ingest.parse_mapping(["user=U,item=I", "order=O"], ingest.INTERACTION_FIELDS) == {
         "user": "U", "item": "I", "order": "O"
     }
 
@@ -151,8 +151,8 @@ POST,POSTAGE,18,5,5
 def test_online_retail_preset_filters_and_converts(tmp_path):
     (tmp_path / "online_retail.csv").write_text(ONLINE_RETAIL, encoding="utf-8")
     (tmp_path / "products.csv").write_text(RETAIL_PRODUCTS, encoding="utf-8")
-    preset = importer.get_preset("online-retail")
-    read = importer.read_interactions(tmp_path / "online_retail.csv", preset=preset)
+    preset = ingest.get_preset("online-retail")
+    read = ingest.read_interactions(tmp_path / "online_retail.csv", preset=preset)
     assert read.total == 9 and read.error_count == 0
     assert dict(read.filtered) == {
         "no customer id": 1,
