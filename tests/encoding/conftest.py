@@ -1,12 +1,14 @@
-"""Products with real images for the encoding tests."""
+"""Products with real images for the encoding tests, and an audit of committed writes."""
 
 import io
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
 from PIL import Image
 
 from shop_demo.catalog.models import Category, Product
+from tests.helpers import audit
 
 COLOURS = {"red": (220, 20, 30), "blue": (20, 40, 220), "green": (20, 180, 40), "yellow": (240, 220, 20)}
 
@@ -64,3 +66,22 @@ def many_products(db):
         return list(Product.objects.filter(category=category).order_by("pk").values_list("pk", flat=True))
 
     return make
+
+
+@pytest.fixture
+def committed_writes(transactional_db):
+    """The audit triggers of ``tests.helpers.audit`` in the test database, for this test (its workers too).
+
+    Returns ``writes(table="embedding") -> {key: committed writes}``: "written exactly once" is one
+    committed write per (generation, item), which the unique constraint on that pair does not show.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(audit.REMOVE_SQL + audit.INSTALL_SQL)
+
+    def writes(table: str = "embedding") -> dict[str, int]:
+        with connection.cursor() as cursor:
+            return audit.writes(cursor, table)
+
+    yield writes
+    with connection.cursor() as cursor:
+        cursor.execute(audit.REMOVE_SQL)

@@ -90,13 +90,18 @@ def test_deleted_host_items_leave_the_index(ragrec_encoders, make_products):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_runs_write_each_item_once(ragrec_encoders, many_products):
+def test_concurrent_runs_finish_and_write_each_item_at_most_once_per_run(ragrec_encoders, many_products, committed_writes):
+    """Two runs over the same items at once: no error, every item encoded, no run writes an item twice.
+
+    Both runs may read "not encoded yet" before either commits, so an item is written once or twice
+    (an insert, then an update of the same row): the committed writes are exactly the runs' ``encoded``.
+    """
     pks = many_products(40)
-    errors = []
+    errors, reports = [], []
 
     def run():
         try:
-            encoding.encode_items("text", pks)
+            reports.append(encoding.encode_items("text", pks))
         except Exception as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -108,8 +113,13 @@ def test_concurrent_runs_write_each_item_once(ragrec_encoders, many_products):
     for thread in threads:
         thread.join()
     assert errors == []
+    assert [(r.encoded + r.skipped, r.failed) for r in reports] == [(40, {}), (40, {})]
+    writes = committed_writes()
+    generation = SpaceGeneration.objects.get(space="text")
+    assert set(writes) == {"%d:%d" % (generation.pk, item_id) for item_id in Item.objects.values_list("id", flat=True)}
+    assert set(writes.values()) <= {1, 2}
+    assert sum(writes.values()) == sum(r.encoded for r in reports)
     assert Embedding.objects.count() == 40
-    assert Embedding.objects.values("item").distinct().count() == 40
 
 
 def test_saving_a_product_enqueues_encoding_after_commit(settings, ragrec_encoders, make_products, django_capture_on_commit_callbacks):

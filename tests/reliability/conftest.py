@@ -23,36 +23,19 @@ from private_servers import (  # noqa: E402
     manage,
 )
 
-TEMPLATE_DB = "reliability_template"
+from tests.helpers import audit  # noqa: E402
 
-#: Every committed write of an embedding or an event, kept by triggers in the test's own database:
-#: "encoded exactly once" means one committed write per (generation, item), "stored exactly once"
-#: one committed insert per idempotency key. Writes rolled back (a crash mid-transaction) leave no row.
-AUDIT_SQL = """
-CREATE TABLE reliability_writes (
-    id bigserial PRIMARY KEY, tbl text NOT NULL, key text NOT NULL, op text NOT NULL,
-    at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-CREATE FUNCTION reliability_audit_embedding() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reliability_writes (tbl, key, op) VALUES ('embedding', NEW.generation_id || ':' || NEW.item_id, TG_OP);
-    RETURN NULL;
-END $$;
-CREATE FUNCTION reliability_audit_event() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reliability_writes (tbl, key, op) VALUES ('event', coalesce(NEW.idempotency_key, '#' || NEW.id), TG_OP);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER reliability_audit AFTER INSERT OR UPDATE ON ragrec_django_embedding
-    FOR EACH ROW EXECUTE FUNCTION reliability_audit_embedding();
-CREATE TRIGGER reliability_audit AFTER INSERT OR UPDATE ON ragrec_django_interaction
-    FOR EACH ROW EXECUTE FUNCTION reliability_audit_event();
-"""
+TEMPLATE_DB = "reliability_template"
 
 
 @pytest.fixture(scope="session")
 def private_pg(tmp_path_factory):
-    """A PostgreSQL cluster of this test run, with a migrated template database (audit triggers included)."""
+    """A PostgreSQL cluster of this test run, with a migrated template database.
+
+    The template has the audit triggers of ``tests.helpers.audit``: every committed write of an embedding
+    or an event is logged, so "encoded exactly once" is one committed write per (generation, item) and
+    "stored exactly once" one committed insert per idempotency key.
+    """
     # Not under pytest's temporary folder: PostgreSQL runs as the pgserver user when we are root, and
     # every pytest session (other engineers' too) resets /tmp/pytest-of-<user> to mode 0700.
     root = Path(tempfile.mkdtemp(prefix="ragrec-reliability-pg-"))
@@ -62,7 +45,7 @@ def private_pg(tmp_path_factory):
         pg.create_database(TEMPLATE_DB)
         manage(django_env(pg.url(TEMPLATE_DB), workdir=tmp_path_factory.mktemp("migrate")), "migrate", "-v0")
         with pg.connect(TEMPLATE_DB) as conn:
-            conn.execute(AUDIT_SQL)
+            conn.execute(audit.INSTALL_SQL)
         yield pg
     finally:
         pg.destroy()

@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+from tests.helpers import audit
+
 TASK_LINE = re.compile(
     r"Task ragrec_django\.tasks\.encode_items_task\[(?P<id>[^\]]+)\] succeeded in [\d.e-]+s: (?P<result>\{.*\})"
 )
@@ -23,10 +25,13 @@ def task_results(*log_paths) -> dict[str, list[dict]]:
 def embedding_writes(pg, db) -> dict[str, int]:
     """{"generation:item": committed writes} from the audit table."""
     with pg.connect(db) as conn:
-        rows = conn.execute(
-            "SELECT key, count(*) FROM reliability_writes WHERE tbl = 'embedding' GROUP BY key"
-        ).fetchall()
-    return dict(rows)
+        return audit.writes(conn.cursor(), "embedding")
+
+
+def event_writes(pg, db) -> dict[str, int]:
+    """{idempotency key: committed writes} of events from the audit table."""
+    with pg.connect(db) as conn:
+        return audit.writes(conn.cursor(), "event")
 
 
 def active_embeddings(pg, db) -> tuple[int, int]:

@@ -32,7 +32,7 @@ def test_events_load_benchmark_stores_every_accepted_event(private_pg, fresh_db,
     # Exactly once, counted by the database's own audit trigger: one insert per idempotency key of the run.
     with private_pg.connect(fresh_db) as conn:
         inserts = conn.execute(
-            "SELECT count(*), count(DISTINCT key) FROM reliability_writes "
+            "SELECT count(*), count(DISTINCT key) FROM audit_writes "
             "WHERE tbl = 'event' AND key LIKE 'load-%%-run-%%'"
         ).fetchone()
     assert inserts == (1000, 1000)

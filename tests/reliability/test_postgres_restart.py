@@ -16,7 +16,7 @@ import threading
 import time
 
 import pytest
-from evidence import active_embeddings, broker_is_drained, count, embedding_writes
+from evidence import active_embeddings, broker_is_drained, count, embedding_writes, event_writes
 from private_servers import (
     EventPoster,
     django_env,
@@ -126,9 +126,7 @@ def test_postgres_crash_mid_write_loses_and_duplicates_nothing(
     assert len(accepted) == len(set(accepted))
     with pg.connect(db) as conn:
         stored = [row[0] for row in conn.execute("SELECT idempotency_key FROM ragrec_django_interaction").fetchall()]
-        inserts = dict(conn.execute(
-            "SELECT key, count(*) FROM reliability_writes WHERE tbl = 'event' GROUP BY key"
-        ).fetchall())
+    inserts = event_writes(pg, db)
     assert sorted(stored) == sorted(accepted)
     assert set(inserts) == set(accepted) and set(inserts.values()) == {1}
     receipts = [r for c in clients for r in c.receipts]

@@ -1,0 +1,1 @@
+"""Helpers shared by several kinds of test (imported as ``tests.helpers.<module>``)."""
