@@ -1,11 +1,14 @@
 """Shared fixtures: the real PostgreSQL+pgvector (embedded unless DATABASE_URL is set),
-a temporary MEDIA_ROOT, and settings for small real encoders."""
+a temporary MEDIA_ROOT, settings for small real encoders, and real Celery workers with
+this run's own Redis database (``tests.helpers.workers``)."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from tests.helpers.workers import redis_broker, start_worker, test_redis_url, worker_env  # noqa: F401
 
 # Nothing a test saves may reach a real broker unless the test asks for one.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")

@@ -4,69 +4,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from ragrec_django.models import Embedding, EncodingFailure, TaskDelivery
+from tests.helpers.workers import ROOT, wait_for
 
 pytestmark = [pytest.mark.celery_worker, pytest.mark.django_db(transaction=True)]
-
-ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("RAGREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-@pytest.fixture
-def redis_broker():
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.fail("Redis is not running at %s (./dev test starts it)" % REDIS_URL)
-    client.flushdb()
-    yield REDIS_URL
-    client.flushdb()
-
-
-@pytest.fixture
-def worker_env(redis_broker, tmp_path):
-    """Environment for subprocesses: the test database, the Redis broker, a short visibility timeout."""
-    db = connection.settings_dict
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update(
-        DATABASE_URL="postgres://%s@/%s?host=%s" % (db["USER"], db["NAME"], db["HOST"] or db["OPTIONS"].get("host", "")),
-        CELERY_BROKER_URL=redis_broker,
-        CELERY_VISIBILITY_TIMEOUT="4",
-        SHOP_DEMO_MEDIA_ROOT=str(tmp_path / "media"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-@pytest.fixture
-def start_worker(worker_env, tmp_path):
-    started = []
-
-    def start():
-        log = open(tmp_path / ("worker-%d.log" % len(started)), "w")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "--concurrency", "1", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", "test%d@%%h" % len(started)],
-            cwd=ROOT, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        started.append((process, log))
-        return process
-
-    yield start
-    for process, log in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 def reindex(worker_env, *args):
@@ -74,15 +18,6 @@ def reindex(worker_env, *args):
         [sys.executable, "manage.py", "ragrec_reindex", "--space", "text", *args],
         cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=300,
     )
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("timed out waiting for %s" % what)
 
 
 def test_worker_encodes_items_from_redis_into_postgres(many_products, start_worker, worker_env):
