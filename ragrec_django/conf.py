@@ -91,6 +91,10 @@ DEFAULTS: dict[str, Any] = {
     "MAX_K": 100,
     # Query embeddings cached per process (text search in the web process).
     "QUERY_CACHE_SIZE": 2048,
+    # torch CPU threads of each process that serves requests (query encoding), set once per process
+    # on its first request (registry.prepare_serving_process); None keeps torch's one thread per core,
+    # which makes concurrent requests fight for every core. Size the web server's processes to the cores.
+    "QUERY_THREADS": 1,
     # Text generators, like ENCODERS: alias -> {"BACKEND": dotted.path, "OPTIONS": {...}}. The offline
     # default writes only from the product's own fields and retrieved facts; see ragrec_django.ml.generators
     # for the OpenAI-compatible (vLLM, Ollama, llama.cpp, OpenAI) and local transformers backends.

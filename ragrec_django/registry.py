@@ -1,11 +1,15 @@
 """Encoders, embedding spaces and generators built from ``RAGREC`` settings, once per process.
 
 Building an encoder only imports its class and stores its options: weights
-load on first use, so a Celery prefork parent never holds a model.
+load on first use, so a Celery prefork parent never holds a model. A process
+that serves requests is set up for query encoding once, on its first request
+or from the web server's post-fork hook (``prepare_serving_process``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 from dataclasses import dataclass
 
@@ -13,13 +17,19 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .conf import import_from_setting, ragrec_settings
 from .ml.base import EncoderError
+from .ml.devices import limit_cpu_threads
 from .ml.generation import GenerationError
 
+logger = logging.getLogger(__name__)
+
 MODALITIES = ("text", "image")
+WARM_UP_QUERY = "warm-up query"
 
 _lock = threading.Lock()
 _encoders: dict[str, object] = {}
 _generators: dict[str, object] = {}
+_serving_lock = threading.Lock()
+_serving_pid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,46 @@ def get_generator(alias: str):
             except (TypeError, GenerationError) as exc:
                 raise ImproperlyConfigured("Bad OPTIONS for generator %r: %s" % (alias, exc)) from exc
         return _generators[alias]
+
+
+def prepare_serving_process(*, warm: bool = False) -> None:
+    """Set up this process to serve requests: torch CPU threads to ``RAGREC["QUERY_THREADS"]``, once per process.
+
+    Runs on the first request a process serves (``request_started``), so after a pre-fork server
+    forked it; a server hook that runs in each worker before its first request (gunicorn's
+    ``post_worker_init``) may call it earlier. ``warm=True`` also loads every space's encoder and
+    encodes one query, so the first searches of the process do not wait for the models to load.
+    """
+    global _serving_pid
+    if _serving_pid != os.getpid():
+        with _serving_lock:
+            if _serving_pid != os.getpid():
+                try:
+                    threads = limit_cpu_threads(ragrec_settings.QUERY_THREADS)
+                except ValueError as exc:
+                    raise ImproperlyConfigured('RAGREC["QUERY_THREADS"]: %s' % exc) from exc
+                _serving_pid = os.getpid()
+                logger.debug("Serving process %d: torch CPU threads %s.", _serving_pid, threads or "unchanged")
+    if warm:
+        warm_query_encoders()
+
+
+def warm_query_encoders() -> None:
+    """Load the encoder of every configured space and encode one text query with each (errors are logged)."""
+    aliases = {space.encoder_alias for space in get_spaces().values()}
+    for alias in sorted(aliases):
+        try:
+            encoder = get_encoder(alias)
+            if hasattr(encoder, "encode_texts"):
+                encoder.encode_texts([WARM_UP_QUERY])
+        except Exception:  # noqa: BLE001 - a model that fails to load fails its requests later, with their error
+            logger.exception("Could not warm up encoder %r.", alias)
+
+
+def on_request_started(sender, **kwargs) -> None:
+    """``request_started`` receiver: prepare the serving process (the test client is no server: skipped)."""
+    if getattr(sender, "__module__", "") != "django.test.client":
+        prepare_serving_process()
 
 
 def clear() -> None:

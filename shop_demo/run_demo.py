@@ -1,6 +1,7 @@
 """Run the whole demo on one machine: database, migrations, catalogue, people, encoding worker, web server.
 
     python -m shop_demo.run_demo [--port 8000] [--count 1200] [--no-worker] [--clip-minutes 3] [--skip-clip-training]
+                                 [--web-workers N]
 
 Starts the embedded PostgreSQL (unless DATABASE_URL is set), migrates, seeds
 the catalogue and the demo people with their shopping history, gets the image
@@ -9,9 +10,11 @@ demo catalogue on the first run, within --clip-minutes, and reuses it later;
 see prepare_demo --clip-only), starts a
 Celery worker (Redis when CELERY_BROKER_URL is set, else a file-system broker
 under var/), encodes the catalogue through it, proposes complements and
-queues description drafts of a sample for review, and serves the shop. A
-second run reuses everything already built. Ctrl-C stops everything this
-command started.
+queues description drafts of a sample for review, and serves the shop with
+gunicorn (shop_demo/gunicorn.conf.py: one worker process per core, torch on one
+thread per worker, models loaded before the first request, excess requests
+answered 503 with Retry-After). A second run reuses everything already built.
+Ctrl-C stops everything this command started.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "shop_demo" / "gunicorn.conf.py"
 
 
 def step(message: str) -> None:
@@ -36,15 +40,26 @@ def manage(*args: str) -> None:
     subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, check=True)
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> bool:
-    """Wait until something accepts connections on 127.0.0.1:``port`` (False if ``process`` died or time ran out)."""
+def server_command(port: int, workers: int | None = None) -> list[str]:
+    """gunicorn serving the demo on 127.0.0.1:``port`` with the demo's settings (``shop_demo/gunicorn.conf.py``)."""
+    command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "--bind", "127.0.0.1:%d" % port]
+    if workers:
+        command += ["--workers", str(workers)]
+    return command + ["shop_demo.wsgi"]
+
+
+def wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 180.0) -> bool:
+    """Wait until 127.0.0.1:``port`` answers HTTP (a worker has loaded the models); False if ``process`` died or time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return True
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+                connection.sendall(b"HEAD / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if connection.recv(5) == b"HTTP/":
+                    return True
         except OSError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     return False
 
 
@@ -75,12 +90,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-worker", action="store_true", help="Encode in-process instead of through Celery.")
     parser.add_argument("--drafts", type=int, default=50, help="Description drafts generated for review (default 50).")
     parser.add_argument(
-        "--clip-minutes", type=float, default=3.0,
+        "--clip-minutes",
+        type=float,
+        default=3.0,
         help="First run without pretrained CLIP weights: minutes spent training the image model (default 3).",
     )
     parser.add_argument(
-        "--skip-clip-training", action="store_true",
+        "--skip-clip-training",
+        action="store_true",
         help="Do not train the image model (a checkpoint trained before is still used; else photo search is off).",
+    )
+    parser.add_argument(
+        "--web-workers",
+        type=int,
+        default=None,
+        help="gunicorn worker processes (default: one per core, at most 4; or $WEB_CONCURRENCY).",
     )
     options = parser.parse_args(argv)
 
@@ -98,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 process.terminate()
         for process in started:
             try:
-                process.wait(10)
+                process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
         if embedded and database_was_running:
@@ -114,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
-        step("Database: %s" % ("embedded PostgreSQL + pgvector in %s" % (var_dir / "postgres") if embedded else "DATABASE_URL"))
+        step(
+            "Database: %s"
+            % ("embedded PostgreSQL + pgvector in %s" % (var_dir / "postgres") if embedded else "DATABASE_URL")
+        )
         manage("migrate", "--no-input", "-v", "1")
         step("Catalogue")
         manage("seed_catalog", "--count", str(options.count))
@@ -133,7 +160,18 @@ def main(argv: list[str] | None = None) -> int:
                     (var_dir / "broker" / folder).mkdir(parents=True, exist_ok=True)
             step("Starting a Celery worker (broker: %s)" % broker.split("@")[-1])
             worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "--loglevel", "WARNING", "--concurrency", "1"],
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "shop_demo",
+                    "worker",
+                    "--loglevel",
+                    "WARNING",
+                    "--concurrency",
+                    "1",
+                ],
                 cwd=ROOT,
             )
             started.append(worker)
@@ -141,12 +179,10 @@ def main(argv: list[str] | None = None) -> int:
             manage("ragrec_reindex", "--stale", "--wait", "--timeout", "1800")
         step("Complement proposals and description drafts for review")
         manage("prepare_demo", "--drafts", str(options.drafts), *(["--in-process"] if options.no_worker else []))
-        step("Serving the shop")
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "127.0.0.1:%d" % options.port, "--noreload"], cwd=ROOT
-        )
+        step("Serving the shop (gunicorn, %s)" % GUNICORN_CONF.relative_to(ROOT))
+        server = subprocess.Popen(server_command(options.port, options.web_workers), cwd=ROOT)
         started.append(server)
-        if not wait_for_port(options.port, server):
+        if not wait_until_serving(options.port, server):
             print("\nThe web server did not start (is port %d taken? try --port)." % options.port, file=sys.stderr)
             return server.poll() or 1
         print(banner(options.port), flush=True)

@@ -52,7 +52,9 @@ def check_device_name(device: str | torch.device) -> str:
     if _is_torch_device(device):
         device = str(device)
     if not isinstance(device, str):
-        raise ValueError("device must be a string such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps', got %r." % (device,))
+        raise ValueError(
+            "device must be a string such as 'auto', 'cpu', 'cuda', 'cuda:1' or 'mps', got %r." % (device,)
+        )
     name = device.strip().lower()
     if name != "auto" and not DEVICE_PATTERN.fullmatch(name):
         raise ValueError("Unknown device %r: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'." % device)
@@ -92,6 +94,26 @@ def check_precision_name(precision: str) -> str:
     if name != "auto" and name not in PRECISION_DTYPES:
         raise ValueError("Unknown precision %r: use 'auto', 'fp32', 'fp16' or 'bf16'." % (precision,))
     return name
+
+
+def limit_cpu_threads(threads: int | None) -> int | None:
+    """Run torch's CPU work in this process on ``threads`` intra-op threads; return the count now in effect.
+
+    torch's default is one thread per core in every process, so the concurrent requests of a web
+    server (several processes, several threads each) make every query encoding fight the others,
+    and anything else on the machine, for all the cores. Call it once per process, after a pre-fork
+    server forked it and before the process runs a model. ``None`` leaves torch's default; without
+    torch installed there is nothing to limit (``None``).
+    """
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError("CPU threads must be a positive integer or None, got %r." % (threads,))
+    try:
+        torch.set_num_threads(threads)
+    except ImportError:
+        return None
+    return torch.get_num_threads()
 
 
 def _mps_available() -> bool:

@@ -1,9 +1,16 @@
-"""run_demo: its steps in order, the banner with the demo logins, and cleaning up on Ctrl-C."""
+"""run_demo: its steps in order, the banner with the demo logins, cleaning up on Ctrl-C, and the web server
+(gunicorn with shop_demo/gunicorn.conf.py) serving the shop and its static files, then stopping on Ctrl-C."""
 
 from __future__ import annotations
 
+import http.client
+import os
+import signal
+import socket
 import subprocess
+import time
 
+import psutil
 import pytest
 
 from shop_demo import run_demo
@@ -41,7 +48,7 @@ def fake(monkeypatch, tmp_path):
 
     monkeypatch.setattr(run_demo.subprocess, "run", lambda args, **kwargs: calls.append(args[2:]))
     monkeypatch.setattr(run_demo.subprocess, "Popen", popen)
-    monkeypatch.setattr(run_demo, "wait_for_port", lambda port, process, timeout=30.0: True)
+    monkeypatch.setattr(run_demo, "wait_until_serving", lambda port, process, timeout=180.0: True)
     monkeypatch.setattr(run_demo.signal, "signal", lambda *args: None)
     return calls, processes
 
@@ -49,13 +56,29 @@ def fake(monkeypatch, tmp_path):
 def test_steps_run_in_order_and_the_banner_lists_the_logins(fake, capsys, tmp_path):
     calls, processes = fake
     assert run_demo.main(["--port", "8123"]) == 0
-    assert [c[0] for c in calls] == ["migrate", "seed_catalog", "seed_people", "prepare_demo", "ragrec_reindex", "prepare_demo"]
+    assert [c[0] for c in calls] == [
+        "migrate",
+        "seed_catalog",
+        "seed_people",
+        "prepare_demo",
+        "ragrec_reindex",
+        "prepare_demo",
+    ]
     # The image space's CLIP model first (trained on the first run), so the worker starts with it in its settings.
     assert calls[3] == ["prepare_demo", "--clip-only", "--clip-minutes", "3.0"]
     assert calls[4] == ["ragrec_reindex", "--stale", "--wait", "--timeout", "1800"]
     assert calls[5] == ["prepare_demo", "--drafts", "50"]
     worker, server = processes
-    assert "worker" in worker.args and server.args[2:4] == ["runserver", "127.0.0.1:8123"]
+    assert "worker" in worker.args
+    assert server.args[1:] == [
+        "-m",
+        "gunicorn",
+        "-c",
+        str(run_demo.GUNICORN_CONF),
+        "--bind",
+        "127.0.0.1:8123",
+        "shop_demo.wsgi",
+    ]
     assert (tmp_path / "broker" / "processed").is_dir()
     out = capsys.readouterr().out
     assert "http://127.0.0.1:8123/demo/login/" in out and 'password "demo"' in out
@@ -69,6 +92,13 @@ def test_no_worker_encodes_and_generates_in_process(fake):
     assert calls[4] == ["ragrec_reindex", "--sync", "--stale"]
     assert calls[5] == ["prepare_demo", "--drafts", "5", "--in-process"]
     assert len(processes) == 1  # the web server only
+
+
+def test_web_workers_option(fake):
+    _, processes = fake
+    run_demo.main(["--no-worker", "--web-workers", "3", "--port", "8124"])
+    (server,) = processes
+    assert server.args[-4:] == ["127.0.0.1:8124", "--workers", "3", "shop_demo.wsgi"]
 
 
 def test_clip_budget_and_skipping_the_training(fake):
@@ -101,3 +131,68 @@ def test_a_failed_step_is_reported(fake, monkeypatch, capsys):
     monkeypatch.setattr(run_demo.subprocess, "run", failing)
     assert run_demo.main([]) == 3
     assert "Step failed" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the real web server
+
+
+def wait_for(predicate, what: str, process: subprocess.Popen, log_path, limit: float = 300):
+    """Poll until ``predicate()`` is true; a safety net for a stuck server, not a timing assertion."""
+    deadline = time.monotonic() + limit
+    while not predicate():
+        assert process.poll() is None, "gunicorn exited:\n" + log_path.read_text()[-3000:]
+        assert time.monotonic() < deadline, "gave up waiting for %s:\n%s" % (what, log_path.read_text()[-3000:])
+        time.sleep(0.2)
+
+
+def get(port: int, path: str, accept: str = "text/html") -> tuple[int, dict, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.request("GET", path, headers={"Accept": accept})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_is_served_by_gunicorn_with_its_static_files_and_stops_on_ctrl_c(settings, tmp_path):
+    """The command run_demo starts: gunicorn serves pages and the admin's CSS; SIGINT stops master and workers."""
+    database = settings.DATABASES["default"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_", "SHOP_DEMO_", "RAGREC_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="shop_demo.settings",
+        RAGREC_CLIP_CHECKPOINT="off",
+        WEB_CONCURRENCY="2",
+        DATABASE_URL="postgres://%s@/%s?host=%s" % (database["USER"], database["NAME"], database["HOST"]),
+        SHOP_DEMO_VAR_DIR=str(tmp_path / "var"),
+        SHOP_DEMO_MEDIA_ROOT=str(tmp_path / "media"),
+    )
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            run_demo.server_command(port), cwd=run_demo.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_for(lambda: run_demo.wait_until_serving(port, server, timeout=1), "the demo to serve", server, log_path)
+        workers = psutil.Process(server.pid).children()
+        assert len(workers) == 2
+
+        status, headers, body = get(port, "/")
+        assert status == 200 and headers["server"] == "gunicorn", body[:500]
+        assert b"<html" in body.lower()
+        status, headers, body = get(port, "/static/admin/css/base.css")  # DEBUG: StaticFilesHandler, as runserver
+        assert status == 200 and headers["content-type"].startswith("text/css") and b"body" in body
+        status, headers, body = get(port, "/api/recommend/trending/", accept="application/json")
+        assert status == 200 and headers["content-type"] == "application/json", body[:500]
+
+        server.send_signal(signal.SIGINT)  # what Ctrl-C sends the whole foreground process group
+        assert server.wait(120) == 0
+        assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -1,0 +1,49 @@
+"""gunicorn settings of the demo shop and of the production example (docs/production.md).
+
+    gunicorn -c shop_demo/gunicorn.conf.py shop_demo.wsgi [--bind 127.0.0.1:8000]
+
+Sized to the machine: one ``gthread`` worker process per core this process may use
+(``WEB_CONCURRENCY`` overrides; at most 4 by default, which also bounds the database
+connections: one persistent connection per thread that has served a request). In each worker:
+
+* torch runs on ``RAGREC["QUERY_THREADS"]`` threads (default 1), set right after the fork, and
+  every space's encoder is loaded and run once before the first request
+  (``registry.prepare_serving_process(warm=True)``): concurrent searches then run side by side on
+  the cores instead of fighting over all of them, and no visitor waits for a model to load;
+* at most ``SHOP_DEMO_MAX_ACTIVE`` requests (default 2) run at once, ``SHOP_DEMO_MAX_WAITING``
+  more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
+  immediate 503 with ``Retry-After`` (``ragrec_django.serving.ConcurrencyLimit``, applied by
+  ``shop_demo/wsgi.py``); the worker has 2 threads more than that, so a request over the limit is
+  refused at once rather than queued unseen inside gunicorn.
+
+Ctrl-C (SIGINT) stops the workers at once; SIGTERM lets requests in progress finish for up to
+``graceful_timeout`` seconds.
+"""
+
+import os
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+bind = ["127.0.0.1:8000"]  # loopback unless told otherwise (--bind); gunicorn's own default follows $PORT on 0.0.0.0
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY", min(CORES, 4)))
+max_active = int(os.environ.setdefault("SHOP_DEMO_MAX_ACTIVE", "2"))
+max_waiting = int(os.environ.setdefault("SHOP_DEMO_MAX_WAITING", "12"))
+os.environ.setdefault("SHOP_DEMO_MAX_WAIT", "5")
+threads = max_active + max_waiting + 2
+keepalive = 5
+control_socket_disable = True  # no gunicornc socket shared by every gunicorn of the user ($HOME/.gunicorn)
+timeout = 120  # a worker silent this long is restarted (loading the models on a busy machine included)
+graceful_timeout = 10
+# Django keeps one connection per thread open for this long (the demo settings read it; 0 reconnects every request).
+os.environ.setdefault("SHOP_DEMO_CONN_MAX_AGE", "60")
+
+
+def post_worker_init(worker):
+    """In each worker, after the fork and once Django is loaded: torch threads, then the models, warm."""
+    from django.apps import apps
+
+    if apps.ready:
+        from ragrec_django.registry import prepare_serving_process
+
+        prepare_serving_process(warm=True)

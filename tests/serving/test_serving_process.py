@@ -1,0 +1,101 @@
+"""A process that serves requests runs torch on RAGREC["QUERY_THREADS"] threads, set once, and can warm its models."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_started
+from django.test.client import ClientHandler
+
+from ragrec_django import registry
+from ragrec_django.ml.devices import limit_cpu_threads
+
+
+class CountingEncoder:
+    """Stands in for an encoder: counts the texts it encodes (``fail=True``: loading it fails)."""
+
+    encoded: list[tuple[str, list[str]]] = []
+
+    def __init__(self, name: str, fail: bool = False):
+        self.name, self.fail = name, fail
+
+    def encode_texts(self, texts):
+        if self.fail:
+            raise OSError("no weights for %s" % self.name)
+        self.encoded.append((self.name, list(texts)))
+        return [[0.0]] * len(texts)
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """A process that has not served a request yet; torch.set_num_threads recorded instead of applied."""
+    calls = []
+    monkeypatch.setattr(registry, "_serving_pid", None)
+    monkeypatch.setattr(registry, "limit_cpu_threads", lambda threads: calls.append(threads) or threads)
+    return calls
+
+
+def test_the_first_request_of_a_process_sets_the_query_threads_once(fresh_process):
+    request_started.send(sender=WSGIHandler, environ={})
+    request_started.send(sender=WSGIHandler, environ={})
+    assert fresh_process == [1]  # the default
+
+
+def test_the_test_client_is_not_a_serving_process(fresh_process):
+    request_started.send(sender=ClientHandler, environ={})
+    assert fresh_process == []
+
+
+@pytest.mark.parametrize("threads", [3, None])
+def test_query_threads_setting(fresh_process, settings, threads):
+    settings.RAGREC = {**settings.RAGREC, "QUERY_THREADS": threads}
+    registry.prepare_serving_process()
+    assert fresh_process == [threads]
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, "2", True])
+def test_bad_query_threads_are_a_configuration_error(monkeypatch, settings, threads):
+    monkeypatch.setattr(registry, "_serving_pid", None)
+    settings.RAGREC = {**settings.RAGREC, "QUERY_THREADS": threads}
+    with pytest.raises(ImproperlyConfigured, match="QUERY_THREADS"):
+        registry.prepare_serving_process()
+
+
+def test_limit_cpu_threads_sets_torch_threads():
+    before = torch.get_num_threads()
+    try:
+        assert limit_cpu_threads(1) == 1 and torch.get_num_threads() == 1
+        assert limit_cpu_threads(None) is None and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_warming_encodes_one_query_with_every_encoder_and_logs_failures(fresh_process, settings, caplog):
+    backend = "%s.CountingEncoder" % __name__
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ENCODERS": {
+            "words": {"BACKEND": backend, "OPTIONS": {"name": "words"}},
+            "pictures": {"BACKEND": backend, "OPTIONS": {"name": "pictures"}},
+            "broken": {"BACKEND": backend, "OPTIONS": {"name": "broken", "fail": True}},
+        },
+        "SPACES": {
+            "text": {"ENCODER": "words", "MODALITY": "text"},
+            "image": {"ENCODER": "pictures", "MODALITY": "image"},
+            "clip-text": {"ENCODER": "pictures", "MODALITY": "text"},
+            "other": {"ENCODER": "broken", "MODALITY": "text"},
+        },
+    }
+    CountingEncoder.encoded.clear()
+    with caplog.at_level(logging.ERROR, logger="ragrec_django.registry"):
+        registry.prepare_serving_process(warm=True)
+    assert sorted(CountingEncoder.encoded) == [
+        ("pictures", [registry.WARM_UP_QUERY]),
+        ("words", [registry.WARM_UP_QUERY]),
+    ]
+    assert "Could not warm up encoder 'broken'" in caplog.text
+    assert fresh_process == [1]
