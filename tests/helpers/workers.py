@@ -38,7 +38,9 @@ def lock_redis_database(stack: ExitStack, base_url: str = LOCAL_REDIS) -> str:
         except BlockingIOError:
             continue  # another test run holds this one
         return "%s/%d" % (base_url, number)
-    raise RuntimeError("Every Redis database %d-%d is held by another test run." % (FREE_DATABASES[0], FREE_DATABASES[-1]))
+    raise RuntimeError(
+        "Every Redis database %d-%d is held by another test run." % (FREE_DATABASES[0], FREE_DATABASES[-1])
+    )
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +74,8 @@ def worker_env(redis_broker, tmp_path):
     db = connection.settings_dict
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(
-        DATABASE_URL="postgres://%s@/%s?host=%s" % (db["USER"], db["NAME"], db["HOST"] or db["OPTIONS"].get("host", "")),
+        DATABASE_URL="postgres://%s@/%s?host=%s"
+        % (db["USER"], db["NAME"], db["HOST"] or db["OPTIONS"].get("host", "")),
         CELERY_BROKER_URL=redis_broker,
         CELERY_VISIBILITY_TIMEOUT="4",
         SHOP_DEMO_MEDIA_ROOT=str(tmp_path / "media"),
