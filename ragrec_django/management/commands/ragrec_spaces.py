@@ -13,9 +13,10 @@ from __future__ import annotations
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from ragrec_django import registry, storage
+from ragrec_django import registry
+from ragrec_django.exceptions import SpaceMismatch, SpaceNotReady
 from ragrec_django.models import SpaceGeneration
-from ragrec_django.services import encoding
+from ragrec_django.services import spaces
 
 
 class Command(BaseCommand):
@@ -41,29 +42,26 @@ class Command(BaseCommand):
                 return self._status()
             space = registry.get_space(options["space"])
             if action == "switch":
-                encoder = space.encoder
-                generation = storage.start_switch(space, version=encoder.version, dimension=encoder.dimension)
+                generation = spaces.switch(space)
                 self.stdout.write("Building %s; now run `manage.py ragrec_reindex --space %s`." % (generation, space.name))
             elif action == "promote":
                 self._promote(space.name, options["force"])
             elif action == "rollback":
-                self.stdout.write("Active: %s" % storage.rollback(space.name))
+                self.stdout.write("Active: %s" % spaces.rollback(space.name))
             elif action == "drop-retired":
-                retired = SpaceGeneration.objects.filter(space=space.name, status=SpaceGeneration.Status.RETIRED)
-                for generation in retired:
-                    storage.drop_generation(generation)
+                for generation in spaces.drop_retired(space.name):
                     self.stdout.write("Dropped %s" % generation)
-        except (ImproperlyConfigured, storage.SpaceMismatch, storage.SpaceNotReady) as exc:
+        except (ImproperlyConfigured, SpaceMismatch, SpaceNotReady) as exc:
             raise CommandError(str(exc)) from exc
 
     def _promote(self, space_name: str, force: bool) -> None:
-        row = encoding.coverage([space_name], max_failures=0)[0]
+        row = spaces.coverage([space_name], max_failures=0)[0]
         if row.stale and not force:
             raise CommandError(
                 "%s: %d of %d items are not encoded yet; run ragrec_reindex --space %s --stale, or --force."
                 % (row.generation, row.stale, row.items, space_name)
             )
-        self.stdout.write("Active: %s" % storage.promote(space_name))
+        self.stdout.write("Active: %s" % spaces.promote(space_name))
 
     def _status(self) -> None:
         configured = registry.get_spaces()

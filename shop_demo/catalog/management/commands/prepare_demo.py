@@ -38,9 +38,10 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from ragrec_django import registry, storage
+from ragrec_django import registry
 from ragrec_django.conf import ragrec_settings
 from ragrec_django.models import ComplementPair, DescriptionDraft, GenerationJob, Item
+from ragrec_django.services import spaces
 from shop_demo import democlip
 
 #: Default time budget of the demo's CLIP training, in minutes (first run only).
@@ -169,12 +170,12 @@ class Command(BaseCommand):
         """If the image space holds vectors of another model, start its switch to ``checkpoint``."""
         from ragrec_django.ml.locked_clip import LockedTextClipEncoder
 
-        active = storage.active_generation(IMAGE_SPACE)
+        active = spaces.active_generation(IMAGE_SPACE)
         encoder = LockedTextClipEncoder(checkpoint=checkpoint)
         if active is None or (active.encoder_version == encoder.version and active.dimension == encoder.dimension):
             return
         space = registry.SpaceConfig(name=IMAGE_SPACE, encoder_alias="clip", modality="image")
-        storage.start_switch(space, version=encoder.version, dimension=encoder.dimension)
+        spaces.switch(space, encoder=encoder)
         self.log(
             "CLIP: the image space holds vectors of another model (%s): a new generation for this checkpoint "
             "is encoded next and promoted once complete; searches use the old one until then." % active.encoder_version
@@ -184,7 +185,7 @@ class Command(BaseCommand):
         """Promote the image space's new generation (started by ``--clip-only``) once it is complete."""
         if IMAGE_SPACE not in registry.get_spaces():
             return
-        building = storage.building_generation(IMAGE_SPACE)
+        building = spaces.building_generation(IMAGE_SPACE)
         if building is None or building.encoder_version != registry.get_space(IMAGE_SPACE).encoder.version:
             return
         out = io.StringIO()
