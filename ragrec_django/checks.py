@@ -106,13 +106,13 @@ def check_database(app_configs=None, databases=None, **kwargs):
         return []  # `migrate` is about to create the extension and tables
     if connection.vendor != "postgresql":
         return [_error("ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor, "ragrec.E007")]
+    from .storage import extension_version
+
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
-            row = cursor.fetchone()
+        pgvector = extension_version("vector", using="default")
     except DatabaseError as exc:
         return [_error("Could not query the database: %s" % exc, "ragrec.E008")]
-    if row is None:
+    if pgvector is None:
         return [
             _error(
                 "The pgvector extension is not installed in the default database.",

@@ -6,7 +6,7 @@
 * ``items``: the item mirror (sync) and product-name lookups;
 * ``keyword``: typo-tolerant full-text search of the item mirror;
 * ``interactions``: event tables: popularity, repeat purchases, co-purchases, experiment statistics, imports;
-* ``database``: facts about the server (its version).
+* ``database``: facts about the server (its version, its extensions).
 
 The public names are re-exported here: ``from ragrec_django import storage; storage.nearest(...)``.
 """
@@ -21,7 +21,7 @@ from .ann import (
     nearest,
     nearest_to_item,
 )
-from .database import server_version
+from .database import extension_version, server_version
 from .generations import (
     SpaceMismatch,
     SpaceNotReady,
@@ -52,7 +52,7 @@ from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddi
 __all__ = [
     "EXACT_SEARCH_MAX_ROWS", "HALFVEC_MAX", "NO_FILTER", "SHARE_ESTIMATE_TTL", "ItemFilter", "Neighbour",
     "SpaceMismatch", "SpaceNotReady", "SpellingCorrector", "Status", "active_generation", "building_generation", "check_vectors", "co_purchases", "copy_interactions", "decayed_popularity", "experiment_stats", "insert_impression", "repeat_purchases",
-    "create_index", "drop_generation", "ef_search_for", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
+    "create_index", "drop_generation", "ef_search_for", "extension_version", "generation_snapshot", "keyword_search", "local_catalogue_changes", "nearest",
     "nearest_to_item", "products_named_in", "promote", "record_failures", "rollback", "server_version", "spelling_corrector", "start_switch", "sync_items",
     "upsert_embeddings", "vectors_for_items", "with_generation_snapshot", "write_generation",
 ]

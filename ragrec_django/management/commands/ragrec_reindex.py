@@ -11,8 +11,8 @@ from tqdm import tqdm
 from ragrec_django import registry
 from ragrec_django.adapters import get_adapter
 from ragrec_django.conf import ragrec_settings
+from ragrec_django.exceptions import SpaceMismatch
 from ragrec_django.services import encoding
-from ragrec_django.storage import SpaceMismatch
 
 
 class Command(BaseCommand):
