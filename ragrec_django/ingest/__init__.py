@@ -26,7 +26,21 @@ from .importer import (
 from .presets import PRESETS, get_preset
 
 __all__ = [
-    "INTERACTION_FIELDS", "PRESETS", "PRODUCT_FIELDS", "ImportRefused", "InteractionRow", "MappingError", "Preset",
-    "ProductRow", "ReadResult", "RowError", "WriteResult", "get_preset", "import_csv", "parse_mapping",
-    "read_interactions", "read_products", "write_rows",
+    "INTERACTION_FIELDS",
+    "PRESETS",
+    "PRODUCT_FIELDS",
+    "ImportRefused",
+    "InteractionRow",
+    "MappingError",
+    "Preset",
+    "ProductRow",
+    "ReadResult",
+    "RowError",
+    "WriteResult",
+    "get_preset",
+    "import_csv",
+    "parse_mapping",
+    "read_interactions",
+    "read_products",
+    "write_rows",
 ]

@@ -26,12 +26,13 @@ import csv
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TextIO
+from typing import TextIO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.contrib.auth import get_user_model
@@ -108,8 +109,15 @@ class ProductRow:
         if self.description:
             parts.append(self.description)
         return ItemSnapshot(
-            key=self.key, title=self.title, category=self.category, price=self.price, in_stock=True,
-            is_eligible=True, url=self.url, group_key="", text=" ".join(parts),
+            key=self.key,
+            title=self.title,
+            category=self.category,
+            price=self.price,
+            in_stock=True,
+            is_eligible=True,
+            url=self.url,
+            group_key="",
+            text=" ".join(parts),
             metadata={"image": self.image} if self.image else {},
         )
 
@@ -191,7 +199,9 @@ def parse_mapping(pairs: Iterable[str] | None, fields: Mapping[str, str]) -> dic
     return mapping
 
 
-def _resolve_columns(header: list[str] | None, mapping: Mapping[str, str], fields: Mapping[str, str], source: str) -> dict[str, str]:
+def _resolve_columns(
+    header: list[str] | None, mapping: Mapping[str, str], fields: Mapping[str, str], source: str
+) -> dict[str, str]:
     """{field: column} for the mapped fields plus unmapped fields whose name is a column."""
     if not header:
         raise MappingError("%s is empty (no header row)." % source)
@@ -266,8 +276,9 @@ def read_interactions(
                 if reason:
                     result.filtered[reason] += 1
                     continue
-            row, problems = _interaction(raw, get, line, default_event, time_format, zone, latest, default_time,
-                                         max_quantity, times)
+            row, problems = _interaction(
+                raw, get, line, default_event, time_format, zone, latest, default_time, max_quantity, times
+            )
             if problems:
                 result.add_error(line, problems)
             else:
@@ -375,7 +386,9 @@ def read_products(
         columns = _resolve_columns(reader.fieldnames, mapping, PRODUCT_FIELDS, name)
         for required in ("id", "title"):
             if required not in columns:
-                raise MappingError("%s: map a column to %s (e.g. --product-map %s=COLUMN)." % (name, required, required))
+                raise MappingError(
+                    "%s: map a column to %s (e.g. --product-map %s=COLUMN)." % (name, required, required)
+                )
         get = _getter(columns, {})
         result = ReadResult(source=name)
         first_line: dict[str, int] = {}
@@ -420,8 +433,11 @@ def read_products(
                 result.add_error(line, problems)
                 continue
             first_line[key] = line
-            result.rows.append(ProductRow(line, key, title, get(raw, "description") or "", category, price,
-                                          get(raw, "image") or "", url))
+            result.rows.append(
+                ProductRow(
+                    line, key, title, get(raw, "description") or "", category, price, get(raw, "image") or "", url
+                )
+            )
         return result
     finally:
         if owned:
@@ -528,8 +544,17 @@ def _copy_interactions(rows: list[InteractionRow], item_ids: Mapping[str, int]) 
     if not rows:
         return 0
     storage.copy_interactions(
-        (r.event, item_ids[r.item] if r.item else None, r.user_id, r.session, r.order_id, r.quantity, r.query, "",
-         r.created_at)
+        (
+            r.event,
+            item_ids[r.item] if r.item else None,
+            r.user_id,
+            r.session,
+            r.order_id,
+            r.quantity,
+            r.query,
+            "",
+            r.created_at,
+        )
         for r in rows
     )
     return len(rows)
@@ -550,10 +575,13 @@ def import_csv(
     if interactions is None and products is None:
         raise MappingError("Give an interactions file, a products file, or both.")
     csv_options = {k: read_options.pop(k) for k in ("delimiter", "encoding") if k in read_options}
-    product_read = read_products(products, mapping=product_mapping, preset=preset, **csv_options) if products is not None else None
+    product_read = (
+        read_products(products, mapping=product_mapping, preset=preset, **csv_options) if products is not None else None
+    )
     interaction_read = (
         read_interactions(interactions, mapping=mapping, preset=preset, **csv_options, **read_options)
-        if interactions is not None else None
+        if interactions is not None
+        else None
     )
     reads = [r for r in (product_read, interaction_read) if r is not None]
     errors = [e for r in reads for e in r.errors]
@@ -563,13 +591,28 @@ def import_csv(
         product_read.rows if product_read else [],
         interaction_read.rows if interaction_read else [],
         interactions_source=interaction_read.source if interaction_read else "interactions",
-        earlier_errors=errors, earlier_error_count=count, skip_invalid=skip_invalid, dry_run=dry_run,
+        earlier_errors=errors,
+        earlier_error_count=count,
+        skip_invalid=skip_invalid,
+        dry_run=dry_run,
     )
     return written, product_read, interaction_read
 
 
 __all__ = [
-    "INTERACTION_FIELDS", "PRODUCT_FIELDS", "ImportRefused", "InteractionRow", "MappingError", "Preset",
-    "ProductRow", "ReadResult", "RowError", "WriteResult", "import_csv", "parse_mapping",
-    "read_interactions", "read_products", "write_rows",
+    "INTERACTION_FIELDS",
+    "PRODUCT_FIELDS",
+    "ImportRefused",
+    "InteractionRow",
+    "MappingError",
+    "Preset",
+    "ProductRow",
+    "ReadResult",
+    "RowError",
+    "WriteResult",
+    "import_csv",
+    "parse_mapping",
+    "read_interactions",
+    "read_products",
+    "write_rows",
 ]

@@ -8,14 +8,12 @@ without a customer, cancellations, returns, bulk lines and non-product codes are
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from .importer import Preset
 
 #: Stock codes of the Online Retail data set that are charges, fees or adjustments, not products.
-NON_PRODUCTS = frozenset(
-    {"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK"}
-)
+NON_PRODUCTS = frozenset({"POST", "DOT", "C2", "M", "m", "D", "S", "B", "BANK CHARGES", "AMAZONFEE", "CRUK"})
 
 
 def _non_product(code: str) -> bool:
@@ -59,7 +57,10 @@ ONLINE_RETAIL = Preset(
         "codes (%s, gift_0001_*)." % ", ".join(sorted(NON_PRODUCTS))
     ),
     interaction_map={
-        "session": "CustomerID", "item": "StockCode", "timestamp": "InvoiceDate", "order": "InvoiceNo",
+        "session": "CustomerID",
+        "item": "StockCode",
+        "timestamp": "InvoiceDate",
+        "order": "InvoiceNo",
         "quantity": "Quantity",
     },
     product_map={"id": "StockCode", "title": "Description", "price": "median_unit_price"},

@@ -48,8 +48,14 @@ class ItemFilter:
     @property
     def broad(self) -> bool:
         """Whether only eligibility and exclusions filter (most items pass)."""
-        return not (self.categories or self.exclude_categories or self.in_stock_only or self.only_ids is not None
-                    or self.min_price is not None or self.max_price is not None)
+        return not (
+            self.categories
+            or self.exclude_categories
+            or self.in_stock_only
+            or self.only_ids is not None
+            or self.min_price is not None
+            or self.max_price is not None
+        )
 
     @property
     def selective(self) -> bool:
@@ -126,9 +132,7 @@ def nearest_to_item(
 ) -> list[Neighbour] | None:
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
     generation = _require_active(space_name)
-    anchor = (
-        "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
-    )
+    anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
     found = _nearest(generation, anchor, [generation.pk, int(item_id)], k, filters, False, ef_search)
     if found and found[0].distance is None:
         return None
@@ -146,7 +150,9 @@ def _halfvec_text(vector: np.ndarray) -> str:
     return "[" + ",".join(map(repr, vector.astype(np.float16).astype(np.float32).tolist())) + "]"
 
 
-def _nearest(generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search) -> list[Neighbour]:
+def _nearest(
+    generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search
+) -> list[Neighbour]:
     conditions, filter_params = filters.sql("i")
     names = {
         "dim": int(generation.dimension),
@@ -163,7 +169,9 @@ def _nearest(generation, query_sql: str, query_params: list, k: int, filters: It
         exact = True
     if ef_search is None and not exact:
         ef_search = ef_search_for(filters)
-    rows = [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, max(int(ef_search), int(k)))
+    rows = (
+        [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, max(int(ef_search), int(k)))
+    )
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
@@ -232,9 +240,8 @@ def _plan_rows(plan) -> float:
 def _matching_items(filters: ItemFilter, at_most: int) -> int:
     """How many items pass ``filters``, counting no further than ``at_most``."""
     conditions, params = filters.sql("i")
-    sql = "SELECT count(*) FROM (SELECT 1 FROM {items} i WHERE TRUE{conditions} LIMIT %s) matching".format(
-        items=connection.ops.quote_name(Item._meta.db_table), conditions=conditions
-    )
+    items = connection.ops.quote_name(Item._meta.db_table)
+    sql = f"SELECT count(*) FROM (SELECT 1 FROM {items} i WHERE TRUE{conditions} LIMIT %s) matching"
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, int(at_most)])
         return cursor.fetchone()[0]
@@ -251,5 +258,7 @@ def _run_ann_query(sql: str, params: list, ef_search: int) -> list[tuple]:
 def _run_exact_query(candidates_sql: str, params: list) -> list[tuple]:
     # OFFSET 0 keeps the planner from ordering by the HNSW index: every matching row is ranked.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT item_id, distance FROM (" + candidates_sql + " OFFSET 0) c ORDER BY distance LIMIT %s", params)
+        cursor.execute(
+            "SELECT item_id, distance FROM (" + candidates_sql + " OFFSET 0) c ORDER BY distance LIMIT %s", params
+        )
         return cursor.fetchall()

@@ -133,7 +133,9 @@ def start_switch(space: SpaceConfig, *, version: str, dimension: int) -> SpaceGe
         _lock_space(space.name)
         active = active_generation(space.name)
         if active is not None and _matches(active, version, dimension):
-            raise SpaceMismatch("Space %r is already on %r (%dd); nothing to switch." % (space.name, version, dimension))
+            raise SpaceMismatch(
+                "Space %r is already on %r (%dd); nothing to switch." % (space.name, version, dimension)
+            )
         building = building_generation(space.name)
         if building is not None:
             if _matches(building, version, dimension):
@@ -196,7 +198,9 @@ def promote(space_name: str) -> SpaceGeneration:
     """Atomically make the building generation active and retire the old one."""
     with transaction.atomic():
         generations = list(
-            SpaceGeneration.objects.select_for_update().filter(space=space_name, status__in=[Status.ACTIVE, Status.BUILDING])
+            SpaceGeneration.objects.select_for_update().filter(
+                space=space_name, status__in=[Status.ACTIVE, Status.BUILDING]
+            )
         )
         building = next((g for g in generations if g.status == Status.BUILDING), None)
         if building is None:

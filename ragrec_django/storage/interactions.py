@@ -7,8 +7,8 @@ counts are summed inside PostgreSQL, never item by item.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
 
 from django.db import connection, transaction
 
@@ -49,7 +49,9 @@ def decayed_popularity(
         " GROUP BY e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
         ") per_visitor GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
     ).format(
-        cases=cases, events=_table(Interaction), items=_table(Item),
+        cases=cases,
+        events=_table(Interaction),
+        items=_table(Item),
         category="AND i.category = %s" if category else "",
     )
     params += [half_life_seconds, half_life_seconds * 8]
@@ -74,17 +76,18 @@ def repeat_purchases(
     if where is None:
         return []
     condition, params = where
+    events = _table(Interaction)
     sql = (
         "WITH lines AS ("
         " SELECT e.item_id, COALESCE(NULLIF(e.order_id, ''), 'event:' || e.id::text) AS basket, e.created_at"
-        " FROM {events} e WHERE {condition} AND e.event = %s AND e.item_id IS NOT NULL"
+        f" FROM {events} e WHERE {condition} AND e.event = %s AND e.item_id IS NOT NULL"
         "), baskets AS ("
         " SELECT basket, row_number() OVER (ORDER BY MIN(created_at) DESC, basket DESC) - 1 AS age"
         " FROM lines GROUP BY basket"
         "), held AS (SELECT DISTINCT l.item_id, b.age FROM lines l JOIN baskets b ON b.basket = l.basket) "
         "SELECT item_id, SUM(power(0.5, age / %s)) AS score, COUNT(*) AS orders FROM held "
         "GROUP BY item_id ORDER BY score DESC, MIN(age), item_id LIMIT %s"
-    ).format(events=_table(Interaction), condition=condition)
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params + [Event.PURCHASE, half_life_orders, limit])
         return [(item_id, float(score), int(orders)) for item_id, score, orders in cursor.fetchall()]
@@ -102,6 +105,7 @@ def co_purchases(
     if not seeds:
         return []
     ids = list(seeds)
+    events = _table(Interaction)
     # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
     # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
     # order_id. The strongest seed is found for the returned items only.
@@ -109,12 +113,12 @@ def co_purchases(
         "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
         "anchored AS ("
         " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
-        "  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
+        f"  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
         "  ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
         "), orders AS ("
         " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
         "), other AS ("
-        " SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
+        f" SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
         " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s"
         " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s))"
         "), top AS ("
@@ -128,7 +132,7 @@ def co_purchases(
         ") "
         "SELECT t.item_id, t.score, s.seed FROM top t JOIN strongest s ON s.item_id = t.item_id "
         "ORDER BY t.score DESC, t.item_id"
-    ).format(events=_table(Interaction))
+    )
     excluded = sorted(set(exclude) | set(ids))
     params = [ids, [float(seeds[i]) for i in ids], Event.PURCHASE, orders_per_item, Event.PURCHASE, excluded, limit]
     with connection.cursor() as cursor:
@@ -196,8 +200,14 @@ def experiment_stats(
     latest click of the same visitor on the same item at most ``window`` before it (last click).
     """
     sql = _STATS_SQL.format(impression=_table(Impression), interaction=_table(Interaction))
-    params = {"tz": time_zone, "start": start, "end": end, "click": Event.CLICK, "window": window,
-              "conversions": [str(e) for e in conversion_events]}
+    params = {
+        "tz": time_zone,
+        "start": start,
+        "end": end,
+        "click": Event.CLICK,
+        "window": window,
+        "conversions": [str(e) for e in conversion_events],
+    }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -217,5 +227,7 @@ def copy_interactions(rows: Iterable[tuple]) -> None:
                 for row in rows:
                     copy.write_row(row)
         else:
-            Interaction.objects.bulk_create([Interaction(**dict(zip(COPY_COLUMNS, row))) for row in rows], batch_size=5000)
+            Interaction.objects.bulk_create(
+                [Interaction(**dict(zip(COPY_COLUMNS, row, strict=True))) for row in rows], batch_size=5000
+            )
         cursor.execute("ANALYZE %s" % table)

@@ -32,8 +32,17 @@ def sync_items(snapshots) -> dict[str, int]:
             update_conflicts=True,
             unique_fields=["key"],
             update_fields=[
-                "title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "text",
-                "is_promoted", "metadata", "updated_at",
+                "title",
+                "category",
+                "price",
+                "in_stock",
+                "is_eligible",
+                "url",
+                "group_key",
+                "text",
+                "is_promoted",
+                "metadata",
+                "updated_at",
             ],
         )
         language = ragrec_settings.SEARCH_LANGUAGE
@@ -50,6 +59,7 @@ def products_named_in(text: str) -> list[tuple[str, str]]:
     table = connection.ops.quote_name(Item._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT key, title FROM %s WHERE length(title) >= 6 AND strpos(lower(%%s), lower(title)) > 0" % table, [text]
+            "SELECT key, title FROM %s WHERE length(title) >= 6 AND strpos(lower(%%s), lower(title)) > 0" % table,
+            [text],
         )
         return cursor.fetchall()

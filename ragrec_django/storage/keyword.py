@@ -124,7 +124,11 @@ def spelling_corrector() -> SpellingCorrector:
     return corrector
 
 
-def keyword_search(query: str, k: int, *, filters: ItemFilter = ItemFilter()) -> tuple[list[tuple[int, float]], str]:
+#: Eligible items only (``ItemFilter`` is frozen: one shared default is safe).
+ELIGIBLE_ITEMS = ItemFilter()
+
+
+def keyword_search(query: str, k: int, *, filters: ItemFilter = ELIGIBLE_ITEMS) -> tuple[list[tuple[int, float]], str]:
     """Items matching ``query`` by full-text search, best first, and the query as corrected.
 
     All words must match (websearch syntax: quotes, OR, -word); when nothing
@@ -163,4 +167,3 @@ def keyword_search(query: str, k: int, *, filters: ItemFilter = ItemFilter()) ->
             if rows:
                 break
     return [(item_id, float(rank)) for item_id, rank in rows], corrected
-

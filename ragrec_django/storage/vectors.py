@@ -5,7 +5,7 @@ Vectors are stored as ``halfvec`` without a fixed dimension (each generation fix
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from django.db import connection, transaction
@@ -52,7 +52,7 @@ def upsert_embeddings(
             encoder_version=generation.encoder_version,
             content_hash=content_hash,
         )
-        for item_id, vector, content_hash in zip(item_ids, array, content_hashes)
+        for item_id, vector, content_hash in zip(item_ids, array, content_hashes, strict=True)
     ]
     with transaction.atomic():
         Embedding.objects.bulk_create(
@@ -81,7 +81,9 @@ def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, s
         for item_id, content_hash, reason in failures:
             failure = existing.get(item_id)
             if failure is None:
-                new.append(EncodingFailure(item_id=item_id, generation=generation, content_hash=content_hash, reason=reason))
+                new.append(
+                    EncodingFailure(item_id=item_id, generation=generation, content_hash=content_hash, reason=reason)
+                )
             else:
                 failure.attempts += 1
                 failure.reason, failure.content_hash = reason, content_hash
@@ -96,9 +98,8 @@ def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.
     generation = active_generation(space_name)
     if generation is None or not item_ids:
         return {}
-    sql = "SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)".format(
-        embeddings=connection.ops.quote_name(Embedding._meta.db_table)
-    )
+    embeddings = connection.ops.quote_name(Embedding._meta.db_table)
+    sql = f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)"
     with connection.cursor() as cursor:
         cursor.execute(sql, [generation.pk, list(item_ids)])
         return {item_id: _halfvec_from_binary(data) for item_id, data in cursor.fetchall()}

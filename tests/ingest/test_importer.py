@@ -27,7 +27,14 @@ c2,P1,1709460000,o3,3
 """
 
 MAP = {"session": "customer", "item": "sku", "timestamp": "when", "order": "order_no", "quantity": "qty"}
-PRODUCT_MAP = {"id": "sku", "title": "name", "description": "body", "category": "section", "price": "cost", "image": "picture"}
+PRODUCT_MAP = {
+    "id": "sku",
+    "title": "name",
+    "description": "body",
+    "category": "section",
+    "price": "cost",
+    "image": "picture",
+}
 
 
 def csv_file(text, name):
@@ -40,7 +47,10 @@ def run_import(orders=ORDERS, products=PRODUCTS, **kwargs):
     return ingest.import_csv(
         interactions=csv_file(orders, "orders.csv") if orders is not None else None,
         products=csv_file(products, "products.csv") if products is not None else None,
-        mapping=MAP, product_mapping=PRODUCT_MAP, time_zone="UTC", **kwargs,
+        mapping=MAP,
+        product_mapping=PRODUCT_MAP,
+        time_zone="UTC",
+        **kwargs,
     )
 
 
@@ -67,11 +77,11 @@ def test_happy_path_imports_items_and_interactions():
 
 def test_bad_rows_are_reported_with_line_numbers_and_nothing_is_imported():
     orders = ORDERS + (
-        "c3,P1,2024-03-03 10:00:00,o4,0\n"          # line 6: quantity
-        "c3,P1,yesterday,o4,1\n"                    # line 7: timestamp
-        ",P2,2024-03-03 10:00:00,o4,1\n"            # line 8: no visitor
-        "c3,NOPE,2024-03-03 10:00:00,o4,1\n"        # line 9: unknown item (found when resolving)
-        "c3,P1,2099-01-01 00:00:00,o4,1\n"          # line 10: future
+        "c3,P1,2024-03-03 10:00:00,o4,0\n"  # line 6: quantity
+        "c3,P1,yesterday,o4,1\n"  # line 7: timestamp
+        ",P2,2024-03-03 10:00:00,o4,1\n"  # line 8: no visitor
+        "c3,NOPE,2024-03-03 10:00:00,o4,1\n"  # line 9: unknown item (found when resolving)
+        "c3,P1,2099-01-01 00:00:00,o4,1\n"  # line 10: future
     )
     with pytest.raises(ingest.ImportRefused) as caught:
         run_import(orders)
@@ -113,8 +123,11 @@ def test_product_errors_and_user_ids():
     user = get_user_model().objects.create(username="shopper")
     orders = "user,item,event\n%d,P1,view\n999999,P1,view\n" % user.pk
     with pytest.raises(ingest.ImportRefused) as caught:
-        ingest.import_csv(interactions=csv_file(orders, "events.csv"), products=csv_file(PRODUCTS, "p.csv"),
-                            product_mapping=PRODUCT_MAP)
+        ingest.import_csv(
+            interactions=csv_file(orders, "events.csv"),
+            products=csv_file(PRODUCTS, "p.csv"),
+            product_mapping=PRODUCT_MAP,
+        )
     assert [(e.line, e.messages) for e in caught.value.errors] == [(3, ("unknown user 999999",))]
 
 
@@ -124,7 +137,9 @@ def test_mapping_errors_name_the_problem():
     with pytest.raises(ingest.MappingError, match="Unknown field"):
         ingest.parse_mapping(["colour=c"], ingest.INTERACTION_FIELDS)
     assert ingest.parse_mapping(["user=U,item=I", "order=O"], ingest.INTERACTION_FIELDS) == {
-        "user": "U", "item": "I", "order": "O"
+        "user": "U",
+        "item": "I",
+        "order": "O",
     }
 
 
@@ -162,7 +177,9 @@ def test_online_retail_preset_filters_and_converts(tmp_path):
         "quantity above 10,000 (bulk lines, two of three cancelled)": 1,
     }
     assert [(r.session, r.item, r.order_id, r.quantity) for r in read.rows] == [
-        ("17850", "85123A", "536365", 6), ("17850", "71053", "536365", 6), ("12583", "71053", "536373", 1),
+        ("17850", "85123A", "536365", 6),
+        ("17850", "71053", "536365", 6),
+        ("12583", "71053", "536373", 1),
     ]
     assert read.rows[0].created_at == datetime(2011, 6, 1, 9, 0, tzinfo=timezone.utc)  # British summer time
     assert read.rows[2].created_at == datetime(2011, 1, 10, 10, 0, tzinfo=timezone.utc)  # winter: GMT
@@ -180,8 +197,17 @@ def test_command_refuses_bad_files_and_lists_lines(tmp_path):
     orders.write_text(ORDERS + "c3,P1,2024-03-03 10:00:00,o4,-1\n")
     products = tmp_path / "products.csv"
     products.write_text(PRODUCTS)
-    args = ["ragrec_import", "--interactions", str(orders), "--products", str(products), "--map",
-            *("%s=%s" % pair for pair in MAP.items()), "--product-map", *("%s=%s" % pair for pair in PRODUCT_MAP.items())]
+    args = [
+        "ragrec_import",
+        "--interactions",
+        str(orders),
+        "--products",
+        str(products),
+        "--map",
+        *("%s=%s" % pair for pair in MAP.items()),
+        "--product-map",
+        *("%s=%s" % pair for pair in PRODUCT_MAP.items()),
+    ]
     err = io.StringIO()
     with pytest.raises(CommandError, match="1 invalid row"):
         call_command(*args, stdout=io.StringIO(), stderr=err)

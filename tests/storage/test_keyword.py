@@ -25,4 +25,6 @@ def test_ranking_is_bounded_but_k_results_still_come_back(catalogue, settings):
     settings.RAGREC = {**settings.RAGREC, "KEYWORD_RANK_LIMIT": 1}
     rows, _ = keyword.keyword_search("mug", 3)
     assert len(rows) == 3
-    assert set(Item.objects.filter(id__in=[item_id for item_id, _ in rows]).values_list("category", flat=True)) == {"Mugs"}
+    assert set(Item.objects.filter(id__in=[item_id for item_id, _ in rows]).values_list("category", flat=True)) == {
+        "Mugs"
+    }

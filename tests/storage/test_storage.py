@@ -53,7 +53,9 @@ def test_ann_matches_exact_search_and_excludes(small_set):
     items, _ = small_set
     query = unit(0.7, 0.55, 0.1, 0)
     assert keys(storage.nearest("text", query, k=5)) == keys(storage.nearest("text", query, k=5, exact=True))
-    excluded = storage.nearest("text", unit(1, 0, 0, 0), k=2, filters=storage.ItemFilter(exclude_ids=frozenset([items["x1"].id])))
+    excluded = storage.nearest(
+        "text", unit(1, 0, 0, 0), k=2, filters=storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
+    )
     assert keys(excluded) == ["x2", "y2"]
 
 
@@ -96,7 +98,9 @@ def test_bad_vectors_are_refused_and_nothing_is_written(small_set, bad, error):
     items, generation = small_set
     before = list(Embedding.objects.order_by("id").values_list("id", "content_hash"))
     with pytest.raises(error):
-        storage.upsert_embeddings(generation, [items["x1"].id] * len(np.atleast_2d(bad)), bad, ["h"] * len(np.atleast_2d(bad)))
+        storage.upsert_embeddings(
+            generation, [items["x1"].id] * len(np.atleast_2d(bad)), bad, ["h"] * len(np.atleast_2d(bad))
+        )
     assert list(Embedding.objects.order_by("id").values_list("id", "content_hash")) == before
 
 
@@ -160,7 +164,9 @@ def test_nearest_to_item_reads_the_anchor_vector_in_the_same_query(small_set, dj
         by_item = storage.nearest_to_item("text", items["x1"].id, 3, filters=without_anchor)
     own_vector = storage.vectors_for_items("text", [items["x1"].id])[items["x1"].id]
     assert keys(by_item) == keys(storage.nearest("text", own_vector, 3, filters=without_anchor)) == ["x2", "y2", "y1"]
-    assert by_item[0].distance == pytest.approx(storage.nearest("text", own_vector, 3, filters=without_anchor)[0].distance, abs=1e-3)
+    assert by_item[0].distance == pytest.approx(
+        storage.nearest("text", own_vector, 3, filters=without_anchor)[0].distance, abs=1e-3
+    )
 
 
 def test_nearest_to_item_without_a_vector_is_none(small_set):

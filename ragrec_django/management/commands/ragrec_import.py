@@ -68,17 +68,45 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--interactions", help="CSV of interactions (one event per row).")
         parser.add_argument("--products", help="CSV of products (one item per row).")
-        parser.add_argument("--dir", help="With --preset: folder holding the preset's files (e.g. online_retail.csv, products.csv).")
-        parser.add_argument("--preset", choices=sorted(PRESETS), help="Column mapping and filtering rules of a known data set.")
-        parser.add_argument("--map", nargs="+", action="extend", default=[], metavar="FIELD=COLUMN", help="Interaction column mapping.")
-        parser.add_argument("--product-map", nargs="+", action="extend", default=[], metavar="FIELD=COLUMN", help="Product column mapping.")
-        parser.add_argument("--event", default="purchase", help="Event of rows without an event column (default purchase).")
-        parser.add_argument("--time-format", help="strptime format of the timestamp column (default: ISO 8601 or Unix seconds).")
-        parser.add_argument("--timezone", help="Time zone of naive timestamps (default: the preset's, else settings.TIME_ZONE).")
-        parser.add_argument("--max-quantity", type=int, default=10_000, help="Largest valid quantity (default 10000, as the events API).")
+        parser.add_argument(
+            "--dir", help="With --preset: folder holding the preset's files (e.g. online_retail.csv, products.csv)."
+        )
+        parser.add_argument(
+            "--preset", choices=sorted(PRESETS), help="Column mapping and filtering rules of a known data set."
+        )
+        parser.add_argument(
+            "--map", nargs="+", action="extend", default=[], metavar="FIELD=COLUMN", help="Interaction column mapping."
+        )
+        parser.add_argument(
+            "--product-map",
+            nargs="+",
+            action="extend",
+            default=[],
+            metavar="FIELD=COLUMN",
+            help="Product column mapping.",
+        )
+        parser.add_argument(
+            "--event", default="purchase", help="Event of rows without an event column (default purchase)."
+        )
+        parser.add_argument(
+            "--time-format", help="strptime format of the timestamp column (default: ISO 8601 or Unix seconds)."
+        )
+        parser.add_argument(
+            "--timezone", help="Time zone of naive timestamps (default: the preset's, else settings.TIME_ZONE)."
+        )
+        parser.add_argument(
+            "--max-quantity",
+            type=int,
+            default=10_000,
+            help="Largest valid quantity (default 10000, as the events API).",
+        )
         parser.add_argument("--delimiter", default=",", help="CSV field delimiter (default ',').")
         parser.add_argument("--encoding", default="utf-8-sig", help="File encoding (default utf-8, BOM tolerated).")
-        parser.add_argument("--skip-invalid", action="store_true", help="Leave out invalid rows (counted) instead of refusing the import.")
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="Leave out invalid rows (counted) instead of refusing the import.",
+        )
         parser.add_argument("--dry-run", action="store_true", help="Validate everything, write nothing.")
 
     def handle(self, *args, **options):
@@ -118,7 +146,8 @@ class Command(BaseCommand):
             if exc.count > SHOWN_ERRORS:
                 self.stderr.write("... and %d more invalid row(s)." % (exc.count - SHOWN_ERRORS))
             raise CommandError(
-                "%d invalid row(s): nothing was imported. Fix them, or pass --skip-invalid to leave them out." % exc.count
+                "%d invalid row(s): nothing was imported. Fix them, or pass --skip-invalid to leave them out."
+                % exc.count
             ) from exc
 
         for read in (product_read, interaction_read):
@@ -135,7 +164,12 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS(
                 "%s %d product(s) and %d interaction(s) in %.1f s%s."
-                % (verb, written.products, written.interactions, time.perf_counter() - started,
-                   " (dry run: nothing written)" if written.dry_run else "")
+                % (
+                    verb,
+                    written.products,
+                    written.interactions,
+                    time.perf_counter() - started,
+                    " (dry run: nothing written)" if written.dry_run else "",
+                )
             )
         )

@@ -1,11 +1,11 @@
 """Inspect embedding spaces and switch them between models (and dimensions) without downtime.
 
-    manage.py ragrec_spaces status
-    manage.py ragrec_spaces switch image      # new generation for the configured encoder
-    manage.py ragrec_reindex --space image    # fill it (queries still use the old one)
-    manage.py ragrec_spaces promote image     # atomic swap once complete
-    manage.py ragrec_spaces rollback image    # back to the previous generation
-    manage.py ragrec_spaces drop-retired image
+manage.py ragrec_spaces status
+manage.py ragrec_spaces switch image      # new generation for the configured encoder
+manage.py ragrec_reindex --space image    # fill it (queries still use the old one)
+manage.py ragrec_spaces promote image     # atomic swap once complete
+manage.py ragrec_spaces rollback image    # back to the previous generation
+manage.py ragrec_spaces drop-retired image
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ class Command(BaseCommand):
             space = registry.get_space(options["space"])
             if action == "switch":
                 generation = spaces.switch(space)
-                self.stdout.write("Building %s; now run `manage.py ragrec_reindex --space %s`." % (generation, space.name))
+                self.stdout.write(
+                    "Building %s; now run `manage.py ragrec_reindex --space %s`." % (generation, space.name)
+                )
             elif action == "promote":
                 self._promote(space.name, options["force"])
             elif action == "rollback":
