@@ -12,7 +12,7 @@ connections: one persistent connection per thread that has served a request). In
   the cores instead of fighting over all of them, and no visitor waits for a model to load;
 * at most ``SHOP_DEMO_MAX_ACTIVE`` requests (default 2) run at once, ``SHOP_DEMO_MAX_WAITING``
   more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
-  immediate 503 with ``Retry-After`` (``ragrec_django.serving.ConcurrencyLimit``, applied by
+  immediate 503 with ``Retry-After`` (``ragrec_django.admission.ConcurrencyLimit``, applied by
   ``shop_demo/wsgi.py``); the worker has 2 threads more than that, so a request over the limit is
   refused at once rather than queued unseen inside gunicorn.
 

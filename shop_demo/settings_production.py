@@ -4,6 +4,15 @@
     SECRET_KEY=... ALLOWED_HOSTS=shop.example.com DATABASE_URL=postgres://... \\
     python manage.py check --deploy
 
+Served by gunicorn behind a reverse proxy that terminates TLS and serves STATIC_ROOT and MEDIA_ROOT:
+
+    DJANGO_SETTINGS_MODULE=shop_demo.settings_production ... \
+    gunicorn -c shop_demo/gunicorn.conf.py shop_demo.wsgi
+
+(shop_demo/gunicorn.conf.py: one gthread worker per core, torch on RAGREC["QUERY_THREADS"] threads in
+each, models loaded before the first request, requests beyond what the workers can take answered 503
+with Retry-After; see docs/production.md, "Serving under load").
+
 Everything a deployment must choose comes from the environment; a missing required variable stops
 start-up with a message naming it (``ImproperlyConfigured``), never a silent insecure default.
 
@@ -25,6 +34,8 @@ Optional:
     NUM_PROXIES           proxies in front of Django that append to X-Forwarded-For (DRF throttling
                           identifies clients by IP); default 1
     DJANGO_LOG_LEVEL      default INFO
+    RAGREC_QUERY_THREADS  torch CPU threads per web process for query encoding; default 1 (see
+                          docs/production.md); WEB_CONCURRENCY and SHOP_DEMO_MAX_* size gunicorn
 
 See docs/production.md for the ragrec settings a shop sets (RAGREC, Celery routing to GPU workers,
 throttling, permissions).
@@ -35,7 +46,7 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .settings import *  # noqa: F401,F403  (the demo's apps, middleware, templates, RAGREC...)
-from .settings import DATABASES, REST_FRAMEWORK, VAR_DIR
+from .settings import DATABASES, RAGREC, REST_FRAMEWORK, VAR_DIR
 
 
 def env(name: str, default: str | None = None, *, required: bool = False) -> str:
@@ -110,6 +121,11 @@ CELERY_TASK_ROUTES = {
 }
 
 STATIC_ROOT = env("STATIC_ROOT", str(VAR_DIR / "static"))
+
+# --- Query encoding in the web processes ------------------------------------------------------------
+# One torch thread per gunicorn worker (one worker per core): concurrent searches run side by side instead
+# of every process fighting for every core (docs/production.md, "Serving under load").
+RAGREC = {**RAGREC, "QUERY_THREADS": int(env("RAGREC_QUERY_THREADS", "1"))}
 
 # --- REST API --------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -5,7 +5,7 @@
   deployment runs ``collectstatic`` and lets its web server serve ``STATIC_ROOT``.
 * With ``SHOP_DEMO_MAX_ACTIVE`` set (``shop_demo/gunicorn.conf.py`` sets it), each process runs at
   most that many requests at once, ``SHOP_DEMO_MAX_WAITING`` more wait up to ``SHOP_DEMO_MAX_WAIT``
-  seconds, and the rest are answered 503 with ``Retry-After`` (``ragrec_django.serving``).
+  seconds, and the rest are answered 503 with ``Retry-After`` (``ragrec_django.admission``).
 """
 
 import os
@@ -14,7 +14,7 @@ from django.conf import settings
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.core.wsgi import get_wsgi_application
 
-from ragrec_django.serving import ConcurrencyLimit
+from ragrec_django.admission import ConcurrencyLimit
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
 

@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import http.client
-import os
 import signal
-import socket
 import subprocess
-import time
 
 import psutil
 import pytest
 
 from shop_demo import run_demo
+from tests.serving.server import DemoServer
 
 
 class FakeProcess:
@@ -136,63 +133,24 @@ def test_a_failed_step_is_reported(fake, monkeypatch, capsys):
 # ---------------------------------------------------------------- the real web server
 
 
-def wait_for(predicate, what: str, process: subprocess.Popen, log_path, limit: float = 300):
-    """Poll until ``predicate()`` is true; a safety net for a stuck server, not a timing assertion."""
-    deadline = time.monotonic() + limit
-    while not predicate():
-        assert process.poll() is None, "gunicorn exited:\n" + log_path.read_text()[-3000:]
-        assert time.monotonic() < deadline, "gave up waiting for %s:\n%s" % (what, log_path.read_text()[-3000:])
-        time.sleep(0.2)
-
-
-def get(port: int, path: str, accept: str = "text/html") -> tuple[int, dict, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        connection.request("GET", path, headers={"Accept": accept})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_the_demo_is_served_by_gunicorn_with_its_static_files_and_stops_on_ctrl_c(settings, tmp_path):
-    """The command run_demo starts: gunicorn serves pages and the admin's CSS; SIGINT stops master and workers."""
-    database = settings.DATABASES["default"]
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "DJANGO_", "SHOP_DEMO_", "RAGREC_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="shop_demo.settings",
-        RAGREC_CLIP_CHECKPOINT="off",
-        WEB_CONCURRENCY="2",
-        DATABASE_URL="postgres://%s@/%s?host=%s" % (database["USER"], database["NAME"], database["HOST"]),
-        SHOP_DEMO_VAR_DIR=str(tmp_path / "var"),
-        SHOP_DEMO_MEDIA_ROOT=str(tmp_path / "media"),
-    )
-    log_path = tmp_path / "gunicorn.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            run_demo.server_command(port), cwd=run_demo.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+    """The command run_demo starts: gunicorn serves pages, the API and the admin's CSS; SIGINT stops everything."""
+    server = DemoServer(tmp_path, settings.DATABASES["default"], WEB_CONCURRENCY="2")
     try:
-        wait_for(lambda: run_demo.wait_until_serving(port, server, timeout=1), "the demo to serve", server, log_path)
-        workers = psutil.Process(server.pid).children()
+        server.wait_until_serving()
+        workers = psutil.Process(server.process.pid).children()
         assert len(workers) == 2
 
-        status, headers, body = get(port, "/")
+        status, headers, body = server.get("/", Accept="text/html")
         assert status == 200 and headers["server"] == "gunicorn", body[:500]
         assert b"<html" in body.lower()
-        status, headers, body = get(port, "/static/admin/css/base.css")  # DEBUG: StaticFilesHandler, as runserver
+        status, headers, body = server.get("/static/admin/css/base.css")  # DEBUG: StaticFilesHandler, as runserver
         assert status == 200 and headers["content-type"].startswith("text/css") and b"body" in body
-        status, headers, body = get(port, "/api/recommend/trending/", accept="application/json")
+        status, headers, body = server.get("/api/recommend/trending/", Accept="application/json")
         assert status == 200 and headers["content-type"] == "application/json", body[:500]
 
-        server.send_signal(signal.SIGINT)  # what Ctrl-C sends the whole foreground process group
-        assert server.wait(120) == 0
+        assert server.stop(signal.SIGINT) == 0  # what Ctrl-C sends the whole foreground process group
         assert not [worker for worker in workers if worker.is_running() and worker.status() != psutil.STATUS_ZOMBIE]
     finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+        server.stop(signal.SIGKILL)

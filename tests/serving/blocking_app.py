@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from ragrec_django.serving import ConcurrencyLimit
+from ragrec_django.admission import ConcurrencyLimit
 
 FOLDER = Path(os.environ["SERVING_TEST_DIR"])
 

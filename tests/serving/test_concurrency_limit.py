@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ragrec_django.serving import ConcurrencyLimit
+from ragrec_django.admission import ConcurrencyLimit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,6 +153,26 @@ def test_the_slot_comes_back_when_the_application_raises():
 def test_bad_limits_are_refused(options):
     with pytest.raises(ValueError):
         ConcurrencyLimit(Gate(), **options)
+
+
+def test_the_demo_application_runs_behind_the_limit_and_static_files_do_not_wait(monkeypatch, settings):
+    from django.contrib.staticfiles.handlers import StaticFilesHandler
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from shop_demo import wsgi
+
+    monkeypatch.setenv("SHOP_DEMO_MAX_ACTIVE", "2")
+    monkeypatch.setenv("SHOP_DEMO_MAX_WAITING", "12")
+    monkeypatch.setenv("SHOP_DEMO_MAX_WAIT", "5")
+    settings.DEBUG = True
+    application = wsgi.build_application()
+    assert isinstance(application, StaticFilesHandler) and isinstance(application.application, ConcurrencyLimit)
+    limit = application.application
+    assert (limit.max_active, limit.max_waiting, limit.max_wait) == (2, 12, 5.0)
+
+    monkeypatch.delenv("SHOP_DEMO_MAX_ACTIVE")
+    settings.DEBUG = False
+    assert type(wsgi.build_application()) is WSGIHandler  # no limit unless configured; a deployment serves static
 
 
 # ---------------------------------------------------------------- through gunicorn
