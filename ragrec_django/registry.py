@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from django.core.exceptions import ImproperlyConfigured
 
 from .conf import import_from_setting, ragrec_settings
-from .ml.base import EncoderError
+from .ml.base import MODALITIES, EncoderError
 from .ml.devices import limit_cpu_threads
 from .ml.generation import GenerationError
 
 logger = logging.getLogger(__name__)
 
-MODALITIES = ("text", "image")
 WARM_UP_QUERY = "warm-up query"
 
 _lock = threading.Lock()

@@ -7,8 +7,8 @@ prefork parent never holds a model and each child loads it once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -21,9 +21,13 @@ class DimensionMismatch(EncoderError):
     """Vectors of one dimension were offered where another dimension is stored."""
 
 
+#: The modalities an encoder may support.
+MODALITIES = ("text", "image")
+
+
 @dataclass
-class ImageBatchResult:
-    """Result of encoding a batch of images: bad images are reported, not raised.
+class EncodeResult:
+    """Result of encoding a batch of any modality: inputs that cannot be encoded are reported, not raised.
 
     ``vectors`` has one row per input; rows of failed inputs are zero and their
     index is a key of ``errors`` with a human-readable reason.
@@ -35,6 +39,11 @@ class ImageBatchResult:
     @property
     def ok_indices(self) -> list[int]:
         return [i for i in range(len(self.vectors)) if i not in self.errors]
+
+
+@dataclass
+class ImageBatchResult(EncodeResult):
+    """What ``encode_images`` returns: an ``EncodeResult`` whose ``errors`` are the undecodable images."""
 
 
 def text_list(texts: Sequence[str]) -> list[str]:
@@ -69,3 +78,15 @@ class Encoder:
     def encode_images(self, images: Sequence[bytes], batch_size: int | None = None) -> ImageBatchResult:
         """Encode raw image file bytes; undecodable inputs go to ``errors``."""
         raise NotImplementedError("%s does not encode images" % type(self).__name__)
+
+    def encode(self, modality: str, contents: Sequence, batch_size: int | None = None) -> EncodeResult:
+        """Encode texts (``modality="text"``) or image file bytes (``"image"``): one contract for both.
+
+        Per-input failures (an undecodable image) are in ``errors``, never raised; a text
+        batch has none. Backends implement ``encode_texts`` and ``encode_images``.
+        """
+        if modality == "text":
+            return EncodeResult(vectors=self.encode_texts(contents, batch_size=batch_size))
+        if modality == "image":
+            return self.encode_images(contents, batch_size=batch_size)
+        raise ValueError("modality must be one of %s, got %r." % (", ".join(MODALITIES), modality))

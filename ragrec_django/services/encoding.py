@@ -115,13 +115,10 @@ def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, ba
 
 
 def _encode_chunk(encoder, modality: str, chunk, batch_size):
-    contents = [content for _, _, content in chunk]
-    if modality == "text":
-        vectors = encoder.encode_texts(contents, batch_size=batch_size)
-        return ([i for i, _, _ in chunk], [h for _, h, _ in chunk], vectors), []
-    result = encoder.encode_images(contents, batch_size=batch_size)
+    """((item ids, hashes, vectors) of the encoded items or None, [(item id, hash, reason)] of the others)."""
+    result = encoder.encode(modality, [content for _, _, content in chunk], batch_size=batch_size)
     ok = result.ok_indices
-    failed = [(chunk[i][0], chunk[i][1], "bad image: %s" % reason) for i, reason in result.errors.items()]
+    failed = [(chunk[i][0], chunk[i][1], "bad %s: %s" % (modality, reason)) for i, reason in result.errors.items()]
     if not ok:
         return None, failed
     return ([chunk[i][0] for i in ok], [chunk[i][1] for i in ok], result.vectors[ok]), failed

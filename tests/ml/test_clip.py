@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ragrec_django.ml import loading
-from ragrec_django.ml.base import EncoderError
-from ragrec_django.ml.clip import OpenClipEncoder
 from ragrec_django.ml import images as images_module
+from ragrec_django.ml import loading
+from ragrec_django.ml.base import EncoderError, EncodeResult
+from ragrec_django.ml.clip import OpenClipEncoder
 from ragrec_django.ml.images import ImagePolicy, Preprocessing, decode_image, iter_pixel_batches
 from ragrec_django.ml.testing import TINY_CLIP_CONFIG, make_tiny_clip_checkpoint
 
@@ -266,3 +266,14 @@ def test_bf16_on_the_cpu_keeps_bf16_weights_and_close_vectors(tiny_clip_options,
     assert low.errors == {} and low.vectors.dtype == np.float32
     unit_rows(low.vectors)
     assert ((low.vectors * full.vectors).sum(axis=1) > 0.99).all()
+
+
+def test_encode_returns_the_same_contract_for_both_modalities(tiny, samples):
+    """``encode(modality, ...)``: vectors plus per-item errors, the same type for texts and images."""
+    images = tiny.encode("image", [samples.jpeg, samples.random_bytes, samples.png16], batch_size=2)
+    texts = tiny.encode("text", ["a red shirt", "a steel kettle"])
+    assert isinstance(images, EncodeResult) and isinstance(texts, EncodeResult)
+    assert list(images.errors) == [1] and images.ok_indices == [0, 2] and not images.vectors[1].any()
+    np.testing.assert_allclose(images.vectors, tiny.encode_images([samples.jpeg, samples.random_bytes, samples.png16]).vectors, atol=1e-5)
+    assert texts.errors == {} and texts.ok_indices == [0, 1]
+    np.testing.assert_allclose(texts.vectors, tiny.encode_texts(["a red shirt", "a steel kettle"]), atol=1e-6)

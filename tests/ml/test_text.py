@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ragrec_django.ml import loading
-from ragrec_django.ml.base import EncoderError
+from ragrec_django.ml.base import EncoderError, EncodeResult
 from ragrec_django.ml.text import DEFAULT_TEXT_MODEL, TransformerTextEncoder, resolve_text_model_source
 
 PRODUCTS = [
@@ -173,3 +173,13 @@ def test_single_queries_are_memoised_per_model_and_token_ids(minilm):
     finally:
         handle.remove()
     assert len(loaded.queries) <= loaded.queries.size
+
+
+def test_encode_returns_the_shared_contract_for_texts(minilm):
+    """``encode("text", ...)``: the vectors of ``encode_texts`` in an ``EncodeResult`` with no per-item errors."""
+    result = minilm.encode("text", PRODUCTS, batch_size=3)
+    assert isinstance(result, EncodeResult) and result.errors == {}
+    assert result.ok_indices == list(range(len(PRODUCTS)))
+    np.testing.assert_allclose(result.vectors, minilm.encode_texts(PRODUCTS), atol=1e-6)
+    with pytest.raises(ValueError, match="modality must be one of text, image, got 'audio'"):
+        minilm.encode("audio", PRODUCTS)
