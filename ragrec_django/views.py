@@ -17,9 +17,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from .api.visitors import visitor_for_request
 from .exceptions import ImpressionError
 from .services import experiments
+from .services.visitors import visitor_for_request
 
 logger = logging.getLogger(__name__)
 

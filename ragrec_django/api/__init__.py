@@ -8,6 +8,6 @@ Endpoints, URL names (namespace ``ragrec_api``) and error codes are described in
 ``ragrec_django.api.views``; the OpenAPI schema is served at ``schema/`` and a
 plain HTML reference (no CDN) at ``docs/``.
 
-Only ``ragrec_django.api.visitors`` is importable without DRF: it is shared with
-the template tags.
+Nothing outside this package imports it (but URL confs): the template tags, the click view and
+the services work without DRF installed.
 """

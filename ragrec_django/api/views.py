@@ -40,7 +40,7 @@ limit instead of silently getting fewer results than it asked for.
 
 Visitor endpoints (for-you, recently-viewed, buy-again, and events without a
 user or session) use the signed-in user, else the ``session`` query parameter,
-else the Django session key (``ragrec_django.api.visitors``). A session id
+else the Django session key (``ragrec_django.services.visitors``). A session id
 works like a bearer token for that visitor's history: use unguessable ids.
 
 Authentication and permissions: the views are open to anonymous shoppers
@@ -82,15 +82,15 @@ from rest_framework.views import APIView
 from ..conf import ragrec_settings
 from ..exceptions import EventError
 from ..models import Impression
-from ..services import assistant, experiments, recommend
+from ..services import assistant, recommend, serving
 from ..services.events import MAX_BATCH, EventInput, record_events
+from ..services.visitors import for_you, visitor_for_request
 from . import experiment_serializers as tracked
 from . import serializers as s
 from .exceptions import BadRequest, RequestTooLarge, too_large_message, translate_service_error
 from .exceptions import exception_handler as ragrec_exception_handler
 from .parsers import SafeJSONParser
 from .throttling import RagrecScopedRateThrottle
-from .visitors import for_you, visitor_for_request
 
 ITEM_KEY_MAX_LENGTH = 64  # Item.key
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the photo
@@ -153,7 +153,7 @@ class RagrecAPIView(APIView):
         return ragrec_exception_handler
 
     def params(self, data=None) -> dict:
-        """Validated parameters, with ``config`` the one to serve: explicit, else the visitor's variant's."""
+        """Validated parameters, and ``self.visitor``; ``config`` is None unless the client named one."""
         source = self.request.query_params if data is None else data
         serializer = self.query_serializer_class(data=source)
         serializer.is_valid(raise_exception=True)
@@ -164,27 +164,21 @@ class RagrecAPIView(APIView):
             session_param.is_valid(raise_exception=True)
             session = session_param.validated_data.get("session")
         self.visitor = visitor_for_request(self.request, session=session)
-        self.assignment = experiments.assign(
-            self.recommender, self.visitor, params["config"] if "config" in source else None
-        )
-        params["config"] = self.assignment.config
-        recommend.serving_rules(params["config"])  # an unknown configuration is a 400 even when nothing is ranked
+        if "config" not in source:
+            params["config"] = None
         return params
 
-    def track(self, recommender: str, config: str, item_keys: list[str]) -> dict:
-        """Record the impression of a list about to be returned; the measurement fields of the response."""
-        assignment = self.assignment
-        impression = experiments.record_impression(
-            recommender, config, item_keys, self.visitor, experiment=assignment.experiment, variant=assignment.variant,
-            channel=Impression.Channel.API,
-        )
-        return {"impression_id": impression, "experiment": assignment.experiment, "variant": assignment.variant}
+    def respond(self, params: dict, call, serializer_class=tracked.TrackedRecommendationListSerializer) -> Response:
+        """``call(config)`` served to the visitor (``services.serving``), with its recorded impression's fields.
 
-    def respond(self, result: recommend.RecommendationList) -> Response:
-        fields = self.track(result.recommender, result.config, [entry.item.key for entry in result.items])
-        for name, value in fields.items():
-            setattr(result, name, value)
-        return Response(tracked.TrackedRecommendationListSerializer(result).data)
+        The configuration served is the one named, else the visitor's variant's; an unknown one is a 400
+        even when nothing is ranked.
+        """
+        served = serving.serve(self.recommender, self.visitor, params["config"], call, check_config=True)
+        result = served.result
+        result.impression_id = serving.record_impression(served, channel=Impression.Channel.API)
+        result.experiment, result.variant = served.assignment.experiment, served.assignment.variant
+        return Response(serializer_class(result).data)
 
 
 def _item_key(key: str) -> str:
@@ -209,7 +203,7 @@ class SimilarItemsView(RagrecAPIView):
     )
     def get(self, request, key: str):
         params = self.params()
-        return self.respond(recommend.similar_items(_item_key(key), k=params["k"], config=params["config"]))
+        return self.respond(params, lambda c: recommend.similar_items(_item_key(key), k=params["k"], config=c))
 
 
 class BoughtTogetherView(RagrecAPIView):
@@ -224,7 +218,7 @@ class BoughtTogetherView(RagrecAPIView):
     )
     def get(self, request, key: str):
         params = self.params()
-        return self.respond(recommend.bought_together(_item_key(key), k=params["k"], config=params["config"]))
+        return self.respond(params, lambda c: recommend.bought_together(_item_key(key), k=params["k"], config=c))
 
 
 class BasketBoughtTogetherView(RagrecAPIView):
@@ -246,7 +240,8 @@ class BasketBoughtTogetherView(RagrecAPIView):
         params = self.params()
         visitor = self.visitor if params["repeats"] else None
         return self.respond(
-            recommend.bought_together_for_basket(params["items"], k=params["k"], config=params["config"], visitor=visitor)
+            params,
+            lambda c: recommend.bought_together_for_basket(params["items"], k=params["k"], config=c, visitor=visitor),
         )
 
 
@@ -268,7 +263,7 @@ class SearchView(RagrecAPIView):
     )
     def get(self, request):
         params = self.params()
-        return self.respond(recommend.search(params["q"], k=params["k"], config=params["config"]))
+        return self.respond(params, lambda c: recommend.search(params["q"], k=params["k"], config=c))
 
 
 class AssistantView(RagrecAPIView):
@@ -286,11 +281,10 @@ class AssistantView(RagrecAPIView):
     )
     def get(self, request):
         params = self.params()
-        result = assistant.answer(params["q"], k=params["k"], config=params["config"])
-        fields = self.track(self.recommender, params["config"], [entry.item.key for entry in result.products])
-        for name, value in fields.items():
-            setattr(result, name, value)
-        return Response(tracked.TrackedAssistantAnswerSerializer(result).data)
+        return self.respond(
+            params, lambda c: assistant.answer(params["q"], k=params["k"], config=c),
+            tracked.TrackedAssistantAnswerSerializer,
+        )
 
 
 class PhotoSearchView(RagrecAPIView):
@@ -325,11 +319,14 @@ class PhotoSearchView(RagrecAPIView):
         if "image" in request.data:
             data["image"] = request.data["image"]
         params = self.params(data)
-        upload = params["image"]
-        if upload.size > limit:
-            raise RequestTooLarge(too_large_message(limit, "The photo"))
-        photo = upload.read()
-        return self.respond(recommend.search_by_image(photo, k=params["k"], config=params["config"]))
+
+        def search_by_photo(config: str):
+            upload = params["image"]
+            if upload.size > limit:
+                raise RequestTooLarge(too_large_message(limit, "The photo"))
+            return recommend.search_by_image(upload.read(), k=params["k"], config=config)
+
+        return self.respond(params, search_by_photo)
 
 
 def _content_length(request) -> int:
@@ -348,7 +345,7 @@ class _VisitorView(RagrecAPIView):
 
     def get(self, request):
         params = self.params()
-        return self.respond(type(self).service(self.visitor, k=params["k"], config=params["config"]))
+        return self.respond(params, lambda c: type(self).service(self.visitor, k=params["k"], config=c))
 
 
 _VISITOR_DESCRIPTION = (
@@ -421,7 +418,7 @@ class TrendingView(RagrecAPIView):
     def get(self, request):
         params = self.params()
         category = params.get("category") or None
-        return self.respond(recommend.trending(k=params["k"], config=params["config"], category=category))
+        return self.respond(params, lambda c: recommend.trending(k=params["k"], config=c, category=category))
 
 
 # ---------------------------------------------------------------- events

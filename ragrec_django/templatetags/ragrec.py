@@ -41,22 +41,21 @@ list, which ``ragrec_render`` renders as nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from dataclasses import dataclass
 
 from django import template
-from django.db import models, transaction
+from django.db import models
 from django.urls import NoReverseMatch, reverse
 from django.utils.text import slugify
 
 from ..adapters import IMAGE_FIELDS, get_adapter
-from ..api.visitors import for_you, visitor_for_request
-from ..exceptions import BadQuery, RecommendationError, SpaceMismatch, SpaceNotReady
-from ..models import Item
-from ..models import Impression
-from ..services import experiments, recommend
+from ..exceptions import BadQuery
+from ..models import Impression, Item
+from ..services import recommend, serving
 from ..services.encoding import valid_host_pks
 from ..services.recommend import RecommendationList, Visitor
+from ..services.visitors import for_you, visitor_for_request
 
 logger = logging.getLogger("ragrec_django.templatetags")
 register = template.Library()
@@ -71,19 +70,9 @@ DEFAULT_TITLES = {
     "search": "Search results",
     "photo": "Items like your photo",
 }
-EXPECTED_ERRORS = (RecommendationError, SpaceNotReady, SpaceMismatch)
 CLICK_URL_NAMES = ("ragrec_api:click", "ragrec:click")
 TRACKING_ATTRIBUTE = "ragrec_tracking"
 SHOWN_ATTRIBUTE = "_ragrec_impressions"
-
-
-@dataclass(frozen=True)
-class _Tracking:
-    """Who a list made by these tags was made for, and in which experiment variant."""
-
-    visitor: Visitor
-    experiment: str = ""
-    variant: str = ""
 
 
 def _key(item) -> str:
@@ -104,22 +93,14 @@ def _k(k):
 
 
 def _safely(context, recommender: str, config, call) -> RecommendationList:
-    """``call(config)`` with the config to serve (explicit, else the visitor's variant's), never raising."""
-    visitor = _visitor(context)
-    served = "default" if config is None else config
-    try:
-        with transaction.atomic():  # a database error rolls back to here, not the whole request's transaction
-            assignment = experiments.assign(recommender, visitor, None if config is None else str(config))
-            served = assignment.config
-            result = call(assignment.config)
-            if isinstance(result, RecommendationList):
-                setattr(result, TRACKING_ATTRIBUTE, _Tracking(visitor, assignment.experiment, assignment.variant))
-            return result
-    except EXPECTED_ERRORS as exc:
-        logger.warning("ragrec: no %s recommendations shown: %s", recommender, exc)
-    except Exception:
-        logger.exception("ragrec: %s recommendations failed", recommender)
-    return RecommendationList(recommender=recommender, config=str(served))
+    """``call(config)`` with the config to serve (explicit, else the visitor's variant's), never raising.
+
+    The list remembers how it was served (``TRACKING_ATTRIBUTE``) for its impression.
+    """
+    served = serving.serve_for_page(recommender, _visitor(context), config, call, logger=logger)
+    if isinstance(served.result, RecommendationList):
+        setattr(served.result, TRACKING_ATTRIBUTE, served)
+    return served.result
 
 
 def _visitor(context) -> Visitor:
@@ -202,16 +183,12 @@ def _impression(context, recommendations):
     shown = _shown(context)
     if id(recommendations) in shown:
         return shown[id(recommendations)][1]
-    tracking = getattr(recommendations, TRACKING_ATTRIBUTE, None) or _Tracking(_visitor(context))
-    try:
-        keys = [entry.item.key for entry in recommendations]
-    except Exception:  # a list of something else
-        logger.exception("ragrec: cannot record an impression of %r", type(recommendations).__name__)
-        keys = []
-    impression_id = experiments.record_impression(
-        recommendations.recommender, recommendations.config, keys, tracking.visitor,
-        experiment=tracking.experiment, variant=tracking.variant, channel=Impression.Channel.TEMPLATE,
-    )
+    tracking = getattr(recommendations, TRACKING_ATTRIBUTE, None)
+    if tracking is None:  # a list made elsewhere: in no experiment
+        served = serving.Served.outside_experiments(recommendations, _visitor(context))
+    else:
+        served = dataclasses.replace(tracking, result=recommendations)
+    impression_id = serving.record_impression(served, channel=Impression.Channel.TEMPLATE, logger=logger)
     shown[id(recommendations)] = (recommendations, impression_id)  # the list is kept, so its id is not reused
     return impression_id
 

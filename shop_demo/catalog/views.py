@@ -29,11 +29,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import View
 from django.views.generic import DetailView, ListView, TemplateView
 
-from ragrec_django.api.visitors import ensure_session_key
 from ragrec_django.conf import ragrec_settings
 from ragrec_django.exceptions import BadQuery, EventError, GenerationError, RecommendationError, SpaceNotReady
 from ragrec_django.services import recommend
 from ragrec_django.services.events import EventInput, record_events
+from ragrec_django.services.visitors import ensure_session_key
 
 from . import people
 from .cart import MAX_QUANTITY, Cart

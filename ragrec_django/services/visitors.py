@@ -14,8 +14,8 @@ Plain Django (no DRF import), so the template tags work without the ``api`` extr
 
 from __future__ import annotations
 
-from ..services import recommend
-from ..services.recommend import RecommendationList, Visitor
+from . import recommend
+from .recommend import RecommendationList, Visitor
 
 
 def visitor_for_request(request, session: str | None = None) -> Visitor:

@@ -1,0 +1,107 @@
+"""One serving path for every delivery channel (the REST API and the template tags).
+
+Serving a recommendation list is three steps, the same whoever asks:
+
+1. the serving configuration: an explicit ``config`` wins (no experiment), else the visitor's variant of
+   the experiment covering the recommender, else ``"default"`` (``experiments.assign``);
+2. the service call with that configuration: ``call(config)``;
+3. the impression, recorded when the list is shown (``record_impression``; the API shows it at once,
+   the tags when the page renders it), with the experiment and variant it was served under.
+
+``serve`` runs steps 1 and 2 and raises the services' errors (``ragrec_django.exceptions``), for a
+caller that answers them (the API turns them into HTTP errors). ``serve_for_page`` never raises: for a
+page, a list that cannot be made is logged and served empty, and a database error rolls back to a
+savepoint of its own, not the whole request's transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.db import transaction
+
+from ..exceptions import RecommendationError, SpaceMismatch, SpaceNotReady
+from . import experiments
+from .experiments import Assignment
+from .results import RecommendationList, Visitor, serving_rules
+
+logger = logging.getLogger(__name__)
+
+#: Errors of a list that cannot be made for a reason worth a warning, not a traceback.
+EXPECTED_ERRORS = (RecommendationError, SpaceNotReady, SpaceMismatch)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A service's result, the recommender asked for, the visitor it was made for and its experiment assignment.
+
+    ``result`` is a ``RecommendationList``, or the assistant's answer (whose ``products`` are the list shown).
+    """
+
+    result: Any
+    recommender: str
+    visitor: Visitor
+    assignment: Assignment
+
+    @classmethod
+    def outside_experiments(cls, result: RecommendationList, visitor: Visitor) -> Served:
+        """A list made elsewhere (not by ``serve``), to be shown to ``visitor`` in no experiment."""
+        return cls(result, result.recommender, visitor, Assignment(config=result.config))
+
+
+def serve(
+    recommender: str, visitor: Visitor, config: str | None, call: Callable[[str], Any], *, check_config: bool = False
+) -> Served:
+    """``call(config to serve)`` for ``visitor``: the explicit ``config``, else the visitor's variant's.
+
+    ``check_config`` reads the configuration's rules first, so an unknown one raises
+    ``UnknownServingConfig`` even when the service would rank nothing.
+    """
+    assignment = experiments.assign(recommender, visitor, None if config is None else str(config))
+    if check_config:
+        serving_rules(assignment.config)
+    return Served(call(assignment.config), recommender, visitor, assignment)
+
+
+def serve_for_page(
+    recommender: str, visitor: Visitor, config: str | None, call: Callable[[str], Any], *, logger: logging.Logger
+) -> Served:
+    """``serve`` that never raises: a failure is logged to ``logger`` and served as an empty list."""
+    assignment = Assignment(config="default" if config is None else str(config))
+    try:
+        with transaction.atomic():  # a database error rolls back to here, not the whole request's transaction
+            assignment = experiments.assign(recommender, visitor, None if config is None else str(config))
+            return Served(call(assignment.config), recommender, visitor, assignment)
+    except EXPECTED_ERRORS as exc:
+        logger.warning("ragrec: no %s recommendations shown: %s", recommender, exc)
+    except Exception:
+        logger.exception("ragrec: %s recommendations failed", recommender)
+    empty = RecommendationList(recommender=recommender, config=assignment.config)
+    return Served(empty, recommender, visitor, assignment)
+
+
+def record_impression(served: Served, *, channel: str, logger: logging.Logger = logger) -> uuid.UUID | None:
+    """Store one showing of a served list (one row); its id, or None when the list is empty or the database failed.
+
+    A list keeps its own recommender and configuration; the assistant's answer is recorded under the
+    recommender asked for and the configuration served. ``logger`` reports a list whose entries are not
+    recommendations (nothing is recorded for it).
+    """
+    result = served.result
+    if isinstance(result, RecommendationList):
+        recommender, config, entries = result.recommender, result.config, result.items
+    else:
+        recommender, config, entries = served.recommender, served.assignment.config, result.products
+    try:
+        keys = [entry.item.key for entry in entries]
+    except Exception:  # a list of something else
+        logger.exception("ragrec: cannot record an impression of %r", type(result).__name__)
+        keys = []
+    return experiments.record_impression(
+        recommender, config, keys, served.visitor, experiment=served.assignment.experiment,
+        variant=served.assignment.variant, channel=channel,
+    )
+
