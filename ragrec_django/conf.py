@@ -12,6 +12,11 @@ reloaded when a test changes ``RAGREC`` with ``override_settings``.
 from __future__ import annotations
 
 import copy
+import hashlib
+import math
+import re
+from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -107,7 +112,8 @@ DEFAULTS: dict[str, Any] = {
     # Whether generated descriptions may contain links; length cap of a description, in characters.
     "DESCRIPTION_ALLOW_LINKS": False,
     "DESCRIPTION_MAX_CHARS": 1200,
-    # Publishing writes the approved text to the item through the adapter (else: template tag only).
+    # Publishing writes the approved text to the item through the adapter (else: shown only with the
+    # template tag {% ragrec_description item %}).
     "PUBLISH_TO_ITEM": True,
     # Reviewers' edits used as few-shot style examples in later prompts.
     "STYLE_EXAMPLES": 3,
@@ -133,8 +139,235 @@ IMPORT_STRINGS = {"ADAPTER"}
 MERGED_DICTS = {"HNSW", "EVENT_WEIGHTS"}
 
 
+# ---------------------------------------------------------------- validation
+#
+# A validator takes a setting's value and returns it checked and normalised, or raises
+# ImproperlyConfigured with a message naming the setting. ``ragrec_settings.<NAME>`` is the result of
+# the setting's validator in ``VALIDATORS``, so services read checked values; ``checks.py`` reports the
+# same messages at start-up, each setting under its system-check id.
+
+#: Lists fused by "for you" (``FOR_YOU_WEIGHTS``).
+FOR_YOU_LISTS = ("similar", "repeat", "co_purchase")
+#: Retrievers fused by text search (``SEARCH_WEIGHTS``).
+SEARCH_RETRIEVERS = ("keyword", "text", "image")
+#: Recommender names, as in ``RecommendationList.recommender`` (plus the shopping assistant).
+RECOMMENDERS = (
+    "similar", "bought_together", "search", "photo", "for_you", "recently_viewed", "buy_again", "trending", "assistant",
+)
+NAME_MAX_LENGTH = 64  # Impression.experiment / variant / config
+EXPERIMENT_KEYS = {"RECOMMENDERS", "VARIANTS"}
+VARIANT_KEYS = {"CONFIG", "WEIGHT"}
+#: A throttle rate as DRF reads it: requests per second, minute, hour or day ("600/min").
+THROTTLE_RATE = re.compile(r"\d+/[smhd][a-z]*")
+
+
+def _weights(setting: str, raw, *, names: tuple[str, ...] | None = None, kind: str = "", need_positive: bool = False) -> dict[str, float]:
+    """A dict of name -> finite weight >= 0 (names from ``names`` when given; at least one above 0 if ``need_positive``)."""
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["%s"] must be a dict, got %s.' % (setting, type(raw).__name__))
+    unknown = sorted(set(raw) - set(names)) if names is not None else []
+    if unknown:
+        raise ImproperlyConfigured(
+            'RAGREC["%s"]: unknown %s(s) %s; the %ss are %s.' % (setting, kind, unknown, kind, ", ".join(names))
+        )
+    weights = {}
+    for name, value in raw.items():
+        try:
+            weight = float(value)
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not math.isfinite(weight) or weight < 0:
+            raise ImproperlyConfigured('RAGREC["%s"][%r] must be a number >= 0, got %r.' % (setting, name, value))
+        weights[name] = weight
+    if need_positive and not any(weights.values()):
+        raise ImproperlyConfigured('RAGREC["%s"] needs at least one weight above 0.' % setting)
+    return weights
+
+
+def validate_for_you_weights(raw) -> dict[str, float]:
+    """``FOR_YOU_WEIGHTS``: known lists only, finite weights >= 0, at least one above 0."""
+    return _weights("FOR_YOU_WEIGHTS", raw, names=FOR_YOU_LISTS, kind="list", need_positive=True)
+
+
+def validate_similar_weights(raw) -> dict[str, float]:
+    """``SIMILAR_WEIGHTS``: space name -> finite weight >= 0 (spaces not configured are skipped when serving)."""
+    return _weights("SIMILAR_WEIGHTS", raw)
+
+
+def validate_search_weights(raw) -> dict[str, float]:
+    """``SEARCH_WEIGHTS``: known retrievers only, finite weights >= 0 (0 leaves a retriever out)."""
+    return _weights("SEARCH_WEIGHTS", raw, names=SEARCH_RETRIEVERS, kind="retriever")
+
+
+def validate_api_throttle_rates(raw) -> dict[str, str | None]:
+    """``API_THROTTLE_RATES`` merged over the default rates: scope -> "<n>/<s|min|hour|day>" or None (no limit)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["API_THROTTLE_RATES"] must be a dict, got %s.' % type(raw).__name__)
+    for scope, rate in raw.items():
+        if rate is not None and not (isinstance(rate, str) and THROTTLE_RATE.fullmatch(rate)):
+            raise ImproperlyConfigured(
+                'RAGREC["API_THROTTLE_RATES"][%r] must be "<number>/<s|min|hour|day>" or None, got %r.' % (scope, rate)
+            )
+    return {**DEFAULTS["API_THROTTLE_RATES"], **raw}
+
+
+def validate_serving_configs(raw) -> dict[str, dict]:
+    """``SERVING_CONFIGS``: name -> serving rules that ``ServingRules.from_dict`` accepts.
+
+    Checked at start-up (not when read): a configuration is parsed per request, like the admin's
+    rows, so one bad entry refuses only the requests that name it.
+    """
+    from .ranking.rules import RulesError, ServingRules
+
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["SERVING_CONFIGS"] must be a dict of name -> rules, got %s.' % type(raw).__name__)
+    problems = []
+    for name, rules in raw.items():
+        if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
+            problems.append('RAGREC["SERVING_CONFIGS"][%r]: a name must be a non-empty string of at most %d characters.'
+                            % (name, NAME_MAX_LENGTH))
+            continue
+        try:
+            ServingRules.from_dict(rules or {})
+        except RulesError as exc:
+            problems.append('RAGREC["SERVING_CONFIGS"][%r]: %s.' % (name, exc))
+    if problems:
+        raise ImproperlyConfigured(" ".join(problems))
+    return raw
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    config: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of ``EXPERIMENTS``; visitors are assigned a variant by ``variant_for``."""
+
+    name: str
+    variants: tuple[Variant, ...]
+    recommenders: frozenset[str] | None = None  # None: every recommender
+
+    @property
+    def baseline(self) -> Variant:
+        return self.variants[0]
+
+    def covers(self, recommender: str) -> bool:
+        return self.recommenders is None or recommender in self.recommenders
+
+    def variant_for(self, visitor_key: str) -> Variant:
+        """The visitor's variant: deterministic, by cumulative weight."""
+        point = bucket(self.name, visitor_key) * sum(v.weight for v in self.variants)
+        cumulative = 0.0
+        for variant in self.variants:
+            cumulative += variant.weight
+            if point < cumulative:
+                return variant
+        return [v for v in self.variants if v.weight > 0][-1]  # rounding at the very top
+
+
+def bucket(experiment: str, visitor_key: str) -> float:
+    """A number in [0, 1) from sha256 of (experiment, visitor): stable across processes and restarts."""
+    digest = hashlib.sha256(("%s\0%s" % (experiment, visitor_key)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def parse_experiments(raw) -> list[Experiment]:
+    """Experiments from the ``EXPERIMENTS`` setting; ``ImproperlyConfigured`` listing every problem."""
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured('RAGREC["EXPERIMENTS"] must be a dict of experiment name -> settings, got %s.'
+                                   % type(raw).__name__)
+    problems: list[str] = []
+    experiments = []
+    owner: dict[str, str] = {}
+    for name, spec in raw.items():
+        where = 'RAGREC["EXPERIMENTS"][%r]' % (name,)
+        if not _usable_entry(where, "an experiment name", name, spec, "a dict with VARIANTS (and optionally RECOMMENDERS)",
+                             EXPERIMENT_KEYS, problems):
+            continue
+        recommenders = spec.get("RECOMMENDERS")
+        if recommenders is not None:
+            if not isinstance(recommenders, (list, tuple)) or not recommenders or not all(isinstance(r, str) for r in recommenders):
+                problems.append("%s: RECOMMENDERS must be a non-empty list of recommender names (%s)."
+                                % (where, ", ".join(RECOMMENDERS)))
+                recommenders = None
+            else:
+                bad = sorted(set(recommenders) - set(RECOMMENDERS))
+                if bad:
+                    problems.append("%s: unknown recommender(s) %s; known: %s." % (where, ", ".join(bad), ", ".join(RECOMMENDERS)))
+                recommenders = frozenset(recommenders)
+        for recommender in sorted(recommenders or RECOMMENDERS):
+            if recommender in owner:
+                problems.append("%s: recommender %r is already in experiment %r; a recommender may be in one experiment only."
+                                % (where, recommender, owner[recommender]))
+            else:
+                owner[recommender] = name
+        variants = _parse_variants(where, spec.get("VARIANTS"), problems)
+        if variants:
+            experiments.append(Experiment(name=name, variants=tuple(variants), recommenders=recommenders))
+    if problems:
+        raise ImproperlyConfigured(" ".join(problems))
+    return experiments
+
+
+def _usable_entry(where: str, naming: str, name, spec, shape: str, keys: set[str], problems: list[str]) -> bool:
+    """Whether a named settings entry has a valid name and is a dict (else its problem is added);
+    unknown keys are added as a problem too, but do not make the entry unusable."""
+    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
+        problems.append("%s: %s must be a non-empty string of at most %d characters." % (where, naming, NAME_MAX_LENGTH))
+        return False
+    if not isinstance(spec, dict):
+        problems.append("%s must be %s." % (where, shape))
+        return False
+    unknown = sorted(set(map(str, spec)) - keys)
+    if unknown:
+        problems.append("%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(keys))))
+    return True
+
+
+def _parse_variants(where: str, raw, problems: list[str]) -> list[Variant]:
+    if not isinstance(raw, dict) or len(raw) < 2:
+        problems.append('%s: VARIANTS must be a dict of at least two variants, e.g. {"control": {"CONFIG": "default", '
+                        '"WEIGHT": 50}, "diverse": {"CONFIG": "diverse", "WEIGHT": 50}}.' % where)
+        return []
+    variants = []
+    for name, spec in raw.items():
+        here = "%s VARIANTS[%r]" % (where, name)
+        if not _usable_entry(here, "a variant name", name, spec, 'a dict like {"CONFIG": "default", "WEIGHT": 50}',
+                             VARIANT_KEYS, problems):
+            continue
+        config = spec.get("CONFIG")
+        if not isinstance(config, str) or not config.strip() or len(config) > NAME_MAX_LENGTH:
+            problems.append("%s: CONFIG must name a serving configuration (at most %d characters)." % (here, NAME_MAX_LENGTH))
+            continue
+        weight = spec.get("WEIGHT", 1)
+        if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 <= weight < float("inf"):
+            problems.append("%s: WEIGHT must be a number >= 0, got %r." % (here, weight))
+            continue
+        variants.append(Variant(name=name, config=config, weight=float(weight)))
+    if variants and len(variants) == len(raw) and not sum(v.weight for v in variants) > 0:
+        problems.append("%s: the VARIANTS' weights add up to 0; give at least one a positive WEIGHT." % where)
+        return []
+    return variants
+
+
+#: Settings checked when read: ``ragrec_settings.<NAME>`` is ``VALIDATORS[NAME](value)``.
+VALIDATORS = {
+    "FOR_YOU_WEIGHTS": validate_for_you_weights,
+    "SIMILAR_WEIGHTS": validate_similar_weights,
+    "SEARCH_WEIGHTS": validate_search_weights,
+    "EXPERIMENTS": parse_experiments,
+    "API_THROTTLE_RATES": validate_api_throttle_rates,
+}
+
+
 class RagrecSettings:
-    """Attribute access to RAGREC with defaults, validation and lazy imports."""
+    """Attribute access to RAGREC with defaults, validation (``VALIDATORS``) and lazy imports."""
 
     def __init__(self, user_settings: dict | None = None, defaults: dict | None = None):
         self._explicit = user_settings
@@ -173,6 +406,8 @@ class RagrecSettings:
                 value = self.user_settings[attr]
         if attr in IMPORT_STRINGS and isinstance(value, str):
             value = import_from_setting(value, attr)
+        if attr in VALIDATORS:
+            value = VALIDATORS[attr](value)
         self._cached.add(attr)
         setattr(self, attr, value)
         return value

@@ -33,6 +33,13 @@ markup gets the same with::
 id %}`` records it and gives its id, e.g. for a ``data-`` attribute). Recording never breaks the
 page: a database error is logged.
 
+Descriptions. With ``RAGREC["PUBLISH_TO_ITEM"] = False`` an approved description is published
+only in ragrec_django, not written to the shop's item; show it with::
+
+    {% ragrec_description product %}
+
+(the current published text as escaped HTML paragraphs, nothing when none is published).
+
 A recommendation that cannot be computed (unknown item, a space not encoded
 yet, a bad configuration, any other failure) never breaks the page: the tag
 logs the problem (logger ``ragrec_django.templatetags``) and returns an empty
@@ -47,12 +54,14 @@ import logging
 from django import template
 from django.db import models
 from django.urls import NoReverseMatch, reverse
+from django.utils.html import linebreaks
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import slugify
 
 from ..adapters import IMAGE_FIELDS, get_adapter
 from ..exceptions import BadQuery
 from ..models import Impression, Item
-from ..services import recommend, serving
+from ..services import descriptions, recommend, serving
 from ..services.encoding import valid_host_pks
 from ..services.recommend import RecommendationList, Visitor
 from ..services.visitors import for_you, visitor_for_request
@@ -156,6 +165,18 @@ def ragrec_trending(context, k=None, config=None, category=None):
 def ragrec_search(context, query, k=None, config=None):
     """Hybrid search results for ``query`` (``recs.query`` is the typo-corrected query)."""
     return _safely(context, "search", config, lambda c: recommend.search(str(query or ""), k=_k(k), config=c))
+
+
+@register.simple_tag
+def ragrec_description(item) -> SafeString:
+    """The item's current published description as HTML paragraphs; "" when none is published.
+
+    Published text is plain text (nh3-sanitised when drafted, then stripped of markup), so it is
+    escaped here: anything in it that looks like markup is shown as text, never rendered.
+    """
+    key = _key(item)
+    text = descriptions.published_text(key) if key else None
+    return mark_safe(linebreaks(text, autoescape=True)) if text else SafeString("")
 
 
 # ---------------------------------------------------------------- impressions and click tracking
