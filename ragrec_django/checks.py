@@ -1,5 +1,8 @@
 """System checks with stable ids for misconfiguration.
 
+The settings that ``conf.py`` validates (``VALIDATORS``, ``validate_serving_configs``) are reported here
+with the validators' own messages; the services read the checked values.
+
 ragrec.E001  settings.RAGREC is invalid (not a dict, unknown keys)
 ragrec.E002  RAGREC["ITEM_MODEL"] missing or not an installed model
 ragrec.E003  RAGREC["ADAPTER"] unimportable or not an ItemAdapter subclass
@@ -12,6 +15,10 @@ ragrec.E009  a space's active generation has another dimension than its encoder 
 ragrec.E010  a generator's BACKEND unimportable, its OPTIONS rejected, or an unknown generator alias named
 ragrec.W001  a space's active generation was built by another encoder version (database check)
 ragrec.E011  RAGREC["EXPERIMENTS"] invalid (shape, variants, weights, a recommender in two experiments)
+ragrec.E012  RAGREC["SERVING_CONFIGS"] invalid (not a dict of name -> rules, or an entry's rules rejected)
+ragrec.E013  RAGREC["FOR_YOU_WEIGHTS"], ["SIMILAR_WEIGHTS"] or ["SEARCH_WEIGHTS"] invalid (unknown list or retriever,
+             a weight that is not a number >= 0, no "for you" weight above 0)
+ragrec.E014  RAGREC["API_THROTTLE_RATES"] invalid (not a dict, a rate other than "<n>/<s|min|hour|day>" or None)
 ragrec.W002  an experiment's variant names a serving configuration that exists neither in settings nor in the admin
              (database check; that variant's visitors are served "default" meanwhile)
 """
@@ -22,7 +29,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from .conf import ragrec_settings
+from .conf import ragrec_settings, validate_serving_configs
 
 
 def _error(msg: str, id: str, hint: str | None = None) -> checks.Error:
@@ -32,7 +39,7 @@ def _error(msg: str, id: str, hint: str | None = None) -> checks.Error:
 @checks.register()
 def check_settings(app_configs=None, **kwargs):
     try:
-        ragrec_settings.user_settings
+        _ = ragrec_settings.user_settings  # raises when RAGREC itself is invalid
     except ImproperlyConfigured as exc:
         return [_error(str(exc), "ragrec.E001")]
 
@@ -56,7 +63,10 @@ def check_settings(app_configs=None, **kwargs):
 def _check_generators():
     from . import registry
 
-    aliases = set(ragrec_settings.GENERATORS) | {ragrec_settings.DESCRIPTION_GENERATOR, ragrec_settings.ASSISTANT_GENERATOR}
+    aliases = set(ragrec_settings.GENERATORS) | {
+        ragrec_settings.DESCRIPTION_GENERATOR,
+        ragrec_settings.ASSISTANT_GENERATOR,
+    }
     errors = []
     for alias in sorted(aliases):
         try:
@@ -105,7 +115,12 @@ def check_database(app_configs=None, databases=None, **kwargs):
     if not _ragrec_migrated(connection):
         return []  # `migrate` is about to create the extension and tables
     if connection.vendor != "postgresql":
-        return [_error("ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor, "ragrec.E007")]
+        return [
+            _error(
+                "ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor,
+                "ragrec.E007",
+            )
+        ]
     from .storage import extension_version
 
     try:
@@ -151,7 +166,9 @@ def _check_generations():
             encoder = space.encoder
             dimension, version = encoder.dimension, encoder.version
         except Exception as exc:  # a backend that cannot even read its config
-            messages.append(_error("Encoder %r of space %r failed: %s" % (space.encoder_alias, space.name, exc), "ragrec.E004"))
+            messages.append(
+                _error("Encoder %r of space %r failed: %s" % (space.encoder_alias, space.name, exc), "ragrec.E004")
+            )
             continue
         if generation.dimension != dimension:
             messages.append(
@@ -175,15 +192,34 @@ def _check_generations():
     return messages
 
 
-@checks.register()
-def check_experiments(app_configs=None, **kwargs):
-    from .services.experiments import parse_experiments
+#: The settings ``conf.py`` validates, each reported under its own id.
+VALIDATED_SETTINGS = {
+    "EXPERIMENTS": "ragrec.E011",
+    "SERVING_CONFIGS": "ragrec.E012",
+    "FOR_YOU_WEIGHTS": "ragrec.E013",
+    "SIMILAR_WEIGHTS": "ragrec.E013",
+    "SEARCH_WEIGHTS": "ragrec.E013",
+    "API_THROTTLE_RATES": "ragrec.E014",
+}
+HINTS = {"EXPERIMENTS": 'See docs/experiments.md for the shape of RAGREC["EXPERIMENTS"].'}
 
+
+@checks.register()
+def check_validated_settings(app_configs=None, **kwargs):
+    """The problems ``conf.py``'s validators find, one error per setting."""
     try:
-        parse_experiments(ragrec_settings.EXPERIMENTS)
-    except ImproperlyConfigured as exc:
-        return [_error(str(exc), "ragrec.E011", hint="See docs/experiments.md for the shape of RAGREC[\"EXPERIMENTS\"].")]
-    return []
+        _ = ragrec_settings.user_settings
+    except ImproperlyConfigured:
+        return []  # ragrec.E001
+    errors = []
+    for name, check_id in VALIDATED_SETTINGS.items():
+        try:
+            value = getattr(ragrec_settings, name)  # checked when read (conf.VALIDATORS)
+            if name == "SERVING_CONFIGS":
+                validate_serving_configs(value)  # parsed per request when served: checked here
+        except ImproperlyConfigured as exc:
+            errors.append(_error(str(exc), check_id, hint=HINTS.get(name)))
+    return errors
 
 
 @checks.register(checks.Tags.database)
@@ -191,17 +227,18 @@ def check_experiment_configs(app_configs=None, databases=None, **kwargs):
     if not databases or "default" not in databases or not _ragrec_migrated(connections["default"]):
         return []
     from .models import ServingConfig
-    from .services.experiments import parse_experiments
 
     try:
-        experiments = parse_experiments(ragrec_settings.EXPERIMENTS)
+        experiments = ragrec_settings.EXPERIMENTS
         names = {v.config for e in experiments for v in e.variants}
-        known = set(ragrec_settings.SERVING_CONFIGS) | set(ServingConfig.objects.filter(name__in=names).values_list("name", flat=True))
+        known = set(ragrec_settings.SERVING_CONFIGS) | set(
+            ServingConfig.objects.filter(name__in=names).values_list("name", flat=True)
+        )
     except (ImproperlyConfigured, DatabaseError):
-        return []  # reported by check_experiments, or the tables are not migrated yet
+        return []  # reported by check_validated_settings, or the tables are not migrated yet
     return [
         checks.Warning(
-            "Experiment %r, variant %r: no serving configuration named %r; its visitors are served \"default\"."
+            'Experiment %r, variant %r: no serving configuration named %r; its visitors are served "default".'
             % (experiment.name, variant.name, variant.config),
             hint='Add it to RAGREC["SERVING_CONFIGS"] or as a serving configuration in the admin.',
             obj="settings.RAGREC",

@@ -2,11 +2,14 @@
 
 Works like ``rest_framework.settings``: documented defaults, user overrides
 merged on top, dotted paths imported on first access, and the whole object
-reloaded when a test changes ``RAGREC`` with ``override_settings``.
+reloaded when a test changes ``RAGREC`` with ``override_settings``. The
+settings with a validator (``VALIDATORS``) are read checked and normalised;
+the system checks report the same problems at start-up (``checks.py``).
 
     from ragrec_django.conf import ragrec_settings
     ragrec_settings.ITEM_MODEL          # "catalog.Product"
     ragrec_settings.ADAPTER             # the adapter *class*, imported lazily
+    ragrec_settings.EXPERIMENTS         # [Experiment, ...]; ImproperlyConfigured when invalid
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "FOR_YOU_WEIGHTS": {"similar": 0.25, "repeat": 1.25, "co_purchase": 1.0},
     # A/B experiments: {name: {"RECOMMENDERS": [names] (optional: all), "VARIANTS": {variant: {"CONFIG": serving
     # config, "WEIGHT": share}, ...}}}. A visitor's variant is a hash of (name, user id or session key); the first
-    # variant listed is the baseline. Checked by ragrec.E011/W002; see ragrec_django.services.experiments.
+    # variant listed is the baseline. Read as [Experiment, ...] (parse_experiments below); checked by ragrec.E011/W002.
     "EXPERIMENTS": {},
     # Items first seen within this many days count as new (promotion quota).
     "NEW_ITEM_DAYS": 30,
@@ -120,7 +123,19 @@ DEFAULTS: dict[str, Any] = {
     # Celery queue of generation tasks (None: the default queue).
     "GENERATION_QUEUE": None,
     # Colours CLIP compares a product photo against, to flag a draft whose colour the photo contradicts.
-    "COLOUR_CHECK_PALETTE": ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "grey"],
+    "COLOUR_CHECK_PALETTE": [
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "blue",
+        "purple",
+        "pink",
+        "brown",
+        "black",
+        "white",
+        "grey",
+    ],
     # Largest photo accepted by search by photo (REST API and the demo's upload form), in bytes;
     # a larger upload is refused (HTTP 413) before it is decoded.
     "MAX_UPLOAD_BYTES": 10 * 1024 * 1024,
@@ -152,7 +167,15 @@ FOR_YOU_LISTS = ("similar", "repeat", "co_purchase")
 SEARCH_RETRIEVERS = ("keyword", "text", "image")
 #: Recommender names, as in ``RecommendationList.recommender`` (plus the shopping assistant).
 RECOMMENDERS = (
-    "similar", "bought_together", "search", "photo", "for_you", "recently_viewed", "buy_again", "trending", "assistant",
+    "similar",
+    "bought_together",
+    "search",
+    "photo",
+    "for_you",
+    "recently_viewed",
+    "buy_again",
+    "trending",
+    "assistant",
 )
 NAME_MAX_LENGTH = 64  # Impression.experiment / variant / config
 EXPERIMENT_KEYS = {"RECOMMENDERS", "VARIANTS"}
@@ -161,7 +184,9 @@ VARIANT_KEYS = {"CONFIG", "WEIGHT"}
 THROTTLE_RATE = re.compile(r"\d+/[smhd][a-z]*")
 
 
-def _weights(setting: str, raw, *, names: tuple[str, ...] | None = None, kind: str = "", need_positive: bool = False) -> dict[str, float]:
+def _weights(
+    setting: str, raw, *, names: tuple[str, ...] | None = None, kind: str = "", need_positive: bool = False
+) -> dict[str, float]:
     """A dict of name -> finite weight >= 0 (names from ``names`` when given; at least one above 0 if ``need_positive``)."""
     if not isinstance(raw, dict):
         raise ImproperlyConfigured('RAGREC["%s"] must be a dict, got %s.' % (setting, type(raw).__name__))
@@ -222,12 +247,16 @@ def validate_serving_configs(raw) -> dict[str, dict]:
     from .ranking.rules import RulesError, ServingRules
 
     if not isinstance(raw, dict):
-        raise ImproperlyConfigured('RAGREC["SERVING_CONFIGS"] must be a dict of name -> rules, got %s.' % type(raw).__name__)
+        raise ImproperlyConfigured(
+            'RAGREC["SERVING_CONFIGS"] must be a dict of name -> rules, got %s.' % type(raw).__name__
+        )
     problems = []
     for name, rules in raw.items():
         if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-            problems.append('RAGREC["SERVING_CONFIGS"][%r]: a name must be a non-empty string of at most %d characters.'
-                            % (name, NAME_MAX_LENGTH))
+            problems.append(
+                'RAGREC["SERVING_CONFIGS"][%r]: a name must be a non-empty string of at most %d characters.'
+                % (name, NAME_MAX_LENGTH)
+            )
             continue
         try:
             ServingRules.from_dict(rules or {})
@@ -280,31 +309,49 @@ def bucket(experiment: str, visitor_key: str) -> float:
 def parse_experiments(raw) -> list[Experiment]:
     """Experiments from the ``EXPERIMENTS`` setting; ``ImproperlyConfigured`` listing every problem."""
     if not isinstance(raw, dict):
-        raise ImproperlyConfigured('RAGREC["EXPERIMENTS"] must be a dict of experiment name -> settings, got %s.'
-                                   % type(raw).__name__)
+        raise ImproperlyConfigured(
+            'RAGREC["EXPERIMENTS"] must be a dict of experiment name -> settings, got %s.' % type(raw).__name__
+        )
     problems: list[str] = []
     experiments = []
     owner: dict[str, str] = {}
     for name, spec in raw.items():
         where = 'RAGREC["EXPERIMENTS"][%r]' % (name,)
-        if not _usable_entry(where, "an experiment name", name, spec, "a dict with VARIANTS (and optionally RECOMMENDERS)",
-                             EXPERIMENT_KEYS, problems):
+        if not _usable_entry(
+            where,
+            "an experiment name",
+            name,
+            spec,
+            "a dict with VARIANTS (and optionally RECOMMENDERS)",
+            EXPERIMENT_KEYS,
+            problems,
+        ):
             continue
         recommenders = spec.get("RECOMMENDERS")
         if recommenders is not None:
-            if not isinstance(recommenders, (list, tuple)) or not recommenders or not all(isinstance(r, str) for r in recommenders):
-                problems.append("%s: RECOMMENDERS must be a non-empty list of recommender names (%s)."
-                                % (where, ", ".join(RECOMMENDERS)))
+            if (
+                not isinstance(recommenders, (list, tuple))
+                or not recommenders
+                or not all(isinstance(r, str) for r in recommenders)
+            ):
+                problems.append(
+                    "%s: RECOMMENDERS must be a non-empty list of recommender names (%s)."
+                    % (where, ", ".join(RECOMMENDERS))
+                )
                 recommenders = None
             else:
                 bad = sorted(set(recommenders) - set(RECOMMENDERS))
                 if bad:
-                    problems.append("%s: unknown recommender(s) %s; known: %s." % (where, ", ".join(bad), ", ".join(RECOMMENDERS)))
+                    problems.append(
+                        "%s: unknown recommender(s) %s; known: %s." % (where, ", ".join(bad), ", ".join(RECOMMENDERS))
+                    )
                 recommenders = frozenset(recommenders)
         for recommender in sorted(recommenders or RECOMMENDERS):
             if recommender in owner:
-                problems.append("%s: recommender %r is already in experiment %r; a recommender may be in one experiment only."
-                                % (where, recommender, owner[recommender]))
+                problems.append(
+                    "%s: recommender %r is already in experiment %r; a recommender may be in one experiment only."
+                    % (where, recommender, owner[recommender])
+                )
             else:
                 owner[recommender] = name
         variants = _parse_variants(where, spec.get("VARIANTS"), problems)
@@ -319,31 +366,46 @@ def _usable_entry(where: str, naming: str, name, spec, shape: str, keys: set[str
     """Whether a named settings entry has a valid name and is a dict (else its problem is added);
     unknown keys are added as a problem too, but do not make the entry unusable."""
     if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-        problems.append("%s: %s must be a non-empty string of at most %d characters." % (where, naming, NAME_MAX_LENGTH))
+        problems.append(
+            "%s: %s must be a non-empty string of at most %d characters." % (where, naming, NAME_MAX_LENGTH)
+        )
         return False
     if not isinstance(spec, dict):
         problems.append("%s must be %s." % (where, shape))
         return False
     unknown = sorted(set(map(str, spec)) - keys)
     if unknown:
-        problems.append("%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(keys))))
+        problems.append(
+            "%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(keys)))
+        )
     return True
 
 
 def _parse_variants(where: str, raw, problems: list[str]) -> list[Variant]:
     if not isinstance(raw, dict) or len(raw) < 2:
-        problems.append('%s: VARIANTS must be a dict of at least two variants, e.g. {"control": {"CONFIG": "default", '
-                        '"WEIGHT": 50}, "diverse": {"CONFIG": "diverse", "WEIGHT": 50}}.' % where)
+        problems.append(
+            '%s: VARIANTS must be a dict of at least two variants, e.g. {"control": {"CONFIG": "default", '
+            '"WEIGHT": 50}, "diverse": {"CONFIG": "diverse", "WEIGHT": 50}}.' % where
+        )
         return []
     variants = []
     for name, spec in raw.items():
         here = "%s VARIANTS[%r]" % (where, name)
-        if not _usable_entry(here, "a variant name", name, spec, 'a dict like {"CONFIG": "default", "WEIGHT": 50}',
-                             VARIANT_KEYS, problems):
+        if not _usable_entry(
+            here,
+            "a variant name",
+            name,
+            spec,
+            'a dict like {"CONFIG": "default", "WEIGHT": 50}',
+            VARIANT_KEYS,
+            problems,
+        ):
             continue
         config = spec.get("CONFIG")
         if not isinstance(config, str) or not config.strip() or len(config) > NAME_MAX_LENGTH:
-            problems.append("%s: CONFIG must name a serving configuration (at most %d characters)." % (here, NAME_MAX_LENGTH))
+            problems.append(
+                "%s: CONFIG must name a serving configuration (at most %d characters)." % (here, NAME_MAX_LENGTH)
+            )
             continue
         weight = spec.get("WEIGHT", 1)
         if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 <= weight < float("inf"):

@@ -23,7 +23,6 @@ from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
-from ..conf import ragrec_settings
 from ..services import experiments
 from .pages import add_admin_page
 
@@ -60,7 +59,7 @@ def experiments_view(request):
     start, end = (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
     result = experiments.report(start, end)
     try:
-        configured = experiments.parse_experiments(ragrec_settings.EXPERIMENTS)
+        configured = experiments.configured_experiments()
         settings_error = ""
     except ImproperlyConfigured as exc:
         configured, settings_error = [], str(exc)

@@ -19,11 +19,7 @@ from __future__ import annotations
 from django.core.cache import caches
 from rest_framework.throttling import ScopedRateThrottle
 
-from ..conf import DEFAULTS, ragrec_settings
-
-
-def throttle_rates() -> dict[str, str | None]:
-    return {**DEFAULTS["API_THROTTLE_RATES"], **(ragrec_settings.API_THROTTLE_RATES or {})}
+from ..conf import ragrec_settings
 
 
 class RagrecScopedRateThrottle(ScopedRateThrottle):
@@ -34,7 +30,7 @@ class RagrecScopedRateThrottle(ScopedRateThrottle):
         return caches[ragrec_settings.API_THROTTLE_CACHE]
 
     def get_rate(self):
-        return throttle_rates().get(self.scope)
+        return ragrec_settings.API_THROTTLE_RATES.get(self.scope)  # over the defaults, checked (conf.py)
 
     def get_cache_key(self, request, view):
         key = super().get_cache_key(request, view)

@@ -41,158 +41,35 @@ and each variant is compared with its experiment's baseline by a two-proportion 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from numbers import Real
 
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import stats, storage
-from ..conf import ragrec_settings
+from ..conf import NAME_MAX_LENGTH, Experiment, ragrec_settings
 from ..exceptions import ImpressionError, UnknownServingConfig
 from ..models import Impression, Interaction, Item
 from .results import Visitor, serving_rules
 
 logger = logging.getLogger(__name__)
 
-#: Recommender names, as in ``RecommendationList.recommender`` (plus the shopping assistant).
-RECOMMENDERS = (
-    "similar", "bought_together", "search", "photo", "for_you", "recently_viewed", "buy_again", "trending", "assistant",
-)
 ATTRIBUTION_WINDOW = timedelta(hours=24)
 CONVERSION_EVENTS = (Interaction.Event.ADD_TO_CART, Interaction.Event.PURCHASE)
-NAME_MAX_LENGTH = 64  # Impression.experiment / variant / config
-EXPERIMENT_KEYS = {"RECOMMENDERS", "VARIANTS"}
-VARIANT_KEYS = {"CONFIG", "WEIGHT"}
 
 
 # ---------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    config: str
-    weight: float
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str
-    variants: tuple[Variant, ...]
-    recommenders: frozenset[str] | None = None  # None: every recommender
-
-    @property
-    def baseline(self) -> Variant:
-        return self.variants[0]
-
-    def covers(self, recommender: str) -> bool:
-        return self.recommenders is None or recommender in self.recommenders
-
-    def variant_for(self, visitor_key: str) -> Variant:
-        """The visitor's variant: deterministic, by cumulative weight."""
-        point = bucket(self.name, visitor_key) * sum(v.weight for v in self.variants)
-        cumulative = 0.0
-        for variant in self.variants:
-            cumulative += variant.weight
-            if point < cumulative:
-                return variant
-        return [v for v in self.variants if v.weight > 0][-1]  # rounding at the very top
-
-
-def bucket(experiment: str, visitor_key: str) -> float:
-    """A number in [0, 1) from sha256 of (experiment, visitor): stable across processes and restarts."""
-    digest = hashlib.sha256(("%s\0%s" % (experiment, visitor_key)).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def parse_experiments(raw) -> list[Experiment]:
-    """Experiments from the ``EXPERIMENTS`` setting; ``ImproperlyConfigured`` listing every problem."""
-    if not isinstance(raw, dict):
-        raise ImproperlyConfigured('RAGREC["EXPERIMENTS"] must be a dict of experiment name -> settings, got %s.'
-                                   % type(raw).__name__)
-    problems: list[str] = []
-    experiments = []
-    owner: dict[str, str] = {}
-    for name, spec in raw.items():
-        where = 'RAGREC["EXPERIMENTS"][%r]' % (name,)
-        if not _usable_entry(where, "an experiment name", name, spec, "a dict with VARIANTS (and optionally RECOMMENDERS)",
-                             EXPERIMENT_KEYS, problems):
-            continue
-        recommenders = spec.get("RECOMMENDERS")
-        if recommenders is not None:
-            if not isinstance(recommenders, (list, tuple)) or not recommenders or not all(isinstance(r, str) for r in recommenders):
-                problems.append("%s: RECOMMENDERS must be a non-empty list of recommender names (%s)."
-                                % (where, ", ".join(RECOMMENDERS)))
-                recommenders = None
-            else:
-                bad = sorted(set(recommenders) - set(RECOMMENDERS))
-                if bad:
-                    problems.append("%s: unknown recommender(s) %s; known: %s." % (where, ", ".join(bad), ", ".join(RECOMMENDERS)))
-                recommenders = frozenset(recommenders)
-        for recommender in sorted(recommenders or RECOMMENDERS):
-            if recommender in owner:
-                problems.append("%s: recommender %r is already in experiment %r; a recommender may be in one experiment only."
-                                % (where, recommender, owner[recommender]))
-            else:
-                owner[recommender] = name
-        variants = _parse_variants(where, spec.get("VARIANTS"), problems)
-        if variants:
-            experiments.append(Experiment(name=name, variants=tuple(variants), recommenders=recommenders))
-    if problems:
-        raise ImproperlyConfigured(" ".join(problems))
-    return experiments
-
-
-def _usable_entry(where: str, naming: str, name, spec, shape: str, keys: set[str], problems: list[str]) -> bool:
-    """Whether a named settings entry has a valid name and is a dict (else its problem is added);
-    unknown keys are added as a problem too, but do not make the entry unusable."""
-    if not isinstance(name, str) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-        problems.append("%s: %s must be a non-empty string of at most %d characters." % (where, naming, NAME_MAX_LENGTH))
-        return False
-    if not isinstance(spec, dict):
-        problems.append("%s must be %s." % (where, shape))
-        return False
-    unknown = sorted(set(map(str, spec)) - keys)
-    if unknown:
-        problems.append("%s: unknown key(s) %s; valid keys are %s." % (where, ", ".join(unknown), ", ".join(sorted(keys))))
-    return True
-
-
-def _parse_variants(where: str, raw, problems: list[str]) -> list[Variant]:
-    if not isinstance(raw, dict) or len(raw) < 2:
-        problems.append('%s: VARIANTS must be a dict of at least two variants, e.g. {"control": {"CONFIG": "default", '
-                        '"WEIGHT": 50}, "diverse": {"CONFIG": "diverse", "WEIGHT": 50}}.' % where)
-        return []
-    variants = []
-    for name, spec in raw.items():
-        here = "%s VARIANTS[%r]" % (where, name)
-        if not _usable_entry(here, "a variant name", name, spec, 'a dict like {"CONFIG": "default", "WEIGHT": 50}',
-                             VARIANT_KEYS, problems):
-            continue
-        config = spec.get("CONFIG")
-        if not isinstance(config, str) or not config.strip() or len(config) > NAME_MAX_LENGTH:
-            problems.append("%s: CONFIG must name a serving configuration (at most %d characters)." % (here, NAME_MAX_LENGTH))
-            continue
-        weight = spec.get("WEIGHT", 1)
-        if isinstance(weight, bool) or not isinstance(weight, Real) or not 0 <= weight < float("inf"):
-            problems.append("%s: WEIGHT must be a number >= 0, got %r." % (here, weight))
-            continue
-        variants.append(Variant(name=name, config=config, weight=float(weight)))
-    if variants and len(variants) == len(raw) and not sum(v.weight for v in variants) > 0:
-        problems.append("%s: the VARIANTS' weights add up to 0; give at least one a positive WEIGHT." % where)
-        return []
-    return variants
+# ``RAGREC["EXPERIMENTS"]`` is parsed and checked by ``ragrec_django.conf.parse_experiments``.
 
 
 def configured_experiments() -> list[Experiment]:
-    return parse_experiments(ragrec_settings.EXPERIMENTS)
+    """The experiments of ``RAGREC["EXPERIMENTS"]``; ``ImproperlyConfigured`` when the setting is invalid."""
+    return ragrec_settings.EXPERIMENTS
 
 
 def experiment_for(recommender: str) -> Experiment | None:

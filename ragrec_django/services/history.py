@@ -44,8 +44,6 @@ CO_PURCHASE_SEEDS = 20
 #: fast (at most seeds x this many orders are read) and follows what is bought with an item lately;
 #: on the evaluation data it ranked as well as reading every order (docs/evaluation.md). None: all.
 CO_PURCHASE_ORDERS_PER_ITEM: int | None = 50
-#: Lists fused by "for you" (``RAGREC["FOR_YOU_WEIGHTS"]``).
-FOR_YOU_LISTS = ("similar", "repeat", "co_purchase")
 #: Reciprocal rank fusion constant (the usual 60).
 RRF_K = 60
 #: "Bought together" for a basket looks for content-based complements of at most this many of its
@@ -128,30 +126,6 @@ def _co_purchases(
 # ---------------------------------------------------------------- for you
 
 
-def for_you_weights() -> dict[str, float]:
-    """``RAGREC["FOR_YOU_WEIGHTS"]`` checked: known lists only, finite weights >= 0, at least one above 0."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    raw = ragrec_settings.FOR_YOU_WEIGHTS
-    if not isinstance(raw, dict):
-        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"] must be a dict, got %s.' % type(raw).__name__)
-    unknown = sorted(set(raw) - set(FOR_YOU_LISTS))
-    if unknown:
-        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"]: unknown list(s) %s; the lists are %s.' % (unknown, ", ".join(FOR_YOU_LISTS)))
-    weights = {}
-    for name, value in raw.items():
-        try:
-            weight = float(value)
-        except (TypeError, ValueError):
-            weight = float("nan")
-        if not np.isfinite(weight) or weight < 0:
-            raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"][%r] must be a number >= 0, got %r.' % (name, value))
-        weights[name] = weight
-    if not any(weights.values()):
-        raise ImproperlyConfigured('RAGREC["FOR_YOU_WEIGHTS"] needs at least one weight above 0.')
-    return weights
-
-
 @storage.with_generation_snapshot
 def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """The visitor's own candidate lists fused by reciprocal rank with ``RAGREC["FOR_YOU_WEIGHTS"]``:
@@ -169,7 +143,7 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
     "trending"); a short list is topped up from trending.
     """
     k = cap_k(k)
-    weights = for_you_weights()
+    weights = ragrec_settings.FOR_YOU_WEIGHTS  # checked by ragrec_django.conf.validate_for_you_weights
     depth = max(k * 4, 40)
     history = list(
         visitor.events().exclude(event=Event.SEARCH).order_by("-created_at").values_list("item_id", "event", "created_at")[:200]

@@ -32,13 +32,21 @@ def test_import_needs_no_configured_django():
 def test_defaults_and_user_values():
     custom = RagrecSettings({"ITEM_MODEL": "shop.Thing", "HNSW": {"EF_SEARCH": 200}})
     assert custom.ITEM_MODEL == "shop.Thing"
-    assert custom.HNSW == {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 200, "EF_SEARCH_BROAD": 60, "EF_SEARCH_MAX": 400}  # merged with defaults
+    assert custom.HNSW == {
+        "M": 16,
+        "EF_CONSTRUCTION": 64,
+        "EF_SEARCH": 200,
+        "EF_SEARCH_BROAD": 60,
+        "EF_SEARCH_MAX": 400,
+    }  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}
 
 
 def test_unknown_key_is_rejected_with_the_valid_keys():
-    with pytest.raises(ImproperlyConfigured, match=r"Unknown key\(s\) in settings.RAGREC: ITEMMODEL.*Valid keys are:.*ITEM_MODEL"):
+    with pytest.raises(
+        ImproperlyConfigured, match=r"Unknown key\(s\) in settings.RAGREC: ITEMMODEL.*Valid keys are:.*ITEM_MODEL"
+    ):
         RagrecSettings({"ITEMMODEL": "x.Y"}).ITEM_MODEL
 
 
@@ -69,15 +77,65 @@ def test_demo_configuration_passes_checks():
         ({"ADAPTER": "shop_demo.nowhere.Adapter"}, "ragrec.E003"),
         ({"ADAPTER": "django.contrib.auth.models.User"}, "ragrec.E003"),
         ({"ENCODERS": {"minilm": {"BACKEND": "ragrec_django.ml.nowhere.Encoder"}}}, "ragrec.E004"),
-        ({"ENCODERS": {"minilm": {"BACKEND": "ragrec_django.ml.text.TransformerTextEncoder", "OPTIONS": {"colour": 1}}}}, "ragrec.E004"),
+        (
+            {
+                "ENCODERS": {
+                    "minilm": {"BACKEND": "ragrec_django.ml.text.TransformerTextEncoder", "OPTIONS": {"colour": 1}}
+                }
+            },
+            "ragrec.E004",
+        ),
         ({"SPACES": {"text": {"ENCODER": "missing", "MODALITY": "text"}}}, "ragrec.E005"),
         ({"SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "audio"}}}, "ragrec.E005"),
         ({"SPACES": {"image": {"ENCODER": "minilm", "MODALITY": "image"}}}, "ragrec.E006"),
+        ({"EXPERIMENTS": {"t": {"VARIANTS": {}}}}, "ragrec.E011"),
+        ({"SERVING_CONFIGS": ["default"]}, "ragrec.E012"),
+        ({"SERVING_CONFIGS": {"default": {}, "narrow": {"colour": "red"}}}, "ragrec.E012"),
+        ({"FOR_YOU_WEIGHTS": {"similar": 0, "repeat": 0}}, "ragrec.E013"),
+        ({"SIMILAR_WEIGHTS": {"text": "heavy"}}, "ragrec.E013"),
+        ({"SEARCH_WEIGHTS": {"keywords": 1.0}}, "ragrec.E013"),
+        ({"API_THROTTLE_RATES": {"ragrec": "600 a minute"}}, "ragrec.E014"),
+        ({"API_THROTTLE_RATES": ["600/min"]}, "ragrec.E014"),
     ],
 )
 def test_misconfiguration_has_a_stable_check_id(settings, override, expected):
     settings.RAGREC = {**settings.RAGREC, **override}
     assert expected in ids(run_checks())
+
+
+def test_validated_settings_are_read_checked_and_normalised():
+    custom = RagrecSettings({"FOR_YOU_WEIGHTS": {"similar": 1, "repeat": "2"}, "API_THROTTLE_RATES": {"ragrec": None}})
+    assert custom.FOR_YOU_WEIGHTS == {"similar": 1.0, "repeat": 2.0}
+    assert custom.API_THROTTLE_RATES == {"ragrec": None, "ragrec_photo": "60/min", "ragrec_events": "6000/min"}
+    assert RagrecSettings({"API_THROTTLE_RATES": None}).API_THROTTLE_RATES == RagrecSettings({}).API_THROTTLE_RATES
+    assert RagrecSettings({}).EXPERIMENTS == []
+    with pytest.raises(
+        ImproperlyConfigured, match=r"unknown retriever\(s\) \['keywrod'\]; the retrievers are keyword, text, image"
+    ):
+        RagrecSettings({"SEARCH_WEIGHTS": {"keywrod": 1.0}}).SEARCH_WEIGHTS
+    with pytest.raises(
+        ImproperlyConfigured, match=r'RAGREC\["SIMILAR_WEIGHTS"\]\[\'image\'\] must be a number >= 0, got inf'
+    ):
+        RagrecSettings({"SIMILAR_WEIGHTS": {"text": 1, "image": float("inf")}}).SIMILAR_WEIGHTS
+
+
+def test_each_invalid_setting_is_one_error_with_the_validators_message(settings):
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SERVING_CONFIGS": {"default": {}, "narrow": {"colour": "red"}},
+        "SEARCH_WEIGHTS": {"keyword": -1},
+        "API_THROTTLE_RATES": {"ragrec_photo": "fast"},
+    }
+    errors = {m.id: m.msg for m in run_checks()}
+    assert sorted(errors) == ["ragrec.E012", "ragrec.E013", "ragrec.E014"]
+    assert errors["ragrec.E012"].startswith("RAGREC[\"SERVING_CONFIGS\"]['narrow']: unknown key(s) ['colour']")
+    assert errors["ragrec.E013"] == "RAGREC[\"SEARCH_WEIGHTS\"]['keyword'] must be a number >= 0, got -1."
+    assert "RAGREC[\"API_THROTTLE_RATES\"]['ragrec_photo']" in errors["ragrec.E014"]
+
+
+def test_an_invalid_ragrec_is_reported_once_as_E001(settings):
+    settings.RAGREC = {**settings.RAGREC, "NOPE": 1, "FOR_YOU_WEIGHTS": {"colour": 1}}
+    assert ids(run_checks()) == ["ragrec.E001"]
 
 
 @pytest.mark.django_db
@@ -98,7 +156,13 @@ def test_stored_dimension_mismatch_is_reported(settings):
 @pytest.mark.django_db
 def test_encoder_version_change_is_a_warning(settings):
     SpaceGeneration.objects.create(
-        space="text", number=1, encoder="minilm", modality="text", encoder_version="old-model", dimension=384, status="active"
+        space="text",
+        number=1,
+        encoder="minilm",
+        modality="text",
+        encoder_version="old-model",
+        dimension=384,
+        status="active",
     )
     assert ids(run_checks(databases=["default"], tags=[checks.Tags.database])) == ["ragrec.W001"]
 

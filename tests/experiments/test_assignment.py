@@ -10,6 +10,7 @@ import pytest
 from django.core.checks import run_checks
 from django.core.exceptions import ImproperlyConfigured
 
+from ragrec_django import conf
 from ragrec_django.models import ServingConfig
 from ragrec_django.services import experiments
 from ragrec_django.services.results import Visitor
@@ -24,12 +25,12 @@ def variants(experiment, count, prefix="v"):
 
 
 def test_assignment_is_deterministic_and_the_same_in_another_process():
-    experiment = experiments.parse_experiments(EXPERIMENT)[0]
+    experiment = conf.parse_experiments(EXPERIMENT)[0]
     first = [experiment.variant_for("session:s%d" % n).name for n in range(200)]
     assert first == [experiment.variant_for("session:s%d" % n).name for n in range(200)]
     assert set(first) == {"control", "lamps"}
     code = (
-        "import django; django.setup(); from ragrec_django.services.experiments import bucket; "
+        "import django; django.setup(); from ragrec_django.conf import bucket; "
         "print(' '.join(repr(bucket('ranking-test', 'session:s%d' % n)) for n in range(50)))"
     )
     for seed in ("1", "2"):  # str hashing differs between these processes; sha256 does not
@@ -37,22 +38,22 @@ def test_assignment_is_deterministic_and_the_same_in_another_process():
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
         assert done.returncode == 0, done.stderr
         out = done.stdout.split()
-        assert [float(x) for x in out] == [experiments.bucket("ranking-test", "session:s%d" % n) for n in range(50)]
+        assert [float(x) for x in out] == [conf.bucket("ranking-test", "session:s%d" % n) for n in range(50)]
 
 
 def test_weights_are_respected_over_many_visitors():
     spec = {"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": 80}, "b": {"CONFIG": "default", "WEIGHT": 20},
                                "off": {"CONFIG": "default", "WEIGHT": 0}}}}
-    counts = variants(experiments.parse_experiments(spec)[0], 20_000)
+    counts = variants(conf.parse_experiments(spec)[0], 20_000)
     assert counts["off"] == 0
     assert 0.78 < counts["a"] / 20_000 < 0.82 and 0.18 < counts["b"] / 20_000 < 0.22
-    even = variants(experiments.parse_experiments(EXPERIMENT)[0], 20_000)
+    even = variants(conf.parse_experiments(EXPERIMENT)[0], 20_000)
     assert 0.48 < even["control"] / 20_000 < 0.52
 
 
 def test_experiments_are_independent_of_each_other():
-    one = experiments.parse_experiments({"one": EXPERIMENT["ranking-test"]})[0]
-    two = experiments.parse_experiments({"two": EXPERIMENT["ranking-test"]})[0]
+    one = conf.parse_experiments({"one": EXPERIMENT["ranking-test"]})[0]
+    two = conf.parse_experiments({"two": EXPERIMENT["ranking-test"]})[0]
     pairs = Counter((one.variant_for("user:%d" % n).name, two.variant_for("user:%d" % n).name) for n in range(8000))
     assert len(pairs) == 4 and all(1800 < count < 2200 for count in pairs.values())
 
@@ -96,7 +97,7 @@ def test_a_variant_with_an_unknown_config_serves_default_and_logs(db, settings, 
 )
 def test_bad_settings_are_refused_with_a_message_and_system_check_E011(settings, value, message):
     with pytest.raises(ImproperlyConfigured) as raised:
-        experiments.parse_experiments(value)
+        conf.parse_experiments(value)
     assert message in str(raised.value)
     settings.RAGREC = {**settings.RAGREC, "EXPERIMENTS": value}
     errors = [e for e in run_checks() if e.id == "ragrec.E011"]
