@@ -335,18 +335,6 @@ def _for_you_with(weights: dict[str, float]) -> Callable[[Context, str], list[st
     return recommend_with
 
 
-def fuse_by_rank(lists: Iterable[Sequence[str]], constant: float = 60.0, weights: Sequence[float] | None = None) -> list[str]:
-    """Reciprocal rank fusion of key lists (the formula of ``ranking.fusion``): best first, ties by first appearance."""
-    scores: dict[str, float] = {}
-    lists = list(lists)
-    for position, ranked in enumerate(lists):
-        weight = 1.0 if weights is None else weights[position]
-        for rank, key in enumerate(ranked, start=1):
-            scores[key] = scores.get(key, 0.0) + weight / (constant + rank)
-    order = {key: i for i, key in enumerate(scores)}
-    return sorted(scores, key=lambda key: (-scores[key], order[key]))
-
-
 @dataclass(frozen=True)
 class Recommender:
     name: str

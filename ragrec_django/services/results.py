@@ -193,9 +193,3 @@ def anchor_item(item_key: str) -> Item:
     if item is None:
         raise ItemNotFound("No item with id %r." % str(item_key))
     return item
-
-
-def same_group_ids(item: Item) -> set[int]:
-    if not item.group_key:
-        return {item.id}
-    return set(Item.objects.filter(group_key=item.group_key).values_list("id", flat=True)) | {item.id}
