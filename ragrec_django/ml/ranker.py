@@ -1,0 +1,479 @@
+"""LightGBM LambdaRank: train on grouped feature rows, predict, save and load a versioned artefact.
+
+No Django. ``lightgbm`` is imported only to train or load (the optional ``rank`` extra); the
+rest of the library serves fused rankings without it.
+
+An artefact is two files in a folder: ``model.txt`` (LightGBM's text model) and ``model.json``
+(content hash, feature list, parameters, data window, validation metrics, feature importances).
+The content hash is the sha256 of the model text and the feature list, so two processes that
+load the same hash score alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..ranking.learned import ItemFactors
+
+MODEL_FILE, META_FILE, FACTORS_FILE = "model.txt", "model.json", "factors.npz"
+
+DEFAULT_PARAMS = {
+    "objective": "lambdarank",
+    "metric": "ndcg",
+    "eval_at": [10],
+    "lambdarank_truncation_level": 20,
+    "learning_rate": 0.05,
+    "num_leaves": 31,
+    "min_data_in_leaf": 50,
+    "feature_fraction": 0.9,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 1.0,
+    "num_threads": 2,
+    "seed": 0,
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbosity": -1,
+}
+MAX_ROUNDS = 400
+EARLY_STOPPING_ROUNDS = 30
+
+
+class RankerUnavailable(Exception):
+    """lightgbm is not installed, or a model file cannot be read."""
+
+
+def _lightgbm():
+    try:
+        import lightgbm
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RankerUnavailable("The learned ranker needs lightgbm: pip install 'ragrec-django[rank]'.") from exc
+    return lightgbm
+
+
+@dataclass
+class RankingData:
+    """Feature rows grouped by query (one query = one visitor at one time), with 0/1 labels."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    groups: list[int]
+
+    @classmethod
+    def stack(cls, parts: Sequence[tuple[np.ndarray, np.ndarray]], width: int) -> RankingData:
+        """From ``(features, labels)`` per query; queries without a positive label are left out (no gradient)."""
+        kept = [(x, y) for x, y in parts if len(y) and y.max() > 0]
+        if not kept:
+            return cls(np.zeros((0, width), dtype=np.float32), np.zeros(0), [])
+        return cls(np.vstack([x for x, _ in kept]), np.concatenate([y for _, y in kept]), [len(y) for _, y in kept])
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+
+@dataclass
+class LearnedRanker:
+    """A trained model and what describes it."""
+
+    model_text: str
+    features: list[str]
+    params: dict
+    metadata: dict = field(default_factory=dict)
+    factors: ItemFactors | None = None
+    _booster: object = field(default=None, repr=False)
+
+    @property
+    def content_hash(self) -> str:
+        digest = hashlib.sha256(self.model_text.encode())
+        digest.update(json.dumps(self.features).encode())
+        digest.update(self.factors_bytes())
+        return digest.hexdigest()
+
+    def factors_bytes(self) -> bytes:
+        """The matrix-factorisation item factors as ``.npz`` bytes (empty without them)."""
+        if self.factors is None:
+            return b""
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            item_ids=self.factors.item_ids,
+            factors=self.factors.factors,
+            settings=np.array([self.factors.regularization, self.factors.alpha]),
+        )
+        return buffer.getvalue()
+
+    @staticmethod
+    def factors_from_bytes(data: bytes) -> ItemFactors | None:
+        if not data:
+            return None
+        with np.load(io.BytesIO(data)) as arrays:
+            regularization, alpha = arrays["settings"].tolist()
+            return ItemFactors(
+                item_ids=arrays["item_ids"], factors=arrays["factors"], regularization=regularization, alpha=alpha
+            )
+
+    @property
+    def booster(self):
+        if self._booster is None:
+            try:
+                self._booster = _lightgbm().Booster(model_str=self.model_text)
+            except RankerUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - LightGBM raises its own error types for a bad file
+                raise RankerUnavailable("Cannot read the ranker model: %s" % exc) from exc
+        return self._booster
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if features.shape[1] != len(self.features):
+            raise RankerUnavailable("The model expects %d features, got %d." % (len(self.features), features.shape[1]))
+        if not len(features):
+            return np.zeros(0)
+        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+
+    def top_features(self, row: np.ndarray, limit: int = 3) -> dict[str, float]:
+        """The features that raised this row's score most (SHAP values from LightGBM), name -> contribution."""
+        contributions = np.asarray(self.booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1))[0][:-1]
+        order = np.argsort(-contributions)[:limit]
+        return {self.features[i]: round(float(contributions[i]), 4) for i in order if contributions[i] > 0}
+
+    def metadata_document(self) -> dict:
+        return {"content_hash": self.content_hash, "features": self.features, "params": self.params, **self.metadata}
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MODEL_FILE).write_text(self.model_text)
+        (folder / META_FILE).write_text(json.dumps(self.metadata_document(), indent=2, sort_keys=True))
+        if self.factors is not None:
+            (folder / FACTORS_FILE).write_bytes(self.factors_bytes())
+        return folder
+
+    @classmethod
+    def from_parts(cls, model_text: str, document: dict, factors: bytes = b"") -> LearnedRanker:
+        """From the model text, the metadata document and the factors' bytes; ``RankerUnavailable`` when
+        the content hash does not match."""
+        reserved = {"content_hash", "features", "params"}
+        try:
+            item_factors = cls.factors_from_bytes(factors)
+        except (OSError, ValueError, KeyError) as exc:
+            raise RankerUnavailable("Cannot read the ranker's item factors: %s" % exc) from exc
+        ranker = cls(
+            model_text=model_text,
+            features=list(document["features"]),
+            params=dict(document.get("params", {})),
+            metadata={k: v for k, v in document.items() if k not in reserved},
+            factors=item_factors,
+        )
+        expected = document.get("content_hash")
+        if expected and expected != ranker.content_hash:
+            raise RankerUnavailable(
+                "Ranker model hash mismatch: expected %s, got %s." % (expected, ranker.content_hash)
+            )
+        return ranker
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LearnedRanker:
+        folder = Path(folder)
+        try:
+            model_text = (folder / MODEL_FILE).read_text()
+            document = json.loads((folder / META_FILE).read_text())
+            factors = (folder / FACTORS_FILE).read_bytes() if (folder / FACTORS_FILE).exists() else b""
+        except (OSError, ValueError) as exc:
+            raise RankerUnavailable("Cannot read the ranker in %s: %s" % (folder, exc)) from exc
+        return cls.from_parts(model_text, document, factors)
+
+
+def train(
+    train_data: RankingData,
+    valid_data: RankingData,
+    features: Sequence[str],
+    *,
+    params: dict | None = None,
+    max_rounds: int = MAX_ROUNDS,
+    early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
+    progress: Callable[[str], None] | None = None,
+    metadata: dict | None = None,
+) -> LearnedRanker:
+    """LambdaRank with early stopping on ``valid_data`` nDCG@10; the best iteration is kept."""
+    lgb = _lightgbm()
+    if not len(train_data) or not len(valid_data):
+        raise ValueError("Training needs queries with a positive label in both the training and the validation part.")
+    params = {**DEFAULT_PARAMS, **(params or {})}
+    names = [str(name) for name in features]
+    train_set = lgb.Dataset(
+        train_data.features, train_data.labels, group=train_data.groups, feature_name=names, free_raw_data=False
+    )
+    valid_set = lgb.Dataset(
+        valid_data.features, valid_data.labels, group=valid_data.groups, reference=train_set, free_raw_data=False
+    )
+    history: dict = {}
+    callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False), lgb.record_evaluation(history)]
+    if progress:
+        callbacks.append(_progress_callback(progress))
+    started = time.perf_counter()
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=max_rounds,
+        valid_sets=[valid_set],
+        valid_names=["valid"],
+        callbacks=callbacks,
+    )
+    seconds = time.perf_counter() - started
+    best = booster.best_iteration or booster.current_iteration()
+    curve = history.get("valid", {}).get("ndcg@10", [])
+    gains = booster.feature_importance(importance_type="gain", iteration=best)
+    importances = {
+        name: round(float(gain), 3) for name, gain in sorted(zip(names, gains, strict=True), key=lambda pair: -pair[1])
+    }
+    text = booster.model_to_string(num_iteration=best)
+    document = {
+        "trained_in_s": round(seconds, 2),
+        "best_iteration": int(best),
+        "validation": {
+            "ndcg@10": round(float(curve[best - 1]), 6) if curve else None,
+            "queries": len(valid_data),
+            "curve_ndcg@10": [round(float(v), 5) for v in curve],
+        },
+        "training": {
+            "queries": len(train_data),
+            "rows": int(len(train_data.labels)),
+            "positives": int(train_data.labels.sum()),
+        },
+        "feature_importance_gain": importances,
+        **(metadata or {}),
+    }
+    return LearnedRanker(model_text=text, features=names, params=params, metadata=document)
+
+
+def _progress_callback(say: Callable[[str], None]):
+    def callback(env) -> None:
+        if env.iteration % 25 == 0 and env.evaluation_result_list:
+            _, metric, value, _ = env.evaluation_result_list[0][:4]
+            say("round %d: validation %s %.4f" % (env.iteration + 1, metric, value))
+
+    return callback
+
+
+def train_item_factors(
+    visitors: int,
+    items: Sequence[int],
+    entries: Sequence[tuple[int, int, float]],
+    *,
+    factors: int = 64,
+    regularization: float = 0.05,
+    alpha: float = 1.0,
+    iterations: int = 15,
+    seed: int = 0,
+    threads: int = 2,
+):
+    """Implicit ALS (``implicit`` package) on ``(visitor row, item column, orders)`` entries: the item factors.
+
+    Returns ``ranking.learned.ItemFactors`` (visitor vectors are solved per request from their history).
+    """
+    try:
+        from implicit.als import AlternatingLeastSquares
+        from scipy.sparse import csr_matrix
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise RankerUnavailable(
+            "The matrix-factorisation source needs implicit: pip install 'ragrec-django[rank]'."
+        ) from exc
+    rows, columns, values = (np.asarray(v) for v in zip(*entries, strict=True)) if entries else (np.zeros(0),) * 3
+    matrix = csr_matrix(
+        (values.astype(np.float32), (rows.astype(np.int64), columns.astype(np.int64))), shape=(visitors, len(items))
+    )
+    model = AlternatingLeastSquares(
+        factors=factors,
+        regularization=regularization,
+        alpha=alpha,
+        iterations=iterations,
+        random_state=seed,
+        num_threads=threads,
+    )
+    model.fit(matrix, show_progress=False)
+    item_factors = np.asarray(getattr(model.item_factors, "to_numpy", lambda: model.item_factors)(), dtype=np.float32)
+    return ItemFactors(
+        item_ids=np.asarray(items, dtype=np.int64), factors=item_factors, regularization=regularization, alpha=alpha
+    )
+
+
+# ---------------------------------------------------------------- the whole job: from an event log to a gated model
+
+
+class NotEnoughData(ValueError):
+    """Too few orders to train (or to judge) a ranker; the current ranking stays."""
+
+
+@dataclass
+class FitOptions:
+    label_days: float = 90.0  # orders in this window (before the hold-out) are the training queries
+    holdout_days: float = 0.0  # the latest orders, kept for the gate (0: no gate)
+    valid_share: float = 0.15  # visitors whose queries validate (early stopping)
+    candidates: int = 200
+    min_queries: int = 50
+    factors: bool = True  # the matrix-factorisation (ALS) source, when ``implicit`` is installed
+    params: dict | None = None
+    seed: int = 0
+
+
+@dataclass
+class Fitted:
+    ranker: LearnedRanker
+    gate: dict | None = None
+
+
+def fit(
+    log,
+    *,
+    end: float,
+    options: FitOptions | None = None,
+    baseline: Callable | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Fitted:
+    """Train a ranker on an ``EventLog`` whose events end before ``end`` (Unix seconds).
+
+    Queries are the orders of ``label_days`` before the hold-out; their features read only earlier
+    events, and the item factors used for them are trained on events before that window. With
+    ``holdout_days``, the latest orders judge the model against ``baseline(candidates, history)``
+    (scores; default: ``learned.fusion_scores``), nDCG@10 over those orders. The stored item factors
+    are retrained on every event before ``end``, as serving sees them.
+    """
+    from ..ranking import learned
+
+    options = options or FitOptions()
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    holdout_start = end - options.holdout_days * learned.DAY
+    label_start = holdout_start - options.label_days * learned.DAY
+    points = learned.label_points(log, since=label_start, until=holdout_start)
+    if len(points) < options.min_queries:
+        raise NotEnoughData(
+            "Only %d order(s) by returning shoppers in the %g days before the hold-out; the ranker needs at least %d."
+            % (len(points), options.label_days, options.min_queries)
+        )
+    use_factors = options.factors and _has_implicit()
+    factors = _factors(log, label_start, options) if use_factors else None
+    say("%d training queries (orders of returning shoppers); building features" % len(points))
+    parts: dict[bool, list] = {True: [], False: []}
+    recall = _CandidateRecall()
+    for i, point in enumerate(points, start=1):
+        features, labels, candidates = learned.query_rows(log, point, factors=factors, limit=options.candidates)
+        parts[learned.in_validation(point.visitor, options.valid_share, options.seed)].append((features, labels))
+        recall.add(candidates, point.items)
+        if i % 1000 == 0:
+            say("features: %d/%d queries" % (i, len(points)))
+    train_data = RankingData.stack(parts[False], len(learned.FEATURES))
+    valid_data = RankingData.stack(parts[True], len(learned.FEATURES))
+    feature_seconds = time.perf_counter() - started
+    say(
+        "training LightGBM LambdaRank on %d queries (%d rows), validating on %d"
+        % (len(train_data), len(train_data.labels), len(valid_data))
+    )
+    ranker = train(
+        train_data,
+        valid_data,
+        learned.FEATURES,
+        params=options.params,
+        progress=say,
+        metadata={
+            "data_window": {"label_start": label_start, "holdout_start": holdout_start, "end": end},
+            "candidate_recall": recall.report(),
+            "options": {k: v for k, v in options.__dict__.items() if k != "params"},
+        },
+    )
+    gate = None
+    if options.holdout_days:
+        gate_factors = _factors(log, holdout_start, options) if use_factors else None
+        gate = judge(
+            log,
+            learned.label_points(log, since=holdout_start, until=end),
+            ranker,
+            gate_factors,
+            baseline=baseline,
+            limit=options.candidates,
+        )
+        say(
+            "hold-out: learned nDCG@10 %.4f vs current %.4f over %d orders"
+            % (gate["learned_ndcg@10"], gate["baseline_ndcg@10"], gate["queries"])
+        )
+    ranker.factors = _factors(log, end, options) if use_factors else None
+    ranker.metadata["timings_s"] = {
+        "features": round(feature_seconds, 1),
+        "total": round(time.perf_counter() - started, 1),
+    }
+    if gate is not None:
+        ranker.metadata["gate"] = gate
+    return Fitted(ranker=ranker, gate=gate)
+
+
+def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | None = None, limit: int = 200) -> dict:
+    """nDCG@10 of the learned order and of ``baseline`` on the same queries (paired difference and its SE)."""
+    from ..evaluation.metrics import ndcg_at_k
+    from ..ranking import learned
+
+    baseline = baseline or learned.fusion_scores
+    differences, learned_values, baseline_values = [], [], []
+    for point in points:
+        candidates, history, signals = log.candidates_at(point.visitor, point.at, factors=factors, limit=limit)
+        if not len(candidates):
+            continue
+        ours = ranker.predict(learned.feature_matrix(candidates, history, signals))
+        theirs = baseline(candidates, history)
+        values = [ndcg_at_k(learned.ordered(candidates, scores).tolist(), point.items, 10) for scores in (ours, theirs)]
+        learned_values.append(values[0])
+        baseline_values.append(values[1])
+        differences.append(values[0] - values[1])
+    n = len(differences)
+    se = float(np.std(differences, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return {
+        "queries": n,
+        "learned_ndcg@10": round(float(np.mean(learned_values)), 6) if n else 0.0,
+        "baseline_ndcg@10": round(float(np.mean(baseline_values)), 6) if n else 0.0,
+        "difference_se": round(se, 6),
+    }
+
+
+class _CandidateRecall:
+    """Share of the labelled items that reach the candidates, per source and in total."""
+
+    def __init__(self):
+        self.found: dict[str, int] = {}
+        self.targets = 0
+
+    def add(self, candidates, items: frozenset) -> None:
+        from ..ranking.learned import SOURCES
+
+        self.targets += len(items)
+        present = {int(item): i for i, item in enumerate(candidates.items)}
+        hits = [present[item] for item in items if item in present]
+        self.found["total"] = self.found.get("total", 0) + len(hits)
+        for source in SOURCES:
+            self.found[source] = self.found.get(source, 0) + sum(
+                1 for i in hits if not np.isnan(candidates.ranks[source][i])
+            )
+
+    def report(self) -> dict[str, float]:
+        return {name: round(count / self.targets, 4) for name, count in self.found.items()} if self.targets else {}
+
+
+def _has_implicit() -> bool:
+    try:
+        import implicit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _factors(log, before: float, options: FitOptions):
+    visitors, entries = log.visitor_item_counts(before)
+    if not entries:
+        return None
+    return train_item_factors(len(visitors), log.item_ids, entries, seed=options.seed)

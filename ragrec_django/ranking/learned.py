@@ -1,0 +1,782 @@
+"""Learned ranking, the pure part: candidates from every source and point-in-time features per (visitor, item).
+
+No Django, no database, numpy only. The same two functions serve training and serving:
+
+* ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats and
+  the popular items, each with its source's score and rank;
+* ``feature_matrix``: one row of ``FEATURES`` per candidate, from the visitor's own events
+  (``VisitorHistory``) and the item signals (``ItemSignals``), all read strictly before ``at``.
+
+Serving reads those inputs from the database (``storage.ranking``); training and the offline
+evaluation read them from an in-memory ``EventLog``, which answers the same questions for any
+time ``T`` from the events before ``T`` only. Times are Unix seconds (floats); missing values are NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+DAY = 86400.0
+#: Candidate sources, in the order their lists are merged.
+SOURCES = ("repeat", "co_purchase", "als", "popular")
+#: Popularity windows (days): baskets holding the item in each window before ``at``.
+POPULARITY_WINDOWS = (7, 30, 90, 365)
+#: The repeat score's half-life in orders (as ``services.history.REPEAT_HALF_LIFE_ORDERS``).
+REPEAT_HALF_LIFE_ORDERS = 3.0
+#: Co-purchases start from the visitor's strongest repeat purchases, at most this many, each read in
+#: its latest ``CO_PURCHASE_ORDERS_PER_ITEM`` orders before ``at``.
+CO_PURCHASE_SEEDS = 20
+CO_PURCHASE_ORDERS_PER_ITEM = 50
+#: The popular source: the top items by baskets in the last ``POPULAR_WINDOW_DAYS`` before ``at``.
+POPULAR_WINDOW_DAYS = 30
+
+FEATURES = (
+    # each source's score and rank (NaN: not from that source)
+    "repeat_score",
+    "repeat_rank",
+    "co_purchase_score",
+    "co_purchase_rank",
+    "co_purchase_share",
+    "co_purchase_lift",
+    "co_purchase_last",
+    "als_score",
+    "als_rank",
+    "popular_rank",
+    # the visitor and this item
+    "item_orders",
+    "item_order_share",
+    "orders_since_item",
+    "days_item_before_last_order",
+    "days_first_item_before_last_order",
+    "item_quantity",
+    "item_interval_days",
+    "item_interval_ratio",
+    "in_last_order",
+    "item_views",
+    "days_item_event_before_last_event",
+    # the item
+    *("popularity_%dd" % days for days in POPULARITY_WINDOWS),
+    "popularity_trend",
+    "item_age_days",
+    "price",
+    "price_vs_visitor",
+    # the visitor and the item's category
+    "category_affinity",
+    "days_category_event_before_last_event",
+    # the visitor
+    "visitor_orders",
+    "visitor_items",
+    "visitor_mean_basket_size",
+    "visitor_mean_interval_days",
+)
+
+
+@dataclass
+class VisitorHistory:
+    """One visitor's events before ``at``, as parallel arrays (one entry per event line).
+
+    ``baskets`` numbers the visitor's orders (any integers, one per order; -1 for an event that is
+    not a purchase). ``categories`` and ``prices`` describe each line's item ("" and NaN unknown).
+    """
+
+    at: float
+    items: np.ndarray
+    times: np.ndarray
+    baskets: np.ndarray
+    quantities: np.ndarray
+    categories: np.ndarray
+    prices: np.ndarray
+
+    @classmethod
+    def empty(cls, at: float) -> VisitorHistory:
+        return cls.from_lines(at, [])
+
+    @classmethod
+    def from_lines(cls, at: float, lines: Sequence[tuple]) -> VisitorHistory:
+        """From ``(item, time, basket, quantity, category, price)`` tuples; lines at or after ``at`` are dropped."""
+        kept = [line for line in lines if line[1] < at]
+        columns = list(zip(*kept, strict=True)) if kept else [()] * 6
+        return cls(
+            at=float(at),
+            items=np.asarray(columns[0], dtype=np.int64),
+            times=np.asarray(columns[1], dtype=np.float64),
+            baskets=np.asarray(columns[2], dtype=np.int64),
+            quantities=np.asarray(columns[3], dtype=np.float64),
+            categories=np.asarray(columns[4], dtype=object),
+            prices=np.asarray([np.nan if p is None else float(p) for p in columns[5]], dtype=np.float64),
+        )
+
+    @property
+    def purchases(self) -> np.ndarray:
+        return self.baskets >= 0
+
+
+@dataclass
+class RepeatStats:
+    """Per item the visitor bought: score, orders holding it, orders since its last one, times."""
+
+    items: np.ndarray
+    score: np.ndarray
+    orders: np.ndarray
+    orders_since: np.ndarray
+    last_time: np.ndarray
+    first_time: np.ndarray
+    quantity: np.ndarray
+    basket_count: int
+    last_order_time: float
+    basket_sizes: np.ndarray
+    basket_times: np.ndarray
+
+    def ranked(self) -> np.ndarray:
+        """Item positions best first: score, then more recent, then lower id (as the repeat SQL)."""
+        return np.lexsort((self.items, self.orders_since, -self.score))
+
+
+def repeat_stats(history: VisitorHistory) -> RepeatStats:
+    """The visitor's purchases summarised per item (``0.5 ** (orders since / half-life)`` summed over orders)."""
+    mask = history.purchases
+    items, baskets, times = history.items[mask], history.baskets[mask], history.times[mask]
+    if not len(items):
+        empty = np.zeros(0)
+        return RepeatStats(
+            np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty, empty, 0, np.nan, empty, empty
+        )
+    basket_ids, basket_index = np.unique(baskets, return_inverse=True)
+    basket_times = np.full(len(basket_ids), np.inf)
+    np.minimum.at(basket_times, basket_index, times)
+    # age 0 = the latest order; ties by basket id, latest id first (as the SQL's "basket DESC")
+    order = np.lexsort((-basket_ids, -basket_times))
+    age = np.empty(len(basket_ids), dtype=np.float64)
+    age[order] = np.arange(len(basket_ids))
+    pairs = np.unique(np.stack([items, basket_index]), axis=1)
+    item_ids, item_index = np.unique(pairs[0], return_inverse=True)
+    line_item_index = np.searchsorted(item_ids, items)
+    pair_age = age[pairs[1]]
+    score = np.bincount(item_index, weights=0.5 ** (pair_age / REPEAT_HALF_LIFE_ORDERS), minlength=len(item_ids))
+    orders = np.bincount(item_index, minlength=len(item_ids)).astype(np.float64)
+    orders_since = np.full(len(item_ids), np.inf)
+    np.minimum.at(orders_since, item_index, pair_age)
+    last_time = np.full(len(item_ids), -np.inf)
+    np.maximum.at(last_time, line_item_index, times)
+    first_time = np.full(len(item_ids), np.inf)
+    np.minimum.at(first_time, line_item_index, times)
+    quantity = np.bincount(line_item_index, weights=history.quantities[mask], minlength=len(item_ids))
+    sizes = np.bincount(pairs[1], minlength=len(basket_ids)).astype(np.float64)
+    return RepeatStats(
+        items=item_ids,
+        score=score,
+        orders=orders,
+        orders_since=orders_since,
+        last_time=last_time,
+        first_time=first_time,
+        quantity=quantity,
+        basket_count=len(basket_ids),
+        last_order_time=float(basket_times.max()),
+        basket_sizes=sizes,
+        basket_times=np.sort(basket_times),
+    )
+
+
+def co_purchase_seeds(stats: RepeatStats, limit: int = CO_PURCHASE_SEEDS) -> np.ndarray:
+    """The visitor's strongest repeat purchases, the co-purchase source's seeds."""
+    return stats.items[stats.ranked()[:limit]]
+
+
+@dataclass
+class Candidates:
+    """Candidate items and, per source, their score and 1-based rank (NaN: not from that source)."""
+
+    items: np.ndarray
+    scores: dict[str, np.ndarray]
+    ranks: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def source_of(self, position: int) -> str | None:
+        """The source that ranked this candidate best (by rank), for its reason."""
+        ranked = [
+            (self.ranks[s][position], i, s) for i, s in enumerate(SOURCES) if not np.isnan(self.ranks[s][position])
+        ]
+        return min(ranked)[2] if ranked else None
+
+
+#: Candidates per source, at most (``gather_candidates``): the repeats carry the next basket, the
+#: co-purchases discovery, the popular items the visitor with little history.
+SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "als": 60, "popular": 10}
+
+
+def gather_candidates(
+    lists: Mapping[str, Sequence[tuple[int, float]]],
+    *,
+    limit: int = 200,
+    quotas: Mapping[str, int] = SOURCE_QUOTAS,
+) -> Candidates:
+    """Merge the sources' ranked ``(item, score)`` lists (best first; a missing source is empty): each
+    source's first ``quotas[source]`` items in ``SOURCES`` order, duplicates once, up to ``limit``. Each
+    candidate keeps every source's score and rank (from the whole lists, not only the quota)."""
+    lists = {source: list(lists.get(source, ())) for source in SOURCES}
+    chosen: dict[int, None] = {}
+    for source in SOURCES:
+        for item, _ in lists[source][: quotas.get(source, limit)]:
+            if len(chosen) >= limit:
+                break
+            chosen.setdefault(int(item), None)
+    items = np.fromiter(chosen, dtype=np.int64, count=len(chosen))
+    position = {item: i for i, item in enumerate(chosen)}
+    scores, ranks = {}, {}
+    for source in SOURCES:
+        scores[source] = np.full(len(items), np.nan)
+        ranks[source] = np.full(len(items), np.nan)
+        for rank, (item, score) in enumerate(lists[source], start=1):
+            i = position.get(int(item))
+            if i is not None and np.isnan(ranks[source][i]):
+                scores[source][i], ranks[source][i] = float(score), rank
+    return Candidates(items=items, scores=scores, ranks=ranks)
+
+
+@dataclass
+class ItemSignals:
+    """What is known about each candidate item at ``at``, aligned with ``Candidates.items``.
+
+    ``popularity``: {window days: baskets holding the item in that window}; ``first_seen``: its
+    first event (NaN: none before ``at``); ``co_purchase``: the co-purchase score from the
+    visitor's seeds, for every candidate (0: none; the co-purchase source lists only unbought ones);
+    ``seed_orders``: how many orders the seeds were read in (normalises it); ``co_purchase_last``:
+    the same from the items of the visitor's last order only; ``als``: the matrix-factorisation
+    score (NaN: no factors).
+    """
+
+    popularity: Mapping[int, np.ndarray]
+    first_seen: np.ndarray
+    price: np.ndarray
+    category: np.ndarray
+    co_purchase: np.ndarray
+    co_purchase_last: np.ndarray
+    als: np.ndarray
+    seed_orders: float = 0.0
+
+
+def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: ItemSignals) -> np.ndarray:
+    """One row of ``FEATURES`` per candidate (float32, NaN missing). Reads only ``history`` and ``signals``."""
+    n = len(candidates)
+    columns: dict[str, np.ndarray] = {}
+    for source in SOURCES:
+        columns[source + "_rank"] = candidates.ranks[source]
+    co_purchase = signals.co_purchase.astype(np.float64)
+    columns["co_purchase_score"] = co_purchase
+    columns["co_purchase_share"] = co_purchase / signals.seed_orders if signals.seed_orders else np.full(n, np.nan)
+    # orders shared with the seeds per order holding the item (a lift: popular items are everywhere)
+    columns["co_purchase_lift"] = co_purchase / (
+        1.0 + np.asarray(signals.popularity[POPULARITY_WINDOWS[-1]], dtype=np.float64)
+    )
+    columns["co_purchase_last"] = signals.co_purchase_last.astype(np.float64)
+    columns["als_score"] = signals.als.astype(np.float64)
+
+    stats = repeat_stats(history)
+    where = np.searchsorted(stats.items, candidates.items) if len(stats.items) else np.zeros(n, dtype=np.int64)
+    bought = (
+        (where < len(stats.items)) & (stats.items[np.minimum(where, max(len(stats.items) - 1, 0))] == candidates.items)
+        if len(stats.items)
+        else np.zeros(n, dtype=bool)
+    )
+
+    def per_item(values: np.ndarray, default: float = np.nan) -> np.ndarray:
+        out = np.full(n, default)
+        out[bought] = values[where[bought]]
+        return out
+
+    last_order = stats.last_order_time
+    columns["repeat_score"] = per_item(stats.score, 0.0)
+    columns["item_orders"] = per_item(stats.orders, 0.0)
+    columns["item_order_share"] = (
+        columns["item_orders"] / stats.basket_count if stats.basket_count else np.full(n, np.nan)
+    )
+    columns["orders_since_item"] = per_item(stats.orders_since)
+    columns["days_item_before_last_order"] = (last_order - per_item(stats.last_time)) / DAY
+    columns["days_first_item_before_last_order"] = (last_order - per_item(stats.first_time)) / DAY
+    columns["item_quantity"] = np.log1p(per_item(stats.quantity, 0.0))
+    span = (per_item(stats.last_time) - per_item(stats.first_time)) / DAY
+    orders = columns["item_orders"]
+    interval = np.where(orders > 1, span / np.maximum(orders - 1, 1), np.nan)
+    columns["item_interval_days"] = interval
+    columns["item_interval_ratio"] = columns["days_item_before_last_order"] / np.where(interval > 0, interval, np.nan)
+    columns["in_last_order"] = (columns["orders_since_item"] == 0).astype(np.float64)
+
+    others = ~history.purchases
+    columns["item_views"] = _count_per(candidates.items, history.items[others])
+    last_event = _last_time_per(candidates.items, history.items, history.times)
+    # recency relative to the visitor's latest event (the same whether they are served now or later)
+    latest = float(history.times.max()) if len(history.times) else np.nan
+    columns["days_item_event_before_last_event"] = (latest - last_event) / DAY
+
+    for days in POPULARITY_WINDOWS:
+        columns["popularity_%dd" % days] = np.log1p(np.asarray(signals.popularity[days], dtype=np.float64))
+    columns["popularity_trend"] = (
+        columns["popularity_%dd" % POPULARITY_WINDOWS[1]] - columns["popularity_%dd" % POPULARITY_WINDOWS[2]]
+    )
+    columns["item_age_days"] = (history.at - signals.first_seen) / DAY
+    price = signals.price.astype(np.float64)
+    columns["price"] = price
+    bought_prices = history.prices[history.purchases]
+    bought_prices = bought_prices[np.isfinite(bought_prices) & (bought_prices > 0)]
+    usual = float(np.mean(np.log(bought_prices))) if len(bought_prices) else np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        columns["price_vs_visitor"] = np.where(price > 0, np.log(price) - usual, np.nan)
+
+    affinity, category_last = _category_features(signals.category, history)
+    columns["category_affinity"] = affinity
+    columns["days_category_event_before_last_event"] = (latest - category_last) / DAY
+
+    columns["visitor_orders"] = np.full(n, float(stats.basket_count))
+    columns["visitor_items"] = np.full(n, float(len(stats.items)))
+    columns["visitor_mean_basket_size"] = np.full(n, float(stats.basket_sizes.mean()) if stats.basket_count else np.nan)
+    gaps = np.diff(stats.basket_times) / DAY
+    columns["visitor_mean_interval_days"] = np.full(n, float(gaps.mean()) if len(gaps) else np.nan)
+    return (
+        np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in FEATURES]).astype(np.float32)
+        if n
+        else np.zeros((0, len(FEATURES)), dtype=np.float32)
+    )
+
+
+def _count_per(items: np.ndarray, events: np.ndarray) -> np.ndarray:
+    if not len(events):
+        return np.zeros(len(items))
+    values, counts = np.unique(events, return_counts=True)
+    where = np.minimum(np.searchsorted(values, items), len(values) - 1)
+    return np.where(values[where] == items, counts[where], 0).astype(np.float64)
+
+
+def _last_time_per(items: np.ndarray, events: np.ndarray, times: np.ndarray) -> np.ndarray:
+    if not len(events):
+        return np.full(len(items), np.nan)
+    values, index = np.unique(events, return_inverse=True)
+    last = np.full(len(values), -np.inf)
+    np.maximum.at(last, index, times)
+    where = np.minimum(np.searchsorted(values, items), len(values) - 1)
+    return np.where(values[where] == items, last[where], np.nan)
+
+
+def _category_features(categories: np.ndarray, history: VisitorHistory) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the visitor's purchase lines in each candidate's category; the time of their last event in it."""
+    n = len(categories)
+    affinity, recency = np.full(n, np.nan), np.full(n, np.nan)
+    known = history.categories != ""
+    if not len(known) or not known.any():
+        return affinity, recency
+    purchases = history.purchases & known
+    total = purchases.sum()
+    shares: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for category, time, purchase in zip(
+        history.categories[known], history.times[known], history.purchases[known], strict=True
+    ):
+        if purchase:
+            shares[category] = shares.get(category, 0.0) + 1.0
+        last[category] = max(last.get(category, -np.inf), time)
+    for i, category in enumerate(categories):
+        if not category:
+            continue
+        affinity[i] = shares.get(category, 0.0) / total if total else np.nan
+        if category in last:
+            recency[i] = last[category]
+    return affinity, recency
+
+
+# ---------------------------------------------------------------- the in-memory event log
+
+
+@dataclass
+class EventLog:
+    """Events held in memory that answer every candidate and feature question as of any time ``T``.
+
+    Built once from event lines (visitor, item, order, time, quantity, purchase or not); each
+    question for time ``T`` reads only events strictly before ``T``. A basket is one (visitor,
+    order id) pair, its time its first line's.
+    """
+
+    item_ids: np.ndarray  # sorted item ids; column index = position here
+    prices: np.ndarray
+    categories: np.ndarray
+    first_seen: np.ndarray  # per item, its first event (inf: none)
+    basket_times: np.ndarray  # per basket
+    basket_indptr: np.ndarray  # basket -> its distinct item columns (CSR)
+    basket_columns: np.ndarray
+    pair_keys: np.ndarray  # (column, basket time) pairs sorted: column * SPAN + time offset
+    pair_baskets: np.ndarray
+    column_start: np.ndarray  # first pair of each column
+    visitor_lines: dict[str, list[tuple]] = field(default_factory=dict)
+    origin: float = 0.0
+    span: float = 0.0
+    popular_cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        lines: Sequence[tuple[str, int, str, float, float, bool]],
+        *,
+        prices: Mapping[int, float] | None = None,
+        categories: Mapping[int, str] | None = None,
+    ) -> EventLog:
+        """From ``(visitor, item id, order id, time, quantity, is_purchase)`` lines."""
+        prices, categories = prices or {}, categories or {}
+        item_ids = np.unique(np.fromiter((line[1] for line in lines), dtype=np.int64, count=len(lines)))
+        column = {int(item): i for i, item in enumerate(item_ids)}
+        first_seen = np.full(len(item_ids), np.inf)
+        baskets: dict[tuple[str, str], int] = {}
+        basket_time: list[float] = []
+        basket_items: list[set[int]] = []
+        visitor_lines: dict[str, list[tuple]] = {}
+        for visitor, item, order, time, quantity, purchase in lines:
+            c = column[int(item)]
+            first_seen[c] = min(first_seen[c], time)
+            basket = -1
+            if purchase:
+                key = (visitor, order or "line:%d:%s" % (len(basket_time), time))
+                basket = baskets.get(key, -1)
+                if basket < 0:
+                    basket = baskets[key] = len(basket_time)
+                    basket_time.append(time)
+                    basket_items.append(set())
+                basket_time[basket] = min(basket_time[basket], time)
+                basket_items[basket].add(c)
+            visitor_lines.setdefault(visitor, []).append(
+                (int(item), float(time), basket, float(quantity), categories.get(int(item), ""), prices.get(int(item)))
+            )
+        times = np.asarray(basket_time, dtype=np.float64)
+        sizes = np.fromiter((len(s) for s in basket_items), dtype=np.int64, count=len(basket_items))
+        indptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        columns = np.fromiter((c for s in basket_items for c in sorted(s)), dtype=np.int64, count=int(indptr[-1]))
+        pair_baskets = np.repeat(np.arange(len(times)), sizes)
+        origin = float(times.min()) if len(times) else 0.0
+        span = float(times.max() - origin) + 2 * DAY * 366 * 10 if len(times) else 1.0
+        keys = columns * span + (times[pair_baskets] - origin)
+        order = np.argsort(keys, kind="stable")
+        keys, pair_baskets_sorted = keys[order], pair_baskets[order]
+        column_start = np.searchsorted(keys, np.arange(len(item_ids) + 1) * span)
+        return cls(
+            item_ids=item_ids,
+            prices=np.asarray([np.nan if prices.get(int(i)) is None else float(prices[int(i)]) for i in item_ids]),
+            categories=np.asarray([categories.get(int(i), "") for i in item_ids], dtype=object),
+            first_seen=first_seen,
+            basket_times=times,
+            basket_indptr=indptr,
+            basket_columns=columns,
+            pair_keys=keys,
+            pair_baskets=pair_baskets_sorted,
+            column_start=column_start,
+            visitor_lines=visitor_lines,
+            origin=origin,
+            span=span,
+        )
+
+    def columns_of(self, items: Sequence[int]) -> np.ndarray:
+        items = np.asarray(items, dtype=np.int64)
+        where = np.minimum(np.searchsorted(self.item_ids, items), max(len(self.item_ids) - 1, 0))
+        if len(items) and not np.array_equal(self.item_ids[where], items):
+            raise KeyError("item(s) not in the event log: %s" % items[self.item_ids[where] != items][:5].tolist())
+        return where
+
+    def history(self, visitor: str, at: float) -> VisitorHistory:
+        return VisitorHistory.from_lines(at, self.visitor_lines.get(visitor, ()))
+
+    def _before(self, columns: np.ndarray, at: float) -> np.ndarray:
+        """Index (into the pair arrays) of the first pair of each column at or after ``at``."""
+        return np.searchsorted(self.pair_keys, columns * self.span + (at - self.origin), side="left")
+
+    def popularity(self, columns: np.ndarray, at: float, days: float) -> np.ndarray:
+        """Baskets holding each item with a time in ``[at - days, at)``."""
+        return (self._before(columns, at) - self._before(columns, at - days * DAY)).astype(np.float64)
+
+    def popular(self, at: float, limit: int, days: float = POPULAR_WINDOW_DAYS) -> list[tuple[int, float]]:
+        """The most popular items over the window before ``at`` (cached per day), ties by lower id."""
+        key = (int(at // DAY), limit, days)
+        cached = self.popular_cache.get(key)
+        if cached is None:
+            columns = np.arange(len(self.item_ids))
+            counts = self.popularity(columns, at, days)
+            order = np.lexsort((self.item_ids, -counts))[:limit]
+            cached = self.popular_cache[key] = [
+                (int(self.item_ids[c]), float(counts[c])) for c in order if counts[c] > 0
+            ]
+        return cached
+
+    def co_purchase_scores(
+        self, seeds: Sequence[int], at: float, per_item: int = CO_PURCHASE_ORDERS_PER_ITEM
+    ) -> tuple[np.ndarray, float]:
+        """Per item column: orders holding it among each seed's latest ``per_item`` orders before ``at``, summed over seeds.
+
+        Returns the scores (seeds included, they count the other seeds) and how many orders were read.
+        """
+        scores = np.zeros(len(self.item_ids))
+        if not len(seeds):
+            return scores, 0.0
+        seed_columns = self.columns_of(seeds)
+        ends = self._before(seed_columns, at)
+        starts = np.maximum(self.column_start[seed_columns], ends - per_item)
+        picked = (
+            np.concatenate([self.pair_baskets[s:e] for s, e in zip(starts, ends, strict=True)])
+            if len(seed_columns)
+            else np.zeros(0, dtype=np.int64)
+        )
+        if not len(picked):
+            return scores, 0.0
+        # an order read for two seeds weighs 2: the count is summed over seeds, as in the SQL
+        lengths = self.basket_indptr[picked + 1] - self.basket_indptr[picked]
+        offsets = np.repeat(self.basket_indptr[picked], lengths) + (
+            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        scores += np.bincount(self.basket_columns[offsets], minlength=len(self.item_ids))
+        return scores, float(len(picked))
+
+    def co_purchases(self, seeds: Sequence[int], at: float) -> tuple[dict[int, float], float]:
+        """``SignalSource.co_purchases`` from memory: {item id: score} (score > 0) and the orders read."""
+        scores, orders = self.co_purchase_scores(seeds, at)
+        found = np.flatnonzero(scores)
+        return {int(self.item_ids[c]): float(scores[c]) for c in found}, orders
+
+    def item_signals(
+        self, items: np.ndarray, at: float
+    ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """``SignalSource.item_signals`` from memory: popularity per window, first seen (NaN), price, category
+        (0, NaN, NaN and "" for an item without events)."""
+        items = np.asarray(items, dtype=np.int64)
+        columns = np.minimum(np.searchsorted(self.item_ids, items), max(len(self.item_ids) - 1, 0))
+        known = self.item_ids[columns] == items if len(self.item_ids) else np.zeros(len(items), dtype=bool)
+        first_seen = np.where(known, self.first_seen[columns], np.inf)
+        popularity = {days: np.where(known, self.popularity(columns, at, days), 0.0) for days in POPULARITY_WINDOWS}
+        return (
+            popularity,
+            np.where(first_seen < at, first_seen, np.nan),
+            np.where(known, self.prices[columns], np.nan),
+            np.where(known, self.categories[columns], ""),
+        )
+
+    def candidates_at(
+        self,
+        visitor: str,
+        at: float,
+        *,
+        factors: ItemFactors | None = None,
+        limit: int = 200,
+    ) -> tuple[Candidates, VisitorHistory, ItemSignals]:
+        return candidates_at(self, self.history(visitor, at), factors=factors, limit=limit)
+
+    def visitor_item_counts(self, before: float) -> tuple[list[str], list[tuple[int, int, float]]]:
+        """Visitors and their ``(visitor row, item column, orders holding it)`` before ``before``: the matrix
+        factorisation's input."""
+        visitors = sorted(self.visitor_lines)
+        entries = []
+        for row, visitor in enumerate(visitors):
+            held: dict[int, set[int]] = {}
+            for item, time, basket, *_ in self.visitor_lines[visitor]:
+                if basket >= 0 and time < before:
+                    held.setdefault(item, set()).add(basket)
+            entries += [(row, int(self.columns_of([item])[0]), float(len(baskets))) for item, baskets in held.items()]
+        return visitors, entries
+
+
+def _last_basket(history: VisitorHistory) -> int:
+    """The visitor's latest order (by its first line's time, then the larger id); -2 when none."""
+    purchases = history.purchases
+    if not purchases.any():
+        return -2
+    baskets, times = history.baskets[purchases], history.times[purchases]
+    first = {}
+    for basket, time in zip(baskets.tolist(), times.tolist(), strict=True):
+        first[basket] = min(first.get(basket, time), time)
+    return max(first, key=lambda basket: (first[basket], basket))
+
+
+@dataclass
+class ItemFactors:
+    """Implicit-feedback matrix factorisation (ALS) item factors; a visitor's vector is solved from their orders.
+
+    ``score = visitor vector . item factor``, the visitor vector being the least-squares solution
+    with the items fixed (Hu, Koren and Volinsky 2008): confidence ``alpha * orders`` per item they
+    bought, ``regularization`` the ridge term. It reads only the history it is given.
+    """
+
+    item_ids: np.ndarray  # sorted
+    factors: np.ndarray  # one row per item id
+    regularization: float
+    alpha: float
+    _gram: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def gram(self) -> np.ndarray:
+        if self._gram is None:
+            self._gram = self.factors.T @ self.factors
+        return self._gram
+
+    def visitor_vector(self, items: np.ndarray, orders: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self.item_ids, items) if len(self.item_ids) else np.zeros(0, dtype=np.int64)
+        known = (rows < len(self.item_ids)) & (self.item_ids[np.minimum(rows, max(len(self.item_ids) - 1, 0))] == items)
+        rows, confidence = rows[known], self.alpha * orders[known]
+        width = self.factors.shape[1]
+        if not len(rows):
+            return np.zeros(width)
+        y = self.factors[rows].astype(np.float64)
+        a = self.gram + self.regularization * np.eye(width) + (y.T * (confidence - 1.0)) @ y
+        b = (y * confidence[:, None]).sum(axis=0)
+        return np.linalg.solve(a, b)
+
+    def scores_for_stats(self, stats: RepeatStats) -> np.ndarray:
+        """Every factor item's score (aligned with ``item_ids``) for the visitor of ``stats``."""
+        return self.factors @ self.visitor_vector(stats.items, stats.orders)
+
+    def scores_of(self, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``scores`` (from ``scores_for_stats``) of ``items``, NaN for items without factors."""
+        if not len(self.item_ids):
+            return np.full(len(items), np.nan)
+        rows = np.minimum(np.searchsorted(self.item_ids, items), len(self.item_ids) - 1)
+        return np.where(self.item_ids[rows] == items, scores[rows], np.nan)
+
+
+# ---------------------------------------------------------------- candidates and signals, from any source
+
+
+class SignalSource(Protocol):
+    """Where the global signals come from: an ``EventLog`` in memory, or the database when serving.
+
+    Every method reads events strictly before ``at`` only.
+    """
+
+    def co_purchases(self, seeds: Sequence[int], at: float) -> tuple[dict[int, float], float]:
+        """{item id: orders holding it among each seed's latest ``CO_PURCHASE_ORDERS_PER_ITEM`` orders,
+        summed over seeds} (seeds included; only items above 0) and the number of orders read."""
+
+    def popular(self, at: float, limit: int) -> list[tuple[int, float]]:
+        """The items in most orders over the last ``POPULAR_WINDOW_DAYS``, best first, ties by lower id."""
+
+    def item_signals(
+        self, items: np.ndarray, at: float
+    ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+        """For ``items``: {window days: orders holding it}, first event time (NaN: none), price, category."""
+
+
+#: How many popular items the popular source offers.
+POPULAR_CANDIDATES = 50
+
+
+def candidates_at(
+    source: SignalSource,
+    history: VisitorHistory,
+    *,
+    factors: ItemFactors | None = None,
+    limit: int = 200,
+) -> tuple[Candidates, VisitorHistory, ItemSignals]:
+    """The visitor's candidates from every source and their item signals, as of ``history.at``."""
+    at = history.at
+    stats = repeat_stats(history)
+    ranked = stats.ranked()
+    bought = set(stats.items.tolist())
+    seed_scores, seed_orders = source.co_purchases(stats.items[ranked[:CO_PURCHASE_SEEDS]].tolist(), at)
+    last_items = np.unique(history.items[history.purchases & (history.baskets == _last_basket(history))])
+    last_scores, _ = source.co_purchases(last_items.tolist(), at)
+    als = factors.scores_for_stats(stats) if factors is not None else None
+    lists = {
+        "repeat": [(int(stats.items[i]), float(stats.score[i])) for i in ranked],
+        "co_purchase": _best(seed_scores, bought, limit),
+        "als": _best(dict(zip(factors.item_ids.tolist(), als.tolist(), strict=True)), bought, limit)
+        if als is not None
+        else [],
+        "popular": source.popular(at, POPULAR_CANDIDATES),
+    }
+    candidates = gather_candidates(lists, limit=limit)
+    items = candidates.items.tolist()
+    popularity, first_seen, price, category = source.item_signals(candidates.items, at)
+    signals = ItemSignals(
+        popularity=popularity,
+        first_seen=first_seen,
+        price=price,
+        category=category,
+        co_purchase=np.asarray([seed_scores.get(i, 0.0) for i in items], dtype=np.float64),
+        co_purchase_last=np.asarray([last_scores.get(i, 0.0) for i in items], dtype=np.float64),
+        als=factors.scores_of(candidates.items, als) if als is not None else np.full(len(items), np.nan),
+        seed_orders=seed_orders,
+    )
+    return candidates, history, signals
+
+
+def _best(scores: Mapping[int, float], bought: set, limit: int) -> list[tuple[int, float]]:
+    """The best-scored items not bought (finite scores), ties by lower id."""
+    ranked = sorted(((-score, item) for item, score in scores.items() if item not in bought and np.isfinite(score)))
+    return [(item, -negative) for negative, item in ranked[:limit]]
+
+
+# ---------------------------------------------------------------- training examples
+
+
+@dataclass
+class LabelPoint:
+    """One training query: the visitor at the time of one of their orders, labelled by its items."""
+
+    visitor: str
+    at: float
+    items: frozenset
+
+
+def label_points(log: EventLog, *, since: float, until: float = np.inf) -> list[LabelPoint]:
+    """Every order placed in ``[since, until)`` by a visitor with an earlier order: one query each."""
+    points = []
+    for visitor in sorted(log.visitor_lines):
+        baskets: dict[int, tuple[float, set]] = {}
+        for item, time, basket, *_ in log.visitor_lines[visitor]:
+            if basket >= 0:
+                at, items = baskets.setdefault(basket, (time, set()))
+                baskets[basket] = (min(at, time), items)
+                items.add(item)
+        if not baskets:
+            continue
+        first = min(at for at, _ in baskets.values())
+        for _, (at, items) in sorted(baskets.items(), key=lambda pair: (pair[1][0], pair[0])):
+            if since <= at < until and at > first:
+                points.append(LabelPoint(visitor, at, frozenset(items)))
+    return points
+
+
+def query_rows(
+    log: EventLog,
+    point: LabelPoint,
+    *,
+    factors: ItemFactors | None = None,
+    limit: int = 200,
+) -> tuple[np.ndarray, np.ndarray, Candidates]:
+    """Features, 0/1 labels and candidates of one label point (features from events before its time only)."""
+    candidates, history, signals = log.candidates_at(point.visitor, point.at, factors=factors, limit=limit)
+    labels = np.fromiter(
+        (item in point.items for item in candidates.items.tolist()), dtype=np.float64, count=len(candidates)
+    )
+    return feature_matrix(candidates, history, signals), labels, candidates
+
+
+def in_validation(visitor: str, share: float, seed: int = 0) -> bool:
+    """A stable pseudo-random split of visitors (the same visitor always lands on the same side)."""
+    import hashlib
+
+    digest = hashlib.sha256(("%d:%s" % (seed, visitor)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def fusion_scores(
+    candidates: Candidates, history: VisitorHistory, weights: Mapping[str, float] | None = None, constant: float = 60.0
+) -> np.ndarray:
+    """Today's "for you" order on the same candidates: reciprocal rank fusion of the repeat and co-purchase
+    lists (``FOR_YOU_WEIGHTS`` defaults; the embedding list is not part of the candidates)."""
+    weights = weights or {"repeat": 1.25, "co_purchase": 1.0}
+    scores = np.zeros(len(candidates))
+    for source, weight in weights.items():
+        ranks = candidates.ranks[source]
+        scores += np.where(np.isnan(ranks), 0.0, weight / (constant + np.nan_to_num(ranks, nan=1.0)))
+    return scores
+
+
+def ordered(candidates: Candidates, scores: np.ndarray) -> np.ndarray:
+    """Candidate item ids by score, best first, ties by lower id."""
+    return candidates.items[np.lexsort((candidates.items, -np.asarray(scores, dtype=np.float64)))]

@@ -1,0 +1,122 @@
+"""The learned ranker's pure part: candidates, point-in-time features, the LightGBM artefact."""
+
+import numpy as np
+import pytest
+
+from ragrec_django.ranking import learned
+from ragrec_django.ranking.learned import DAY, EventLog, ItemFactors, VisitorHistory, feature_matrix, gather_candidates
+
+T0 = 1_700_000_000.0
+
+
+def _lines():
+    """Three shoppers over 40 days; item 1 and 2 often together, 3 and 4 together, 5 once."""
+    lines = []
+    for day, visitor, items in [
+        (0, "a", [1, 2]),
+        (5, "a", [1, 3]),
+        (10, "b", [1, 2, 5]),
+        (12, "c", [3, 4]),
+        (20, "a", [1, 2]),
+        (25, "b", [2, 4]),
+        (30, "c", [3, 4, 1]),
+        (35, "a", [4]),
+        (40, "b", [1, 2, 3]),
+    ]:
+        for item in items:
+            lines.append((visitor, item, "%s-%d" % (visitor, day), T0 + day * DAY, 2, True))
+    return lines
+
+
+def test_repeat_stats_by_orders_since():
+    history = VisitorHistory.from_lines(
+        T0 + 50 * DAY,
+        [
+            (1, T0, 0, 1, "", None),
+            (2, T0, 0, 1, "", None),
+            (1, T0 + DAY, 1, 3, "", None),
+            (3, T0 + 2 * DAY, 2, 1, "", None),
+        ],
+    )
+    stats = learned.repeat_stats(history)
+    assert stats.items.tolist() == [1, 2, 3]
+    # item 1 in orders 1 and 2 ago, item 2 two ago, item 3 in the latest order
+    assert stats.score == pytest.approx([0.5 ** (1 / 3) + 0.5 ** (2 / 3), 0.5 ** (2 / 3), 1.0])
+    assert stats.orders.tolist() == [2, 1, 1]
+    assert stats.orders_since.tolist() == [1, 2, 0]
+    assert stats.quantity.tolist() == [4, 1, 1]
+    assert [stats.items[i] for i in stats.ranked()] == [1, 3, 2]
+
+
+def test_gather_candidates_quotas_and_ranks():
+    lists = {
+        "repeat": [(1, 3.0), (2, 2.0), (3, 1.0)],
+        "co_purchase": [(4, 5.0), (2, 4.0)],
+        "popular": [(5, 9.0), (1, 8.0)],
+    }
+    candidates = gather_candidates(lists, limit=10, quotas={"repeat": 2, "co_purchase": 2, "als": 0, "popular": 2})
+    assert candidates.items.tolist() == [1, 2, 4, 5]
+    assert candidates.ranks["repeat"].tolist()[:2] == [1, 2]
+    assert candidates.ranks["co_purchase"][1] == 2  # item 2 is co-purchase's second as well
+    assert candidates.ranks["popular"][0] == 2 and np.isnan(candidates.ranks["als"]).all()
+    assert candidates.source_of(2) == "co_purchase"
+
+
+def test_features_for_time_t_never_read_an_event_after_t():
+    lines = _lines()
+    at = T0 + 26 * DAY
+    before = [line for line in lines if line[3] < at]
+    after = [("d", 9, "late", at + DAY, 1, True), ("a", 5, "late-a", at + 2 * DAY, 1, True)]
+    factors = ItemFactors(np.arange(1, 10), np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32), 0.1, 1.0)
+    full = EventLog.build(lines + after)
+    past = EventLog.build(before + [("d", 9, "x", at + 30 * DAY, 1, False)])  # item 9 known to both logs
+    for visitor in ("a", "b", "c"):
+        got, want = full.candidates_at(visitor, at, factors=factors), past.candidates_at(visitor, at, factors=factors)
+        assert got[0].items.tolist() == want[0].items.tolist()
+        np.testing.assert_array_equal(feature_matrix(*got), feature_matrix(*want))
+        assert feature_matrix(*got).shape == (len(got[0]), len(learned.FEATURES))
+
+
+def test_co_purchase_counts_each_seed_latest_orders_before_t():
+    log = EventLog.build(_lines())
+    scores, orders = log.co_purchases([1], T0 + 21 * DAY)
+    # orders holding item 1 before day 21: a-0 (1,2), a-5 (1,3), b-10 (1,2,5), a-20 (1,2)
+    assert orders == 4 and scores == {1: 4.0, 2: 3.0, 3: 1.0, 5: 1.0}
+    limited, _ = log.co_purchase_scores(log.item_ids[:1], T0 + 21 * DAY, per_item=2)
+    assert limited[log.columns_of([2])[0]] == 2  # only b-10 and a-20
+
+
+def test_popularity_windows_and_popular_list():
+    log = EventLog.build(_lines())
+    popularity, first_seen, _, _ = log.item_signals(np.array([1, 4, 5]), T0 + 31 * DAY)
+    # orders in [day 24, day 31): b-25 and c-30; in [day 1, day 31) also a-5, b-10, c-12, a-20
+    assert popularity[7].tolist() == [1, 2, 0] and popularity[30].tolist() == [4, 3, 1]
+    assert popularity[365].tolist() == [5, 3, 1]
+    assert first_seen[0] == T0 and first_seen[2] == T0 + 10 * DAY
+    assert log.popular(T0 + 31 * DAY, 3) == [(1, 4.0), (2, 3.0), (3, 3.0)]
+
+
+def test_label_points_follow_an_earlier_order():
+    log = EventLog.build(_lines())
+    points = learned.label_points(log, since=T0 + 20 * DAY)
+    assert [(p.visitor, (p.at - T0) / DAY) for p in points] == [("a", 20), ("a", 35), ("b", 25), ("b", 40), ("c", 30)]
+    assert points[0].items == frozenset({1, 2})
+    features, labels, candidates = learned.query_rows(log, points[0])
+    assert labels.sum() == len({1, 2} & set(candidates.items.tolist())) > 0
+
+
+def test_item_factors_solve_the_visitor_vector_like_implicit():
+    implicit = pytest.importorskip("implicit")
+    from scipy.sparse import csr_matrix
+
+    from ragrec_django.ml.ranker import train_item_factors
+
+    rng = np.random.default_rng(0)
+    entries = [(u, i, float(rng.integers(1, 4))) for u in range(30) for i in rng.choice(12, 4, replace=False)]
+    factors = train_item_factors(30, list(range(12)), entries, factors=4, iterations=3, alpha=2.0)
+    model = implicit.als.AlternatingLeastSquares(factors=4, regularization=0.05, alpha=2.0, random_state=0)
+    model.item_factors = factors.factors
+    row = csr_matrix(([2.0, 1.0], ([0, 0], [3, 7])), shape=(1, 12))
+    expected = model.recalculate_user(0, row)
+    got = factors.visitor_vector(np.array([3, 7]), np.array([2.0, 1.0]))
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
