@@ -54,7 +54,7 @@ def wait_until_serving(port: int, process: subprocess.Popen, timeout: float = 18
     while time.monotonic() < deadline and process.poll() is None:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                connection.sendall(b"HEAD / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                connection.sendall(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
                 if connection.recv(5) == b"HTTP/":
                     return True
         except OSError:
