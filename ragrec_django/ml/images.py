@@ -512,24 +512,27 @@ def _high_depth_to_grey(image: Image.Image) -> Image.Image:
     Values above 255 (and every 16-bit image) are divided by 257; a float image
     whose values stay within [0, 1] is multiplied by 255; the rest is clipped.
     """
-    peak = max(float(image.getextrema()[1]), 0.0)
-    if image.mode.startswith("I;16") or peak > 255:
-        scale = 1 / 257.0
-    elif image.mode == "F" and peak <= 1.0:
-        scale = 255.0
-    else:
-        scale = 1.0
-    width, height = image.size
+    peak = max((band.max(initial=0) for _, band in _float_bands(image)), default=0)
+    divide = image.mode.startswith("I;16") or peak > 255
+    multiply = not divide and image.mode == "F" and peak <= 1.0
     grey = Image.new("L", image.size)
-    rows = max(1, GREY_BAND_PIXELS // width)
-    for top in range(0, height, rows):
-        band = np.array(image.crop((0, top, width, min(height, top + rows))), dtype=np.float32)
-        if scale != 1.0:
-            band *= scale
+    for top, band in _float_bands(image):
+        if divide:
+            band /= 257.0
+        elif multiply:
+            band *= 255.0
         np.rint(band, out=band)
         np.clip(band, 0, 255, out=band)
         grey.paste(Image.fromarray(band.astype(np.uint8)), (0, top))
     return grey
+
+
+def _float_bands(image: Image.Image) -> Iterator[tuple[int, np.ndarray]]:
+    """(top row, float32 copy) of successive bands of about ``GREY_BAND_PIXELS`` pixels."""
+    width, height = image.size
+    rows = max(1, GREY_BAND_PIXELS // width)
+    for top in range(0, height, rows):
+        yield top, np.array(image.crop((0, top, width, min(height, top + rows))), dtype=np.float32)
 
 
 def _needs_rgba(image: Image.Image) -> bool:

@@ -1,9 +1,15 @@
+import io
+
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
+from ragrec_django.ml import images as images_module
 from ragrec_django.ml.images import (
+    MAX_DECODE_BYTES,
+    MAX_IMAGE_ASPECT,
+    MAX_IMAGE_SIDE,
     ImageDecodeError,
     ImagePolicy,
     Preprocessing,
@@ -13,7 +19,7 @@ from ragrec_django.ml.images import (
     normalize,
 )
 
-from .samples import encode
+from .samples import encode, noise, photo_like
 
 POLICY = ImagePolicy.build()
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -142,8 +148,12 @@ def test_squash_preprocessing_matches_open_clip_transform():
     image = Image.fromarray(np.random.default_rng(3).integers(0, 256, (90, 160, 3), dtype=np.uint8))
     cfg = {"size": (64, 64), "mean": 0.5, "std": 0.5, "resize_mode": "squash", "interpolation": "bilinear"}
     preprocessing = Preprocessing.from_open_clip(cfg)
-    ours = normalize(torch.from_numpy(load_pixels(encode(image, "PNG"), POLICY, preprocessing)).permute(2, 0, 1)[None], preprocessing)
-    reference = image_transform(64, is_train=False, mean=0.5, std=0.5, resize_mode="squash", interpolation="bilinear")(image)
+    ours = normalize(
+        torch.from_numpy(load_pixels(encode(image, "PNG"), POLICY, preprocessing)).permute(2, 0, 1)[None], preprocessing
+    )
+    reference = image_transform(64, is_train=False, mean=0.5, std=0.5, resize_mode="squash", interpolation="bilinear")(
+        image
+    )
     torch.testing.assert_close(ours[0], reference, atol=1e-5, rtol=0)
 
 
@@ -161,7 +171,9 @@ def test_batches_report_bad_images_by_index_and_keep_the_rest(samples):
     assert sorted(errors) == [1, 3, 4]
     assert "truncated" in errors[3] and "too many pixels" in errors[4]
     assert batches[0].pixels.shape == (2, 3, 32, 32) and batches[0].pixels.dtype == torch.float32
-    alone = normalize(torch.from_numpy(load_pixels(samples.rgba_png, POLICY, preprocessing)).permute(2, 0, 1)[None], preprocessing)
+    alone = normalize(
+        torch.from_numpy(load_pixels(samples.rgba_png, POLICY, preprocessing)).permute(2, 0, 1)[None], preprocessing
+    )
     torch.testing.assert_close(batches[0].pixels[1:2], alone)
 
 
@@ -174,3 +186,116 @@ def test_batch_of_only_bad_images_has_no_pixels(samples):
 def test_jpeg_bytes_are_decoded_from_memoryview_and_bytearray(samples):
     assert decode_image(memoryview(samples.red_blue_jpeg), POLICY).size == (40, 20)
     assert decode_image(bytearray(samples.red_blue_jpeg), POLICY).size == (40, 20)
+
+
+# ---------------------------------------------------------------- shape and memory limits (hostile corpus: tests/hardening)
+
+
+def test_side_and_elongation_limits_are_checked_from_the_header(samples):
+    assert ImagePolicy().max_side == MAX_IMAGE_SIDE == 16_384 and ImagePolicy().max_aspect == MAX_IMAGE_ASPECT == 20
+    assert decode_error(samples.red_blue_jpeg, ImagePolicy.build(max_side=39)) == (
+        "image is 40x20 pixels, a side over the limit of 39"
+    )
+    assert decode_error(samples.red_blue_jpeg, ImagePolicy.build(max_aspect=1.5)) == (
+        "image is 40x20 pixels, more elongated than the limit of 1.5:1"
+    )
+    assert decode_image(samples.red_blue_jpeg, ImagePolicy.build(max_side=40, max_aspect=2)).size == (40, 20)
+    for bad in ({"max_side": 0}, {"max_aspect": 0.5}, {"max_decode_bytes": 0}):
+        with pytest.raises(ValueError):
+            ImagePolicy.build(**bad)
+
+
+def test_the_memory_limit_counts_bytes_per_pixel():
+    """Same pixels, different modes: a 16-bit image costs more than an 8-bit one, a float one more again."""
+    grey8 = encode(Image.new("L", (1_000, 1_000)), "PNG")
+    grey16 = encode(Image.fromarray(np.zeros((1_000, 1_000), np.uint16)), "PNG")
+    floats = encode(Image.fromarray(np.zeros((1_000, 1_000), np.float32)), "TIFF")
+    costs = [
+        images_module.estimated_decode_bytes(Image.open(io.BytesIO(data)), data, (1_000, 1_000))
+        for data in (grey8, grey16, floats)
+    ]
+    assert costs[0] < costs[1] < costs[2]
+    tight = ImagePolicy.build(max_decode_bytes=costs[1])
+    assert decode_image(grey16, tight).size == (1_000, 1_000)
+    assert "of memory, over the limit of" in decode_error(floats, tight)
+    assert ImagePolicy().max_decode_bytes == MAX_DECODE_BYTES == 128 * 1024 * 1024
+
+
+def reference_pixels(data: bytes, size: int = 224) -> np.ndarray:
+    """The documented transform done the obvious way: whole image, EXIF rotation, 8 bits, RGB, resize, crop."""
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    if image.mode in ("I;16", "I", "F"):
+        values = np.asarray(image).astype(np.float32)
+        if image.mode == "I;16" or values.max(initial=0) > 255:
+            values /= 257.0
+        elif image.mode == "F" and values.max(initial=0) <= 1.0:
+            values *= 255.0
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    image = image.convert("RGB")
+    width, height = image.size
+    new_size = (size, int(size * height / width)) if width <= height else (int(size * width / height), size)
+    image = image.resize(new_size, Image.Resampling.BICUBIC)
+    left, top = round((new_size[0] - size) / 2.0), round((new_size[1] - size) / 2.0)
+    return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+def _odd_images():
+    base = noise((300, 180), seed=4)
+    alpha = Image.fromarray(np.random.default_rng(5).integers(0, 256, (180, 300), dtype=np.uint8))
+    rgba = base.convert("RGBA")
+    rgba.putalpha(alpha)
+    grey = np.asarray(base.convert("L"))
+    yield "rgba_png", encode(rgba, "PNG")
+    yield "la_png", encode(rgba.convert("LA"), "PNG")
+    yield "palette_transparent_png", encode(base.convert("P"), "PNG", transparency=3)
+    yield "bilevel_png", encode(base.convert("1"), "PNG")
+    yield "png16", encode(Image.fromarray(grey.astype(np.uint16) * 200), "PNG")
+    yield "int32_tiff", encode(Image.fromarray(grey.astype(np.int32) * 3), "TIFF")
+    yield "float_tiff_0_1", encode(Image.fromarray(grey.astype(np.float32) / 255), "TIFF")
+    yield "float_tiff_wide", encode(Image.fromarray(grey.astype(np.float32) * 3 - 100), "TIFF")
+    yield "cmyk_jpeg", encode(base.convert("CMYK"), "JPEG")
+    yield "webp_rgba", encode(rgba, "WEBP")
+    for orientation in range(1, 9):
+        tags = Image.Exif()
+        tags[0x0112] = orientation
+        yield "jpeg_exif_%d" % orientation, encode(base, "JPEG", exif=tags.tobytes())
+        yield "rgba_png_exif_%d" % orientation, encode(rgba, "PNG", exif=tags.tobytes())
+
+
+@pytest.mark.parametrize("name, data", list(_odd_images()))
+def test_flattening_and_rotation_before_resizing_change_no_pixel(name, data):
+    """load_pixels flattens before it rotates and scales 16-bit/float images in bands: the same pixels."""
+    preprocessing = Preprocessing.from_open_clip({"size": 224, "mean": CLIP_MEAN, "std": CLIP_STD})
+    np.testing.assert_array_equal(load_pixels(data, POLICY, preprocessing), reference_pixels(data), err_msg=name)
+
+
+@pytest.mark.parametrize("size", [(1_000, 900), (2_000, 1_500), (4_000, 3_000), (1_200, 4_000)])
+def test_large_jpegs_decoded_at_reduced_scale_stay_within_tolerance(size, tiny_clip_options):
+    """Photographs at least 4x the model input are decoded at 1/2-1/8 DCT scale (keeping 2x the input).
+
+    Measured on these photo-like JPEGs: at most 2 levels (of 255) from the full-size decode, 0.2 on average,
+    and a tiny-CLIP cosine above 0.99999. The bounds below leave room for other libjpeg builds.
+    """
+    from ragrec_django.ml.clip import OpenClipEncoder
+
+    data = encode(photo_like(size, seed=size[0]), "JPEG", quality=90)
+    preprocessing = Preprocessing.from_open_clip({"size": 224, "mean": CLIP_MEAN, "std": CLIP_STD})
+    difference = np.abs(load_pixels(data, POLICY, preprocessing).astype(int) - reference_pixels(data))
+    assert difference.max() <= 4 and difference.mean() <= 0.5, (difference.max(), difference.mean())
+
+    tiny = OpenClipEncoder(**tiny_clip_options, device="cpu")  # 32 px input: reduced from 128 px up
+    vectors = tiny.encode_images([data, encode(Image.fromarray(reference_pixels(data, 32)), "PNG")]).vectors
+    assert float(vectors[0] @ vectors[1]) >= 0.9999
+
+
+def test_a_jpeg_too_large_for_nvjpeg_is_decoded_on_the_cpu_at_reduced_scale():
+    preprocessing = Preprocessing.from_open_clip({"size": 32, "mean": CLIP_MEAN, "std": CLIP_STD})
+    data = encode(photo_like((400, 300)), "JPEG")
+    assert images_module._prepare_for_gpu(data, POLICY, preprocessing) is images_module._GPU_JPEG
+    small_budget = ImagePolicy.build(max_decode_bytes=400 * 300 * images_module.NVJPEG_BYTES_PER_PIXEL - 1)
+    pixels = images_module._prepare_for_gpu(data, small_budget, preprocessing)
+    assert isinstance(pixels, np.ndarray) and pixels.shape == (32, 32, 3)
