@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py [--items 100000] [--seconds 60] [--clients 1,4,16,64]
                                     [--cases similar,search,for-you] [--busy] [--precision fp32|bf16]
                                     [--image-model vit-b-32|lit] [--query-threads 1|default]
-                                    [--workers N] [--max-active N] [--max-waiting N]
+                                    [--workers N] [--max-active N] [--max-waiting N] [--server gunicorn|runserver]
                                     [--db-name ragrec_bench_serve] [--keep-db] [--json out.json]
 
 What it does:
@@ -18,7 +18,8 @@ What it does:
    ``shop_demo/gunicorn.conf.py``, ``shop_demo.wsgi``) on a free port of 127.0.0.1, with the demo's
    settings plus the benchmark's encoders (``serve_load_settings.py``: the real bundled MiniLM and a
    CLIP ViT-B-32 text tower with random weights, the same cost as trained ones, on the CPU in
-   ``--precision``), ``DEBUG`` off and API throttling off;
+   ``--precision``), ``DEBUG`` off and API throttling off (``--server runserver``: Django's development
+   server instead, as the demo served before, for comparison);
 3. with ``--busy``, starts an unrelated CPU-bound process (a Python busy loop) pinned to one core for
    the whole measurement, as another program on the machine would be;
 4. for each case and each number of clients: a short warm-up, then ``--seconds`` of closed-loop
@@ -95,6 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: the demo's, per core)")
     parser.add_argument("--max-active", type=int, default=None, help="SHOP_DEMO_MAX_ACTIVE (default: the demo's, 2)")
     parser.add_argument("--max-waiting", type=int, default=None, help="SHOP_DEMO_MAX_WAITING (default: the demo's, 12)")
+    parser.add_argument(
+        "--server",
+        default="gunicorn",
+        choices=("gunicorn", "runserver"),
+        help="gunicorn as ./dev demo serves (default), or Django's runserver, for comparison",
+    )
     parser.add_argument("--shoppers", type=int, default=500, help="signed-in shoppers with a history (default 500)")
     parser.add_argument("--db-name", default="ragrec_bench_serve", help="scratch database (dropped at the end)")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database and reuse its catalogue")
@@ -265,12 +272,26 @@ def start_server(args, processes: ProcessGroup, url: str, ragrec: dict) -> tuple
         env["SHOP_DEMO_MAX_ACTIVE"] = str(args.max_active)
     if args.max_waiting is not None:
         env["SHOP_DEMO_MAX_WAITING"] = str(args.max_waiting)
-    server = processes.start("gunicorn", run_demo.server_command(port), env)
+    if args.server == "runserver":
+        command = [sys.executable, "manage.py", "runserver", "127.0.0.1:%d" % port, "--noreload", "--skip-checks"]
+    else:
+        command = run_demo.server_command(port)
+    server = processes.start(args.server, command, env)
     deadline = time.monotonic() + 600
     while not run_demo.wait_until_serving(port, server, timeout=2):
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("gunicorn did not serve:\n%s" % Path(server.log_path).read_text()[-5000:])
     return port, server
+
+
+def server_description(args, server: subprocess.Popen) -> str:
+    if args.server == "runserver":
+        return "manage.py runserver (one process, a thread per connection)"
+    limits = [("max active", args.max_active), ("max waiting", args.max_waiting)]
+    return "%d gthread workers, shop_demo/gunicorn.conf.py%s" % (
+        len(psutil.Process(server.pid).children()),
+        "".join(", %s %s" % (name, value) for name, value in limits if value is not None),
+    )
 
 
 def start_busy_process(processes: ProcessGroup) -> tuple[subprocess.Popen, int]:
@@ -309,16 +330,20 @@ class Requests:
         return "/api/recommend/search/?k=%d&q=%s" % (K, query_text.replace(" ", "+")), {}
 
 
-def closed_loop(port: int, requests: Requests, clients: int, seconds: float) -> dict:
-    """``clients`` connections, each sending its next request when the last one is answered, for ``seconds``."""
+def closed_loop(port: int, requests: Requests, clients: int, seconds: float, *, warm_up: bool = False) -> dict:
+    """``clients`` connections, each sending its next request when the last one is answered, for ``seconds``.
+
+    ``warm_up``: each connection also waits for at least one answer (a server that loads its models on
+    the first request, as runserver does, loads them here).
+    """
     ok, refused, errors = [], [], {}
     lock = threading.Lock()
     started = time.perf_counter()
     deadline = started + seconds
 
     def client():
-        connection = None
-        while time.perf_counter() < deadline:
+        connection, answers = None, 0
+        while time.perf_counter() < deadline or (warm_up and not answers):
             path, headers = requests.next()
             sent = time.perf_counter()
             status, retry_after = None, None
@@ -341,6 +366,7 @@ def closed_loop(port: int, requests: Requests, clients: int, seconds: float) -> 
                 connection.close()
                 connection = None
             elapsed = time.perf_counter() - sent
+            answers += status is not None
             with lock:
                 if kind is not None:
                     errors[kind] = errors.get(kind, 0) + 1
@@ -409,7 +435,7 @@ def machine_info() -> dict:
 def print_report(report: dict) -> None:
     config = report["config"]
     print(
-        "\n%s items; gunicorn %s; query threads %s; precision %s, image model %s; busy process: %s"
+        "\n%s items; server: %s; query threads %s; precision %s, image model %s; busy process: %s"
         % (
             config["items"],
             config["server"],
@@ -488,7 +514,6 @@ def run(args) -> dict:
         url = database_url(connection.settings_dict, args.db_name)
         connection.close()
         port, server = start_server(args, processes, url, ragrec)
-        workers = len(psutil.Process(server.pid).children())
         busy, core = start_busy_process(processes) if args.busy else (None, None)
         report["config"] = {
             "items": args.items,
@@ -498,15 +523,7 @@ def run(args) -> dict:
             "query_threads": ragrec["QUERY_THREADS"] or "torch default",
             "precision": args.precision,
             "image_model": args.image_model,
-            "server": "%d gthread workers, shop_demo/gunicorn.conf.py%s"
-            % (
-                workers,
-                "".join(
-                    ", %s %s" % (flag, value)
-                    for flag, value in (("max active", args.max_active), ("max waiting", args.max_waiting))
-                    if value is not None
-                ),
-            ),
+            "server": server_description(args, server),
         }
         report["results"] = []
         log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
@@ -514,7 +531,7 @@ def run(args) -> dict:
             pool = int(args.seconds * 400 * len(args.client_levels)) if case == "search" else 0
             requests = Requests(case, catalogue, sessions, seed=args.seed + 31, queries=max(pool, 1000))
             for clients in args.client_levels:
-                closed_loop(port, requests, clients, args.warmup)
+                closed_loop(port, requests, clients, args.warmup, warm_up=True)
                 row = {"case": case, **closed_loop(port, requests, clients, args.seconds)}
                 report["results"].append(row)
                 log("%s, %d clients: %s" % (case, clients, row))
