@@ -13,6 +13,19 @@ from tests.helpers.workers import redis_broker, start_worker, test_redis_url, wo
 # Nothing a test saves may reach a real broker unless the test asks for one.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
+#: Fixtures that need a PostgreSQL server: pytest-django's database fixtures and the fault tests' own cluster.
+DATABASE_FIXTURES = frozenset(
+    {"db", "transactional_db", "django_db_reset_sequences", "django_db_serialized_rollback", "django_db_setup",
+     "private_pg"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests that need PostgreSQL ``requires_postgres``: ``-m "not requires_postgres"`` runs the rest."""
+    for item in items:
+        if item.get_closest_marker("django_db") or DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.requires_postgres)
+
 
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path_factory):
