@@ -1,4 +1,4 @@
-"""App configuration: registers system checks, the item save hooks and the serving-process set-up."""
+"""App configuration: registers system checks, the item save hooks (``receivers``) and the serving-process set-up."""
 
 from django.apps import AppConfig
 from django.core.exceptions import ImproperlyConfigured
@@ -13,8 +13,8 @@ class RagrecConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the checks)
+        from .receivers import connect_item_hooks
         from .registry import on_request_started
-        from .signals import connect_item_hooks
 
         # Torch threads of a process that serves requests (RAGREC["QUERY_THREADS"]), set on its first request.
         request_started.connect(on_request_started, dispatch_uid="ragrec_django.serving_process")

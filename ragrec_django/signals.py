@@ -1,42 +1,35 @@
-"""Keep embeddings in step with the host's items: re-encode on save, forget on delete."""
+"""Signals ragrec sends, for a host to subscribe to (like ``allauth.account.signals``).
 
-from __future__ import annotations
+Each is sent once the database transaction that made the change commits, so a
+receiver sees the committed rows and never hears of a change that was rolled back::
 
-from django.db import transaction
-from django.db.models.signals import post_delete, post_save
+    from django.dispatch import receiver
+    from ragrec_django.signals import embeddings_updated
 
-from .conf import ragrec_settings
+    @receiver(embeddings_updated)
+    def refresh_cache(sender, space, generation, item_ids, item_keys, **kwargs):
+        ...
 
-DISPATCH_UID = "ragrec_django.item_hooks"
+The item hooks ragrec itself connects (re-encode on save, forget on delete) are in
+``ragrec_django.receivers``.
+"""
 
+from django.dispatch import Signal
 
-def item_saved(sender, instance, raw=False, **kwargs) -> None:
-    """Mirror the item after commit (cheap, in-process) and queue its re-encoding."""
-    if raw:
-        return
-    from .services.encoding import sync_host_items
+#: Vectors of a batch of items were written to a space (``services.encoding.encode_items``, at most
+#: ``WRITE_BATCH`` items per send). ``sender``: the ``Embedding`` model. Arguments: ``space`` (the
+#: space's name), ``generation`` (the ``SpaceGeneration`` written: the active one, or the one being
+#: built by a switch), ``item_ids`` (``Item`` mirror ids) and ``item_keys`` (the host's keys, as
+#: strings), in the same order.
+embeddings_updated = Signal()
 
-    pk = instance.pk
-    transaction.on_commit(lambda: sync_host_items([pk]))
-    if ragrec_settings.AUTO_ENCODE:
-        from .tasks import enqueue_encoding
+#: An approved draft was published (``services.descriptions.publish``). ``sender``: the
+#: ``DescriptionDraft`` model. Arguments: ``draft`` (now ``published``), ``publication`` (the new
+#: current ``PublishedDescription``) and ``user`` (who published it).
+description_published = Signal()
 
-        enqueue_encoding([pk])
-
-
-def item_deleted(sender, instance, **kwargs) -> None:
-    from .adapters import get_adapter
-    from .models import Item
-
-    Item.objects.filter(key=get_adapter().get_key(instance)).delete()
-
-
-def connect_item_hooks() -> None:
-    """Connect the hooks to the configured item model (no-op when none is configured)."""
-    from .adapters import get_adapter
-
-    if not ragrec_settings.ITEM_MODEL:
-        return
-    model = get_adapter().get_item_model()
-    post_save.connect(item_saved, sender=model, dispatch_uid=DISPATCH_UID)
-    post_delete.connect(item_deleted, sender=model, dispatch_uid=DISPATCH_UID)
+#: An earlier published text was made current again (``services.descriptions.rollback``).
+#: ``sender``: the ``PublishedDescription`` model. Arguments: ``publication`` (the new current
+#: ``PublishedDescription``, holding the restored text), ``restored_from`` (the earlier
+#: publication whose text it restores) and ``user`` (who rolled back).
+description_rolled_back = Signal()

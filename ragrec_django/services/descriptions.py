@@ -3,7 +3,9 @@
 Nothing is ever published automatically: ``publish`` needs an approval record
 and is called by a person with the publish permission (the admin enforces
 it). Every step is recorded in ``DescriptionEvent``; every published text is
-kept in ``PublishedDescription`` so any earlier one can be restored.
+kept in ``PublishedDescription`` so any earlier one can be restored. Publishing
+and rolling back send ``signals.description_published`` / ``description_rolled_back``
+after commit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .. import registry, storage
+from .. import registry, signals, storage
 from ..adapters import get_adapter
 from ..conf import ragrec_settings
 from ..exceptions import ReviewError
@@ -245,6 +247,11 @@ def publish(draft: DescriptionDraft, user) -> PublishedDescription:
         draft.status = Status.PUBLISHED
         draft.save(update_fields=["status", "updated_at"])
         _record(draft, Action.PUBLISHED, user, before=draft.current_text, after=draft.text)
+        transaction.on_commit(
+            lambda: signals.description_published.send(
+                sender=DescriptionDraft, draft=draft, publication=publication, user=user
+            )
+        )
     return publication
 
 
@@ -257,6 +264,11 @@ def rollback(publication: PublishedDescription, user) -> PublishedDescription:
         if publication.draft is not None:
             _record(publication.draft, Action.ROLLED_BACK, user, before=previous.text if previous else "", after=publication.text,
                     note="restored the text published at %s" % publication.published_at.isoformat())
+        transaction.on_commit(
+            lambda: signals.description_rolled_back.send(
+                sender=PublishedDescription, publication=restored, restored_from=publication, user=user
+            )
+        )
     return restored
 
 

@@ -3,7 +3,8 @@
 Idempotent: an item whose content hash and encoder version are unchanged is
 skipped. Safe to run twice or concurrently (rows are upserted on
 (generation, item)). A bad image or an item with nothing to encode is
-recorded as a failure for that item and never fails the batch.
+recorded as a failure for that item and never fails the batch. Each batch of
+vectors written is announced with ``signals.embeddings_updated`` after commit.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Count, Q
 
-from .. import registry, storage
+from .. import registry, signals, storage
 from ..adapters import content_hash, get_adapter
 from ..models import Embedding, EncodingFailure, Item, SpaceGeneration
 
@@ -78,6 +80,7 @@ def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, ba
     by_key = sync_host_items(host_pks)
     report.removed = len({str(pk) for pk in host_pks}) - len(by_key)
     item_ids = dict(Item.objects.filter(key__in=list(by_key)).values_list("key", "id"))
+    item_keys = {item_id: key for key, item_id in item_ids.items()}
     existing = dict(
         Embedding.objects.filter(generation=generation, item_id__in=item_ids.values()).values_list("item_id", "content_hash")
     )
@@ -106,12 +109,23 @@ def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, ba
         if ok:
             ids, hashes, vectors = ok
             report.encoded += storage.upsert_embeddings(generation, ids, vectors, hashes)
+            _announce(space_name, generation, ids, item_keys)
         failures.extend(failed)
     if failures:
         storage.record_failures(generation, failures)
         keys = dict(Item.objects.filter(id__in=[f[0] for f in failures]).values_list("id", "key"))
         report.failed.update({keys[item_id]: reason for item_id, _, reason in failures})
     return report
+
+
+def _announce(space_name: str, generation: SpaceGeneration, ids: list[int], item_keys: dict[int, str]) -> None:
+    """Send ``signals.embeddings_updated`` for written vectors once their transaction commits."""
+    keys = [item_keys[item_id] for item_id in ids]
+    transaction.on_commit(
+        lambda: signals.embeddings_updated.send(
+            sender=Embedding, space=space_name, generation=generation, item_ids=list(ids), item_keys=keys
+        )
+    )
 
 
 def _encode_chunk(encoder, modality: str, chunk, batch_size):
