@@ -1,20 +1,22 @@
 """Hostile bytes as photo uploads (4xx with a reason) and as product images (a recorded per-item failure,
 the rest of the batch encoded, the task still returning normally).
 
-The decoder's own unit tests (tests/ml) cover each sample at the PIL level; these tests go through the
-real HTTP endpoint and the real encoding service with the tiny CLIP model, against PostgreSQL.
+The decoder's own unit tests (tests/ml) cover each sample at the PIL level, and test_image_memory.py decodes
+a corpus of hostile images for every allowed format in fresh processes to bound their peak memory; these
+tests go through the real HTTP endpoint, the storefront's photo form and the real encoding service with the
+tiny CLIP model, against PostgreSQL.
 """
 
 from __future__ import annotations
 
 import io
-import resource
 import struct
 import zipfile
 import zlib
 
 import pytest
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from ragrec_django import tasks
@@ -22,6 +24,8 @@ from ragrec_django.models import Embedding, EncodingFailure, Item, SpaceGenerati
 from ragrec_django.services import encoding
 from shop_demo.catalog.models import Category, Product
 from tests.ml.samples import build_samples, png_chunk
+
+from .image_corpus import CASES, png
 
 pytestmark = pytest.mark.django_db
 
@@ -57,6 +61,11 @@ HOSTILE = {
     "html": (b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>", "not a recognised image"),
     "pdf": (SAMPLES.pdf, "not a recognised image"),
     "ppm_not_allowed": (SAMPLES.ppm, "image format PPM is not allowed"),
+    # Within the pixel limit but not the side, elongation or memory limits (see image_corpus.py).
+    "png_4000000x10": (png(4_000_000, 10), "image is 4000000x10 pixels, a side over the limit of 16384"),
+    "jpeg_2100x100": (CASES["jpeg_over_aspect"][0](), "image is 2100x100 pixels, more elongated than the limit"),
+    "webp_canvas_12000x3000": (CASES["webp_canvas_12000x3000"][0](), "of memory, over the limit of 128 MB"),
+    "float_tiff_6000x6000": (CASES["tiff_f_6000x6000_over_memory"][0](), "F TIFF image would take about"),
 }
 
 
@@ -70,23 +79,39 @@ def photo(data: bytes, name: str = "photo.jpg") -> io.BytesIO:
 
 
 def test_hostile_uploads_are_400_with_the_reason(api, catalogue):
+    """Refused from the header, before any pixel is decoded (the memory each decode takes is measured in a
+    fresh process by test_image_memory.py: this test process is too large for its peak to show anything)."""
     url = reverse("ragrec_api:search-photo")
-    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     for name, (data, reason) in HOSTILE.items():
         response = api.post(url, {"image": photo(data)}, format="multipart")
         assert response.status_code == 400, (name, response.content)
         detail = response.json()["detail"]
         assert detail.startswith("The upload is not a usable image: ") and reason in detail, (name, detail)
         assert "<script" not in detail and "<html" not in detail  # the payload is never echoed back
-        # Refused from the header, not after decoding: 2.5 G pixels would take gigabytes.
-        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 512 * 1024, name
+
+
+def test_the_4000000_x_10_png_is_a_400_with_a_message_on_the_api_and_the_storefront(api, client, catalogue):
+    """The reported attack: 5 KB, exactly at the 40 M pixel limit, resized to ~89.6 M x 224 before the centre
+    crop (55 s, ~9 GB). Now the side limit refuses it from its header."""
+    data = HOSTILE["png_4000000x10"][0]
+    response = api.post(reverse("ragrec_api:search-photo"), {"image": photo(data, "strip.png")}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["detail"] == (
+        "The upload is not a usable image: image is 4000000x10 pixels, a side over the limit of 16384"
+    )
+    page = client.post(reverse("catalog:search_photo"), {"image": SimpleUploadedFile("strip.png", data)})
+    assert page.status_code == 400
+    assert "That file is not a photo we can read." in page.content.decode()
+    assert "image is 4000000x10 pixels, a side over the limit of 16384" in page.content.decode()
 
 
 def test_a_real_image_with_a_payload_appended_is_only_used_as_pixels(api, catalogue):
     """A valid PNG or JPEG followed by HTML or a ZIP (a polyglot) decodes as the image it is; the upload is
     never stored or served back, so the trailing bytes go nowhere."""
     for data in (SAMPLES.png_with_html_payload, SAMPLES.jpeg + zip_bytes()):
-        response = api.post(reverse("ragrec_api:search-photo"), {"image": photo(data, "<script>x.html")}, format="multipart")
+        response = api.post(
+            reverse("ragrec_api:search-photo"), {"image": photo(data, "<script>x.html")}, format="multipart"
+        )
         assert response.status_code == 200
         assert b"<script" not in response.content and b"PK\x03\x04" not in response.content
         assert response.json()["recommender"] == "photo" and response.json()["results"]
@@ -110,8 +135,14 @@ def products_with_images(db, ragrec_encoders):
     category = Category.objects.create(name="Mugs", slug="mugs")
 
     def make(title: str, data: bytes | None) -> Product:
-        product = Product(title=title, slug=title.lower().replace(" ", "-").replace("_", "-"), category=category,
-                          price="9.00", stock=1, description="%s, a mug." % title)
+        product = Product(
+            title=title,
+            slug=title.lower().replace(" ", "-").replace("_", "-"),
+            category=category,
+            price="9.00",
+            stock=1,
+            description="%s, a mug." % title,
+        )
         if data is not None:
             product.image.save(product.slug + ".jpg", ContentFile(data), save=False)
         product.save()
@@ -141,7 +172,8 @@ def test_bad_product_images_are_recorded_per_item_and_the_rest_is_encoded(produc
 
     generation = SpaceGeneration.objects.get(space="image")
     assert set(Embedding.objects.filter(generation=generation).values_list("item__key", flat=True)) == {
-        str(p.pk) for p in good}
+        str(p.pk) for p in good
+    }
     recorded = dict(EncodingFailure.objects.filter(generation=generation).values_list("item__key", "reason"))
     assert recorded == report.failed  # each failure is in the database with its reason, for the admin/coverage
 
