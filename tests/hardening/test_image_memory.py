@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ragrec_django.ml.images import MAX_DECODE_BYTES
+from ragrec_django.ml.images import DEFAULT_MAX_IMAGE_PIXELS, MAX_DECODE_BYTES, MAX_IMAGE_ASPECT, MAX_IMAGE_SIDE
 
 from .image_corpus import CASES, OK
 
@@ -58,3 +58,18 @@ def test_decoding_a_hostile_image_stays_under_the_memory_bound(name, tmp_path):
         assert expected in result.get("error", ""), result
     if result["estimate"] is not None:  # the estimate the limit is checked against is an upper bound
         assert result["peak"] <= result["estimate"] + ESTIMATE_SLACK, (name, result)
+
+
+def test_the_reliability_doc_states_the_limits_the_code_uses():
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    section = doc[doc.index("## Hostile images") :]
+    section = section[: section.index("\n## ", 1)]
+    for row in (
+        "| pixels | `DEFAULT_MAX_IMAGE_PIXELS` (encoder option `max_image_pixels`) | %s |"
+        % f"{DEFAULT_MAX_IMAGE_PIXELS:,}",
+        "| either side | `MAX_IMAGE_SIDE` | %s px |" % f"{MAX_IMAGE_SIDE:,}",
+        "| elongation (long side / short side) | `MAX_IMAGE_ASPECT` | %d:1 |" % MAX_IMAGE_ASPECT,
+        "| memory one decode holds at once | `MAX_DECODE_BYTES` | %d MiB |" % (MAX_DECODE_BYTES // MB),
+    ):
+        assert row in section, row
+    assert "%d images built in code" % len(CASES) in section
