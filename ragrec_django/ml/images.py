@@ -234,7 +234,8 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
     image = open_checked(data, policy)
     _check_budget(image, data, image.size, policy, None)
     orientation = _load(image)
-    image = _upright(flatten(image), orientation)
+    image = flatten(image)  # rebinding releases the decoded pixels before the rotated copy is made
+    image = _upright(image, orientation)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -294,8 +295,9 @@ def estimated_decode_bytes(
     the size in the file. The peak is the largest of the steps: decoding (pixels
     plus the decoder's buffers), flattening to 8 bits, the EXIF-rotated copy
     (always counted: a PNG may name its orientation after the pixels) and, with
-    ``preprocessing``, the two resize passes. Metadata already read (text chunks,
-    profiles) is added on top.
+    ``preprocessing``, the two resize passes (without it, the full-size RGB copy
+    ``decode_image`` returns). Metadata already read (text chunks, profiles) is
+    added on top.
     """
     width, height = image.size
     pixels = width * height
@@ -312,6 +314,8 @@ def estimated_decode_bytes(
     else:
         converting, after_flatten = flat, flat
     steps = [decoded + held + transient, decoded + held + converting, after_flatten + flat]
+    if preprocessing is None and image.mode in GREY_MODES:  # decode_image turns the whole grey image to RGB
+        steps.append(flat + 4 * pixels)
     if preprocessing is not None:
         per_pixel = flat // pixels
         steps.append(
