@@ -125,6 +125,13 @@ DEFAULTS: dict[str, Any] = {
     # Colours CLIP compares a product photo against, to flag a draft whose colour the photo contradicts.
     "COLOUR_CHECK_PALETTE": [
         "red",
+    # Conversations with the assistant (services.conversation) untouched for this many days are deleted by
+    # ragrec_purge_conversations; products per answer; Rocchio weights of the conversation's taste profile in
+    # the text space (query, liked products, disliked products) and how much the profile re-ranks a turn.
+    "CONVERSATION_RETENTION_DAYS": 30,
+    "CONVERSATION_PAGE_SIZE": 4,
+    "CONVERSATION_ROCCHIO": {"query": 1.0, "liked": 0.75, "disliked": 0.25},
+    "CONVERSATION_PROFILE_WEIGHT": 1.0,
         "orange",
         "yellow",
         "green",

@@ -387,3 +387,45 @@ class PublishedDescription(models.Model):
 
     def __str__(self) -> str:
         return "%s @ %s" % (self.item, self.published_at)
+
+
+class Conversation(models.Model):
+    """A shopper's conversation with the assistant (``services.conversation``): the visitor it belongs to
+    and the dialogue state carried across turns. Deleted by the shopper or after ``CONVERSATION_RETENTION_DAYS``
+    (``ragrec_purge_conversations``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    session_key = models.CharField(max_length=64, blank=True)
+    state = models.JSONField(default=dict, blank=True, help_text="ragrec_django.generation.dialogue.DialogueState.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["user", "session_key"], name="ragrec_conversation_visitor")]
+
+    def __str__(self) -> str:
+        return "conversation %s" % self.id
+
+
+class Turn(models.Model):
+    """One exchange of a conversation: the shopper's message or feedback, the answer, the question asked,
+    the products shown and the state after it."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="turns")
+    number = models.PositiveIntegerField()
+    message = models.TextField(blank=True)
+    feedback = models.JSONField(default=dict, blank=True, help_text='{"item": key, "action": "like"...}, if any.')
+    answer = models.TextField(blank=True)
+    question = models.TextField(blank=True)
+    item_keys = models.JSONField(default=list, blank=True, help_text="The products shown, in order.")
+    state = models.JSONField(default=dict, blank=True, help_text="The state after this turn.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "number"]
+        constraints = [models.UniqueConstraint(fields=["conversation", "number"], name="ragrec_turn_unique_number")]
+
+    def __str__(self) -> str:
+        return "turn %d of %s" % (self.number, self.conversation_id)
