@@ -21,6 +21,9 @@ ragrec.E013  RAGREC["FOR_YOU_WEIGHTS"], ["SIMILAR_WEIGHTS"] or ["SEARCH_WEIGHTS"
 ragrec.E014  RAGREC["API_THROTTLE_RATES"] invalid (not a dict, a rate other than "<n>/<s|min|hour|day>" or None)
 ragrec.W002  an experiment's variant names a serving configuration that exists neither in settings nor in the admin
              (database check; that variant's visitors are served "default" meanwhile)
+ragrec.W004  RAGREC["AUTO_ENCODE"] is on but the celery package is not installed (saved items are not re-encoded)
+ragrec.W005  RAGREC["AUTO_ENCODE"] is on but no Celery broker is configured (Celery would use its default
+             amqp://localhost; saved items are recorded for ``ragrec_reindex --stale`` instead)
 """
 
 from __future__ import annotations
@@ -247,4 +250,38 @@ def check_experiment_configs(app_configs=None, databases=None, **kwargs):
         for experiment in experiments
         for variant in experiment.variants
         if variant.config not in known
+    ]
+
+
+@checks.register()
+def check_encode_on_save(app_configs=None, **kwargs):
+    """ragrec.W004/W005: AUTO_ENCODE is on, but saved items cannot be queued (no celery package, no broker)."""
+    from .receivers import CELERY_MISSING, NO_BROKER, encode_on_save_problem
+
+    try:
+        if not ragrec_settings.AUTO_ENCODE:
+            return []
+    except ImproperlyConfigured:
+        return []  # ragrec.E001
+    problem = encode_on_save_problem()
+    off = 'or set RAGREC["AUTO_ENCODE"] = False and run `manage.py ragrec_reindex --stale` after catalogue changes.'
+    if problem == CELERY_MISSING:
+        hint, check_id = 'Install the celery extra (pip install "ragrec-django[celery]") and configure a broker, ' + off, "W004"
+    elif problem == NO_BROKER:
+        hint = (
+            "Set CELERY_BROKER_URL and load a Celery app configured from the Django settings "
+            '(app.config_from_object("django.conf:settings", namespace="CELERY") in yourproject/celery.py, imported by '
+            "yourproject/__init__.py), " + off
+        )
+        check_id = "W005"
+    else:
+        return []
+    return [
+        checks.Warning(
+            'RAGREC["AUTO_ENCODE"] is on but %s: saved items are not queued for re-encoding (each save logs a warning '
+            "and records the item for `manage.py ragrec_reindex --stale`)." % problem,
+            hint=hint,
+            obj="settings.RAGREC",
+            id="ragrec." + check_id,
+        )
     ]

@@ -120,7 +120,8 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
     """Queue encoding of host items after the current transaction commits; return the chunks queued.
 
     While the broker is unreachable, queuing keeps trying for ``PUBLISH_PATIENCE_SECONDS``; past
-    that the broker's error is raised.
+    that the broker's error is raised. For commands and hosts' own jobs; a saved item is queued by
+    ``queue_saved_items``, which does not wait.
     """
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
     size = max(int(ragrec_settings.ENCODE_CHUNK_SIZE), 1)
@@ -132,6 +133,22 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
                 lambda space=space, chunk=chunk: _publish(encode_items_task, (space, chunk, force), options)
             )
     return chunks
+
+
+#: Seconds the save hook gives the broker to take a saved item's encode task. It does not wait out a broker
+#: restart as ``enqueue_encoding`` does: a host's save must not hang, and what it cannot queue is recorded for
+#: ``ragrec_reindex --stale`` (``receivers.after_item_saved``).
+ON_SAVE_BROKER_TIMEOUT_SECONDS = 1
+
+
+def queue_saved_items(pks: list, spaces: list[str]) -> None:
+    """Queue encoding of just-saved items into ``spaces`` now, in one short try; raise the broker's error."""
+    options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
+    timeout = ON_SAVE_BROKER_TIMEOUT_SECONDS
+    transport_options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+    with encode_items_task.app.connection_for_write(connect_timeout=timeout, transport_options=transport_options) as connection:
+        for space in spaces:
+            encode_items_task.apply_async((space, list(pks), False), connection=connection, retry=False, **options)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError, InterfaceError),

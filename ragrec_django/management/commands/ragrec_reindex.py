@@ -12,7 +12,7 @@ from ragrec_django import registry
 from ragrec_django.adapters import get_adapter
 from ragrec_django.conf import ragrec_settings
 from ragrec_django.exceptions import SpaceMismatch
-from ragrec_django.services import encoding
+from ragrec_django.services import encoding, pending
 
 
 class Command(BaseCommand):
@@ -24,7 +24,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--space", action="append", dest="spaces", help="Only this space (repeatable).")
-        parser.add_argument("--stale", action="store_true", help="Only items not yet encoded.")
+        parser.add_argument("--stale", action="store_true", help="Only items not yet encoded, and saved items whose queuing failed.")
         parser.add_argument("--force", action="store_true", help="Re-encode even unchanged items.")
         parser.add_argument("--sync", action="store_true", help="Encode in this process instead of queuing tasks.")
         parser.add_argument("--wait", action="store_true", help="After queuing, wait until every item is encoded or failed.")
@@ -52,6 +52,8 @@ class Command(BaseCommand):
             pks = encoding.stale_host_pks(space)
         else:
             pks = [str(pk) for pk in get_adapter().get_queryset().order_by("pk").values_list("pk", flat=True)]
+        listed = set(pks)
+        pks += [pk for pk in pending.pending_pks(space) if pk not in listed]  # saved, but their queuing failed
         chunks = [pks[i : i + chunk_size] for i in range(0, len(pks), chunk_size)]
         verb = "Encoding" if options["sync"] else "Queuing"
         self.stdout.write("%s %d item(s) into space %r in %d chunk(s)" % (verb, len(pks), space, len(chunks)))
@@ -64,6 +66,7 @@ class Command(BaseCommand):
                     except SpaceMismatch as exc:
                         raise CommandError(str(exc)) from exc
                     bar.update(len(chunk))
+                    pending.clear([space], chunk)
             self.stdout.write(
                 "  %s: %d encoded, %d unchanged, %d failed" % (space, total.encoded, total.skipped, len(total.failed))
             )
@@ -74,6 +77,7 @@ class Command(BaseCommand):
                 for chunk in chunks:
                     enqueue_encoding(chunk, [space], force=options["force"])
                     bar.update(1)
+                    pending.clear([space], chunk)
 
     def _wait(self, spaces, timeout: float) -> None:
         deadline = time.monotonic() + timeout
