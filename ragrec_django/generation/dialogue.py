@@ -163,9 +163,9 @@ class DialogueState:
         ):
             chips += [{"kind": kind, "value": v, "label": label % v} for v in values if v]
         if self.min_price is not None:
-            chips.append({"kind": "min_price", "value": _money(self.min_price), "label": "from %s" % _money(self.min_price)})
+            chips.append({"kind": "min_price", "value": money(self.min_price), "label": "from %s" % money(self.min_price)})
         if self.max_price is not None:
-            chips.append({"kind": "max_price", "value": _money(self.max_price), "label": "up to %s" % _money(self.max_price)})
+            chips.append({"kind": "max_price", "value": money(self.max_price), "label": "up to %s" % money(self.max_price)})
         return chips
 
 
@@ -540,5 +540,6 @@ def _merged(old: Sequence[str], new: Sequence[str]) -> list[str]:
     return list(dict.fromkeys([*old, *new]))
 
 
-def _money(value: float) -> str:
+def money(value: float) -> str:
+    """A price as the shopper writes it: 40, 24.99."""
     return ("%.2f" % value).removesuffix(".00")

@@ -1,0 +1,348 @@
+"""A multi-turn shopping assistant: it asks, remembers, takes feedback and learns the shopper's taste.
+
+One turn (``take_turn``):
+
+1. load the conversation's ``DialogueState`` and fold in the shopper's message (``generation.dialogue.parse``)
+   and/or feedback on a shown product (``feedback_update``);
+2. when the request is still too vague to rank (no product, budget, liked product or interest) and no question
+   was asked yet, ASK one clarifying question with quick replies drawn from the catalogue's categories;
+3. otherwise retrieve: the hybrid search (``services.search``) on the products asked for, the budget and category
+   as hard filters, fused with items similar to the liked products; then the must-nots are dropped (excluded
+   colours, words, products, and on "show me more" everything already seen) and the candidates are re-ranked by
+   the conversation's taste profile, a Rocchio update of the query vector in the text space (towards the liked
+   products, away from the disliked ones; ``RAGREC["CONVERSATION_ROCCHIO"]``);
+4. answer citing only the retrieved products (the one-shot assistant's generator request and citation
+   validation), with per-product reasons, and ask for feedback;
+5. save the turn (message, feedback, answer, question, products shown, state) and the new state.
+
+A conversation belongs to its visitor (user or session): anyone else gets ``ConversationNotFound``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from .. import registry, storage
+from ..conf import ragrec_settings
+from ..exceptions import BadQuery, ItemNotFound
+from ..generation import dialogue
+from ..generation.prompt import build_assistant_request
+from ..generation.sanitise import sanitise_output
+from ..limits import ASSISTANT_REQUEST_MAX_CHARS
+from ..models import Conversation, Item, Turn
+from ..ranking.fusion import reciprocal_rank_fusion
+from . import assistant
+from .inputs import checked_text
+from .query_vectors import text_query_vector
+from .recommend import Recommendation, similar_items, trending
+from .results import Visitor, candidates_from, query_encoder_matches, space_ready
+from .search import search
+
+VAGUE_QUESTION = "Happy to help! What kind of thing are you looking for, and roughly what budget?"
+FEEDBACK_QUESTION = (
+    "Are any of these close? Tell me what to change: cheaper, another colour, more like one of them, or not something."
+)
+NOTHING_FOUND = "Nothing in the shop matches all of that."
+NOTHING_QUESTION = "Shall I drop one of the constraints? You can remove one below, or start over."
+FEEDBACK_REPLIES = ["Cheaper", "Show me more", "More like the first one", "Start over"]
+
+
+class ConversationNotFound(ItemNotFound):
+    """No conversation with this id for this visitor (another visitor's conversation is not found either)."""
+
+
+@dataclass
+class TurnResult:
+    conversation: Conversation
+    number: int
+    answer: str
+    products: list[Recommendation]
+    state: dialogue.DialogueState
+    question: str = ""
+    quick_replies: list[str] = field(default_factory=list)
+    #: Per shown product key, why it fits: the constraints it meets and the feedback it reflects.
+    reasons: dict[str, list[str]] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- conversations of a visitor
+
+
+def start(visitor: Visitor) -> Conversation:
+    """A new, empty conversation of ``visitor`` (who must be known: a user or a session)."""
+    if not visitor:
+        raise BadQuery("A conversation needs a signed-in user or a session.")
+    return Conversation.objects.create(user_id=visitor.user_id, session_key=visitor.session_key or "")
+
+
+def _owned_by(visitor: Visitor):
+    if visitor.user_id is not None:
+        return Conversation.objects.filter(user_id=visitor.user_id)
+    if visitor.session_key:
+        return Conversation.objects.filter(user__isnull=True, session_key=visitor.session_key)
+    return Conversation.objects.none()
+
+
+def get(conversation_id, visitor: Visitor) -> Conversation:
+    """The visitor's conversation ``conversation_id``; ``ConversationNotFound`` for any other."""
+    try:
+        conversation = _owned_by(visitor).filter(pk=conversation_id).first()
+    except (ValueError, TypeError, ValidationError):  # not a UUID
+        conversation = None
+    if conversation is None:
+        raise ConversationNotFound("No conversation %s." % str(conversation_id)[:64])
+    return conversation
+
+
+def delete(conversation_id, visitor: Visitor) -> None:
+    """Delete the visitor's conversation and its turns."""
+    get(conversation_id, visitor).delete()
+
+
+def clear(visitor: Visitor) -> int:
+    """Delete all of the visitor's conversations; how many there were."""
+    owned = _owned_by(visitor)
+    count = owned.count()
+    owned.delete()
+    return count
+
+
+def purge(days: int | None = None) -> int:
+    """Delete conversations untouched for ``days`` (``CONVERSATION_RETENTION_DAYS``); how many were deleted."""
+    days = int(ragrec_settings.CONVERSATION_RETENTION_DAYS if days is None else days)
+    old = Conversation.objects.filter(updated_at__lt=timezone.now() - timedelta(days=days))
+    count = old.count()
+    old.delete()
+    return count
+
+
+def categories() -> list[str]:
+    """The catalogue's categories of recommendable items, most items first."""
+    rows = (
+        Item.objects.filter(is_eligible=True).exclude(category="").values("category")
+        .annotate(items=Count("id")).order_by("-items", "category")
+    )
+    return [row["category"] for row in rows]
+
+
+# ---------------------------------------------------------------- a turn
+
+
+def take_turn(
+    conversation: Conversation, message: str = "", feedback: dict | None = None, *, config: str = "default"
+) -> TurnResult:
+    """One turn of ``conversation`` (see the module's docstring). ``feedback``: {"item": key, "action": one of
+    ``dialogue.FEEDBACK_ACTIONS``} on a product shown last; ``BadQuery`` for neither or a bad one."""
+    message = message.strip() if isinstance(message, str) else ""
+    if message:
+        message = checked_text(message, what="The message", max_chars=ASSISTANT_REQUEST_MAX_CHARS, empty="")
+    if not message and not feedback:
+        raise BadQuery("Send a message or feedback on a product.")
+    known = categories()
+    conversation.refresh_from_db(fields=["state"])
+    state = dialogue.DialogueState.from_dict(conversation.state)
+    if feedback:
+        state = dialogue.apply(state, _feedback(state, feedback))
+    if message:
+        state = dialogue.apply(state, dialogue.parse(message, state, categories=known))
+    if not state.has_request() and not state.asked:
+        state.asked = True
+        result = TurnResult(conversation, 0, VAGUE_QUESTION, [], state, VAGUE_QUESTION, known[:4])
+        result.answer = "Tell me a little more and I'll find something."
+    else:
+        result = _recommend(conversation, state, message, config)
+    _save(result, message, feedback or {})
+    return result
+
+
+def _feedback(state: dialogue.DialogueState, feedback: dict) -> dialogue.Update:
+    action, key = feedback.get("action"), str(feedback.get("item", ""))
+    shown = {item.key: item for item in state.shown_items()}
+    if key not in shown:
+        raise BadQuery("Feedback is about a product shown in the last answer (got %r)." % key[:64])
+    try:
+        return dialogue.feedback_update(str(action), shown[key])
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from exc
+
+
+def _recommend(conversation: Conversation, state: dialogue.DialogueState, message: str, config: str) -> TurnResult:
+    page_size = int(ragrec_settings.CONVERSATION_PAGE_SIZE)
+    pool = _candidates(state, config, depth=min(int(ragrec_settings.MAX_K), page_size * 6 + len(state.seen)))
+    allowed = [rec for rec in pool if _fits(rec.item, state)]
+    ranked = _reranked(allowed, state)[:page_size]
+    shown = [_shown(rec.item) for rec in ranked]
+    new_state = dialogue.remember_shown(state, shown)
+    if not ranked:
+        return TurnResult(conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, ["Start over"])
+    reasons = {rec.item.key: _reasons(rec.item, state) for rec in ranked}
+    text, dropped = _answer(message or _describe(state), ranked)
+    return TurnResult(conversation, 0, text, ranked, new_state, FEEDBACK_QUESTION, FEEDBACK_REPLIES, reasons, dropped)
+
+
+def _query_text(state: dialogue.DialogueState) -> str:
+    words = [*state.colours, *state.materials, state.query, *state.interests]
+    if not (state.query or state.category):
+        words += [state.occasion or "", "for %s" % state.recipient if state.recipient else ""]
+    return " ".join(w for w in words if w).strip()
+
+
+def _candidates(state: dialogue.DialogueState, config: str, depth: int) -> list[Recommendation]:
+    """Search results under the hard filters, fused (RRF) with items similar to the liked products."""
+    lists: dict[str, list[Recommendation]] = {}
+    query = _query_text(state) or state.category
+    price = {
+        name: Decimal(str(value))
+        for name, value in (("min_price", state.min_price), ("max_price", state.max_price))
+        if value is not None
+    }
+    selected = {}
+    if state.category:
+        selected["category"] = [state.category]
+    if state.only_colours and state.colours:
+        selected["colour"] = list(state.colours)
+    if query:
+        lists["search"] = search(query, k=depth, config=config, selected=selected, **price).items
+    for key in state.liked[-3:]:
+        try:
+            lists["like:%s" % key] = similar_items(key, k=depth, config=config).items
+        except (ItemNotFound, storage.SpaceNotReady):
+            continue
+    if not lists:  # a budget only, and the shopper was asked already: what is popular in it
+        lists["trending"] = trending(k=depth, config=config, category=state.category or None).items
+    by_id = {rec.item.id: rec for recs in lists.values() for rec in recs}
+    fused = reciprocal_rank_fusion(
+        {name: candidates_from([(rec.item.id, rec.score) for rec in recs], name, name) for name, recs in lists.items()}
+    )
+    return [by_id[candidate.item_id] for candidate in fused]
+
+
+def _words(item: Item) -> set[str]:
+    return {dialogue.singular(w) for w in ("%s %s" % (item.title, item.category)).lower().replace("-", " ").split()}
+
+
+def _attribute(item: Item, name: str) -> str:
+    return str((item.metadata or {}).get(name) or "").lower()
+
+
+def _fits(item: Item, state: dialogue.DialogueState) -> bool:
+    """Whether ``item`` meets the state's hard constraints and must-nots (and is new on "show me more")."""
+    price = float(item.price) if item.price is not None else None
+    if state.min_price is not None and (price is None or price < state.min_price):
+        return False
+    if state.max_price is not None and (price is None or price > state.max_price):
+        return False
+    if state.category and item.category != state.category:
+        return False
+    colour = _attribute(item, "colour") or _attribute(item, "color")
+    if colour and colour in state.excluded_colours:
+        return False
+    if state.only_colours and state.colours and colour not in state.colours:
+        return False
+    excluded = set(state.excluded_terms)
+    if excluded & (_words(item) | {_attribute(item, "material")}):
+        return False
+    if item.key in state.excluded_keys or item.key in state.liked:
+        return False
+    return not (state.page and item.key in state.seen)
+
+
+def _reranked(recs: list[Recommendation], state: dialogue.DialogueState) -> list[Recommendation]:
+    """``recs`` re-ranked by the taste profile when the shopper liked or disliked products (else unchanged)."""
+    if not (state.liked or state.disliked) or not space_ready("text") or not recs:
+        return recs
+    weights = ragrec_settings.CONVERSATION_ROCCHIO
+    keys = [*state.liked, *state.disliked]
+    ids = dict(Item.objects.filter(key__in=keys).values_list("key", "id"))
+    vectors = storage.vectors_for_items("text", [*ids.values(), *(rec.item.id for rec in recs)])
+    profile = np.zeros(0, dtype=np.float32)
+    query = _query_text(state)
+    if query and query_encoder_matches("text"):
+        profile = float(weights.get("query", 1.0)) * _unit(text_query_vector("text", query))
+    for group, sign in ((state.liked, 1.0), (state.disliked, -1.0)):
+        found = [_unit(vectors[ids[key]]) for key in group if key in ids and ids[key] in vectors]
+        if found:
+            part = sign * float(weights.get("liked" if sign > 0 else "disliked", 0.5)) * np.mean(found, axis=0)
+            profile = part if profile.size == 0 else profile + part
+    if profile.size == 0 or not np.linalg.norm(profile):
+        return recs
+    profile = _unit(profile)
+    weight = float(ragrec_settings.CONVERSATION_PROFILE_WEIGHT)
+
+    def score(position: int, rec: Recommendation) -> float:
+        vector = vectors.get(rec.item.id)
+        taste = float(_unit(vector) @ profile) if vector is not None and vector.shape == profile.shape else 0.0
+        return 1.0 / (1 + position) + weight * taste
+
+    scored = sorted(enumerate(recs), key=lambda pair: -score(*pair))
+    return [rec for _, rec in scored]
+
+
+def _unit(vector) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32)
+    norm = np.linalg.norm(vector)
+    return vector / norm if norm else vector
+
+
+def _shown(item: Item) -> dialogue.ShownItem:
+    return dialogue.ShownItem(
+        key=item.key, title=item.title, category=item.category,
+        price=float(item.price) if item.price is not None else None,
+        colour=_attribute(item, "colour") or _attribute(item, "color"), size=_attribute(item, "size"),
+    )
+
+
+def _reasons(item: Item, state: dialogue.DialogueState) -> list[str]:
+    """Why ``item`` fits: the constraints it meets and the feedback it reflects."""
+    reasons = []
+    if state.category:
+        reasons.append(item.category)
+    colour = _attribute(item, "colour") or _attribute(item, "color")
+    if colour and colour in state.colours:
+        reasons.append(colour)
+    if state.max_price is not None and state.min_price is not None:
+        reasons.append("between %s and %s" % (dialogue.money(state.min_price), dialogue.money(state.max_price)))
+    elif state.max_price is not None:
+        reasons.append("under %s" % dialogue.money(state.max_price))
+    elif state.min_price is not None:
+        reasons.append("over %s" % dialogue.money(state.min_price))
+    reasons += ["not %s" % c for c in state.excluded_colours if colour and colour != c]
+    if state.liked:
+        titles = list(Item.objects.filter(key__in=state.liked[-2:]).values_list("title", flat=True))
+        reasons += ["because you liked %s" % title for title in titles]
+    return reasons
+
+
+def _describe(state: dialogue.DialogueState) -> str:
+    return ", ".join(chip["label"] for chip in state.chips()) or "something from the shop"
+
+
+def _answer(request_text: str, recs: list[Recommendation]) -> tuple[str, list[str]]:
+    """The generator's answer about ``recs``, keeping only sentences that cite retrieved products."""
+    by_key = {rec.item.key: rec for rec in recs}
+    generator = registry.get_generator(ragrec_settings.ASSISTANT_GENERATOR)
+    raw = generator.generate(build_assistant_request(request_text, [assistant._source(rec) for rec in recs]))
+    kept, _, dropped = assistant._validated_sentences(sanitise_output(raw).html, set(by_key))
+    return (" ".join(kept) if kept else "Here is what I found."), dropped
+
+
+def _save(result: TurnResult, message: str, feedback: dict) -> None:
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().get(pk=result.conversation.pk)
+        result.number = conversation.turns.count() + 1
+        Turn.objects.create(
+            conversation=conversation, number=result.number, message=message, feedback=feedback,
+            answer=result.answer, question=result.question, item_keys=[rec.item.key for rec in result.products],
+            state=result.state.as_dict(),
+        )
+        conversation.state = result.state.as_dict()
+        conversation.save(update_fields=["state", "updated_at"])
+    result.conversation.state = conversation.state
