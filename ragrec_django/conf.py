@@ -100,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     # Query embeddings cached per process (text search in the web process).
     "QUERY_CACHE_SIZE": 2048,
     # torch CPU threads of each process that serves requests (query encoding), set once per process
+    # Ranking per recommender: "fusion" (the weighted lists above) or "learned" (the active model of
+    # manage.py ragrec_train_ranker; fusion serves while there is none). One name for all, or
+    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md.
+    "RANKER": "fusion",
     # on its first request (registry.prepare_serving_process); None keeps torch's one thread per core,
     # which makes concurrent requests fight for every core. Size the web server's processes to the cores.
     "QUERY_THREADS": 1,

@@ -429,3 +429,36 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return "turn %d of %s" % (self.number, self.conversation_id)
+class RankerModel(models.Model):
+    """One trained learned-ranker version (issue 14): its LightGBM model, item factors and description.
+
+    Stored in the database so that every web and worker process loads the same version; at most one
+    is active per recommender (the same shape as space generations). See ``ragrec_django.services.ranker``.
+    """
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"
+        ACTIVE = "active", "active"
+        RETIRED = "retired", "retired"
+
+    recommender = models.CharField(max_length=32, default="for_you")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the model text, feature list and item factors.")
+    model_text = models.TextField(help_text="LightGBM text model.")
+    factors = models.BinaryField(blank=True, default=b"", help_text="Item factors (.npz bytes), if any.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Features, parameters, data window, metrics, gate.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["recommender", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["recommender", "number"], name="ragrec_ranker_unique_number"),
+            models.UniqueConstraint(fields=["recommender"], condition=Q(status="active"), name="ragrec_ranker_one_active"),
+        ]
+
+    def __str__(self) -> str:
+        return "%s ranker #%d (%s, %s)" % (self.recommender, self.number, self.content_hash[:12], self.status)
+
+

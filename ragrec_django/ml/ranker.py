@@ -138,11 +138,14 @@ class LearnedRanker:
             return np.zeros(0)
         return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
 
-    def top_features(self, row: np.ndarray, limit: int = 3) -> dict[str, float]:
-        """The features that raised this row's score most (SHAP values from LightGBM), name -> contribution."""
-        contributions = np.asarray(self.booster.predict(row.reshape(1, -1), pred_contrib=True, num_threads=1))[0][:-1]
-        order = np.argsort(-contributions)[:limit]
-        return {self.features[i]: round(float(contributions[i]), 4) for i in order if contributions[i] > 0}
+    def top_features_of(self, rows: np.ndarray, limit: int = 3) -> list[dict[str, float]]:
+        """Per row, the features that raised its score most (LightGBM's SHAP values), name -> contribution."""
+        contributions = np.asarray(self.booster.predict(rows, pred_contrib=True, num_threads=1))[:, :-1]
+        tops = []
+        for row in contributions:
+            order = np.argsort(-row)[:limit]
+            tops.append({self.features[i]: round(float(row[i]), 4) for i in order if row[i] > 0})
+        return tops
 
     def metadata_document(self) -> dict:
         return {"content_hash": self.content_hash, "features": self.features, "params": self.params, **self.metadata}
@@ -298,7 +301,10 @@ def train_item_factors(
         random_state=seed,
         num_threads=threads,
     )
-    model.fit(matrix, show_progress=False)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit runs its own threads; a BLAS pool under them only slows it
+        model.fit(matrix, show_progress=False)
     item_factors = np.asarray(getattr(model.item_factors, "to_numpy", lambda: model.item_factors)(), dtype=np.float32)
     return ItemFactors(
         item_ids=np.asarray(items, dtype=np.int64), factors=item_factors, regularization=regularization, alpha=alpha
@@ -342,9 +348,9 @@ def fit(
 
     Queries are the orders of ``label_days`` before the hold-out; their features read only earlier
     events, and the item factors used for them are trained on events before that window. With
-    ``holdout_days``, the latest orders judge the model against ``baseline(candidates, history)``
-    (scores; default: ``learned.fusion_scores``), nDCG@10 over those orders. The stored item factors
-    are retrained on every event before ``end``, as serving sees them.
+    ``holdout_days``, the latest orders judge the model against ``baseline(candidates, history,
+    features)`` -> scores (default: ``learned.fusion_scores``), nDCG@10 over those orders. The stored
+    item factors are retrained on every event before ``end``, as serving sees them.
     """
     from ..ranking import learned
 
@@ -419,14 +425,15 @@ def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | N
     from ..evaluation.metrics import ndcg_at_k
     from ..ranking import learned
 
-    baseline = baseline or learned.fusion_scores
+    baseline = baseline or (lambda candidates, history, features: learned.fusion_scores(candidates, history))
     differences, learned_values, baseline_values = [], [], []
     for point in points:
         candidates, history, signals = log.candidates_at(point.visitor, point.at, factors=factors, limit=limit)
         if not len(candidates):
             continue
-        ours = ranker.predict(learned.feature_matrix(candidates, history, signals))
-        theirs = baseline(candidates, history)
+        features = learned.feature_matrix(candidates, history, signals)
+        ours = ranker.predict(features)
+        theirs = baseline(candidates, history, features)
         values = [ndcg_at_k(learned.ordered(candidates, scores).tolist(), point.items, 10) for scores in (ours, theirs)]
         learned_values.append(values[0])
         baseline_values.append(values[1])

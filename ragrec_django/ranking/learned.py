@@ -780,3 +780,26 @@ def fusion_scores(
 def ordered(candidates: Candidates, scores: np.ndarray) -> np.ndarray:
     """Candidate item ids by score, best first, ties by lower id."""
     return candidates.items[np.lexsort((candidates.items, -np.asarray(scores, dtype=np.float64)))]
+
+
+#: Repeat purchases take at most this share of a learned list (rounded up), so that it keeps room for
+#: discovery; the model's order decides everything else (docs/evaluation.md, learned ranking).
+REPEAT_SHARE = 0.5
+
+
+def compose(
+    candidates: Candidates, scores: np.ndarray, bought: set, k: int, repeat_share: float = REPEAT_SHARE
+) -> list[int]:
+    """Positions of the candidates to show, best score first: at most ``ceil(repeat_share * k)`` of
+    them items the visitor bought, then the best of the rest, up to ``k``."""
+    cap = int(np.ceil(repeat_share * k))
+    chosen, repeats = [], 0
+    for position in np.lexsort((candidates.items, -np.asarray(scores, dtype=np.float64))):
+        if int(candidates.items[position]) in bought:
+            if repeats >= cap:
+                continue
+            repeats += 1
+        chosen.append(int(position))
+        if len(chosen) == k:
+            break
+    return chosen

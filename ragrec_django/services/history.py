@@ -18,6 +18,7 @@ from ..models import ComplementPair, Interaction, Item
 from ..ranking.candidates import Candidate
 from ..ranking.fusion import reciprocal_rank_fusion, weighted_score_fusion
 from ..ranking.recency import recency_weighted_profile
+from . import ranker
 from .results import (
     ItemNotFound,
     RecommendationList,
@@ -148,8 +149,15 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
     history = list(
         visitor.events().exclude(event=Event.SEARCH).order_by("-created_at").values_list("item_id", "event", "created_at")[:200]
     ) if visitor else []
+
+    With ``RAGREC["RANKER"]`` "learned" the active learned model ranks instead (``services.ranker``);
+    fusion serves whenever it cannot.
     if not history:
         return _trending_for_you(k, config)
+    if ranker.ranker_for("for_you") == "learned":
+        learned = ranker.learned_for_you(visitor, k=k, config=config)
+        if learned is not None:
+            return learned
     lists: dict[str, list[Candidate]] = {}
     repeat_rows = []
     if weights.get("repeat") or weights.get("co_purchase"):

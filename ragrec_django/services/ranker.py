@@ -1,0 +1,283 @@
+"""The learned ranker: serving "for you" with the active model, training and gating new versions.
+
+``RAGREC["RANKER"]`` chooses per recommender: ``"fusion"`` (the hand-weighted lists, the default) or
+``"learned"``. With ``"learned"``, ``for_you`` asks ``learned_for_you`` first; a missing model, a
+visitor without history, a missing ``lightgbm`` or any error returns None and is logged, and
+fusion serves the request (never a 500).
+
+Every process loads the active ``RankerModel`` version from the database and re-checks its content
+hash at most every ``MODEL_CHECK_SECONDS``, so web and worker processes score with the same model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..conf import ragrec_settings
+from ..ranking import learned
+from ..ranking.candidates import Candidate
+from ..storage import ranking as store
+from .results import RecommendationList, Visitor, finish
+
+logger = logging.getLogger("ragrec_django.ranker")
+
+RANKERS = ("fusion", "learned")
+#: How long a process trusts its cached model before asking the database for the active hash again.
+MODEL_CHECK_SECONDS = 10.0
+#: The popular source is the same for everyone: cached this long per process.
+POPULAR_CACHE_SECONDS = 60.0
+#: The gate's defaults: a new version is promoted when its hold-out nDCG@10 beats the current
+#: ranking's by at least ``GATE_MARGIN`` over at least ``GATE_MIN_QUERIES`` orders.
+GATE_MARGIN = 0.005
+GATE_MIN_QUERIES = 100
+
+REASONS = {
+    "als": "popular with shoppers like you",
+    "popular": "popular right now",
+}
+
+
+def ranker_for(recommender: str) -> str:
+    """``RAGREC["RANKER"]`` for ``recommender``: a name for all of them, or {recommender: name}; "fusion" by default."""
+    setting = ragrec_settings.RANKER
+    name = setting.get(recommender, "fusion") if isinstance(setting, dict) else setting
+    return name if name in RANKERS else "fusion"
+
+
+# ---------------------------------------------------------------- the active model, per process
+
+
+_models: dict[str, tuple[float, str | None, object | None]] = {}
+_models_lock = threading.Lock()
+
+
+def active_model(recommender: str = "for_you"):
+    """The active version as a ``LearnedRanker`` (cached per process by content hash), or None."""
+    from ..ml.ranker import LearnedRanker
+
+    now = time.monotonic()
+    checked, digest, model = _models.get(recommender, (0.0, None, None))
+    if now - checked < MODEL_CHECK_SECONDS:
+        return model
+    current = store.active_ranker_hash(recommender)
+    if current != digest:
+        row = store.active_ranker(recommender) if current else None
+        model = LearnedRanker.from_parts(row.model_text, row.metadata, bytes(row.factors)) if row is not None else None
+        digest = current
+    with _models_lock:
+        _models[recommender] = (now, digest, model)
+    return model
+
+
+def forget_models() -> None:
+    """Drop the cached models (tests; a process that must reload at once)."""
+    with _models_lock:
+        _models.clear()
+
+
+# ---------------------------------------------------------------- signals from the database
+
+
+class DatabaseSignals:
+    """``ranking.learned.SignalSource`` read from the event table (events before ``at`` only)."""
+
+    _popular: dict[tuple, tuple[float, list]] = {}
+
+    def __init__(self):
+        self.strongest_seed: dict[int, int] = {}
+
+    def co_purchases(self, seeds, at):
+        scores, orders, strongest = store.co_purchases(
+            seeds, at=at, orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM
+        )
+        for item, seed in strongest.items():
+            self.strongest_seed.setdefault(item, seed)
+        return scores, orders
+
+    def popular(self, at, limit):
+        key = (limit,)
+        cached = self._popular.get(key)
+        if cached is None or time.monotonic() - cached[0] > POPULAR_CACHE_SECONDS:
+            cached = self._popular[key] = (
+                time.monotonic(),
+                store.popular(at=at, days=learned.POPULAR_WINDOW_DAYS, limit=limit),
+            )
+        return cached[1]
+
+    def item_signals(self, items, at):
+        return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS)
+
+
+def signals_for(visitor: Visitor, at: float, factors, *, source: DatabaseSignals | None = None, limit: int = 200):
+    """``(candidates, history, signals)`` of a visitor at ``at``, read from the database."""
+    lines = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
+    history = learned.VisitorHistory.from_lines(at, lines)
+    return learned.candidates_at(source or DatabaseSignals(), history, factors=factors, limit=limit)
+
+
+# ---------------------------------------------------------------- serving
+
+
+@dataclass
+class _Scored:
+    candidates: learned.Candidates
+    features: np.ndarray
+    scores: np.ndarray
+    chosen: list[int]
+
+
+def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationList | None:
+    """ "For you" ranked by the active model; None (logged) when it cannot serve, so fusion does."""
+    try:
+        model = active_model("for_you")
+        if model is None:
+            logger.warning("RAGREC RANKER for_you is 'learned' but no model is active: serving fusion.")
+            return None
+        if not visitor:
+            return None
+        source = DatabaseSignals()
+        candidates, history, signals = signals_for(visitor, time.time(), model.factors, source=source)
+        if not history.purchases.any() or not len(candidates):
+            return None  # nothing bought yet: fusion's lists (similar items, trending) serve them
+        features = learned.feature_matrix(candidates, history, signals)
+        scores = model.predict(features)
+        bought = set(history.items[history.purchases].tolist())
+        chosen = learned.compose(candidates, scores, bought, k)
+        # spares after the k (serving rules may drop some), composed the same way
+        chosen += [p for p in learned.compose(candidates, scores, bought, k * 2 + 10) if p not in set(chosen)]
+        ranked = _explained(_Scored(candidates, features, scores, chosen), model, bought, source, history, k)
+        return finish("for_you", config, ranked, k)
+    except Exception:  # noqa: BLE001 - the learned path must never fail a request: fusion serves it
+        logger.exception("Learned ranking of for_you failed: serving fusion.")
+        return None
+
+
+def _explained(scored: _Scored, model, bought: set, source: DatabaseSignals, history, k: int) -> list[Candidate]:
+    """Candidates with the model's score, the reason of their strongest source and the top contributing features."""
+    from ..models import Item
+
+    stats = learned.repeat_stats(history)
+    orders = dict(zip(stats.items.tolist(), stats.orders.tolist(), strict=True))
+    seeds = {source.strongest_seed.get(int(scored.candidates.items[p])) for p in scored.chosen} - {None}
+    titles = dict(Item.objects.filter(id__in=seeds).values_list("id", "title"))
+    top = scored.chosen[:k]
+    contributions = model.top_features_of(scored.features[top]) if top else []
+    result = []
+    for rank, position in enumerate(scored.chosen):
+        item = int(scored.candidates.items[position])
+        if item in bought:
+            reason = "you buy this often" if orders.get(item, 0) > 1 else "you bought this before"
+        elif item in source.strongest_seed and source.strongest_seed[item] in titles:
+            reason = "bought with %s" % titles[source.strongest_seed[item]]
+        else:
+            reason = REASONS.get(scored.candidates.source_of(position) or "popular", REASONS["popular"])
+        components = {"learned": float(scored.scores[position])}
+        for name in learned.SOURCES:
+            value = scored.candidates.ranks[name][position]
+            if not np.isnan(value):
+                components[name + "_rank"] = float(value)
+        if rank < len(contributions):
+            components.update({"feature:" + name: value for name, value in contributions[rank].items()})
+        # the score keeps the composed order (repeat share) through the serving rules
+        result.append(
+            Candidate(item_id=item, score=float(len(scored.chosen) - rank), reasons=[reason], components=components)
+        )
+    return result
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass
+class TrainingOutcome:
+    version: object  # RankerModel
+    promoted: bool
+    message: str
+
+
+def train_ranker(
+    *,
+    recommender: str = "for_you",
+    label_days: float = 90,
+    holdout_days: float = 14,
+    margin: float = GATE_MARGIN,
+    min_queries: int = GATE_MIN_QUERIES,
+    promote: bool = True,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingOutcome:
+    """Train a version on the shop's events, judge it on the latest ``holdout_days`` against the serving
+    ranking (the active model, else fusion) and promote it when it wins by ``margin`` on nDCG@10.
+
+    ``NotEnoughData`` (from ``ml.ranker``) when the shop has too few orders: nothing is stored.
+    """
+    from ..ml import ranker as trainer
+
+    say = progress or (lambda message: None)
+    started = time.time()
+    say("reading events")
+    prices, categories = store.item_catalogue()
+    lines = list(store.event_lines())
+    if not lines:
+        raise trainer.NotEnoughData("The shop has no events yet; the ranker needs orders to learn from.")
+    log = learned.EventLog.build(lines, prices=prices, categories=categories)
+    end = max(line[3] for line in lines) + 1.0
+    say("%d events, %d items, %d orders" % (len(lines), len(log.item_ids), len(log.basket_times)))
+    current = active_model(recommender)
+    baseline = _model_baseline(current) if current is not None else None
+    options = trainer.FitOptions(label_days=label_days, holdout_days=holdout_days)
+    fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say)
+    gate = fitted.gate or {}
+    gate.update(
+        {"margin": margin, "min_queries": min_queries, "against": "active model" if baseline is not None else "fusion"}
+    )
+    wins = (
+        gate.get("queries", 0) >= min_queries
+        and gate.get("learned_ndcg@10", 0) >= gate.get("baseline_ndcg@10", 0) + margin
+    )
+    ranker = fitted.ranker
+    ranker.metadata.update({"gate": gate, "events": len(lines), "trained_at": started})
+    version = store.store_ranker(
+        recommender,
+        model_text=ranker.model_text,
+        factors=ranker.factors_bytes(),
+        metadata=ranker.metadata_document(),
+        content_hash=ranker.content_hash,
+    )
+    if promote and (wins or force):
+        store.promote_ranker(version)
+        forget_models()
+        return TrainingOutcome(
+            version,
+            True,
+            "Promoted %s: hold-out nDCG@10 %.4f vs %.4f (%s)."
+            % (version, gate.get("learned_ndcg@10", 0), gate.get("baseline_ndcg@10", 0), gate["against"]),
+        )
+    why = (
+        "forced off"
+        if not promote
+        else (
+            "too few hold-out orders (%d < %d)" % (gate.get("queries", 0), min_queries)
+            if gate.get("queries", 0) < min_queries
+            else "hold-out nDCG@10 %.4f does not beat %.4f by %.3f"
+            % (gate.get("learned_ndcg@10", 0), gate.get("baseline_ndcg@10", 0), margin)
+        )
+    )
+    return TrainingOutcome(version, False, "Kept the current ranking; stored %s as a candidate: %s." % (version, why))
+
+
+def _model_baseline(current):
+    """The active model's scores on the gate's queries, from the same features (its feature list must match)."""
+    if list(current.features) != list(learned.FEATURES):
+        return None
+
+    def scores(candidates, history, features):
+        return current.predict(features)
+
+    return scores

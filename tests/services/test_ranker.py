@@ -1,0 +1,153 @@
+"""The learned ranker served from the database: the same features as training, fallbacks, training and the gate."""
+
+import logging
+import time
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from django.utils import timezone
+
+from ragrec_django.models import Interaction, Item, RankerModel
+from ragrec_django.ranking import learned
+from ragrec_django.services import history, ranker
+from ragrec_django.services.results import Visitor
+from ragrec_django.storage import ranking as store
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def fresh_models():
+    ranker.forget_models()
+    ranker.DatabaseSignals._popular.clear()
+    yield
+    ranker.forget_models()
+
+
+def shop(catalogue, visitors=40, days=100, seed=0):
+    """Shoppers re-buying 3 staples every 5 to 12 days, sometimes with one more item; written in bulk."""
+    rng = np.random.default_rng(seed)
+    items = list(Item.objects.order_by("id").values_list("id", flat=True))
+    now = timezone.now()
+    rows = []
+    for v in range(visitors):
+        staples = rng.choice(items, 3, replace=False).tolist()
+        day = float(rng.integers(0, 6))
+        while day < days:
+            basket = set(rng.choice(staples, int(rng.integers(1, 4)), replace=False).tolist())
+            if rng.random() < 0.5:
+                basket.add(int(rng.choice(items)))
+            at = now - timedelta(days=days - day)
+            rows += [
+                Interaction(
+                    event="purchase", item_id=item, session_key="s%d" % v, order_id="o%d-%d" % (v, day), created_at=at
+                )
+                for item in basket
+            ]
+            if rng.random() < 0.3:
+                rows.append(
+                    Interaction(event="view", item_id=int(rng.choice(items)), session_key="s%d" % v, created_at=at)
+                )
+            day += float(rng.integers(5, 13))
+    Interaction.objects.bulk_create(rows)
+    return items
+
+
+def memory_log():
+    prices, categories = store.item_catalogue()
+    return learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+
+
+def test_database_signals_give_the_features_of_the_in_memory_log(catalogue):
+    shop(catalogue)
+    log = memory_log()
+    at = time.time() - 20 * learned.DAY  # also checks that later events are not read
+    factors = learned.ItemFactors(log.item_ids, np.random.default_rng(0).normal(size=(len(log.item_ids), 4)), 0.1, 1.0)
+    for visitor in ("s1", "s7"):
+        want = log.candidates_at("s" + visitor, at, factors=factors)  # the log keys sessions as "s<key>"
+        got = ranker.signals_for(Visitor(session_key=visitor), at, factors)
+        assert got[0].items.tolist() == want[0].items.tolist()
+        np.testing.assert_allclose(
+            learned.feature_matrix(*got), learned.feature_matrix(*want), rtol=1e-5, equal_nan=True
+        )
+
+
+def test_signals_at_t_never_read_an_event_after_t(catalogue):
+    items = shop(catalogue, visitors=10)
+    at = time.time() - 30 * learned.DAY
+    before = ranker.signals_for(Visitor(session_key="s3"), at, None)
+    later = timezone.now() - timedelta(days=10)
+    Interaction.objects.bulk_create(
+        [
+            Interaction(event="purchase", item_id=item, session_key=s, order_id="late-" + s, created_at=later)
+            for s in ("s3", "s4", "new")
+            for item in items[:5]
+        ]
+    )
+    ranker.DatabaseSignals._popular.clear()
+    after = ranker.signals_for(Visitor(session_key="s3"), at, None)
+    assert after[0].items.tolist() == before[0].items.tolist()
+    np.testing.assert_array_equal(learned.feature_matrix(*after), learned.feature_matrix(*before))
+
+
+def test_learned_setting_without_a_model_serves_fusion_and_says_so(settings, catalogue, caplog):
+    shop(catalogue, visitors=5)
+    visitor = Visitor(session_key="s1")
+    fusion = [r.item.key for r in history.for_you(visitor, k=5)]
+    settings.RAGREC = {**settings.RAGREC, "RANKER": {"for_you": "learned"}}
+    with caplog.at_level(logging.WARNING, logger="ragrec_django.ranker"):
+        assert [r.item.key for r in history.for_you(visitor, k=5)] == fusion
+    assert "no model is active" in caplog.text
+
+
+def test_too_few_orders_keep_the_current_ranking(catalogue):
+    from ragrec_django.ml.ranker import NotEnoughData
+
+    shop(catalogue, visitors=3, days=20)
+    with pytest.raises(NotEnoughData, match="needs at least"):
+        ranker.train_ranker(label_days=10, holdout_days=5)
+    assert not RankerModel.objects.exists()
+
+
+@pytest.fixture
+def trained(catalogue):
+    pytest.importorskip("lightgbm")
+    shop(catalogue, visitors=60, days=120)
+    return ranker.train_ranker(label_days=60, holdout_days=20, min_queries=20, margin=-1.0)
+
+
+def test_training_stores_a_version_and_the_gate_promotes_it(trained):
+    version = RankerModel.objects.get()
+    assert trained.promoted and version.status == RankerModel.Status.ACTIVE and "Promoted" in trained.message
+    gate = version.metadata["gate"]
+    assert gate["against"] == "fusion" and gate["queries"] >= 20 and 0 < gate["baseline_ndcg@10"] <= 1
+    assert version.metadata["content_hash"] == version.content_hash and version.metadata["best_iteration"] >= 1
+
+
+def test_the_gate_keeps_fusion_when_the_model_does_not_win_by_the_margin(trained):
+    outcome = ranker.train_ranker(label_days=60, holdout_days=20, min_queries=20, margin=1.0)
+    assert not outcome.promoted and "does not beat" in outcome.message
+    assert RankerModel.objects.filter(status="active").count() == 1 and RankerModel.objects.count() == 2
+    assert store.rollback_ranker("for_you") is None and not RankerModel.objects.filter(status="active").exists()
+
+
+def test_learned_for_you_ranks_with_reasons_and_contributing_features(settings, trained):
+    settings.RAGREC = {**settings.RAGREC, "RANKER": "learned"}
+    result = history.for_you(Visitor(session_key="s2"), k=6)
+    assert len(result) == 6 and result.fallback is None
+    assert all("learned" in r.components and r.reason for r in result)
+    assert any(name.startswith("feature:") for name in result.items[0].components)
+    bought = set(Interaction.objects.filter(session_key="s2", event="purchase").values_list("item__key", flat=True))
+    assert sum(r.item.key in bought for r in result) <= 3  # repeats take at most half the list
+    assert {r.reason for r in result if r.item.key in bought} <= {"you buy this often", "you bought this before"}
+
+
+def test_a_broken_model_falls_back_to_fusion_and_logs(settings, trained, caplog):
+    RankerModel.objects.update(model_text="not a model")
+    visitor = Visitor(session_key="s2")
+    fusion = [r.item.key for r in history.for_you(visitor, k=5)]
+    settings.RAGREC = {**settings.RAGREC, "RANKER": "learned"}
+    with caplog.at_level(logging.ERROR, logger="ragrec_django.ranker"):
+        assert [r.item.key for r in history.for_you(visitor, k=5)] == fusion
+    assert "serving fusion" in caplog.text
