@@ -35,6 +35,14 @@ from django.db import DatabaseError, connections
 from .conf import ragrec_settings, validate_serving_configs
 
 
+#: ragrec.E007, and migration 0001's refusal on another database (``migrate --skip-checks``): (alias, vendor).
+NEEDS_POSTGRESQL = "ragrec_django needs PostgreSQL with pgvector; the %s database is %s."
+NEEDS_POSTGRESQL_HINT = (
+    'Point DATABASES["default"] at PostgreSQL with pgvector; for development, ragrec_django.embedded.database_settings '
+    "runs one with no install (README, \"Using it in your shop\")."
+)
+
+
 def _error(msg: str, id: str, hint: str | None = None) -> checks.Error:
     return checks.Error(msg, hint=hint, obj="settings.RAGREC", id=id)
 
@@ -115,15 +123,10 @@ def check_database(app_configs=None, databases=None, **kwargs):
     if not databases or "default" not in databases:
         return []
     connection = connections["default"]
+    if connection.vendor != "postgresql":  # reported before `migrate` too, which runs this check first
+        return [_error(NEEDS_POSTGRESQL % ("default", connection.vendor), "ragrec.E007", hint=NEEDS_POSTGRESQL_HINT)]
     if not _ragrec_migrated(connection):
         return []  # `migrate` is about to create the extension and tables
-    if connection.vendor != "postgresql":
-        return [
-            _error(
-                "ragrec_django needs PostgreSQL with pgvector; the default database is %s." % connection.vendor,
-                "ragrec.E007",
-            )
-        ]
     from .storage import extension_version
 
     try:

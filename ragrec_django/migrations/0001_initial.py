@@ -7,7 +7,17 @@ import django.utils.timezone
 import pgvector.django.halfvec
 from pgvector.django import VectorExtension
 from django.conf import settings
+from django.core.management.base import CommandError
 from django.db import migrations, models
+
+
+def refuse_other_databases(apps, schema_editor):
+    """Stop before any table is created on a database other than PostgreSQL (``migrate --skip-checks`` too)."""
+    from ragrec_django.checks import NEEDS_POSTGRESQL, NEEDS_POSTGRESQL_HINT
+
+    connection = schema_editor.connection
+    if connection.vendor != "postgresql":
+        raise CommandError("%s %s" % (NEEDS_POSTGRESQL % (connection.alias, connection.vendor), NEEDS_POSTGRESQL_HINT))
 
 
 class Migration(migrations.Migration):
@@ -19,6 +29,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RunPython(refuse_other_databases, migrations.RunPython.noop),
         VectorExtension(),
         migrations.CreateModel(
             name='ServingConfig',
