@@ -222,3 +222,33 @@ class EventErrorSerializer(serializers.Serializer):
         help_text="Problems by event index (0 for a single event): nothing of the batch was stored. Absent when the "
         "body itself is refused (malformed JSON, not an event or a list, a misused Idempotency-Key header).",
     )
+
+
+class ConversationTurnSerializer(serializers.Serializer):
+    """A turn posted to a conversation: a message and/or feedback on a product shown last."""
+
+    message = serializers.CharField(required=False, allow_blank=True, max_length=limits.ASSISTANT_REQUEST_MAX_CHARS)
+    feedback = serializers.DictField(child=serializers.CharField(max_length=100), required=False)
+
+    def validate(self, attrs):
+        if not (attrs.get("message") or "").strip() and not attrs.get("feedback"):
+            raise serializers.ValidationError("Send a message or feedback on a product.")
+        return attrs
+
+
+class ConversationAnswerSerializer(serializers.Serializer):
+    conversation = serializers.UUIDField(source="conversation.pk")
+    turn = serializers.IntegerField(source="number")
+    answer = serializers.CharField()
+    question = serializers.CharField()
+    quick_replies = serializers.ListField(child=serializers.CharField())
+    products = RecommendationSerializer(many=True)
+    reasons = serializers.DictField(child=serializers.ListField(child=serializers.CharField()))
+    state = serializers.SerializerMethodField()
+    chips = serializers.SerializerMethodField()
+
+    def get_state(self, result) -> dict:
+        return {key: value for key, value in result.state.as_dict().items() if key != "shown"}
+
+    def get_chips(self, result) -> list[dict]:
+        return result.state.chips()

@@ -29,6 +29,12 @@ urlpatterns = [
     path("buy-again/", views.BuyAgainView.as_view(), name="buy-again"),
     path("trending/", views.TrendingView.as_view(), name="trending"),
     path("assistant/", views.AssistantView.as_view(), name="assistant"),
+    path("assistant/conversations/", views.ConversationStartView.as_view(), name="conversations"),
+    path("assistant/conversations/<str:conversation_id>/", views.ConversationView.as_view(), name="conversation"),
+    path(
+        "assistant/conversations/<str:conversation_id>/turns/", views.ConversationTurnView.as_view(),
+        name="conversation-turns",
+    ),
     path("events/", views.EventsView.as_view(), name="events"),
     path("click/<uuid:impression>/<str:key>/", plain_views.click, name="click"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -82,9 +82,9 @@ from rest_framework.views import APIView
 from ..conf import ragrec_settings
 from ..exceptions import EventError
 from ..models import Impression
-from ..services import assistant, recommend, serving
+from ..services import assistant, conversation, recommend, serving
 from ..services.events import MAX_BATCH, EventInput, record_events
-from ..services.visitors import for_you, visitor_for_request
+from ..services.visitors import ensure_session_key, for_you, visitor_for_request
 from . import experiment_serializers as tracked
 from . import serializers as s
 from .exceptions import BadRequest, RequestTooLarge, too_large_message, translate_service_error
@@ -640,3 +640,83 @@ def _type_name(schema: dict) -> str:
     if "maxLength" in schema:
         bounds.append("≤ %s chars" % schema["maxLength"])
     return kind + (" (%s)" % ", ".join(bounds) if bounds else "")
+
+
+# ---------------------------------------------------------------- conversations (issue 15)
+
+TAG_CONVERSATION = "assistant conversations"
+CONVERSATION_ID = OpenApiParameter(
+    "conversation", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The conversation's id (from its start)."
+)
+CONVERSATION_404 = OpenApiResponse(
+    response=s.ErrorSerializer, description="No such conversation for this visitor (another visitor's is a 404 too)."
+)
+
+
+class ConversationMixin:
+    """The visitor of a conversation request: the signed-in user, else the Django session (created if needed)."""
+
+    def conversation_visitor(self, request):
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated:
+            return visitor_for_request(request)
+        ensure_session_key(request)
+        return visitor_for_request(request)
+
+
+class ConversationStartView(ConversationMixin, RagrecAPIView):
+    recommender = "assistant"
+
+    @extend_schema(
+        operation_id="ragrec_conversation_start",
+        summary="Start a conversation with the shopping assistant",
+        description="A new, empty conversation owned by the signed-in user, else by the session cookie.",
+        tags=[TAG_CONVERSATION],
+        request=None,
+        responses={201: OpenApiTypes.OBJECT, 429: ERROR_429},
+    )
+    def post(self, request):
+        chat = conversation.start(self.conversation_visitor(request))
+        return Response({"conversation": str(chat.pk)}, status=201)
+
+
+class ConversationView(ConversationMixin, RagrecAPIView):
+    recommender = "assistant"
+
+    @extend_schema(
+        operation_id="ragrec_conversation_delete",
+        summary="Delete a conversation",
+        description="Deletes the conversation and its turns.",
+        tags=[TAG_CONVERSATION],
+        parameters=[CONVERSATION_ID],
+        responses={204: None, 404: CONVERSATION_404, 429: ERROR_429},
+    )
+    def delete(self, request, conversation_id):
+        conversation.delete(conversation_id, self.conversation_visitor(request))
+        return Response(status=204)
+
+
+class ConversationTurnView(ConversationMixin, RagrecAPIView):
+    recommender = "assistant"
+    parser_classes = [SafeJSONParser]
+
+    @extend_schema(
+        operation_id="ragrec_conversation_turn",
+        summary="Post a turn: a message and/or feedback on a shown product",
+        description="Folds the message (refinements such as 'under 40', 'not pink', 'cheaper', 'more like the "
+        "second one', 'show me more', 'start over') and the feedback (like, dislike, too_expensive, wrong_colour, "
+        "basket) into the conversation's state, then answers with products citing only those retrieved, and a "
+        "question (a clarifying one when the request is vague, else a request for feedback).",
+        tags=[TAG_CONVERSATION],
+        parameters=[CONVERSATION_ID],
+        request=s.ConversationTurnSerializer,
+        responses={200: s.ConversationAnswerSerializer, 400: ERROR_400, 404: CONVERSATION_404, 429: ERROR_429,
+                   503: ERROR_503},
+    )
+    def post(self, request, conversation_id):
+        chat = conversation.get(conversation_id, self.conversation_visitor(request))
+        serializer = s.ConversationTurnSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = conversation.take_turn(chat, data.get("message", ""), data.get("feedback") or None)
+        return Response(s.ConversationAnswerSerializer(result).data)
