@@ -1,0 +1,54 @@
+"""Every fixed input limit of ragrec_django, one constant each.
+
+The services enforce them (``services.inputs``, ``services.events``, ``services.assistant``), the REST
+API's serializers declare them (so the OpenAPI schema shows them), and README.md's "Input limits" table
+quotes them: ``tests/hardening/test_limits.py`` checks that the table, the schema and the refusals
+agree with the values here. Limits a host may change are settings instead (``MAX_K``,
+``MAX_UPLOAD_BYTES``, ``MAX_IMAGE_PIXELS``: see ``conf.py``).
+"""
+
+from __future__ import annotations
+
+#: Text search (``services.recommend.search``, API ``search/?q=``, ``{% ragrec_search %}``).
+SEARCH_QUERY_MAX_CHARS = 300
+#: A request to the shopping assistant (``services.assistant.answer``, API ``assistant/?q=``). The
+#: products are retrieved with the request's first ``SEARCH_QUERY_MAX_CHARS`` characters of query words.
+ASSISTANT_REQUEST_MAX_CHARS = 500
+#: Events per post (``services.events.record_events``, API ``events/``).
+EVENT_BATCH_MAX = 500
+#: The query of a search event.
+EVENT_QUERY_MAX_CHARS = 500
+#: Largest quantity of an event (1 to this).
+EVENT_QUANTITY_MAX = 10_000
+#: How far in the future an event's ``created_at`` may be (clock skew of the client), in minutes.
+EVENT_CLOCK_SKEW_MINUTES = 10
+#: An item key (the host's primary key as text; ``Item.key``).
+ITEM_KEY_MAX_CHARS = 64
+#: An anonymous visitor's session key (``Interaction.session_key``; the API's ``session`` parameter).
+SESSION_KEY_MAX_CHARS = 64
+#: An event's ``order_id`` and ``source``.
+ORDER_ID_MAX_CHARS = 64
+EVENT_SOURCE_MAX_CHARS = 64
+#: An idempotency key of an event (the ``Idempotency-Key`` header or ``idempotency_key``).
+IDEMPOTENCY_KEY_MAX_CHARS = 128
+#: Items in a basket (API ``basket/bought-together/?items=``).
+BASKET_MAX_ITEMS = 50
+#: A category name (API ``trending/?category=``).
+CATEGORY_MAX_CHARS = 200
+
+#: The limits README.md's "Input limits" table lists, by constant name.
+DOCUMENTED = (
+    "SEARCH_QUERY_MAX_CHARS",
+    "ASSISTANT_REQUEST_MAX_CHARS",
+    "EVENT_BATCH_MAX",
+    "EVENT_QUERY_MAX_CHARS",
+    "EVENT_QUANTITY_MAX",
+    "EVENT_CLOCK_SKEW_MINUTES",
+    "ITEM_KEY_MAX_CHARS",
+    "SESSION_KEY_MAX_CHARS",
+    "ORDER_ID_MAX_CHARS",
+    "EVENT_SOURCE_MAX_CHARS",
+    "IDEMPOTENCY_KEY_MAX_CHARS",
+    "BASKET_MAX_ITEMS",
+    "CATEGORY_MAX_CHARS",
+)
