@@ -24,6 +24,8 @@ ragrec.W002  an experiment's variant names a serving configuration that exists n
 ragrec.W004  RAGREC["AUTO_ENCODE"] is on but the celery package is not installed (saved items are not re-encoded)
 ragrec.W005  RAGREC["AUTO_ENCODE"] is on but no Celery broker is configured (Celery would use its default
              amqp://localhost; saved items are recorded for ``ragrec_reindex --stale`` instead)
+ragrec.E015  the URLs include ragrec_django.api.urls but "rest_framework" is not in INSTALLED_APPS, or
+             REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] is not drf-spectacular's AutoSchema
 """
 
 from __future__ import annotations
@@ -288,3 +290,54 @@ def check_encode_on_save(app_configs=None, **kwargs):
             id="ragrec." + check_id,
         )
     ]
+
+
+#: The module a host includes to mount the REST API.
+API_URLCONF = "ragrec_django.api.urls"
+
+
+@checks.register(checks.Tags.urls)
+def check_api_apps(app_configs=None, **kwargs):
+    """ragrec.E015: the URLs include the REST API, but DRF or drf-spectacular is not set up for it."""
+    from django.apps import apps
+    from django.urls import get_resolver
+
+    if not _includes(get_resolver(), API_URLCONF):
+        return []
+    from drf_spectacular.openapi import AutoSchema
+    from rest_framework.settings import api_settings
+
+    errors = []
+    if not apps.is_installed("rest_framework"):
+        errors.append(
+            checks.Error(
+                'The URLs include %s, but "rest_framework" is not in INSTALLED_APPS: API pages opened in a browser '
+                "fail (its templates are missing)." % API_URLCONF,
+                hint='Add "rest_framework" to INSTALLED_APPS (installed by pip install "ragrec-django[api]").',
+                obj="settings.INSTALLED_APPS",
+                id="ragrec.E015",
+            )
+        )
+    if not issubclass(api_settings.DEFAULT_SCHEMA_CLASS, AutoSchema):
+        errors.append(
+            checks.Error(
+                "The URLs include %s, but REST_FRAMEWORK[\"DEFAULT_SCHEMA_CLASS\"] is not drf-spectacular's: its "
+                "schema/ and docs/ pages fail." % API_URLCONF,
+                hint='Set REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}.',
+                obj="settings.REST_FRAMEWORK",
+                id="ragrec.E015",
+            )
+        )
+    return errors
+
+
+def _includes(resolver, module_name: str) -> bool:
+    """Whether ``resolver`` includes the URL module ``module_name``, at any depth."""
+    from django.urls import URLResolver
+
+    for pattern in resolver.url_patterns:
+        if isinstance(pattern, URLResolver) and (
+            getattr(pattern.urlconf_module, "__name__", None) == module_name or _includes(pattern, module_name)
+        ):
+            return True
+    return False

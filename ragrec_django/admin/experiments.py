@@ -6,12 +6,14 @@ A read-only page at ``admin/ragrec_django/experiments/`` for staff who may view 
 zone, both included; the last 14 days by default, at most 366) is chosen with a form; a bad range
 is shown as a form error. Numbers come from ``services.experiments.report`` (its docstring, and
 docs/experiments.md, define what is counted and the attribution rule); plots are PNGs drawn with
-matplotlib on the server and inlined, so the page needs no JavaScript.
+matplotlib on the server and inlined, so the page needs no JavaScript. Without matplotlib (the ``eval``
+extra) the page shows the tables and a note instead of the plots.
 """
 
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import math
 from collections import defaultdict
@@ -27,6 +29,7 @@ from ..services import experiments
 from .pages import add_admin_page
 
 URL_NAME = "ragrec_django_experiments"
+PLOTS_NEED_MATPLOTLIB = 'Plots need matplotlib: pip install "ragrec-django[eval]".'
 DEFAULT_DAYS = 14
 MAX_DAYS = 366
 PERMISSION = "ragrec_django.view_impression"
@@ -69,9 +72,11 @@ def experiments_view(request):
                      "variants": [{"name": v.name, "config": v.config, "weight": "%g" % v.weight, "baseline": i == 0}
                                   for i, v in enumerate(e.variants)]} for e in configured],
         window_hours=int(result.window.total_seconds() // 3600),
-        overview_plot=_overview_plot(result) if result.daily else None,
-        experiment_plots=_experiment_plots(result),
     )
+    if importlib.util.find_spec("matplotlib") is None:
+        context.update(overview_plot=None, experiment_plots=[], plot_note=PLOTS_NEED_MATPLOTLIB if result.daily else "")
+    else:
+        context.update(overview_plot=_overview_plot(result) if result.daily else None, experiment_plots=_experiment_plots(result))
     return TemplateResponse(request, "admin/ragrec_django/experiments.html", context)
 
 
