@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 POINTER = "current.json"
 OFF_VALUES = frozenset({"0", "off", "none", "no", "false"})
@@ -100,8 +100,12 @@ def choose_clip(environ: Mapping[str, str], demo_dir: str | os.PathLike) -> Clip
                 "device": "auto",
             },
         }
-        return ClipChoice("pretrained", "open_clip %s, weights %s (RAGREC_CLIP_PRETRAINED)" % (model, pretrained),
-                          encoder, _spaces(with_clip_text=True))
+        return ClipChoice(
+            "pretrained",
+            "open_clip %s, weights %s (RAGREC_CLIP_PRETRAINED)" % (model, pretrained),
+            encoder,
+            _spaces(with_clip_text=True),
+        )
     named = (environ.get("RAGREC_CLIP_CHECKPOINT") or "").strip()
     if named.lower() in OFF_VALUES:
         return ClipChoice("off", "CLIP is turned off (RAGREC_CLIP_CHECKPOINT=%s)" % named)
@@ -113,7 +117,9 @@ def choose_clip(environ: Mapping[str, str], demo_dir: str | os.PathLike) -> Clip
             return _from_checkpoint("demo-checkpoint", str(folder), "trained on the demo catalogue")
         except ClipSettingError:
             pass  # a damaged demo checkpoint: no CLIP; prepare_demo --clip-only trains a new one
-    return ClipChoice("none", "no CLIP weights (RAGREC_CLIP_PRETRAINED, RAGREC_CLIP_CHECKPOINT unset; no demo checkpoint)")
+    return ClipChoice(
+        "none", "no CLIP weights (RAGREC_CLIP_PRETRAINED, RAGREC_CLIP_CHECKPOINT unset; no demo checkpoint)"
+    )
 
 
 def _from_checkpoint(source: str, folder: str, origin: str) -> ClipChoice:
@@ -123,11 +129,18 @@ def _from_checkpoint(source: str, folder: str, origin: str) -> ClipChoice:
     try:
         encoder = encoder_setting(folder)
     except EncoderError as exc:
-        raise ClipSettingError("%s=%s: %s" % ("RAGREC_CLIP_CHECKPOINT" if source == "checkpoint" else "demo checkpoint", folder, exc)) from exc
+        raise ClipSettingError(
+            "%s=%s: %s" % ("RAGREC_CLIP_CHECKPOINT" if source == "checkpoint" else "demo checkpoint", folder, exc)
+        ) from exc
     locked = encoder["BACKEND"] == LOCKED_BACKEND
     kind = "LiT checkpoint (frozen MiniLM text tower)" if locked else "open_clip checkpoint"
-    return ClipChoice(source, "%s %s (%s)" % (kind, os.path.abspath(folder), origin), encoder,
-                      _spaces(with_clip_text=not locked), checkpoint=os.path.abspath(folder))
+    return ClipChoice(
+        source,
+        "%s %s (%s)" % (kind, os.path.abspath(folder), origin),
+        encoder,
+        _spaces(with_clip_text=not locked),
+        checkpoint=os.path.abspath(folder),
+    )
 
 
 def _spaces(with_clip_text: bool) -> dict:

@@ -143,7 +143,9 @@ def retrieval_metrics(text_vectors: np.ndarray, image_vectors: np.ndarray, ks: S
     text_vectors = np.asarray(text_vectors, dtype=np.float64)
     image_vectors = np.asarray(image_vectors, dtype=np.float64)
     if text_vectors.shape != image_vectors.shape or text_vectors.ndim != 2:
-        raise ValueError("Expected two (n, d) arrays of the same shape, got %s and %s." % (text_vectors.shape, image_vectors.shape))
+        raise ValueError(
+            "Expected two (n, d) arrays of the same shape, got %s and %s." % (text_vectors.shape, image_vectors.shape)
+        )
     scores = text_vectors @ image_vectors.T  # (texts, images)
     result = {"n": int(len(scores))}
     for direction, matrix in (("text_to_image", scores), ("image_to_text", scores.T)):
@@ -289,7 +291,10 @@ class _LockedTrainee(_Trainee):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = LockedTextClip(
-                architecture["embed_dim"], architecture["vision_cfg"], hidden_size, architecture.get("quick_gelu", False)
+                architecture["embed_dim"],
+                architecture["vision_cfg"],
+                hidden_size,
+                architecture.get("quick_gelu", False),
             )
         if visual is not None:
             self.model.visual.load_state_dict(visual.state_dict())
@@ -358,7 +363,9 @@ class _OpenClipTrainee(_Trainee):
             try:
                 self.model = open_clip.create_model(name, pretrained=config.pretrained or None, device=device)
             except Exception as exc:
-                raise ValueError("Cannot create open_clip model %r (pretrained %r): %s" % (name, config.pretrained, exc)) from exc
+                raise ValueError(
+                    "Cannot create open_clip model %r (pretrained %r): %s" % (name, config.pretrained, exc)
+                ) from exc
         self.model.train()
         tokenizer = open_clip.get_tokenizer(name)
         self.text_inputs = tokenizer(texts)
@@ -375,7 +382,8 @@ class _OpenClipTrainee(_Trainee):
 
         default = asdict(PreprocessCfg())
         differs = [
-            key for key in ("mean", "std", "interpolation", "resize_mode")
+            key
+            for key in ("mean", "std", "interpolation", "resize_mode")
             if _jsonable(self.preprocess_cfg.get(key)) != _jsonable(default.get(key))
         ]
         if not differs:
@@ -475,7 +483,9 @@ def _pretrained_vision_tower(config: FinetuneConfig):
     try:
         model = open_clip.create_model(name, pretrained=config.pretrained, device="cpu")
     except Exception as exc:
-        raise ValueError("Cannot create open_clip model %r (pretrained %r): %s" % (name, config.pretrained, exc)) from exc
+        raise ValueError(
+            "Cannot create open_clip model %r (pretrained %r): %s" % (name, config.pretrained, exc)
+        ) from exc
     architecture = architecture if architecture is not None else open_clip.get_model_config(name)
     return json.loads(json.dumps(architecture)), model.visual, dict(model.visual.preprocess_cfg)
 
@@ -486,7 +496,9 @@ def _pretrained_vision_tower(config: FinetuneConfig):
 class _PixelStore:
     """Decoded, resized, centre-cropped uint8 pixels of the usable pairs, cached when they fit in memory."""
 
-    def __init__(self, blobs: list[bytes], preprocessing: Preprocessing, policy: ImagePolicy, workers: int, cache_bytes: int):
+    def __init__(
+        self, blobs: list[bytes], preprocessing: Preprocessing, policy: ImagePolicy, workers: int, cache_bytes: int
+    ):
         self.blobs = blobs
         self.preprocessing = preprocessing
         self.policy = policy
@@ -518,7 +530,9 @@ class _PixelStore:
         """uint8 (n, 3, H, W) pixels of pairs ``indices`` (indices into the usable pairs)."""
         if self.cached:
             return self.pixels[torch.as_tensor(list(indices), dtype=torch.long)]
-        arrays = list(self.pool.map(lambda i: load_pixels(self.blobs[self.ok[i]], self.policy, self.preprocessing), indices))
+        arrays = list(
+            self.pool.map(lambda i: load_pixels(self.blobs[self.ok[i]], self.policy, self.preprocessing), indices)
+        )
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def close(self):
@@ -556,7 +570,11 @@ def train_clip(
     started = time.time()
     device = resolve_device(config.device)
     if config.precision == "auto":
-        autocast_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if device.type == "cuda" else torch.float32
+        autocast_dtype = (
+            (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+            if device.type == "cuda"
+            else torch.float32
+        )
     else:
         autocast_dtype = resolve_dtype(config.precision, device)
     lr = config.lr if config.lr is not None else (1e-5 if config.pretrained else 5e-4)
@@ -703,7 +721,13 @@ def _run_training(
             model.train()
             order = train_rows[torch.randperm(n_train, generator=generator)]
             losses = []
-            bar = tqdm(range(steps_per_epoch), desc="epoch %d/%d" % (epoch, config.epochs), unit="step", disable=not config.progress, leave=False)
+            bar = tqdm(
+                range(steps_per_epoch),
+                desc="epoch %d/%d" % (epoch, config.epochs),
+                unit="step",
+                disable=not config.progress,
+                leave=False,
+            )
             for position in bar:
                 tick = time.perf_counter()
                 rows = order[position * batch_size : (position + 1) * batch_size]
@@ -730,7 +754,9 @@ def _run_training(
                 step += 1
                 bar.set_postfix(loss="%.4f" % value)
                 if not math.isfinite(value):
-                    raise FloatingPointError("The training loss became %s at step %d; lower the learning rate." % (value, step))
+                    raise FloatingPointError(
+                        "The training loss became %s at step %d; lower the learning rate." % (value, step)
+                    )
                 if step >= total_steps or (deadline is not None and time.monotonic() > deadline):
                     break
             bar.close()

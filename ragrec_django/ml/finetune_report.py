@@ -44,21 +44,28 @@ def holdout_metrics_table(report: dict) -> list[tuple[str, float, float]]:
     rows = []
     for direction, label in (("text_to_image", "text->image"), ("image_to_text", "image->text")):
         for metric in ["recall@%d" % k for k in RECALL_AT] + ["mrr"]:
-            rows.append(("%s %s" % (label, metric), report["before"][direction][metric], report["after"][direction][metric]))
+            rows.append(
+                ("%s %s" % (label, metric), report["before"][direction][metric], report["after"][direction][metric])
+            )
     return rows
 
 
 def markdown(report: dict) -> str:
     data, config, device = report.get("data", {}), report.get("config", {}), report.get("device", {})
     architecture = config.get("from_config") if isinstance(config.get("from_config"), str) else "custom config"
-    start = "pretrained %s" % config.get("pretrained") if config.get("pretrained") else "random init (%s)" % architecture
+    start = (
+        "pretrained %s" % config.get("pretrained") if config.get("pretrained") else "random init (%s)" % architecture
+    )
     lines = [
         "# CLIP fine-tuning report",
         "",
         "Checkpoint: `%s` (%s)" % (report.get("checkpoint"), report.get("format")),
         "",
-        "Text tower: %s. Start: %s." % (
-            "frozen %s + trained projection (LiT-style)" % config.get("text_model") if config.get("lock_text") == "minilm" else "trained",
+        "Text tower: %s. Start: %s."
+        % (
+            "frozen %s + trained projection (LiT-style)" % config.get("text_model")
+            if config.get("lock_text") == "minilm"
+            else "trained",
             start,
         ),
         "",
@@ -108,7 +115,10 @@ def _setting(encoder: dict | None) -> str:
     if not encoder:
         return ""
     options = ",\n".join("        %r: %r" % item for item in encoder["OPTIONS"].items())
-    return 'RAGREC["ENCODERS"]["clip"] = {\n    "BACKEND": %r,\n    "OPTIONS": {\n%s,\n    },\n}' % (encoder["BACKEND"], options)
+    return 'RAGREC["ENCODERS"]["clip"] = {\n    "BACKEND": %r,\n    "OPTIONS": {\n%s,\n    },\n}' % (
+        encoder["BACKEND"],
+        options,
+    )
 
 
 def _plot(report: dict, path: str) -> str | None:

@@ -6,8 +6,8 @@ import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -23,7 +23,12 @@ F = LazyModule("torch.nn.functional")
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: Single-query embeddings memoised per loaded model (384 floats each for MiniLM: 0.8 MB at most).
 QUERY_MEMO_SIZE = 512
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def resolve_text_model_source(model: str, revision: str | None = None) -> str:
@@ -143,7 +148,10 @@ class TransformerTextEncoder(Encoder):
         if self._version is None:
             if os.path.isdir(self.model_name):
                 weights = self._local_weights_file(self.model_name)
-                identity = "%s@sha256:%s" % (os.path.basename(os.path.normpath(self.model_name)), file_fingerprint(weights))
+                identity = "%s@sha256:%s" % (
+                    os.path.basename(os.path.normpath(self.model_name)),
+                    file_fingerprint(weights),
+                )
             else:
                 identity = "%s@%s" % (self.model_name, self.revision or "default")
             self._version = "transformers:%s:max_length=%d:mean-pool:l2" % (identity, self.max_length)

@@ -70,7 +70,9 @@ def valid_host_pks(host_pks: Sequence) -> list:
     return valid
 
 
-def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, batch_size: int | None = None) -> EncodeReport:
+def encode_items(
+    space_name: str, host_pks: Sequence, *, force: bool = False, batch_size: int | None = None
+) -> EncodeReport:
     """Encode the given host items into one space; return what happened per item."""
     space = registry.get_space(space_name)
     encoder = space.encoder
@@ -82,7 +84,9 @@ def encode_items(space_name: str, host_pks: Sequence, *, force: bool = False, ba
     item_ids = dict(Item.objects.filter(key__in=list(by_key)).values_list("key", "id"))
     item_keys = {item_id: key for key, item_id in item_ids.items()}
     existing = dict(
-        Embedding.objects.filter(generation=generation, item_id__in=item_ids.values()).values_list("item_id", "content_hash")
+        Embedding.objects.filter(generation=generation, item_id__in=item_ids.values()).values_list(
+            "item_id", "content_hash"
+        )
     )
 
     pending: list[tuple[int, str, object]] = []  # (item id, hash, content)
@@ -150,9 +154,9 @@ def stale_host_pks(space_name: str) -> list:
     if generation is None:
         return all_pks
     done = set(
-        Item.objects.filter(Q(embeddings__generation=generation) | Q(encoding_failures__generation=generation)).values_list(
-            "key", flat=True
-        )
+        Item.objects.filter(
+            Q(embeddings__generation=generation) | Q(encoding_failures__generation=generation)
+        ).values_list("key", flat=True)
     )
     return [pk for pk in all_pks if pk not in done]
 

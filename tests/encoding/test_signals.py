@@ -21,11 +21,13 @@ def received():
     signals.embeddings_updated.disconnect(receiver)
 
 
-def test_each_written_batch_is_announced_after_commit(ragrec_encoders, make_products, received, monkeypatch,
-                                                      django_capture_on_commit_callbacks):
+def test_each_written_batch_is_announced_after_commit(
+    ragrec_encoders, make_products, received, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr(encoding, "WRITE_BATCH", 2)
-    products = make_products([("Red mug", "red", None), ("Blue mug", "blue", None), ("Green mug", "green", None),
-                              ("Plain mug", None, None)])  # no image: a failure, not announced
+    products = make_products(
+        [("Red mug", "red", None), ("Blue mug", "blue", None), ("Green mug", "green", None), ("Plain mug", None, None)]
+    )  # no image: a failure, not announced
     with django_capture_on_commit_callbacks(execute=True):
         report = encoding.encode_items("image", [p.pk for p in products])
         assert received == []  # nothing before the transaction commits
@@ -33,7 +35,9 @@ def test_each_written_batch_is_announced_after_commit(ragrec_encoders, make_prod
 
     generation = SpaceGeneration.objects.get(space="image", status="active")
     keys = [str(p.pk) for p in products[:3]]
-    assert [(call["sender"], call["space"], call["generation"]) for call in received] == [(Embedding, "image", generation)] * 2
+    assert [(call["sender"], call["space"], call["generation"]) for call in received] == [
+        (Embedding, "image", generation)
+    ] * 2
     assert [len(call["item_keys"]) for call in received] == [2, 1]
     assert sorted(key for call in received for key in call["item_keys"]) == sorted(keys)
     ids = dict(Item.objects.values_list("key", "id"))

@@ -8,7 +8,14 @@ import random
 from ragrec_django.ml.finetune import Pair
 from shop_demo.catalog import imaging
 
-SHAPES = {"mug": "mug", "tshirt": "t-shirt", "sneaker": "sneaker", "lamp": "lamp", "bottle": "bottle", "umbrella": "umbrella"}
+SHAPES = {
+    "mug": "mug",
+    "tshirt": "t-shirt",
+    "sneaker": "sneaker",
+    "lamp": "lamp",
+    "bottle": "bottle",
+    "umbrella": "umbrella",
+}
 COLOURS = ("red", "blue", "green", "yellow", "purple", "black")
 
 #: A LiT image tower small enough to train in seconds on two CPU cores (32x32 images).

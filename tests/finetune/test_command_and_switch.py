@@ -47,16 +47,37 @@ def tiny_config_file(tmp_path):
     return str(path)
 
 
-def test_command_trains_writes_the_checkpoint_and_prints_options_and_switch_steps(products, tiny_config_file, tmp_path, capsys):
+def test_command_trains_writes_the_checkpoint_and_prints_options_and_switch_steps(
+    products, tiny_config_file, tmp_path, capsys
+):
     out = tmp_path / "checkpoints"
     call_command(
-        "ragrec_finetune_clip", "--out", str(out), "--from-config", tiny_config_file, "--epochs", "1", "--batch-size", "16",
-        "--lr", "0.002", "--device", "cpu", "--no-progress", "--no-plot", "--switch", "--activate", "image", "clip-text",
+        "ragrec_finetune_clip",
+        "--out",
+        str(out),
+        "--from-config",
+        tiny_config_file,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.002",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-plot",
+        "--switch",
+        "--activate",
+        "image",
+        "clip-text",
     )
     printed = capsys.readouterr().out
     (checkpoint,) = [os.path.join(out, name) for name in os.listdir(out)]
     report = json.loads(Path(checkpoint, "report.json").read_text(encoding="utf-8"))
-    assert report["data"]["usable_pairs"] == len(products) and report["data"]["holdout_products"] == round(len(products) * 0.2)
+    assert report["data"]["usable_pairs"] == len(products) and report["data"]["holdout_products"] == round(
+        len(products) * 0.2
+    )
     assert report["config"]["lock_text"] == "minilm"  # auto: no pretrained CLIP given
     assert "1 item(s) without image/text" in printed
     assert "| text->image recall@1 |" in printed
@@ -86,8 +107,15 @@ def test_celery_task_wraps_the_same_entry_point(products, tiny_config_file, tmp_
 
     result = finetune_clip_task.apply(
         args=(str(tmp_path),),
-        kwargs={"from_config": tiny_config_file, "epochs": 1, "max_steps": 1, "batch_size": 16, "device": "cpu", "plot": False,
-                "text_field": "title"},
+        kwargs={
+            "from_config": tiny_config_file,
+            "epochs": 1,
+            "max_steps": 1,
+            "batch_size": 16,
+            "device": "cpu",
+            "plot": False,
+            "text_field": "title",
+        },
     ).get()
     assert os.path.isdir(result["checkpoint"]) and result["encoder"]["BACKEND"] == LOCKED_BACKEND
     assert set(result["after"]) >= {"text_to_image", "image_to_text", "mean_mrr"}
@@ -100,7 +128,9 @@ def test_celery_task_wraps_the_same_entry_point(products, tiny_config_file, tmp_
 @pytest.fixture(scope="module")
 def second_checkpoint(pairs, tmp_path_factory):
     """Another real tiny LiT checkpoint (other seed, shorter training): the "new model" of the switch."""
-    return train_clip(pairs, tmp_path_factory.mktemp("lit-b"), **dict(TINY_LIT_OPTIONS, seed=1, epochs=1, max_steps=3, plot=False)).checkpoint
+    return train_clip(
+        pairs, tmp_path_factory.mktemp("lit-b"), **dict(TINY_LIT_OPTIONS, seed=1, epochs=1, max_steps=3, plot=False)
+    ).checkpoint
 
 
 def _use_checkpoint(settings, checkpoint):
@@ -140,7 +170,9 @@ def _assert_served_by(generation, encoder, anchor_id, texts=("a red mug", "a blu
     return len(queries)
 
 
-def test_zero_downtime_switch_to_a_fine_tuned_checkpoint(settings, products, trained_lit, second_checkpoint, monkeypatch, capsys):
+def test_zero_downtime_switch_to_a_fine_tuned_checkpoint(
+    settings, products, trained_lit, second_checkpoint, monkeypatch, capsys
+):
     old_checkpoint, new_checkpoint = trained_lit.checkpoint, second_checkpoint
     _use_checkpoint(settings, old_checkpoint)
     call_command("ragrec_reindex", "--sync", "--space", "image")

@@ -14,8 +14,8 @@ from safetensors.numpy import load_file
 
 from ragrec_django.ml.base import Encoder, EncoderError
 from ragrec_django.ml.finetune import retrieval_metrics, split_by_product
-from ragrec_django.ml.locked_clip import LockedTextClipEncoder, encoder_setting, read_manifest
 from ragrec_django.ml.loading import file_fingerprint
+from ragrec_django.ml.locked_clip import LockedTextClipEncoder, encoder_setting, read_manifest
 from ragrec_django.ml.text import TransformerTextEncoder
 
 
@@ -38,7 +38,9 @@ def test_text_tower_is_minilm_projected(encoder, trained_lit):
     texts = ["a red mug", "a purple umbrella", "A blue lamp for the desk, with a linen shade."]
     state = load_file(os.path.join(trained_lit.checkpoint, "model.safetensors"))
     weight, bias = state["text_projection.weight"], state["text_projection.bias"]
-    minilm = TransformerTextEncoder(device="cpu", max_length=read_manifest(trained_lit.checkpoint)["text"]["max_length"])
+    minilm = TransformerTextEncoder(
+        device="cpu", max_length=read_manifest(trained_lit.checkpoint)["text"]["max_length"]
+    )
     projected = minilm.encode_texts(texts) @ weight.T + bias
     expected = projected / np.linalg.norm(projected, axis=1, keepdims=True)
 
@@ -110,7 +112,9 @@ print(" ".join(name for name in ("torch", "torchvision", "transformers", "open_c
 
 
 def test_building_the_encoder_imports_no_torch(trained_lit):
-    result = subprocess.run([sys.executable, "-c", SCRIPT, trained_lit.checkpoint], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, trained_lit.checkpoint], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [], "imported while building the encoder: %s" % result.stdout
 

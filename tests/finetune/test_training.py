@@ -45,7 +45,8 @@ def test_checkpoint_directory_and_report(trained_lit):
     assert manifest["text"]["model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert manifest["text"]["hidden_size"] == 384 and re.fullmatch(r"[0-9a-f]{16}", manifest["text"]["weights_sha256"])
     assert sorted(os.listdir(checkpoint)) == sorted(
-        [MANIFEST, "model.safetensors", "report.json", "report.md"] + (["report.png"] if trained_lit.report["plot"] else [])
+        [MANIFEST, "model.safetensors", "report.json", "report.md"]
+        + (["report.png"] if trained_lit.report["plot"] else [])
     )
     assert trained_lit.encoder == {"BACKEND": LOCKED_BACKEND, "OPTIONS": {"checkpoint": checkpoint, "device": "auto"}}
 
@@ -61,7 +62,9 @@ def test_checkpoint_directory_and_report(trained_lit):
 def test_report_without_matplotlib_skips_the_plot_and_says_so(trained_lit, tmp_path, monkeypatch):
     real_find_spec = finetune_report.importlib.util.find_spec
     monkeypatch.setattr(
-        finetune_report.importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a)
+        finetune_report.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
     )
     report = json.loads(json.dumps(trained_lit.report))
     files = finetune_report.write_report(str(tmp_path), report)
@@ -102,7 +105,13 @@ def test_the_held_out_split_is_by_product_seeded_and_order_independent():
 def test_retrieval_metrics():
     identity = np.eye(4)
     perfect = retrieval_metrics(identity, identity)
-    assert perfect["text_to_image"] == {"recall@1": 1.0, "recall@5": 1.0, "recall@10": 1.0, "mrr": 1.0, "median_rank": 1.0}
+    assert perfect["text_to_image"] == {
+        "recall@1": 1.0,
+        "recall@5": 1.0,
+        "recall@10": 1.0,
+        "mrr": 1.0,
+        "median_rank": 1.0,
+    }
     assert perfect["mean_mrr"] == 1.0 and perfect["n"] == 4
 
     # Text i is closest to image (i + 1) % 4, its own image comes second.
@@ -119,7 +128,9 @@ def test_retrieval_metrics():
 
 def test_bad_images_are_skipped_and_reported(pairs, tmp_path):
     broken = [Pair(key="broken-%d" % i, image=b"not an image", text="a broken thing") for i in range(3)]
-    result = train_clip(pairs[::3] + broken, tmp_path, **dict(TINY_LIT_OPTIONS, epochs=1, max_steps=1, batch_size=8, plot=False))
+    result = train_clip(
+        pairs[::3] + broken, tmp_path, **dict(TINY_LIT_OPTIONS, epochs=1, max_steps=1, batch_size=8, plot=False)
+    )
     data = result.report["data"]
     assert data["skipped_images"] == 3 and data["usable_pairs"] == len(pairs[::3])
     assert "broken-0" in data["skipped_examples"] and "not a recognised image" in data["skipped_examples"]["broken-0"]
@@ -133,7 +144,9 @@ def test_a_time_budget_stops_training(pairs, tmp_path):
 def test_copy_text_model_makes_a_self_contained_checkpoint(pairs, tmp_path, trained_lit):
     from ragrec_django.ml.locked_clip import LockedTextClipEncoder
 
-    result = train_clip(pairs[::3], tmp_path, **dict(TINY_LIT_OPTIONS, epochs=1, max_steps=1, copy_text_model=True, plot=False))
+    result = train_clip(
+        pairs[::3], tmp_path, **dict(TINY_LIT_OPTIONS, epochs=1, max_steps=1, copy_text_model=True, plot=False)
+    )
     manifest = read_manifest(result.checkpoint)
     assert manifest["text"]["model"] == "text_model"
     assert Path(result.checkpoint, "text_model", "model.safetensors").is_file()
@@ -155,7 +168,10 @@ def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="device"):
         FinetuneConfig(device="gpu").validated()
     default = FinetuneConfig().validated()
-    assert (default.lock_text, default.from_config) == ("minilm", "small")  # no pretrained CLIP: LiT from a small config
+    assert (default.lock_text, default.from_config) == (
+        "minilm",
+        "small",
+    )  # no pretrained CLIP: LiT from a small config
     pretrained = FinetuneConfig(pretrained="laion2b_s34b_b79k").validated()
     assert (pretrained.lock_text, pretrained.from_config) == ("none", None)
 
@@ -187,7 +203,9 @@ def test_open_clip_model_fine_tuned_from_a_pretrained_checkpoint_loads_with_open
     assert manifest["format"] == "open_clip" and manifest["model"] == TINY_CLIP_NAME
     assert result.encoder["BACKEND"] == OPEN_CLIP_BACKEND
     options = dict(result.encoder["OPTIONS"], device="cpu")
-    assert options["pretrained"].endswith("open_clip_model.safetensors") and options["config"].endswith("open_clip_config.json")
+    assert options["pretrained"].endswith("open_clip_model.safetensors") and options["config"].endswith(
+        "open_clip_config.json"
+    )
 
     # "before" is the starting checkpoint, evaluated through the production encoder.
     held = _held_out(pairs)
@@ -196,7 +214,10 @@ def test_open_clip_model_fine_tuned_from_a_pretrained_checkpoint_loads_with_open
     # "after" is what the new checkpoint gives when the shop loads it with the printed OPTIONS.
     tuned = OpenClipEncoder(**options)
     assert _metrics(tuned, held)["mean_mrr"] == pytest.approx(result.report["after"]["mean_mrr"], abs=1e-4)
-    assert result.report["best_epoch"] > 0 and result.report["after"]["mean_mrr"] > result.report["before"]["mean_mrr"] + 0.1
+    assert (
+        result.report["best_epoch"] > 0
+        and result.report["after"]["mean_mrr"] > result.report["before"]["mean_mrr"] + 0.1
+    )
     assert tuned.dimension == 64 and tuned.version != start_encoder.version
     losses = [row["train_loss"] for row in result.report["history"][1:]]
     assert losses[-1] < losses[0]
@@ -221,8 +242,18 @@ def test_a_run_that_never_beats_the_start_keeps_the_starting_weights_and_says_so
 
     start = make_tiny_clip_checkpoint(tmp_path / "start", seed=0)
     result = train_clip(
-        pairs[::3], tmp_path / "out", lock_text="none", pretrained=start["pretrained"], model=TINY_CLIP_NAME,
-        from_config=TINY_CLIP_CONFIG, epochs=5, patience=1, batch_size=8, lr=1e-9, device="cpu", progress=False,
+        pairs[::3],
+        tmp_path / "out",
+        lock_text="none",
+        pretrained=start["pretrained"],
+        model=TINY_CLIP_NAME,
+        from_config=TINY_CLIP_CONFIG,
+        epochs=5,
+        patience=1,
+        batch_size=8,
+        lr=1e-9,
+        device="cpu",
+        progress=False,
         plot=False,
     )
     assert (result.report["stopped"], result.report["epochs_run"]) == ("early_stopping", 1)
@@ -239,11 +270,21 @@ def test_small_open_clip_config_trains_from_scratch(pairs, tmp_path):
         "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
     }
     result = train_clip(
-        pairs[::3], tmp_path, lock_text="none", from_config=config, epochs=1, max_steps=2, batch_size=16, device="cpu",
-        progress=False, plot=False,
+        pairs[::3],
+        tmp_path,
+        lock_text="none",
+        from_config=config,
+        epochs=1,
+        max_steps=2,
+        batch_size=16,
+        device="cpu",
+        progress=False,
+        plot=False,
     )
     assert os.path.basename(result.checkpoint).startswith("ragrec-clip-")
-    assert result.report["stopped"] == "completed" and result.report["steps"] == 1  # 24 train pairs: one full batch of 16
+    assert (
+        result.report["stopped"] == "completed" and result.report["steps"] == 1
+    )  # 24 train pairs: one full batch of 16
 
 
 def _held_out(pairs, holdout=0.2, seed=0):
@@ -291,8 +332,18 @@ def test_locked_text_training_can_start_from_a_pretrained_image_tower(pairs, tmp
 
     start = make_tiny_clip_checkpoint(tmp_path / "start", seed=1)
     result = train_clip(
-        pairs[::3], tmp_path / "out", lock_text="minilm", pretrained=start["pretrained"], model=TINY_CLIP_NAME,
-        from_config=TINY_CLIP_CONFIG, epochs=1, batch_size=8, lr=1e-9, device="cpu", progress=False, plot=False,
+        pairs[::3],
+        tmp_path / "out",
+        lock_text="minilm",
+        pretrained=start["pretrained"],
+        model=TINY_CLIP_NAME,
+        from_config=TINY_CLIP_CONFIG,
+        epochs=1,
+        batch_size=8,
+        lr=1e-9,
+        device="cpu",
+        progress=False,
+        plot=False,
     )
     manifest = read_manifest(result.checkpoint)
     assert manifest["format"] == LOCKED_FORMAT and manifest["name"] == "lit-minilm-%s" % TINY_CLIP_NAME

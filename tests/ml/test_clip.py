@@ -87,7 +87,11 @@ def test_checkpoint_and_config_file_options(tiny_clip_options, tmp_path, tiny):
     config_path = tmp_path / "tiny.json"
     config_path.write_text(json.dumps(tiny_clip_options["config"]))
     from_files = OpenClipEncoder(
-        model="ragrec-tiny-clip", pretrained=None, checkpoint=tiny_clip_options["pretrained"], config=str(config_path), device="cpu"
+        model="ragrec-tiny-clip",
+        pretrained=None,
+        checkpoint=tiny_clip_options["pretrained"],
+        config=str(config_path),
+        device="cpu",
     )
     assert from_files.version == tiny.version
     np.testing.assert_allclose(from_files.encode_texts(["oak table"]), tiny.encode_texts(["oak table"]), atol=1e-6)
@@ -190,7 +194,13 @@ def test_restricted_image_formats(tiny_clip_options, samples):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_nvjpeg_path_matches_the_cpu_path(tiny_clip_options, samples, monkeypatch):
-    images = [samples.photo_jpeg, samples.truncated_jpeg, samples.rgba_png, samples.exif_rotated_jpeg, samples.cmyk_jpeg]
+    images = [
+        samples.photo_jpeg,
+        samples.truncated_jpeg,
+        samples.rgba_png,
+        samples.exif_rotated_jpeg,
+        samples.cmyk_jpeg,
+    ]
     gpu_decoded = []
     real_gpu_decode = images_module._decode_jpegs_on_gpu
 
@@ -274,6 +284,8 @@ def test_encode_returns_the_same_contract_for_both_modalities(tiny, samples):
     texts = tiny.encode("text", ["a red shirt", "a steel kettle"])
     assert isinstance(images, EncodeResult) and isinstance(texts, EncodeResult)
     assert list(images.errors) == [1] and images.ok_indices == [0, 2] and not images.vectors[1].any()
-    np.testing.assert_allclose(images.vectors, tiny.encode_images([samples.jpeg, samples.random_bytes, samples.png16]).vectors, atol=1e-5)
+    np.testing.assert_allclose(
+        images.vectors, tiny.encode_images([samples.jpeg, samples.random_bytes, samples.png16]).vectors, atol=1e-5
+    )
     assert texts.errors == {} and texts.ok_indices == [0, 1]
     np.testing.assert_allclose(texts.vectors, tiny.encode_texts(["a red shirt", "a steel kettle"]), atol=1e-6)

@@ -51,7 +51,9 @@ def switch_steps(spaces: list[str]) -> list[str]:
     for space in spaces:
         steps.append("manage.py ragrec_spaces switch %s" % space)
     for space in spaces:
-        steps.append("manage.py ragrec_reindex --space %s --wait     # or --sync; queries keep using the old generation" % space)
+        steps.append(
+            "manage.py ragrec_reindex --space %s --wait     # or --sync; queries keep using the old generation" % space
+        )
     for space in spaces:
         steps.append("manage.py ragrec_spaces promote %s             # atomic" % space)
     for space in spaces:
@@ -69,7 +71,9 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True, help="Directory that receives <name>-<hash>/ checkpoint folders.")
         parser.add_argument("--epochs", type=int, default=10)
         parser.add_argument("--batch-size", type=int, default=128)
-        parser.add_argument("--lr", type=float, default=None, help="Default 5e-4 from scratch, 1e-5 from pretrained weights.")
+        parser.add_argument(
+            "--lr", type=float, default=None, help="Default 5e-4 from scratch, 1e-5 from pretrained weights."
+        )
         parser.add_argument("--weight-decay", type=float, default=0.1)
         parser.add_argument("--holdout", type=float, default=0.2, help="Share of products held out for evaluation.")
         parser.add_argument("--seed", type=int, default=0)
@@ -81,15 +85,21 @@ class Command(BaseCommand):
             "auto: minilm without --pretrained, none with it.",
         )
         parser.add_argument("--from-config", default=None, help='"small" or an open_clip model config JSON file.')
-        parser.add_argument("--pretrained", default=None, help="open_clip pretrained tag or weights file to start from.")
+        parser.add_argument(
+            "--pretrained", default=None, help="open_clip pretrained tag or weights file to start from."
+        )
         parser.add_argument("--model", default=None, help="open_clip model name (default ViT-B-32 with --pretrained).")
         parser.add_argument("--text", dest="text_field", choices=TEXT_FIELDS, default="title", help="Text of a pair.")
         parser.add_argument("--limit", type=int, default=None, help="Only the first N items (by primary key).")
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
         parser.add_argument("--precision", default="auto", help="auto (bf16/fp16 autocast on CUDA), fp32, fp16, bf16.")
-        parser.add_argument("--patience", type=int, default=3, help="Epochs without held-out gain before stopping (0: never).")
+        parser.add_argument(
+            "--patience", type=int, default=3, help="Epochs without held-out gain before stopping (0: never)."
+        )
         parser.add_argument("--max-minutes", type=float, default=None, help="Stop training after this long.")
-        parser.add_argument("--copy-text-model", action="store_true", help="Copy MiniLM into the checkpoint (self-contained).")
+        parser.add_argument(
+            "--copy-text-model", action="store_true", help="Copy MiniLM into the checkpoint (self-contained)."
+        )
         parser.add_argument("--name", default=None, help="Checkpoint name before the hash.")
         parser.add_argument(
             "--activate",
@@ -132,7 +142,9 @@ class Command(BaseCommand):
             "plot": not options["no_plot"],
         }
         try:
-            result = finetune_from_adapter(options["out"], text_field=options["text_field"], limit=options["limit"], **training)
+            result = finetune_from_adapter(
+                options["out"], text_field=options["text_field"], limit=options["limit"], **training
+            )
         except (ValueError, TypeError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
         self._print(result, options)
@@ -144,11 +156,23 @@ class Command(BaseCommand):
         data = report["data"]
         self.stdout.write(
             "Trained on %d pairs (%d products), held out %d products; %d item(s) without image/text, %d bad image(s)."
-            % (data["train_pairs"], data["train_products"], data["holdout_products"], report["adapter_skipped"], data["skipped_images"])
+            % (
+                data["train_pairs"],
+                data["train_products"],
+                data["holdout_products"],
+                report["adapter_skipped"],
+                data["skipped_images"],
+            )
         )
         self.stdout.write(
             "Best epoch %s of %s (%s); %s pairs/s on %s."
-            % (report["best_epoch"], report["epochs_run"], report["stopped"], report["train_pairs_per_second"], report["device"]["device"])
+            % (
+                report["best_epoch"],
+                report["epochs_run"],
+                report["stopped"],
+                report["train_pairs_per_second"],
+                report["device"]["device"],
+            )
         )
         self.stdout.write("")
         self.stdout.write(metrics_table(report))
@@ -164,12 +188,18 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write("Encoder OPTIONS to use (RAGREC is code: set it yourself):")
         self.stdout.write("")
-        self.stdout.write('RAGREC["ENCODERS"]["clip"] = %s' % pprint.pformat(result.encoder, sort_dicts=False, width=100))
+        self.stdout.write(
+            'RAGREC["ENCODERS"]["clip"] = %s' % pprint.pformat(result.encoder, sort_dicts=False, width=100)
+        )
         for space in spaces:
             modality = _modality(space)
-            self.stdout.write('RAGREC["SPACES"][%r] = %s' % (space, json.dumps({"ENCODER": "clip", "MODALITY": modality})))
+            self.stdout.write(
+                'RAGREC["SPACES"][%r] = %s' % (space, json.dumps({"ENCODER": "clip", "MODALITY": modality}))
+            )
         if options["switch"]:
             self.stdout.write("")
-            self.stdout.write("Zero-downtime switch (docs/finetune.md), once the setting above is deployed to the encoding workers:")
+            self.stdout.write(
+                "Zero-downtime switch (docs/finetune.md), once the setting above is deployed to the encoding workers:"
+            )
             for number, step in enumerate(switch_steps(spaces), 1):
                 self.stdout.write("  %d. %s" % (number, step))
