@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 from .conf import import_from_setting, ragrec_settings
 from .ml.base import MODALITIES, EncoderError
@@ -174,3 +175,12 @@ def clear() -> None:
     with _lock:
         _encoders.clear()
         _generators.clear()
+
+
+def _clear_on_ragrec_change(*, setting: str, **kwargs) -> None:
+    """Encoders, spaces and generators are built from RAGREC: drop what was built when it changes."""
+    if setting == "RAGREC":
+        clear()
+
+
+setting_changed.connect(_clear_on_ragrec_change)
