@@ -508,10 +508,6 @@ ragrec_settings = RagrecSettings()
 def reload_ragrec_settings(*, setting: str, **kwargs: Any) -> None:
     if setting == "RAGREC":
         ragrec_settings.reload()
-        # Encoders, spaces and generators are built from settings: drop what was built.
-        from ragrec_django import registry
-
-        registry.clear()
 
 
 setting_changed.connect(reload_ragrec_settings)
