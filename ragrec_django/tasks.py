@@ -195,3 +195,24 @@ def finetune_clip_task(self, out: str, **options) -> dict:
         "train_pairs_per_second": report["train_pairs_per_second"],
         "files": result.files,
     }
+
+
+@shared_task(bind=True, acks_late=False)
+def train_ranker_task(self, **options) -> dict:
+    """Train, gate and maybe promote the learned ranker (``ragrec_train_ranker`` in a worker), e.g. nightly::
+
+        CELERY_BEAT_SCHEDULE = {"ragrec-ranker": {"task": "ragrec_django.tasks.train_ranker_task",
+                                                  "schedule": crontab(hour=3, minute=0)}}
+
+    ``options`` are ``services.ranker.train_ranker``'s. A shop with too few orders keeps its ranking:
+    the result says so instead of failing. Acknowledged on receipt: a training run must not start twice.
+    """
+    from .ml.ranker import NotEnoughData
+    from .services import ranker
+
+    try:
+        outcome = ranker.train_ranker(**options)
+    except NotEnoughData as exc:
+        logger.info("Learned ranker not trained: %s", exc)
+        return {"trained": False, "promoted": False, "message": str(exc)}
+    return {"trained": True, "promoted": outcome.promoted, "version": outcome.version.number, "message": outcome.message}

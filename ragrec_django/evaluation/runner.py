@@ -45,7 +45,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..ingest import InteractionRow, ProductRow, get_preset, read_interactions, read_products, write_rows
-from . import metrics
+from . import learned_ranker, metrics
 
 Progress = Callable[[str], None]
 
@@ -342,6 +342,7 @@ class Recommender:
     function: Callable[[Context, str], list[str]]
     description: str
     default: bool = True  # run when no --recommenders is given
+    prepare: Callable[..., dict] | None = None  # run once before the first visitor (e.g. train a model); its report
 
 
 RECOMMENDERS: dict[str, Recommender] = {
@@ -355,6 +356,7 @@ RECOMMENDERS: dict[str, Recommender] = {
         Recommender("popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"),
         Recommender("cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"),
         Recommender("cooc_all", "baseline", rec_cooc_all, "co-occurrence counts with every item bought in training"),
+        Recommender("for_you_learned", "service", learned_ranker.recommend, "for_you with RANKER 'learned': a LightGBM LambdaRank model trained inside the run on the training events only (services.ranker.train_ranker); run only when named (needs the rank extra)", default=False, prepare=learned_ranker.prepare),
         Recommender("for_you_similar", "ablation", _for_you_with({"similar": 1.0}), "for_you with the similar list only (the service before the fusion)", default=False),
         Recommender("for_you_repeat", "ablation", _for_you_with({"repeat": 1.0}), "for_you with the repeat list only", default=False),
         Recommender("for_you_co_purchase", "ablation", _for_you_with({"co_purchase": 1.0}), "for_you with the co-purchase list only", default=False),
@@ -481,8 +483,12 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     ctx = build_context(split, [p.key for p in dataset.products], depth)
     lists: dict[str, dict[str, list[str]]] = {}
     latency: dict[str, dict[str, float]] = {}
+    prepared: dict[str, dict] = {}
     for name in options.recommenders:
         recommender = RECOMMENDERS[name]
+        if recommender.prepare is not None:
+            say("%s: preparing" % name)
+            prepared[name] = recommender.prepare(ctx, progress=lambda message, name=name: say("%s: %s" % (name, message)))
         t = time.perf_counter()
         lists[name] = {}
         calls = []
@@ -510,6 +516,11 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
             for name in options.recommenders
         }
         variants[variant] = {"description": VARIANTS[variant], "users": len(targets), "results": results}
+        if "for_you_learned" in lists and "for_you" in lists:
+            variants[variant]["paired_for_you_learned_vs_for_you"] = learned_ranker.paired(
+                lists["for_you_learned"], lists["for_you"], targets, exclude=exclude)
+    if "for_you_learned" in prepared:
+        prepared["for_you_learned"]["candidate_recall_all"] = learned_ranker.candidate_recall(targets_all)
     timings["total"] = time.perf_counter() - started
 
     test_items = [len(split.test[v].items) for v in visitors]
@@ -544,6 +555,7 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         "recommenders": {name: {"kind": RECOMMENDERS[name].kind, "description": RECOMMENDERS[name].description}
                          for name in options.recommenders},
         "variants": variants,
+        "prepared": prepared,
     }
 
 

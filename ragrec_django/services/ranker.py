@@ -281,3 +281,17 @@ def _model_baseline(current):
         return current.predict(features)
 
     return scores
+
+
+def promote_version(version) -> object:
+    """Activate a stored version (the admin's and the command's promote); every process picks it up."""
+    store.promote_ranker(version)
+    forget_models()
+    return version
+
+
+def rollback_version(recommender: str = "for_you"):
+    """Re-activate the version active before the current one; None (fusion serves) when there is none."""
+    previous = store.rollback_ranker(recommender)
+    forget_models()
+    return previous

@@ -151,3 +151,30 @@ def test_a_broken_model_falls_back_to_fusion_and_logs(settings, trained, caplog)
     with caplog.at_level(logging.ERROR, logger="ragrec_django.ranker"):
         assert [r.item.key for r in history.for_you(visitor, k=5)] == fusion
     assert "serving fusion" in caplog.text
+
+
+def test_command_says_when_there_are_too_few_orders_and_the_task_does_not_fail(catalogue):
+    from django.core.management import CommandError, call_command
+
+    from ragrec_django.tasks import train_ranker_task
+
+    shop(catalogue, visitors=3, days=20)
+    with pytest.raises(CommandError, match="The current ranking stays"):
+        call_command("ragrec_train_ranker", "--holdout-days", "5")
+    result = train_ranker_task.apply(kwargs={"holdout_days": 5}).get()
+    assert result["trained"] is False and "needs at least" in result["message"]
+
+
+def test_command_lists_promotes_and_rolls_back_versions(trained, capsys):
+    from django.core.management import call_command
+
+    call_command(
+        "ragrec_train_ranker", "--label-days", "60", "--holdout-days", "20", "--min-orders", "20", "--no-promote"
+    )
+    call_command("ragrec_train_ranker", "--list")
+    listing = capsys.readouterr().out
+    assert "#2   candidate" in listing and "#1   active" in listing
+    call_command("ragrec_train_ranker", "--promote", "2")
+    assert RankerModel.objects.get(status="active").number == 2
+    call_command("ragrec_train_ranker", "--rollback")
+    assert RankerModel.objects.get(status="active").number == 1

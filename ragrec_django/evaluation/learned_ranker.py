@@ -1,0 +1,112 @@
+"""The learned "for you" in the offline evaluation: trained inside the run on the training events only.
+
+``prepare`` trains a version exactly as ``manage.py ragrec_train_ranker`` does (``services.ranker.
+train_ranker``), on the scratch database that holds the training events alone, and activates it
+(there is no hold-out to gate on: the held-out baskets are the test). ``recommend`` is then the
+``for_you`` service with ``RAGREC["RANKER"]`` "learned", the path a shop serves. ``candidate_recall``
+and ``paired`` add what the report needs to judge it: how many held-out items reach the candidates,
+per source, and the per-shopper difference against fusion with its standard error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from . import metrics
+
+#: Orders of returning shoppers in this many days before the end of training are the training queries.
+LABEL_DAYS = 90
+
+
+def prepare(ctx, progress=None) -> dict:
+    """Train and activate a learned ranker on the training events; what describes it."""
+    from ..services import ranker
+
+    started = time.perf_counter()
+    outcome = ranker.train_ranker(label_days=LABEL_DAYS, holdout_days=0, force=True, progress=progress)
+    metadata = outcome.version.metadata
+    return {
+        "version": str(outcome.version),
+        "training_s": round(time.perf_counter() - started, 1),
+        "model_bytes": len(outcome.version.model_text.encode()) + len(bytes(outcome.version.factors)),
+        "best_iteration": metadata.get("best_iteration"),
+        "validation": {k: v for k, v in metadata.get("validation", {}).items() if k != "curve_ndcg@10"},
+        "training": metadata.get("training"),
+        "training_candidate_recall": metadata.get("candidate_recall"),
+        "feature_importance_gain": dict(list(metadata.get("feature_importance_gain", {}).items())[:15]),
+        "label_days": LABEL_DAYS,
+    }
+
+
+def recommend(ctx, visitor: str) -> list[str]:
+    """The ``for_you`` service served by the learned ranker."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from .runner import rec_for_you
+
+    with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"for_you": "learned"}}):
+        return rec_for_you(ctx, visitor)
+
+
+def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:
+    """Share of the held-out items that reach the learned ranker's candidates at the end of training, per
+    source and in total (the candidates read from the database as serving reads them)."""
+    from ..models import Item
+    from ..ranking.learned import SOURCES
+    from ..services import ranker
+    from ..services.results import Visitor
+
+    model = ranker.active_model("for_you")
+    keys = dict(Item.objects.values_list("id", "key"))
+    found = dict.fromkeys((*SOURCES, "total"), 0)
+    total = 0
+    at = time.time()
+    for visitor, items in targets.items():
+        candidates, _, _ = ranker.signals_for(_visitor(visitor, Visitor), at, model.factors if model else None)
+        positions = {keys[int(item)]: i for i, item in enumerate(candidates.items)}
+        total += len(items)
+        hits = [positions[item] for item in items if item in positions]
+        found["total"] += len(hits)
+        for source in SOURCES:
+            found[source] += sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
+    return {name: round(count / total, 4) for name, count in found.items()} if total else {}
+
+
+def _visitor(visitor: str, visitor_class):
+    if visitor.startswith("user:"):
+        return visitor_class(user_id=int(visitor[5:]))
+    return visitor_class(session_key=visitor)
+
+
+def paired(
+    ours: Mapping[str, Sequence[str]],
+    theirs: Mapping[str, Sequence[str]],
+    targets: Mapping[str, set[str]],
+    *,
+    k: int = 10,
+    exclude: Mapping[str, set[str]] | None = None,
+) -> dict:
+    """Per-shopper differences (ours - theirs) of recall@k and nDCG@k: mean, standard error, wins and losses."""
+    result = {}
+    for name, metric in (("recall", metrics.recall_at_k), ("ndcg", metrics.ndcg_at_k)):
+        differences = []
+        for visitor, relevant in targets.items():
+            drop = exclude.get(visitor, set()) if exclude is not None else set()
+            a = [item for item in ours.get(visitor, ()) if item not in drop]
+            b = [item for item in theirs.get(visitor, ()) if item not in drop]
+            differences.append(metric(a, relevant, k) - metric(b, relevant, k))
+        values = np.asarray(differences)
+        n = len(values)
+        se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        result["%s@%d" % (name, k)] = {
+            "mean_difference": round(float(values.mean()), 6) if n else 0.0,
+            "se": round(se, 6),
+            "wins": int((values > 0).sum()),
+            "losses": int((values < 0).sum()),
+        }
+    return result
