@@ -300,9 +300,10 @@ API_URLCONF = "ragrec_django.api.urls"
 def check_api_apps(app_configs=None, **kwargs):
     """ragrec.E015: the URLs include the REST API, but DRF or drf-spectacular is not set up for it."""
     from django.apps import apps
+    from django.conf import settings
     from django.urls import get_resolver
 
-    if not _includes(get_resolver(), API_URLCONF):
+    if not getattr(settings, "ROOT_URLCONF", None) or not _includes(get_resolver(), API_URLCONF):
         return []
     from drf_spectacular.openapi import AutoSchema
     from rest_framework.settings import api_settings
