@@ -43,14 +43,15 @@ def prepare(ctx, progress=None) -> dict:
 
 
 def recommend(ctx, visitor: str) -> list[str]:
-    """The ``for_you`` service served by the learned ranker."""
+    """The ``for_you`` service served by the learned ranker (``ctx.depth`` items, as every service here)."""
     from django.conf import settings
     from django.test.utils import override_settings
 
-    from .runner import rec_for_you
+    from ..services import recommend as services
+    from ..services.results import Visitor
 
     with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"for_you": "learned"}}):
-        return rec_for_you(ctx, visitor)
+        return [r.item.key for r in services.for_you(_visitor(visitor, Visitor), k=ctx.depth)]
 
 
 def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:
