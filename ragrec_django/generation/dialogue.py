@@ -14,13 +14,15 @@ must-nots ("not pink", "no mugs", "without leather"), "only X", "in another colo
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .prompt import parse_budget_and_filters
+from ..ml.generation import GenerationRequest
+from .prompt import _data_rules, clean_text, data_section, parse_budget_and_filters
 from .unicode import strip_hidden
 from .vocabulary import COLOURS, MATERIALS
 
@@ -306,20 +308,23 @@ def _median_price(shown: Sequence[ShownItem]) -> float | None:
 
 def _take_relative_price(text: str, shown: Sequence[ShownItem], state: DialogueState, update: Update) -> str:
     """"cheaper": under the median price shown (or the current maximum); "more expensive": over it."""
+    _relative_price(update, shown, state, cheaper=bool(_CHEAPER.search(text)), pricier=bool(_PRICIER.search(text)))
+    return _PRICIER.sub(" ", _CHEAPER.sub(" ", text))
+
+
+def _relative_price(update: Update, shown: Sequence[ShownItem], state: DialogueState, *, cheaper: bool,
+                    pricier: bool) -> None:
+    """Set the budget of "cheaper" (under the median price shown, else the current maximum) and "more
+    expensive" (over it, else over the current minimum)."""
     reference = _median_price(shown)
-    if _CHEAPER.search(text):
-        ceiling = reference if reference is not None else state.max_price
-        if ceiling is not None:
-            update.max_price = round(max(ceiling - 0.01, 0.0), 2)
-            update.clear_min = (state.min_price or 0) > update.max_price
-        text = _CHEAPER.sub(" ", text)
-    if _PRICIER.search(text):
-        floor = reference if reference is not None else state.min_price
-        if floor is not None:
-            update.min_price = round(floor + 0.01, 2)
-            update.clear_max = state.max_price is not None and state.max_price < update.min_price
-        text = _PRICIER.sub(" ", text)
-    return text
+    ceiling = reference if reference is not None else state.max_price
+    if cheaper and ceiling is not None:
+        update.max_price = round(max(ceiling - 0.01, 0.0), 2)
+        update.clear_min = (state.min_price or 0) > update.max_price
+    floor = reference if reference is not None else state.min_price
+    if pricier and floor is not None:
+        update.min_price = round(floor + 0.01, 2)
+        update.clear_max = state.max_price is not None and state.max_price < update.min_price
 
 
 def _step_size(size: str, step: int) -> str | None:
@@ -543,3 +548,125 @@ def _merged(old: Sequence[str], new: Sequence[str]) -> list[str]:
 def money(value: float) -> str:
     """A price as the shopper writes it: 40, 24.99."""
     return ("%.2f" % value).removesuffix(".00")
+
+
+# ---------------------------------------------------------------- LLM extraction (JSON validated against a schema)
+
+EXTRACTION_PROMPT_VERSION = "dialogue-extraction-v1"
+_TEXT_LISTS = ("colours", "materials", "sizes", "excluded_colours", "excluded_terms", "interests")
+#: The JSON an LLM must return for a shopper's message (JSON Schema); ``update_from_json`` enforces it.
+EXTRACTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "reset": {"type": "boolean", "description": "the shopper starts over"},
+        "more": {"type": "boolean", "description": "the shopper asks for more of the same (next page)"},
+        "query": {"type": ["string", "null"], "maxLength": 100, "description": "product words asked for"},
+        "category": {"type": ["string", "null"], "description": "one of the catalogue's categories, or null"},
+        "min_price": {"type": ["number", "null"], "minimum": 0},
+        "max_price": {"type": ["number", "null"], "minimum": 0},
+        "cheaper": {"type": "boolean", "description": "cheaper than the products shown"},
+        "more_expensive": {"type": "boolean", "description": "more expensive than the products shown"},
+        "only_colours": {"type": "boolean", "description": "only the colours listed"},
+        **{name: {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 10} for name in _TEXT_LISTS},
+        "recipient": {"type": ["string", "null"], "maxLength": 60},
+        "occasion": {"type": ["string", "null"], "maxLength": 60},
+        "liked_positions": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 10,
+                            "description": "1-based positions of shown products the shopper wants more like"},
+        "disliked_positions": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 10,
+                               "description": "1-based positions of shown products the shopper rejects"},
+    },
+}
+
+
+def build_extraction_request(
+    message: str, state: DialogueState, *, categories: Sequence[str] = ()
+) -> GenerationRequest:
+    """A ``GenerationRequest`` asking an LLM for the ``EXTRACTION_SCHEMA`` JSON of ``message``. The message,
+    the state and the shown products travel as delimited untrusted data (``prompt.data_section``)."""
+    shown = [{"position": n, "title": s.title, "category": s.category, "price": s.price, "colour": s.colour}
+             for n, s in enumerate(state.shown_items(), 1)]
+    current = {chip["kind"]: chip["value"] for chip in state.chips()}
+    begin, end, section = data_section(
+        {"shopper_message": clean_text(message, 1000), "current_constraints": current, "shown_products": shown,
+         "categories": list(categories)[:50]},
+        EXTRACTION_PROMPT_VERSION,
+    )
+    rules = "\n\n".join([
+        "You extract a shopper's constraints from their message for a shop's search.",
+        _data_rules(begin, end),
+        "Reply with one JSON object and nothing else, valid against this JSON Schema; leave out what the message "
+        "does not change:\n" + json.dumps(EXTRACTION_SCHEMA),
+    ])
+    return GenerationRequest(
+        task="extraction", messages=[{"role": "system", "content": rules}, {"role": "user", "content": section}],
+        facts={"request": clean_text(message, 1000)}, max_tokens=300, temperature=0.0,
+    )
+
+
+def update_from_json(text: str, state: DialogueState, *, categories: Sequence[str] = ()) -> Update:
+    """The ``Update`` an LLM's JSON reply describes; ``ValueError`` when it is not valid against
+    ``EXTRACTION_SCHEMA`` (not JSON, unknown key, wrong type, a category not in ``categories``, a position not
+    shown)."""
+    cleaned = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        data = json.loads(cleaned)
+    except json.JSONDecodeError as exc:
+        raise ValueError("not JSON: %s" % exc) from exc
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    properties = EXTRACTION_SCHEMA["properties"]
+    unknown = set(data) - set(properties)
+    if unknown:
+        raise ValueError("unknown keys: %s" % ", ".join(sorted(unknown)))
+    for name, value in data.items():
+        _check(name, value, properties[name])
+    shown = state.shown_items()
+    update = Update(reset=bool(data.get("reset")), more=bool(data.get("more")),
+                    only_colours=bool(data.get("only_colours")))
+    if data.get("query"):
+        update.query = " ".join(strip_hidden(data["query"]).lower().split())
+    if data.get("category"):
+        if data["category"] not in categories:
+            raise ValueError("category %r is not one of the catalogue's" % data["category"][:60])
+        update.category = data["category"]
+    for name in ("min_price", "max_price"):
+        if data.get(name) is not None:
+            setattr(update, name, float(data[name]))
+    if update.min_price is not None and update.max_price is None:
+        update.clear_max = state.max_price is not None and state.max_price < update.min_price
+    if update.max_price is not None and update.min_price is None:
+        update.clear_min = state.min_price is not None and state.min_price > update.max_price
+    _relative_price(update, shown, state, cheaper=bool(data.get("cheaper")), pricier=bool(data.get("more_expensive")))
+    for name in _TEXT_LISTS:
+        values = [" ".join(strip_hidden(v).lower().split()) for v in data.get(name, [])]
+        setattr(update, name, [singular(v) if name == "excluded_terms" else v for v in dict.fromkeys(values) if v])
+    for name in ("recipient", "occasion"):
+        if data.get(name):
+            setattr(update, name, " ".join(strip_hidden(data[name]).lower().split()))
+    for name, target in (("liked_positions", update.liked), ("disliked_positions", update.disliked)):
+        for position in data.get(name, []):
+            if position > len(shown):
+                raise ValueError("position %d was not shown" % position)
+            target.append(shown[position - 1].key)
+    update.excluded_keys = list(update.disliked)
+    return update
+
+
+_JSON_TYPES = {"boolean": bool, "string": str, "number": (int, float), "integer": int, "array": list, "null": type(None)}
+
+
+def _check(name: str, value: Any, schema: Mapping[str, Any]) -> None:
+    """``ValueError`` unless ``value`` is valid against ``schema`` (the subset of JSON Schema used above)."""
+    types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    if isinstance(value, bool) and "boolean" not in types or not any(isinstance(value, _JSON_TYPES[t]) for t in types):
+        raise ValueError("%s: expected %s" % (name, " or ".join(types)))
+    if isinstance(value, str) and len(value) > schema.get("maxLength", 1000):
+        raise ValueError("%s: too long" % name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < schema.get("minimum", value):
+        raise ValueError("%s: below %s" % (name, schema["minimum"]))
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", 100):
+            raise ValueError("%s: too many items" % name)
+        for item in value:
+            _check(name, item, schema["items"])

@@ -13,13 +13,20 @@ One turn (``take_turn``):
    products, away from the disliked ones; ``RAGREC["CONVERSATION_ROCCHIO"]``);
 4. answer citing only the retrieved products (the one-shot assistant's generator request and citation
    validation), with per-product reasons, and ask for feedback;
-5. save the turn (message, feedback, answer, question, products shown, state) and the new state.
+5. save the turn (message, feedback, answer, question, products shown, state) and the new state; a like (or
+   "add to basket") on a product is also recorded as a ``click`` interaction event (source "assistant",
+   idempotent per conversation, product and action), so it counts in the visitor's history.
+
+With an LLM generator as ``RAGREC["ASSISTANT_GENERATOR"]``, the message is understood by the LLM as JSON valid
+against ``dialogue.EXTRACTION_SCHEMA`` (a bad reply is retried once, then the rule parser is used); with the
+offline generator (the default), by the rule parser.
 
 A conversation belongs to its visitor (user or session): anyone else gets ``ConversationNotFound``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -32,14 +39,17 @@ from django.utils import timezone
 
 from .. import registry, storage
 from ..conf import ragrec_settings
-from ..exceptions import BadQuery, ItemNotFound
+from ..exceptions import BadQuery, EventError, ItemNotFound
 from ..generation import dialogue
 from ..generation.prompt import build_assistant_request
 from ..generation.sanitise import sanitise_output
 from ..limits import ASSISTANT_REQUEST_MAX_CHARS
+from ..ml.generation import GenerationError
+from ..ml.generators.offline import FactsGenerator
 from ..models import Conversation, Item, Turn
 from ..ranking.fusion import reciprocal_rank_fusion
 from . import assistant
+from .events import EventInput, record_events
 from .inputs import checked_text
 from .query_vectors import text_query_vector
 from .recommend import Recommendation, similar_items, trending
@@ -53,6 +63,10 @@ FEEDBACK_QUESTION = (
 NOTHING_FOUND = "Nothing in the shop matches all of that."
 NOTHING_QUESTION = "Shall I drop one of the constraints? You can remove one below, or start over."
 FEEDBACK_REPLIES = ["Cheaper", "Show me more", "More like the first one", "Start over"]
+#: Feedback recorded as a positive interaction event (there is no negative event type).
+POSITIVE_FEEDBACK = ("like", "basket")
+
+logger = logging.getLogger(__name__)
 
 
 class ConversationNotFound(ItemNotFound):
@@ -152,15 +166,79 @@ def take_turn(
     if feedback:
         state = dialogue.apply(state, _feedback(state, feedback))
     if message:
-        state = dialogue.apply(state, dialogue.parse(message, state, categories=known))
-    if not state.has_request() and not state.asked:
-        state.asked = True
-        result = TurnResult(conversation, 0, VAGUE_QUESTION, [], state, VAGUE_QUESTION, known[:4])
-        result.answer = "Tell me a little more and I'll find something."
-    else:
-        result = _recommend(conversation, state, message, config)
+        state = dialogue.apply(state, understand(message, state, known))
+    result = _respond(conversation, state, message, config, known)
     _save(result, message, feedback or {})
+    if feedback and feedback.get("action") in POSITIVE_FEEDBACK:
+        _record_feedback(conversation, str(feedback["item"]), feedback["action"])
     return result
+
+
+def without_constraint(conversation: Conversation, kind: str, value: str, *, config: str = "default") -> TurnResult:
+    """A turn that removes one of the state's constraints (a chip of ``DialogueState.chips``) and answers again."""
+    conversation.refresh_from_db(fields=["state"])
+    try:
+        state = dialogue.remove_constraint(dialogue.DialogueState.from_dict(conversation.state), kind, value)
+    except ValueError as exc:
+        raise BadQuery(str(exc)) from exc
+    result = _respond(conversation, state, "", config, categories())
+    _save(result, "", {"action": "remove", "constraint": kind, "value": value})
+    return result
+
+
+def latest(conversation: Conversation) -> TurnResult | None:
+    """The conversation's last turn as it was answered (products, reasons, question), or ``None`` before any."""
+    turn = conversation.turns.order_by("-number").first()
+    if turn is None:
+        return None
+    state = dialogue.DialogueState.from_dict(turn.state)
+    items = {item.key: item for item in Item.objects.filter(key__in=turn.item_keys)}
+    products = [Recommendation(items[key], 0.0, "", [], {}) for key in turn.item_keys if key in items]
+    reasons = {rec.item.key: _reasons(rec.item, state) for rec in products}
+    return TurnResult(conversation, turn.number, turn.answer, products, state, turn.question,
+                      _quick_replies(turn.question), reasons)
+
+
+def understand(message: str, state: dialogue.DialogueState, known: list[str]) -> dialogue.Update:
+    """What ``message`` changes: the LLM's JSON (validated, one retry) when an LLM generator is configured,
+    else (or when both replies are bad) the rule parser's reading."""
+    generator = registry.get_generator(ragrec_settings.ASSISTANT_GENERATOR)
+    if not isinstance(generator, FactsGenerator):
+        request = dialogue.build_extraction_request(message, state, categories=known)
+        for attempt in (1, 2):
+            try:
+                return dialogue.update_from_json(generator.generate(request), state, categories=known)
+            except (GenerationError, ValueError) as exc:
+                logger.warning("Constraint extraction, try %d of 2, unusable: %s", attempt, exc)
+    return dialogue.parse(message, state, categories=known)
+
+
+def _respond(conversation: Conversation, state: dialogue.DialogueState, message: str, config: str,
+             known: list[str]) -> TurnResult:
+    """One clarifying question when the request is too vague and none was asked yet, else products."""
+    if state.has_request() or state.asked:
+        return _recommend(conversation, state, message, config)
+    state.asked = True
+    return TurnResult(conversation, 0, "Tell me a little more and I'll find something.", [], state, VAGUE_QUESTION,
+                      known[:4])
+
+
+def _quick_replies(question: str) -> list[str]:
+    if question == VAGUE_QUESTION:
+        return categories()[:4]
+    return ["Start over"] if question == NOTHING_QUESTION else FEEDBACK_REPLIES
+
+
+def _record_feedback(conversation: Conversation, key: str, action: str) -> None:
+    """A like of a shown product as a ``click`` event of the conversation's visitor (once per product and action)."""
+    event = EventInput(
+        event="click", item=key, user_id=conversation.user_id, session_key=conversation.session_key,
+        source="assistant", idempotency_key="assistant:%s:%s:%s" % (conversation.pk, action, key[:64]),
+    )
+    try:
+        record_events([event])
+    except EventError as exc:  # the item left the catalogue meanwhile: the turn stands without the event
+        logger.warning("Assistant feedback not recorded: %s", exc)
 
 
 def _feedback(state: dialogue.DialogueState, feedback: dict) -> dialogue.Update:
@@ -182,7 +260,7 @@ def _recommend(conversation: Conversation, state: dialogue.DialogueState, messag
     shown = [_shown(rec.item) for rec in ranked]
     new_state = dialogue.remember_shown(state, shown)
     if not ranked:
-        return TurnResult(conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, ["Start over"])
+        return TurnResult(conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, _quick_replies(NOTHING_QUESTION))
     reasons = {rec.item.key: _reasons(rec.item, state) for rec in ranked}
     text, dropped = _answer(message or _describe(state), ranked)
     return TurnResult(conversation, 0, text, ranked, new_state, FEEDBACK_QUESTION, FEEDBACK_REPLIES, reasons, dropped)

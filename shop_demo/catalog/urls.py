@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import assistant, views
 
 app_name = "catalog"
 
@@ -8,7 +8,7 @@ urlpatterns = [
     path("", views.HomeView.as_view(), name="home"),
     path("search/", views.SearchView.as_view(), name="search"),
     path("search/photo/", views.PhotoSearchView.as_view(), name="search_photo"),
-    path("assistant/", views.AssistantView.as_view(), name="assistant"),
+    path("assistant/", assistant.AssistantView.as_view(), name="assistant"),
     path("category/<slug:slug>/", views.CategoryView.as_view(), name="category"),
     path("product/<slug:slug>/", views.ProductView.as_view(), name="product"),
     path("basket/", views.CartView.as_view(), name="cart"),

@@ -30,7 +30,7 @@ from django.views import View
 from django.views.generic import DetailView, ListView, TemplateView
 
 from ragrec_django.conf import ragrec_settings
-from ragrec_django.exceptions import BadQuery, EventError, GenerationError, RecommendationError, SpaceNotReady
+from ragrec_django.exceptions import BadQuery, EventError, RecommendationError, SpaceNotReady
 from ragrec_django.services import recommend
 from ragrec_django.services.events import EventInput, record_events
 from ragrec_django.services.visitors import ensure_session_key
@@ -219,28 +219,6 @@ def _content_length(request) -> int:
         return int(request.META.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-class AssistantView(View):
-    """A shopping assistant page: a request in plain words, a grounded answer and the products it cites."""
-
-    template_name = "catalog/assistant.html"
-
-    def get(self, request):
-        from ragrec_django.services import assistant
-
-        text = request.GET.get("q", "").strip()
-        context = {"request_text": text}
-        status = 200
-        if text:
-            try:
-                context["answer"] = assistant.answer(text, k=8)
-            except RecommendationError as exc:
-                context["error"], status = str(exc), 400
-            except (SpaceNotReady, GenerationError) as exc:
-                logger.warning("Assistant unavailable: %s", exc)
-                context["error"], status = "The assistant is not available right now.", 503
-        return TemplateResponse(request, self.template_name, context, status=status)
 
 
 # ---------------------------------------------------------------- basket and checkout
