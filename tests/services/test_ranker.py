@@ -178,3 +178,16 @@ def test_command_lists_promotes_and_rolls_back_versions(trained, capsys):
     assert RankerModel.objects.get(status="active").number == 2
     call_command("ragrec_train_ranker", "--rollback")
     assert RankerModel.objects.get(status="active").number == 1
+
+
+def test_admin_lists_versions_with_their_metrics_and_rolls_back(trained, admin_client):
+    from django.urls import reverse
+
+    version = RankerModel.objects.get()
+    url = reverse("admin:ragrec_django_rankermodel_changelist")
+    page = admin_client.get(url)
+    assert page.status_code == 200 and version.content_hash[:12] in page.content.decode()
+    assert "(fusion)" in page.content.decode()
+    response = admin_client.post(url, {"action": "roll_back", "_selected_action": [version.pk]}, follow=True)
+    assert "fusion serves" in response.content.decode()
+    assert not RankerModel.objects.filter(status="active").exists()
