@@ -203,14 +203,14 @@ class VectorQueryProbe:
         self.ef_used: list[int] = []
 
     def __enter__(self):
-        def ann(sql, params, ef_search):
-            rows = self.originals["_run_ann_query"](sql, params, ef_search)
+        def ann(sql, params, ef_search, *using):
+            rows = self.originals["_run_ann_query"](sql, params, ef_search, *using)
             self.calls.append((False, len(rows)))
             self.ef_used.append(ef_search)
             return rows
 
-        def exact(sql, params):
-            rows = self.originals["_run_exact_query"](sql, params)
+        def exact(sql, params, *using):
+            rows = self.originals["_run_exact_query"](sql, params, *using)
             self.calls.append((True, len(rows)))
             return rows
 

@@ -21,15 +21,21 @@ ragrec.E013  RAGREC["FOR_YOU_WEIGHTS"], ["SIMILAR_WEIGHTS"] or ["SEARCH_WEIGHTS"
 ragrec.E014  RAGREC["API_THROTTLE_RATES"] invalid (not a dict, a rate other than "<n>/<s|min|hour|day>" or None)
 ragrec.W002  an experiment's variant names a serving configuration that exists neither in settings nor in the admin
              (database check; that variant's visitors are served "default" meanwhile)
+ragrec.W003  the settings trust a proxy's headers (SECURE_PROXY_SSL_HEADER, USE_X_FORWARDED_HOST or _PORT) but
+             REST_FRAMEWORK["NUM_PROXIES"] is unset: the API's throttles and popularity caps see the proxy's address
+             for every client (they never trust X-Forwarded-For without a proxy count)
 ragrec.W004  RAGREC["AUTO_ENCODE"] is on but the celery package is not installed (saved items are not re-encoded)
 ragrec.W005  RAGREC["AUTO_ENCODE"] is on but no Celery broker is configured (Celery would use its default
              amqp://localhost; saved items are recorded for ``ragrec_reindex --stale`` instead)
 ragrec.E015  the URLs include ragrec_django.api.urls but "rest_framework" is not in INSTALLED_APPS, or
              REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] is not drf-spectacular's AutoSchema
+ragrec.E016  RAGREC["READ_DATABASE"] invalid (not an alias or a list of aliases, an alias not in DATABASES or not
+             PostgreSQL) or RAGREC["READ_DATABASE_MAX_LAG_SECONDS"] not a number > 0 (docs/scaling.md)
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
@@ -258,6 +264,28 @@ def check_experiment_configs(app_configs=None, databases=None, **kwargs):
     ]
 
 
+#: Django settings that say a proxy in front sets request headers.
+PROXY_HEADER_SETTINGS = ("SECURE_PROXY_SSL_HEADER", "USE_X_FORWARDED_HOST", "USE_X_FORWARDED_PORT")
+
+
+@checks.register(checks.Tags.security)
+def check_proxy_count(app_configs=None, **kwargs):
+    """ragrec.W003: a proxy's headers are trusted, but no proxy count tells how to read the client's address."""
+    trusted = [name for name in PROXY_HEADER_SETTINGS if getattr(settings, name, None)]
+    if not trusted or (getattr(settings, "REST_FRAMEWORK", None) or {}).get("NUM_PROXIES") is not None:
+        return []
+    return [
+        checks.Warning(
+            "%s set (a proxy in front sets headers), but REST_FRAMEWORK[\"NUM_PROXIES\"] is not: the API's throttles "
+            "and popularity caps identify every client by the proxy's address." % " and ".join(trusted),
+            hint='Set REST_FRAMEWORK["NUM_PROXIES"] to the number of proxies in front of Django (0 when none): the '
+            "client's address is then read from the right of X-Forwarded-For, which they append to.",
+            obj="settings.REST_FRAMEWORK",
+            id="ragrec.W003",
+        )
+    ]
+
+
 @checks.register()
 def check_encode_on_save(app_configs=None, **kwargs):
     """ragrec.W004/W005: AUTO_ENCODE is on, but saved items cannot be queued (no celery package, no broker)."""
@@ -342,3 +370,16 @@ def _includes(resolver, module_name: str) -> bool:
         ):
             return True
     return False
+
+
+@checks.register()
+def check_read_database(app_configs=None, **kwargs):
+    """ragrec.E016: the read replicas of ``RAGREC["READ_DATABASE"]`` are not usable aliases of DATABASES."""
+    try:
+        _ = ragrec_settings.user_settings
+    except ImproperlyConfigured:
+        return []  # ragrec.E001
+    from .storage.database import read_database_problems
+
+    hint = 'Name aliases of DATABASES holding PostgreSQL replicas of "default" (docs/scaling.md).'
+    return [_error(problem, "ragrec.E016", hint=hint) for problem in read_database_problems()]

@@ -79,6 +79,17 @@ DEFAULTS: dict[str, Any] = {
     # Keyword search ranks at most this many matching items (a query of common words can match
     # much of a large catalogue; ranking them all costs ~3 us per item).
     "KEYWORD_RANK_LIMIT": 2000,
+    # Item attributes (keys of the adapter's metadata) that search understands in queries ("blue",
+    # "linen") and offers as facets, next to category and price. See docs/search.md.
+    "SEARCH_ATTRIBUTES": ["colour", "color", "material", "size", "brand"],
+    # Score multiplier per attribute of the query an item has (1.0: x2 for "blue", x4 for "blue linen").
+    "SEARCH_ATTRIBUTE_BOOST": 1.0,
+    # Upper bounds of the price facet's bands (the last band is "over" the last bound).
+    "SEARCH_PRICE_BANDS": [10, 25, 50, 100, 250, 500],
+    # Currency symbol in search reasons and price facets ("under £30"), when the shopper typed none.
+    "SEARCH_CURRENCY": "",
+    # Days search analytics (SearchLog rows) are kept.
+    "SEARCH_LOG_DAYS": 90,
     # Event weights for trending and "for you" profiles.
     "EVENT_WEIGHTS": {"view": 1.0, "click": 2.0, "add_to_cart": 3.0, "purchase": 5.0},
     # Half-lives of the time decay of trending popularity and of "for you" history.
@@ -89,6 +100,10 @@ DEFAULTS: dict[str, Any] = {
     # with what they bought). 0 leaves a list out. The defaults won the offline evaluation on real
     # orders (docs/evaluation.md); {"similar": 1.0} alone never shows what the visitor bought.
     "FOR_YOU_WEIGHTS": {"similar": 0.25, "repeat": 1.25, "co_purchase": 1.0},
+    # Ranking per recommender: "fusion" (the weighted lists above) or "learned" (the active model of
+    # manage.py ragrec_train_ranker; fusion serves while there is none). One name for all, or
+    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md.
+    "RANKER": "fusion",
     # A/B experiments: {name: {"RECOMMENDERS": [names] (optional: all), "VARIANTS": {variant: {"CONFIG": serving
     # config, "WEIGHT": share}, ...}}}. A visitor's variant is a hash of (name, user id or session key); the first
     # variant listed is the baseline. Read as [Experiment, ...] (parse_experiments below); checked by ragrec.E011/W002.
@@ -100,10 +115,6 @@ DEFAULTS: dict[str, Any] = {
     # Query embeddings cached per process (text search in the web process).
     "QUERY_CACHE_SIZE": 2048,
     # torch CPU threads of each process that serves requests (query encoding), set once per process
-    # Ranking per recommender: "fusion" (the weighted lists above) or "learned" (the active model of
-    # manage.py ragrec_train_ranker; fusion serves while there is none). One name for all, or
-    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md.
-    "RANKER": "fusion",
     # on its first request (registry.prepare_serving_process); None keeps torch's one thread per core,
     # which makes concurrent requests fight for every core. Size the web server's processes to the cores.
     "QUERY_THREADS": 1,
@@ -114,6 +125,13 @@ DEFAULTS: dict[str, Any] = {
     # Generator alias used for product descriptions and the shopping assistant.
     "DESCRIPTION_GENERATOR": "default",
     "ASSISTANT_GENERATOR": "default",
+    # Conversations with the assistant (services.conversation) untouched for this many days are deleted by
+    # ragrec_purge_conversations; products per answer; Rocchio weights of the conversation's taste profile in
+    # the text space (query, liked products, disliked products) and how much the profile re-ranks a turn.
+    "CONVERSATION_RETENTION_DAYS": 30,
+    "CONVERSATION_PAGE_SIZE": 4,
+    "CONVERSATION_ROCCHIO": {"query": 1.0, "liked": 0.75, "disliked": 0.25},
+    "CONVERSATION_PROFILE_WEIGHT": 1.0,
     # Phrases a draft must not contain (flagged for the reviewer), e.g. unprovable marketing claims.
     "BANNED_CLAIMS": ["eco-friendly", "best in the world", "clinically proven", "guaranteed", "100% safe", "cures"],
     # Whether generated descriptions may contain links; length cap of a description, in characters.
@@ -129,13 +147,6 @@ DEFAULTS: dict[str, Any] = {
     # Colours CLIP compares a product photo against, to flag a draft whose colour the photo contradicts.
     "COLOUR_CHECK_PALETTE": [
         "red",
-    # Conversations with the assistant (services.conversation) untouched for this many days are deleted by
-    # ragrec_purge_conversations; products per answer; Rocchio weights of the conversation's taste profile in
-    # the text space (query, liked products, disliked products) and how much the profile re-ranks a turn.
-    "CONVERSATION_RETENTION_DAYS": 30,
-    "CONVERSATION_PAGE_SIZE": 4,
-    "CONVERSATION_ROCCHIO": {"query": 1.0, "liked": 0.75, "disliked": 0.25},
-    "CONVERSATION_PROFILE_WEIGHT": 1.0,
         "orange",
         "yellow",
         "green",
@@ -156,6 +167,21 @@ DEFAULTS: dict[str, Any] = {
     # Alias in settings.CACHES holding the API's throttle counters: use a cache shared by all web
     # processes (Redis, Memcached, database) in production; a per-process cache multiplies the rates.
     "API_THROTTLE_CACHE": "default",
+    # DRF authentication classes of the API views (dotted paths). Session only by default: HTTP Basic on
+    # the API would be a password oracle at the API's rate. None uses REST_FRAMEWORK's defaults.
+    "API_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # Events posted to the API by anonymous clients count toward trending and co-purchases only when their
+    # session key is a live session of Django's session store (one the server issued). False trusts every
+    # key (clients that identify visitors with ids of their own); such events are stored either way.
+    "API_VERIFY_SESSIONS": True,
+    # One source (the client address events came from) counts at most this many visitors per item in
+    # trending, and this many orders per item in co-purchases (None: no cap).
+    "POPULARITY_MAX_PER_SOURCE": 5,
+    # Aliases of DATABASES (one, or a list) holding read replicas of "default": the heavy reads (ANN,
+    # keyword search, trending, co-purchases, A/B statistics) go to a healthy one; None: all on "default".
+    "READ_DATABASE": None,
+    # A replica lagging more than this many seconds behind the primary is skipped (reads go to "default").
+    "READ_DATABASE_MAX_LAG_SECONDS": 10,
 }
 
 # Settings holding a dotted path, imported on first access.

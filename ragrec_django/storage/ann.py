@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
+from .database import on_read_database
 from .generations import SpaceNotReady, active_generation
 from .vectors import check_vectors
 
@@ -44,6 +45,8 @@ class ItemFilter:
     eligible_only: bool = True
     #: Variant groups to leave out (e.g. the viewed product's other colours).
     exclude_group_keys: tuple[str, ...] = ()
+    #: ``(metadata key, values)`` pairs: the item's attribute must be one of the values (search facets).
+    attributes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @property
     def broad(self) -> bool:
@@ -55,6 +58,7 @@ class ItemFilter:
             or self.only_ids is not None
             or self.min_price is not None
             or self.max_price is not None
+            or self.attributes
         )
 
     @property
@@ -90,6 +94,9 @@ class ItemFilter:
         if self.exclude_group_keys:
             clauses.append("NOT ({a}.group_key = ANY(%s))")
             params.append(list(self.exclude_group_keys))
+        for name, values in self.attributes:
+            clauses.append("{a}.metadata->>%s = ANY(%s)")
+            params += [name, list(values)]
         return "".join(" AND " + c.format(a=alias) for c in clauses), params
 
 
@@ -120,11 +127,15 @@ def nearest(
     budget spent), the query is re-run exactly, so ``k`` results come back
     whenever ``k`` items match. Runs in its own transaction so ``SET LOCAL``
     settings apply to this query only. ``exact=True`` disables the index
-    (ground truth for recall measurements).
+    (ground truth for recall measurements). Runs on ``RAGREC["READ_DATABASE"]``
+    (``database.on_read_database``).
     """
     generation = _require_active(space_name)
     vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
-    return _nearest(generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, exact, ef_search)
+    text = _halfvec_text(vector)
+    return on_read_database(
+        lambda using: _nearest(generation, "%s::halfvec({dim})", [text], k, filters, exact, ef_search, using)
+    )
 
 
 def nearest_to_item(
@@ -133,7 +144,8 @@ def nearest_to_item(
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
-    found = _nearest(generation, anchor, [generation.pk, int(item_id)], k, filters, False, ef_search)
+    params = [generation.pk, int(item_id)]
+    found = on_read_database(lambda using: _nearest(generation, anchor, params, k, filters, False, ef_search, using))
     if found and found[0].distance is None:
         return None
     return found
@@ -151,7 +163,7 @@ def _halfvec_text(vector: np.ndarray) -> str:
 
 
 def _nearest(
-    generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search
+    generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search, using: str
 ) -> list[Neighbour]:
     conditions, filter_params = filters.sql("i")
     names = {
@@ -165,21 +177,21 @@ def _nearest(
         "WHERE e.generation_id = %s{conditions}"
     ).format(conditions=conditions, **names)
     params = [*query_params, generation.pk, *filter_params, int(k)]
-    if not exact and filters.selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1) <= EXACT_SEARCH_MAX_ROWS:
+    selective = filters.selective and not exact
+    if selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1, using) <= EXACT_SEARCH_MAX_ROWS:
         exact = True
     if ef_search is None and not exact:
-        ef_search = ef_search_for(filters)
-    rows = (
-        [] if exact else _run_ann_query(candidates + " ORDER BY distance LIMIT %s", params, max(int(ef_search), int(k)))
-    )
+        ef_search = ef_search_for(filters, using=using)
+    ann_sql = candidates + " ORDER BY distance LIMIT %s"
+    rows = [] if exact else _run_ann_query(ann_sql, params, max(int(ef_search), int(k)), using)
     if exact or len(rows) < k:
-        rows = _run_exact_query(candidates, params)
+        rows = _run_exact_query(candidates, params, using)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
     neighbours = [Neighbour(item_id=row[0], distance=None if row[1] is None else float(row[1])) for row in rows]
     return sorted(neighbours, key=lambda n: (n.distance is None, n.distance or 0.0))
 
 
-def ef_search_for(filters: ItemFilter) -> int:
+def ef_search_for(filters: ItemFilter, *, using: str = "default") -> int:
     """``hnsw.ef_search`` for an index scan under ``filters``.
 
     Broad filters (eligibility, exclusions) pass nearly every item: ``EF_SEARCH_BROAD``. A
@@ -194,7 +206,7 @@ def ef_search_for(filters: ItemFilter) -> int:
     ceiling = max(base, int(hnsw.get("EF_SEARCH_MAX", base)))
     if ceiling == base:
         return base
-    share = _estimated_share(filters)
+    share = _estimated_share(filters, using)
     return min(ceiling, max(base, math.ceil(base / max(share, 1e-6))))
 
 
@@ -204,12 +216,13 @@ _share_estimates: dict = {}
 _share_estimates_lock = threading.Lock()
 
 
-def _estimated_share(filters: ItemFilter) -> float:
+def _estimated_share(filters: ItemFilter, using: str) -> float:
     """The share of items passing ``filters`` as the planner estimates it from table statistics
     (two EXPLAINs, nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds. Exclusions of a few
     ids or variant groups are left out: they hardly change the share and differ from call to call."""
     filters = replace(filters, exclude_ids=frozenset(), exclude_group_keys=())
-    key = (connection.alias, connection.settings_dict["NAME"], filters)
+    db = connections[using]
+    key = (db.alias, db.settings_dict["NAME"], filters)
     now = time.monotonic()
     with _share_estimates_lock:
         cached = _share_estimates.get(key)
@@ -218,7 +231,7 @@ def _estimated_share(filters: ItemFilter) -> float:
     conditions, params = filters.sql("i")
     sql = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {items} i WHERE TRUE{conditions}"
     items = connection.ops.quote_name(Item._meta.db_table)
-    with connection.cursor() as cursor:
+    with db.cursor() as cursor:
         cursor.execute(sql.format(items=items, conditions=conditions), params)
         passing = _plan_rows(cursor.fetchone()[0])
         cursor.execute(sql.format(items=items, conditions=""))
@@ -237,27 +250,27 @@ def _plan_rows(plan) -> float:
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
-def _matching_items(filters: ItemFilter, at_most: int) -> int:
+def _matching_items(filters: ItemFilter, at_most: int, using: str) -> int:
     """How many items pass ``filters``, counting no further than ``at_most``."""
     conditions, params = filters.sql("i")
     items = connection.ops.quote_name(Item._meta.db_table)
     sql = f"SELECT count(*) FROM (SELECT 1 FROM {items} i WHERE TRUE{conditions} LIMIT %s) matching"
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(sql, [*params, int(at_most)])
         return cursor.fetchone()[0]
 
 
-def _run_ann_query(sql: str, params: list, ef_search: int) -> list[tuple]:
+def _run_ann_query(sql: str, params: list, ef_search: int, using: str) -> list[tuple]:
     settings_sql = "SET LOCAL hnsw.ef_search = %d; SET LOCAL hnsw.iterative_scan = relaxed_order" % int(ef_search)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(settings_sql)
         cursor.execute(sql, params)
         return cursor.fetchall()
 
 
-def _run_exact_query(candidates_sql: str, params: list) -> list[tuple]:
+def _run_exact_query(candidates_sql: str, params: list, using: str) -> list[tuple]:
     # OFFSET 0 keeps the planner from ordering by the HNSW index: every matching row is ranked.
-    with connection.cursor() as cursor:
+    with connections[using].cursor() as cursor:
         cursor.execute(
             "SELECT item_id, distance FROM (" + candidates_sql + " OFFSET 0) c ORDER BY distance LIMIT %s", params
         )

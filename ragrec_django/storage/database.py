@@ -1,8 +1,42 @@
-"""Facts about the database server itself."""
+"""Facts about the database server, and which database the heavy reads use (``RAGREC["READ_DATABASE"]``).
+
+The heavy reads (ANN, keyword search, trending, co-purchases, A/B statistics) run on ``read_alias()``:
+a healthy read replica named by ``READ_DATABASE``, else the primary ("default"). A replica is healthy
+when it answers and lags at most ``READ_DATABASE_MAX_LAG_SECONDS`` behind; each process checks each
+replica at most every ``REPLICA_CHECK_SECONDS`` and logs a warning when it skips one. Every write, and
+every read of a visitor's own events (read-your-writes), stays on the primary (docs/scaling.md).
+"""
 
 from __future__ import annotations
 
-from django.db import connection, connections
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from typing import TypeVar
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections
+
+from ..conf import ragrec_settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds a replica's health (up, lag) is reused by a process before it is checked again.
+REPLICA_CHECK_SECONDS = 5.0
+
+#: A replica's lag in seconds: 0 when it has replayed all the WAL it received (an idle primary writes no
+#: transactions, so the last replayed one grows old without any lag), else the age of the last replayed
+#: transaction. A server that is not in recovery (no replica at all) lags 0.
+LAG_SQL = (
+    "SELECT CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 'Infinity') END"
+)
+
+_health: dict[str, tuple[float, bool]] = {}
+_health_lock = threading.Lock()
 
 
 def server_version() -> str:
@@ -18,3 +52,117 @@ def extension_version(name: str, *, using: str = "default") -> str | None:
         cursor.execute("SELECT extversion FROM pg_extension WHERE extname = %s", [name])
         row = cursor.fetchone()
     return row[0] if row else None
+
+
+# ---------------------------------------------------------------- read replicas
+
+
+def read_aliases() -> tuple[str, ...]:
+    """The replica aliases of ``RAGREC["READ_DATABASE"]`` (an alias or a list of them; None: none)."""
+    value = ragrec_settings.READ_DATABASE
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def read_database_problems() -> list[str]:
+    """What is wrong with ``RAGREC["READ_DATABASE"]`` (reported by the system check ragrec.E016)."""
+    value = ragrec_settings.READ_DATABASE
+    if value is not None and not isinstance(value, str) and (
+        not isinstance(value, (list, tuple)) or not all(isinstance(alias, str) for alias in value)
+    ):
+        return ['RAGREC["READ_DATABASE"] must be None, an alias of DATABASES or a list of aliases, got %r.' % (value,)]
+    problems = []
+    for alias in read_aliases():
+        if alias not in connections.settings:
+            problems.append('RAGREC["READ_DATABASE"] names %r, which is not in DATABASES.' % alias)
+        elif connections[alias].vendor != "postgresql":
+            problems.append(
+                'RAGREC["READ_DATABASE"] names %r, a %s database: read replicas must be PostgreSQL replicas of '
+                '"default".' % (alias, connections[alias].vendor)
+            )
+    lag = ragrec_settings.READ_DATABASE_MAX_LAG_SECONDS
+    if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not lag > 0:
+        problems.append('RAGREC["READ_DATABASE_MAX_LAG_SECONDS"] must be a number of seconds > 0, got %r.' % (lag,))
+    return problems
+
+
+def read_alias() -> str:
+    """The alias the heavy reads use now: a healthy replica of ``READ_DATABASE`` (one at random when
+    several are), else "default"."""
+    healthy = [alias for alias in read_aliases() if alias == DEFAULT_DB_ALIAS or _is_healthy(alias)]
+    return random.choice(healthy) if healthy else DEFAULT_DB_ALIAS
+
+
+def on_read_database(read: Callable[[str], T]) -> T:
+    """``read(alias)`` on ``read_alias()``; should a replica fail mid-read (it went down, a query was
+    cancelled by a recovery conflict), the replica is skipped for ``REPLICA_CHECK_SECONDS`` and
+    ``read("default")`` answers instead: a replica never turns a request into an error."""
+    alias = read_alias()
+    if alias == DEFAULT_DB_ALIAS:
+        return read(alias)
+    try:
+        return read(alias)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("Read database %r failed (%s); reading from the primary instead.", alias, exc)
+        _set_health(alias, False)
+        _close(alias)
+        return read(DEFAULT_DB_ALIAS)
+
+
+def rows_from_read_database(sql: str, params) -> list[tuple]:
+    """Every row of one heavy read statement, run with ``on_read_database``."""
+
+    def fetch(alias: str) -> list[tuple]:
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    return on_read_database(fetch)
+
+
+def replica_lag(alias: str) -> float:
+    """Seconds database ``alias`` lags behind its primary (``LAG_SQL``); raises ``DatabaseError`` when down."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(LAG_SQL)
+        return float(cursor.fetchone()[0])
+
+
+def forget_replica_health() -> None:
+    """Check every replica again at its next use (tests; after a failover)."""
+    with _health_lock:
+        _health.clear()
+
+
+def _is_healthy(alias: str) -> bool:
+    now = time.monotonic()
+    with _health_lock:
+        cached = _health.get(alias)
+    if cached is not None and now - cached[0] < REPLICA_CHECK_SECONDS:
+        return cached[1]
+    bound = float(ragrec_settings.READ_DATABASE_MAX_LAG_SECONDS)
+    try:
+        lag = replica_lag(alias)
+    except DatabaseError as exc:
+        logger.warning("Read database %r is unreachable (%s); reading from the primary.", alias, exc)
+        _close(alias)
+        healthy = False
+    else:
+        healthy = lag <= bound
+        if not healthy:
+            logger.warning("Read database %r lags %.1f s behind (bound %g s); reading from the primary.", alias, lag, bound)
+        elif cached is not None and not cached[1]:
+            logger.info("Read database %r is back (lag %.1f s); reading from it again.", alias, lag)
+    _set_health(alias, healthy, now)
+    return healthy
+
+
+def _set_health(alias: str, healthy: bool, at: float | None = None) -> None:
+    with _health_lock:
+        _health[alias] = (time.monotonic() if at is None else at, healthy)
+
+
+def _close(alias: str) -> None:
+    """Drop a replica connection that failed, so its next use connects afresh."""
+    with suppress(DatabaseError):
+        connections[alias].close()

@@ -2,7 +2,9 @@
 statistics, and bulk writes (impressions without waiting for the WAL flush, imported interactions by COPY).
 
 Every read here is one statement whatever the length of a visitor's history or the size of a basket:
-counts are summed inside PostgreSQL, never item by item.
+counts are summed inside PostgreSQL, never item by item. The reads over everyone's events (popularity,
+co-purchases, experiment statistics) run on ``RAGREC["READ_DATABASE"]``; a visitor's own (repeat
+purchases) on the primary, so their just-posted events count at once (read-your-writes).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 
 from ..models import Impression, Interaction, Item
+from .database import rows_from_read_database
 
 Event = Interaction.Event
 #: Columns of the rows ``copy_interactions`` writes, in order.
@@ -33,21 +36,35 @@ def _visitor_condition(user_id: int | None, session_key: str, alias: str = "e") 
 
 
 def decayed_popularity(
-    *, event_weights: Mapping[str, float], half_life_seconds: float, category: str | None, limit: int
+    *,
+    event_weights: Mapping[str, float],
+    half_life_seconds: float,
+    category: str | None,
+    limit: int,
+    max_per_source: int | None = None,
 ) -> list[tuple[int, float]]:
     """``(item id, score)`` of eligible items, best first: each visitor counts once per item, with the
     weight of their strongest event on it decayed by its age (``half_life_seconds``); events older than
-    eight half-lives are not read. Events of nobody (no user, no session) count one each."""
+    eight half-lives are not read. Events of nobody (no user, no session) count one each.
+
+    Only ``verified`` events count, and one source (an ``origin``, the client address events came from;
+    a visitor of its own when unknown) counts at most its ``max_per_source`` strongest visitors per item
+    (None: all), so a burst of invented visitors from one client moves an item little."""
     cases = " ".join("WHEN %s THEN %s" for _ in event_weights)
     params: list = [value for pair in event_weights.items() for value in pair]
     sql = (
         "SELECT item_id, SUM(best) AS score FROM ("
-        " SELECT e.item_id, MAX((CASE e.event {cases} ELSE 0 END)"
-        " * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
-        " FROM {events} e JOIN {items} i ON i.id = e.item_id"
-        " WHERE e.item_id IS NOT NULL AND e.created_at > now() - make_interval(secs => %s) AND i.is_eligible {category}"
-        " GROUP BY e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
-        ") per_visitor GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
+        " SELECT item_id, best, row_number() OVER ("
+        "  PARTITION BY item_id, COALESCE(origin, visitor) ORDER BY best DESC, visitor) AS nth FROM ("
+        "  SELECT e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
+        "   AS visitor, MIN(NULLIF(e.origin, '')) AS origin, MAX((CASE e.event {cases} ELSE 0 END)"
+        "   * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
+        "  FROM {events} e JOIN {items} i ON i.id = e.item_id"
+        "  WHERE e.item_id IS NOT NULL AND e.verified AND e.created_at > now() - make_interval(secs => %s)"
+        "  AND i.is_eligible {category}"
+        "  GROUP BY e.item_id, 2"
+        " ) per_visitor"
+        ") per_source WHERE nth <= %s GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
     ).format(
         cases=cases,
         events=_table(Interaction),
@@ -57,10 +74,8 @@ def decayed_popularity(
     params += [half_life_seconds, half_life_seconds * 8]
     if category:
         params.append(category)
-    params.append(limit)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(item_id, float(score)) for item_id, score in cursor.fetchall() if score > 0]
+    params += [max_per_source if max_per_source is not None else 2**31 - 1, limit]
+    return [(item_id, float(score)) for item_id, score in rows_from_read_database(sql, params) if score > 0]
 
 
 def repeat_purchases(
@@ -94,13 +109,20 @@ def repeat_purchases(
 
 
 def co_purchases(
-    seeds: Mapping[int, float], *, exclude: Iterable[int], limit: int, orders_per_item: int | None
+    seeds: Mapping[int, float],
+    *,
+    exclude: Iterable[int],
+    limit: int,
+    orders_per_item: int | None,
+    max_per_source: int | None = None,
 ) -> list[tuple[int, float, int]]:
     """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)``, best first.
 
     ``score`` is the sum over seeds of ``weight * (orders holding both)``, counted in each seed's
     latest ``orders_per_item`` orders (None: all). The strongest seed is the one that contributes
-    most. Seeds themselves and ``exclude`` are never returned.
+    most. Seeds themselves and ``exclude`` are never returned. Only ``verified`` purchases count, and
+    one ``origin`` (client address) counts at most ``max_per_source`` orders per item (None: all;
+    purchases of unknown origin are each their order's own source).
     """
     if not seeds:
         return []
@@ -114,19 +136,24 @@ def co_purchases(
         "anchored AS ("
         " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
         f"  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
-        "  ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
+        "  AND a.verified ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
         "), orders AS ("
         " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
         "), other AS ("
-        f" SELECT DISTINCT b.order_id, b.item_id FROM {events} b"
-        " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s"
-        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s))"
+        " SELECT b.order_id, b.item_id, COALESCE(MIN(NULLIF(b.origin, '')), 'order:' || b.order_id) AS source"
+        f" FROM {events} b"
+        " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s AND b.verified"
+        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s)) GROUP BY b.order_id, b.item_id"
+        "), counted AS ("
+        " SELECT o.order_id, o.item_id, w.weight, row_number() OVER ("
+        "  PARTITION BY o.item_id, o.source ORDER BY w.weight DESC, o.order_id) AS nth"
+        " FROM other o JOIN orders w ON w.order_id = o.order_id"
         "), top AS ("
-        " SELECT o.item_id, SUM(w.weight) AS score FROM other o JOIN orders w ON w.order_id = o.order_id"
-        " GROUP BY o.item_id ORDER BY score DESC, o.item_id LIMIT %s"
+        " SELECT item_id, SUM(weight) AS score FROM counted WHERE nth <= %s"
+        " GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
         "), strongest AS ("
         " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
-        " FROM top t JOIN other o ON o.item_id = t.item_id JOIN anchored a ON a.order_id = o.order_id"
+        " FROM top t JOIN counted o ON o.item_id = t.item_id AND o.nth <= %s JOIN anchored a ON a.order_id = o.order_id"
         " JOIN seeds s ON s.item_id = a.item_id"
         " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
         ") "
@@ -134,10 +161,19 @@ def co_purchases(
         "ORDER BY t.score DESC, t.item_id"
     )
     excluded = sorted(set(exclude) | set(ids))
-    params = [ids, [float(seeds[i]) for i in ids], Event.PURCHASE, orders_per_item, Event.PURCHASE, excluded, limit]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [(item_id, float(score), seed) for item_id, score, seed in cursor.fetchall() if score > 0]
+    cap = max_per_source if max_per_source is not None else 2**31 - 1
+    params = [
+        ids,
+        [float(seeds[i]) for i in ids],
+        Event.PURCHASE,
+        orders_per_item,
+        Event.PURCHASE,
+        excluded,
+        cap,
+        limit,
+        cap,
+    ]
+    return [(item_id, float(score), seed) for item_id, score, seed in rows_from_read_database(sql, params) if score > 0]
 
 
 # ---------------------------------------------------------------- experiments
@@ -171,7 +207,7 @@ clk AS (  -- each clicked (impression, item) once, at its first click
     ORDER BY c.impression_id, c.item_id, c.created_at
 ),
 att AS (  -- each conversion event credited to the latest qualifying click of the same visitor and item
-    SELECT DISTINCT ON (o.id) o.id, clk.impression_id
+    SELECT DISTINCT ON (o.id) o.id, clk.impression_id, o.item_id, o.event, o.order_id
     FROM {interaction} o JOIN clk ON o.item_id = clk.item_id
         AND o.created_at >= clk.created_at AND o.created_at <= clk.created_at + %(window)s
         AND ((clk.user_id IS NOT NULL AND o.user_id = clk.user_id)
@@ -183,7 +219,9 @@ SELECT imp.day, imp.recommender, imp.experiment, imp.variant,
        COUNT(*), COUNT(c.n), COALESCE(SUM(c.n), 0), COUNT(a.n), COALESCE(SUM(a.n), 0)
 FROM imp
 LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM clk GROUP BY impression_id) c ON c.impression_id = imp.id
-LEFT JOIN (SELECT impression_id, COUNT(*) AS n FROM att GROUP BY impression_id) a ON a.impression_id = imp.id
+LEFT JOIN (  -- a replayed conversion (same item, event and order) counts once
+    SELECT impression_id, COUNT(DISTINCT (item_id, event, order_id)) AS n FROM att GROUP BY impression_id
+) a ON a.impression_id = imp.id
 GROUP BY 1, 2, 3, 4
 ORDER BY 1, 2, 3, 4
 """
@@ -197,7 +235,8 @@ def experiment_stats(
     clicks, converted impressions, conversions)``.
 
     A click counts once per (impression, item); a ``conversion_events`` event is credited to the
-    latest click of the same visitor on the same item at most ``window`` before it (last click).
+    latest click of the same visitor on the same item at most ``window`` before it (last click), and
+    counts once per (impression, item, event, order): replays of one conversion do not add up.
     """
     sql = _STATS_SQL.format(impression=_table(Impression), interaction=_table(Interaction))
     params = {
@@ -208,9 +247,7 @@ def experiment_stats(
         "window": window,
         "conversions": [str(e) for e in conversion_events],
     }
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    return rows_from_read_database(sql, params)
 
 
 # ---------------------------------------------------------------- imports

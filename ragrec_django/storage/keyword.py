@@ -13,14 +13,17 @@ import re
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Max
 
 from ..conf import ragrec_settings
 from ..models import Item
 from .ann import ItemFilter
+from .database import on_read_database
 from .items import local_catalogue_changes
 
 WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
@@ -73,19 +76,20 @@ class SpellingCorrector:
         scored = [s for s in scored if s[0] <= limit]
         return min(scored)[2] if scored else word
 
-    def correct_query(self, query: str) -> str:
-        return WORD.sub(lambda m: self.correct(m.group(0)), query)
+    def correct_query(self, query: str, keep: frozenset[str] | set[str] = frozenset()) -> str:
+        """``query`` with each word corrected, except the words of ``keep`` (lower case)."""
+        return WORD.sub(lambda m: m.group(0) if m.group(0).lower() in keep else self.correct(m.group(0)), query)
 
 
 @dataclass
-class _CachedCorrector:
+class _Cached:
     fingerprint: tuple
     checked_at: float
     local_changes: int
-    corrector: SpellingCorrector
+    value: Any
 
 
-_cache: dict[str, _CachedCorrector] = {}
+_cache: dict[tuple[str, str], _Cached] = {}
 _lock = threading.Lock()
 
 
@@ -94,38 +98,56 @@ def _catalogue_fingerprint() -> tuple:
     return (Item.objects.count(), stats["last"])
 
 
-def spelling_corrector() -> SpellingCorrector:
-    """The vocabulary corrector of the current catalogue.
+def catalogue_cached(name: str, build: Callable[[], Any]) -> Any:
+    """``build()``, a value read from the item mirror, cached per process and database under ``name``.
 
     Rebuilt at once when this process changed the catalogue, and within
     ``VOCABULARY_TTL_SECONDS`` when another process did.
     """
-    alias = connection.alias
-    cached = _cache.get(alias)
+    key = (connection.alias, name)
+    cached = _cache.get(key)
     now = time.monotonic()
     changes = local_catalogue_changes()
     if cached is not None and cached.local_changes == changes:
         if now - cached.checked_at < VOCABULARY_TTL_SECONDS:
-            return cached.corrector
+            return cached.value
         fingerprint = _catalogue_fingerprint()
         if cached.fingerprint == fingerprint:
             cached.checked_at = now
-            return cached.corrector
+            return cached.value
     fingerprint = _catalogue_fingerprint()
+    value = build()
+    with _lock:
+        _cache[key] = _Cached(fingerprint, now, changes, value)
+    return value
+
+
+def spelling_corrector() -> SpellingCorrector:
+    """The vocabulary corrector of the current catalogue (``catalogue_cached``)."""
+    return catalogue_cached("spelling", _build_corrector)
+
+
+def _build_corrector() -> SpellingCorrector:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT word, ndoc FROM ts_stat($$SELECT to_tsvector('simple', title || ' ' || category || ' ' || text) "
             "FROM %s WHERE is_eligible$$)" % connection.ops.quote_name(Item._meta.db_table)
         )
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
-    corrector = SpellingCorrector(vocabulary)
-    with _lock:
-        _cache[alias] = _CachedCorrector(fingerprint, now, changes, corrector)
-    return corrector
+    return SpellingCorrector(vocabulary)
 
 
 #: Eligible items only (``ItemFilter`` is frozen: one shared default is safe).
 ELIGIBLE_ITEMS = ItemFilter()
+
+
+@dataclass(frozen=True)
+class KeywordMatches:
+    """Items matching a query by full text, best first (``(item id, rank)``), and how strictly they match:
+    ``strict`` when every word, or every word the catalogue knows, matched (not just any one word)."""
+
+    rows: list[tuple[int, float]]
+    strict: bool
 
 
 def keyword_search(query: str, k: int, *, filters: ItemFilter = ELIGIBLE_ITEMS) -> tuple[list[tuple[int, float]], str]:
@@ -135,10 +157,21 @@ def keyword_search(query: str, k: int, *, filters: ItemFilter = ELIGIBLE_ITEMS) 
     does, all the words the catalogue knows must match (a word no item has
     cannot match); failing that, any word may.
     """
-    corrector = spelling_corrector()
-    corrected = corrector.correct_query(query)
+    corrected = spelling_corrector().correct_query(query)
+    return keyword_matches(corrected, k, filters=filters).rows, corrected
+
+
+def keyword_matches(
+    text: str, k: int, *, filters: ItemFilter = ELIGIBLE_ITEMS, groups: Sequence[Sequence[str]] | None = None
+) -> KeywordMatches:
+    """Items matching ``text`` (not corrected here), as ``keyword_search`` finds them.
+
+    ``groups``: the query as parts, each a list of phrases any of which may match (a word and its
+    synonyms: ``[["warm"], ["jumper", "sweater"]]``); given, they replace ``text``'s websearch syntax.
+    """
+    vocabulary = spelling_corrector().vocabulary
+    attempts = _group_attempts(groups, vocabulary) if groups else _text_attempts(text, vocabulary)
     conditions, params = filters.sql("i")
-    language = ragrec_settings.SEARCH_LANGUAGE
     table = connection.ops.quote_name(Item._meta.db_table)
     # Ranking reads every matching row; a query of common words can match much of a large catalogue,
     # so only the first KEYWORD_RANK_LIMIT matches are ranked (the semantic retrievers it is fused
@@ -149,21 +182,55 @@ def keyword_search(query: str, k: int, *, filters: ItemFilter = ELIGIBLE_ITEMS) 
         "(SELECT i.id, i.search_vector FROM {table} i, query WHERE i.search_vector @@ query.q{conditions} LIMIT %s) m "
         "ORDER BY rank DESC, m.id LIMIT %s"
     )
-    attempts = [("websearch_to_tsquery(%s::regconfig, %s)", corrected)]
-    words = [word.lower() for word in WORD.findall(corrected)]
-    known = [word for word in words if word in corrector.vocabulary]
+
+    def run(using: str) -> KeywordMatches:  # on RAGREC["READ_DATABASE"]; the vocabulary is cached from "default"
+        rows, strict = [], False
+        with connections[using].cursor() as cursor:
+            for tsquery, query_params, kind in attempts:
+                cursor.execute(
+                    sql.format(table=table, tsquery=tsquery, conditions=conditions),
+                    [*query_params, *params, max(int(ragrec_settings.KEYWORD_RANK_LIMIT), int(k)), int(k)],
+                )
+                rows = cursor.fetchall()
+                if rows:
+                    strict = kind != "any"
+                    break
+        return KeywordMatches([(item_id, float(rank)) for item_id, rank in rows], strict)
+
+    return on_read_database(run)
+
+
+def _text_attempts(text: str, vocabulary: dict[str, int]) -> list[tuple[str, list, str]]:
+    """All words (websearch syntax), then the words the catalogue knows, then any word."""
+    language = ragrec_settings.SEARCH_LANGUAGE
+    attempts = [("websearch_to_tsquery(%s::regconfig, %s)", [language, text], "all")]
+    words = [word.lower() for word in WORD.findall(text)]
+    known = [word for word in words if word in vocabulary]
     if known:
-        attempts.append(("plainto_tsquery(%s::regconfig, %s)", " ".join(known)))
+        attempts.append(("plainto_tsquery(%s::regconfig, %s)", [language, " ".join(known)], "known"))
     if len(known or words) > 1:
-        attempts.append(("to_tsquery(%s::regconfig, %s)", " | ".join("'%s'" % word for word in known or words)))
-    rows = []
-    with connection.cursor() as cursor:
-        for tsquery, text in attempts:
-            cursor.execute(
-                sql.format(table=table, tsquery=tsquery, conditions=conditions),
-                [language, text, *params, max(int(ragrec_settings.KEYWORD_RANK_LIMIT), int(k)), int(k)],
-            )
-            rows = cursor.fetchall()
-            if rows:
-                break
-    return [(item_id, float(rank)) for item_id, rank in rows], corrected
+        text = " | ".join("'%s'" % word for word in known or words)
+        attempts.append(("to_tsquery(%s::regconfig, %s)", [language, text], "any"))
+    return attempts
+
+
+def _group_attempts(groups: Sequence[Sequence[str]], vocabulary: dict[str, int]) -> list[tuple[str, list, str]]:
+    """Every part (one of its phrases), then the parts with a word the catalogue knows, then any part."""
+    language = ragrec_settings.SEARCH_LANGUAGE
+
+    def part(phrases: Sequence[str]) -> tuple[str, list]:
+        sql = " || ".join(["plainto_tsquery(%s::regconfig, %s)"] * len(phrases))
+        return "(%s)" % sql, [value for phrase in phrases for value in (language, phrase)]
+
+    def joined(selected, operator: str) -> tuple[str, list]:
+        parts = [part(phrases) for phrases in selected]
+        return operator.join(sql for sql, _ in parts), [value for _, values in parts for value in values]
+
+    groups = [list(phrases) for phrases in groups if phrases]
+    known = [phrases for phrases in groups if any(w.lower() in vocabulary for p in phrases for w in WORD.findall(p))]
+    attempts = [(*joined(groups, " && "), "all")]
+    if known and len(known) < len(groups):
+        attempts.append((*joined(known, " && "), "known"))
+    if len(known or groups) > 1:
+        attempts.append((*joined(known or groups, " || "), "any"))
+    return attempts
