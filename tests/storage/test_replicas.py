@@ -26,8 +26,6 @@ sys.path.insert(0, str(ROOT / "tests" / "reliability"))
 
 from private_servers import PrivatePostgres, django_env, manage  # noqa: E402
 
-pytestmark = pytest.mark.requires_postgres
-
 DB = "replicas"
 STOP_SIGNAL = "STOP THE REPLICA"
 SETTINGS = """
@@ -85,6 +83,31 @@ def primary_and_standby(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def test_the_system_check_reports_a_read_database_that_cannot_be_used(settings):
+    from ragrec_django.checks import check_read_database
+
+    def problems(**ragrec):
+        settings.RAGREC = {**settings.RAGREC, **ragrec}
+        return [(error.id, error.msg) for error in check_read_database()]
+
+    assert problems(READ_DATABASE=None) == []
+    assert problems(READ_DATABASE=["default"]) == []
+    assert problems(READ_DATABASE="elsewhere") == [
+        ("ragrec.E016", 'RAGREC["READ_DATABASE"] names \'elsewhere\', which is not in DATABASES.')
+    ]
+    assert [id for id, _ in problems(READ_DATABASE=3)] == ["ragrec.E016"]
+    assert [id for id, _ in problems(READ_DATABASE=None, READ_DATABASE_MAX_LAG_SECONDS=0)] == ["ragrec.E016"]
+
+
+def test_without_replicas_every_read_uses_the_primary(settings):
+    from ragrec_django.storage.database import on_read_database, read_alias
+
+    assert read_alias() == "default"
+    settings.RAGREC = {**settings.RAGREC, "READ_DATABASE": "default"}
+    assert on_read_database(lambda alias: alias) == "default"
+
+
+@pytest.mark.requires_postgres
 def test_heavy_reads_use_the_replica_writes_the_primary_and_a_stopped_replica_falls_back(
     primary_and_standby, tmp_path
 ):
