@@ -18,6 +18,7 @@ import numpy as np
 from . import clip_text
 from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
+from .clip_weights import pretrained_source
 from .devices import (
     autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype, weights_precision,
 )
@@ -165,8 +166,12 @@ class OpenClipEncoder(ClipImageSide, Encoder):
 
         if self.config is not None:
             _register_config(self.model_name, self.config)
+        source = pretrained_source(self.model_name, self.weights)  # a cached tag loads with no network at all
         try:
-            model = open_clip.create_model(self.model_name, pretrained=self.weights, device=device, precision=weights)
+            model = open_clip.create_model(
+                self.model_name, pretrained=source.pretrained, force_preprocess_cfg=source.preprocess,
+                device=device, precision=weights,
+            )
             tokenizer = open_clip.get_tokenizer(self.model_name)
             preprocessing = Preprocessing.from_open_clip(model.visual.preprocess_cfg)
         except Exception as exc:

@@ -76,6 +76,8 @@ def encode_items(
     """Encode the given host items into one space; return what happened per item."""
     space = registry.get_space(space_name)
     encoder = space.encoder
+    if current_write_generation(space_name) is None:
+        _load(encoder)  # a model that cannot load leaves no empty first generation behind
     generation = storage.write_generation(space, version=encoder.version, dimension=encoder.dimension)
     report = EncodeReport(space=space_name)
     adapter = get_adapter()
@@ -120,6 +122,13 @@ def encode_items(
         keys = dict(Item.objects.filter(id__in=[f[0] for f in failures]).values_list("id", "key"))
         report.failed.update({keys[item_id]: reason for item_id, _, reason in failures})
     return report
+
+
+def _load(encoder) -> None:
+    """Load the encoder's model now (its ``load()``, where it has one) so that a failure raises before any write."""
+    load = getattr(encoder, "load", None)
+    if callable(load):
+        load()
 
 
 def _announce(space_name: str, generation: SpaceGeneration, ids: list[int], item_keys: dict[int, str]) -> None:

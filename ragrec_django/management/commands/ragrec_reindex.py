@@ -12,6 +12,7 @@ from ragrec_django import registry
 from ragrec_django.adapters import get_adapter
 from ragrec_django.conf import ragrec_settings
 from ragrec_django.exceptions import SpaceMismatch
+from ragrec_django.ml.base import EncoderError
 from ragrec_django.services import encoding, pending
 
 
@@ -63,7 +64,7 @@ class Command(BaseCommand):
                 for chunk in chunks:
                     try:
                         total.merge(encoding.encode_items(space, chunk, force=options["force"]))
-                    except SpaceMismatch as exc:
+                    except (SpaceMismatch, EncoderError) as exc:  # a model that cannot load stops the run
                         raise CommandError(str(exc)) from exc
                     bar.update(len(chunk))
                     pending.clear([space], chunk)
