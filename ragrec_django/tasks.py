@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError, transaction
@@ -116,12 +117,17 @@ def _publish(task, args: tuple, options: dict):
             time.sleep(1)
 
 
-def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool = False) -> list:
+def enqueue_encoding(
+    pks: list, spaces: list[str] | None = None, *, force: bool = False, tracked: list[str] | None = None
+) -> list:
     """Queue encoding of host items after the current transaction commits; return the chunks queued.
 
     While the broker is unreachable, queuing keeps trying for ``PUBLISH_PATIENCE_SECONDS``; past
     that the broker's error is raised. For commands and hosts' own jobs; a saved item is queued by
-    ``queue_saved_items``, which does not wait.
+    ``queue_saved_items``, which does not wait. With ``tracked`` (a list), each message gets its id
+    up front, recorded as a delivery not yet started (a ``TaskDelivery`` row, 0 attempts, which the
+    task deletes when it finishes) and appended to ``tracked``: ``unfinished_tasks(tracked)`` counts
+    the work still queued or running.
     """
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
     size = max(int(ragrec_settings.ENCODE_CHUNK_SIZE), 1)
@@ -129,10 +135,23 @@ def enqueue_encoding(pks: list, spaces: list[str] | None = None, *, force: bool 
     options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
     for space in spaces or list(registry.get_spaces()):
         for chunk in chunks:
+            message_options = options
+            if tracked is not None:
+                task_id = str(uuid.uuid4())
+                TaskDelivery.objects.create(task_id=task_id, name=encode_items_task.name)
+                tracked.append(task_id)
+                message_options = {**options, "task_id": task_id}
             transaction.on_commit(
-                lambda space=space, chunk=chunk: _publish(encode_items_task, (space, chunk, force), options)
+                lambda space=space, chunk=chunk, message_options=message_options: _publish(
+                    encode_items_task, (space, chunk, force), message_options
+                )
             )
     return chunks
+
+
+def unfinished_tasks(task_ids: list[str]) -> int:
+    """How many of the tasks queued with ``enqueue_encoding(..., tracked=task_ids)`` have not finished."""
+    return TaskDelivery.objects.filter(task_id__in=task_ids).count()
 
 
 #: Seconds the save hook gives the broker to take a saved item's encode task. It does not wait out a broker

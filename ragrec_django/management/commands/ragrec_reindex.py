@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--stale", action="store_true", help="Only items not yet encoded, and saved items whose queuing failed.")
         parser.add_argument("--force", action="store_true", help="Re-encode even unchanged items.")
         parser.add_argument("--sync", action="store_true", help="Encode in this process instead of queuing tasks.")
-        parser.add_argument("--wait", action="store_true", help="After queuing, wait until every item is encoded or failed.")
+        parser.add_argument("--wait", action="store_true", help="After queuing, wait until every queued task has finished.")
         parser.add_argument("--timeout", type=float, default=3600, help="Seconds --wait waits (default 3600).")
         parser.add_argument("--chunk-size", type=int, default=None, help="Items per chunk (default RAGREC ENCODE_CHUNK_SIZE).")
         parser.add_argument("--report-only", action="store_true", help="Only print coverage.")
@@ -42,13 +42,14 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
         if not options["report_only"]:
             chunk_size = options["chunk_size"] or ragrec_settings.ENCODE_CHUNK_SIZE
+            queued = [] if options["wait"] and not options["sync"] else None  # ids of the tasks --wait waits on
             for name in spaces:
-                self._reindex(name, options, chunk_size)
-            if options["wait"] and not options["sync"]:
-                self._wait(spaces, options["timeout"])
+                self._reindex(name, options, chunk_size, queued)
+            if queued is not None:
+                self._wait(queued, options["timeout"])
         self._print_coverage(spaces)
 
-    def _reindex(self, space: str, options, chunk_size: int) -> None:
+    def _reindex(self, space: str, options, chunk_size: int, queued: list[str] | None) -> None:
         if options["stale"]:
             pks = encoding.stale_host_pks(space)
         else:
@@ -76,22 +77,28 @@ class Command(BaseCommand):
 
             with tqdm(total=len(chunks), unit="chunk", desc=space, file=self.stderr._out, disable=not chunks) as bar:
                 for chunk in chunks:
-                    enqueue_encoding(chunk, [space], force=options["force"])
+                    enqueue_encoding(chunk, [space], force=options["force"], tracked=queued)
                     bar.update(1)
                     pending.clear([space], chunk)
 
-    def _wait(self, spaces, timeout: float) -> None:
+    def _wait(self, task_ids: list[str], timeout: float) -> None:
+        """Wait until every task queued by this run has finished (its items encoded, skipped or failed)."""
+        from ragrec_django.tasks import unfinished_tasks
+
         deadline = time.monotonic() + timeout
-        total = get_adapter().get_queryset().count() * len(spaces)
-        with tqdm(total=total, unit="item", desc="encoded", file=self.stderr._out) as bar:
+        total = len(task_ids)
+        with tqdm(total=total, unit="task", desc="finished", file=self.stderr._out) as bar:
             while True:
-                done = sum(row.encoded + row.failed for row in encoding.coverage(spaces, max_failures=0))
+                done = total - unfinished_tasks(task_ids)
                 bar.update(done - bar.n)
                 if done >= total:
                     return
                 if time.monotonic() > deadline:
-                    raise CommandError("Timed out after %.0f s with %d of %d done; is a Celery worker running?" % (timeout, done, total))
-                time.sleep(1)
+                    raise CommandError(
+                        "Timed out after %.0f s with %d of %d queued task(s) finished; is a Celery worker running?"
+                        % (timeout, done, total)
+                    )
+                time.sleep(0.5)
 
     def _print_coverage(self, spaces) -> None:
         self.stdout.write("\nCoverage")
