@@ -24,6 +24,8 @@ Events and descriptions:
 
 * ``EventError`` (a ``ValueError``): ``services.events.record_events`` refused a batch (nothing stored);
   ``errors`` maps each refused event's index to its messages (REST API: 400);
+* ``IdempotencyConflict`` (an ``EventError``): an idempotency key the visitor already used for another event
+  came back with a different one (nothing stored; REST API: 409);
 * ``ReviewError``: a description review step that the draft's current state does not allow
   (``services.descriptions``: edit, approve, reject or publish out of order).
 
@@ -43,6 +45,7 @@ __all__ = [
     "BadQuery",
     "EventError",
     "GenerationError",
+    "IdempotencyConflict",
     "ImageDecodeError",
     "ImpressionError",
     "ItemNotFound",
@@ -80,6 +83,10 @@ class EventError(ValueError):
     def __init__(self, errors: dict[int, list[str]]):
         self.errors = errors
         super().__init__("; ".join("event %d: %s" % (i, ", ".join(m)) for i, m in sorted(errors.items())))
+
+
+class IdempotencyConflict(EventError):
+    """An idempotency key came back with a different event than the one it was first used for."""
 
 
 class ReviewError(Exception):

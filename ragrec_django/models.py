@@ -198,15 +198,43 @@ class Interaction(models.Model):
     quantity = models.PositiveIntegerField(default=1)
     query = models.CharField(max_length=500, blank=True)
     source = models.CharField(max_length=64, blank=True, help_text="Recommender that showed the item (for clicks).")
-    idempotency_key = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    idempotency_scope = models.CharField(
+        max_length=80, blank=True, default="", db_default="",
+        help_text="Whose key idempotency_key is: user:<id> or session:<key> (keys are unique per visitor).",
+    )
+    payload_hash = models.CharField(
+        max_length=64, blank=True, default="", db_default="",
+        help_text="sha256 of the event as the client sent it with its idempotency key (a replay must match).",
+    )
     impression = models.ForeignKey(
         Impression, null=True, blank=True, on_delete=models.SET_NULL, related_name="interactions", db_index=False,
         help_text="For a click: the recommendation list it was shown in.",
+    )
+    origin = models.CharField(
+        max_length=16, blank=True, default="", db_default="",
+        help_text="Keyed hash of the client address that reported it (empty: not from a request); popularity "
+        "counts a capped number of visitors per origin.",
+    )
+    verified = models.BooleanField(
+        default=True, db_default=True,
+        help_text="Counts toward trending and co-purchases: a signed-in user, a session the server issued, or "
+        "recorded by the server itself. False: an API client's session key the server never issued.",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_scope", "idempotency_key"], condition=Q(idempotency_key__isnull=False),
+                name="ragrec_event_idempotency",
+            ),
+            models.UniqueConstraint(
+                fields=["impression", "item"], condition=Q(event="click", impression__isnull=False),
+                name="ragrec_event_one_click",
+            ),
+        ]
         indexes = [
             models.Index(fields=["impression"], name="ragrec_event_impression", condition=Q(impression__isnull=False)),
             models.Index(fields=["user", "-created_at"], name="ragrec_event_user"),
@@ -352,7 +380,11 @@ class DescriptionEvent(models.Model):
         PUBLISHED = "published", "published"
         ROLLED_BACK = "rolled_back", "rolled back"
 
-    draft = models.ForeignKey(DescriptionDraft, on_delete=models.CASCADE, related_name="events")
+    draft = models.ForeignKey(
+        DescriptionDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="events",
+        help_text="Empty once the draft is deleted: the audit trail outlives it (append-only).",
+    )
+    item_key = models.CharField(max_length=64, blank=True, default="", help_text="The draft's item (kept with the event).")
     action = models.CharField(max_length=16, choices=Action.choices)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     before = models.TextField(blank=True)
@@ -366,7 +398,12 @@ class DescriptionEvent(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self) -> str:
-        return "%s %s" % (self.action, self.draft_id)
+        return "%s %s" % (self.action, self.draft_id or "(deleted draft of item %s)" % self.item_key)
+
+    def save(self, *args, **kwargs):
+        if not self.item_key and self.draft_id:
+            self.item_key = self.draft.item.key
+        super().save(*args, **kwargs)
 
 
 class PublishedDescription(models.Model):

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_safe
 
 from .exceptions import ImpressionError
 from .services import experiments
+from .services.events import request_origin
 from .services.visitors import visitor_for_request
 
 logger = logging.getLogger(__name__)
@@ -40,5 +41,5 @@ def click(request, impression, key: str):
         logger.warning("ragrec: not redirecting a click to item %s: its URL %r is not on this site", item.key, url[:200])
         return HttpResponseBadRequest("This item has no page on this site to go to.", content_type="text/plain")
     if request.method == "GET":  # HEAD (link checkers, previews) is not a click
-        experiments.record_click(shown, item, visitor_for_request(request))
+        experiments.record_click(shown, item, visitor_for_request(request), origin=request_origin(request))
     return HttpResponseRedirect(url)

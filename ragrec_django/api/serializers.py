@@ -5,13 +5,14 @@ from __future__ import annotations
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
+from .. import limits
 from ..conf import ragrec_settings
 from ..models import Interaction
 
 DEFAULT_K = 10
 CONFIG_MAX_LENGTH = 64
-SESSION_MAX_LENGTH = 64  # Interaction.session_key
-QUERY_MAX_LENGTH = 300  # what services.recommend.search accepts
+SESSION_MAX_LENGTH = limits.SESSION_KEY_MAX_CHARS
+QUERY_MAX_LENGTH = limits.SEARCH_QUERY_MAX_CHARS
 
 
 # ---------------------------------------------------------------- query parameters
@@ -52,7 +53,7 @@ class SearchQuerySerializer(KConfigQuerySerializer):
 
 class TrendingQuerySerializer(KConfigQuerySerializer):
     category = serializers.CharField(
-        required=False, allow_blank=True, max_length=200, help_text="Only items of this category (its name)."
+        required=False, allow_blank=True, max_length=limits.CATEGORY_MAX_CHARS, help_text="Only items of this category (its name)."
     )
 
 
@@ -66,12 +67,12 @@ class VisitorQuerySerializer(KConfigQuerySerializer):
     )
 
 
-BASKET_MAX_ITEMS = 50
+BASKET_MAX_ITEMS = limits.BASKET_MAX_ITEMS
 
 
 class BasketQuerySerializer(VisitorQuerySerializer):
     items = serializers.CharField(
-        max_length=BASKET_MAX_ITEMS * 65,
+        max_length=BASKET_MAX_ITEMS * (limits.ITEM_KEY_MAX_CHARS + 1),
         help_text="The basket: item ids separated by commas (at most %d). Unknown ids are skipped; if none is known, "
         "404." % BASKET_MAX_ITEMS,
     )
@@ -86,8 +87,8 @@ class BasketQuerySerializer(VisitorQuerySerializer):
             raise serializers.ValidationError("Name at least one item id.")
         if len(keys) > BASKET_MAX_ITEMS:
             raise serializers.ValidationError("At most %d items." % BASKET_MAX_ITEMS)
-        if any(len(key) > 64 or "\x00" in key for key in keys):
-            raise serializers.ValidationError("An item id is at most 64 characters.")
+        if any(len(key) > limits.ITEM_KEY_MAX_CHARS or "\x00" in key for key in keys):
+            raise serializers.ValidationError("An item id is at most %d characters." % limits.ITEM_KEY_MAX_CHARS)
         return keys
 
 
@@ -134,7 +135,8 @@ class RecommendationListSerializer(serializers.Serializer):
 
 class AssistantQuerySerializer(KConfigQuerySerializer):
     q = serializers.CharField(
-        max_length=500, help_text='A request in plain words, e.g. "a warm jacket for hiking under 100".'
+        max_length=limits.ASSISTANT_REQUEST_MAX_CHARS,
+        help_text='A request in plain words, e.g. "a warm jacket for hiking under 100".'
     )
 
 
@@ -173,7 +175,8 @@ class EventListSerializer(serializers.ListSerializer):
 class EventSerializer(serializers.Serializer):
     event = serializers.ChoiceField(choices=Interaction.Event.choices)
     item = serializers.CharField(
-        required=False, allow_blank=True, max_length=64, help_text="The shop's item key; needed by every event but search."
+        required=False, allow_blank=True, max_length=limits.ITEM_KEY_MAX_CHARS,
+        help_text="The shop's item key; needed by every event but search."
     )
     user_id = serializers.IntegerField(
         required=False, allow_null=True, min_value=1,
@@ -183,18 +186,25 @@ class EventSerializer(serializers.Serializer):
         required=False, allow_blank=True, max_length=SESSION_MAX_LENGTH,
         help_text="Anonymous visitor id; omitted by an anonymous client, the `session` parameter or the session cookie is used.",
     )
-    order_id = serializers.CharField(required=False, allow_blank=True, max_length=64, help_text="Basket or order id (purchases).")
-    quantity = serializers.IntegerField(required=False, default=1, min_value=1, max_value=10_000)
-    query = serializers.CharField(required=False, allow_blank=True, max_length=500, help_text="The query of a search event.")
+    order_id = serializers.CharField(
+        required=False, allow_blank=True, max_length=limits.ORDER_ID_MAX_CHARS, help_text="Basket or order id (purchases)."
+    )
+    quantity = serializers.IntegerField(required=False, default=1, min_value=1, max_value=limits.EVENT_QUANTITY_MAX)
+    query = serializers.CharField(
+        required=False, allow_blank=True, max_length=limits.EVENT_QUERY_MAX_CHARS, help_text="The query of a search event."
+    )
     source = serializers.CharField(
-        required=False, allow_blank=True, max_length=64, help_text="Recommender that showed the item (for clicks)."
+        required=False, allow_blank=True, max_length=limits.EVENT_SOURCE_MAX_CHARS,
+        help_text="Recommender that showed the item (for clicks).",
     )
     idempotency_key = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=128,
-        help_text="Client-chosen unique key: an event posted again with the same key is not stored twice.",
+        required=False, allow_null=True, allow_blank=True, max_length=limits.IDEMPOTENCY_KEY_MAX_CHARS,
+        help_text="Client-chosen key of this event, unique per visitor: posted again with the same event it is not "
+        "stored twice; with a different event it is refused (409).",
     )
     created_at = serializers.DateTimeField(
-        required=False, allow_null=True, help_text="When it happened (default: now); at most 10 minutes in the future."
+        required=False, allow_null=True,
+        help_text="When it happened (default: now); at most %d minutes in the future." % limits.EVENT_CLOCK_SKEW_MINUTES,
     )
 
     class Meta:

@@ -65,6 +65,7 @@ from __future__ import annotations
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
 from drf_spectacular.generators import SchemaGenerator
+from django.utils.module_loading import import_string
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -80,10 +81,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..conf import ragrec_settings
-from ..exceptions import EventError
+from .. import limits
+from ..exceptions import EventError, IdempotencyConflict
 from ..models import Impression
 from ..services import assistant, conversation, recommend, serving
-from ..services.events import MAX_BATCH, EventInput, record_events
+from ..services.events import MAX_BATCH, EventInput, record_events, request_origin
 from ..services.visitors import ensure_session_key, for_you, visitor_for_request
 from . import experiment_serializers as tracked
 from . import serializers as s
@@ -92,7 +94,7 @@ from .exceptions import exception_handler as ragrec_exception_handler
 from .parsers import SafeJSONParser
 from .throttling import RagrecScopedRateThrottle
 
-ITEM_KEY_MAX_LENGTH = 64  # Item.key
+ITEM_KEY_MAX_LENGTH = limits.ITEM_KEY_MAX_CHARS
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and small fields around the photo
 
 
@@ -146,6 +148,14 @@ class RagrecAPIView(APIView):
     recommender = ""  # name of the recommender, for impressions and experiments
 
     def handle_exception(self, exc):
+    def get_authenticators(self):
+        """``RAGREC["API_AUTHENTICATION_CLASSES"]`` (session only by default), read per request; None: the host's
+        ``REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]``."""
+        paths = ragrec_settings.API_AUTHENTICATION_CLASSES
+        if paths is None:
+            return super().get_authenticators()
+        return [import_string(path)() for path in paths]
+
         return super().handle_exception(translate_service_error(exc))
 
     def get_exception_handler(self):
@@ -447,15 +457,22 @@ class EventsView(RagrecAPIView):
         summary="Record shopper events (one or a batch)",
         description=(
             "Send one event object or a list of up to %d. A batch is all-or-nothing: if one event is invalid, none "
-            "is stored and the errors are reported by index. Retrying is safe: an event whose `idempotency_key` was "
-            "seen before is accepted but not stored again. For a single event the key may come in the "
-            "`Idempotency-Key` header instead.\n\n"
-            "Whose events: a signed-in client may post events as itself (`user_id` omitted or its own id) or for an "
-            "anonymous `session_key`, never with another `user_id` (403). An event with neither gets the signed-in "
-            "user, else the `session` query parameter, else the Django session cookie's key.\n\n"
+            "is stored and the errors are reported by index.\n\n"
+            "Idempotency keys: retrying is safe. A key belongs to the event's visitor (its user, else its session "
+            "key), so visitors never share keys. The same key with the same event is a replay: accepted, not stored "
+            "again (counted in `duplicates`; 200 when every event was a replay). The same key with a different event "
+            "(another item, type, quantity...) is refused with 409 and nothing of the batch is stored: a key names "
+            "one event. For a single event the key may come in the `Idempotency-Key` header instead.\n\n"
+            "Whose events: a signed-in client may post events as itself (`user_id` omitted or its own id), never "
+            "with another `user_id`, nor (unless staff) with a `session_key` other than its own session's (403). An "
+            "event with neither gets the signed-in user, else the `session` query parameter, else the Django "
+            "session cookie's key. Events of an anonymous `session_key` the server never issued are stored (that "
+            "visitor's history) but count toward nobody else's trending or co-purchases "
+            "(`RAGREC[\"API_VERIFY_SESSIONS\"]`).\n\n"
             "A click on a recommendation names the list it was shown in with `impression_id` (from the "
             "recommendation response); an unknown impression, or one that did not show the item, is refused (400). "
-            "Clicks are what CTR and conversions are measured on (see the admin's experiments dashboard)." % MAX_BATCH
+            "One click per (impression, item) is stored; a repeated click is a duplicate. Clicks are what CTR and "
+            "conversions are measured on (see the admin's experiments dashboard)." % MAX_BATCH
         ),
         tags=[TAG_EVENTS],
         parameters=[
@@ -480,7 +497,14 @@ class EventsView(RagrecAPIView):
             400: OpenApiResponse(
                 response=s.EventErrorSerializer, description="Malformed JSON or refused events (nothing stored)."
             ),
-            403: OpenApiResponse(response=s.EventErrorSerializer, description="An event names another user."),
+            403: OpenApiResponse(
+                response=s.EventErrorSerializer,
+                description="An event names another user, or (signed in, not staff) another session than yours.",
+            ),
+            409: OpenApiResponse(
+                response=s.EventErrorSerializer,
+                description="An idempotency key you used before came back with a different event (nothing stored).",
+            ),
             413: OpenApiResponse(
                 response=s.ErrorSerializer, description="The body is over Django's DATA_UPLOAD_MAX_MEMORY_SIZE."
             ),
@@ -499,7 +523,12 @@ class EventsView(RagrecAPIView):
             raise EventRefused("Some events are invalid; nothing was stored.", _flatten(serializer.errors))
         events = self._events(request, serializer.validated_data)
         try:
-            result = record_events(events)
+            result = record_events(events, verify_sessions=bool(ragrec_settings.API_VERIFY_SESSIONS))
+        except IdempotencyConflict as exc:
+            raise EventRefused(
+                "An idempotency key was reused for a different event; nothing was stored.", exc.errors,
+                status.HTTP_409_CONFLICT,
+            ) from None
         except EventError as exc:
             raise EventRefused("Some events were refused; nothing was stored.", exc.errors)
         body = s.EventReceiptSerializer(result).data
@@ -518,9 +547,18 @@ class EventsView(RagrecAPIView):
         if header_key is not None:
             if not isinstance(data, dict):
                 raise BadRequest(
+        own_session = getattr(getattr(request, "session", None), "session_key", None)
+        foreign = {
+            index: ["session_key: signed in, you can only post events for your own session (or omit it)"]
+            for index, row in enumerate(rows)
+            if user is not None and not user.is_staff and row.get("session_key") and row["session_key"] != own_session
+        }
+        if foreign:
+            raise EventRefused("Events may not be posted for another visitor's session.", foreign, status.HTTP_403_FORBIDDEN)
                     "The Idempotency-Key header is for a single event; give each event of a batch its own idempotency_key."
                 )
             body_key = rows[0].get("idempotency_key")
+        origin = request_origin(request)
             if body_key not in (None, "") and body_key != header_key:
                 raise BadRequest("The Idempotency-Key header and the event's idempotency_key differ.")
             rows[0]["idempotency_key"] = header_key
@@ -542,6 +580,7 @@ class EventsView(RagrecAPIView):
         for row in rows:
             user_id, session_key = row.get("user_id"), row.get("session_key") or ""
             if user_id is None and not session_key:
+                    origin=origin,
                 if user is not None:
                     user_id = user.pk
                 else:

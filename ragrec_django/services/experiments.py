@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from .. import stats, storage
@@ -170,21 +170,29 @@ def impression_for_click(impression_id, item_key: str) -> tuple[Impression, Item
     return impression, item
 
 
-def record_click(impression: Impression, item: Item, visitor: Visitor) -> Interaction | None:
-    """Store a click on ``item`` in ``impression``; None when the database failed (logged).
+def record_click(impression: Impression, item: Item, visitor: Visitor, *, origin: str = "") -> Interaction | None:
+    """Store a click on ``item`` in ``impression``, once: a repeated click (a reload, a replayed link) returns
+    the stored one (a database constraint keeps one click per impression and item). None when the database
+    failed (logged).
 
     The click belongs to ``visitor`` (the request's); when the request has none, to the visitor
-    the list was shown to.
+    the list was shown to. ``origin``: ``services.events.request_origin`` of the request.
     """
+    clicks = Interaction.objects.filter(event=Interaction.Event.CLICK, impression=impression, item=item)
     if not visitor:
         visitor = Visitor(user_id=impression.user_id, session_key=impression.session_key)
     row = Interaction(
         event=Interaction.Event.CLICK, item=item, impression=impression, user_id=visitor.user_id,
-        session_key=visitor.session_key or "", source=impression.recommender,
+        session_key=visitor.session_key or "", source=impression.recommender, origin=origin,
     )
     try:
+        earlier = clicks.first()
+        if earlier is not None:
+            return earlier
         with transaction.atomic():
             row.save(force_insert=True)
+    except IntegrityError:  # the same click, stored by a concurrent request
+        return clicks.first()
     except DatabaseError:
         logger.exception("ragrec: could not record a click on %s in impression %s", item.key, impression.pk)
         return None
@@ -200,7 +208,7 @@ class Counts:
     clicked: int = 0  # impressions with at least one click
     clicks: int = 0  # distinct (impression, item) clicks
     converted: int = 0  # impressions with at least one attributed conversion
-    conversions: int = 0  # attributed add_to_cart / purchase events
+    conversions: int = 0  # attributed add_to_cart / purchase events, once per (impression, item, event, order)
 
     def add(self, other: Counts) -> None:
         for name in ("impressions", "clicked", "clicks", "converted", "conversions"):

@@ -74,7 +74,7 @@ def _decayed_popularity(*, category: str | None, limit: int) -> list[tuple[int, 
     """Trending scores under ``EVENT_WEIGHTS`` and ``TRENDING_HALF_LIFE_HOURS`` (one query)."""
     return storage.decayed_popularity(
         event_weights=ragrec_settings.EVENT_WEIGHTS, half_life_seconds=float(ragrec_settings.TRENDING_HALF_LIFE_HOURS) * 3600,
-        category=category, limit=limit,
+        category=category, limit=limit, max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE,
     )
 
 
@@ -121,7 +121,9 @@ def _co_purchases(
     that contributes most (it names the reason). Seeds themselves and ``exclude`` are never returned.
     """
     per_item = orders_per_item if orders_per_item is not _DEFAULT else CO_PURCHASE_ORDERS_PER_ITEM
-    return storage.co_purchases(seeds, exclude=exclude, limit=limit, orders_per_item=per_item)
+    return storage.co_purchases(
+        seeds, exclude=exclude, limit=limit, orders_per_item=per_item, max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE
+    )
 
 
 # ---------------------------------------------------------------- for you

@@ -32,7 +32,8 @@ from django.views.generic import DetailView, ListView, TemplateView
 from ragrec_django.conf import ragrec_settings
 from ragrec_django.exceptions import BadQuery, EventError, RecommendationError, SpaceNotReady
 from ragrec_django.services import recommend
-from ragrec_django.services.events import EventInput, record_events
+from ragrec_django.services.events import EventInput, record_events, request_origin
+from ragrec_django.services.inputs import usable_key
 from ragrec_django.services.visitors import ensure_session_key
 
 from . import people
@@ -104,9 +105,10 @@ class ProductView(DetailView):
 
 
 def visitor_fields(request) -> dict:
-    """Who an event belongs to: the signed-in user, else the session (created if needed)."""
+    """Who an event belongs to (the signed-in user, else the session, created if needed), and where it came from."""
     user = request.user if request.user.is_authenticated else None
-    return {"user_id": user.pk if user else None, "session_key": "" if user else ensure_session_key(request)}
+    return {"user_id": user.pk if user else None, "session_key": "" if user else ensure_session_key(request),
+            "origin": request_origin(request)}
 
 
 def record(request, events: list[EventInput], what: str) -> bool:
@@ -141,19 +143,26 @@ class SearchView(ListView):
         return " ".join(self.request.GET.get("q", "").split())[:SEARCH_MAX_LENGTH]
 
     def get(self, request, *args, **kwargs):
-        self.results = None
+        self.results, self.refusal = None, ""
         query = self.get_query()
         if query:
             try:
                 with transaction.atomic():
                     self.results = recommend.search(query, k=SEARCH_RESULTS)
+            except BadQuery as exc:  # text no search can use (a NUL character...): refused, as the API does
+                self.refusal = str(exc)
             except (RecommendationError, SpaceNotReady) as exc:
                 logger.warning("Search for %r failed: %s", query, exc)
             except DatabaseError:  # the page falls back to word matching rather than failing
                 logger.exception("Search for %r failed", query)
-        return super().get(request, *args, **kwargs)
+        response = super().get(request, *args, **kwargs)
+        if self.refusal:
+            response.status_code = 400
+        return response
 
     def get_queryset(self):
+        if self.refusal:
+            return Product.objects.none()
         if self.results:  # the products of the hybrid results, in their order
             found = {str(p.pk): p for p in _listed().filter(pk__in=[r.item.key for r in self.results])}
             return [found[r.item.key] for r in self.results if r.item.key in found]
@@ -168,7 +177,7 @@ class SearchView(ListView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         query = self.get_query()
-        context.update(query=query, results=self.results, photo_form=PhotoSearchForm())
+        context.update(query=query, results=self.results, photo_form=PhotoSearchForm(), search_error=self.refusal)
         if self.results and self.results.query and self.results.query.lower() != query.lower():
             context["corrected_query"] = self.results.query
         return context
@@ -401,7 +410,8 @@ class DemoLoginView(View):
         return TemplateResponse(request, self.template_name, context)
 
     def post(self, request):
-        user = self.demo_users().filter(username=request.POST.get("username", "")).first()
+        username = usable_key(request.POST.get("username", ""), 150)  # a NUL cannot be looked up
+        user = self.demo_users().filter(username=username).first() if username else None
         if user is None:
             raise Http404("No such demo user.")
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")

@@ -66,6 +66,72 @@ def test_idempotency_keys_in_a_batch(api, url, catalogue):
     assert Interaction.objects.count() == 2
 
 
+# ---------------------------------------------------------------- idempotency keys: one key names one event
+
+
+def test_a_key_reused_for_another_event_is_a_409_never_a_silent_drop(api, url, catalogue):
+    """The reported case: a view, then a purchase with the same key. The purchase was dropped as a duplicate."""
+    mug = key(catalogue["Red ceramic coffee mug"])
+    view = {"event": "view", "item": mug, "session_key": "s1"}
+    assert api.post(url, view, format="json", HTTP_IDEMPOTENCY_KEY="k").status_code == 201
+    purchase = {"event": "purchase", "item": mug, "order_id": "o1", "session_key": "s1"}
+    response = api.post(url, purchase, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert response.status_code == 409
+    body = response.json()
+    assert "reused for a different event" in body["detail"] and "nothing was stored" in body["detail"]
+    assert body["errors"] == {"0": [
+        "idempotency key 'k' was already used by this visitor for a different event; a key names one event: "
+        "send a new event with a new key"
+    ]}
+    assert list(Interaction.objects.values_list("event", flat=True)) == ["view"]
+    # The same event again is a replay: 200, nothing stored, the original kept.
+    again = api.post(url, view, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    assert (again.status_code, again.json()) == (200, {"accepted": 1, "stored": 0, "duplicates": 1})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"event": "add_to_cart"}, {"item": "other"}, {"quantity": 2}, {"order_id": "o2"}, {"source": "similar"},
+     {"created_at": "2024-01-01T00:00:00Z"}],
+)
+def test_every_field_of_the_event_is_part_of_what_a_key_names(api, url, catalogue, change):
+    mug, lamp = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Brass desk lamp"])
+    event = {"event": "purchase", "item": mug, "order_id": "o1", "session_key": "s1", "idempotency_key": "k"}
+    assert api.post(url, event, format="json").status_code == 201
+    changed = {**event, **change}
+    if changed["item"] == "other":
+        changed["item"] = lamp
+    assert api.post(url, changed, format="json").status_code == 409
+    assert Interaction.objects.count() == 1
+
+
+def test_a_conflict_refuses_the_whole_batch_and_is_found_within_one_batch(api, url, catalogue):
+    mug, lamp = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Brass desk lamp"])
+    batch = [{"event": "view", "item": lamp, "idempotency_key": "fresh"},
+             {"event": "view", "item": mug, "idempotency_key": "k"},
+             {"event": "purchase", "item": mug, "idempotency_key": "k"}]
+    response = api.post(url + "?session=s1", batch, format="json")
+    assert response.status_code == 409 and set(response.json()["errors"]) == {"2"}
+    assert Interaction.objects.count() == 0
+
+
+def test_keys_belong_to_one_visitor_so_nobody_can_pre_empt_them(api, url, catalogue, django_user_model):
+    """Keys were global: an anonymous client could store a key first and another visitor's event was dropped."""
+    mug = key(catalogue["Red ceramic coffee mug"])
+    attacker = api.post(url, {"event": "view", "item": mug, "session_key": "attacker"}, format="json",
+                        HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug)
+    assert attacker.status_code == 201
+    victim = {"event": "purchase", "item": mug, "order_id": "o1", "session_key": "victim"}
+    response = api.post(url, victim, format="json", HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug)
+    assert (response.status_code, response.json()["stored"]) == (201, 1)
+    user = django_user_model.objects.create_user("ann")
+    api.force_authenticate(user)
+    response = api.post(url, {**victim, "session_key": ""}, format="json", HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug)
+    assert (response.status_code, response.json()["stored"]) == (201, 1)
+    scopes = sorted(Interaction.objects.values_list("idempotency_scope", flat=True))
+    assert scopes == sorted(["session:attacker", "session:victim", "user:%d" % user.pk])
+
+
 def test_idempotency_header_rules(api, url, catalogue):
     event = {"event": "view", "item": key(catalogue["Brass desk lamp"]), "session_key": "s"}
     response = api.post(url, [event], format="json", HTTP_IDEMPOTENCY_KEY="k")
@@ -77,15 +143,34 @@ def test_idempotency_header_rules(api, url, catalogue):
     assert Interaction.objects.count() == 0
 
 
-def test_signed_in_user_posts_as_themselves(api, url, catalogue):
+def test_signed_in_user_posts_as_themselves_never_for_another_session(api, url, catalogue):
     user = get_user_model().objects.create_user("ann")
     api.force_authenticate(user)
     lamp = key(catalogue["Brass desk lamp"])
     assert api.post(url, {"event": "view", "item": lamp}, format="json").status_code == 201
     assert api.post(url, {"event": "view", "item": lamp, "user_id": user.pk}, format="json").status_code == 201
-    assert api.post(url, {"event": "view", "item": lamp, "session_key": "guest-1"}, format="json").status_code == 201
+    response = api.post(url, {"event": "view", "item": lamp, "session_key": "guest-1"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["errors"] == {
+        "0": ["session_key: signed in, you can only post events for your own session (or omit it)"]
+    }
     rows = list(Interaction.objects.order_by("id").values_list("user_id", "session_key"))
-    assert rows == [(user.pk, ""), (user.pk, ""), (None, "guest-1")]
+    assert rows == [(user.pk, ""), (user.pk, "")]
+    # Staff (back-office integrations) may record events of an anonymous visitor.
+    staff = get_user_model().objects.create_user("clerk", is_staff=True)
+    api.force_authenticate(staff)
+    assert api.post(url, {"event": "view", "item": lamp, "session_key": "guest-1"}, format="json").status_code == 201
+    assert Interaction.objects.filter(user=None, session_key="guest-1").count() == 1
+
+
+def test_signed_in_user_may_name_their_own_session(client, url, catalogue):
+    user = get_user_model().objects.create_user("ann")
+    client.force_login(user)
+    own = client.session.session_key
+    lamp = key(catalogue["Brass desk lamp"])
+    response = client.post(url, {"event": "view", "item": lamp, "session_key": own}, content_type="application/json")
+    assert response.status_code == 201
+    assert Interaction.objects.get().session_key == own
 
 
 def test_events_for_another_user_are_forbidden(api, url, catalogue):

@@ -1,10 +1,13 @@
 """REST endpoints on a real encoded catalogue: results with reasons, visitors, and every 4xx/503 path."""
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
 from django.urls import reverse
+from django.utils import timezone
 
 from ragrec_django.models import Item, ServingConfig
 from shop_demo.catalog.models import Category, Product
@@ -27,6 +30,11 @@ def similar_url(product_key):
 
 
 def post_events(api, *events, **params):
+    """Post events as a client whose session keys the server issued (only those count toward popularity)."""
+    keys = {params.get("session")} | {event.get("session_key") for event in events}
+    expires = timezone.now() + timedelta(days=1)
+    for session_key in keys - {None, ""}:
+        Session.objects.get_or_create(session_key=session_key, defaults={"session_data": "", "expire_date": expires})
     url = reverse("ragrec_api:events")
     if params:
         url += "?" + "&".join("%s=%s" % pair for pair in params.items())

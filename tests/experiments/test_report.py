@@ -41,7 +41,7 @@ def events(shop, experiment_settings):
     # bought later still (1 converted list, 2 conversions).
     c1 = shown(at(D1, 12), "control", [A, B], "s1")
     event("click", A, at(D1, 12, 1), "s1", impression=c1)
-    event("click", A, at(D1, 12, 2), "s1", impression=c1)
+    event("click", A, at(D1, 12, 2), "s1")  # a replayed click: one click per (impression, item) keeps the impression
     event("click", B, at(D1, 12, 3), "s1", impression=c1)
     event("add_to_cart", A, at(D1, 13), "s1")
     event("purchase", A, at(D1, 14), "s1")
