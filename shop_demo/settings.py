@@ -41,6 +41,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# Django's database sessions, refusing a session cookie that is not a key Django could issue (a NUL in it
+# reached PostgreSQL: a 500 on every page). See shop_demo/sessions/.
+SESSION_ENGINE = "shop_demo.sessions.db"
+
 ROOT_URLCONF = "shop_demo.urls"
 WSGI_APPLICATION = "shop_demo.wsgi.application"
 

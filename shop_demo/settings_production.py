@@ -108,7 +108,7 @@ CACHES = {
         "TIMEOUT": 300,
     }
 }
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_ENGINE = "shop_demo.sessions.cached_db"  # Django's cached_db, refusing keys it could not issue
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL.rsplit("/", 1)[0] + "/0")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "3600"))}
 CELERY_TASK_ALWAYS_EAGER = False

@@ -14,12 +14,15 @@ from django.utils import timezone
 
 from .. import storage
 from ..conf import ragrec_settings
+from ..limits import CATEGORY_MAX_CHARS, ITEM_KEY_MAX_CHARS
 from ..models import ComplementPair, Interaction, Item
 from ..ranking.candidates import Candidate
 from ..ranking.fusion import reciprocal_rank_fusion, weighted_score_fusion
 from ..ranking.recency import recency_weighted_profile
 from . import ranker
+from .inputs import usable_key
 from .results import (
+    BadQuery,
     ItemNotFound,
     RecommendationList,
     Visitor,
@@ -65,6 +68,8 @@ def trending(*, k: int | None = None, config: str = "default", category: str | N
     views can fill the list.
     """
     k = cap_k(k)
+    if category and usable_key(category, CATEGORY_MAX_CHARS) is None:
+        raise BadQuery("No category named %r." % category[:CATEGORY_MAX_CHARS])
     scores = _decayed_popularity(category=category, limit=max(k * 4, 40))
     reason = "trending in %s" % category if category else "trending now"
     return finish("trending", config, candidates_from(scores, "popularity", reason), k)
@@ -341,7 +346,8 @@ def _basket_items(item_keys: Sequence[str]) -> list[Item]:
     """The basket's items in the order given (repeats once); unknown keys skipped, mirrored from the host first."""
     if isinstance(item_keys, (str, bytes)):
         raise TypeError("item_keys must be a list of item ids, not one string")
-    keys = list(dict.fromkeys(str(key) for key in item_keys))
+    usable = (usable_key(key, ITEM_KEY_MAX_CHARS) for key in item_keys)  # no NUL or lone surrogate reaches SQL
+    keys = list(dict.fromkeys(key for key in usable if key is not None))
     found = Item.objects.in_bulk(keys, field_name="key")
     missing = [key for key in keys if key not in found]
     if missing:

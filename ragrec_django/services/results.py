@@ -12,9 +12,11 @@ from django.utils import timezone
 from .. import registry, storage
 from ..conf import ragrec_settings
 from ..exceptions import BadQuery, ItemNotFound, RecommendationError, UnknownServingConfig  # noqa: F401 (re-exported)
+from ..limits import ITEM_KEY_MAX_CHARS
 from ..models import Interaction, Item, ServingConfig
 from ..ranking.candidates import Candidate
 from ..ranking.rules import RulesError, ServingRules, apply_rules, filters_as_dict
+from .inputs import usable_key
 
 
 @dataclass
@@ -184,12 +186,13 @@ def query_encoder_matches(space: str) -> bool:
 
 
 def anchor_item(item_key: str) -> Item:
-    item = Item.objects.filter(key=str(item_key)).first()
-    if item is None:
+    key = usable_key(item_key, ITEM_KEY_MAX_CHARS)  # a NUL or a lone surrogate cannot be looked up
+    item = Item.objects.filter(key=key).first() if key is not None else None
+    if item is None and key is not None:
         from .encoding import sync_host_items
 
-        sync_host_items([str(item_key)])
-        item = Item.objects.filter(key=str(item_key)).first()
+        sync_host_items([key])
+        item = Item.objects.filter(key=key).first()
     if item is None:
-        raise ItemNotFound("No item with id %r." % str(item_key))
+        raise ItemNotFound("No item with id %r." % str(item_key)[:ITEM_KEY_MAX_CHARS])
     return item
