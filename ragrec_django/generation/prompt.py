@@ -16,6 +16,7 @@ import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
+from ..limits import ASSISTANT_REQUEST_MAX_CHARS
 from ..ml.generation import GenerationRequest
 from .sanitise import DEFAULT_TAGS
 from .unicode import strip_hidden
@@ -34,7 +35,7 @@ MAX_TITLE_CHARS = 200
 MAX_SOURCE_FIELD_CHARS = 300
 MAX_STYLE_EXAMPLES = 3
 MAX_STYLE_CHARS = 800
-MAX_REQUEST_CHARS = 500
+MAX_REQUEST_CHARS = ASSISTANT_REQUEST_MAX_CHARS
 MAX_CANDIDATES = 20
 MAX_CANDIDATE_CHARS = 600
 

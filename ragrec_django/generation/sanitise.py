@@ -43,6 +43,9 @@ _ATTRIBUTE = re.compile(r"""([^\s=/]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]
 _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.DOTALL)
 _BLOCK_TAGS = re.compile(r"<\s*/?\s*(?:p|div|ul|ol|li|br|h[1-6]|tr|blockquote)\b[^>]*>", re.IGNORECASE)
 _ANY_TAG = re.compile(r"<[^>]*>")
+#: What a browser could read as the start of markup: a tag, an end tag, a comment, a declaration.
+_TAG_LIKE = re.compile(r"<\s*[/!?]?\s*[A-Za-z!?-][^<>]*>?")
+MARKUP_PASSES = 8
 _SENTENCE_END = re.compile(r"[.!?](?:%s)*(?=\s|<|$)|</(?:p|li|ul)>" % _MARKER)
 _STOP_THEN_CITATIONS = re.compile(r"([.!?]+)((?:%s)+)" % _MARKER)
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+|(?<=[.!?…][\"'”’)])\s+")
@@ -186,8 +189,28 @@ def _outside_tag(fragment: str, index: int) -> bool:
 
 
 def html_to_text(fragment: str) -> str:
-    """Plain text of an HTML fragment: block tags become line breaks, other tags vanish."""
+    """Plain text of an HTML fragment: block tags become line breaks, other tags vanish, entities are decoded
+    (once: the result is text, never to be unescaped again)."""
     return collapse_whitespace(html.unescape(_ANY_TAG.sub("", _BLOCK_TAGS.sub("\n", fragment))))
+
+
+def plain_text(text: str) -> str:
+    """Text for a field that is plain text (an API's JSON, a page's escaped text): visible characters only,
+    NFKC-normalised (``strip_hidden``), then anything that reads as markup removed.
+
+    The markup is removed after the normalisation, because NFKC makes markup of look-alikes (fullwidth
+    "＜script＞" becomes "<script>"). Removing one tag can join two halves into another ("<<b>img ...>"),
+    so it repeats until nothing is left; entities are not decoded here (decode at most once, before).
+    """
+    text = strip_hidden(text)
+    for _ in range(MARKUP_PASSES):
+        stripped = _TAG_LIKE.sub("", text)
+        if stripped == text:
+            break
+        text = stripped
+    else:
+        text = text.replace("<", "")
+    return collapse_whitespace(text)
 
 
 def citation_names(marker_body: str) -> list[str]:

@@ -14,15 +14,18 @@ from decimal import Decimal
 
 from .. import registry, storage
 from ..conf import ragrec_settings
+from ..exceptions import BadQuery
 from ..generation.prompt import (
     ASSISTANT_PROMPT_VERSION,
     build_assistant_request,
     parse_budget_and_filters,
 )
-from ..generation.sanitise import html_to_text, sanitise_output, split_citations
-from .recommend import BadQuery, Recommendation, search
+from ..generation.sanitise import html_to_text, plain_text, sanitise_output, split_citations
+from ..limits import ASSISTANT_REQUEST_MAX_CHARS, SEARCH_QUERY_MAX_CHARS
+from .inputs import checked_text
+from .recommend import Recommendation, search
 
-MAX_REQUEST_CHARS = 500
+EMPTY_REQUEST = "Tell the assistant what you are looking for."
 
 
 @dataclass
@@ -37,14 +40,21 @@ class AssistantAnswer:
 
 
 def answer(request_text: str, *, k: int = 8, config: str = "default") -> AssistantAnswer:
-    """Answer a shopper's request from retrieved products only."""
-    request_text = (request_text or "").strip()
-    if not request_text:
-        raise BadQuery("Tell the assistant what you are looking for.")
-    if len(request_text) > MAX_REQUEST_CHARS:
-        raise BadQuery("The request is longer than %d characters." % MAX_REQUEST_CHARS)
+    """Answer a shopper's request from retrieved products only.
+
+    ``BadQuery`` for a request that is empty, longer than ``ASSISTANT_REQUEST_MAX_CHARS`` or not usable text
+    (``services.inputs.checked_text``). The answer is plain text (``plain_text``: no markup, whatever the
+    products' data or the generator wrote).
+    """
+    request_text = checked_text(
+        request_text, what="The request", max_chars=ASSISTANT_REQUEST_MAX_CHARS, empty=EMPTY_REQUEST
+    )
     parsed = parse_budget_and_filters(request_text)
-    query = " ".join([*parsed.get("colours", []), parsed.get("query") or ""]).strip() or request_text
+    query = _search_query(" ".join([*parsed.get("colours", []), parsed.get("query") or ""])) or _search_query(
+        request_text
+    )
+    if not query:
+        raise BadQuery(EMPTY_REQUEST)
     price = {name: Decimal(str(parsed[name])) for name in ("min_price", "max_price") if name in parsed}
     found = search(query, k=k, config=config, **price)
     by_key = {rec.item.key: rec for rec in found}
@@ -60,6 +70,16 @@ def answer(request_text: str, *, k: int = 8, config: str = "default") -> Assista
         generator_version=generator.version,
         dropped=dropped,
     )
+
+
+def _search_query(text: str) -> str:
+    """The words to search for: plain text (no markup, even after NFKC), at most ``SEARCH_QUERY_MAX_CHARS``
+    characters, cut at a word boundary (a long request is allowed; the search takes its first words)."""
+    query = plain_text(text)
+    if len(query) > SEARCH_QUERY_MAX_CHARS:
+        cut = query[: SEARCH_QUERY_MAX_CHARS + 1]
+        query = cut.rsplit(" ", 1)[0] if " " in cut else cut[:SEARCH_QUERY_MAX_CHARS]
+    return query.strip()
 
 
 def _source(rec: Recommendation) -> dict:
@@ -81,6 +101,6 @@ def _validated_sentences(html: str, retrieved: set[str]) -> tuple[list[str], lis
         if unknown or strangers:
             dropped.append("%s (cites %s)" % (sentence.text[:80], ", ".join(unknown + strangers)))
             continue
-        kept.append(html_to_text(sentence.text))
+        kept.append(plain_text(sentence.text))  # already text (split_citations decoded it): never unescaped again
         cited.extend(i for i in ids if i not in cited)
     return kept, cited, dropped

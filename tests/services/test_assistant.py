@@ -61,3 +61,28 @@ def test_products_the_model_invents_or_was_not_given_are_dropped(catalogue, llm_
     assert [p.item.key for p in result.products] == [mug]
     assert result.answer == "Try the Red ceramic coffee mug."
     assert len(result.dropped) == 2
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "&amp;amp;lt;img src=x onerror=alert(1)&amp;amp;gt;",
+        "&amp;lt;script&amp;gt;alert(1)&amp;lt;/script&amp;gt;",
+        "＜script＞alert(1)＜/script＞",
+        "<<b>img src=x onerror=alert(1)>",
+        "&lt;iframe src=javascript:alert(1)&gt;&lt;/iframe&gt;",
+    ],
+)
+def test_the_answer_is_plain_text_whatever_the_generator_writes(catalogue, llm_server, markup):
+    """Issue 19: entities were decoded once per step, so a thrice-escaped tag came out live."""
+    mug = str(catalogue["Red ceramic coffee mug"].pk)
+    llm_server.reply(json_body=completion("Try the Red ceramic coffee mug %s, it is lovely [%s]." % (markup, mug)))
+    result = assistant.answer("a red coffee mug", k=3)
+    assert [p.item.key for p in result.products] == [mug]
+    assert "<" not in result.answer.replace("&lt;", "") and "Red ceramic coffee mug" in result.answer
+
+
+def test_a_long_request_searches_with_its_first_words(catalogue):
+    """The request's own limit (500) holds; the search gets at most its limit (300) of the query words."""
+    result = assistant.answer(("red ceramic coffee mug " * 25)[:500])
+    assert result.products and len(result.filters["query"]) <= 300
