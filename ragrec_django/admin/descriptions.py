@@ -3,6 +3,10 @@
 Reviewing needs ``ragrec_django.review_descriptiondraft``; publishing and
 rolling back need ``ragrec_django.publish_descriptiondraft``. Nothing is
 published without an approval record.
+
+The audit trail is append-only: no one deletes drafts, their events or published texts here (not even
+a superuser: a draft is rejected, not deleted), and events outlive a draft deleted in code
+(``DescriptionEvent.draft`` is set to null, the item's key stays); "Description audit trail" lists them all.
 """
 
 from __future__ import annotations
@@ -90,6 +94,9 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # drafts come from generation, never typed in
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # rejected, never deleted: a draft's history is the audit trail
 
     def has_change_permission(self, request, obj=None):
         return self._can(request, "review") or self._can(request, "publish") or super().has_view_permission(request, obj)
@@ -224,6 +231,9 @@ class PublishedDescriptionAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # publication history: restore an earlier text instead
+
     @admin.display(description="text")
     def excerpt(self, publication):
         return publication.text[:120]
@@ -255,6 +265,27 @@ class PublishedDescriptionAdmin(admin.ModelAdmin):
             "publication": publication, "diff": word_diff(current.text if current else "", publication.text),
         }
         return TemplateResponse(request, "admin/ragrec_django/publisheddescription/restore.html", context)
+
+
+@admin.register(DescriptionEvent)
+class DescriptionEventAdmin(admin.ModelAdmin):
+    """The audit trail of description drafts, read-only, including events of drafts deleted since."""
+
+    list_display = ["created_at", "action", "item_key", "draft", "user", "note"]
+    list_filter = ["action"]
+    search_fields = ["item_key", "note", "after"]
+    list_select_related = ["draft", "user"]
+    readonly_fields = ["draft", "item_key", "action", "user", "before", "after", "note", "generator_version",
+                       "prompt_version", "created_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class StartJobForm(forms.Form):

@@ -10,8 +10,12 @@ named by ``RAGREC["API_THROTTLE_CACHE"]``: a cache shared by all web processes
 per-process ``LocMemCache`` multiplies them by the number of processes, and
 ``DummyCache`` disables throttling.
 
-Clients are identified as DRF does: the user id when signed in, else the
-client IP (``REST_FRAMEWORK["NUM_PROXIES"]`` decides how X-Forwarded-For is read).
+Clients are identified by the user id when signed in, else by the address the server really sees
+(``services.events.client_address``): ``REMOTE_ADDR``, unless ``REST_FRAMEWORK["NUM_PROXIES"]`` says how
+many proxies of yours stand in front, and then the address the outermost of them saw, read from the right
+of ``X-Forwarded-For``. DRF itself, with ``NUM_PROXIES`` unset, identifies a client by the whole
+``X-Forwarded-For`` header, which the client writes: a new value per request would reset its counter. The
+system check ``ragrec.W003`` warns when the settings trust a proxy's headers but set no proxy count.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from django.core.cache import caches
 from rest_framework.throttling import ScopedRateThrottle
 
 from ..conf import ragrec_settings
+from ..services.events import client_address
 
 
 class RagrecScopedRateThrottle(ScopedRateThrottle):
@@ -31,6 +36,9 @@ class RagrecScopedRateThrottle(ScopedRateThrottle):
 
     def get_rate(self):
         return ragrec_settings.API_THROTTLE_RATES.get(self.scope)  # over the defaults, checked (conf.py)
+
+    def get_ident(self, request):
+        return client_address(request)
 
     def get_cache_key(self, request, view):
         key = super().get_cache_key(request, view)
