@@ -301,6 +301,62 @@ class ComplementPair(models.Model):
         return "%s + %s (%s)" % (self.item_id, self.complement_id, self.status)
 
 
+class SearchSynonym(models.Model):
+    """Words a merchandiser teaches search: "jumper" also finds "sweater" (and, two-way, the other way round).
+
+    Applied at query time to keyword search and query understanding (``services.search``); a change is
+    used by every process within ``services.search.SYNONYMS_TTL_SECONDS``, without a restart.
+    """
+
+    term = models.CharField(max_length=200, help_text='What shoppers type, e.g. "jumper".')
+    synonyms = models.CharField(max_length=500, help_text='Also searched for it, separated by commas: "sweater, pullover".')
+    two_way = models.BooleanField(
+        default=True, help_text="Each word also finds the others (off: only the term is widened to the synonyms)."
+    )
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["term"]
+
+    def __str__(self) -> str:
+        return "%s %s %s" % (self.term, "↔" if self.two_way else "→", self.synonyms)
+
+    @property
+    def synonym_list(self) -> list[str]:
+        return [word.strip() for word in self.synonyms.split(",") if word.strip()]
+
+
+class SearchLog(models.Model):
+    """One text search made for a visitor (search analytics): what was asked, how many results, what was shown.
+
+    Clicks, adds to cart and purchases are the visitor's own events on the items shown (``services.search``);
+    rows older than ``RAGREC["SEARCH_LOG_DAYS"]`` are deleted. No personal data beyond the visitor key.
+    """
+
+    query = models.CharField(max_length=300, help_text="As typed.")
+    normalised = models.CharField(max_length=300, help_text="Lower case, spelling corrected, spaces collapsed.")
+    result_count = models.PositiveIntegerField()
+    matched = models.PositiveIntegerField(
+        default=0, help_text="Items whose text has the query's words (0: only the semantic retrievers answered)."
+    )
+    shown_query = models.CharField(max_length=300, blank=True, help_text="When nothing matched: the query shown instead.")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    session_key = models.CharField(max_length=64, blank=True)
+    item_keys = ArrayField(models.CharField(max_length=64), default=list, help_text="Host item keys shown, in order.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["created_at"], name="ragrec_search_time"),
+            models.Index(fields=["normalised", "created_at"], name="ragrec_search_query"),
+        ]
+
+    def __str__(self) -> str:
+        return "%s (%d)" % (self.query, self.result_count)
+
+
 class GenerationJob(models.Model):
     """A bulk generation run (a category or the whole catalogue), with progress for the admin."""
 

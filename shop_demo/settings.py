@@ -132,6 +132,7 @@ SPECTACULAR_SETTINGS = {
 RAGREC = {
     "ITEM_MODEL": "catalog.Product",
     "ADAPTER": "shop_demo.catalog.adapters.ProductAdapter",
+    "SEARCH_CURRENCY": "£",  # search reasons and price facets: "under £30"
     "ENCODERS": {
         "minilm": {
             "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",

@@ -14,7 +14,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from .. import views as plain_views
-from . import views
+from . import search, views
 
 app_name = "ragrec_api"
 
@@ -22,7 +22,8 @@ urlpatterns = [
     path("items/<str:key>/similar/", views.SimilarItemsView.as_view(), name="similar"),
     path("items/<str:key>/bought-together/", views.BoughtTogetherView.as_view(), name="bought-together"),
     path("basket/bought-together/", views.BasketBoughtTogetherView.as_view(), name="basket-bought-together"),
-    path("search/", views.SearchView.as_view(), name="search"),
+    path("search/", search.SearchView.as_view(), name="search"),
+    path("search/suggest/", search.SuggestView.as_view(), name="search-suggest"),
     path("search/photo/", views.PhotoSearchView.as_view(), name="search-photo"),
     path("for-you/", views.ForYouView.as_view(), name="for-you"),
     path("recently-viewed/", views.RecentlyViewedView.as_view(), name="recently-viewed"),

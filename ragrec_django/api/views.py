@@ -5,7 +5,8 @@ names in the ``ragrec_api`` namespace)::
 
     GET  items/<key>/similar/          similar          k, config
     GET  items/<key>/bought-together/  bought-together  k, config
-    GET  search/?q=...                 search           k, config
+    GET  search/?q=...                 search           k, config, sort, facets, filter, min_price, max_price
+    GET  search/suggest/?q=...         search-suggest   k, session (autocomplete; ``api.search``)
     POST search/photo/  (multipart)    search-photo     image, k, config
     GET  for-you/                      for-you          k, config, session
     GET  recently-viewed/              recently-viewed  k, config, session
@@ -255,25 +256,7 @@ class BasketBoughtTogetherView(RagrecAPIView):
         )
 
 
-# ---------------------------------------------------------------- search
-
-
-class SearchView(RagrecAPIView):
-    query_serializer_class = s.SearchQuerySerializer
-    recommender = "search"
-
-    @extend_schema(
-        operation_id="ragrec_search",
-        summary="Hybrid text search",
-        description="Keyword (typo-corrected full-text), semantic text and CLIP text-to-image retrieval fused by "
-        "reciprocal rank fusion. `query` in the response is the corrected query.",
-        tags=[TAG_RECOMMEND],
-        parameters=[s.SearchQuerySerializer, SESSION_PARAMETER],
-        responses=_list_responses(),
-    )
-    def get(self, request):
-        params = self.params()
-        return self.respond(params, lambda c: recommend.search(params["q"], k=params["k"], config=c))
+# ---------------------------------------------------------------- search (text search: ``api.search``)
 
 
 class AssistantView(RagrecAPIView):

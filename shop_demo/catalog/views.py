@@ -34,9 +34,10 @@ from ragrec_django.exceptions import BadQuery, EventError, RecommendationError, 
 from ragrec_django.services import recommend
 from ragrec_django.services.events import EventInput, record_events, request_origin
 from ragrec_django.services.inputs import usable_key
+from ragrec_django.services.recommend import Visitor
 from ragrec_django.services.visitors import ensure_session_key
 
-from . import people
+from . import people, search_page
 from .cart import MAX_QUANTITY, Cart
 from .models import Category, Product
 
@@ -147,8 +148,12 @@ class SearchView(ListView):
         query = self.get_query()
         if query:
             try:
+                who = visitor_fields(request)  # searches are logged for the shop's search analytics
+                visitor = Visitor(user_id=who["user_id"], session_key=who["session_key"])
                 with transaction.atomic():
-                    self.results = recommend.search(query, k=SEARCH_RESULTS)
+                    self.results = recommend.search(
+                        query, k=SEARCH_RESULTS, visitor=visitor, **search_page.search_options(request.GET)
+                    )
             except BadQuery as exc:  # text no search can use (a NUL character...): refused, as the API does
                 self.refusal = str(exc)
             except (RecommendationError, SpaceNotReady) as exc:
@@ -163,7 +168,8 @@ class SearchView(ListView):
     def get_queryset(self):
         if self.refusal:
             return Product.objects.none()
-        if self.results:  # the products of the hybrid results, in their order
+        if self.results or (self.results is not None and search_page.chosen_filters(self.request.GET)):
+            # the products of the hybrid results, in their order (none when the shopper's facet choices leave none)
             found = {str(p.pk): p for p in _listed().filter(pk__in=[r.item.key for r in self.results])}
             return [found[r.item.key] for r in self.results if r.item.key in found]
         terms = self.get_query().split()[:SEARCH_MAX_TERMS]
@@ -178,6 +184,7 @@ class SearchView(ListView):
         context = super().get_context_data(**kwargs)
         query = self.get_query()
         context.update(query=query, results=self.results, photo_form=PhotoSearchForm(), search_error=self.refusal)
+        context.update(search_page.controls(query, self.request.GET, self.results))
         if self.results and self.results.query and self.results.query.lower() != query.lower():
             context["corrected_query"] = self.results.query
         return context

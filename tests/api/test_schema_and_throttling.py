@@ -14,6 +14,7 @@ ENDPOINTS = {
     "/api/recommend/items/{key}/similar/": "get",
     "/api/recommend/items/{key}/bought-together/": "get",
     "/api/recommend/search/": "get",
+    "/api/recommend/search/suggest/": "get",
     "/api/recommend/search/photo/": "post",
     "/api/recommend/for-you/": "get",
     "/api/recommend/recently-viewed/": "get",
@@ -49,7 +50,8 @@ def test_schema_describes_parameters_bodies_and_errors(schema):
     assert parameters["k"]["schema"] == {"type": "integer", "maximum": 100, "minimum": 1, "default": 10}
     assert set(similar["responses"]) == {"200", "400", "404", "429", "503"}
     # session: the anonymous visitor, for A/B variant assignment and click attribution (docs/experiments.md)
-    assert {p["name"] for p in paths["/api/recommend/search/"]["get"]["parameters"]} == {"q", "k", "config", "session"}
+    assert {p["name"] for p in paths["/api/recommend/search/"]["get"]["parameters"]} == {
+        "q", "k", "config", "session", "sort", "facets", "filter", "min_price", "max_price"}
     assert {p["name"] for p in paths["/api/recommend/trending/"]["get"]["parameters"]} == {"k", "config", "category", "session"}
     assert [p["name"] for p in paths["/api/recommend/for-you/"]["get"]["parameters"]].count("session") == 1
 

@@ -107,14 +107,15 @@ def test_shopper_logs_in_sees_recommendations_and_checks_out(live_server, shop, 
 def test_text_search_and_photo_search(live_server, shop, browser, screenshot):
     page = browser()
     page.goto(live_server.url + "/")
-    page.get_by_role("searchbox", name="Search products").fill("stoneware mug")
-    page.get_by_role("searchbox", name="Search products").press("Enter")
+    page.get_by_role("combobox", name="Search products").fill("stoneware mug")
+    page.get_by_role("combobox", name="Search products").press("Enter")
     expect(page.get_by_role("heading", level=1)).to_have_text("Results for “stoneware mug”")
     best = page.get_by_role("region", name="Best matches")
     results = best.locator(".ragrec-card")
     expect(results.first).to_be_visible()
     expect(results.first).to_contain_text("Mug")
-    expect(best.locator(".ragrec-reason").first).to_have_text("Matches 'stoneware mug'")
+    # "stoneware" is a material of the catalogue, "mug" its category: the reason names what matched (issue 18).
+    expect(best.locator(".ragrec-reason").first).to_have_text(re.compile(r"^(Stoneware, )?Mugs$"))
     screenshot(page, "search")
 
     # Search by photo: upload one of the shop's own pictures.

@@ -1,0 +1,159 @@
+"""Back office: search. Merchandiser synonyms ("jumper" also finds "sweater"), the search log, and a search
+analytics page at ``admin/ragrec_django/search-analytics/``: top queries, queries that found nothing by their
+words, queries whose results are rarely clicked, and searches per day, each query with a one-click
+"add synonym" link.
+
+Synonym changes apply without a restart: this process forgets its cached synonyms on save, the others re-read
+them within ``storage.search.SYNONYMS_TTL_SECONDS``; each change is in the admin's history (Django's log).
+Numbers come from ``services.search.report``. The page is for staff who may view the search log
+(``ragrec_django.view_searchlog``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+
+from ..models import SearchLog, SearchSynonym
+from ..services import search as search_service
+from ..storage import search as search_storage
+from .pages import add_admin_page
+
+URL_NAME = "ragrec_django_search_analytics"
+PERMISSION = "ragrec_django.view_searchlog"
+DEFAULT_DAYS = 14
+MAX_DAYS = 366
+
+
+@admin.register(SearchSynonym)
+class SearchSynonymAdmin(admin.ModelAdmin):
+    list_display = ["term", "synonyms", "two_way", "is_active", "updated_at"]
+    list_filter = ["two_way", "is_active"]
+    search_fields = ["term", "synonyms"]
+    list_editable = ["is_active"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        search_storage.forget_synonyms()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        search_storage.forget_synonyms()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        search_storage.forget_synonyms()
+
+
+@admin.register(SearchLog)
+class SearchLogAdmin(admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "query",
+        "normalised",
+        "result_count",
+        "matched",
+        "shown_query",
+        "user",
+        "session_key",
+    ]
+    list_filter = ["created_at"]
+    search_fields = ["query", "normalised"]
+    date_hierarchy = "created_at"
+    readonly_fields = [f.name for f in SearchLog._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class RangeForm(forms.Form):
+    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("start"), data.get("end")
+        if start and end:
+            if end < start:
+                raise forms.ValidationError("The end day is before the start day.")
+            if (end - start).days + 1 > MAX_DAYS:
+                raise forms.ValidationError("Choose at most %d days." % MAX_DAYS)
+        return data
+
+
+def search_analytics_view(request):
+    if not request.user.has_perm(PERMISSION):
+        raise PermissionDenied
+    today = timezone.localdate()
+    initial = {"start": today - timedelta(days=DEFAULT_DAYS - 1), "end": today}
+    form = RangeForm(request.GET if request.GET else None, initial=initial)
+    context = {**admin.site.each_context(request), "title": "Search analytics", "form": form}
+    if request.GET and not form.is_valid():
+        return TemplateResponse(request, "admin/ragrec_django/search_analytics.html", context, status=400)
+    start, end = (
+        (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
+    )
+    report = search_service.report(start, end)
+    add_synonym = reverse("admin:ragrec_django_searchsynonym_add")
+    context.update(
+        start=start,
+        end=end,
+        report=report,
+        window_minutes=int(search_storage.ATTRIBUTION_WINDOW.total_seconds() // 60),
+        top=[_row(row, add_synonym) for row in report.top],
+        zero=[_row(row, add_synonym) for row in report.zero],
+        low_ctr=[_row(row, add_synonym) for row in report.low_ctr],
+        searches=sum(day[1] for day in report.daily),
+        trend_plot=_trend_plot(report) if report.daily else None,
+    )
+    return TemplateResponse(request, "admin/ragrec_django/search_analytics.html", context)
+
+
+def _row(row: search_storage.QueryStats, add_synonym: str) -> dict:
+    return {
+        "query": row.query,
+        "searches": row.searches,
+        "zero": row.zero_results,
+        "clicked": row.clicked,
+        "carted": row.carted,
+        "results": "%.1f" % row.results,
+        "ctr": "-" if row.ctr is None else "%.0f%%" % (100 * row.ctr),
+        "add_synonym": add_synonym + "?" + urlencode({"term": row.query}),
+    }
+
+
+def _trend_plot(report) -> str:
+    from matplotlib.figure import Figure  # imported on use: no pyplot, no GUI backend, thread-safe
+
+    days = [day for day, _, _ in report.daily]
+    searches = [count for _, count, _ in report.daily]
+    zero = [100 * nothing / count if count else math.nan for _, count, nothing in report.daily]
+    figure = Figure(figsize=(10, 5), layout="constrained")
+    shown, share = figure.subplots(2, 1, sharex=True)
+    shown.plot(days, searches, marker="o", markersize=3)
+    shown.set_ylabel("searches / day")
+    shown.set_title("Searches per day")
+    share.plot(days, zero, marker="o", markersize=3, color="tab:red")
+    share.set_ylabel("found nothing by words (%)")
+    for axes in (shown, share):
+        axes.grid(alpha=0.3)
+    figure.autofmt_xdate()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+add_admin_page("ragrec_django/search-analytics/", search_analytics_view, URL_NAME)

@@ -1,0 +1,626 @@
+"""Text search a shopper expects: hybrid retrieval plus query understanding, facets, sorting, synonyms,
+a graceful answer when nothing matches, search analytics and autocomplete.
+
+``search`` (also ``services.recommend.search``):
+
+1. the query is spelling-corrected (words of merchandiser synonyms and price phrases are left alone) and
+   *understood* against the catalogue's own vocabulary (``ranking.query``): a price phrase ("under 30",
+   "between 20 and 50", "£30") and a category name are hard filters, colours, materials, sizes and brands
+   (``RAGREC["SEARCH_ATTRIBUTES"]``) soft boosts;
+2. keyword (full text, with synonyms as alternatives), MiniLM text and CLIP text->image retrieval under those
+   filters are fused by RRF; items with the asked attributes are boosted (``SEARCH_ATTRIBUTE_BOOST``), and each
+   result's reason names what it matched ("blue, T-shirts, under £30");
+3. when nothing matches, the hard term fewest items satisfy is dropped and the search runs again, saying so
+   (``notice``: "No results for 'red mug under 5'; showing 'red mug'");
+4. facets (category, attributes, price bands) are counted over the result set in one statement, and the
+   shopper's facet choices are hard filters; ``sort`` orders by relevance, price or newest;
+5. a search made for a visitor is logged (``SearchLog``) for the analytics dashboard.
+
+The result set that facets count and that price or date sorts order is the set of items matching the query's
+words by full text (up to ``KEYWORD_RANK_LIMIT``), or the fused candidates when no item contains them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from .. import storage
+from ..conf import ragrec_settings
+from ..generation.vocabulary import COLOURS, MATERIALS
+from ..limits import SEARCH_QUERY_MAX_CHARS
+from ..models import SearchLog
+from ..ranking.candidates import Candidate
+from ..ranking.fusion import reciprocal_rank_fusion
+from ..ranking.query import (
+    TOKEN,
+    Synonyms,
+    Term,
+    UnderstoodQuery,
+    Vocabulary,
+    expand,
+    understand,
+    weakest_term,
+)
+from ..ranking.suggest import PrefixIndex
+from ..storage import search as search_storage
+from ..storage.keyword import catalogue_cached, keyword_matches, spelling_corrector
+from .inputs import checked_text
+from .query_vectors import text_query_vector
+from .results import (
+    BadQuery,
+    RecommendationList,
+    Visitor,
+    candidates_from,
+    cap_k,
+    finish,
+    item_filter,
+    narrowed,
+    query_encoder_matches,
+    serving_rules,
+    space_ready,
+)
+
+logger = logging.getLogger(__name__)
+
+QUERY_MAX_LENGTH = SEARCH_QUERY_MAX_CHARS
+#: A filter no item passes.
+_NOTHING = storage.ItemFilter(only_ids=frozenset())
+SORTS = ("relevance", "price_asc", "price_desc", "newest")
+#: Words of price phrases, never "corrected" to catalogue words.
+PRICE_WORDS = frozenset(
+    "under below less than cheaper up to no more at most max maximum within budget over above least min minimum "
+    "from between and or plus starting pounds pound quid dollars dollar bucks euros euro gbp usd eur".split()
+)
+FACET_LABELS = {"category": "Category", "price": "Price", "colour": "Colour", "color": "Colour"}
+#: How often a process deletes search log rows older than ``SEARCH_LOG_DAYS``.
+PURGE_EVERY_SECONDS = 3600
+
+
+@dataclass
+class FacetValue:
+    value: str
+    label: str
+    count: int
+    selected: bool = False
+
+
+@dataclass
+class Facet:
+    name: str
+    label: str
+    values: list[FacetValue] = field(default_factory=list)
+
+
+@dataclass
+class SearchResults(RecommendationList):
+    """A search's results, with what the query was understood as, its facets and any fallback notice."""
+
+    #: Set when nothing matched the query as typed: "No results for 'X'; showing 'Y'".
+    notice: str | None = None
+    sort: str = "relevance"
+    #: Terms recognised in the query: {"attribute", "value", "text", "use"}; "use" is "filter" (hard),
+    #: "boost" (soft) or "words" (a category the configuration or the shopper's choice overrides).
+    understood: list[dict] = field(default_factory=list)
+    facets: list[Facet] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- vocabulary and synonyms
+
+
+def attributes() -> list[str]:
+    return [str(name) for name in ragrec_settings.SEARCH_ATTRIBUTES]
+
+
+def plural_folding() -> bool:
+    return str(ragrec_settings.SEARCH_LANGUAGE).lower() == "english"
+
+
+def vocabulary() -> Vocabulary:
+    """The catalogue's vocabulary (categories and attribute values), with English colour and material spellings
+    ("gray" for "grey") when the search language is English."""
+    values = search_storage.attribute_values(attributes())
+    aliases = {}
+    if plural_folding():
+        colours = {spelling: name for name, spellings in COLOURS.spellings.items() for spelling in spellings}
+        aliases = {
+            "colour": colours,
+            "color": colours,
+            "material": {spelling: name for name, spellings in MATERIALS.spellings.items() for spelling in spellings},
+        }
+    return Vocabulary.build(values, aliases, plural_folding=plural_folding())
+
+
+def synonyms() -> Synonyms:
+    return Synonyms.build(search_storage.active_synonyms(), plural_folding=plural_folding())
+
+
+# ---------------------------------------------------------------- filters
+
+
+def price_band_values(bands: Sequence) -> list[tuple[str, Decimal | None, Decimal | None]]:
+    """The price facet's bands as ``(value, lowest, highest)``: "-10", "10-25", ... "500-" (bounds inclusive)."""
+    bounds = [Decimal(str(b)) for b in bands]
+    edges = [None, *bounds, None]
+    values = []
+    for low, high in zip(edges, edges[1:], strict=False):
+        name = "%s-%s" % ("" if low is None else _plain(low), "" if high is None else _plain(high))
+        values.append((name, low, None if high is None else high - Decimal("0.01")))
+    return values
+
+
+def _plain(value: Decimal) -> str:
+    return str(value.quantize(Decimal(1))) if value == value.to_integral_value() else str(value)
+
+
+def _price_bounds(value: str) -> tuple[Decimal | None, Decimal | None]:
+    """A price facet value "10-25" (also "-10", "500-") as inclusive bounds; BadQuery when malformed."""
+    low, separator, high = value.partition("-")
+    try:
+        lowest = Decimal(low) if low else None
+        highest = Decimal(high) - Decimal("0.01") if high else None
+    except InvalidOperation:
+        lowest = highest = None
+        separator = ""
+    if not separator or (lowest is None and highest is None):
+        raise BadQuery("price: use a band such as 10-25, -10 or 500- (got %r)." % value)
+    return lowest, highest
+
+
+def _selected_filters(filters: storage.ItemFilter, selected: Mapping[str, Sequence[str]]) -> storage.ItemFilter:
+    """``filters`` narrowed by the shopper's facet choices (values of one facet are alternatives)."""
+    known = {"category", "price", *attributes()}
+    unknown = sorted(set(selected) - known)
+    if unknown:
+        raise BadQuery("Unknown facet %s; the facets are %s." % (", ".join(unknown), ", ".join(sorted(known))))
+    for name, values in selected.items():
+        values = tuple(dict.fromkeys(str(v) for v in values if str(v).strip()))
+        if not values:
+            continue
+        if name == "category":
+            allowed = tuple(c for c in values if not filters.categories or c in filters.categories)
+            filters = dataclasses.replace(filters, categories=allowed) if allowed else _NOTHING
+        elif name == "price":
+            bounds = [_price_bounds(v) for v in values]
+            lows, highs = [b[0] for b in bounds], [b[1] for b in bounds]
+            low = None if None in lows else min(lows)
+            high = None if None in highs else max(highs)
+            filters = narrowed(filters, low, high)
+        else:
+            filters = dataclasses.replace(filters, attributes=(*filters.attributes, (name, values)))
+    return filters
+
+
+def _query_categories(filters: storage.ItemFilter, understood: UnderstoodQuery, category_chosen: bool) -> tuple:
+    """The query's categories that filter: none when the shopper chose a category, and only those the serving
+    configuration allows (a category it leaves out is searched as words)."""
+    if category_chosen:
+        return ()
+    return tuple(c for c in understood.categories if not filters.categories or c in filters.categories)
+
+
+def _with_terms(filters: storage.ItemFilter, understood: UnderstoodQuery, category_chosen: bool) -> storage.ItemFilter:
+    """``filters`` with the query's hard terms: its price range and its categories (``_query_categories``)."""
+    price = understood.price
+    if price is not None:
+        filters = narrowed(filters, price.min_price, price.max_price)
+    categories = _query_categories(filters, understood, category_chosen)
+    if categories:
+        filters = dataclasses.replace(filters, categories=categories)
+    return filters
+
+
+def _filtering_terms(filters: storage.ItemFilter, understood: UnderstoodQuery, category_chosen: bool) -> list[Term]:
+    """The query's terms that filter: its price phrase and the categories ``_query_categories`` keeps."""
+    categories = _query_categories(filters, understood, category_chosen)
+    return [t for t in understood.terms if t.price is not None or (t.attribute == "category" and t.value in categories)]
+
+
+def _term_filter(term: Term) -> storage.ItemFilter:
+    if term.price is not None:
+        return storage.ItemFilter(min_price=term.price.min_price, max_price=term.price.max_price, eligible_only=False)
+    return storage.ItemFilter(categories=(term.value,), eligible_only=False)
+
+
+# ---------------------------------------------------------------- search
+
+
+@dataclass
+class _Found:
+    result: RecommendationList
+    result_set: list[int]
+    matched: int  # items whose text has the query's words (up to the keyword depth)
+
+
+def check_query(query: str) -> str:
+    """The query with its spaces collapsed; ``BadQuery`` when empty, too long or not usable text."""
+    text = checked_text(query, what="The search query", max_chars=QUERY_MAX_LENGTH, empty="The search query is empty.")
+    return " ".join(text.split())
+
+
+@storage.with_generation_snapshot
+def search(
+    query: str,
+    *,
+    k: int | None = None,
+    config: str = "default",
+    min_price: Decimal | None = None,
+    max_price: Decimal | None = None,
+    sort: str = "relevance",
+    selected: Mapping[str, Sequence[str]] | None = None,
+    facets: Sequence[str] = (),
+    visitor: Visitor | None = None,
+) -> SearchResults:
+    """Hybrid search with query understanding (see the module's docstring).
+
+    ``min_price``/``max_price`` narrow the configuration's price range (the shopping assistant's budget);
+    ``selected``: facet choices, {"colour": ["red"], "price": ["10-25"]}; ``facets``: the facets to count
+    ("category", "price" and names of ``SEARCH_ATTRIBUTES``); ``visitor``: the search is logged for them.
+    """
+    k = cap_k(k)
+    query = check_query(query)
+    if sort not in SORTS:
+        raise BadQuery("sort: one of %s." % ", ".join(SORTS))
+    unknown = sorted(set(facets) - {"category", "price", *attributes()})
+    if unknown:
+        raise BadQuery(
+            "Unknown facet %s; the facets are %s."
+            % (", ".join(unknown), ", ".join(["category", "price", *attributes()]))
+        )
+    rules = serving_rules(config)
+    selected = {name: list(values) for name, values in (selected or {}).items() if values}
+    base = _selected_filters(narrowed(item_filter(rules), min_price, max_price), selected)
+    words = synonyms()
+    corrected = spelling_corrector().correct_query(query, keep=PRICE_WORDS | words.words())
+    currency = str(ragrec_settings.SEARCH_CURRENCY or "")
+    understood = understand(corrected, vocabulary(), currency=currency, synonyms=words)
+    wide = bool(facets) or sort != "relevance"
+    chosen = "category" in selected
+    found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide)
+    dropped = []
+    while not found.result.items and (filtering := _filtering_terms(base, understood, chosen)):
+        support = search_storage.term_support(base, [_term_filter(term) for term in filtering])
+        term = weakest_term(filtering, dict(enumerate(support)))
+        dropped.append(term)
+        understood = understood.without(term)
+        if not understood.query.strip():
+            break
+        found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide)
+    result = SearchResults(**{f.name: getattr(found.result, f.name) for f in dataclasses.fields(RecommendationList)})
+    result.sort = sort
+    filtering = _filtering_terms(base, understood, chosen)
+    result.understood = [
+        {
+            "attribute": t.attribute,
+            "value": understood.describe(t),
+            "text": t.text,
+            "use": "filter" if t in filtering else "words" if t.hard else "boost",
+        }
+        for t in understood.terms
+    ]
+    if dropped:
+        result.notice = (
+            "No results for '%s'; showing '%s'" % (query, understood.query)
+            if understood.query.strip()
+            else "No results for '%s'" % query
+        )
+    if facets:
+        result.facets = _facets(found.result_set, facets, selected, currency, groups=rules.group_variants)
+    if visitor is not None:
+        _log(query, result, visitor, shown=understood.query if dropped else "", matched=found.matched)
+    return result
+
+
+def _search_once(
+    understood: UnderstoodQuery,
+    words: Synonyms,
+    base: storage.ItemFilter,
+    category_chosen: bool,
+    k: int,
+    config: str,
+    rules,
+    sort: str,
+    wide: bool,
+) -> _Found:
+    """One search of ``understood``: retrieval under its filters, fusion, boosts and reasons (or the sort asked
+    for), the serving rules; with ``wide`` (facets or a sort asked for), also the result set."""
+    filters = _with_terms(base, understood, category_chosen)
+    weights = ragrec_settings.SEARCH_WEIGHTS
+    depth = max(k * 4, 40)
+    text = understood.text
+    reason = "matches '%s'" % understood.query
+    lists, matched = {}, 0
+    if not text:  # only a price: the newest items in the range
+        newest = search_storage.browse(filters, depth)
+        lists["browse"] = candidates_from(newest, "browse", reason)
+        matched = len(newest)
+    else:
+        groups = expand(text, words, plural_folding=understood.plural_folding)
+        matches = keyword_matches(text, depth, filters=filters, groups=_phrases(groups))
+        matched = len(matches.rows) if matches.strict else 0
+        if weights.get("keyword"):
+            lists["keyword"] = candidates_from(matches.rows, "keyword", reason)
+        semantic_text = " ".join([text, *(alternative for group in groups for alternative in group.alternatives)])
+        for space in ("text", "image"):
+            if weights.get(space) and space_ready(space) and query_encoder_matches(space):
+                found = storage.nearest(space, text_query_vector(space, semantic_text), depth, filters=filters)
+                lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
+    fused = reciprocal_rank_fusion(lists, weights={name: float(weights.get(name, 1.0)) for name in lists})
+    result_set = (_result_set(understood, words, filters) if wide else []) or [c.item_id for c in fused]
+    facts = search_storage.item_facts({c.item_id for c in fused} | (set(result_set) if sort != "relevance" else set()))
+    boost = float(ragrec_settings.SEARCH_ATTRIBUTE_BOOST)
+    for candidate in fused:
+        item = facts.get(candidate.item_id)
+        if item is None:
+            continue
+        asked = understood.boost_matches(item.attributes)
+        if asked and boost:
+            candidate.score *= (1.0 + boost) ** asked
+            candidate.components["attributes"] = (1.0 + boost) ** asked
+        _explain(candidate, understood, item, reason)
+    if sort != "relevance":
+        fused = _sorted(fused, result_set, facts, sort, understood, reason)
+        rules = dataclasses.replace(rules, diversity=None)
+    result = finish("search", config, fused, k, query=understood.query, rules=rules)
+    return _Found(result, result_set, matched)
+
+
+def _phrases(groups) -> list[tuple[str, ...]] | None:
+    """The keyword groups to search when a synonym widens one of them (else None: the text as typed)."""
+    return [group.phrases for group in groups] if any(group.alternatives for group in groups) else None
+
+
+def _result_set(understood: UnderstoodQuery, words: Synonyms, filters: storage.ItemFilter) -> list[int]:
+    """What facets count and sorts order: the items passing the query's filters that have its other words (those
+    no term took), up to ``KEYWORD_RANK_LIMIT``; all items passing the filters when every word was a term; empty
+    when no item has the words (the caller then takes the fused candidates)."""
+    limit = int(ragrec_settings.KEYWORD_RANK_LIMIT)
+    residual = understood.residual
+    if not residual:
+        return [item_id for item_id, _ in search_storage.browse(filters, limit)]
+    groups = expand(residual, words, plural_folding=understood.plural_folding)
+    matches = keyword_matches(residual, limit, filters=filters, groups=_phrases(groups))
+    return [item_id for item_id, _ in matches.rows] if matches.strict else []
+
+
+def _explain(candidate: Candidate, understood: UnderstoodQuery, item, reason: str) -> None:
+    """The candidate's reason: what it matched of the query ("blue, T-shirts, under £30"), when the query named
+    a soft attribute or a price; else ``reason`` ("matches 'query'")."""
+    if understood.explains:
+        labels = understood.labels(item.category, item.attributes, item.price)
+        candidate.reasons = [", ".join(labels) if labels else reason]
+
+
+def _sorted(
+    fused: list[Candidate], result_set: list[int], facts, sort: str, understood: UnderstoodQuery, reason: str
+) -> list[Candidate]:
+    """The result set in the order asked for (price or newest), items with the query's soft attributes first;
+    scores fall from 1 by position."""
+    by_id = {c.item_id: c for c in fused}
+    pool = []
+    for item_id in result_set:
+        if item_id not in facts:
+            continue
+        candidate = by_id.get(item_id)
+        if candidate is None:
+            candidate = Candidate(item_id, 0.0, reasons=[reason])
+            _explain(candidate, understood, facts[item_id], reason)
+        pool.append(candidate)
+    sign = -1 if sort == "price_desc" else 1
+
+    def order(candidate: Candidate) -> tuple:
+        item = facts[candidate.item_id]
+        asked = -understood.boost_matches(item.attributes)
+        if sort == "newest":
+            return (asked, -item.created_at.timestamp(), candidate.item_id)
+        return (asked, item.price is None, sign * (item.price or 0), candidate.item_id)
+
+    pool.sort(key=order)
+    for position, candidate in enumerate(pool):
+        candidate.score = 1.0 - position / len(pool)
+        candidate.components["sort"] = candidate.score
+    return pool
+
+
+def _facets(
+    result_set: list[int], names: Sequence[str], selected: Mapping[str, Sequence[str]], currency: str, *, groups: bool
+) -> list[Facet]:
+    wanted = [name for name in ("category", *attributes(), "price") if name in names]
+    bands = price_band_values(ragrec_settings.SEARCH_PRICE_BANDS) if "price" in wanted else []
+    counts = search_storage.facet_counts(
+        result_set,
+        attributes=[name for name in wanted if name not in ("category", "price")],
+        price_bands=[Decimal(str(b)) for b in ragrec_settings.SEARCH_PRICE_BANDS] if bands else None,
+        groups=groups,
+    )
+    facets = []
+    for name in wanted:
+        chosen = set(selected.get(name, ()))
+        if name == "price":
+            by_band = dict(counts.get("price", []))
+            values = [
+                FacetValue(value, _band_label(low, high, currency), by_band[str(index)], value in chosen)
+                for index, (value, low, high) in enumerate(bands)
+                if by_band.get(str(index))
+            ]
+        else:
+            values = [FacetValue(value, value, count, value in chosen) for value, count in counts.get(name, [])]
+        values += [FacetValue(value, value, 0, True) for value in chosen - {v.value for v in values}]
+        if values:
+            facets.append(Facet(name, FACET_LABELS.get(name, name.replace("_", " ").capitalize()), values))
+    return facets
+
+
+def _band_label(low: Decimal | None, high: Decimal | None, currency: str) -> str:
+    if low is None:
+        return "under %s%s" % (currency, _plain(high + Decimal("0.01")))
+    if high is None:
+        return "%s%s and over" % (currency, _plain(low))
+    return "%s%s–%s%s" % (currency, _plain(low), currency, _plain(high + Decimal("0.01")))
+
+
+# ---------------------------------------------------------------- analytics
+
+
+_last_purge = {"at": 0.0}
+_purge_lock = threading.Lock()
+
+
+def _log(query: str, result: SearchResults, visitor: Visitor, *, shown: str, matched: int) -> None:
+    """One ``SearchLog`` row (and, once an hour per process, old rows deleted); a failure is logged, never raised."""
+    row = SearchLog(
+        query=query[:QUERY_MAX_LENGTH],
+        normalised=" ".join((result.query or query).lower().split())[:QUERY_MAX_LENGTH],
+        result_count=len(result.items),
+        matched=matched,
+        shown_query=shown[:QUERY_MAX_LENGTH],
+        user_id=visitor.user_id,
+        session_key=visitor.session_key or "",
+        item_keys=[entry.item.key for entry in result.items],
+    )
+    try:
+        with transaction.atomic():
+            search_storage.log_search(row)
+            now = time.monotonic()
+            with _purge_lock:
+                due = now - _last_purge["at"] >= PURGE_EVERY_SECONDS
+                if due:
+                    _last_purge["at"] = now
+            if due:
+                search_storage.purge_search_log(timezone.now() - timedelta(days=int(ragrec_settings.SEARCH_LOG_DAYS)))
+    except DatabaseError:
+        logger.warning("ragrec: could not log the search %r", query, exc_info=True)
+
+
+@dataclass(frozen=True)
+class SearchReport:
+    start: object
+    end: object
+    top: list
+    zero: list
+    low_ctr: list
+    daily: list
+
+
+def report(start, end, *, limit: int = 25, min_searches: int = 3) -> SearchReport:
+    """Search analytics for the days ``start``..``end`` (dates, both included, in the current time zone)."""
+    zone = timezone.get_current_timezone()
+    begin = timezone.make_aware(timezone.datetime.combine(start, timezone.datetime.min.time()), zone)
+    finish_at = timezone.make_aware(
+        timezone.datetime.combine(end + timedelta(days=1), timezone.datetime.min.time()), zone
+    )
+    return SearchReport(
+        start=start,
+        end=end,
+        top=search_storage.query_stats(begin, finish_at, order="searches", limit=limit),
+        zero=search_storage.query_stats(begin, finish_at, order="zero", limit=limit),
+        low_ctr=search_storage.query_stats(begin, finish_at, order="ctr", limit=limit, min_searches=min_searches),
+        daily=search_storage.daily_searches(begin, finish_at, str(zone)),
+    )
+
+
+# ---------------------------------------------------------------- autocomplete
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """One autocomplete entry: ``kind`` "query" (a popular past search), "completion" (the typed words,
+    spelling corrected, with the last one completed), "category" or "product" (with its ``url``)."""
+
+    text: str
+    kind: str
+    url: str = ""
+    category: str = ""
+
+
+#: Popular past searches are re-read this often per process, over this many days, at most this many.
+POPULAR_TTL_SECONDS = 60
+POPULAR_DAYS = 30
+POPULAR_LIMIT = 5000
+_popular: dict[str, tuple[float, list[tuple[str, int]]]] = {}
+
+
+def popular_queries() -> list[tuple[str, int]]:
+    """Normalised past searches that found something, most searched first (cached ``POPULAR_TTL_SECONDS``)."""
+    alias = transaction.get_connection().alias
+    cached = _popular.get(alias)
+    now = time.monotonic()
+    if cached is None or now - cached[0] >= POPULAR_TTL_SECONDS:
+        since = timezone.now() - timedelta(days=POPULAR_DAYS)
+        cached = (now, search_storage.popular_queries(since, POPULAR_LIMIT))
+        _popular[alias] = cached
+    return cached[1]
+
+
+def forget_caches() -> None:
+    """Read the synonyms and the popular searches again on next use (tests; after bulk changes)."""
+    search_storage.forget_synonyms()
+    _popular.clear()
+
+
+def prefix_index() -> PrefixIndex:
+    """The catalogue's words for completion (the spelling corrector's vocabulary), rebuilt when items change."""
+    return catalogue_cached("prefix-index", lambda: PrefixIndex(spelling_corrector().vocabulary))
+
+
+def suggest(prefix: str, *, k: int = 8, visitor: Visitor | None = None) -> list[Suggestion]:
+    """Suggestions while the shopper types ``prefix``: popular past searches, the words completed (typo-tolerant:
+    "cerm" completes to "ceramic"), categories and product titles; with a ``visitor``, the categories they
+    looked at recently come first. At most ``k`` (1 to 20); none for text that cannot be searched."""
+    prefix = str(prefix or "")
+    if len(prefix) > QUERY_MAX_LENGTH or "\x00" in prefix:
+        return []
+    words = [word.lower() for word in TOKEN.findall(prefix)]
+    if not words:
+        return []
+    k = max(1, min(int(k), 20))
+    partial = "" if not prefix[-1].isalnum() else words.pop()
+    keep = synonyms().words() | PRICE_WORDS
+    corrector = spelling_corrector()
+    head = " ".join(word if word in keep else corrector.correct(word) for word in words)
+    completions = prefix_index().complete(partial, 3) if partial else []
+    typed = " ".join((*words, partial)).strip()
+    starts = {typed, (head + " " + partial).strip(), *((head + " " + word).strip() for word in completions)}
+    recent = search_storage.recent_categories(visitor.user_id, visitor.session_key) if visitor else []
+    found: list[Suggestion] = []
+
+    def add(suggestion: Suggestion, limit: int) -> None:
+        if len(found) < min(limit, k) and suggestion.text.lower() not in {s.text.lower() for s in found}:
+            found.append(suggestion)
+
+    for query, _ in popular_queries():
+        if query.startswith(tuple(starts)):
+            add(Suggestion(query, "query"), 4)
+    last = tuple(completions or ([partial] if partial else []))
+    if last:
+        categories = [
+            name
+            for name in search_storage.attribute_values(attributes()).get("category", {})
+            if any(word.startswith(last) for word in TOKEN.findall(name.lower()))
+        ]
+        for name in sorted(categories, key=lambda name: (name not in recent, name))[:2]:
+            add(Suggestion(name, "category", category=name), k)
+        for word in completions:
+            completed = (head + " " + word).strip()
+            if completed != typed:
+                add(Suggestion(completed, "completion"), len(found) + 1)
+        exact = all(word.startswith(partial) for word in completions)  # else completed despite a typo
+        titles = search_storage.titles_matching(
+            head.split(),
+            [partial] if exact else completions,
+            k,
+            prefix=exact,
+            language=str(ragrec_settings.SEARCH_LANGUAGE),
+        )
+        for title, url, category in sorted(titles, key=lambda row: row[2] not in recent):
+            add(Suggestion(title, "product", url=url, category=category), k)
+    return found
