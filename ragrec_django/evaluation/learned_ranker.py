@@ -39,7 +39,20 @@ def prepare(ctx, progress=None) -> dict:
         "training_candidate_recall": metadata.get("candidate_recall"),
         "feature_importance_gain": dict(list(metadata.get("feature_importance_gain", {}).items())[:15]),
         "label_days": LABEL_DAYS,
+        "scoring_200_candidates_ms": _scoring_time(ranker.active_model("for_you")),
     }
+
+
+def _scoring_time(model, rows: int = 200, repeats: int = 50) -> dict[str, float]:
+    """Milliseconds to score ``rows`` candidates with the model (one thread), median and p95 of ``repeats`` calls."""
+    features = np.random.default_rng(0).random((rows, len(model.features))).astype(np.float32)
+    model.predict(features)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.predict(features)
+        times.append((time.perf_counter() - started) * 1000)
+    return {"p50": round(float(np.percentile(times, 50)), 2), "p95": round(float(np.percentile(times, 95)), 2)}
 
 
 def recommend(ctx, visitor: str) -> list[str]:
@@ -56,19 +69,23 @@ def recommend(ctx, visitor: str) -> list[str]:
 
 def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:
     """Share of the held-out items that reach the learned ranker's candidates at the end of training, per
-    source and in total (the candidates read from the database as serving reads them)."""
+    source and in total. Read from the in-memory event log of the training events, which gives the
+    candidates serving reads from the database (tests/services/test_ranker.py checks they agree)."""
     from ..models import Item
-    from ..ranking.learned import SOURCES
+    from ..ranking.learned import SOURCES, EventLog
     from ..services import ranker
-    from ..services.results import Visitor
+    from ..storage import ranking as store
 
     model = ranker.active_model("for_you")
+    prices, categories = store.item_catalogue()
+    log = EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+    at = float(log.basket_times.max()) + 1.0 if len(log.basket_times) else time.time()
     keys = dict(Item.objects.values_list("id", "key"))
     found = dict.fromkeys((*SOURCES, "total"), 0)
     total = 0
-    at = time.time()
     for visitor, items in targets.items():
-        candidates, _, _ = ranker.signals_for(_visitor(visitor, Visitor), at, model.factors if model else None)
+        key = "u" + visitor[5:] if visitor.startswith("user:") else "s" + visitor  # the log's visitor keys
+        candidates, _, _ = log.candidates_at(key, at, factors=model.factors if model else None)
         positions = {keys[int(item)]: i for i, item in enumerate(candidates.items)}
         total += len(items)
         hits = [positions[item] for item in items if item in positions]

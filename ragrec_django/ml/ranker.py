@@ -293,17 +293,18 @@ def train_item_factors(
     matrix = csr_matrix(
         (values.astype(np.float32), (rows.astype(np.int64), columns.astype(np.int64))), shape=(visitors, len(items))
     )
-    model = AlternatingLeastSquares(
-        factors=factors,
-        regularization=regularization,
-        alpha=alpha,
-        iterations=iterations,
-        random_state=seed,
-        num_threads=threads,
-    )
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1, "blas"):  # implicit runs its own threads; a BLAS pool under them only slows it
+    # implicit runs its own threads: a BLAS thread pool under them only slows it (and it warns)
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            alpha=alpha,
+            iterations=iterations,
+            random_state=seed,
+            num_threads=threads,
+        )
         model.fit(matrix, show_progress=False)
     item_factors = np.asarray(getattr(model.item_factors, "to_numpy", lambda: model.item_factors)(), dtype=np.float32)
     return ItemFactors(

@@ -244,7 +244,7 @@ class ItemSignals:
     """What is known about each candidate item at ``at``, aligned with ``Candidates.items``.
 
     ``popularity``: {window days: baskets holding the item in that window}; ``first_seen``: its
-    first event (NaN: none before ``at``); ``co_purchase``: the co-purchase score from the
+    first order within the longest popularity window (NaN: none); ``co_purchase``: the co-purchase score from the
     visitor's seeds, for every candidate (0: none; the co-purchase source lists only unbought ones);
     ``seed_orders``: how many orders the seeds were read in (normalises it); ``co_purchase_last``:
     the same from the items of the visitor's last order only; ``als``: the matrix-factorisation
@@ -403,7 +403,6 @@ class EventLog:
     item_ids: np.ndarray  # sorted item ids; column index = position here
     prices: np.ndarray
     categories: np.ndarray
-    first_seen: np.ndarray  # per item, its first event (inf: none)
     basket_times: np.ndarray  # per basket
     basket_indptr: np.ndarray  # basket -> its distinct item columns (CSR)
     basket_columns: np.ndarray
@@ -427,14 +426,12 @@ class EventLog:
         prices, categories = prices or {}, categories or {}
         item_ids = np.unique(np.fromiter((line[1] for line in lines), dtype=np.int64, count=len(lines)))
         column = {int(item): i for i, item in enumerate(item_ids)}
-        first_seen = np.full(len(item_ids), np.inf)
         baskets: dict[tuple[str, str], int] = {}
         basket_time: list[float] = []
         basket_items: list[set[int]] = []
         visitor_lines: dict[str, list[tuple]] = {}
         for visitor, item, order, time, quantity, purchase in lines:
             c = column[int(item)]
-            first_seen[c] = min(first_seen[c], time)
             basket = -1
             if purchase:
                 key = (visitor, order or "line:%d:%s" % (len(basket_time), time))
@@ -463,7 +460,6 @@ class EventLog:
             item_ids=item_ids,
             prices=np.asarray([np.nan if prices.get(int(i)) is None else float(prices[int(i)]) for i in item_ids]),
             categories=np.asarray([categories.get(int(i), "") for i in item_ids], dtype=object),
-            first_seen=first_seen,
             basket_times=times,
             basket_indptr=indptr,
             basket_columns=columns,
@@ -543,16 +539,22 @@ class EventLog:
     def item_signals(
         self, items: np.ndarray, at: float
     ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        """``SignalSource.item_signals`` from memory: popularity per window, first seen (NaN), price, category
-        (0, NaN, NaN and "" for an item without events)."""
+        """``SignalSource.item_signals`` from memory: popularity per window, the first order within the longest
+        window (NaN: none), price, category (0, NaN, NaN and "" for an item without events)."""
         items = np.asarray(items, dtype=np.int64)
         columns = np.minimum(np.searchsorted(self.item_ids, items), max(len(self.item_ids) - 1, 0))
         known = self.item_ids[columns] == items if len(self.item_ids) else np.zeros(len(items), dtype=bool)
-        first_seen = np.where(known, self.first_seen[columns], np.inf)
         popularity = {days: np.where(known, self.popularity(columns, at, days), 0.0) for days in POPULARITY_WINDOWS}
+        start = self._before(columns, at - POPULARITY_WINDOWS[-1] * DAY)
+        first = (
+            self.pair_keys[np.minimum(start, max(len(self.pair_keys) - 1, 0))] - columns * self.span + self.origin
+            if len(self.pair_keys)
+            else np.zeros(len(items))
+        )
+        first_seen = np.where(known & (self._before(columns, at) > start), first, np.nan)
         return (
             popularity,
-            np.where(first_seen < at, first_seen, np.nan),
+            first_seen,
             np.where(known, self.prices[columns], np.nan),
             np.where(known, self.categories[columns], ""),
         )
@@ -657,7 +659,8 @@ class SignalSource(Protocol):
     def item_signals(
         self, items: np.ndarray, at: float
     ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-        """For ``items``: {window days: orders holding it}, first event time (NaN: none), price, category."""
+        """For ``items``: {window days: orders holding it}, the time of its first order within the longest
+        window (NaN: none), price, category."""
 
 
 #: How many popular items the popular source offers.
@@ -677,8 +680,9 @@ def candidates_at(
     ranked = stats.ranked()
     bought = set(stats.items.tolist())
     seed_scores, seed_orders = source.co_purchases(stats.items[ranked[:CO_PURCHASE_SEEDS]].tolist(), at)
-    last_items = np.unique(history.items[history.purchases & (history.baskets == _last_basket(history))])
-    last_scores, _ = source.co_purchases(last_items.tolist(), at)
+    in_last = set(history.items[history.purchases & (history.baskets == _last_basket(history))].tolist())
+    last_seeds = [int(item) for item in stats.items[ranked] if int(item) in in_last][:CO_PURCHASE_SEEDS]
+    last_scores, _ = source.co_purchases(last_seeds, at)
     als = factors.scores_for_stats(stats) if factors is not None else None
     lists = {
         "repeat": [(int(stats.items[i]), float(stats.score[i])) for i in ranked],

@@ -37,6 +37,9 @@ POPULAR_CACHE_SECONDS = 60.0
 GATE_MARGIN = 0.005
 GATE_MIN_QUERIES = 100
 
+#: The first this many results carry their top contributing features (SHAP values cost a model pass each).
+EXPLAINED_RESULTS = 10
+
 REASONS = {
     "als": "popular with shoppers like you",
     "popular": "popular right now",
@@ -166,7 +169,7 @@ def _explained(scored: _Scored, model, bought: set, source: DatabaseSignals, his
     orders = dict(zip(stats.items.tolist(), stats.orders.tolist(), strict=True))
     seeds = {source.strongest_seed.get(int(scored.candidates.items[p])) for p in scored.chosen} - {None}
     titles = dict(Item.objects.filter(id__in=seeds).values_list("id", "title"))
-    top = scored.chosen[:k]
+    top = scored.chosen[: min(k, EXPLAINED_RESULTS)]
     contributions = model.top_features_of(scored.features[top]) if top else []
     result = []
     for rank, position in enumerate(scored.chosen):

@@ -117,24 +117,20 @@ def popular(*, at: float, days: float, limit: int) -> list[tuple[int, float]]:
 
 
 def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int]):
-    """For ``items`` before ``at``: ({window days: orders holding it}, first event time (NaN: none), price
-    (NaN: none), category), aligned with ``items``; one query."""
+    """For ``items`` before ``at``: ({window days: orders holding it}, the time of its first order within the
+    longest window (NaN: none), price (NaN: none), category), aligned with ``items``; one query that reads
+    only the purchases of the longest window."""
     ids = [int(i) for i in items]
-    counts = ", ".join(
-        f"COUNT(DISTINCT {_VISITOR.format(a='e')} || ':' || {_BASKET.format(a='e')})"
-        " FILTER (WHERE e.event = %s AND e.created_at >= %s)"
-        for _ in windows
-    )
+    basket = "(e.user_id, e.session_key, %s)" % _BASKET.format(a="e")
+    counts = ", ".join(f"COUNT(DISTINCT {basket}) FILTER (WHERE e.created_at >= %s)" for _ in windows)
     sql = (
-        f"SELECT i.id, i.price, i.category, MIN(e.created_at) IS NOT NULL, extract(epoch FROM MIN(e.created_at)), {counts}"
-        f" FROM {_table(Item)} i LEFT JOIN {_table(Interaction)} e ON e.item_id = i.id AND e.created_at < %s"
-        " WHERE i.id = ANY(%s) GROUP BY i.id"
+        f"SELECT i.id, i.price, i.category, extract(epoch FROM MIN(e.created_at)), {counts}"
+        f" FROM {_table(Item)} i LEFT JOIN {_table(Interaction)} e ON e.item_id = i.id AND e.event = %s"
+        " AND e.created_at >= %s AND e.created_at < %s WHERE i.id = ANY(%s) GROUP BY i.id"
     )
-    params: list = []
-    for days in windows:
-        params += [Event.PURCHASE, _when(at - days * 86400)]
+    params = [_when(at - days * 86400) for days in windows]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, _when(at), ids])
+        cursor.execute(sql, [*params, Event.PURCHASE, _when(at - max(windows) * 86400), _when(at), ids])
         rows = {row[0]: row for row in cursor.fetchall()}
     n = len(ids)
     popularity = {days: np.zeros(n) for days in windows}
@@ -146,10 +142,9 @@ def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int]):
             continue
         price[position] = np.nan if row[1] is None else float(row[1])
         category[position] = row[2] or ""
-        if row[3]:
-            first_seen[position] = float(row[4])
+        first_seen[position] = np.nan if row[3] is None else float(row[3])
         for offset, days in enumerate(windows):
-            popularity[days][position] = float(row[5 + offset])
+            popularity[days][position] = float(row[4 + offset])
     return popularity, first_seen, price, category
 
 
