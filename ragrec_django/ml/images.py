@@ -7,8 +7,9 @@ the header, what the decoder and every later step hold at once (the decoded
 pixels at their mode's bytes per pixel, decoder buffers such as a progressive
 JPEG's coefficients or WebP's canvases, the 8-bit copy of a 16-bit or float
 image, the EXIF-rotated copy, the resize buffers); over ``max_decode_bytes`` the
-image is refused with an ``ImageDecodeError``. A large JPEG is decoded at a
-reduced DCT scale (``Image.draft``) that keeps at least twice the model input.
+image is refused with an ``ImageDecodeError``. A JPEG is decoded at the
+smallest DCT scale (1/2, 1/4 or 1/8, ``Image.draft``) that still covers the
+resized size, so the resize only ever shrinks.
 
 Decoded images are flattened to 8 bits (alpha composited on white, 16-bit and
 float images scaled in row bands, never as one float copy), oriented by EXIF
@@ -242,17 +243,18 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
 def load_pixels(data: bytes, policy: ImagePolicy, preprocessing: Preprocessing) -> np.ndarray:
     """Decode, resize and centre-crop to a uint8 (H, W, 3) array; raises ``ImageDecodeError``.
 
-    A JPEG whose sides are at least four times the model input (896 pixels for a
-    224 model) is decoded at a reduced DCT scale (1/2, 1/4 or 1/8) that keeps at
-    least twice the input; on photographs that stays within a few levels of the
-    full-size decode (tests/ml/test_images.py). Everything else is pixel-identical
-    to decoding whole, flattening, rotating, resizing and cropping.
+    A JPEG at least twice the resized size (448 pixels on its short side for a
+    224 model) is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) that still
+    covers the resized size (``jpeg_draft_size``): an 800x800 JPEG at 400x400, a
+    3000x2000 one at 375x250. On photographs the embeddings stay within a cosine
+    of 0.999 of the full-size decode's (tests/ml/test_images.py, docs/benchmarks.md).
+    Everything else is pixel-identical to decoding whole, flattening, rotating,
+    resizing and cropping as open_clip does.
     """
     image = open_checked(data, policy)
     source_size = image.size
     if image.format in ("JPEG", "MPO"):
-        target_h, target_w = preprocessing.size
-        image.draft(None, (2 * target_w, 2 * target_h))
+        image.draft(None, jpeg_draft_size(preprocessing, *source_size))
     _check_budget(image, data, source_size, policy, preprocessing)
     orientation = _load(image)
     image = flatten(image)  # rebinding releases the decoded pixels before the rotated copy is made
@@ -264,6 +266,17 @@ def load_pixels(data: bytes, policy: ImagePolicy, preprocessing: Preprocessing) 
     target_h, target_w = preprocessing.size
     image = image.crop((left, top, left + target_w, top + target_h))
     return np.array(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
+
+
+def jpeg_draft_size(preprocessing: Preprocessing, width: int, height: int) -> tuple[int, int]:
+    """The least (width, height) a ``width`` x ``height`` JPEG may be decoded at: its resized size.
+
+    Taken in both orientations, since the EXIF orientation is applied after decoding.
+    ``Image.draft`` then picks the largest reduction whose result is at least this size.
+    """
+    upright_w, upright_h = preprocessing.resized_size(width, height)
+    turned_w, turned_h = preprocessing.resized_size(height, width)
+    return max(upright_w, turned_h), max(upright_h, turned_w)
 
 
 def flatten(image: Image.Image) -> Image.Image:
