@@ -120,3 +120,29 @@ def test_item_factors_solve_the_visitor_vector_like_implicit():
     expected = model.recalculate_user(0, row)
     got = factors.visitor_vector(np.array([3, 7]), np.array([2.0, 1.0]))
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_paired_comparison_counts_per_shopper_differences():
+    from ragrec_django.evaluation.learned_ranker import paired
+
+    targets = {"a": {"x"}, "b": {"y"}, "c": {"z"}}
+    ours = {"a": ["x"], "b": ["y"], "c": ["q"]}
+    theirs = {"a": ["q"], "b": ["y"], "c": ["z"]}
+    result = paired(ours, theirs, targets, k=1)
+    assert result["recall@1"] == {
+        "mean_difference": 0.0,
+        "se": pytest.approx(0.57735, abs=1e-5),
+        "wins": 1,
+        "losses": 1,
+    }
+    # the visitor's purchases removed first (variant "new"): "x" no longer counts for a
+    assert paired(ours, theirs, targets, k=1, exclude={"a": {"x"}})["recall@1"]["wins"] == 0
+
+
+def test_compose_caps_repeats_at_the_share_of_k():
+    candidates = gather_candidates(
+        {"repeat": [(1, 1.0), (2, 1.0), (3, 1.0)], "popular": [(4, 1.0), (5, 1.0)]}, limit=10
+    )
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])  # repeats best
+    chosen = learned.compose(candidates, scores, {1, 2, 3}, k=4, repeat_share=0.5)
+    assert [int(candidates.items[p]) for p in chosen] == [1, 2, 4, 5]

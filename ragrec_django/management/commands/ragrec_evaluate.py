@@ -42,7 +42,7 @@ class Command(BaseCommand):
         parser.add_argument("--table-k", type=int, default=10, help="Cut-off shown in the table (default 10).")
         parser.add_argument(
             "--recommenders",
-            help="Comma-separated names, from: %s (default: %s; the for_you_* ablations run only when named)."
+            help="Comma-separated names, from: %s (default: %s; the for_you_* ablations and for_you_learned, which trains a LightGBM ranker inside the run, run only when named)."
             % (", ".join(RECOMMENDERS), ", ".join(DEFAULT_RECOMMENDERS)),
         )
         parser.add_argument("--out", help="Folder for report.json, results.md and plots (default: %s)." % default_out_dir())
