@@ -30,14 +30,22 @@ def published(catalogue, admin_user):
 def test_no_one_deletes_drafts_events_or_publications_in_the_admin(admin_client, published):
     publication = PublishedDescription.objects.get(draft=published)
     event = published.events.first()
-    for model, pk in (("descriptiondraft", published.pk), ("publisheddescription", publication.pk),
-                      ("descriptionevent", event.pk)):
+    for model, pk in (
+        ("descriptiondraft", published.pk),
+        ("publisheddescription", publication.pk),
+        ("descriptionevent", event.pk),
+    ):
         assert admin_client.get(reverse("admin:ragrec_django_%s_delete" % model, args=[pk])).status_code == 403, model
-        assert admin_client.post(reverse("admin:ragrec_django_%s_delete" % model, args=[pk]), {"post": "yes"}).status_code == 403
+        assert (
+            admin_client.post(reverse("admin:ragrec_django_%s_delete" % model, args=[pk]), {"post": "yes"}).status_code
+            == 403
+        )
         changelist = admin_client.get(reverse("admin:ragrec_django_%s_changelist" % model))
         assert changelist.status_code == 200 and "delete_selected" not in changelist.content.decode(), model
-    response = admin_client.post(reverse("admin:ragrec_django_descriptiondraft_changelist"),
-                                 {"action": "delete_selected", "_selected_action": [published.pk], "post": "yes"})
+    response = admin_client.post(
+        reverse("admin:ragrec_django_descriptiondraft_changelist"),
+        {"action": "delete_selected", "_selected_action": [published.pk], "post": "yes"},
+    )
     assert response.status_code in (200, 302)
     assert DescriptionDraft.objects.filter(pk=published.pk).exists()
     assert DescriptionEvent.objects.filter(pk=event.pk).exists()

@@ -107,7 +107,13 @@ def test_no_form_answers_hostile_fields_with_a_5xx(client, examples, hostile, se
 
 
 #: Cookie values as a client may send them (Python's cookie parser unquotes octal escapes: \\000 is a NUL).
-HOSTILE_COOKIES = ['"abcdefgh\\000ij"', '"\\355\\240\\200abcdefghij"', "abcdefgh%00", "x" * 4000, '"\\377\\376abcdefgh"']
+HOSTILE_COOKIES = [
+    '"abcdefgh\\000ij"',
+    '"\\355\\240\\200abcdefghij"',
+    "abcdefgh%00",
+    "x" * 4000,
+    '"\\377\\376abcdefgh"',
+]
 
 
 @pytest.mark.parametrize("cookie", HOSTILE_COOKIES)
@@ -134,13 +140,13 @@ def test_storefront_and_api_refuse_unusable_text_alike(client, api, catalogue, u
     response = client.get(url)
     assert response.status_code == 400
     assert message in response.content.decode()
-    api_url = reverse("ragrec_api:%s" % url.split("/")[1]) + url[url.index("?"):]
+    api_url = reverse("ragrec_api:%s" % url.split("/")[1]) + url[url.index("?") :]
     assert api.get(api_url).status_code == 400
 
 
 def test_template_tags_refuse_the_same_text_without_an_error_in_the_log(catalogue, rf, caplog):
     template = engines["django"].from_string(
-        '{% load ragrec %}{% ragrec_search query k=3 as recs %}{% for r in recs %}{{ r.item.title }}{% endfor %}'
+        "{% load ragrec %}{% ragrec_search query k=3 as recs %}{% for r in recs %}{{ r.item.title }}{% endfor %}"
     )
     with caplog.at_level(logging.WARNING, logger="ragrec_django.templatetags"):
         for query in ("mug\x00red", "mug\ud800", "x" * 301):

@@ -55,7 +55,11 @@ def test_every_limit_stated_in_the_docs_is_the_constant():
 
 def test_no_other_limit_is_stated_in_the_docs():
     """A new sentence stating a limit must be listed in DOC_STATEMENTS (and so checked)."""
-    stated = {(path, m.group()) for path, pattern, _ in DOC_STATEMENTS for m in re.finditer(pattern, (ROOT / path).read_text())}
+    stated = {
+        (path, m.group())
+        for path, pattern, _ in DOC_STATEMENTS
+        for m in re.finditer(pattern, (ROOT / path).read_text())
+    }
     for doc in DOCS:
         text = doc.read_text()
         for match in LIMIT_PHRASE.finditer(text):

@@ -38,8 +38,12 @@ def ranked(catalogue):
     """Trending of honest visitors (recorded by the server): the i-th item viewed by 8 - i visitors, one apart."""
     products = sorted(catalogue.values(), key=lambda p: p.pk)[:HONEST_ITEMS]
     for rank, product in enumerate(products):
-        record_events([EventInput(event="view", item=str(product.pk), session_key="honest-%d-%d" % (rank, n))
-                       for n in range(HONEST_ITEMS - rank)])
+        record_events(
+            [
+                EventInput(event="view", item=str(product.pk), session_key="honest-%d-%d" % (rank, n))
+                for n in range(HONEST_ITEMS - rank)
+            ]
+        )
     return products
 
 
@@ -91,23 +95,36 @@ def test_sessions_opened_on_the_storefront_count_at_most_the_cap(client, ranked)
 
 
 def test_purchases_of_invented_or_capped_sources_barely_move_bought_together(api, catalogue):
-    lamp, kettle, target = (str(catalogue[t].pk) for t in ("Brass desk lamp", "Copper stovetop tea kettle", "Green linen shirt"))
+    lamp, kettle, target = (
+        str(catalogue[t].pk) for t in ("Brass desk lamp", "Copper stovetop tea kettle", "Green linen shirt")
+    )
     for n in range(3):  # honest: the lamp was bought with the kettle in 3 orders
-        record_events([EventInput(event="purchase", item=key, order_id="h%d" % n, session_key="h%d" % n) for key in (lamp, kettle)])
+        record_events(
+            [
+                EventInput(event="purchase", item=key, order_id="h%d" % n, session_key="h%d" % n)
+                for key in (lamp, kettle)
+            ]
+        )
 
     def bought_with_lamp():
         """{item: orders bought with the lamp} (the content-based fill-up of the list aside)."""
         found = history.bought_together(lamp, k=5)
         return {r.item.key: r.components["co_purchases"] for r in found if "co_purchases" in r.components}
 
-    invented = [{"event": "purchase", "item": key, "order_id": "x%d" % n, "session_key": "x%d" % n}
-                for n in range(BURST // 2) for key in (lamp, target)]
+    invented = [
+        {"event": "purchase", "item": key, "order_id": "x%d" % n, "session_key": "x%d" % n}
+        for n in range(BURST // 2)
+        for key in (lamp, target)
+    ]
     response = api.post(reverse("ragrec_api:events"), invented, format="json", REMOTE_ADDR="203.0.113.66")
     assert response.status_code == 201
     assert target not in bought_with_lamp() and bought_with_lamp()[kettle] == 3
 
     sessions = issued_sessions(BURST // 2)
-    real = [{"event": "purchase", "item": key, "order_id": "r%d" % n, "session_key": session}
-            for n, session in enumerate(sessions) for key in (lamp, target)]
+    real = [
+        {"event": "purchase", "item": key, "order_id": "r%d" % n, "session_key": session}
+        for n, session in enumerate(sessions)
+        for key in (lamp, target)
+    ]
     assert api.post(reverse("ragrec_api:events"), real, format="json", REMOTE_ADDR="203.0.113.66").status_code == 201
     assert bought_with_lamp()[target] == ragrec_settings.POPULARITY_MAX_PER_SOURCE  # 250 orders count as 5

@@ -63,7 +63,9 @@ def test_forty_replayed_clicks_and_conversions_count_once(client, api, shown):
 def test_a_second_item_of_the_list_is_a_second_click(api, shown):
     impression, keys = shown
     events = reverse("ragrec_api:events") + "?session=v"
-    batch = [{"event": "click", "item": key, "impression_id": str(impression.pk)} for key in (keys[0], keys[1], keys[0])]
+    batch = [
+        {"event": "click", "item": key, "impression_id": str(impression.pk)} for key in (keys[0], keys[1], keys[0])
+    ]
     assert api.post(events, batch, format="json").json() == {"accepted": 3, "stored": 2, "duplicates": 1}
     (row,) = report_today()
     assert (row.counts.clicked, row.counts.clicks) == (1, 2)
