@@ -1,8 +1,12 @@
-"""Run a forward pass in chunks, halving the chunk size when CUDA runs out of memory."""
+"""Batch helpers: forward passes in chunks that halve on CUDA OOM, and the process pool decoding may use."""
 
 from __future__ import annotations
 
-from typing import Callable
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 from .lazy import LazyModule
 
@@ -46,3 +50,35 @@ class OomBackoff:
                 continue
             start += size
         return torch.cat(outputs) if len(outputs) > 1 else outputs[0]
+
+
+_process_pools: dict[int, tuple[int, ProcessPoolExecutor]] = {}  # workers -> (owner pid, pool)
+_process_pools_lock = threading.Lock()
+
+
+def shared_process_pool(workers: int) -> ProcessPoolExecutor:
+    """This process's pool of ``workers`` processes: started on first use, then reused by every call.
+
+    Its processes start from a fork server (spawned where there is none), never as forks of this
+    process, which may hold threads, CUDA or open connections. A process forked from this one after
+    the pool was made (a prefork worker) starts its own on first use.
+    """
+    if workers < 1:
+        raise ValueError("workers must be at least 1, got %r." % (workers,))
+    with _process_pools_lock:
+        owner, pool = _process_pools.get(workers, (None, None))
+        if pool is None or owner != os.getpid():
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+            _process_pools[workers] = (os.getpid(), pool)
+        return pool
+
+
+def discard_process_pool(pool: ProcessPoolExecutor) -> None:
+    """Forget ``pool`` (broken: one of its processes died) so that the next call starts a new one."""
+    with _process_pools_lock:
+        for workers, (owner, kept) in list(_process_pools.items()):
+            if kept is pool and owner == os.getpid():
+                del _process_pools[workers]
+    pool.shutdown(wait=False, cancel_futures=True)

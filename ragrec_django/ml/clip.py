@@ -22,7 +22,7 @@ from .clip_weights import pretrained_source
 from .devices import (
     autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype, weights_precision,
 )
-from .images import ImagePolicy, Preprocessing, encode_image_bytes
+from .images import ImagePolicy, Preprocessing, check_decode_pool, encode_image_bytes
 from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
 
@@ -50,8 +50,8 @@ class LoadedClip:
 
 class ClipImageSide:
     """``encode_images`` of a CLIP-style encoder: ``load()`` gives ``model.encode_image``, ``preprocessing``
-    and ``device``; the encoder has ``dimension``, ``batch_size``, ``image_policy``, ``precision_option``
-    and ``decode_workers``."""
+    and ``device``; the encoder has ``dimension``, ``batch_size``, ``image_policy``, ``precision_option``,
+    ``decode_workers`` and ``decode_pool``."""
 
     def encode_images(self, images: Sequence[bytes], batch_size: int | None = None) -> ImageBatchResult:
         images = list(images)
@@ -62,6 +62,7 @@ class ClipImageSide:
             images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
             policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
             dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
+            decode_pool=self.decode_pool,
         )
 
 
@@ -96,6 +97,7 @@ class OpenClipEncoder(ClipImageSide, Encoder):
         decode_workers: int | None = None,
         image_formats: Sequence[str] | None = None,
         max_image_pixels: int = 40_000_000,
+        decode_pool: str = "threads",
     ):
         if not isinstance(model, str) or not model:
             raise EncoderError("model must be an open_clip model name or an hf-hub: id, got %r." % (model,))
@@ -105,6 +107,7 @@ class OpenClipEncoder(ClipImageSide, Encoder):
             self.device_option = check_device_name(device)
             self.precision_option = check_precision_name(precision)
             self.image_policy = ImagePolicy.build(image_formats, max_image_pixels)
+            self.decode_pool = check_decode_pool(decode_pool)
         except ValueError as exc:
             raise EncoderError(str(exc)) from exc
         self.model_name = model

@@ -16,8 +16,9 @@ float images scaled in row bands, never as one float copy), oriented by EXIF
 and resized/cropped exactly like open_clip's inference transform; the elongation
 limit keeps the resized intermediate within ``max_aspect`` times the output.
 
-Batches are decoded in a thread pool (PIL releases the GIL while decoding) one
-batch ahead of the model. On CUDA, plain baseline JPEGs are decoded by nvJPEG
+Batches are decoded one batch ahead of the model, in a thread pool (PIL releases
+the GIL while decoding) or, with ``decode_pool="processes"``, in a process pool
+started once per process and reused. On CUDA, plain baseline JPEGs are decoded by nvJPEG
 on the GPU instead. A bad image never fails its batch; it is reported by index.
 """
 
@@ -25,18 +26,21 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .batching import discard_process_pool, shared_process_pool
 from .lazy import LazyModule
 
 torch = LazyModule("torch")
 F = LazyModule("torch.nn.functional")
 
+DECODE_POOLS = ("threads", "processes")
 DEFAULT_IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 MAX_IMAGE_SIDE = 16_384  # pixels, either side (WebP's own maximum is 16,383)
@@ -354,37 +358,100 @@ def iter_pixel_batches(
     device: torch.device,
     workers: int | None = None,
     gpu_jpeg: bool = True,
+    decode_pool: str = "threads",
 ) -> Iterator[PixelBatch]:
     """Yield normalised pixel batches on ``device``, decoding the next batch while this one is used.
 
-    With a CUDA ``device`` and ``gpu_jpeg``, JPEGs that pass the header checks
-    are decoded with nvJPEG on the GPU; everything else goes through PIL.
+    ``workers`` threads or processes (``decode_pool``) decode. With a CUDA ``device``
+    and ``gpu_jpeg``, JPEGs that pass the header checks are decoded with nvJPEG on
+    the GPU; everything else goes through PIL.
     """
     if not images:
         return
     prepare = _prepare_for_gpu if gpu_jpeg and device.type == "cuda" else _prepare_on_cpu
     starts = range(0, len(images), batch_size)
-    with ThreadPoolExecutor(
-        max_workers=workers or default_decode_workers(), thread_name_prefix="ragrec-decode"
-    ) as pool:
+    with Decoder(decode_pool, workers or default_decode_workers()) as decoder:
 
-        def submit(start: int) -> list[Future]:
-            return [pool.submit(prepare, data, policy, preprocessing) for data in images[start : start + batch_size]]
+        def submit(start: int) -> list[Callable[[], object]]:
+            return [decoder.submit(prepare, data, policy, preprocessing) for data in images[start : start + batch_size]]
 
         pending = submit(starts[0])
         for position, start in enumerate(starts):
             current = pending
             pending = submit(starts[position + 1]) if position + 1 < len(starts) else []
-            yield _assemble(start, current, images, policy, preprocessing, device, pool)
+            yield _assemble(start, current, images, policy, preprocessing, device, decoder)
 
 
 def default_decode_workers() -> int:
-    """Decode threads used when none are configured: one per CPU, at most 8."""
+    """Decode threads or processes used when none are configured: one per CPU, at most 8."""
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def check_decode_pool(name: str) -> str:
+    """``name`` if it is one of ``DECODE_POOLS``, else ``ValueError``."""
+    if name not in DECODE_POOLS:
+        raise ValueError("decode_pool must be one of %s, got %r." % (", ".join(DECODE_POOLS), name))
+    return name
+
+
+class Decoder:
+    """Runs decode jobs in a thread pool made for one call, or in this process's shared process pool.
+
+    ``submit`` starts a job and returns a function that waits for its result. Processes
+    suit many cores, where threads stop scaling (the GIL is held between PIL's calls).
+    When a decode process dies (the OOM killer, a codec crash), the jobs it broke are
+    submitted again one at a time, each waited for; an image whose job breaks the new
+    pool too is reported as an ``ImageDecodeError``, never raised.
+    """
+
+    def __init__(self, kind: str, workers: int):
+        self.workers = workers
+        threaded = check_decode_pool(kind) == "threads"
+        self.threads = ThreadPoolExecutor(workers, thread_name_prefix="ragrec-decode") if threaded else None
+
+    def __enter__(self) -> Decoder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.threads is not None:
+            self.threads.shutdown(wait=True)
+
+    def submit(self, job: Callable, data, *args) -> Callable[[], object]:
+        """Start ``job(data, *args)``; return a function that waits for and returns its result."""
+        if self.threads is not None:
+            return self.threads.submit(job, data, *args).result
+        data = bytes(data) if isinstance(data, memoryview) else data  # a memoryview cannot be pickled
+        pool = shared_process_pool(self.workers)
+        try:
+            future = pool.submit(job, data, *args)
+        except BrokenProcessPool:  # a process died in an earlier batch: start again
+            discard_process_pool(pool)
+            pool = shared_process_pool(self.workers)
+            future = pool.submit(job, data, *args)
+
+        def result():
+            try:
+                return future.result()
+            except BrokenProcessPool:
+                discard_process_pool(pool)
+                return self._again(job, data, *args)
+
+        return result
+
+    def _again(self, job: Callable, data, *args):
+        pool = shared_process_pool(self.workers)
+        try:
+            return pool.submit(job, data, *args).result()
+        except BrokenProcessPool:
+            discard_process_pool(pool)
+            return ImageDecodeError("the process decoding this image died (out of memory, or a crash in the codec)")
 
 
 class _GpuJpeg:
     """Marker: these bytes passed the checks and will be decoded by nvJPEG."""
+
+    def __reduce__(self):
+        return "_GPU_JPEG"  # the one marker, also when it comes back from a decode process
 
 
 _GPU_JPEG = _GpuJpeg()
@@ -423,20 +490,20 @@ def _prepare_for_gpu(data: bytes, policy: ImagePolicy, preprocessing: Preprocess
 
 def _assemble(
     start: int,
-    futures: list[Future],
+    results: list[Callable[[], object]],
     images: Sequence[bytes],
     policy: ImagePolicy,
     preprocessing: Preprocessing,
     device: torch.device,
-    pool: ThreadPoolExecutor,
+    decoder: Decoder,
 ) -> PixelBatch:
-    prepared = {start + offset: future.result() for offset, future in enumerate(futures)}
+    prepared = {start + offset: result() for offset, result in enumerate(results)}
     gpu_indices = [i for i, item in prepared.items() if item is _GPU_JPEG]
     if gpu_indices:
         decoded = _decode_jpegs_on_gpu([images[i] for i in gpu_indices], preprocessing, device)
         if decoded is None:  # nvJPEG rejected the batch: let PIL decode and report each image
-            retry = [pool.submit(_prepare_on_cpu, images[i], policy, preprocessing) for i in gpu_indices]
-            prepared.update(zip(gpu_indices, (future.result() for future in retry), strict=True))
+            retry = [decoder.submit(_prepare_on_cpu, images[i], policy, preprocessing) for i in gpu_indices]
+            prepared.update(zip(gpu_indices, (result() for result in retry), strict=True))
         else:
             prepared.update(zip(gpu_indices, decoded, strict=True))
     errors = {i: item.reason for i, item in prepared.items() if isinstance(item, ImageDecodeError)}
@@ -651,13 +718,24 @@ def _describe(exc: Exception) -> str:
 
 
 def encode_image_bytes(
-    images, *, encode, dimension: int, batch_size: int, policy, preprocessing, device, dtype, workers=None
+    images,
+    *,
+    encode,
+    dimension: int,
+    batch_size: int,
+    policy,
+    preprocessing,
+    device,
+    dtype,
+    workers=None,
+    decode_pool: str = "threads",
 ):
     """Decode, preprocess and encode raw image bytes in batches with a model's image tower.
 
     ``encode(pixels) -> (n, dimension) tensor`` runs under inference mode and
     autocast to ``dtype`` (off for float32), in OOM-halving chunks; vectors are
-    L2-normalised. Undecodable inputs are reported by index, never raised.
+    L2-normalised. Undecodable inputs are reported by index, never raised. ``workers``
+    threads or processes (``decode_pool``) decode, one batch ahead.
     """
     from .base import ImageBatchResult
     from .batching import OomBackoff
@@ -670,7 +748,10 @@ def encode_image_bytes(
     errors: dict[int, str] = {}
     backoff = OomBackoff(batch_size)
     with torch.inference_mode():
-        for batch in iter_pixel_batches(images, batch_size, policy, preprocessing, device, workers):
+        batches = iter_pixel_batches(
+            images, batch_size, policy, preprocessing, device, workers, decode_pool=decode_pool
+        )
+        for batch in batches:
             errors.update(batch.errors)
             if batch.indices:
                 with autocast(device, dtype):

@@ -24,7 +24,7 @@ import numpy as np
 from .base import Encoder, EncoderError, text_list
 from .clip import ClipImageSide
 from .devices import check_device_name, check_precision_name, resolve_device
-from .images import ImagePolicy, Preprocessing
+from .images import ImagePolicy, Preprocessing, check_decode_pool
 from .lazy import LazyModule
 from .loading import file_fingerprint, load_once
 from .text import TransformerTextEncoder, resolve_text_model_source
@@ -175,6 +175,7 @@ class LockedTextClipEncoder(ClipImageSide, Encoder):
         decode_workers: int | None = None,
         image_formats: Sequence[str] | None = None,
         max_image_pixels: int = 40_000_000,
+        decode_pool: str = "threads",
     ):
         if not checkpoint:
             raise EncoderError("checkpoint must be the directory written by ragrec_finetune_clip.")
@@ -184,6 +185,7 @@ class LockedTextClipEncoder(ClipImageSide, Encoder):
             self.device_option = check_device_name(device)
             self.precision_option = check_precision_name(precision)
             self.image_policy = ImagePolicy.build(image_formats, max_image_pixels)
+            self.decode_pool = check_decode_pool(decode_pool)
         except ValueError as exc:
             raise EncoderError(str(exc)) from exc
         self.checkpoint = os.path.abspath(os.fspath(checkpoint))

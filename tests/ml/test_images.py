@@ -1,16 +1,19 @@
 import io
 import os
+import pickle
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
 
+from ragrec_django.ml import batching
 from ragrec_django.ml import images as images_module
 from ragrec_django.ml.images import (
     MAX_DECODE_BYTES,
     MAX_IMAGE_ASPECT,
     MAX_IMAGE_SIDE,
+    Decoder,
     ImageDecodeError,
     ImagePolicy,
     Preprocessing,
@@ -363,3 +366,58 @@ def test_a_jpeg_too_large_for_nvjpeg_is_decoded_on_the_cpu_at_reduced_scale():
     small_budget = ImagePolicy.build(max_decode_bytes=400 * 300 * images_module.NVJPEG_BYTES_PER_PIXEL - 1)
     pixels = images_module._prepare_for_gpu(data, small_budget, preprocessing)
     assert isinstance(pixels, np.ndarray) and pixels.shape == (32, 32, 3)
+
+
+# ---------------------------------------------------------------- decoding in processes
+
+
+def test_the_process_pool_gives_the_same_batches_as_the_thread_pool(samples):
+    preprocessing = Preprocessing.from_open_clip({"size": 224, "mean": CLIP_MEAN, "std": CLIP_STD})
+    images = [samples.jpeg, samples.pdf, photo_jpeg(800, 800), samples.rgba_png, samples.truncated_jpeg]
+    images += [samples.bomb_png, memoryview(samples.photo_jpeg), samples.cmyk_jpeg, samples.png16]
+    by_pool = {
+        kind: list(iter_pixel_batches(images, 4, POLICY, preprocessing, torch.device("cpu"), 2, decode_pool=kind))
+        for kind in ("threads", "processes")
+    }
+    for threaded, in_processes in zip(by_pool["threads"], by_pool["processes"], strict=True):
+        assert threaded.indices == in_processes.indices and threaded.errors == in_processes.errors
+        torch.testing.assert_close(threaded.pixels, in_processes.pixels, atol=0, rtol=0)
+    assert sorted(i for batch in by_pool["processes"] for i in batch.errors) == [1, 4, 5]
+
+
+def test_the_process_pool_is_started_once_per_process(monkeypatch):
+    pool = batching.shared_process_pool(2)
+    assert batching.shared_process_pool(2) is pool
+    monkeypatch.setitem(batching._process_pools, 2, (-1, pool))  # as a worker forked after the pool was made sees it
+    own = batching.shared_process_pool(2)
+    assert own is not pool and batching.shared_process_pool(2) is own
+    own.shutdown()
+
+
+def test_a_decode_process_that_dies_fails_its_image_only(samples):
+    """A job that kills its process is retried once alone, then reported; the jobs it broke are decoded again."""
+    preprocessing = Preprocessing.from_open_clip({"size": 32, "mean": CLIP_MEAN, "std": CLIP_STD})
+    with Decoder("processes", 2) as decoder:
+        before = decoder.submit(images_module._prepare_on_cpu, samples.jpeg, POLICY, preprocessing)
+        dying = decoder.submit(os._exit, 1)
+        after = decoder.submit(images_module._prepare_on_cpu, samples.photo_jpeg, POLICY, preprocessing)
+        results = [before(), dying(), after()]
+    np.testing.assert_array_equal(results[0], load_pixels(samples.jpeg, POLICY, preprocessing))
+    assert isinstance(results[1], ImageDecodeError) and "process decoding this image died" in results[1].reason
+    np.testing.assert_array_equal(results[2], load_pixels(samples.photo_jpeg, POLICY, preprocessing))
+    with Decoder("processes", 2) as decoder:  # the broken pool was replaced
+        assert isinstance(decoder.submit(images_module._prepare_on_cpu, b"", POLICY, preprocessing)(), ImageDecodeError)
+
+
+def test_the_nvjpeg_marker_survives_a_decode_process():
+    assert pickle.loads(pickle.dumps(images_module._GPU_JPEG)) is images_module._GPU_JPEG
+
+
+def test_an_unknown_decode_pool_is_refused(tiny_clip_options):
+    from ragrec_django.ml.base import EncoderError
+    from ragrec_django.ml.clip import OpenClipEncoder
+
+    with pytest.raises(ValueError, match="decode_pool must be one of threads, processes, got 'fibres'"):
+        Decoder("fibres", 2)
+    with pytest.raises(EncoderError, match="decode_pool"):
+        OpenClipEncoder(**tiny_clip_options, decode_pool="fibres")
