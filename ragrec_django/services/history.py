@@ -139,7 +139,7 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
     """The visitor's own candidate lists fused by reciprocal rank with ``RAGREC["FOR_YOU_WEIGHTS"]``:
 
     * ``similar``: items near the recency-weighted profile of their last 200 events in each space
-      of ``SIMILAR_WEIGHTS``; never an item of those events ("because you viewed X");
+      of ``SIMILAR_WEIGHTS``; never an item of those events ("because you viewed X", "because you bought X");
     * ``repeat``: what they bought, by how many of their orders held it, recent orders counting
       more ("you buy this often", "you bought this before");
     * ``co_purchase``: items other shoppers bought in the same orders as their strongest repeat
@@ -235,15 +235,36 @@ def _similar_to_history(visitor: Visitor, history: list, config: str, depth: int
         profile = recency_weighted_profile([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], half_life)
         found = storage.nearest(space, profile, depth, filters=filters)
         candidates = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, "")
-        _explain_by_history(candidates, space, vectors, titles)
+        _explain_by_history(candidates, space, vectors, _anchor_reasons(history, titles))
         lists[space], weights[space] = candidates, float(weight)
     if not lists:
         return []
     return weighted_score_fusion(lists, weights)
 
 
-def _explain_by_history(candidates: list[Candidate], space: str, history_vectors: dict[int, np.ndarray], titles: dict[int, str]):
-    """Give each candidate the reason "because you viewed X", X its nearest history item."""
+def _anchor_reasons(history: list, titles: dict[int, str]) -> dict[int, str]:
+    """Each history item's reason as an anchor, by the strongest thing the visitor did with it.
+
+    "because you bought X" once they bought it, "because you added X to your basket" when they only added
+    it, "because you viewed X" when they only viewed or clicked it.
+    """
+    done = {}
+    for item_id, event, _ in history:
+        done.setdefault(item_id, set()).add(event)
+    reasons = {}
+    for item_id, events in done.items():
+        title = titles.get(item_id, "an item")
+        if Event.PURCHASE in events:
+            reasons[item_id] = "because you bought %s" % title
+        elif Event.ADD_TO_CART in events:
+            reasons[item_id] = "because you added %s to your basket" % title
+        else:
+            reasons[item_id] = "because you viewed %s" % title
+    return reasons
+
+
+def _explain_by_history(candidates: list[Candidate], space: str, history_vectors: dict[int, np.ndarray], reasons: dict[int, str]):
+    """Give each candidate the reason of its nearest history item ("because you viewed X", "... bought X")."""
     ids = list(history_vectors)
     matrix = np.stack([history_vectors[i] for i in ids])
     candidate_vectors = storage.vectors_for_items(space, [c.item_id for c in candidates])
@@ -252,7 +273,7 @@ def _explain_by_history(candidates: list[Candidate], space: str, history_vectors
         if vector is None:
             continue
         nearest_id = ids[int(np.argmax(matrix @ vector))]
-        candidate.reasons = ["because you viewed %s" % titles.get(nearest_id, "an item")]
+        candidate.reasons = [reasons[nearest_id]]
 
 
 def _lead_with_strongest_reason(fused: list[Candidate], lists: dict[str, list[Candidate]], weights: dict[str, float]) -> None:
