@@ -127,17 +127,19 @@ def plural_folding() -> bool:
 
 def vocabulary() -> Vocabulary:
     """The catalogue's vocabulary (categories and attribute values), with English colour and material spellings
-    ("gray" for "grey") when the search language is English."""
-    values = search_storage.attribute_values(attributes())
+    ("gray" for "grey") when the search language is English; built once per catalogue state and setting."""
+    names, folding = attributes(), plural_folding()
+    return catalogue_cached("vocabulary:%s:%s" % (",".join(names), folding), lambda: _build_vocabulary(names, folding))
+
+
+def _build_vocabulary(names: list[str], folding: bool) -> Vocabulary:
+    values = search_storage.attribute_values(names)
     aliases = {}
-    if plural_folding():
+    if folding:
         colours = {spelling: name for name, spellings in COLOURS.spellings.items() for spelling in spellings}
-        aliases = {
-            "colour": colours,
-            "color": colours,
-            "material": {spelling: name for name, spellings in MATERIALS.spellings.items() for spelling in spellings},
-        }
-    return Vocabulary.build(values, aliases, plural_folding=plural_folding())
+        materials = {spelling: name for name, spellings in MATERIALS.spellings.items() for spelling in spellings}
+        aliases = {"colour": colours, "color": colours, "material": materials}
+    return Vocabulary.build(values, aliases, plural_folding=folding)
 
 
 def synonyms() -> Synonyms:
