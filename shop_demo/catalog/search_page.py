@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from ragrec_django.services.search import SORTS
+from ragrec_django.services.search import SORTS, attributes
 
 SORT_LABELS = {
     "relevance": "Best match",
@@ -39,11 +39,7 @@ def search_options(query_string) -> dict:
     selected: dict[str, list[str]] = {}
     for name, value in chosen_filters(query_string):
         selected.setdefault(name, []).append(value)
-    return {
-        "sort": chosen_sort(query_string),
-        "selected": selected,
-        "facets": ["category", "colour", "material", "size", "brand", "price"],
-    }
+    return {"sort": chosen_sort(query_string), "selected": selected, "facets": ["category", *attributes(), "price"]}
 
 
 def page_url(query: str, filters: list[tuple[str, str]], sort: str) -> str:

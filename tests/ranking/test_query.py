@@ -85,6 +85,8 @@ def test_the_catalogue_vocabulary_is_recognised():
     assert understood.categories == ("T-shirts",)
     assert understood.boosts == {"colour": ("blue",)}
     assert understood.text == "blue t-shirt"
+    assert understood.residual == ""  # every word was a term: the result set is everything the filters pass
+    assert understand("warm blue jumper under £40", VOCABULARY).residual == "warm"
     assert understood.explains
     assert understood.labels("T-shirts", {"colour": "blue"}, Decimal("19")) == ["blue", "T-shirts", "under £30"]
     assert understood.labels("T-shirts", {"colour": "red"}, Decimal("19")) == ["T-shirts", "under £30"]
