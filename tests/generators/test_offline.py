@@ -148,7 +148,7 @@ def test_uses_only_facts_and_sources(facts):
     invented = (words(prose(text)) & FACT_VOCABULARY) - words(allowed_text)
     assert not invented, "invented %s in %r" % (invented, text)
     assert "sku-1" not in MARKER.sub("", text) and "https" not in text  # identifiers and links stay out
-    assert "cashmere" not in text  # the old free-text description is not mined
+    assert "cashmere" not in text  # the material fact wins over the old free text's materials
 
 
 def test_minimal_facts_still_give_a_sentence():

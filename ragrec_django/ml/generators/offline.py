@@ -53,9 +53,12 @@ import hashlib
 import json
 import random
 import re
+from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable
+from typing import Any
 
+from ...generation.checks import quantities
+from ...generation.vocabulary import MATERIALS
 from ..generation import GenerationError, GenerationRequest, Generator
 
 #: Fact keys (lower case) for each role, in order of preference.
@@ -83,6 +86,16 @@ MAX_ATTRIBUTE_SENTENCES = 3
 #: Unit suffixes of numeric keys ("length_cm") written after the number.
 UNITS = frozenset("mm cm m km in ft g kg oz lb ml l w v mah".split())
 MAX_RELATED_SOURCES = 2
+#: Keys of the item's current description, whose materials and measurements a new description keeps.
+DESCRIPTION_KEYS = ("description", "long_description", "short_description", "summary", "body")
+#: Verbs for measurements kept from the current description, by canonical unit (generation.checks.UNITS).
+MEASUREMENT_VERBS = {
+    **dict.fromkeys(("mm", "cm", "m", "km", "in", "ft"), "It measures {q}"),
+    **dict.fromkeys(("ml", "cl", "l"), "It holds {q}"),
+    **dict.fromkeys(("g", "kg", "lb", "oz"), "It weighs {q}"),
+    **dict.fromkeys(("w", "kw", "v", "mah"), "It is rated at {q}"),
+}
+MAX_STATED_MEASUREMENTS = 3
 MAX_RECOMMENDATIONS = 3
 
 
@@ -143,6 +156,7 @@ def describe(facts: dict[str, Any], sources: list[dict[str, Any]]) -> str:
     rng.shuffle(tail)
     sentences.extend(tail)
     sentences.extend(_attributes(rng, flat, used))
+    sentences.extend(_stated_in_description(facts, material))
     related = _related(rng, title, colour, material, category, sources)
     if related:
         sentences.append(related)
@@ -271,6 +285,28 @@ def _attribute_clause(name: str, value: Any) -> str | None:
     if unit in UNITS and isinstance(value, (int, float, Decimal)):  # "length_cm": 180 -> "its length is 180 cm"
         return "its %s is %s %s" % (label[: -len(unit) - 1], text, unit)
     return "its %s %s %s" % (label, "include" if count > 1 else "is", text)
+
+
+def _stated_in_description(facts: dict[str, Any], material) -> list[str]:
+    """Materials and measurements the item's current description states, so a new one does not drop them.
+
+    "A 400 ml ceramic mug" gives "It is made from ceramic [description]." and "It holds 400 ml
+    [description]."; each is written as the description spells it. The materials are taken only when the
+    facts name no material (the field is the product's data; the text may be older).
+    """
+    key = next((k for k in DESCRIPTION_KEYS if isinstance(facts.get(k), str) and facts[k].strip()), None)
+    if key is None:
+        return []
+    text = " ".join(facts[key].replace("[", "(").replace("]", ")").split())
+    materials = {}
+    for term in [] if material else MATERIALS.find(text):  # a material fact wins over older free text
+        materials.setdefault(term.canonical, term.text.lower())
+    sentences = [_sentence("It is made from %s" % _join(list(materials.values())), [key])] if materials else []
+    stated = dict.fromkeys(q.text for q in quantities(text) if q.unit in MEASUREMENT_VERBS)
+    for quantity in list(stated)[:MAX_STATED_MEASUREMENTS]:
+        unit = next(q.unit for q in quantities(quantity))
+        sentences.append(_sentence(MEASUREMENT_VERBS[unit].format(q=quantity), [key]))
+    return sentences
 
 
 def _related(rng, title, colour, material, category, sources) -> str | None:
