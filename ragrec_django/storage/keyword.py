@@ -84,12 +84,13 @@ class SpellingCorrector:
 @dataclass
 class _Cached:
     fingerprint: tuple
-    checked_at: float
     local_changes: int
     value: Any
 
 
 _cache: dict[tuple[str, str], _Cached] = {}
+#: The catalogue's fingerprint per database, and when it was read (shared by every cached value).
+_fingerprints: dict[str, tuple[float, tuple]] = {}
 _lock = threading.Lock()
 
 
@@ -98,27 +99,35 @@ def _catalogue_fingerprint() -> tuple:
     return (Item.objects.count(), stats["last"])
 
 
+def _recent_fingerprint(alias: str, now: float) -> tuple:
+    """The catalogue's fingerprint, read at most once every ``VOCABULARY_TTL_SECONDS`` per process and database."""
+    checked = _fingerprints.get(alias)
+    if checked is None or now - checked[0] >= VOCABULARY_TTL_SECONDS:
+        checked = (now, _catalogue_fingerprint())
+        with _lock:
+            _fingerprints[alias] = checked
+    return checked[1]
+
+
 def catalogue_cached(name: str, build: Callable[[], Any]) -> Any:
     """``build()``, a value read from the item mirror, cached per process and database under ``name``.
 
     Rebuilt at once when this process changed the catalogue, and within
-    ``VOCABULARY_TTL_SECONDS`` when another process did.
+    ``VOCABULARY_TTL_SECONDS`` when another process did (one fingerprint query
+    per period, whatever the number of cached values).
     """
-    key = (connection.alias, name)
+    alias = connection.alias
+    key = (alias, name)
     cached = _cache.get(key)
     now = time.monotonic()
     changes = local_catalogue_changes()
-    if cached is not None and cached.local_changes == changes:
-        if now - cached.checked_at < VOCABULARY_TTL_SECONDS:
-            return cached.value
-        fingerprint = _catalogue_fingerprint()
-        if cached.fingerprint == fingerprint:
-            cached.checked_at = now
-            return cached.value
+    if cached is not None and cached.local_changes == changes and cached.fingerprint == _recent_fingerprint(alias, now):
+        return cached.value
     fingerprint = _catalogue_fingerprint()
     value = build()
     with _lock:
-        _cache[key] = _Cached(fingerprint, now, changes, value)
+        _fingerprints[alias] = (now, fingerprint)
+        _cache[key] = _Cached(fingerprint, changes, value)
     return value
 
 
