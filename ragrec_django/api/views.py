@@ -65,8 +65,8 @@ from __future__ import annotations
 
 from django.shortcuts import render
 from django.urls import NoReverseMatch, reverse
-from drf_spectacular.generators import SchemaGenerator
 from django.utils.module_loading import import_string
+from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -81,8 +81,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..conf import ragrec_settings
 from .. import limits
+from ..conf import ragrec_settings
 from ..exceptions import EventError, IdempotencyConflict
 from ..models import Impression
 from ..services import assistant, conversation, recommend, serving
@@ -148,7 +148,6 @@ class RagrecAPIView(APIView):
     query_serializer_class = s.KConfigQuerySerializer
     recommender = ""  # name of the recommender, for impressions and experiments
 
-    def handle_exception(self, exc):
     def get_authenticators(self):
         """``RAGREC["API_AUTHENTICATION_CLASSES"]`` (session only by default), read per request; None: the host's
         ``REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"]``."""
@@ -157,6 +156,7 @@ class RagrecAPIView(APIView):
             return super().get_authenticators()
         return [import_string(path)() for path in paths]
 
+    def handle_exception(self, exc):
         return super().handle_exception(translate_service_error(exc))
 
     def get_exception_handler(self):
@@ -530,18 +530,9 @@ class EventsView(RagrecAPIView):
         if header_key is not None:
             if not isinstance(data, dict):
                 raise BadRequest(
-        own_session = getattr(getattr(request, "session", None), "session_key", None)
-        foreign = {
-            index: ["session_key: signed in, you can only post events for your own session (or omit it)"]
-            for index, row in enumerate(rows)
-            if user is not None and not user.is_staff and row.get("session_key") and row["session_key"] != own_session
-        }
-        if foreign:
-            raise EventRefused("Events may not be posted for another visitor's session.", foreign, status.HTTP_403_FORBIDDEN)
                     "The Idempotency-Key header is for a single event; give each event of a batch its own idempotency_key."
                 )
             body_key = rows[0].get("idempotency_key")
-        origin = request_origin(request)
             if body_key not in (None, "") and body_key != header_key:
                 raise BadRequest("The Idempotency-Key header and the event's idempotency_key differ.")
             rows[0]["idempotency_key"] = header_key
@@ -556,14 +547,22 @@ class EventsView(RagrecAPIView):
         }
         if forbidden:
             raise EventRefused("Events may not be posted for another user.", forbidden, status.HTTP_403_FORBIDDEN)
+        own_session = getattr(getattr(request, "session", None), "session_key", None)
+        foreign = {
+            index: ["session_key: signed in, you can only post events for your own session (or omit it)"]
+            for index, row in enumerate(rows)
+            if user is not None and not user.is_staff and row.get("session_key") and row["session_key"] != own_session
+        }
+        if foreign:
+            raise EventRefused("Events may not be posted for another visitor's session.", foreign, status.HTTP_403_FORBIDDEN)
         session_param = _SessionParamSerializer(data=request.query_params)
         session_param.is_valid(raise_exception=True)
         default_session = visitor_for_request(request, session=session_param.validated_data.get("session")).session_key
+        origin = request_origin(request)
         events = []
         for row in rows:
             user_id, session_key = row.get("user_id"), row.get("session_key") or ""
             if user_id is None and not session_key:
-                    origin=origin,
                 if user is not None:
                     user_id = user.pk
                 else:
@@ -581,6 +580,7 @@ class EventsView(RagrecAPIView):
                     idempotency_key=row.get("idempotency_key") or None,
                     created_at=row.get("created_at"),
                     impression_id=row.get("impression_id"),
+                    origin=origin,
                 )
             )
         return events
