@@ -1,6 +1,6 @@
 """Who may review and publish description drafts, through every door the admin has.
 
-tests/descriptions covers the happy paths (reviewer approves, publisher publishes, restore) and staff
+tests/services/descriptions covers the happy paths (reviewer approves, publisher publishes, restore) and staff
 without permissions getting 403 on the change page. Here: anonymous visitors, and each permission
 alone against each step, bulk action, restore and the bulk-generation page.
 """

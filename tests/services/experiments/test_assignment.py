@@ -17,7 +17,7 @@ from ragrec_django.services.results import Visitor
 
 from .conftest import EXPERIMENT, session_in
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def variants(experiment, count, prefix="v"):
