@@ -90,8 +90,13 @@ def main() -> int:
             },
             "clip": {
                 "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
-                "OPTIONS": {"model": args.clip_model, "pretrained": None, "device": args.device,
-                            "precision": args.precision, "batch_size": args.image_batch},
+                "OPTIONS": {
+                    "model": args.clip_model,
+                    "pretrained": None,
+                    "device": args.device,
+                    "precision": args.precision,
+                    "batch_size": args.image_batch,
+                },
             },
         }
         spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}

@@ -64,19 +64,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="length of the measured run (default 60)")
     parser.add_argument("--rate", type=float, default=1000, help="events per second to send (default 1000)")
-    parser.add_argument("--batch", type=int, default=50,
-                        help="events per request (default 50; the API takes up to 500)")
-    parser.add_argument("--clients", type=int, default=4,
-                        help="client threads, one keep-alive connection each (default 4)")
+    parser.add_argument(
+        "--batch", type=int, default=50, help="events per request (default 50; the API takes up to 500)"
+    )
+    parser.add_argument(
+        "--clients", type=int, default=4, help="client threads, one keep-alive connection each (default 4)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (default 4)")
     parser.add_argument("--items", type=int, default=500, help="products in the catalogue (default 500)")
-    parser.add_argument("--database-url", default=None,
-                        help="use this PostgreSQL database (migrated here) instead of a private server")
+    parser.add_argument(
+        "--database-url", default=None, help="use this PostgreSQL database (migrated here) instead of a private server"
+    )
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also profile N requests of --batch events in one process (Django test client, "
-                             "same settings and database) and print the functions that take the time")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N requests of --batch events in one process (Django test client, "
+        "same settings and database) and print the functions that take the time",
+    )
     return parser.parse_args(argv)
 
 
@@ -227,9 +235,14 @@ def run(args) -> dict:
                 "load_average_after": [round(v, 2) for v in load_after],
             },
             "config": {
-                "seconds": args.seconds, "target_events_per_second": args.rate, "batch": args.batch,
-                "clients": args.clients, "gunicorn_workers": args.workers, "gunicorn_threads": args.threads,
-                "items": args.items, "database": "private PostgreSQL" if pg else "--database-url",
+                "seconds": args.seconds,
+                "target_events_per_second": args.rate,
+                "batch": args.batch,
+                "clients": args.clients,
+                "gunicorn_workers": args.workers,
+                "gunicorn_threads": args.threads,
+                "items": args.items,
+                "database": "private PostgreSQL" if pg else "--database-url",
                 "django_debug": False,
             },
             "batches_sent": load.total_batches,
@@ -253,7 +266,8 @@ def run(args) -> dict:
             "lag_ms": {"p99": _ms(percentile(load.lags, 99)), "max": _ms(max(load.lags) if load.lags else None)},
             "server_cpu_s": round(cpu_after - cpu_before, 2),
             "server_cpu_ms_per_1000_events": round(1000 * 1000 * (cpu_after - cpu_before) / load.accepted, 1)
-            if load.accepted else None,
+            if load.accepted
+            else None,
         }
         if profile is not None:
             result["profile"] = profile
@@ -301,9 +315,21 @@ def _profile(env: dict, args, item_keys: list[str], prefix: str) -> dict:
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "-c", PROFILE_SCRIPT, str(args.profile), str(args.batch), prefix,
-         str(ROOT / "tests" / "reliability")],
-        input=json.dumps(item_keys), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            PROFILE_SCRIPT,
+            str(args.profile),
+            str(args.batch),
+            prefix,
+            str(ROOT / "tests" / "reliability"),
+        ],
+        input=json.dumps(item_keys),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if result.returncode != 0:
         raise RuntimeError("profiling failed:\n%s" % result.stderr[-5000:])
@@ -351,15 +377,25 @@ def main(argv=None) -> int:
         "%(events_per_s)s events/s, %(requests_per_s)s requests/s" % result
     )
     latency, lag = result["latency_ms"], result["lag_ms"]
-    print("request latency ms: p50 %s, p90 %s, p99 %s, max %s; lag behind schedule ms: p99 %s, max %s"
-          % (latency["p50"], latency["p90"], latency["p99"], latency["max"], lag["p99"], lag["max"]))
+    print(
+        "request latency ms: p50 %s, p90 %s, p99 %s, max %s; lag behind schedule ms: p99 %s, max %s"
+        % (latency["p50"], latency["p90"], latency["p99"], latency["max"], lag["p99"], lag["max"])
+    )
     print("errors (retried with the same keys): %s" % (result["errors"] or "none"))
-    print("server CPU: %.1f s (%.1f ms per 1000 events); load average before %s, after %s" % (
-        result["server_cpu_s"], result["server_cpu_ms_per_1000_events"] or 0,
-        result["machine"]["load_average_before"], result["machine"]["load_average_after"]))
+    print(
+        "server CPU: %.1f s (%.1f ms per 1000 events); load average before %s, after %s"
+        % (
+            result["server_cpu_s"],
+            result["server_cpu_ms_per_1000_events"] or 0,
+            result["machine"]["load_average_before"],
+            result["machine"]["load_average_after"],
+        )
+    )
     if "profile" in result:
-        print("profile: %.1f ms per request of %d events (profiled, one process)" % (
-            result["profile"]["ms_per_request"], args.batch))
+        print(
+            "profile: %.1f ms per request of %d events (profiled, one process)"
+            % (result["profile"]["ms_per_request"], args.batch)
+        )
         print(result["profile"]["stats"])
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

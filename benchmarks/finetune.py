@@ -46,7 +46,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="Split, initialisation and shuffling seed.")
     parser.add_argument("--catalogue-seed", type=int, default=42, help="seeding.generate seed (the demo uses 42).")
     parser.add_argument("--minutes", type=float, default=6.0, help="Training time budget (evaluations included).")
-    parser.add_argument("--epochs", type=int, default=30, help="Upper bound; the time budget or early stopping ends first.")
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="Upper bound; the time budget or early stopping ends first."
+    )
     parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=None)
@@ -152,7 +154,10 @@ def main() -> None:
     report = result.report
     total_seconds = time.perf_counter() - started
 
-    print("Demo catalogue: %d products (%d pictures rendered in %.1f s), titles as texts." % (len(pairs), len(pairs), render_seconds))
+    print(
+        "Demo catalogue: %d products (%d pictures rendered in %.1f s), titles as texts."
+        % (len(pairs), len(pairs), render_seconds)
+    )
     data = report["data"]
     print("Held out %d products; trained on %d pairs." % (data["holdout_products"], data["train_pairs"]))
     print()
@@ -165,8 +170,13 @@ def main() -> None:
     print(
         "Training: %d steps in %d epochs (best %d, stopped: %s), %.1f s of steps, %.1f pairs/s; %.0f s in all."
         % (
-            report["steps"], report["epochs_run"], report["best_epoch"], report["stopped"], report["train_seconds"],
-            report["train_pairs_per_second"], total_seconds,
+            report["steps"],
+            report["epochs_run"],
+            report["best_epoch"],
+            report["stopped"],
+            report["train_seconds"],
+            report["train_pairs_per_second"],
+            total_seconds,
         )
     )
     print("Machine: %s" % json.dumps(host))

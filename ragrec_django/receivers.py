@@ -57,7 +57,9 @@ def after_item_saved(pk) -> None:
         queue_saved_items([pk], spaces)
         pending.clear(spaces, [pk])
     except Exception:  # the host's save must not fail because of ragrec
-        logger.exception("ragrec could not mirror or queue saved item %s; `manage.py ragrec_reindex --stale` retries it.", pk)
+        logger.exception(
+            "ragrec could not mirror or queue saved item %s; `manage.py ragrec_reindex --stale` retries it.", pk
+        )
         try:
             pending.record(spaces, [pk])
         except Exception:

@@ -118,7 +118,8 @@ def get_generator(alias: str):
     configs = ragrec_settings.GENERATORS
     if alias not in configs or "BACKEND" not in configs[alias]:
         raise ImproperlyConfigured(
-            "No generator %r with a BACKEND in RAGREC['GENERATORS'] (configured: %s)." % (alias, ", ".join(sorted(configs)))
+            "No generator %r with a BACKEND in RAGREC['GENERATORS'] (configured: %s)."
+            % (alias, ", ".join(sorted(configs)))
         )
     with _lock:
         if alias not in _generators:

@@ -165,13 +165,22 @@ def queue_saved_items(pks: list, spaces: list[str]) -> None:
     options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
     timeout = ON_SAVE_BROKER_TIMEOUT_SECONDS
     transport_options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
-    with encode_items_task.app.connection_for_write(connect_timeout=timeout, transport_options=transport_options) as connection:
+    with encode_items_task.app.connection_for_write(
+        connect_timeout=timeout, transport_options=transport_options
+    ) as connection:
         for space in spaces:
             encode_items_task.apply_async((space, list(pks), False), connection=connection, retry=False, **options)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError, InterfaceError),
-             retry_backoff=2, retry_backoff_max=300, max_retries=5)
+@shared_task(
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=5,
+)
 def generate_descriptions_task(self, job_id: int, keys: list) -> dict:
     """Generate review drafts for items ``keys`` of a GenerationJob (``descriptions.generate_job_chunk``).
 
@@ -234,4 +243,9 @@ def train_ranker_task(self, **options) -> dict:
     except NotEnoughData as exc:
         logger.info("Learned ranker not trained: %s", exc)
         return {"trained": False, "promoted": False, "message": str(exc)}
-    return {"trained": True, "promoted": outcome.promoted, "version": outcome.version.number, "message": outcome.message}
+    return {
+        "trained": True,
+        "promoted": outcome.promoted,
+        "version": outcome.version.number,
+        "message": outcome.message,
+    }

@@ -37,8 +37,12 @@ def click(request, impression, key: str):
     except ImpressionError as exc:
         return HttpResponseNotFound(str(exc), content_type="text/plain")
     url = item.url
-    if not url or not url_has_allowed_host_and_scheme(url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
-        logger.warning("ragrec: not redirecting a click to item %s: its URL %r is not on this site", item.key, url[:200])
+    if not url or not url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        logger.warning(
+            "ragrec: not redirecting a click to item %s: its URL %r is not on this site", item.key, url[:200]
+        )
         return HttpResponseBadRequest("This item has no page on this site to go to.", content_type="text/plain")
     if request.method == "GET":  # HEAD (link checkers, previews) is not a click
         experiments.record_click(shown, item, visitor_for_request(request), origin=request_origin(request))

@@ -11,10 +11,23 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ragrec_django"
 
 #: Layers below delivery: they never import the API, the Celery tasks or a management command.
-BELOW_DELIVERY = ("ragrec_django.ml", "ragrec_django.ranking", "ragrec_django.generation", "ragrec_django.storage",
-                  "ragrec_django.services", "ragrec_django.ingest", "ragrec_django.evaluation")
-DELIVERY_ONLY = ("ragrec_django.api", "ragrec_django.tasks", "ragrec_django.management", "ragrec_django.admin",
-                 "ragrec_django.templatetags", "ragrec_django.views")
+BELOW_DELIVERY = (
+    "ragrec_django.ml",
+    "ragrec_django.ranking",
+    "ragrec_django.generation",
+    "ragrec_django.storage",
+    "ragrec_django.services",
+    "ragrec_django.ingest",
+    "ragrec_django.evaluation",
+)
+DELIVERY_ONLY = (
+    "ragrec_django.api",
+    "ragrec_django.tasks",
+    "ragrec_django.management",
+    "ragrec_django.admin",
+    "ragrec_django.templatetags",
+    "ragrec_django.views",
+)
 #: Pure layers: no Django at all.
 PURE = ("ragrec_django.ml", "ragrec_django.ranking", "ragrec_django.generation")
 #: Plain-Python modules outside those folders that the pure layers may share.
@@ -70,9 +83,15 @@ def test_layers_below_delivery_import_no_delivery_module(name):
 @pytest.mark.parametrize("name", [n for n in MODULES if _in(n, PURE)])
 def test_pure_layers_import_no_django(name):
     tree = ast.parse(MODULES[name].read_text())
-    django = [node.lineno for node in ast.walk(tree)
-              if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "django" for a in node.names)
-              or isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "django"]
+    django = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        and any(a.name.split(".")[0] == "django" for a in node.names)
+        or isinstance(node, ast.ImportFrom)
+        and not node.level
+        and (node.module or "").split(".")[0] == "django"
+    ]
     assert not django, "%s imports Django on lines %s" % (name, django)
     outside = {m for m in _imports(name, MODULES[name], top_level_only=False) if not _in(m, PURE + PURE_SHARED)}
     assert not outside, "%s imports %s (outside ml/ranking/generation)" % (name, sorted(outside))
@@ -87,9 +106,14 @@ def test_sql_lives_in_storage(name):
 @pytest.mark.parametrize("name", PURE_SHARED)
 def test_shared_pure_modules_import_nothing_but_the_standard_library_and_numpy(name):
     tree = ast.parse(MODULES[name].read_text())
-    roots = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-    roots |= {(node.module or "").split(".")[0] for node in ast.walk(tree)
-              if isinstance(node, ast.ImportFrom) and not node.level}
+    roots = {
+        alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+    }
+    roots |= {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and not node.level
+    }
     assert not roots & {"django", "ragrec_django", "rest_framework", "celery"}, roots
 
 
@@ -106,7 +130,7 @@ def test_no_import_cycles_among_package_modules():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -119,6 +143,10 @@ def test_no_import_cycles_among_package_modules():
 
 
 def test_the_optional_api_package_is_a_leaf():
-    importers = {name for name, path in MODULES.items() if not _in(name, ("ragrec_django.api",))
-                 and any(_in(m, ("ragrec_django.api",)) for m in _imports(name, path, top_level_only=False))}
+    importers = {
+        name
+        for name, path in MODULES.items()
+        if not _in(name, ("ragrec_django.api",))
+        and any(_in(m, ("ragrec_django.api",)) for m in _imports(name, path, top_level_only=False))
+    }
     assert not importers, "%s import ragrec_django.api" % sorted(importers)

@@ -26,7 +26,9 @@ def test_embedded_server_has_pgvector(monkeypatch, tmp_path):
     config = database_settings(tmp_path / "pg")
     with psycopg.connect(host=config["HOST"], dbname=config["NAME"], user=config["USER"], autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        assert conn.execute("SELECT '[1,2]'::halfvec <=> '[2,4]'::halfvec").fetchone()[0] == pytest.approx(0.0, abs=1e-3)
+        assert conn.execute("SELECT '[1,2]'::halfvec <=> '[2,4]'::halfvec").fetchone()[0] == pytest.approx(
+            0.0, abs=1e-3
+        )
         # A new server is tuned once (TUNED_SETTINGS), then started with those settings.
         assert conn.execute("SHOW shared_buffers").fetchone()[0] == "512MB"
         assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "256MB"

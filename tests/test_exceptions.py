@@ -7,11 +7,22 @@ from ragrec_django.ml import generation, images
 from ragrec_django.services import descriptions, events, experiments, recommend, results
 
 OLD_PATHS = [
-    (results, "RecommendationError"), (results, "ItemNotFound"), (results, "BadQuery"), (results, "UnknownServingConfig"),
-    (recommend, "RecommendationError"), (recommend, "ItemNotFound"), (recommend, "BadQuery"),
-    (recommend, "UnknownServingConfig"), (recommend, "ImageDecodeError"),
-    (experiments, "ImpressionError"), (events, "EventError"), (descriptions, "ReviewError"),
-    (storage, "SpaceNotReady"), (storage, "SpaceMismatch"), (images, "ImageDecodeError"), (generation, "GenerationError"),
+    (results, "RecommendationError"),
+    (results, "ItemNotFound"),
+    (results, "BadQuery"),
+    (results, "UnknownServingConfig"),
+    (recommend, "RecommendationError"),
+    (recommend, "ItemNotFound"),
+    (recommend, "BadQuery"),
+    (recommend, "UnknownServingConfig"),
+    (recommend, "ImageDecodeError"),
+    (experiments, "ImpressionError"),
+    (events, "EventError"),
+    (descriptions, "ReviewError"),
+    (storage, "SpaceNotReady"),
+    (storage, "SpaceMismatch"),
+    (images, "ImageDecodeError"),
+    (generation, "GenerationError"),
 ]
 
 

@@ -30,8 +30,11 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("rest_framew
 
 def test_tags_views_and_services_import_no_drf(tmp_path):
     (tmp_path / "settings_without_drf.py").write_text(SETTINGS)
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "settings_without_drf",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings_without_drf",
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     done = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"

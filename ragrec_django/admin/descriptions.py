@@ -68,7 +68,9 @@ class CategoryFilter(admin.SimpleListFilter):
     parameter_name = "category"
 
     def lookups(self, request, model_admin):
-        categories = Item.objects.exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+        categories = (
+            Item.objects.exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+        )
         return [(c, c) for c in categories]
 
     def queryset(self, request, queryset):
@@ -84,8 +86,21 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
     inlines = [DescriptionEventInline]
     action_form = ReasonActionForm
     actions = ["approve_selected", "reject_selected", "publish_selected", "regenerate_selected"]
-    fields = ["item", "status", "side_by_side", "text", "flag_list", "citation_list", "source_list",
-              "generator", "generator_version", "prompt_version", "reviewed_by", "reviewed_at", "reject_reason"]
+    fields = [
+        "item",
+        "status",
+        "side_by_side",
+        "text",
+        "flag_list",
+        "citation_list",
+        "source_list",
+        "generator",
+        "generator_version",
+        "prompt_version",
+        "reviewed_by",
+        "reviewed_at",
+        "reject_reason",
+    ]
     change_form_template = "admin/ragrec_django/descriptiondraft/change_form.html"
 
     def get_readonly_fields(self, request, obj=None):
@@ -99,7 +114,9 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
         return False  # rejected, never deleted: a draft's history is the audit trail
 
     def has_change_permission(self, request, obj=None):
-        return self._can(request, "review") or self._can(request, "publish") or super().has_view_permission(request, obj)
+        return (
+            self._can(request, "review") or self._can(request, "publish") or super().has_view_permission(request, obj)
+        )
 
     @staticmethod
     def _can(request, what: str) -> bool:
@@ -116,22 +133,36 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
         return format_html(
             '<div class="ragrec-sbs"><div><h4>Current</h4><p>{}</p></div><div><h4>Draft</h4><p>{}</p></div>'
             "<div><h4>Changes</h4><p>{}</p></div></div>",
-            draft.current_text or "(none)", draft.text, word_diff(draft.current_text, draft.text),
+            draft.current_text or "(none)",
+            draft.text,
+            word_diff(draft.current_text, draft.text),
         )
 
     @admin.display(description="checks to look at")
     def flag_list(self, draft):
         if not draft.flags:
             return "none"
-        return format_html("<ul>{}</ul>", mark_safe("".join(
-            format_html("<li><strong>{}</strong>: {}</li>", f.get("kind", ""), f.get("message", "")) for f in draft.flags
-        )))
+        return format_html(
+            "<ul>{}</ul>",
+            mark_safe(
+                "".join(
+                    format_html("<li><strong>{}</strong>: {}</li>", f.get("kind", ""), f.get("message", ""))
+                    for f in draft.flags
+                )
+            ),
+        )
 
     @admin.display(description="sentences and what they rest on")
     def citation_list(self, draft):
-        return format_html("<ol>{}</ol>", mark_safe("".join(
-            format_html("<li>{} <em>[{}]</em></li>", s.get("text", ""), ", ".join(s.get("citations", []))) for s in draft.citations
-        )))
+        return format_html(
+            "<ol>{}</ol>",
+            mark_safe(
+                "".join(
+                    format_html("<li>{} <em>[{}]</em></li>", s.get("text", ""), ", ".join(s.get("citations", [])))
+                    for s in draft.citations
+                )
+            ),
+        )
 
     @admin.display(description="grounded on")
     def source_list(self, draft):
@@ -141,7 +172,14 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
                 fields = ", ".join("%s: %s" % (k, v) for k, v in source.get("fields", {}).items())
                 rows.append(format_html("<li>this product: {}</li>", fields))
             else:
-                rows.append(format_html("<li>[source:{}] {}: {}</li>", source.get("id", ""), source.get("title", ""), source.get("text", "")))
+                rows.append(
+                    format_html(
+                        "<li>[source:{}] {}: {}</li>",
+                        source.get("id", ""),
+                        source.get("title", ""),
+                        source.get("text", ""),
+                    )
+                )
         return format_html("<ul>{}</ul>", mark_safe("".join(rows)))
 
     # -- saving an edit goes through the service (audit trail) -----------------------------
@@ -156,7 +194,9 @@ class DescriptionDraftAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         step = self.admin_site.admin_view(self.review_step)
-        return [path("<int:pk>/review/<str:step>/", step, name="ragrec_django_descriptiondraft_step")] + super().get_urls()
+        return [
+            path("<int:pk>/review/<str:step>/", step, name="ragrec_django_descriptiondraft_step")
+        ] + super().get_urls()
 
     def review_step(self, request, pk: int, step: str):
         draft = get_object_or_404(DescriptionDraft, pk=pk)
@@ -258,11 +298,16 @@ class PublishedDescriptionAdmin(admin.ModelAdmin):
                 self.message_user(request, "Restored the text published at %s." % publication.published_at)
             except PermissionDenied as exc:
                 self.message_user(request, str(exc), level=messages.ERROR)
-            return HttpResponseRedirect(reverse("admin:ragrec_django_publisheddescription_changelist") + "?q=%s" % publication.item.key)
+            return HttpResponseRedirect(
+                reverse("admin:ragrec_django_publisheddescription_changelist") + "?q=%s" % publication.item.key
+            )
         current = PublishedDescription.objects.filter(item=publication.item, is_current=True).first()
         context = {
-            **self.admin_site.each_context(request), "title": "Restore an earlier description", "opts": self.model._meta,
-            "publication": publication, "diff": word_diff(current.text if current else "", publication.text),
+            **self.admin_site.each_context(request),
+            "title": "Restore an earlier description",
+            "opts": self.model._meta,
+            "publication": publication,
+            "diff": word_diff(current.text if current else "", publication.text),
         }
         return TemplateResponse(request, "admin/ragrec_django/publisheddescription/restore.html", context)
 
@@ -275,8 +320,18 @@ class DescriptionEventAdmin(admin.ModelAdmin):
     list_filter = ["action"]
     search_fields = ["item_key", "note", "after"]
     list_select_related = ["draft", "user"]
-    readonly_fields = ["draft", "item_key", "action", "user", "before", "after", "note", "generator_version",
-                       "prompt_version", "created_at"]
+    readonly_fields = [
+        "draft",
+        "item_key",
+        "action",
+        "user",
+        "before",
+        "after",
+        "note",
+        "generator_version",
+        "prompt_version",
+        "created_at",
+    ]
 
     def has_add_permission(self, request):
         return False
@@ -294,7 +349,9 @@ class StartJobForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        categories = Item.objects.exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+        categories = (
+            Item.objects.exclude(category="").values_list("category", flat=True).distinct().order_by("category")
+        )
         self.fields["category"].choices = [("", "whole catalogue")] + [(c, c) for c in categories]
 
 
@@ -302,12 +359,24 @@ class StartJobForm(forms.Form):
 class GenerationJobAdmin(admin.ModelAdmin):
     list_display = ["__str__", "generator", "status", "progress", "failed", "created_by", "created_at", "finished_at"]
     list_filter = ["status", "generator"]
-    readonly_fields = ["scope", "generator", "total", "done", "failed", "status", "created_by", "created_at", "finished_at"]
+    readonly_fields = [
+        "scope",
+        "generator",
+        "total",
+        "done",
+        "failed",
+        "status",
+        "created_by",
+        "created_at",
+        "finished_at",
+    ]
 
     @admin.display(description="progress")
     def progress(self, job):
         share = (job.done + job.failed) * 100 // job.total if job.total else 100
-        return format_html('<progress max="100" value="{}" aria-label="{}%">{}%</progress> {}%', share, share, share, share)
+        return format_html(
+            '<progress max="100" value="{}" aria-label="{}%">{}%</progress> {}%', share, share, share, share
+        )
 
     def has_add_permission(self, request):
         return request.user.has_perm("ragrec_django.review_descriptiondraft")
@@ -319,16 +388,27 @@ class GenerationJobAdmin(admin.ModelAdmin):
         return self.has_view_permission(request)
 
     def add_view(self, request, form_url="", extra_context=None):
-        """"Add" starts a bulk generation for a category or the whole catalogue."""
+        """ "Add" starts a bulk generation for a category or the whole catalogue."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = StartJobForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             from ..tasks import enqueue_generation  # Celery is optional: imported when a job is started
 
-            job = descriptions.start_job(enqueue=enqueue_generation, category=form.cleaned_data["category"] or None,
-                                         generator=form.cleaned_data["generator"] or None, user=request.user)
-            self.message_user(request, "Queued %d item(s) for generation; drafts appear in the review queue." % job.total)
+            job = descriptions.start_job(
+                enqueue=enqueue_generation,
+                category=form.cleaned_data["category"] or None,
+                generator=form.cleaned_data["generator"] or None,
+                user=request.user,
+            )
+            self.message_user(
+                request, "Queued %d item(s) for generation; drafts appear in the review queue." % job.total
+            )
             return HttpResponseRedirect(reverse("admin:ragrec_django_generationjob_changelist"))
-        context = {**self.admin_site.each_context(request), "title": "Generate descriptions", "form": form, "opts": self.model._meta}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Generate descriptions",
+            "form": form,
+            "opts": self.model._meta,
+        }
         return TemplateResponse(request, "admin/ragrec_django/generationjob/start.html", context)

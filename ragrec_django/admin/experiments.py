@@ -59,7 +59,9 @@ def experiments_view(request):
     context = {**admin.site.each_context(request), "title": "Recommendations: online measurement", "form": form}
     if request.GET and not form.is_valid():
         return TemplateResponse(request, "admin/ragrec_django/experiments.html", context, status=400)
-    start, end = (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
+    start, end = (
+        (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
+    )
     result = experiments.report(start, end)
     try:
         configured = experiments.configured_experiments()
@@ -67,16 +69,30 @@ def experiments_view(request):
     except ImproperlyConfigured as exc:
         configured, settings_error = [], str(exc)
     context.update(
-        start=start, end=end, report=result, rows=[_row(r) for r in result.summary], settings_error=settings_error,
-        configured=[{"name": e.name, "recommenders": ", ".join(sorted(e.recommenders)) if e.recommenders else "all",
-                     "variants": [{"name": v.name, "config": v.config, "weight": "%g" % v.weight, "baseline": i == 0}
-                                  for i, v in enumerate(e.variants)]} for e in configured],
+        start=start,
+        end=end,
+        report=result,
+        rows=[_row(r) for r in result.summary],
+        settings_error=settings_error,
+        configured=[
+            {
+                "name": e.name,
+                "recommenders": ", ".join(sorted(e.recommenders)) if e.recommenders else "all",
+                "variants": [
+                    {"name": v.name, "config": v.config, "weight": "%g" % v.weight, "baseline": i == 0}
+                    for i, v in enumerate(e.variants)
+                ],
+            }
+            for e in configured
+        ],
         window_hours=int(result.window.total_seconds() // 3600),
     )
     if importlib.util.find_spec("matplotlib") is None:
         context.update(overview_plot=None, experiment_plots=[], plot_note=PLOTS_NEED_MATPLOTLIB if result.daily else "")
     else:
-        context.update(overview_plot=_overview_plot(result) if result.daily else None, experiment_plots=_experiment_plots(result))
+        context.update(
+            overview_plot=_overview_plot(result) if result.daily else None, experiment_plots=_experiment_plots(result)
+        )
     return TemplateResponse(request, "admin/ragrec_django/experiments.html", context)
 
 
@@ -103,13 +119,23 @@ def _test(test) -> str:
 def _row(row: experiments.SummaryRow) -> dict:
     counts = row.counts
     return {
-        "recommender": row.recommender, "experiment": row.experiment, "variant": row.variant,
-        "is_baseline": row.is_baseline, "impressions": counts.impressions, "clicked": counts.clicked,
-        "clicks": counts.clicks, "converted": counts.converted, "conversions": counts.conversions,
-        "ctr": _percent(counts.ctr), "ctr_interval": _interval(counts.ctr_interval),
-        "conversion_rate": _percent(counts.conversion_rate), "conversion_interval": _interval(counts.conversion_interval),
-        "ctr_test": _test(row.ctr_test), "conversion_test": _test(row.conversion_test),
-        "significant": bool(row.ctr_test and row.ctr_test.significant()) or bool(row.conversion_test and row.conversion_test.significant()),
+        "recommender": row.recommender,
+        "experiment": row.experiment,
+        "variant": row.variant,
+        "is_baseline": row.is_baseline,
+        "impressions": counts.impressions,
+        "clicked": counts.clicked,
+        "clicks": counts.clicks,
+        "converted": counts.converted,
+        "conversions": counts.conversions,
+        "ctr": _percent(counts.ctr),
+        "ctr_interval": _interval(counts.ctr_interval),
+        "conversion_rate": _percent(counts.conversion_rate),
+        "conversion_interval": _interval(counts.conversion_interval),
+        "ctr_test": _test(row.ctr_test),
+        "conversion_test": _test(row.conversion_test),
+        "significant": bool(row.ctr_test and row.ctr_test.significant())
+        or bool(row.conversion_test and row.conversion_test.significant()),
     }
 
 

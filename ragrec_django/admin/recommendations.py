@@ -20,13 +20,25 @@ class ItemAdmin(admin.ModelAdmin):
 
 @admin.register(SpaceGeneration)
 class SpaceGenerationAdmin(admin.ModelAdmin):
-    list_display = ["space", "number", "status", "encoder", "encoder_version", "dimension", "vectors", "failures_count", "activated_at"]
+    list_display = [
+        "space",
+        "number",
+        "status",
+        "encoder",
+        "encoder_version",
+        "dimension",
+        "vectors",
+        "failures_count",
+        "activated_at",
+    ]
     list_filter = ["space", "status"]
     readonly_fields = [f.name for f in SpaceGeneration._meta.fields]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
-            vector_count=Count("embeddings", distinct=True), failure_count=Count("failures", distinct=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(vector_count=Count("embeddings", distinct=True), failure_count=Count("failures", distinct=True))
         )
 
     @admin.display(description="vectors", ordering="vector_count")
@@ -55,7 +67,18 @@ class EncodingFailureAdmin(admin.ModelAdmin):
 
 @admin.register(Interaction)
 class InteractionAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "event", "item", "user", "session_key", "order_id", "quantity", "query", "source", "impression"]
+    list_display = [
+        "created_at",
+        "event",
+        "item",
+        "user",
+        "session_key",
+        "order_id",
+        "quantity",
+        "query",
+        "source",
+        "impression",
+    ]
     list_filter = ["event", "source"]
     search_fields = ["item__title", "item__key", "session_key", "order_id", "query"]
     list_select_related = ["item", "user", "impression"]

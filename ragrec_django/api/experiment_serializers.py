@@ -14,7 +14,9 @@ IMPRESSION_HELP = (
 
 class TrackingFieldsMixin(serializers.Serializer):
     impression_id = serializers.UUIDField(allow_null=True, help_text=IMPRESSION_HELP)
-    experiment = serializers.CharField(allow_blank=True, help_text='RAGREC["EXPERIMENTS"] name the visitor is in here, or "".')
+    experiment = serializers.CharField(
+        allow_blank=True, help_text='RAGREC["EXPERIMENTS"] name the visitor is in here, or "".'
+    )
     variant = serializers.CharField(allow_blank=True, help_text='Variant of that experiment, or "".')
 
 
@@ -28,6 +30,7 @@ class TrackedAssistantAnswerSerializer(s.AssistantAnswerSerializer, TrackingFiel
 
 class TrackedEventSerializer(s.EventSerializer):
     impression_id = serializers.UUIDField(
-        required=False, allow_null=True,
+        required=False,
+        allow_null=True,
         help_text="For a click: the `impression_id` of the list it was shown in. It must exist and have shown the item.",
     )

@@ -47,4 +47,4 @@ class SafeJSONParser(JSONParser):
         try:
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
-            raise ParseError("JSON parse error - the document is nested too deeply.")
+            raise ParseError("JSON parse error - the document is nested too deeply.") from None

@@ -53,7 +53,10 @@ class SearchQuerySerializer(KConfigQuerySerializer):
 
 class TrendingQuerySerializer(KConfigQuerySerializer):
     category = serializers.CharField(
-        required=False, allow_blank=True, max_length=limits.CATEGORY_MAX_CHARS, help_text="Only items of this category (its name)."
+        required=False,
+        allow_blank=True,
+        max_length=limits.CATEGORY_MAX_CHARS,
+        help_text="Only items of this category (its name).",
     )
 
 
@@ -77,7 +80,8 @@ class BasketQuerySerializer(VisitorQuerySerializer):
         "404." % BASKET_MAX_ITEMS,
     )
     repeats = serializers.BooleanField(
-        required=False, default=False,
+        required=False,
+        default=False,
         help_text="Also offer what the visitor buys again and again (their repeat purchases, minus the basket).",
     )
 
@@ -109,8 +113,12 @@ class RecommendationSerializer(serializers.Serializer):
     url = serializers.CharField(source="item.url", help_text="The item's page (the host model's get_absolute_url).")
     category = serializers.CharField(source="item.category")
     price = serializers.DecimalField(
-        source="item.price", max_digits=12, decimal_places=2, allow_null=True, coerce_to_string=True,
-        help_text="Decimal as a string (e.g. \"19.90\"), null when the item has no price.",
+        source="item.price",
+        max_digits=12,
+        decimal_places=2,
+        allow_null=True,
+        coerce_to_string=True,
+        help_text='Decimal as a string (e.g. "19.90"), null when the item has no price.',
     )
     in_stock = serializers.BooleanField(source="item.in_stock")
     score = serializers.FloatField(help_text="Ranking score (comparable within one response only).")
@@ -128,7 +136,8 @@ class RecommendationListSerializer(serializers.Serializer):
     config = serializers.CharField(help_text="The serving configuration used.")
     query = serializers.CharField(allow_null=True, help_text="For text search: the query after typo correction.")
     fallback = serializers.CharField(
-        allow_null=True, help_text='Set when another recommender answered: "trending" (for you), "content" (bought together).'
+        allow_null=True,
+        help_text='Set when another recommender answered: "trending" (for you), "content" (bought together).',
     )
     results = RecommendationSerializer(many=True, source="items")
 
@@ -136,7 +145,7 @@ class RecommendationListSerializer(serializers.Serializer):
 class AssistantQuerySerializer(KConfigQuerySerializer):
     q = serializers.CharField(
         max_length=limits.ASSISTANT_REQUEST_MAX_CHARS,
-        help_text='A request in plain words, e.g. "a warm jacket for hiking under 100".'
+        help_text='A request in plain words, e.g. "a warm jacket for hiking under 100".',
     )
 
 
@@ -144,7 +153,9 @@ class AssistantAnswerSerializer(serializers.Serializer):
     request = serializers.CharField()
     answer = serializers.CharField(help_text="The answer; it only ever recommends the products listed in `products`.")
     products = RecommendationSerializer(many=True, help_text="Retrieved products the answer cites, in order.")
-    filters = serializers.DictField(child=serializers.CharField(), help_text="Query and price range parsed from the request.")
+    filters = serializers.DictField(
+        child=serializers.CharField(), help_text="Query and price range parsed from the request."
+    )
     generator_version = serializers.CharField()
     prompt_version = serializers.CharField()
 
@@ -169,42 +180,61 @@ class EventListSerializer(serializers.ListSerializer):
         except serializers.ValidationError as exc:
             if isinstance(exc.detail, dict):
                 raise
-            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.detail})
+            raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: exc.detail}) from exc
 
 
 class EventSerializer(serializers.Serializer):
     event = serializers.ChoiceField(choices=Interaction.Event.choices)
     item = serializers.CharField(
-        required=False, allow_blank=True, max_length=limits.ITEM_KEY_MAX_CHARS,
-        help_text="The shop's item key; needed by every event but search."
+        required=False,
+        allow_blank=True,
+        max_length=limits.ITEM_KEY_MAX_CHARS,
+        help_text="The shop's item key; needed by every event but search.",
     )
     user_id = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1,
+        required=False,
+        allow_null=True,
+        min_value=1,
         help_text="Only your own user id (signed in); omitted, a signed-in user's events are theirs.",
     )
     session_key = serializers.CharField(
-        required=False, allow_blank=True, max_length=SESSION_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        max_length=SESSION_MAX_LENGTH,
         help_text="Anonymous visitor id; omitted by an anonymous client, the `session` parameter or the session cookie is used.",
     )
     order_id = serializers.CharField(
-        required=False, allow_blank=True, max_length=limits.ORDER_ID_MAX_CHARS, help_text="Basket or order id (purchases)."
+        required=False,
+        allow_blank=True,
+        max_length=limits.ORDER_ID_MAX_CHARS,
+        help_text="Basket or order id (purchases).",
     )
     quantity = serializers.IntegerField(required=False, default=1, min_value=1, max_value=limits.EVENT_QUANTITY_MAX)
     query = serializers.CharField(
-        required=False, allow_blank=True, max_length=limits.EVENT_QUERY_MAX_CHARS, help_text="The query of a search event."
+        required=False,
+        allow_blank=True,
+        max_length=limits.EVENT_QUERY_MAX_CHARS,
+        help_text="The query of a search event.",
     )
     source = serializers.CharField(
-        required=False, allow_blank=True, max_length=limits.EVENT_SOURCE_MAX_CHARS,
+        required=False,
+        allow_blank=True,
+        max_length=limits.EVENT_SOURCE_MAX_CHARS,
         help_text="Recommender that showed the item (for clicks).",
     )
     idempotency_key = serializers.CharField(
-        required=False, allow_null=True, allow_blank=True, max_length=limits.IDEMPOTENCY_KEY_MAX_CHARS,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        max_length=limits.IDEMPOTENCY_KEY_MAX_CHARS,
         help_text="Client-chosen key of this event, unique per visitor: posted again with the same event it is not "
         "stored twice; with a different event it is refused (409).",
     )
     created_at = serializers.DateTimeField(
-        required=False, allow_null=True,
-        help_text="When it happened (default: now); at most %d minutes in the future." % limits.EVENT_CLOCK_SKEW_MINUTES,
+        required=False,
+        allow_null=True,
+        help_text="When it happened (default: now); at most %d minutes in the future."
+        % limits.EVENT_CLOCK_SKEW_MINUTES,
     )
 
     class Meta:

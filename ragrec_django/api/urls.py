@@ -33,7 +33,8 @@ urlpatterns = [
     path("assistant/conversations/", views.ConversationStartView.as_view(), name="conversations"),
     path("assistant/conversations/<str:conversation_id>/", views.ConversationView.as_view(), name="conversation"),
     path(
-        "assistant/conversations/<str:conversation_id>/turns/", views.ConversationTurnView.as_view(),
+        "assistant/conversations/<str:conversation_id>/turns/",
+        views.ConversationTurnView.as_view(),
         name="conversation-turns",
     ),
     path("events/", views.EventsView.as_view(), name="events"),

@@ -123,7 +123,9 @@ KEY_PARAMETER = OpenApiParameter(
     "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="The shop's item primary key (as in `id` of results)."
 )
 SESSION_PARAMETER = OpenApiParameter(
-    "session", OpenApiTypes.STR, OpenApiParameter.QUERY,
+    "session",
+    OpenApiTypes.STR,
+    OpenApiParameter.QUERY,
     description="Anonymous visitor id (at most %d characters), for A/B variant assignment and click attribution; "
     "ignored for a signed-in user. When absent, the Django session cookie's key." % s.SESSION_MAX_LENGTH,
 )
@@ -207,7 +209,7 @@ class SimilarItemsView(RagrecAPIView):
     @extend_schema(
         operation_id="ragrec_similar_items",
         summary="Items similar to an item",
-        description="Text and image similarity fused (RAGREC[\"SIMILAR_WEIGHTS\"]); variants of the item are left out.",
+        description='Text and image similarity fused (RAGREC["SIMILAR_WEIGHTS"]); variants of the item are left out.',
         tags=[TAG_RECOMMEND],
         parameters=[KEY_PARAMETER, s.KConfigQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(404),
@@ -219,6 +221,7 @@ class SimilarItemsView(RagrecAPIView):
 
 class BoughtTogetherView(RagrecAPIView):
     recommender = "bought_together"
+
     @extend_schema(
         operation_id="ragrec_bought_together",
         summary="Items frequently bought together with an item",
@@ -275,7 +278,8 @@ class AssistantView(RagrecAPIView):
     def get(self, request):
         params = self.params()
         return self.respond(
-            params, lambda c: assistant.answer(params["q"], k=params["k"], config=c),
+            params,
+            lambda c: assistant.answer(params["q"], k=params["k"], config=c),
             tracked.TrackedAssistantAnswerSerializer,
         )
 
@@ -297,9 +301,12 @@ class PhotoSearchView(RagrecAPIView):
         responses={
             **_list_responses(),
             400: OpenApiResponse(
-                response=OpenApiTypes.OBJECT, description="No file, an empty file, or bytes that are not a usable image."
+                response=OpenApiTypes.OBJECT,
+                description="No file, an empty file, or bytes that are not a usable image.",
             ),
-            413: OpenApiResponse(response=s.ErrorSerializer, description='The photo is over RAGREC["MAX_UPLOAD_BYTES"].'),
+            413: OpenApiResponse(
+                response=s.ErrorSerializer, description='The photo is over RAGREC["MAX_UPLOAD_BYTES"].'
+            ),
             415: OpenApiResponse(response=s.ErrorSerializer, description="Not a multipart or form upload."),
         },
     )
@@ -354,7 +361,7 @@ class ForYouView(_VisitorView):
         operation_id="ragrec_for_you",
         summary="Recommended for the visitor",
         description="The visitor's repeat purchases, items bought with what they bought, and items near their "
-        "recency-weighted history, fused (weights: RAGREC[\"FOR_YOU_WEIGHTS\"]); items they only viewed are left out; "
+        'recency-weighted history, fused (weights: RAGREC["FOR_YOU_WEIGHTS"]); items they only viewed are left out; '
         "the trending list (`fallback: trending`) for a visitor without history." + _VISITOR_DESCRIPTION,
         tags=[TAG_RECOMMEND],
         parameters=[s.VisitorQuerySerializer],
@@ -403,7 +410,7 @@ class TrendingView(RagrecAPIView):
     @extend_schema(
         operation_id="ragrec_trending",
         summary="Trending items",
-        description="Time-decayed popularity (views, clicks, carts, purchases weighted by RAGREC[\"EVENT_WEIGHTS\"]).",
+        description='Time-decayed popularity (views, clicks, carts, purchases weighted by RAGREC["EVENT_WEIGHTS"]).',
         tags=[TAG_RECOMMEND],
         parameters=[s.TrendingQuerySerializer, SESSION_PARAMETER],
         responses=_list_responses(),
@@ -451,7 +458,7 @@ class EventsView(RagrecAPIView):
             "event with neither gets the signed-in user, else the `session` query parameter, else the Django "
             "session cookie's key. Events of an anonymous `session_key` the server never issued are stored (that "
             "visitor's history) but count toward nobody else's trending or co-purchases "
-            "(`RAGREC[\"API_VERIFY_SESSIONS\"]`).\n\n"
+            '(`RAGREC["API_VERIFY_SESSIONS"]`).\n\n'
             "A click on a recommendation names the list it was shown in with `impression_id` (from the "
             "recommendation response); an unknown impression, or one that did not show the item, is refused (400). "
             "One click per (impression, item) is stored; a repeated click is a duplicate. Clicks are what CTR and "
@@ -460,11 +467,15 @@ class EventsView(RagrecAPIView):
         tags=[TAG_EVENTS],
         parameters=[
             OpenApiParameter(
-                "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER,
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
                 description="Idempotency key of a single event (not allowed with a list).",
             ),
             OpenApiParameter(
-                "session", OpenApiTypes.STR, OpenApiParameter.QUERY,
+                "session",
+                OpenApiTypes.STR,
+                OpenApiParameter.QUERY,
                 description="Anonymous visitor id for events that name neither a user nor a session.",
             ),
         ],
@@ -476,7 +487,9 @@ class EventsView(RagrecAPIView):
         ),
         responses={
             201: OpenApiResponse(response=s.EventReceiptSerializer, description="At least one event was stored."),
-            200: OpenApiResponse(response=s.EventReceiptSerializer, description="All events were repeats (already stored)."),
+            200: OpenApiResponse(
+                response=s.EventReceiptSerializer, description="All events were repeats (already stored)."
+            ),
             400: OpenApiResponse(
                 response=s.EventErrorSerializer, description="Malformed JSON or refused events (nothing stored)."
             ),
@@ -509,11 +522,12 @@ class EventsView(RagrecAPIView):
             result = record_events(events, verify_sessions=bool(ragrec_settings.API_VERIFY_SESSIONS))
         except IdempotencyConflict as exc:
             raise EventRefused(
-                "An idempotency key was reused for a different event; nothing was stored.", exc.errors,
+                "An idempotency key was reused for a different event; nothing was stored.",
+                exc.errors,
                 status.HTTP_409_CONFLICT,
             ) from None
         except EventError as exc:
-            raise EventRefused("Some events were refused; nothing was stored.", exc.errors)
+            raise EventRefused("Some events were refused; nothing was stored.", exc.errors) from None
         body = s.EventReceiptSerializer(result).data
         return Response(body, status=status.HTTP_201_CREATED if result.stored else status.HTTP_200_OK)
 
@@ -554,7 +568,9 @@ class EventsView(RagrecAPIView):
             if user is not None and not user.is_staff and row.get("session_key") and row["session_key"] != own_session
         }
         if foreign:
-            raise EventRefused("Events may not be posted for another visitor's session.", foreign, status.HTTP_403_FORBIDDEN)
+            raise EventRefused(
+                "Events may not be posted for another visitor's session.", foreign, status.HTTP_403_FORBIDDEN
+            )
         session_param = _SessionParamSerializer(data=request.query_params)
         session_param.is_valid(raise_exception=True)
         default_session = visitor_for_request(request, session=session_param.validated_data.get("session")).session_key
@@ -732,8 +748,13 @@ class ConversationTurnView(ConversationMixin, RagrecAPIView):
         tags=[TAG_CONVERSATION],
         parameters=[CONVERSATION_ID],
         request=s.ConversationTurnSerializer,
-        responses={200: s.ConversationAnswerSerializer, 400: ERROR_400, 404: CONVERSATION_404, 429: ERROR_429,
-                   503: ERROR_503},
+        responses={
+            200: s.ConversationAnswerSerializer,
+            400: ERROR_400,
+            404: CONVERSATION_404,
+            429: ERROR_429,
+            503: ERROR_503,
+        },
     )
     def post(self, request, conversation_id):
         chat = conversation.get(conversation_id, self.conversation_visitor(request))

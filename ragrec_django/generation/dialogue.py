@@ -30,26 +30,93 @@ from .vocabulary import COLOURS, MATERIALS
 SIZE_SCALE = ("xxs", "xs", "s", "m", "l", "xl", "xxl")
 _SIZE_WORDS = {"extra small": "xs", "small": "s", "medium": "m", "large": "l", "extra large": "xl"}
 RECIPIENTS = {
-    "dad": "dad", "father": "dad", "daddy": "dad", "mum": "mum", "mom": "mum", "mother": "mum", "mummy": "mum",
-    "wife": "wife", "husband": "husband", "son": "son", "daughter": "daughter", "brother": "brother",
-    "sister": "sister", "boyfriend": "boyfriend", "girlfriend": "girlfriend", "partner": "partner",
-    "friend": "friend", "grandma": "grandma", "grandmother": "grandma", "granny": "grandma", "grandpa": "grandpa",
-    "grandfather": "grandpa", "granddad": "grandpa", "kids": "kids", "kid": "kids", "children": "kids",
-    "child": "kids", "baby": "baby", "boss": "boss", "colleague": "colleague", "teacher": "teacher",
-    "uncle": "uncle", "aunt": "aunt", "him": "him", "her": "her", "myself": "myself", "me": "myself",
+    "dad": "dad",
+    "father": "dad",
+    "daddy": "dad",
+    "mum": "mum",
+    "mom": "mum",
+    "mother": "mum",
+    "mummy": "mum",
+    "wife": "wife",
+    "husband": "husband",
+    "son": "son",
+    "daughter": "daughter",
+    "brother": "brother",
+    "sister": "sister",
+    "boyfriend": "boyfriend",
+    "girlfriend": "girlfriend",
+    "partner": "partner",
+    "friend": "friend",
+    "grandma": "grandma",
+    "grandmother": "grandma",
+    "granny": "grandma",
+    "grandpa": "grandpa",
+    "grandfather": "grandpa",
+    "granddad": "grandpa",
+    "kids": "kids",
+    "kid": "kids",
+    "children": "kids",
+    "child": "kids",
+    "baby": "baby",
+    "boss": "boss",
+    "colleague": "colleague",
+    "teacher": "teacher",
+    "uncle": "uncle",
+    "aunt": "aunt",
+    "him": "him",
+    "her": "her",
+    "myself": "myself",
+    "me": "myself",
 }
 OCCASIONS = {
-    "gift": "gift", "present": "gift", "birthday": "birthday", "christmas": "christmas", "xmas": "christmas",
-    "anniversary": "anniversary", "wedding": "wedding", "housewarming": "housewarming",
-    "father's day": "father's day", "fathers day": "father's day", "mother's day": "mother's day",
-    "mothers day": "mother's day", "valentine": "valentine's day", "valentine's day": "valentine's day",
-    "graduation": "graduation", "retirement": "retirement",
+    "gift": "gift",
+    "present": "gift",
+    "birthday": "birthday",
+    "christmas": "christmas",
+    "xmas": "christmas",
+    "anniversary": "anniversary",
+    "wedding": "wedding",
+    "housewarming": "housewarming",
+    "father's day": "father's day",
+    "fathers day": "father's day",
+    "mother's day": "mother's day",
+    "mothers day": "mother's day",
+    "valentine": "valentine's day",
+    "valentine's day": "valentine's day",
+    "graduation": "graduation",
+    "retirement": "retirement",
 }
 ORDINALS = {
-    "first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4, "fifth": 5,
-    "5th": 5, "sixth": 6, "6th": 6, "seventh": 7, "7th": 7, "eighth": 8, "8th": 8, "ninth": 9, "9th": 9,
-    "tenth": 10, "10th": 10, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10,
+    "first": 1,
+    "1st": 1,
+    "second": 2,
+    "2nd": 2,
+    "third": 3,
+    "3rd": 3,
+    "fourth": 4,
+    "4th": 4,
+    "fifth": 5,
+    "5th": 5,
+    "sixth": 6,
+    "6th": 6,
+    "seventh": 7,
+    "7th": 7,
+    "eighth": 8,
+    "8th": 8,
+    "ninth": 9,
+    "9th": 9,
+    "tenth": 10,
+    "10th": 10,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
 }
 #: Words that carry no product meaning in a request (what is left after them is the product query).
 FILLER = frozenset(
@@ -62,33 +129,52 @@ FILLER = frozenset(
     dollars euros gift present more less similar else other""".split()
 )
 
-_RESET = re.compile(r"\b(?:start(?:ing)?\s+(?:over|again|afresh)|reset|clear\s+(?:all|everything)|new\s+search|"
-                    r"forget\s+(?:it|that|everything))\b")
-_MORE = re.compile(r"\b(?:show\s+(?:me\s+)?(?:some\s+)?more(?!\s+(?:like|expensive|similar))|more\s+(?:please|"
-                   r"options|results|of\s+(?:those|these|them))|(?:any|anything|something)\s+else|next\s+page|"
-                   r"see\s+more|other\s+options)\b|^\s*(?:more|next)\s*[.!]?\s*$")
-_CHEAPER = re.compile(r"\b(?:cheaper|less\s+expensive|lower\s+price[sd]?|too\s+(?:expensive|pricey|dear)|"
-                      r"more\s+affordable|on\s+a\s+budget|budget\s+options?)\b")
-_PRICIER = re.compile(r"\b(?:more\s+expensive|pricier|higher\s+end|more\s+premium|fancier|better\s+quality|"
-                      r"too\s+cheap)\b")
+_RESET = re.compile(
+    r"\b(?:start(?:ing)?\s+(?:over|again|afresh)|reset|clear\s+(?:all|everything)|new\s+search|"
+    r"forget\s+(?:it|that|everything))\b"
+)
+_MORE = re.compile(
+    r"\b(?:show\s+(?:me\s+)?(?:some\s+)?more(?!\s+(?:like|expensive|similar))|more\s+(?:please|"
+    r"options|results|of\s+(?:those|these|them))|(?:any|anything|something)\s+else|next\s+page|"
+    r"see\s+more|other\s+options)\b|^\s*(?:more|next)\s*[.!]?\s*$"
+)
+_CHEAPER = re.compile(
+    r"\b(?:cheaper|less\s+expensive|lower\s+price[sd]?|too\s+(?:expensive|pricey|dear)|"
+    r"more\s+affordable|on\s+a\s+budget|budget\s+options?)\b"
+)
+_PRICIER = re.compile(
+    r"\b(?:more\s+expensive|pricier|higher\s+end|more\s+premium|fancier|better\s+quality|"
+    r"too\s+cheap)\b"
+)
 _ANOTHER_COLOUR = re.compile(r"\b(?:(?:in\s+)?(?:an)?other\s+colou?rs?|different\s+colou?rs?|wrong\s+colou?r)\b")
 _BIGGER = re.compile(r"\b(?:bigger|larger|size\s+up|one\s+size\s+up)\b")
 _SMALLER = re.compile(r"\b(?:smaller|size\s+down|one\s+size\s+down|tinier)\b")
-_SIZE = re.compile(r"\bsize\s+(xxs|xs|s|m|l|xl|xxl|\d{1,2})\b|\b(xxs|xs|xl|xxl|extra\s+small|extra\s+large)\b|"
-                   r"\bin\s+(small|medium|large)\b")
-_INTEREST = re.compile(r"\b(?:he|she|they|who|dad|mum|mom)\s+(?:really\s+)?(?:likes?|loves?|enjoys?|is\s+into|"
-                       r"are\s+into)\s+([a-z][a-z' -]{1,60}?)(?=$|\s*[.,;!?]|\s+(?:but|so|under|over|between)\b)")
-_RECIPIENT = re.compile(r"\bfor\s+(?:my\s+|our\s+|a\s+|the\s+)?(%s)\b" % "|".join(sorted(RECIPIENTS, key=len,
-                                                                                           reverse=True)) + r"(?:'s)?")
+_SIZE = re.compile(
+    r"\bsize\s+(xxs|xs|s|m|l|xl|xxl|\d{1,2})\b|\b(xxs|xs|xl|xxl|extra\s+small|extra\s+large)\b|"
+    r"\bin\s+(small|medium|large)\b"
+)
+_INTEREST = re.compile(
+    r"\b(?:he|she|they|who|dad|mum|mom)\s+(?:really\s+)?(?:likes?|loves?|enjoys?|is\s+into|"
+    r"are\s+into)\s+([a-z][a-z' -]{1,60}?)(?=$|\s*[.,;!?]|\s+(?:but|so|under|over|between)\b)"
+)
+_RECIPIENT = re.compile(
+    r"\bfor\s+(?:my\s+|our\s+|a\s+|the\s+)?(%s)\b" % "|".join(sorted(RECIPIENTS, key=len, reverse=True)) + r"(?:'s)?"
+)
 _OCCASION = re.compile(r"\b(%s)s?\b" % "|".join(re.escape(o) for o in sorted(OCCASIONS, key=len, reverse=True)))
-_POSITION = r"(?:#\s*(\d{1,2})|(?:number|no\.?|item|product)\s*(\d{1,2})|(?:the\s+)?(%s)(?:\s+one)?|(\d{1,2})|" \
-            r"(?:the\s+)?last(?:\s+one)?|(?:that|this|the)\s+([a-z][a-z-]+))" % "|".join(ORDINALS)
+_POSITION = (
+    r"(?:#\s*(\d{1,2})|(?:number|no\.?|item|product)\s*(\d{1,2})|(?:the\s+)?(%s)(?:\s+one)?|(\d{1,2})|"
+    r"(?:the\s+)?last(?:\s+one)?|(?:that|this|the)\s+([a-z][a-z-]+))" % "|".join(ORDINALS)
+)
 _MORE_LIKE = re.compile(r"\b(?:more\s+like|something\s+like|similar\s+to|like|love|prefer|more\s+of)\s+" + _POSITION)
-_LESS_LIKE = re.compile(r"\b(?:less\s+like|nothing\s+like|(?:i\s+)?(?:don't|do\s+not|dont)\s+(?:like|want)|"
-                        r"not\s+(?:like|keen\s+on)|hate|dislike|drop|remove|not)\s+" + _POSITION)
-_NEGATION = re.compile(r"\b(?:not|no|without|except|nothing|anything\s+but|(?:i\s+)?(?:don't|do\s+not|dont)\s+"
-                       r"(?:want|like)(?:\s+any)?|never|avoid|hate|dislike)\s+"
-                       r"(?!(?:more|less|higher|lower)\s+than\b|over\b|above\b|under\b|below\b|too\b|\d)")
+_LESS_LIKE = re.compile(
+    r"\b(?:less\s+like|nothing\s+like|(?:i\s+)?(?:don't|do\s+not|dont)\s+(?:like|want)|"
+    r"not\s+(?:like|keen\s+on)|hate|dislike|drop|remove|not)\s+" + _POSITION
+)
+_NEGATION = re.compile(
+    r"\b(?:not|no|without|except|nothing|anything\s+but|(?:i\s+)?(?:don't|do\s+not|dont)\s+"
+    r"(?:want|like)(?:\s+any)?|never|avoid|hate|dislike)\s+"
+    r"(?!(?:more|less|higher|lower)\s+than\b|over\b|above\b|under\b|below\b|too\b|\d)"
+)
 _PRICE_WORDS = frozenset("under over below above between from cheaper cheap expensive less more than max min".split())
 _ONLY = re.compile(r"\bonly\s+(?:in\s+)?")
 _WORD = re.compile(r"[a-z][a-z'-]*")
@@ -150,24 +236,41 @@ class DialogueState:
 
     def has_request(self) -> bool:
         """Whether the shopper has said enough to rank on: a product, a budget, a liked product or an interest."""
-        return bool(self.query or self.category or self.min_price is not None or self.max_price is not None
-                    or self.liked or self.interests or self.colours or self.materials)
+        return bool(
+            self.query
+            or self.category
+            or self.min_price is not None
+            or self.max_price is not None
+            or self.liked
+            or self.interests
+            or self.colours
+            or self.materials
+        )
 
     def chips(self) -> list[dict[str, str]]:
         """The constraints as labelled chips for display: {"kind", "value", "label"}."""
         chips = []
         for kind, values, label in (
-            ("category", [self.category], "%s"), ("query", [self.query], "%s"), ("recipient", [self.recipient], "for %s"),
-            ("occasion", [self.occasion], "%s"), ("colour", self.colours, "only %s" if self.only_colours else "%s"),
-            ("material", self.materials, "%s"), ("size", self.sizes, "size %s"), ("interest", self.interests,
-                                                                                 "likes %s"),
-            ("not_colour", self.excluded_colours, "not %s"), ("not_term", self.excluded_terms, "no %s"),
+            ("category", [self.category], "%s"),
+            ("query", [self.query], "%s"),
+            ("recipient", [self.recipient], "for %s"),
+            ("occasion", [self.occasion], "%s"),
+            ("colour", self.colours, "only %s" if self.only_colours else "%s"),
+            ("material", self.materials, "%s"),
+            ("size", self.sizes, "size %s"),
+            ("interest", self.interests, "likes %s"),
+            ("not_colour", self.excluded_colours, "not %s"),
+            ("not_term", self.excluded_terms, "no %s"),
         ):
             chips += [{"kind": kind, "value": v, "label": label % v} for v in values if v]
         if self.min_price is not None:
-            chips.append({"kind": "min_price", "value": money(self.min_price), "label": "from %s" % money(self.min_price)})
+            chips.append(
+                {"kind": "min_price", "value": money(self.min_price), "label": "from %s" % money(self.min_price)}
+            )
         if self.max_price is not None:
-            chips.append({"kind": "max_price", "value": money(self.max_price), "label": "up to %s" % money(self.max_price)})
+            chips.append(
+                {"kind": "max_price", "value": money(self.max_price), "label": "up to %s" % money(self.max_price)}
+            )
         return chips
 
 
@@ -237,8 +340,9 @@ def parse(text: str, state: DialogueState | None = None, *, categories: Sequence
     text = _take_relative_price(text, shown, state, update)
     text = _take_relative_size(text, shown, state, update)
     if _ANOTHER_COLOUR.search(text):
-        update.excluded_colours += _colours_of(shown, update.liked) or state.colours or [s.colour for s in shown[:1]
-                                                                                          if s.colour]
+        update.excluded_colours += (
+            _colours_of(shown, update.liked) or state.colours or [s.colour for s in shown[:1] if s.colour]
+        )
         text = _ANOTHER_COLOUR.sub(" ", text)
     text = _take_interests(text, update)
     text = _take_negations(text, update)
@@ -247,10 +351,14 @@ def parse(text: str, state: DialogueState | None = None, *, categories: Sequence
     budget = parse_budget_and_filters(text)
     if "min_price" in budget:
         update.min_price = float(budget["min_price"])
-        update.clear_max = "max_price" not in budget and state.max_price is not None and state.max_price < update.min_price
+        update.clear_max = (
+            "max_price" not in budget and state.max_price is not None and state.max_price < update.min_price
+        )
     if "max_price" in budget:
         update.max_price = float(budget["max_price"])
-        update.clear_min = "min_price" not in budget and state.min_price is not None and state.min_price > update.max_price
+        update.clear_min = (
+            "min_price" not in budget and state.min_price is not None and state.min_price > update.max_price
+        )
     text = budget["query"]
     update.colours += [c for c in budget.get("colours", []) if c not in update.colours]
     text = _take_recipient_and_occasion(text, update)
@@ -288,6 +396,7 @@ def _position(match: re.Match, shown: Sequence[ShownItem]) -> ShownItem | None:
 def _take_references(text: str, shown: Sequence[ShownItem], update: Update) -> str:
     """Likes and dislikes of shown products ("more like 2", "less like the first one", "not that mug")."""
     for pattern, target in ((_LESS_LIKE, update.disliked), (_MORE_LIKE, update.liked)):
+
         def resolve(match: re.Match, target=target) -> str:
             item = _position(match, shown)
             if item is None:
@@ -307,13 +416,14 @@ def _median_price(shown: Sequence[ShownItem]) -> float | None:
 
 
 def _take_relative_price(text: str, shown: Sequence[ShownItem], state: DialogueState, update: Update) -> str:
-    """"cheaper": under the median price shown (or the current maximum); "more expensive": over it."""
+    """ "cheaper": under the median price shown (or the current maximum); "more expensive": over it."""
     _relative_price(update, shown, state, cheaper=bool(_CHEAPER.search(text)), pricier=bool(_PRICIER.search(text)))
     return _PRICIER.sub(" ", _CHEAPER.sub(" ", text))
 
 
-def _relative_price(update: Update, shown: Sequence[ShownItem], state: DialogueState, *, cheaper: bool,
-                    pricier: bool) -> None:
+def _relative_price(
+    update: Update, shown: Sequence[ShownItem], state: DialogueState, *, cheaper: bool, pricier: bool
+) -> None:
     """Set the budget of "cheaper" (under the median price shown, else the current maximum) and "more
     expensive" (over it, else over the current minimum)."""
     reference = _median_price(shown)
@@ -338,7 +448,7 @@ def _step_size(size: str, step: int) -> str | None:
 
 
 def _take_relative_size(text: str, shown: Sequence[ShownItem], state: DialogueState, update: Update) -> str:
-    """"bigger"/"smaller": one step from the size asked for, else from the size of the first product shown."""
+    """ "bigger"/"smaller": one step from the size asked for, else from the size of the first product shown."""
     for pattern, step in ((_BIGGER, 1), (_SMALLER, -1)):
         if pattern.search(text):
             current = (state.sizes or [s.size.lower() for s in shown if s.size])[:1]
@@ -370,12 +480,12 @@ def _take_interests(text: str, update: Update) -> str:
 
 
 def _take_negations(text: str, update: Update) -> str:
-    """"not pink", "no mugs or cups", "without leather": excluded colours and product words."""
+    """ "not pink", "no mugs or cups", "without leather": excluded colours and product words."""
     while True:
         match = _NEGATION.search(text)
         if not match:
             return text
-        rest = text[match.end():]
+        rest = text[match.end() :]
         tokens = list(re.finditer(r"[a-z][a-z'-]*|,", rest))
         consumed, noun_allowed = 0, True
         for token in tokens:
@@ -398,15 +508,15 @@ def _take_negations(text: str, update: Update) -> str:
 
 
 def _take_only(text: str, update: Update) -> str:
-    """"only red": the colours wanted, and only those."""
+    """ "only red": the colours wanted, and only those."""
     match = _ONLY.search(text)
     if not match:
         return text
-    colours = [term.canonical for term in COLOURS.find(text[match.end():match.end() + 40])]
+    colours = [term.canonical for term in COLOURS.find(text[match.end() : match.end() + 40])]
     if colours:
         update.colours += [c for c in colours if c not in update.colours]
         update.only_colours = True
-    return text[: match.start()] + " " + text[match.end():]
+    return text[: match.start()] + " " + text[match.end() :]
 
 
 def _take_recipient_and_occasion(text: str, update: Update) -> str:
@@ -414,17 +524,17 @@ def _take_recipient_and_occasion(text: str, update: Update) -> str:
     recipient = _RECIPIENT.search(text)
     if recipient:
         update.recipient = RECIPIENTS[recipient.group(1)]
-        text = text[: recipient.start()] + " " + text[recipient.end():]
+        text = text[: recipient.start()] + " " + text[recipient.end() :]
     occasion = _OCCASION.search(text)
     if occasion:
         update.occasion = OCCASIONS[occasion.group(1)]
-        text = text[: occasion.start()] + " " + text[occasion.end():]
+        text = text[: occasion.start()] + " " + text[occasion.end() :]
     return text
 
 
 def _remove_terms(text: str, vocabulary) -> str:
     for term in reversed(vocabulary.find(text)):
-        text = text[: term.start] + " " + text[term.start + len(term.text):]
+        text = text[: term.start] + " " + text[term.start + len(term.text) :]
     return text
 
 
@@ -458,8 +568,11 @@ def feedback_update(action: str, item: ShownItem) -> Update:
         return Update(disliked=[item.key], excluded_keys=[item.key])
     if action == "too_expensive":
         return Update(max_price=round(item.price - 0.01, 2)) if item.price is not None else Update()
-    return Update(excluded_colours=[item.colour.lower()], excluded_keys=[item.key]) if item.colour else Update(
-        excluded_keys=[item.key])
+    return (
+        Update(excluded_colours=[item.colour.lower()], excluded_keys=[item.key])
+        if item.colour
+        else Update(excluded_keys=[item.key])
+    )
 
 
 # ---------------------------------------------------------------- state transitions
@@ -475,8 +588,9 @@ def apply(state: DialogueState, update: Update) -> DialogueState:
         new.query = update.query
     if update.category is not None:
         new.category = update.category
-        new.excluded_terms = [t for t in new.excluded_terms if t not in {singular(w) for w in _WORD.findall(
-            update.category.lower())}]
+        new.excluded_terms = [
+            t for t in new.excluded_terms if t not in {singular(w) for w in _WORD.findall(update.category.lower())}
+        ]
     if update.clear_min:
         new.min_price = None
     if update.clear_max:
@@ -527,8 +641,14 @@ def remember_shown(state: DialogueState, shown: Sequence[ShownItem]) -> Dialogue
 def remove_constraint(state: DialogueState, kind: str, value: str) -> DialogueState:
     """The state without one chip's constraint (``DialogueState.chips`` kinds)."""
     new = DialogueState.from_dict(state.as_dict())
-    lists = {"colour": "colours", "material": "materials", "size": "sizes", "interest": "interests",
-             "not_colour": "excluded_colours", "not_term": "excluded_terms"}
+    lists = {
+        "colour": "colours",
+        "material": "materials",
+        "size": "sizes",
+        "interest": "interests",
+        "not_colour": "excluded_colours",
+        "not_term": "excluded_terms",
+    }
     if kind in lists:
         setattr(new, lists[kind], [v for v in getattr(new, lists[kind]) if v != value])
     elif kind in ("category", "query", "recipient", "occasion"):
@@ -568,13 +688,24 @@ EXTRACTION_SCHEMA: dict[str, Any] = {
         "cheaper": {"type": "boolean", "description": "cheaper than the products shown"},
         "more_expensive": {"type": "boolean", "description": "more expensive than the products shown"},
         "only_colours": {"type": "boolean", "description": "only the colours listed"},
-        **{name: {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 10} for name in _TEXT_LISTS},
+        **{
+            name: {"type": "array", "items": {"type": "string", "maxLength": 60}, "maxItems": 10}
+            for name in _TEXT_LISTS
+        },
         "recipient": {"type": ["string", "null"], "maxLength": 60},
         "occasion": {"type": ["string", "null"], "maxLength": 60},
-        "liked_positions": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 10,
-                            "description": "1-based positions of shown products the shopper wants more like"},
-        "disliked_positions": {"type": "array", "items": {"type": "integer", "minimum": 1}, "maxItems": 10,
-                               "description": "1-based positions of shown products the shopper rejects"},
+        "liked_positions": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1},
+            "maxItems": 10,
+            "description": "1-based positions of shown products the shopper wants more like",
+        },
+        "disliked_positions": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1},
+            "maxItems": 10,
+            "description": "1-based positions of shown products the shopper rejects",
+        },
     },
 }
 
@@ -584,23 +715,34 @@ def build_extraction_request(
 ) -> GenerationRequest:
     """A ``GenerationRequest`` asking an LLM for the ``EXTRACTION_SCHEMA`` JSON of ``message``. The message,
     the state and the shown products travel as delimited untrusted data (``prompt.data_section``)."""
-    shown = [{"position": n, "title": s.title, "category": s.category, "price": s.price, "colour": s.colour}
-             for n, s in enumerate(state.shown_items(), 1)]
+    shown = [
+        {"position": n, "title": s.title, "category": s.category, "price": s.price, "colour": s.colour}
+        for n, s in enumerate(state.shown_items(), 1)
+    ]
     current = {chip["kind"]: chip["value"] for chip in state.chips()}
     begin, end, section = data_section(
-        {"shopper_message": clean_text(message, 1000), "current_constraints": current, "shown_products": shown,
-         "categories": list(categories)[:50]},
+        {
+            "shopper_message": clean_text(message, 1000),
+            "current_constraints": current,
+            "shown_products": shown,
+            "categories": list(categories)[:50],
+        },
         EXTRACTION_PROMPT_VERSION,
     )
-    rules = "\n\n".join([
-        "You extract a shopper's constraints from their message for a shop's search.",
-        _data_rules(begin, end),
-        "Reply with one JSON object and nothing else, valid against this JSON Schema; leave out what the message "
-        "does not change:\n" + json.dumps(EXTRACTION_SCHEMA),
-    ])
+    rules = "\n\n".join(
+        [
+            "You extract a shopper's constraints from their message for a shop's search.",
+            _data_rules(begin, end),
+            "Reply with one JSON object and nothing else, valid against this JSON Schema; leave out what the message "
+            "does not change:\n" + json.dumps(EXTRACTION_SCHEMA),
+        ]
+    )
     return GenerationRequest(
-        task="extraction", messages=[{"role": "system", "content": rules}, {"role": "user", "content": section}],
-        facts={"request": clean_text(message, 1000)}, max_tokens=300, temperature=0.0,
+        task="extraction",
+        messages=[{"role": "system", "content": rules}, {"role": "user", "content": section}],
+        facts={"request": clean_text(message, 1000)},
+        max_tokens=300,
+        temperature=0.0,
     )
 
 
@@ -622,8 +764,9 @@ def update_from_json(text: str, state: DialogueState, *, categories: Sequence[st
     for name, value in data.items():
         _check(name, value, properties[name])
     shown = state.shown_items()
-    update = Update(reset=bool(data.get("reset")), more=bool(data.get("more")),
-                    only_colours=bool(data.get("only_colours")))
+    update = Update(
+        reset=bool(data.get("reset")), more=bool(data.get("more")), only_colours=bool(data.get("only_colours"))
+    )
     if data.get("query"):
         update.query = " ".join(strip_hidden(data["query"]).lower().split())
     if data.get("category"):
@@ -653,7 +796,14 @@ def update_from_json(text: str, state: DialogueState, *, categories: Sequence[st
     return update
 
 
-_JSON_TYPES = {"boolean": bool, "string": str, "number": (int, float), "integer": int, "array": list, "null": type(None)}
+_JSON_TYPES = {
+    "boolean": bool,
+    "string": str,
+    "number": (int, float),
+    "integer": int,
+    "array": list,
+    "null": type(None),
+}
 
 
 def _check(name: str, value: Any, schema: Mapping[str, Any]) -> None:

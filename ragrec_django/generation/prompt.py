@@ -14,7 +14,8 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from ..limits import ASSISTANT_REQUEST_MAX_CHARS
 from ..ml.generation import GenerationRequest
@@ -268,16 +269,16 @@ _AT_MOST = (
 )
 _AT_LEAST = r"over|above|more than|at least|min(?:imum)?|from"
 _RANGE = re.compile(
-    r"(?<!\w)(?:between|from)\s+{0}\s*(?:and|to|-)\s*{1}".format(_AMOUNT.format("a0"), _AMOUNT.format("a1")), re.I
+    r"(?<!\w)(?:between|from)\s+{}\s*(?:and|to|-)\s*{}".format(_AMOUNT.format("a0"), _AMOUNT.format("a1")), re.I
 )
 _MAX = re.compile(
-    r"(?:(?<!\w)(?:{0})(?!\w)|<=|<|≤)\s*{1}|{2}\s*(?:or less|or under|max(?:imum)?|tops)(?!\w)".format(
+    r"(?:(?<!\w)(?:{})(?!\w)|<=|<|≤)\s*{}|{}\s*(?:or less|or under|max(?:imum)?|tops)(?!\w)".format(
         _AT_MOST, _AMOUNT.format("a0"), _AMOUNT.format("a1")
     ),
     re.I,
 )
 _MIN = re.compile(
-    r"(?:(?<!\w)(?:{0})(?!\w)|>=|>|≥)\s*{1}|{2}\s*(?:or more|\+|plus|min(?:imum)?)(?!\w)".format(
+    r"(?:(?<!\w)(?:{})(?!\w)|>=|>|≥)\s*{}|{}\s*(?:or more|\+|plus|min(?:imum)?)(?!\w)".format(
         _AT_LEAST, _AMOUNT.format("a0"), _AMOUNT.format("a1")
     ),
     re.I,

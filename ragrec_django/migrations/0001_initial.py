@@ -5,10 +5,10 @@ import django.contrib.postgres.search
 import django.db.models.deletion
 import django.utils.timezone
 import pgvector.django.halfvec
-from pgvector.django import VectorExtension
 from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import migrations, models
+from pgvector.django import VectorExtension
 
 
 def refuse_other_databases(apps, schema_editor):
@@ -21,7 +21,6 @@ def refuse_other_databases(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -32,225 +31,520 @@ class Migration(migrations.Migration):
         migrations.RunPython(refuse_other_databases, migrations.RunPython.noop),
         VectorExtension(),
         migrations.CreateModel(
-            name='ServingConfig',
+            name="ServingConfig",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('description', models.CharField(blank=True, max_length=255)),
-                ('rules', models.JSONField(blank=True, default=dict, help_text='See ragrec_django.ranking.rules.ServingRules.')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                ("description", models.CharField(blank=True, max_length=255)),
+                (
+                    "rules",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="See ragrec_django.ranking.rules.ServingRules."
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='TaskDelivery',
+            name="TaskDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task_id', models.CharField(max_length=255, unique=True)),
-                ('name', models.CharField(max_length=255)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('first_seen', models.DateTimeField(auto_now_add=True)),
-                ('last_seen', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("task_id", models.CharField(max_length=255, unique=True)),
+                ("name", models.CharField(max_length=255)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("first_seen", models.DateTimeField(auto_now_add=True)),
+                ("last_seen", models.DateTimeField(auto_now=True)),
             ],
         ),
         migrations.CreateModel(
-            name='DescriptionDraft',
+            name="DescriptionDraft",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('pending', 'pending review'), ('approved', 'approved'), ('rejected', 'rejected'), ('published', 'published')], db_index=True, default='pending', max_length=16)),
-                ('current_text', models.TextField(blank=True, help_text="The product's description when the draft was made.")),
-                ('generated_text', models.TextField(help_text='Sanitised generator output, with its citation markers.')),
-                ('text', models.TextField(help_text='The text to publish (reviewers may edit it before approving).')),
-                ('citations', models.JSONField(blank=True, default=list)),
-                ('sources', models.JSONField(blank=True, default=list, help_text='Product fields and retrieved facts it was grounded on.')),
-                ('flags', models.JSONField(blank=True, default=list, help_text='Automatic checks the reviewer must look at.')),
-                ('generator', models.CharField(max_length=64)),
-                ('generator_version', models.CharField(max_length=255)),
-                ('prompt_version', models.CharField(max_length=64)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('reject_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('reviewed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "pending review"),
+                            ("approved", "approved"),
+                            ("rejected", "rejected"),
+                            ("published", "published"),
+                        ],
+                        db_index=True,
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "current_text",
+                    models.TextField(blank=True, help_text="The product's description when the draft was made."),
+                ),
+                (
+                    "generated_text",
+                    models.TextField(help_text="Sanitised generator output, with its citation markers."),
+                ),
+                ("text", models.TextField(help_text="The text to publish (reviewers may edit it before approving).")),
+                ("citations", models.JSONField(blank=True, default=list)),
+                (
+                    "sources",
+                    models.JSONField(
+                        blank=True, default=list, help_text="Product fields and retrieved facts it was grounded on."
+                    ),
+                ),
+                (
+                    "flags",
+                    models.JSONField(blank=True, default=list, help_text="Automatic checks the reviewer must look at."),
+                ),
+                ("generator", models.CharField(max_length=64)),
+                ("generator_version", models.CharField(max_length=255)),
+                ("prompt_version", models.CharField(max_length=64)),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("reject_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "reviewed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'permissions': [('review_descriptiondraft', 'Can review description drafts (edit, approve, reject, regenerate)'), ('publish_descriptiondraft', 'Can publish approved descriptions and roll back')],
+                "ordering": ["-created_at"],
+                "permissions": [
+                    ("review_descriptiondraft", "Can review description drafts (edit, approve, reject, regenerate)"),
+                    ("publish_descriptiondraft", "Can publish approved descriptions and roll back"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='DescriptionEvent',
+            name="DescriptionEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('generated', 'generated'), ('edited', 'edited'), ('approved', 'approved'), ('rejected', 'rejected'), ('regenerated', 'regenerated'), ('published', 'published'), ('rolled_back', 'rolled back')], max_length=16)),
-                ('before', models.TextField(blank=True)),
-                ('after', models.TextField(blank=True)),
-                ('note', models.TextField(blank=True)),
-                ('generator_version', models.CharField(blank=True, max_length=255)),
-                ('prompt_version', models.CharField(blank=True, max_length=64)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('draft', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='ragrec_django.descriptiondraft')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("generated", "generated"),
+                            ("edited", "edited"),
+                            ("approved", "approved"),
+                            ("rejected", "rejected"),
+                            ("regenerated", "regenerated"),
+                            ("published", "published"),
+                            ("rolled_back", "rolled back"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("before", models.TextField(blank=True)),
+                ("after", models.TextField(blank=True)),
+                ("note", models.TextField(blank=True)),
+                ("generator_version", models.CharField(blank=True, max_length=255)),
+                ("prompt_version", models.CharField(blank=True, max_length=64)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "draft",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="ragrec_django.descriptiondraft",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.CreateModel(
-            name='GenerationJob',
+            name="GenerationJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('scope', models.CharField(blank=True, help_text='Category name, or empty for the whole catalogue.', max_length=200)),
-                ('generator', models.CharField(max_length=64)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('done', models.PositiveIntegerField(default=0)),
-                ('failed', models.PositiveIntegerField(default=0)),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('done', 'done')], default='queued', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "scope",
+                    models.CharField(
+                        blank=True, help_text="Category name, or empty for the whole catalogue.", max_length=200
+                    ),
+                ),
+                ("generator", models.CharField(max_length=64)),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("done", models.PositiveIntegerField(default=0)),
+                ("failed", models.PositiveIntegerField(default=0)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("queued", "queued"), ("running", "running"), ("done", "done")],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.AddField(
-            model_name='descriptiondraft',
-            name='job',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='drafts', to='ragrec_django.generationjob'),
+            model_name="descriptiondraft",
+            name="job",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="drafts",
+                to="ragrec_django.generationjob",
+            ),
         ),
         migrations.CreateModel(
-            name='Item',
+            name="Item",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('key', models.CharField(help_text='Primary key of the host item, as text.', max_length=64, unique=True)),
-                ('title', models.CharField(blank=True, max_length=500)),
-                ('category', models.CharField(blank=True, db_index=True, max_length=200)),
-                ('price', models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
-                ('in_stock', models.BooleanField(default=True)),
-                ('is_eligible', models.BooleanField(default=True, help_text='Whether the adapter lets this item be recommended.')),
-                ('url', models.CharField(blank=True, max_length=500)),
-                ('group_key', models.CharField(blank=True, db_index=True, help_text='Variant group (same parent product), if any.', max_length=64)),
-                ('is_promoted', models.BooleanField(default=False, help_text='Promoted items get a share of slots (promotion quota).')),
-                ('text', models.TextField(blank=True, help_text="The item's text as the adapter builds it (for keyword search).")),
-                ('search_vector', django.contrib.postgres.search.SearchVectorField(editable=False, null=True)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "key",
+                    models.CharField(help_text="Primary key of the host item, as text.", max_length=64, unique=True),
+                ),
+                ("title", models.CharField(blank=True, max_length=500)),
+                ("category", models.CharField(blank=True, db_index=True, max_length=200)),
+                ("price", models.DecimalField(blank=True, decimal_places=2, max_digits=12, null=True)),
+                ("in_stock", models.BooleanField(default=True)),
+                (
+                    "is_eligible",
+                    models.BooleanField(default=True, help_text="Whether the adapter lets this item be recommended."),
+                ),
+                ("url", models.CharField(blank=True, max_length=500)),
+                (
+                    "group_key",
+                    models.CharField(
+                        blank=True,
+                        db_index=True,
+                        help_text="Variant group (same parent product), if any.",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "is_promoted",
+                    models.BooleanField(
+                        default=False, help_text="Promoted items get a share of slots (promotion quota)."
+                    ),
+                ),
+                (
+                    "text",
+                    models.TextField(
+                        blank=True, help_text="The item's text as the adapter builds it (for keyword search)."
+                    ),
+                ),
+                ("search_vector", django.contrib.postgres.search.SearchVectorField(editable=False, null=True)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['key'],
-                'indexes': [django.contrib.postgres.indexes.GinIndex(fields=['search_vector'], name='ragrec_item_search')],
+                "ordering": ["key"],
+                "indexes": [
+                    django.contrib.postgres.indexes.GinIndex(fields=["search_vector"], name="ragrec_item_search")
+                ],
             },
         ),
         migrations.AddField(
-            model_name='descriptiondraft',
-            name='item',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='description_drafts', to='ragrec_django.item'),
+            model_name="descriptiondraft",
+            name="item",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE, related_name="description_drafts", to="ragrec_django.item"
+            ),
         ),
         migrations.CreateModel(
-            name='SpaceGeneration',
+            name="SpaceGeneration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('space', models.CharField(max_length=64)),
-                ('number', models.PositiveIntegerField()),
-                ('encoder', models.CharField(help_text="Encoder alias in RAGREC['ENCODERS'].", max_length=64)),
-                ('modality', models.CharField(max_length=16)),
-                ('encoder_version', models.CharField(max_length=255)),
-                ('dimension', models.PositiveIntegerField()),
-                ('status', models.CharField(choices=[('building', 'building'), ('active', 'active'), ('retired', 'retired')], default='building', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('activated_at', models.DateTimeField(blank=True, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("space", models.CharField(max_length=64)),
+                ("number", models.PositiveIntegerField()),
+                ("encoder", models.CharField(help_text="Encoder alias in RAGREC['ENCODERS'].", max_length=64)),
+                ("modality", models.CharField(max_length=16)),
+                ("encoder_version", models.CharField(max_length=255)),
+                ("dimension", models.PositiveIntegerField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("building", "building"), ("active", "active"), ("retired", "retired")],
+                        default="building",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("activated_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'ordering': ['space', '-number'],
-                'constraints': [models.UniqueConstraint(fields=('space', 'number'), name='ragrec_generation_unique_number'), models.UniqueConstraint(condition=models.Q(('status', 'active')), fields=('space',), name='ragrec_generation_one_active'), models.UniqueConstraint(condition=models.Q(('status', 'building')), fields=('space',), name='ragrec_generation_one_building')],
+                "ordering": ["space", "-number"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("space", "number"), name="ragrec_generation_unique_number"),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "active")), fields=("space",), name="ragrec_generation_one_active"
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("status", "building")),
+                        fields=("space",),
+                        name="ragrec_generation_one_building",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Interaction',
+            name="Interaction",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event', models.CharField(choices=[('view', 'view'), ('click', 'click'), ('add_to_cart', 'add to cart'), ('purchase', 'purchase'), ('search', 'search')], max_length=16)),
-                ('session_key', models.CharField(blank=True, help_text='Anonymous session (or any visitor id).', max_length=64)),
-                ('order_id', models.CharField(blank=True, help_text='Basket or order the event belongs to.', max_length=64)),
-                ('quantity', models.PositiveIntegerField(default=1)),
-                ('query', models.CharField(blank=True, max_length=500)),
-                ('source', models.CharField(blank=True, help_text='Recommender that showed the item (for clicks).', max_length=64)),
-                ('idempotency_key', models.CharField(blank=True, max_length=128, null=True, unique=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('item', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='interactions', to='ragrec_django.item')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                (
+                    "event",
+                    models.CharField(
+                        choices=[
+                            ("view", "view"),
+                            ("click", "click"),
+                            ("add_to_cart", "add to cart"),
+                            ("purchase", "purchase"),
+                            ("search", "search"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "session_key",
+                    models.CharField(blank=True, help_text="Anonymous session (or any visitor id).", max_length=64),
+                ),
+                (
+                    "order_id",
+                    models.CharField(blank=True, help_text="Basket or order the event belongs to.", max_length=64),
+                ),
+                ("quantity", models.PositiveIntegerField(default=1)),
+                ("query", models.CharField(blank=True, max_length=500)),
+                (
+                    "source",
+                    models.CharField(
+                        blank=True, help_text="Recommender that showed the item (for clicks).", max_length=64
+                    ),
+                ),
+                ("idempotency_key", models.CharField(blank=True, max_length=128, null=True, unique=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="interactions",
+                        to="ragrec_django.item",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['user', '-created_at'], name='ragrec_event_user'), models.Index(fields=['session_key', '-created_at'], name='ragrec_event_session'), models.Index(fields=['event', '-created_at'], name='ragrec_event_recent'), models.Index(fields=['item', 'event'], name='ragrec_event_item'), models.Index(condition=models.Q(('order_id', ''), _negated=True), fields=['order_id'], name='ragrec_event_order')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["user", "-created_at"], name="ragrec_event_user"),
+                    models.Index(fields=["session_key", "-created_at"], name="ragrec_event_session"),
+                    models.Index(fields=["event", "-created_at"], name="ragrec_event_recent"),
+                    models.Index(fields=["item", "event"], name="ragrec_event_item"),
+                    models.Index(
+                        condition=models.Q(("order_id", ""), _negated=True),
+                        fields=["order_id"],
+                        name="ragrec_event_order",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ComplementPair',
+            name="ComplementPair",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('score', models.FloatField(default=0.0)),
-                ('source', models.CharField(default='content', max_length=16)),
-                ('status', models.CharField(choices=[('proposed', 'proposed'), ('approved', 'approved'), ('rejected', 'rejected')], default='proposed', max_length=16)),
-                ('reviewed_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('reviewed_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('complement', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='ragrec_django.item')),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='complement_pairs', to='ragrec_django.item')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("score", models.FloatField(default=0.0)),
+                ("source", models.CharField(default="content", max_length=16)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("proposed", "proposed"), ("approved", "approved"), ("rejected", "rejected")],
+                        default="proposed",
+                        max_length=16,
+                    ),
+                ),
+                ("reviewed_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "reviewed_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "complement",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="ragrec_django.item"
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="complement_pairs",
+                        to="ragrec_django.item",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['item', '-score'],
-                'constraints': [models.UniqueConstraint(fields=('item', 'complement'), name='ragrec_complement_unique'), models.CheckConstraint(condition=models.Q(('item', models.F('complement')), _negated=True), name='ragrec_complement_not_self')],
+                "ordering": ["item", "-score"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("item", "complement"), name="ragrec_complement_unique"),
+                    models.CheckConstraint(
+                        condition=models.Q(("item", models.F("complement")), _negated=True),
+                        name="ragrec_complement_not_self",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='PublishedDescription',
+            name="PublishedDescription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('text', models.TextField()),
-                ('is_current', models.BooleanField(default=False)),
-                ('published_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('draft', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='publications', to='ragrec_django.descriptiondraft')),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='published_descriptions', to='ragrec_django.item')),
-                ('published_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("text", models.TextField()),
+                ("is_current", models.BooleanField(default=False)),
+                ("published_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "draft",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="publications",
+                        to="ragrec_django.descriptiondraft",
+                    ),
+                ),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="published_descriptions",
+                        to="ragrec_django.item",
+                    ),
+                ),
+                (
+                    "published_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-published_at', '-id'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('is_current', True)), fields=('item',), name='ragrec_one_current_description')],
+                "ordering": ["-published_at", "-id"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("is_current", True)),
+                        fields=("item",),
+                        name="ragrec_one_current_description",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='EncodingFailure',
+            name="EncodingFailure",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('content_hash', models.CharField(blank=True, max_length=64)),
-                ('reason', models.TextField()),
-                ('attempts', models.PositiveIntegerField(default=1)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='encoding_failures', to='ragrec_django.item')),
-                ('generation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='failures', to='ragrec_django.spacegeneration')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("content_hash", models.CharField(blank=True, max_length=64)),
+                ("reason", models.TextField()),
+                ("attempts", models.PositiveIntegerField(default=1)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="encoding_failures",
+                        to="ragrec_django.item",
+                    ),
+                ),
+                (
+                    "generation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="failures",
+                        to="ragrec_django.spacegeneration",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('generation', 'item'), name='ragrec_failure_unique_item')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("generation", "item"), name="ragrec_failure_unique_item")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Embedding',
+            name="Embedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('vector', pgvector.django.halfvec.HalfVectorField()),
-                ('encoder_version', models.CharField(max_length=255)),
-                ('content_hash', models.CharField(help_text='sha256 of the encoded text or image bytes.', max_length=64)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('item', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='ragrec_django.item')),
-                ('generation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='ragrec_django.spacegeneration')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("vector", pgvector.django.halfvec.HalfVectorField()),
+                ("encoder_version", models.CharField(max_length=255)),
+                (
+                    "content_hash",
+                    models.CharField(help_text="sha256 of the encoded text or image bytes.", max_length=64),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "item",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="embeddings", to="ragrec_django.item"
+                    ),
+                ),
+                (
+                    "generation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="embeddings",
+                        to="ragrec_django.spacegeneration",
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('generation', 'item'), name='ragrec_embedding_unique_item')],
+                "constraints": [
+                    models.UniqueConstraint(fields=("generation", "item"), name="ragrec_embedding_unique_item")
+                ],
             },
         ),
     ]

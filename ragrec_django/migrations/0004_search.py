@@ -8,44 +8,88 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('ragrec_django', '0003_ranker_models'),
+        ("ragrec_django", "0003_ranker_models"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='SearchSynonym',
+            name="SearchSynonym",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('term', models.CharField(help_text='What shoppers type, e.g. "jumper".', max_length=200)),
-                ('synonyms', models.CharField(help_text='Also searched for it, separated by commas: "sweater, pullover".', max_length=500)),
-                ('two_way', models.BooleanField(default=True, help_text='Each word also finds the others (off: only the term is widened to the synonyms).')),
-                ('is_active', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("term", models.CharField(help_text='What shoppers type, e.g. "jumper".', max_length=200)),
+                (
+                    "synonyms",
+                    models.CharField(
+                        help_text='Also searched for it, separated by commas: "sweater, pullover".', max_length=500
+                    ),
+                ),
+                (
+                    "two_way",
+                    models.BooleanField(
+                        default=True,
+                        help_text="Each word also finds the others (off: only the term is widened to the synonyms).",
+                    ),
+                ),
+                ("is_active", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['term'],
+                "ordering": ["term"],
             },
         ),
         migrations.CreateModel(
-            name='SearchLog',
+            name="SearchLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('query', models.CharField(help_text='As typed.', max_length=300)),
-                ('normalised', models.CharField(help_text='Lower case, spelling corrected, spaces collapsed.', max_length=300)),
-                ('result_count', models.PositiveIntegerField()),
-                ('matched', models.PositiveIntegerField(default=0, help_text="Items whose text has the query's words (0: only the semantic retrievers answered).")),
-                ('shown_query', models.CharField(blank=True, help_text='When nothing matched: the query shown instead.', max_length=300)),
-                ('session_key', models.CharField(blank=True, max_length=64)),
-                ('item_keys', django.contrib.postgres.fields.ArrayField(base_field=models.CharField(max_length=64), default=list, help_text='Host item keys shown, in order.', size=None)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("query", models.CharField(help_text="As typed.", max_length=300)),
+                (
+                    "normalised",
+                    models.CharField(help_text="Lower case, spelling corrected, spaces collapsed.", max_length=300),
+                ),
+                ("result_count", models.PositiveIntegerField()),
+                (
+                    "matched",
+                    models.PositiveIntegerField(
+                        default=0,
+                        help_text="Items whose text has the query's words (0: only the semantic retrievers answered).",
+                    ),
+                ),
+                (
+                    "shown_query",
+                    models.CharField(
+                        blank=True, help_text="When nothing matched: the query shown instead.", max_length=300
+                    ),
+                ),
+                ("session_key", models.CharField(blank=True, max_length=64)),
+                (
+                    "item_keys",
+                    django.contrib.postgres.fields.ArrayField(
+                        base_field=models.CharField(max_length=64),
+                        default=list,
+                        help_text="Host item keys shown, in order.",
+                        size=None,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['created_at'], name='ragrec_search_time'), models.Index(fields=['normalised', 'created_at'], name='ragrec_search_query')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["created_at"], name="ragrec_search_time"),
+                    models.Index(fields=["normalised", "created_at"], name="ragrec_search_query"),
+                ],
             },
         ),
     ]

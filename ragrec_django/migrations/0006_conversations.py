@@ -51,9 +51,7 @@ class Migration(migrations.Migration):
                 ("message", models.TextField(blank=True)),
                 (
                     "feedback",
-                    models.JSONField(
-                        blank=True, default=dict, help_text='{"item": key, "action": "like"...}, if any.'
-                    ),
+                    models.JSONField(blank=True, default=dict, help_text='{"item": key, "action": "like"...}, if any.'),
                 ),
                 ("answer", models.TextField(blank=True)),
                 ("question", models.TextField(blank=True)),

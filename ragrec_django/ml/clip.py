@@ -9,9 +9,9 @@ import re
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import Sequence
 
 import numpy as np
 
@@ -20,7 +20,12 @@ from .base import Encoder, EncoderError, ImageBatchResult, text_list
 from .batching import OomBackoff
 from .clip_weights import pretrained_source
 from .devices import (
-    autocast, check_device_name, check_precision_name, resolve_device, resolve_dtype, weights_precision,
+    autocast,
+    check_device_name,
+    check_precision_name,
+    resolve_device,
+    resolve_dtype,
+    weights_precision,
 )
 from .images import ImagePolicy, Preprocessing, check_decode_pool, encode_image_bytes
 from .lazy import LazyModule
@@ -59,9 +64,15 @@ class ClipImageSide:
             return ImageBatchResult(vectors=np.zeros((0, self.dimension), dtype=np.float32))
         loaded = self.load()
         return encode_image_bytes(
-            images, encode=loaded.model.encode_image, dimension=self.dimension, batch_size=batch_size or self.batch_size,
-            policy=self.image_policy, preprocessing=loaded.preprocessing, device=loaded.device,
-            dtype=resolve_dtype(self.precision_option, loaded.device), workers=self.decode_workers,
+            images,
+            encode=loaded.model.encode_image,
+            dimension=self.dimension,
+            batch_size=batch_size or self.batch_size,
+            policy=self.image_policy,
+            preprocessing=loaded.preprocessing,
+            device=loaded.device,
+            dtype=resolve_dtype(self.precision_option, loaded.device),
+            workers=self.decode_workers,
             decode_pool=self.decode_pool,
         )
 
@@ -172,8 +183,11 @@ class OpenClipEncoder(ClipImageSide, Encoder):
         source = pretrained_source(self.model_name, self.weights)  # a cached tag loads with no network at all
         try:
             model = open_clip.create_model(
-                self.model_name, pretrained=source.pretrained, force_preprocess_cfg=source.preprocess,
-                device=device, precision=weights,
+                self.model_name,
+                pretrained=source.pretrained,
+                force_preprocess_cfg=source.preprocess,
+                device=device,
+                precision=weights,
             )
             tokenizer = open_clip.get_tokenizer(self.model_name)
             preprocessing = Preprocessing.from_open_clip(model.visual.preprocess_cfg)

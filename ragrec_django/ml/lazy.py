@@ -31,4 +31,3 @@ class LazyModule:
 
     def __repr__(self) -> str:
         return "<lazy module %r%s>" % (self._name, "" if self._module is None else " (imported)")
-

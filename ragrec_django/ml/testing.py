@@ -26,7 +26,9 @@ def make_tiny_clip_checkpoint(directory: str | os.PathLike, seed: int = 0) -> di
     import open_clip
 
     config = copy.deepcopy(TINY_CLIP_CONFIG)
-    path = _save_seeded(lambda: open_clip.CLIP(**config), directory, "%s-seed%d.safetensors" % (TINY_CLIP_NAME, seed), seed)
+    path = _save_seeded(
+        lambda: open_clip.CLIP(**config), directory, "%s-seed%d.safetensors" % (TINY_CLIP_NAME, seed), seed
+    )
     return {"model": TINY_CLIP_NAME, "pretrained": path, "config": config}
 
 
@@ -38,8 +40,12 @@ def make_random_clip_checkpoint(model: str, directory: str | os.PathLike, seed: 
     """
     import open_clip
 
-    path = _save_seeded(lambda: open_clip.create_model(model, pretrained=None), directory,
-                        "%s-random-seed%d.safetensors" % (model, seed), seed)
+    path = _save_seeded(
+        lambda: open_clip.create_model(model, pretrained=None),
+        directory,
+        "%s-random-seed%d.safetensors" % (model, seed),
+        seed,
+    )
     return {"model": model, "pretrained": path}
 
 

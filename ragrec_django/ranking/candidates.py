@@ -6,9 +6,9 @@ every ranking here is deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Iterable
 
 import numpy as np
 

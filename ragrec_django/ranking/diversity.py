@@ -6,7 +6,7 @@ keeps, and returns a new list without modifying the candidates.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -9,7 +9,7 @@ Inputs are never modified.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ._maths import minmax
 from .candidates import Candidate, ranked

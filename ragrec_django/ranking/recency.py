@@ -6,7 +6,7 @@ ages (clock skew) count as age 0.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .candidates import Candidate, ranked
 from .diversity import cap_per_category, group_variants, mmr, suppress_near_duplicates

@@ -141,8 +141,11 @@ def purge(days: int | None = None) -> int:
 def categories() -> list[str]:
     """The catalogue's categories of recommendable items, most items first."""
     rows = (
-        Item.objects.filter(is_eligible=True).exclude(category="").values("category")
-        .annotate(items=Count("id")).order_by("-items", "category")
+        Item.objects.filter(is_eligible=True)
+        .exclude(category="")
+        .values("category")
+        .annotate(items=Count("id"))
+        .order_by("-items", "category")
     )
     return [row["category"] for row in rows]
 
@@ -195,8 +198,9 @@ def latest(conversation: Conversation) -> TurnResult | None:
     items = {item.key: item for item in Item.objects.filter(key__in=turn.item_keys)}
     products = [Recommendation(items[key], 0.0, "", [], {}) for key in turn.item_keys if key in items]
     reasons = {rec.item.key: _reasons(rec.item, state) for rec in products}
-    return TurnResult(conversation, turn.number, turn.answer, products, state, turn.question,
-                      _quick_replies(turn.question), reasons)
+    return TurnResult(
+        conversation, turn.number, turn.answer, products, state, turn.question, _quick_replies(turn.question), reasons
+    )
 
 
 def understand(message: str, state: dialogue.DialogueState, known: list[str]) -> dialogue.Update:
@@ -213,14 +217,16 @@ def understand(message: str, state: dialogue.DialogueState, known: list[str]) ->
     return dialogue.parse(message, state, categories=known)
 
 
-def _respond(conversation: Conversation, state: dialogue.DialogueState, message: str, config: str,
-             known: list[str]) -> TurnResult:
+def _respond(
+    conversation: Conversation, state: dialogue.DialogueState, message: str, config: str, known: list[str]
+) -> TurnResult:
     """One clarifying question when the request is too vague and none was asked yet, else products."""
     if state.has_request() or state.asked:
         return _recommend(conversation, state, message, config)
     state.asked = True
-    return TurnResult(conversation, 0, "Tell me a little more and I'll find something.", [], state, VAGUE_QUESTION,
-                      known[:4])
+    return TurnResult(
+        conversation, 0, "Tell me a little more and I'll find something.", [], state, VAGUE_QUESTION, known[:4]
+    )
 
 
 def _quick_replies(question: str) -> list[str]:
@@ -232,8 +238,12 @@ def _quick_replies(question: str) -> list[str]:
 def _record_feedback(conversation: Conversation, key: str, action: str) -> None:
     """A like of a shown product as a ``click`` event of the conversation's visitor (once per product and action)."""
     event = EventInput(
-        event="click", item=key, user_id=conversation.user_id, session_key=conversation.session_key,
-        source="assistant", idempotency_key="assistant:%s:%s:%s" % (conversation.pk, action, key[:64]),
+        event="click",
+        item=key,
+        user_id=conversation.user_id,
+        session_key=conversation.session_key,
+        source="assistant",
+        idempotency_key="assistant:%s:%s:%s" % (conversation.pk, action, key[:64]),
     )
     try:
         record_events([event])
@@ -260,7 +270,9 @@ def _recommend(conversation: Conversation, state: dialogue.DialogueState, messag
     shown = [_shown(rec.item) for rec in ranked]
     new_state = dialogue.remember_shown(state, shown)
     if not ranked:
-        return TurnResult(conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, _quick_replies(NOTHING_QUESTION))
+        return TurnResult(
+            conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, _quick_replies(NOTHING_QUESTION)
+        )
     reasons = {rec.item.key: _reasons(rec.item, state) for rec in ranked}
     text, dropped = _answer(message or _describe(state), ranked)
     return TurnResult(conversation, 0, text, ranked, new_state, FEEDBACK_QUESTION, FEEDBACK_REPLIES, reasons, dropped)
@@ -372,9 +384,12 @@ def _unit(vector) -> np.ndarray:
 
 def _shown(item: Item) -> dialogue.ShownItem:
     return dialogue.ShownItem(
-        key=item.key, title=item.title, category=item.category,
+        key=item.key,
+        title=item.title,
+        category=item.category,
         price=float(item.price) if item.price is not None else None,
-        colour=_attribute(item, "colour") or _attribute(item, "color"), size=_attribute(item, "size"),
+        colour=_attribute(item, "colour") or _attribute(item, "color"),
+        size=_attribute(item, "size"),
     )
 
 
@@ -417,8 +432,13 @@ def _save(result: TurnResult, message: str, feedback: dict) -> None:
         conversation = Conversation.objects.select_for_update().get(pk=result.conversation.pk)
         result.number = conversation.turns.count() + 1
         Turn.objects.create(
-            conversation=conversation, number=result.number, message=message, feedback=feedback,
-            answer=result.answer, question=result.question, item_keys=[rec.item.key for rec in result.products],
+            conversation=conversation,
+            number=result.number,
+            message=message,
+            feedback=feedback,
+            answer=result.answer,
+            question=result.question,
+            item_keys=[rec.item.key for rec in result.products],
             state=result.state.as_dict(),
         )
         conversation.state = result.state.as_dict()

@@ -71,15 +71,21 @@ def retrieved_sources(item: Item, *, limit: int = 3) -> list[dict]:
     if not _text_space_ready():
         return []
     vector = storage.vectors_for_items("text", [item.id]).get(item.id)
-    described = frozenset(PublishedDescription.objects.filter(is_current=True).exclude(item=item).values_list("item_id", flat=True))
+    described = frozenset(
+        PublishedDescription.objects.filter(is_current=True).exclude(item=item).values_list("item_id", flat=True)
+    )
     if vector is None or not described:
         return []
     found = storage.nearest("text", vector, limit, filters=storage.ItemFilter(only_ids=described))
     items = Item.objects.in_bulk([n.item_id for n in found])
     texts = dict(PublishedDescription.objects.filter(is_current=True, item_id__in=items).values_list("item_id", "text"))
     return [
-        {"id": items[n.item_id].key, "title": items[n.item_id].title, "text": texts[n.item_id],
-         "fields": {"category": items[n.item_id].category, **items[n.item_id].metadata}}
+        {
+            "id": items[n.item_id].key,
+            "title": items[n.item_id].title,
+            "text": texts[n.item_id],
+            "fields": {"category": items[n.item_id].category, **items[n.item_id].metadata},
+        }
         for n in found
     ]
 
@@ -104,8 +110,14 @@ def style_examples(category: str, *, limit: int | None = None) -> list[dict]:
 # ---------------------------------------------------------------- generation
 
 
-def generate_draft(item_key: str, *, generator: str | None = None, user=None, job: GenerationJob | None = None,
-                   replaces: DescriptionDraft | None = None) -> DescriptionDraft:
+def generate_draft(
+    item_key: str,
+    *,
+    generator: str | None = None,
+    user=None,
+    job: GenerationJob | None = None,
+    replaces: DescriptionDraft | None = None,
+) -> DescriptionDraft:
     """Generate, sanitise and check a draft for one item; it waits for review."""
     from .encoding import sync_host_items
 
@@ -117,12 +129,22 @@ def generate_draft(item_key: str, *, generator: str | None = None, user=None, jo
     backend = registry.get_generator(alias)
     facts = product_facts(host_item)
     sources = retrieved_sources(item)
-    request = build_description_request(facts, sources, style_examples(item.category), allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS)
+    request = build_description_request(
+        facts, sources, style_examples(item.category), allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS
+    )
     raw = backend.generate(request)
-    clean = sanitise_output(raw, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS)
-    flags = [dataclasses.asdict(flag) for flag in check_draft(clean.html, request.facts, request.sources, banned_claims=ragrec_settings.BANNED_CLAIMS)]
+    clean = sanitise_output(
+        raw, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS
+    )
+    flags = [
+        dataclasses.asdict(flag)
+        for flag in check_draft(clean.html, request.facts, request.sources, banned_claims=ragrec_settings.BANNED_CLAIMS)
+    ]
     flags += _image_flags(item, clean.html)
-    flags += [{"kind": "removed_content", "message": "removed from the output: %s" % removed, "span": removed} for removed in clean.removed]
+    flags += [
+        {"kind": "removed_content", "message": "removed from the output: %s" % removed, "span": removed}
+        for removed in clean.removed
+    ]
     with transaction.atomic():
         draft = DescriptionDraft.objects.create(
             item=item,
@@ -130,15 +152,21 @@ def generate_draft(item_key: str, *, generator: str | None = None, user=None, jo
             generated_text=clean.html,
             text=publishable(clean.html),
             citations=[dataclasses.asdict(sentence) for sentence in split_citations(clean.html)],
-            sources=[{"kind": "product", "fields": request.facts}] + [{"kind": "retrieved", **s} for s in request.sources],
+            sources=[{"kind": "product", "fields": request.facts}]
+            + [{"kind": "retrieved", **s} for s in request.sources],
             flags=flags,
             generator=alias,
             generator_version=backend.version,
             prompt_version=PROMPT_VERSION,
             job=job,
         )
-        _record(draft, Action.REGENERATED if replaces else Action.GENERATED, user, after=draft.text,
-                note="replaces draft %d" % replaces.pk if replaces else "")
+        _record(
+            draft,
+            Action.REGENERATED if replaces else Action.GENERATED,
+            user,
+            after=draft.text,
+            note="replaces draft %d" % replaces.pk if replaces else "",
+        )
     return draft
 
 
@@ -152,10 +180,15 @@ def _image_flags(item: Item, text: str) -> list[dict]:
     subject = item.category or "product"
     own_types = set(type_words("%s %s" % (item.title, item.category)))
     colour_flags = _photo_disagrees(
-        image_vector, set(colour_words(text)), set(ragrec_settings.COLOUR_CHECK_PALETTE),
-        lambda colour: "a photo of a %s %s" % (colour, subject), "colour",
+        image_vector,
+        set(colour_words(text)),
+        set(ragrec_settings.COLOUR_CHECK_PALETTE),
+        lambda colour: "a photo of a %s %s" % (colour, subject),
+        "colour",
     )
-    type_flags = _photo_disagrees(image_vector, set(type_words(text)), own_types, lambda kind: "a photo of a %s" % kind, "type")
+    type_flags = _photo_disagrees(
+        image_vector, set(type_words(text)), own_types, lambda kind: "a photo of a %s" % kind, "type"
+    )
     return colour_flags + type_flags
 
 
@@ -169,9 +202,13 @@ def _photo_disagrees(image_vector, stated: set[str], alternatives: set[str], pro
     scores = {word: float(query_cache.get("image", prompt(word)) @ image_vector) for word in candidates}
     seen = max(scores, key=scores.get)
     return [
-        {"kind": "image_disagrees", "message": "draft says %s '%s' but the photo looks like '%s' (CLIP)" % (what, word, seen),
-         "span": word}
-        for word in sorted(stated) if word != seen
+        {
+            "kind": "image_disagrees",
+            "message": "draft says %s '%s' but the photo looks like '%s' (CLIP)" % (what, word, seen),
+            "span": word,
+        }
+        for word in sorted(stated)
+        if word != seen
     ]
 
 
@@ -190,8 +227,14 @@ def regenerate(draft: DescriptionDraft, user) -> DescriptionDraft:
 
 def _record(draft, action, user, *, before="", after="", note=""):
     DescriptionEvent.objects.create(
-        draft=draft, action=action, user=user if getattr(user, "pk", None) else None, before=before, after=after,
-        note=note, generator_version=draft.generator_version, prompt_version=draft.prompt_version,
+        draft=draft,
+        action=action,
+        user=user if getattr(user, "pk", None) else None,
+        before=before,
+        after=after,
+        note=note,
+        generator_version=draft.generator_version,
+        prompt_version=draft.prompt_version,
     )
 
 
@@ -204,7 +247,9 @@ def edit(draft: DescriptionDraft, text: str, user) -> DescriptionDraft:
     _require(user, "review_descriptiondraft")
     if draft.status != Status.PENDING:
         raise ReviewError("Only drafts pending review can be edited.")
-    clean = sanitise_output(text, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS)
+    clean = sanitise_output(
+        text, allow_links=ragrec_settings.DESCRIPTION_ALLOW_LINKS, max_chars=ragrec_settings.DESCRIPTION_MAX_CHARS
+    )
     new_text = publishable(clean.html)
     if new_text != draft.text:
         _record(draft, Action.EDITED, user, before=draft.text, after=new_text)
@@ -231,7 +276,12 @@ def reject(draft: DescriptionDraft, user, reason: str) -> DescriptionDraft:
         raise ReviewError("Only drafts pending review can be rejected.")
     if not reason.strip():
         raise ReviewError("Give a reason for rejecting the draft.")
-    draft.status, draft.reviewed_by, draft.reviewed_at, draft.reject_reason = Status.REJECTED, user, timezone.now(), reason
+    draft.status, draft.reviewed_by, draft.reviewed_at, draft.reject_reason = (
+        Status.REJECTED,
+        user,
+        timezone.now(),
+        reason,
+    )
     draft.save(update_fields=["status", "reviewed_by", "reviewed_at", "reject_reason", "updated_at"])
     _record(draft, Action.REJECTED, user, note=reason)
     return draft
@@ -262,8 +312,14 @@ def rollback(publication: PublishedDescription, user) -> PublishedDescription:
         previous = PublishedDescription.objects.filter(item=publication.item, is_current=True).first()
         restored = _make_current(publication.item, publication.text, user, draft=publication.draft)
         if publication.draft is not None:
-            _record(publication.draft, Action.ROLLED_BACK, user, before=previous.text if previous else "", after=publication.text,
-                    note="restored the text published at %s" % publication.published_at.isoformat())
+            _record(
+                publication.draft,
+                Action.ROLLED_BACK,
+                user,
+                before=previous.text if previous else "",
+                after=publication.text,
+                note="restored the text published at %s" % publication.published_at.isoformat(),
+            )
         transaction.on_commit(
             lambda: signals.description_rolled_back.send(
                 sender=PublishedDescription, publication=restored, restored_from=publication, user=user
@@ -280,11 +336,15 @@ def _make_current(item: Item, text: str, user, *, draft) -> PublishedDescription
         # Keep the shop's own text as the first version, so it can be restored too.
         original = adapter.get_description(host_item)
         if original:
-            PublishedDescription.objects.create(item=item, text=original, is_current=False, published_at=item.created_at)
+            PublishedDescription.objects.create(
+                item=item, text=original, is_current=False, published_at=item.created_at
+            )
     else:
         current.is_current = False
         current.save(update_fields=["is_current"])
-    publication = PublishedDescription.objects.create(item=item, text=text, draft=draft, is_current=True, published_by=user)
+    publication = PublishedDescription.objects.create(
+        item=item, text=text, draft=draft, is_current=True, published_by=user
+    )
     if ragrec_settings.PUBLISH_TO_ITEM:
         adapter.set_description(host_item, text)
     return publication
@@ -292,14 +352,23 @@ def _make_current(item: Item, text: str, user, *, draft) -> PublishedDescription
 
 def published_text(item_key: str) -> str | None:
     """The current published description of an item (for the template tag when not written to the item)."""
-    return PublishedDescription.objects.filter(item__key=str(item_key), is_current=True).values_list("text", flat=True).first()
+    return (
+        PublishedDescription.objects.filter(item__key=str(item_key), is_current=True)
+        .values_list("text", flat=True)
+        .first()
+    )
 
 
 # ---------------------------------------------------------------- bulk jobs
 
 
-def start_job(*, enqueue: Callable[[GenerationJob, list[str]], object], category: str | None = None,
-              generator: str | None = None, user=None) -> GenerationJob:
+def start_job(
+    *,
+    enqueue: Callable[[GenerationJob, list[str]], object],
+    category: str | None = None,
+    generator: str | None = None,
+    user=None,
+) -> GenerationJob:
     """Create a generation job for a category or the whole catalogue and hand it to ``enqueue``; return the job.
 
     ``enqueue(job, keys)`` queues the work; the admin passes ``tasks.enqueue_generation`` (Celery, own
@@ -309,8 +378,12 @@ def start_job(*, enqueue: Callable[[GenerationJob, list[str]], object], category
     if category:
         items = items.filter(category=category)
     keys = list(items.order_by("id").values_list("key", flat=True))
-    job = GenerationJob.objects.create(scope=category or "", generator=generator or ragrec_settings.DESCRIPTION_GENERATOR,
-                                       total=len(keys), created_by=user if getattr(user, "pk", None) else None)
+    job = GenerationJob.objects.create(
+        scope=category or "",
+        generator=generator or ragrec_settings.DESCRIPTION_GENERATOR,
+        total=len(keys),
+        created_by=user if getattr(user, "pk", None) else None,
+    )
     enqueue(job, keys)
     return job
 
@@ -323,7 +396,9 @@ def generate_job_chunk(job_id: int, keys: list) -> dict:
     the rest of the chunk goes on. Returns {"job", "done", "failed"}.
     """
     job = GenerationJob.objects.get(pk=job_id)
-    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(status=GenerationJob.Status.RUNNING)
+    GenerationJob.objects.filter(pk=job_id, status=GenerationJob.Status.QUEUED).update(
+        status=GenerationJob.Status.RUNNING
+    )
     done_keys = set(DescriptionDraft.objects.filter(job=job, item__key__in=keys).values_list("item__key", flat=True))
     done = failed = 0
     for key in keys:

@@ -124,7 +124,9 @@ def assign(recommender: str, visitor: Visitor, config: str | None = None, *, def
     try:
         serving_rules(variant.config)
     except UnknownServingConfig as exc:
-        logger.error("ragrec: experiment %r, variant %r: %s Serving %r instead.", experiment.name, variant.name, exc, default)
+        logger.error(
+            "ragrec: experiment %r, variant %r: %s Serving %r instead.", experiment.name, variant.name, exc, default
+        )
         return Assignment(config=default)
     return Assignment(config=variant.config, experiment=experiment.name, variant=variant.name)
 
@@ -133,16 +135,27 @@ def assign(recommender: str, visitor: Visitor, config: str | None = None, *, def
 
 
 def record_impression(
-    recommender: str, config: str, item_keys: list[str], visitor: Visitor, *, experiment: str = "", variant: str = "",
+    recommender: str,
+    config: str,
+    item_keys: list[str],
+    visitor: Visitor,
+    *,
+    experiment: str = "",
+    variant: str = "",
     channel: str = Impression.Channel.TEMPLATE,
 ) -> uuid.UUID | None:
     """Store one shown list (one INSERT); its public id, or None when empty or the database failed (logged)."""
     if not recommender or not item_keys:
         return None
     row = Impression(
-        recommender=recommender[:32], config=(config or "")[:NAME_MAX_LENGTH], experiment=experiment[:NAME_MAX_LENGTH],
-        variant=variant[:NAME_MAX_LENGTH], channel=channel, user_id=visitor.user_id,
-        session_key=(visitor.session_key or "")[:64], item_keys=[str(k)[:64] for k in item_keys],
+        recommender=recommender[:32],
+        config=(config or "")[:NAME_MAX_LENGTH],
+        experiment=experiment[:NAME_MAX_LENGTH],
+        variant=variant[:NAME_MAX_LENGTH],
+        channel=channel,
+        user_id=visitor.user_id,
+        session_key=(visitor.session_key or "")[:64],
+        item_keys=[str(k)[:64] for k in item_keys],
     )
     try:
         storage.insert_impression(row)  # a failure rolls back to there, not the page's whole transaction
@@ -182,8 +195,13 @@ def record_click(impression: Impression, item: Item, visitor: Visitor, *, origin
     if not visitor:
         visitor = Visitor(user_id=impression.user_id, session_key=impression.session_key)
     row = Interaction(
-        event=Interaction.Event.CLICK, item=item, impression=impression, user_id=visitor.user_id,
-        session_key=visitor.session_key or "", source=impression.recommender, origin=origin,
+        event=Interaction.Event.CLICK,
+        item=item,
+        impression=impression,
+        user_id=visitor.user_id,
+        session_key=visitor.session_key or "",
+        source=impression.recommender,
+        origin=origin,
     )
     try:
         earlier = clicks.first()
@@ -266,12 +284,15 @@ class Report:
 
 def _bounds(start: date, end: date) -> tuple[datetime, datetime]:
     zone = timezone.get_current_timezone()
-    return (timezone.make_aware(datetime.combine(start, time.min), zone),
-            timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min), zone))
+    return (
+        timezone.make_aware(datetime.combine(start, time.min), zone),
+        timezone.make_aware(datetime.combine(end + timedelta(days=1), time.min), zone),
+    )
 
 
-def report(start: date, end: date, *, window: timedelta = ATTRIBUTION_WINDOW,
-           conversion_events=CONVERSION_EVENTS) -> Report:
+def report(
+    start: date, end: date, *, window: timedelta = ATTRIBUTION_WINDOW, conversion_events=CONVERSION_EVENTS
+) -> Report:
     """Impressions, clicks and conversions per day and per (recommender, experiment, variant).
 
     ``start`` and ``end`` are days in the current time zone, both included. See the module's
@@ -280,8 +301,13 @@ def report(start: date, end: date, *, window: timedelta = ATTRIBUTION_WINDOW,
     if end < start:
         raise ValueError("The end day is before the start day.")
     low, high = _bounds(start, end)
-    rows = storage.experiment_stats(start=low, end=high, time_zone=timezone.get_current_timezone_name(), window=window,
-                                    conversion_events=conversion_events)
+    rows = storage.experiment_stats(
+        start=low,
+        end=high,
+        time_zone=timezone.get_current_timezone_name(),
+        window=window,
+        conversion_events=conversion_events,
+    )
     result = Report(start=start, end=end, window=window)
     totals: dict[tuple[str, str, str], Counts] = defaultdict(Counts)
     for day, recommender, experiment, variant, *numbers in rows:
@@ -297,21 +323,26 @@ def _summarise(totals: dict[tuple[str, str, str], Counts]) -> list[SummaryRow]:
         configured = {e.name: [v.name for v in e.variants] for e in configured_experiments()}
     except ImproperlyConfigured:
         configured = {}
-    rows = [SummaryRow(recommender, experiment, variant, counts) for (recommender, experiment, variant), counts in totals.items()]
+    rows = [
+        SummaryRow(recommender, experiment, variant, counts)
+        for (recommender, experiment, variant), counts in totals.items()
+    ]
     groups: dict[tuple[str, str], list[SummaryRow]] = defaultdict(list)
     for row in rows:
         if row.experiment:
             groups[(row.recommender, row.experiment)].append(row)
-    for (recommender, experiment), members in groups.items():
+    for (_recommender, experiment), members in groups.items():
         baseline = _baseline_name(configured.get(experiment), [m.variant for m in members])
         base = next((m for m in members if m.variant == baseline), None)
         for member in members:
             member.is_baseline = member is base
             if base is not None and member is not base:
                 member.ctr_test = stats.two_proportion_z_test(
-                    base.counts.clicked, base.counts.impressions, member.counts.clicked, member.counts.impressions)
+                    base.counts.clicked, base.counts.impressions, member.counts.clicked, member.counts.impressions
+                )
                 member.conversion_test = stats.two_proportion_z_test(
-                    base.counts.converted, base.counts.impressions, member.counts.converted, member.counts.impressions)
+                    base.counts.converted, base.counts.impressions, member.counts.converted, member.counts.impressions
+                )
 
     def order(row: SummaryRow):
         variants = configured.get(row.experiment) or []

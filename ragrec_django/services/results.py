@@ -72,7 +72,9 @@ def serving_rules(name: str) -> ServingRules:
     if row is None:
         configs = ragrec_settings.SERVING_CONFIGS
         if name not in configs:
-            raise UnknownServingConfig("Unknown serving configuration %r (known: %s)." % (name, ", ".join(sorted(configs))))
+            raise UnknownServingConfig(
+                "Unknown serving configuration %r (known: %s)." % (name, ", ".join(sorted(configs)))
+            )
         row = configs[name]
     try:
         return ServingRules.from_dict(row or {})
@@ -96,7 +98,9 @@ def item_filter(rules: ServingRules, *, exclude_ids=()) -> storage.ItemFilter:
         min_price=spec.get("min_price"),
         max_price=spec.get("max_price"),
         in_stock_only=bool(spec.get("in_stock_only")),
-        exclude_ids=frozenset(spec.get("exclude_ids") or ()) | frozenset(spec.get("hide") or ()) | frozenset(exclude_ids),
+        exclude_ids=frozenset(spec.get("exclude_ids") or ())
+        | frozenset(spec.get("hide") or ())
+        | frozenset(exclude_ids),
     )
 
 
@@ -112,7 +116,10 @@ def narrowed(filters: storage.ItemFilter, min_price, max_price) -> storage.ItemF
 
 
 def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -> list[Candidate]:
-    return [Candidate(item_id=item_id, score=score, reasons=[reason], components={source: score}) for item_id, score in scored]
+    return [
+        Candidate(item_id=item_id, score=score, reasons=[reason], components={source: score})
+        for item_id, score in scored
+    ]
 
 
 #: The item fields ranking rules read, loaded for every candidate (full items only for the results).
@@ -140,17 +147,30 @@ def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> 
 
 
 def finish(
-    recommender: str, config: str, candidates: list[Candidate], k: int, *, query: str | None = None,
-    fallback: str | None = None, diversity_space: str | None = "text", rules: ServingRules | None = None,
+    recommender: str,
+    config: str,
+    candidates: list[Candidate],
+    k: int,
+    *,
+    query: str | None = None,
+    fallback: str | None = None,
+    diversity_space: str | None = "text",
+    rules: ServingRules | None = None,
 ) -> RecommendationList:
     """Rank candidates under the configuration's rules (``rules``: already read) into the result list."""
     rules = rules or serving_rules(config)
     pinned_ids = [item_id for item_id, _ in rules.pin]
-    pinned = candidates_from([(i, 0.0) for i in pinned_ids if i not in {c.item_id for c in candidates}], "pin", "pinned")
+    pinned = candidates_from(
+        [(i, 0.0) for i in pinned_ids if i not in {c.item_id for c in candidates}], "pin", "pinned"
+    )
     needs_vectors = rules.diversity is not None or rules.near_duplicate_threshold is not None
-    eligible = hydrate(candidates + pinned, with_vectors=diversity_space if needs_vectors and space_ready(diversity_space) else None)
+    eligible = hydrate(
+        candidates + pinned, with_vectors=diversity_space if needs_vectors and space_ready(diversity_space) else None
+    )
     candidates = [c for c in candidates if eligible.get(c.item_id)]
-    ranked = apply_rules(candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in eligible})
+    ranked = apply_rules(
+        candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in eligible}
+    )
     items = Item.objects.defer("search_vector", "text").in_bulk([c.item_id for c in ranked])
     result = RecommendationList(recommender=recommender, config=config, query=query, fallback=fallback)
     for candidate in ranked:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from django.db import transaction
 
@@ -101,7 +102,11 @@ def record_impression(served: Served, *, channel: str, logger: logging.Logger = 
         logger.exception("ragrec: cannot record an impression of %r", type(result).__name__)
         keys = []
     return experiments.record_impression(
-        recommender, config, keys, served.visitor, experiment=served.assignment.experiment,
-        variant=served.assignment.variant, channel=channel,
+        recommender,
+        config,
+        keys,
+        served.visitor,
+        experiment=served.assignment.experiment,
+        variant=served.assignment.variant,
+        channel=channel,
     )
-

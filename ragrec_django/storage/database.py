@@ -68,8 +68,10 @@ def read_aliases() -> tuple[str, ...]:
 def read_database_problems() -> list[str]:
     """What is wrong with ``RAGREC["READ_DATABASE"]`` (reported by the system check ragrec.E016)."""
     value = ragrec_settings.READ_DATABASE
-    if value is not None and not isinstance(value, str) and (
-        not isinstance(value, (list, tuple)) or not all(isinstance(alias, str) for alias in value)
+    if (
+        value is not None
+        and not isinstance(value, str)
+        and (not isinstance(value, (list, tuple)) or not all(isinstance(alias, str) for alias in value))
     ):
         return ['RAGREC["READ_DATABASE"] must be None, an alias of DATABASES or a list of aliases, got %r.' % (value,)]
     problems = []
@@ -150,7 +152,9 @@ def _is_healthy(alias: str) -> bool:
     else:
         healthy = lag <= bound
         if not healthy:
-            logger.warning("Read database %r lags %.1f s behind (bound %g s); reading from the primary.", alias, lag, bound)
+            logger.warning(
+                "Read database %r lags %.1f s behind (bound %g s); reading from the primary.", alias, lag, bound
+            )
         elif cached is not None and not cached[1]:
             logger.info("Read database %r is back (lag %.1f s); reading from it again.", alias, lag)
     _set_health(alias, healthy, now)

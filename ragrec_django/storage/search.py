@@ -85,8 +85,10 @@ def facet_counts(
     ``len(price_bands)`` from the last bound up.
     """
     unit = "count(DISTINCT COALESCE(NULLIF(%s, ''), 'i' || %s::text))"
-    parts = ["SELECT 'category', category, %s FROM result WHERE category <> '' GROUP BY category" % (
-        unit % ("group_key", "id") if groups else "count(*)")]
+    parts = [
+        "SELECT 'category', category, %s FROM result WHERE category <> '' GROUP BY category"
+        % (unit % ("group_key", "id") if groups else "count(*)")
+    ]
     params: list = [list(item_ids)]
     if attributes:
         parts.append(

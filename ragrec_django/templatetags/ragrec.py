@@ -98,7 +98,7 @@ def _k(k):
     try:
         return int(k)
     except (TypeError, ValueError):
-        raise BadQuery("k must be an integer, got %r." % (k,))
+        raise BadQuery("k must be an integer, got %r." % (k,)) from None
 
 
 def _safely(context, recommender: str, config, call) -> RecommendationList:
@@ -125,7 +125,9 @@ def ragrec_similar(context, item, k=None, config=None):
 @register.simple_tag(takes_context=True)
 def ragrec_bought_together(context, item, k=None, config=None):
     """Items bought together with ``item`` (baskets, approved complements, then content)."""
-    return _safely(context, "bought_together", config, lambda c: recommend.bought_together(_key(item), k=_k(k), config=c))
+    return _safely(
+        context, "bought_together", config, lambda c: recommend.bought_together(_key(item), k=_k(k), config=c)
+    )
 
 
 @register.simple_tag(takes_context=True)
@@ -146,7 +148,9 @@ def ragrec_for_you(context, k=None, config=None):
 @register.simple_tag(takes_context=True)
 def ragrec_recently_viewed(context, k=None, config=None):
     """The visitor's recently viewed items, newest first."""
-    return _safely(context, "recently_viewed", config, lambda c: recommend.recently_viewed(_visitor(context), k=_k(k), config=c))
+    return _safely(
+        context, "recently_viewed", config, lambda c: recommend.recently_viewed(_visitor(context), k=_k(k), config=c)
+    )
 
 
 @register.simple_tag(takes_context=True)
@@ -158,7 +162,9 @@ def ragrec_buy_again(context, k=None, config=None):
 @register.simple_tag(takes_context=True)
 def ragrec_trending(context, k=None, config=None, category=None):
     """Trending items, optionally of one category."""
-    return _safely(context, "trending", config, lambda c: recommend.trending(k=_k(k), config=c, category=category or None))
+    return _safely(
+        context, "trending", config, lambda c: recommend.trending(k=_k(k), config=c, category=category or None)
+    )
 
 
 @register.simple_tag(takes_context=True)

@@ -88,8 +88,15 @@ class AssistantView(View):
         return self.page(request, conversation.latest(chat), error=error, status=status, request_text=request_text)
 
     def page(self, request, result, *, error: str = "", notice: str = "", status: int = 200, request_text: str = ""):
-        context = {"result": result, "error": error, "notice": notice, "max_chars": ASSISTANT_REQUEST_MAX_CHARS,
-                   "request_text": request_text, "feedback_buttons": FEEDBACK_BUTTONS, "currency": CURRENCY}
+        context = {
+            "result": result,
+            "error": error,
+            "notice": notice,
+            "max_chars": ASSISTANT_REQUEST_MAX_CHARS,
+            "request_text": request_text,
+            "feedback_buttons": FEEDBACK_BUTTONS,
+            "currency": CURRENCY,
+        }
         if result is not None:
             context["chips"] = [_displayed(chip) for chip in result.state.chips()]
             context["cards"] = _cards(result)
@@ -110,7 +117,13 @@ def _cards(result) -> list[dict]:
     keys = [rec.item.key for rec in result.products]
     products = {str(p.pk): p for p in Product.objects.filter(pk__in=[k for k in keys if k.isdigit()])}
     return [
-        {"key": rec.item.key, "title": rec.item.title, "price": rec.item.price, "product": products.get(rec.item.key),
-         "url": rec.item.url, "reasons": result.reasons.get(rec.item.key, [])}
+        {
+            "key": rec.item.key,
+            "title": rec.item.title,
+            "price": rec.item.price,
+            "product": products.get(rec.item.key),
+            "url": rec.item.url,
+            "reasons": result.reasons.get(rec.item.key, []),
+        }
         for rec in result.products
     ]

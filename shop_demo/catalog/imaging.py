@@ -120,7 +120,10 @@ class Pen:
 
     def rect(self, box, fill, outline=None, width=0.012, radius=0.0):
         self.draw.rounded_rectangle(
-            self.box(*box), radius=self.w(radius) if radius else 0, fill=fill, outline=outline,
+            self.box(*box),
+            radius=self.w(radius) if radius else 0,
+            fill=fill,
+            outline=outline,
             width=self.w(width) if outline else 0,
         )
 
@@ -174,8 +177,18 @@ def draw_mug(pen: Pen, c: RGB, o: RGB):
 def draw_tshirt(pen: Pen, c: RGB, o: RGB):
     neck = _curve(0.5, 0.18, 0.13, 0.08, 0, math.pi)
     body = [
-        (0.37, 0.18), (0.18, 0.26), (0.07, 0.45), (0.21, 0.51), (0.29, 0.42), (0.29, 0.87),
-        (0.71, 0.87), (0.71, 0.42), (0.79, 0.51), (0.93, 0.45), (0.82, 0.26), (0.63, 0.18),
+        (0.37, 0.18),
+        (0.18, 0.26),
+        (0.07, 0.45),
+        (0.21, 0.51),
+        (0.29, 0.42),
+        (0.29, 0.87),
+        (0.71, 0.87),
+        (0.71, 0.42),
+        (0.79, 0.51),
+        (0.93, 0.45),
+        (0.82, 0.26),
+        (0.63, 0.18),
     ] + neck[1:-1]
     pen.polygon(body, c, o)
     pen.line(neck, shade(c, 0.75), 0.025)
@@ -186,8 +199,17 @@ def draw_tshirt(pen: Pen, c: RGB, o: RGB):
 
 def draw_sneaker(pen: Pen, c: RGB, o: RGB):
     upper = [
-        (0.11, 0.68), (0.10, 0.52), (0.13, 0.44), (0.22, 0.41), (0.33, 0.46), (0.42, 0.44),
-        (0.56, 0.50), (0.72, 0.55), (0.85, 0.58), (0.91, 0.63), (0.92, 0.68),
+        (0.11, 0.68),
+        (0.10, 0.52),
+        (0.13, 0.44),
+        (0.22, 0.41),
+        (0.33, 0.46),
+        (0.42, 0.44),
+        (0.56, 0.50),
+        (0.72, 0.55),
+        (0.85, 0.58),
+        (0.91, 0.63),
+        (0.92, 0.68),
     ]
     pen.polygon([(0.34, 0.46), (0.38, 0.38), (0.45, 0.38), (0.49, 0.47)], shade(c, 0.85), o)
     pen.polygon(upper, c, o)
@@ -243,8 +265,14 @@ def draw_watch(pen: Pen, c: RGB, o: RGB):
     pen.ellipse((0.33, 0.33, 0.67, 0.67), (246, 246, 240), (150, 150, 156))
     for i in range(12):
         a = i * math.pi / 6
-        pen.line([(0.5 + 0.14 * math.cos(a), 0.5 + 0.14 * math.sin(a)),
-                  (0.5 + 0.16 * math.cos(a), 0.5 + 0.16 * math.sin(a))], (60, 60, 66), 0.008)
+        pen.line(
+            [
+                (0.5 + 0.14 * math.cos(a), 0.5 + 0.14 * math.sin(a)),
+                (0.5 + 0.16 * math.cos(a), 0.5 + 0.16 * math.sin(a)),
+            ],
+            (60, 60, 66),
+            0.008,
+        )
     pen.line([(0.5, 0.5), (0.5, 0.38)], (30, 30, 34), 0.014)
     pen.line([(0.5, 0.5), (0.59, 0.55)], (30, 30, 34), 0.01)
 
@@ -269,8 +297,9 @@ def draw_plant(pen: Pen, c: RGB, o: RGB):
     for angle, length in ((-2.4, 0.30), (-0.75, 0.30), (-1.9, 0.34), (-1.25, 0.36), (-1.57, 0.28)):
         points = _leaf(0.5, 0.56, length, 0.13, angle)
         pen.polygon(points, leaf, vein, 0.008)
-        pen.line([(0.5, 0.56), (0.5 + length * 0.9 * math.cos(angle), 0.56 + length * 0.9 * math.sin(angle))],
-                 vein, 0.008)
+        pen.line(
+            [(0.5, 0.56), (0.5 + length * 0.9 * math.cos(angle), 0.56 + length * 0.9 * math.sin(angle))], vein, 0.008
+        )
     pen.polygon([(0.31, 0.58), (0.69, 0.58), (0.64, 0.90), (0.36, 0.90)], c, o)
     pen.rect((0.28, 0.55, 0.72, 0.63), shade(c, 0.85), o, radius=0.01)
 

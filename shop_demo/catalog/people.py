@@ -81,8 +81,13 @@ REVIEWERS_GROUP = "Description reviewers"
 MANAGERS_GROUP = "Shop managers"
 STAFF: tuple[StaffMember, ...] = (
     StaffMember("reviewer", "Riley", "Reviewer", "reviews description drafts (edit, approve, reject)", REVIEWERS_GROUP),
-    StaffMember("manager", "Morgan", "Manager", "reviews and publishes descriptions, manages the catalogue and "
-                "recommendations in the admin", MANAGERS_GROUP),
+    StaffMember(
+        "manager",
+        "Morgan",
+        "Manager",
+        "reviews and publishes descriptions, manages the catalogue and recommendations in the admin",
+        MANAGERS_GROUP,
+    ),
 )
 DEMO_USERNAMES = frozenset(s.username for s in SHOPPERS) | frozenset(s.username for s in STAFF)
 
@@ -185,7 +190,9 @@ class _Catalogue:
         return chosen[0] if chosen else None
 
 
-def plan_history(products: list[CatalogueProduct], *, now: datetime, seed: int = 7, days: int = 60) -> list[PlannedEvent]:
+def plan_history(
+    products: list[CatalogueProduct], *, now: datetime, seed: int = 7, days: int = 60
+) -> list[PlannedEvent]:
     """The demo history for ``products``: the same catalogue and seed give the same events (times relative to ``now``)."""
     rng = random.Random(seed)
     catalogue = _Catalogue(list(products), rng)
@@ -195,8 +202,9 @@ def plan_history(products: list[CatalogueProduct], *, now: datetime, seed: int =
     for shopper in SHOPPERS:
         likes = tuple(c for c in shopper.likes if c in catalogue.by_category) or tuple(catalogue.categories[:1])
         for session in range(rng.randint(7, 13)):
-            _plan_session(events, rng, catalogue, shopper.username, "demo-%s-%d" % (shopper.username, session),
-                          likes, now, days)
+            _plan_session(
+                events, rng, catalogue, shopper.username, "demo-%s-%d" % (shopper.username, session), likes, now, days
+            )
     for number in range(ANONYMOUS_SHOPPERS):
         likes = tuple(rng.sample(catalogue.categories, min(2, len(catalogue.categories))))
         _plan_session(events, rng, catalogue, None, "demo-anon-%d" % number, likes, now, days)
@@ -218,8 +226,17 @@ def _plan_session(events, rng, catalogue: _Catalogue, username, session, likes, 
     def add(event: str, item: CatalogueProduct | None = None, **fields):
         nonlocal at
         at += timedelta(seconds=rng.randint(20, 240))
-        events.append(PlannedEvent(event=event, key="", username=username, session_key="" if username else session,
-                                   item=item.key if item else None, at=at, **fields))
+        events.append(
+            PlannedEvent(
+                event=event,
+                key="",
+                username=username,
+                session_key="" if username else session,
+                item=item.key if item else None,
+                at=at,
+                **fields,
+            )
+        )
 
     if rng.random() < 0.3:
         add("search", query=rng.choice(SEARCH_WORDS.get(likes[0], (likes[0],))))

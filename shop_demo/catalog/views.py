@@ -108,8 +108,11 @@ class ProductView(DetailView):
 def visitor_fields(request) -> dict:
     """Who an event belongs to (the signed-in user, else the session, created if needed), and where it came from."""
     user = request.user if request.user.is_authenticated else None
-    return {"user_id": user.pk if user else None, "session_key": "" if user else ensure_session_key(request),
-            "origin": request_origin(request)}
+    return {
+        "user_id": user.pk if user else None,
+        "session_key": "" if user else ensure_session_key(request),
+        "origin": request_origin(request),
+    }
 
 
 def record(request, events: list[EventInput], what: str) -> bool:
@@ -124,8 +127,11 @@ def record(request, events: list[EventInput], what: str) -> bool:
 
 def record_view(request, product: Product) -> None:
     """Record that the visitor (signed-in user, else the session, created if needed) viewed ``product``."""
-    record(request, [EventInput(event="view", item=str(product.pk), source="product_page", **visitor_fields(request))],
-           "a view of product %s" % product.pk)
+    record(
+        request,
+        [EventInput(event="view", item=str(product.pk), source="product_page", **visitor_fields(request))],
+        "a view of product %s" % product.pk,
+    )
 
 
 class SearchView(ListView):
@@ -221,12 +227,22 @@ class PhotoSearchView(View):
         except BadQuery as exc:
             return self.page(request, form, error="That file is not a photo we can read. %s" % exc, status=400)
         except SpaceNotReady:
-            return self.page(request, form, error="Search by photo is not available yet: the shop's pictures "
-                                                  "have not been indexed.", status=503)
+            return self.page(
+                request,
+                form,
+                error="Search by photo is not available yet: the shop's pictures have not been indexed.",
+                status=503,
+            )
         return self.page(request, form, results=results)
 
     def page(self, request, form, *, error: str = "", results=None, status: int = 200):
-        context = {"query": "", "photo_form": form, "photo_error": error, "photo_results": results, "photo_search": True}
+        context = {
+            "query": "",
+            "photo_form": form,
+            "photo_error": error,
+            "photo_results": results,
+            "photo_search": True,
+        }
         return TemplateResponse(request, SearchView.template_name, context, status=status)
 
 
@@ -279,8 +295,19 @@ class AddToCartView(View):
             messages.error(request, str(exc))
             return redirect(back)
         source = request.POST.get("source", "")[:64] or "product_page"
-        record(request, [EventInput(event="add_to_cart", item=str(product.pk), quantity=quantity, source=source,
-                                    **visitor_fields(request))], "an add to cart of product %s" % product.pk)
+        record(
+            request,
+            [
+                EventInput(
+                    event="add_to_cart",
+                    item=str(product.pk),
+                    quantity=quantity,
+                    source=source,
+                    **visitor_fields(request),
+                )
+            ],
+            "an add to cart of product %s" % product.pk,
+        )
         messages.success(request, "Added %s to your basket." % product.title)
         return redirect(back)
 
@@ -294,7 +321,9 @@ class CartView(View):
         cart = Cart(request.session)
         lines = cart.lines()
         context = {
-            "lines": lines, "total": cart.total(lines), "max_quantity": MAX_QUANTITY,
+            "lines": lines,
+            "total": cart.total(lines),
+            "max_quantity": MAX_QUANTITY,
             "basket": [line.product for line in lines],
         }
         return TemplateResponse(request, self.template_name, context)
@@ -332,7 +361,9 @@ class CheckoutView(View):
             return redirect("catalog:cart")
         order_id = request.session.get(CHECKOUT_TOKEN) or "ord-%s" % secrets.token_hex(6)
         request.session[CHECKOUT_TOKEN] = order_id
-        return TemplateResponse(request, self.template_name, {"lines": lines, "total": cart.total(lines), "order_id": order_id})
+        return TemplateResponse(
+            request, self.template_name, {"lines": lines, "total": cart.total(lines), "order_id": order_id}
+        )
 
     def post(self, request):
         order_id = request.POST.get("order", "")
@@ -348,8 +379,15 @@ class CheckoutView(View):
             return redirect("catalog:cart")
         who = visitor_fields(request)
         events = [
-            EventInput(event="purchase", item=str(line.product.pk), quantity=line.quantity, order_id=order_id,
-                       source="checkout", idempotency_key="purchase:%s:%s" % (order_id, line.product.pk), **who)
+            EventInput(
+                event="purchase",
+                item=str(line.product.pk),
+                quantity=line.quantity,
+                order_id=order_id,
+                source="checkout",
+                idempotency_key="purchase:%s:%s" % (order_id, line.product.pk),
+                **who,
+            )
             for line in lines
         ]
         record(request, events, "order %s" % order_id)
@@ -357,8 +395,13 @@ class CheckoutView(View):
             "id": order_id,
             "total": str(cart.total(lines)),
             "lines": [
-                {"title": line.product.title, "url": line.product.get_absolute_url(), "quantity": line.quantity,
-                 "total": str(line.total), "key": str(line.product.pk)}
+                {
+                    "title": line.product.title,
+                    "url": line.product.get_absolute_url(),
+                    "quantity": line.quantity,
+                    "total": str(line.total),
+                    "key": str(line.product.pk),
+                }
                 for line in lines
             ],
         }
@@ -400,20 +443,27 @@ class DemoLoginView(View):
         return super().dispatch(request, *args, **kwargs)
 
     def demo_users(self):
-        return get_user_model()._default_manager.filter(
-            username__in=people.DEMO_USERNAMES, is_active=True, is_superuser=False
-        ).filter(email__endswith="@" + people.EMAIL_DOMAIN)
+        return (
+            get_user_model()
+            ._default_manager.filter(username__in=people.DEMO_USERNAMES, is_active=True, is_superuser=False)
+            .filter(email__endswith="@" + people.EMAIL_DOMAIN)
+        )
 
     def get(self, request):
         found = {user.username: user for user in self.demo_users()}
         names = {c.slug: c.name for c in Category.objects.all()}
         shoppers = [
             {"user": found[s.username], "likes": [names.get(slug, slug) for slug in s.likes]}
-            for s in people.SHOPPERS if s.username in found
+            for s in people.SHOPPERS
+            if s.username in found
         ]
         staff = [{"user": found[s.username], "role": s.role} for s in people.STAFF if s.username in found]
-        context = {"shoppers": shoppers, "staff": staff, "password": people.DEMO_PASSWORD,
-                   "next": _safe_next(request, "")}
+        context = {
+            "shoppers": shoppers,
+            "staff": staff,
+            "password": people.DEMO_PASSWORD,
+            "next": _safe_next(request, ""),
+        }
         return TemplateResponse(request, self.template_name, context)
 
     def post(self, request):

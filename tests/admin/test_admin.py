@@ -21,8 +21,12 @@ def encoded_item():
 
 
 @pytest.mark.parametrize(
-    "url_name", ["admin:ragrec_django_item_changelist", "admin:ragrec_django_spacegeneration_changelist",
-                 "admin:ragrec_django_encodingfailure_changelist"],
+    "url_name",
+    [
+        "admin:ragrec_django_item_changelist",
+        "admin:ragrec_django_spacegeneration_changelist",
+        "admin:ragrec_django_encodingfailure_changelist",
+    ],
 )
 def test_admin_lists_render_and_escape(admin_client, encoded_item, url_name):
     response = admin_client.get(reverse(url_name))
@@ -37,4 +41,7 @@ def test_generation_list_shows_coverage_counts(admin_client, encoded_item):
 
 
 def test_failures_list_shows_the_reason(admin_client, encoded_item):
-    assert "bad image: truncated" in admin_client.get(reverse("admin:ragrec_django_encodingfailure_changelist")).content.decode()
+    assert (
+        "bad image: truncated"
+        in admin_client.get(reverse("admin:ragrec_django_encodingfailure_changelist")).content.decode()
+    )

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parents[2]
 
-SETTINGS = '''
+SETTINGS = """
 import os
 from pathlib import Path
 
@@ -60,9 +60,9 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 CELERY_TASK_ALWAYS_EAGER = os.environ.get("CELERY_TASK_ALWAYS_EAGER") == "1"
 
 RAGREC = %(ragrec)s
-'''
+"""
 
-URLS = '''
+URLS = """
 from django.contrib import admin
 from django.urls import include, path
 
@@ -70,9 +70,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/recommend/", include("ragrec_django.api.urls")),
 ]
-'''
+"""
 
-CELERY_APP = '''
+CELERY_APP = """
 import os
 
 from celery import Celery
@@ -81,9 +81,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shopsite.settings")
 app = Celery("shopsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
-'''
+"""
 
-MODELS = '''
+MODELS = """
 from django.db import models
 
 
@@ -100,9 +100,9 @@ class Product(models.Model):
 
     def get_absolute_url(self):
         return "/products/%d/" % self.pk
-'''
+"""
 
-ADAPTER = '''
+ADAPTER = """
 from ragrec_django.adapters import ItemAdapter
 
 
@@ -112,7 +112,7 @@ class ShopAdapter(ItemAdapter):
 
     def get_price(self, item):
         return item.cost
-'''
+"""
 
 
 def ragrec_settings(encoders: dict, spaces: dict, **more) -> dict:
@@ -179,7 +179,11 @@ def scratch_database(settings_dict: dict, name: str):
         url += "?host=" + quote(host)
     elif host:
         url = "postgres://%s:%s@%s:%s/%s" % (
-            quote(settings_dict["USER"]), quote(settings_dict["PASSWORD"] or ""), host, settings_dict["PORT"] or 5432, name
+            quote(settings_dict["USER"]),
+            quote(settings_dict["PASSWORD"] or ""),
+            host,
+            settings_dict["PORT"] or 5432,
+            name,
         )
     try:
         yield url

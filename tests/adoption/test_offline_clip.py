@@ -59,7 +59,10 @@ def test_a_cached_tag_loads_from_the_cache_with_the_tags_preprocessing(no_hub):
 
 
 def test_paths_and_unknown_names_pass_through(tiny_clip):
-    assert clip_weights.pretrained_source("ragrec-tiny-clip", tiny_clip["pretrained"]).pretrained == tiny_clip["pretrained"]
+    assert (
+        clip_weights.pretrained_source("ragrec-tiny-clip", tiny_clip["pretrained"]).pretrained
+        == tiny_clip["pretrained"]
+    )
     assert clip_weights.pretrained_source("ViT-B-32", None).pretrained is None
 
 

@@ -49,7 +49,12 @@ def save_product(db, django_capture_on_commit_callbacks):
     def save(title="Yellow mug"):
         with django_capture_on_commit_callbacks(execute=True):
             product = Product.objects.create(
-                title=title, slug=title.lower().replace(" ", "-"), description="A mug.", category=category, price="9.50", stock=3
+                title=title,
+                slug=title.lower().replace(" ", "-"),
+                description="A mug.",
+                category=category,
+                price="9.50",
+                stock=3,
             )
         return product
 

@@ -24,9 +24,15 @@ def sqlite_project(tmp_path):
     (tmp_path / "sqlite_settings.py").write_text(SETTINGS % {"db": str(tmp_path / "db.sqlite3")})
 
     def manage(*args):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]), "DJANGO_SETTINGS_MODULE": "sqlite_settings"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)]),
+            "DJANGO_SETTINGS_MODULE": "sqlite_settings",
+        }
         env.pop("DATABASE_URL", None)
-        return subprocess.run([sys.executable, "-m", "django", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "django", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
 
     return manage, tmp_path / "db.sqlite3"
 
@@ -35,7 +41,9 @@ def ragrec_tables(db: Path) -> list[str]:
     if not db.exists():
         return []
     with sqlite3.connect(db) as connection:
-        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ragrec%'").fetchall()
+        rows = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'ragrec%'"
+        ).fetchall()
     return [name for (name,) in rows]
 
 
@@ -45,7 +53,10 @@ def test_check_with_the_database_reports_it(sqlite_project):
     assert plain.returncode == 0, plain.stderr  # database checks run only when asked for
     result = manage("check", "--database", "default")
     assert result.returncode != 0
-    assert "ragrec.E007" in result.stderr and "needs PostgreSQL with pgvector; the default database is sqlite" in result.stderr
+    assert (
+        "ragrec.E007" in result.stderr
+        and "needs PostgreSQL with pgvector; the default database is sqlite" in result.stderr
+    )
 
 
 @pytest.mark.parametrize("skip_checks", [False, True], ids=["migrate", "migrate --skip-checks"])

@@ -21,15 +21,24 @@ def test_assistant_answers_with_cited_products_in_budget(api, catalogue):
     assert "Blue ceramic coffee mug" in body["answer"]
 
 
-@pytest.mark.parametrize("params, status", [({}, 400), ({"q": ""}, 400), ({"q": "x" * 501}, 400), ({"q": "mug", "k": "-1"}, 400)])
+@pytest.mark.parametrize(
+    "params, status", [({}, 400), ({"q": ""}, 400), ({"q": "x" * 501}, 400), ({"q": "mug", "k": "-1"}, 400)]
+)
 def test_bad_assistant_requests_are_4xx(api, catalogue, params, status):
     assert api.get(reverse("ragrec_api:assistant"), params).status_code == status
 
 
 def test_unreachable_generator_is_503_not_500(api, catalogue, settings):
-    settings.RAGREC = {**settings.RAGREC, "ASSISTANT_GENERATOR": "down", "GENERATORS": {
-        "default": {"BACKEND": "ragrec_django.ml.generators.FactsGenerator"},
-        "down": {"BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
-                 "OPTIONS": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0, "timeout": 1}}}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ASSISTANT_GENERATOR": "down",
+        "GENERATORS": {
+            "default": {"BACKEND": "ragrec_django.ml.generators.FactsGenerator"},
+            "down": {
+                "BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
+                "OPTIONS": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 0, "timeout": 1},
+            },
+        },
+    }
     response = api.get(reverse("ragrec_api:assistant"), {"q": "a mug"})
     assert response.status_code == 503 and "assistant" in response.json()["detail"]

@@ -42,7 +42,12 @@ def test_batch_of_events(api, url, catalogue):
     rows = Interaction.objects.order_by("id")
     assert [r.event for r in rows] == ["add_to_cart", "purchase", "purchase", "search", "click"]
     assert {r.session_key for r in rows} == {"s2"}
-    assert rows[1].quantity == 2 and rows[2].order_id == "o1" and rows[3].query == "tea kettle" and rows[4].source == "similar"
+    assert (
+        rows[1].quantity == 2
+        and rows[2].order_id == "o1"
+        and rows[3].query == "tea kettle"
+        and rows[4].source == "similar"
+    )
 
 
 def test_idempotency_key_header_makes_retries_safe(api, url, catalogue):
@@ -58,9 +63,11 @@ def test_idempotency_key_header_makes_retries_safe(api, url, catalogue):
 
 def test_idempotency_keys_in_a_batch(api, url, catalogue):
     mug = key(catalogue["Red ceramic coffee mug"])
-    batch = [{"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k1"},
-             {"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k1"},
-             {"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k2"}]
+    batch = [
+        {"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k1"},
+        {"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k1"},
+        {"event": "view", "item": mug, "session_key": "s", "idempotency_key": "k2"},
+    ]
     assert api.post(url, batch, format="json").json() == {"accepted": 3, "stored": 2, "duplicates": 1}
     assert api.post(url, batch, format="json").json() == {"accepted": 3, "stored": 0, "duplicates": 3}
     assert Interaction.objects.count() == 2
@@ -79,10 +86,12 @@ def test_a_key_reused_for_another_event_is_a_409_never_a_silent_drop(api, url, c
     assert response.status_code == 409
     body = response.json()
     assert "reused for a different event" in body["detail"] and "nothing was stored" in body["detail"]
-    assert body["errors"] == {"0": [
-        "idempotency key 'k' was already used by this visitor for a different event; a key names one event: "
-        "send a new event with a new key"
-    ]}
+    assert body["errors"] == {
+        "0": [
+            "idempotency key 'k' was already used by this visitor for a different event; a key names one event: "
+            "send a new event with a new key"
+        ]
+    }
     assert list(Interaction.objects.values_list("event", flat=True)) == ["view"]
     # The same event again is a replay: 200, nothing stored, the original kept.
     again = api.post(url, view, format="json", HTTP_IDEMPOTENCY_KEY="k")
@@ -91,8 +100,14 @@ def test_a_key_reused_for_another_event_is_a_409_never_a_silent_drop(api, url, c
 
 @pytest.mark.parametrize(
     "change",
-    [{"event": "add_to_cart"}, {"item": "other"}, {"quantity": 2}, {"order_id": "o2"}, {"source": "similar"},
-     {"created_at": "2024-01-01T00:00:00Z"}],
+    [
+        {"event": "add_to_cart"},
+        {"item": "other"},
+        {"quantity": 2},
+        {"order_id": "o2"},
+        {"source": "similar"},
+        {"created_at": "2024-01-01T00:00:00Z"},
+    ],
 )
 def test_every_field_of_the_event_is_part_of_what_a_key_names(api, url, catalogue, change):
     mug, lamp = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Brass desk lamp"])
@@ -107,9 +122,11 @@ def test_every_field_of_the_event_is_part_of_what_a_key_names(api, url, catalogu
 
 def test_a_conflict_refuses_the_whole_batch_and_is_found_within_one_batch(api, url, catalogue):
     mug, lamp = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Brass desk lamp"])
-    batch = [{"event": "view", "item": lamp, "idempotency_key": "fresh"},
-             {"event": "view", "item": mug, "idempotency_key": "k"},
-             {"event": "purchase", "item": mug, "idempotency_key": "k"}]
+    batch = [
+        {"event": "view", "item": lamp, "idempotency_key": "fresh"},
+        {"event": "view", "item": mug, "idempotency_key": "k"},
+        {"event": "purchase", "item": mug, "idempotency_key": "k"},
+    ]
     response = api.post(url + "?session=s1", batch, format="json")
     assert response.status_code == 409 and set(response.json()["errors"]) == {"2"}
     assert Interaction.objects.count() == 0
@@ -118,8 +135,12 @@ def test_a_conflict_refuses_the_whole_batch_and_is_found_within_one_batch(api, u
 def test_keys_belong_to_one_visitor_so_nobody_can_pre_empt_them(api, url, catalogue, django_user_model):
     """Keys were global: an anonymous client could store a key first and another visitor's event was dropped."""
     mug = key(catalogue["Red ceramic coffee mug"])
-    attacker = api.post(url, {"event": "view", "item": mug, "session_key": "attacker"}, format="json",
-                        HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug)
+    attacker = api.post(
+        url,
+        {"event": "view", "item": mug, "session_key": "attacker"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug,
+    )
     assert attacker.status_code == 201
     victim = {"event": "purchase", "item": mug, "order_id": "o1", "session_key": "victim"}
     response = api.post(url, victim, format="json", HTTP_IDEMPOTENCY_KEY="purchase:o1:%s" % mug)
@@ -177,7 +198,9 @@ def test_events_for_another_user_are_forbidden(api, url, catalogue):
     ann, bob = (get_user_model().objects.create_user(name) for name in ("ann", "bob"))
     lamp = key(catalogue["Brass desk lamp"])
     api.force_authenticate(ann)
-    response = api.post(url, [{"event": "view", "item": lamp}, {"event": "view", "item": lamp, "user_id": bob.pk}], format="json")
+    response = api.post(
+        url, [{"event": "view", "item": lamp}, {"event": "view", "item": lamp, "user_id": bob.pk}], format="json"
+    )
     assert response.status_code == 403
     assert response.json()["errors"] == {"1": ["user_id: you can only post events as yourself or for a session_key"]}
     api.force_authenticate(None)
@@ -224,8 +247,12 @@ def test_invalid_events_are_reported_by_index(api, url, catalogue):
 
 def test_service_refusals_are_400_with_indexes(api, url, catalogue):
     lamp = key(catalogue["Brass desk lamp"])
-    batch = [{"event": "view", "item": lamp}, {"event": "view", "item": "999999"}, {"event": "search"},
-             {"event": "view", "item": lamp, "created_at": "2999-01-01T00:00:00Z"}]
+    batch = [
+        {"event": "view", "item": lamp},
+        {"event": "view", "item": "999999"},
+        {"event": "search"},
+        {"event": "view", "item": lamp, "created_at": "2999-01-01T00:00:00Z"},
+    ]
     response = api.post(url + "?session=s", batch, format="json")
     assert response.status_code == 400
     errors = response.json()["errors"]

@@ -73,12 +73,21 @@ def test_default_k_is_ten_and_k_is_a_cap(api, catalogue):
 
 
 def test_bought_together_from_baskets_posted_through_the_api(api, catalogue):
-    mug, kettle, tee = (key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt"))
+    mug, kettle, tee = (
+        key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt")
+    )
     for order in ("o1", "o2"):
-        post_events(api, {"event": "purchase", "item": mug, "order_id": order},
-                    {"event": "purchase", "item": kettle, "order_id": order}, session=order)
-    post_events(api, {"event": "purchase", "item": mug, "order_id": "o3", "session_key": "o3"},
-                {"event": "purchase", "item": tee, "order_id": "o3", "session_key": "o3"})
+        post_events(
+            api,
+            {"event": "purchase", "item": mug, "order_id": order},
+            {"event": "purchase", "item": kettle, "order_id": order},
+            session=order,
+        )
+    post_events(
+        api,
+        {"event": "purchase", "item": mug, "order_id": "o3", "session_key": "o3"},
+        {"event": "purchase", "item": tee, "order_id": "o3", "session_key": "o3"},
+    )
     body = api.get(reverse("ragrec_api:bought-together", args=[mug]), {"k": 4}).json()
     assert body["recommender"] == "bought_together" and body["fallback"] is None
     assert titles(body)[:2] == ["Copper stovetop tea kettle", "Red cotton t-shirt"]
@@ -93,12 +102,22 @@ def test_bought_together_from_baskets_posted_through_the_api(api, catalogue):
 
 def test_bought_together_for_a_basket(api, catalogue):
     mug, kettle, tee, lamp = (
-        key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt", "Brass desk lamp")
+        key(catalogue[t])
+        for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt", "Brass desk lamp")
     )
-    post_events(api, {"event": "purchase", "item": mug, "order_id": "o1"}, {"event": "purchase", "item": kettle, "order_id": "o1"},
-                session="b1")
-    post_events(api, {"event": "purchase", "item": tee, "order_id": "o2"}, {"event": "purchase", "item": lamp, "order_id": "o2"},
-                {"event": "purchase", "item": kettle, "order_id": "o2"}, session="b2")
+    post_events(
+        api,
+        {"event": "purchase", "item": mug, "order_id": "o1"},
+        {"event": "purchase", "item": kettle, "order_id": "o1"},
+        session="b1",
+    )
+    post_events(
+        api,
+        {"event": "purchase", "item": tee, "order_id": "o2"},
+        {"event": "purchase", "item": lamp, "order_id": "o2"},
+        {"event": "purchase", "item": kettle, "order_id": "o2"},
+        session="b2",
+    )
     url = reverse("ragrec_api:basket-bought-together")
     body = api.get(url, {"items": "%s,%s,no-such-item" % (mug, tee), "k": 3}).json()
     assert body["recommender"] == "bought_together"
@@ -107,7 +126,11 @@ def test_bought_together_for_a_basket(api, catalogue):
     assert not {"Red ceramic coffee mug", "Red cotton t-shirt"} & set(titles(body))  # never the basket itself
 
     assert api.get(url, {"items": "no-such-item"}).status_code == 404
-    for bad, message in (("", "may not be blank"), (" , ,", "at least one item"), (",".join(map(str, range(51))), "At most 50")):
+    for bad, message in (
+        ("", "may not be blank"),
+        (" , ,", "at least one item"),
+        (",".join(map(str, range(51))), "At most 50"),
+    ):
         response = api.get(url, {"items": bad})
         assert response.status_code == 400 and message in str(response.json()["items"]), response.json()
     assert api.get(url).status_code == 400
@@ -140,7 +163,9 @@ def kettle_photo(catalogue):
 def test_search_by_photo(api, catalogue):
     photo = io.BytesIO(kettle_photo(catalogue))
     photo.name = "kettle.jpg"
-    response = api.post(reverse("ragrec_api:search-photo") + "?config=default", {"image": photo, "k": "2"}, format="multipart")
+    response = api.post(
+        reverse("ragrec_api:search-photo") + "?config=default", {"image": photo, "k": "2"}, format="multipart"
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["recommender"] == "photo" and len(body["results"]) == 2
@@ -202,8 +227,13 @@ def test_visitor_from_the_django_session_cookie(client, catalogue):
 
 def test_recently_viewed_and_buy_again(api, catalogue):
     lamp, mug = key(catalogue["Brass desk lamp"]), key(catalogue["Red ceramic coffee mug"])
-    post_events(api, {"event": "view", "item": lamp, "created_at": "2020-01-01T00:00:00Z"}, {"event": "view", "item": mug},
-                {"event": "purchase", "item": lamp, "order_id": "o9"}, session="s9")
+    post_events(
+        api,
+        {"event": "view", "item": lamp, "created_at": "2020-01-01T00:00:00Z"},
+        {"event": "view", "item": mug},
+        {"event": "purchase", "item": lamp, "order_id": "o9"},
+        session="s9",
+    )
     body = api.get(reverse("ragrec_api:recently-viewed"), {"session": "s9"}).json()
     assert body["recommender"] == "recently_viewed"
     assert titles(body) == ["Red ceramic coffee mug", "Brass desk lamp"]
@@ -242,8 +272,12 @@ def test_trending_overall_and_per_category(api, catalogue):
     ],
 )
 def test_bad_k_is_a_400_with_a_message(api, catalogue, k, message):
-    for url, extra in [(similar_url(key(catalogue["Brass desk lamp"])), {}), (reverse("ragrec_api:search"), {"q": "mug"}),
-                       (reverse("ragrec_api:trending"), {}), (reverse("ragrec_api:for-you"), {})]:
+    for url, extra in [
+        (similar_url(key(catalogue["Brass desk lamp"])), {}),
+        (reverse("ragrec_api:search"), {"q": "mug"}),
+        (reverse("ragrec_api:trending"), {}),
+        (reverse("ragrec_api:for-you"), {}),
+    ]:
         response = api.get(url, {"k": k, **extra})
         assert response.status_code == 400, (url, k)
         assert message in response.json()["k"][0]
@@ -263,9 +297,15 @@ def test_k_cap_follows_the_max_k_setting(api, settings, catalogue):
 
 def test_unknown_config_is_a_400_everywhere(api, catalogue):
     lamp = key(catalogue["Brass desk lamp"])
-    urls = [similar_url(lamp), reverse("ragrec_api:bought-together", args=[lamp]),
-            reverse("ragrec_api:search"), reverse("ragrec_api:for-you"), reverse("ragrec_api:recently-viewed"),
-            reverse("ragrec_api:buy-again"), reverse("ragrec_api:trending")]
+    urls = [
+        similar_url(lamp),
+        reverse("ragrec_api:bought-together", args=[lamp]),
+        reverse("ragrec_api:search"),
+        reverse("ragrec_api:for-you"),
+        reverse("ragrec_api:recently-viewed"),
+        reverse("ragrec_api:buy-again"),
+        reverse("ragrec_api:trending"),
+    ]
     for url in urls:
         response = api.get(url, {"config": "nope", "q": "mug"})
         assert response.status_code == 400, url

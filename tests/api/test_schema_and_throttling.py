@@ -30,7 +30,9 @@ def schema(api):
     GENERATOR_STATS.reset()
     response = api.get(reverse("ragrec_api:schema"), {"format": "json"})
     assert response.status_code == 200
-    assert not GENERATOR_STATS, "drf-spectacular warned: %s" % dict(GENERATOR_STATS._warn_cache or GENERATOR_STATS._error_cache)
+    assert not GENERATOR_STATS, "drf-spectacular warned: %s" % dict(
+        GENERATOR_STATS._warn_cache or GENERATOR_STATS._error_cache
+    )
     return json.loads(response.content)
 
 
@@ -51,22 +53,61 @@ def test_schema_describes_parameters_bodies_and_errors(schema):
     assert set(similar["responses"]) == {"200", "400", "404", "429", "503"}
     # session: the anonymous visitor, for A/B variant assignment and click attribution (docs/experiments.md)
     assert {p["name"] for p in paths["/api/recommend/search/"]["get"]["parameters"]} == {
-        "q", "k", "config", "session", "sort", "facets", "filter", "min_price", "max_price"}
-    assert {p["name"] for p in paths["/api/recommend/trending/"]["get"]["parameters"]} == {"k", "config", "category", "session"}
+        "q",
+        "k",
+        "config",
+        "session",
+        "sort",
+        "facets",
+        "filter",
+        "min_price",
+        "max_price",
+    }
+    assert {p["name"] for p in paths["/api/recommend/trending/"]["get"]["parameters"]} == {
+        "k",
+        "config",
+        "category",
+        "session",
+    }
     assert [p["name"] for p in paths["/api/recommend/for-you/"]["get"]["parameters"]].count("session") == 1
 
     result_list = components["TrackedRecommendationList"]
     assert set(result_list["properties"]) == {
-        "recommender", "config", "query", "fallback", "results", "impression_id", "experiment", "variant"}
+        "recommender",
+        "config",
+        "query",
+        "fallback",
+        "results",
+        "impression_id",
+        "experiment",
+        "variant",
+    }
     assert result_list["properties"]["impression_id"] == {
-        "type": "string", "format": "uuid", "nullable": True, "description": result_list["properties"]["impression_id"]["description"]}
+        "type": "string",
+        "format": "uuid",
+        "nullable": True,
+        "description": result_list["properties"]["impression_id"]["description"],
+    }
     assert set(components["Recommendation"]["properties"]) == {
-        "id", "title", "url", "category", "price", "in_stock", "score", "reason", "reasons", "components"}
+        "id",
+        "title",
+        "url",
+        "category",
+        "price",
+        "in_stock",
+        "score",
+        "reason",
+        "reasons",
+        "components",
+    }
 
     photo = paths["/api/recommend/search/photo/"]["post"]
     ref = photo["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert components[ref]["properties"]["image"] == {
-        "type": "string", "format": "binary", "description": components[ref]["properties"]["image"]["description"]}
+        "type": "string",
+        "format": "binary",
+        "description": components[ref]["properties"]["image"]["description"],
+    }
     assert components[ref]["required"] == ["image"]
     assert {"413", "400", "503"} <= set(photo["responses"])
 
@@ -116,7 +157,11 @@ def test_throttle_counters_live_in_the_configured_cache(api, settings, db):
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "default-test"},
         "throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "throttle-test"},
     }
-    settings.RAGREC = {**settings.RAGREC, "API_THROTTLE_CACHE": "throttle", "API_THROTTLE_RATES": {"ragrec_events": "1/hour"}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "API_THROTTLE_CACHE": "throttle",
+        "API_THROTTLE_RATES": {"ragrec_events": "1/hour"},
+    }
     caches["throttle"].clear()
     url = reverse("ragrec_api:events")
     api.post(url, {"event": "search", "query": "mug", "session_key": "s"}, format="json")

@@ -43,7 +43,9 @@ SKIP_REASON = "Chromium is not installed (apt-get install chromium, or set SHOP_
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "browser: drives a headless Chromium against a live server (skipped without Chromium)")
+    config.addinivalue_line(
+        "markers", "browser: drives a headless Chromium against a live server (skipped without Chromium)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -72,7 +74,9 @@ def browser(tmp_path, monkeypatch):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # pragma: no cover - the pinned test environment has it
-        pytest.fail("The browser tests need Playwright for Python: pip install -e '.[test]' (never 'playwright install').")
+        pytest.fail(
+            "The browser tests need Playwright for Python: pip install -e '.[test]' (never 'playwright install')."
+        )
     # Playwright's sync API keeps an event loop running in this thread, which Django takes for an async
     # context; the test's own ORM calls (assertions) are plain synchronous code. The server has its own thread.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -81,8 +85,13 @@ def browser(tmp_path, monkeypatch):
 
         def open_page(name: str = "shopper"):
             context = playwright.chromium.launch_persistent_context(
-                str(tmp_path / ("profile-%s" % name)), executable_path=executable, headless=True, args=CHROMIUM_FLAGS,
-                viewport=VIEWPORT, locale="en-GB", timezone_id="UTC",
+                str(tmp_path / ("profile-%s" % name)),
+                executable_path=executable,
+                headless=True,
+                args=CHROMIUM_FLAGS,
+                viewport=VIEWPORT,
+                locale="en-GB",
+                timezone_id="UTC",
             )
             context.set_default_timeout(15_000)
             contexts.append(context)
@@ -110,7 +119,9 @@ def screenshot(tmp_path):
         picture = Image.open(io.BytesIO(png)).convert("RGB")
         assert picture.width == VIEWPORT["width"] and len(picture.resize((64, 64)).getcolors(64 * 64)) > 50  # not blank
         # 256 colours are plenty for a page of flat colours, and a third of the size in git.
-        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+        picture.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            path, optimize=True
+        )
         return path
 
     return take
@@ -128,8 +139,11 @@ def shop(transactional_db, ragrec_encoders, settings, tmp_path_factory):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
     # The tiny CLIP is randomly initialised: it serves the photo search (any answer will do) but does not
     # rank text searches or similar items, which come from the real MiniLM text space as in the demo.
-    settings.RAGREC = {**settings.RAGREC, "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.0},
-                       "SIMILAR_WEIGHTS": {"text": 1.0, "image": 0.0}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.0},
+        "SIMILAR_WEIGHTS": {"text": 1.0, "image": 0.0},
+    }
     out = io.StringIO()
     call_command("seed_catalog", count=CATALOGUE_SIZE, stdout=out)
     call_command("seed_people", stdout=out)

@@ -28,12 +28,19 @@ def section(page, recommender: str):
 def best_co_purchased(shop):
     """The product that appears in the most multi-item orders of the seeded history."""
     baskets = (
-        Interaction.objects.filter(event="purchase").exclude(order_id="").values("order_id")
-        .annotate(n=Count("id")).filter(n__gt=1).values("order_id")
+        Interaction.objects.filter(event="purchase")
+        .exclude(order_id="")
+        .values("order_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .values("order_id")
     )
     row = (
-        Interaction.objects.filter(event="purchase", order_id__in=baskets).values("item__key")
-        .annotate(n=Count("order_id", distinct=True)).order_by("-n", "item__key").first()
+        Interaction.objects.filter(event="purchase", order_id__in=baskets)
+        .values("item__key")
+        .annotate(n=Count("order_id", distinct=True))
+        .order_by("-n", "item__key")
+        .first()
     )
     return shop.get(pk=int(row["item__key"]))
 
@@ -65,7 +72,9 @@ def test_shopper_logs_in_sees_recommendations_and_checks_out(live_server, shop, 
     expect(for_you.get_by_role("heading", name="For you")).to_be_visible()
     expect(for_you.locator(".ragrec-card").first).to_be_visible()
     # Her repeat purchases, what is bought with them and items like those she viewed, each saying which.
-    expect(for_you.locator(".ragrec-reason").first).to_have_text(re.compile(r"^(You bought this before|Bought with |Because you viewed )"))
+    expect(for_you.locator(".ragrec-reason").first).to_have_text(
+        re.compile(r"^(You bought this before|Bought with |Because you viewed )")
+    )
     expect(section(page, "trending").locator(".ragrec-reason").first).to_have_text("Trending now")
     screenshot(page, "home")
 

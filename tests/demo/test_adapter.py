@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from ragrec_django.adapters import get_adapter
 
+from ragrec_django.adapters import get_adapter
 from shop_demo.catalog.adapters import ProductAdapter
 from shop_demo.catalog.models import Product
 

@@ -110,8 +110,15 @@ def test_clear_my_conversations(client, gift_shop):
 
 def test_product_titles_and_messages_are_escaped(client, db, ragrec_encoders):
     category = Category.objects.create(name="Mugs", slug="mugs")
-    product = Product(title="<script>alert(1)</script> mug", slug="evil-mug", category=category, price="9",
-                      stock=3, colour="red", description="A mug.")
+    product = Product(
+        title="<script>alert(1)</script> mug",
+        slug="evil-mug",
+        category=category,
+        price="9",
+        stock=3,
+        colour="red",
+        description="A mug.",
+    )
     product.image.save("evil.jpg", ContentFile(jpeg((200, 20, 20))), save=False)
     product.save()
     for space in ("text", "image", "clip-text"):

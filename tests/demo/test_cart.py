@@ -91,7 +91,9 @@ def test_checkout_needs_a_basket_and_the_order_token(client):
     add(client, product("Mug"))
     client.get(reverse("catalog:checkout"))
     forged = client.post(reverse("catalog:checkout"), {"order": "ord-forged"})
-    assert forged["Location"] == reverse("catalog:checkout") and not Interaction.objects.filter(event="purchase").exists()
+    assert (
+        forged["Location"] == reverse("catalog:checkout") and not Interaction.objects.filter(event="purchase").exists()
+    )
 
 
 def test_product_page_has_an_accessible_add_to_basket_form(client):

@@ -47,8 +47,17 @@ TINY_DEMO_TRAINING = {
 @pytest.fixture(scope="module")
 def lit_checkpoint(tmp_path_factory) -> str:
     """A real (briefly trained) LiT checkpoint folder."""
-    result = train_clip(shape_pairs(styles=1), tmp_path_factory.mktemp("lit"), lock_text="minilm", from_config=TINY_LIT_CONFIG,
-                        epochs=1, batch_size=16, device="cpu", progress=False, plot=False)
+    result = train_clip(
+        shape_pairs(styles=1),
+        tmp_path_factory.mktemp("lit"),
+        lock_text="minilm",
+        from_config=TINY_LIT_CONFIG,
+        epochs=1,
+        batch_size=16,
+        device="cpu",
+        progress=False,
+        plot=False,
+    )
     return result.checkpoint
 
 
@@ -71,25 +80,37 @@ def test_without_weights_or_checkpoint_there_is_no_clip_space(tmp_path):
 
 
 def test_pretrained_weights_keep_the_open_clip_encoder_and_both_spaces(tmp_path, lit_checkpoint):
-    env = {"RAGREC_CLIP_PRETRAINED": "laion2b_s34b_b79k", "RAGREC_CLIP_MODEL": "ViT-B-16", "RAGREC_CLIP_CHECKPOINT": lit_checkpoint}
+    env = {
+        "RAGREC_CLIP_PRETRAINED": "laion2b_s34b_b79k",
+        "RAGREC_CLIP_MODEL": "ViT-B-16",
+        "RAGREC_CLIP_CHECKPOINT": lit_checkpoint,
+    }
     choice = democlip.choose_clip(env, demo_dir_with(lit_checkpoint, tmp_path))
     assert choice.source == "pretrained"
     assert choice.encoder == {
         "BACKEND": "ragrec_django.ml.clip.OpenClipEncoder",
         "OPTIONS": {"model": "ViT-B-16", "pretrained": "laion2b_s34b_b79k", "config": None, "device": "auto"},
     }
-    assert choice.spaces == {"image": {"ENCODER": "clip", "MODALITY": "image"}, "clip-text": {"ENCODER": "clip", "MODALITY": "text"}}
+    assert choice.spaces == {
+        "image": {"ENCODER": "clip", "MODALITY": "image"},
+        "clip-text": {"ENCODER": "clip", "MODALITY": "text"},
+    }
 
 
 def test_a_named_checkpoint_selects_the_locked_text_encoder(tmp_path, lit_checkpoint, settings):
     choice = democlip.choose_clip({"RAGREC_CLIP_CHECKPOINT": lit_checkpoint}, tmp_path / "nothing-here")
     assert choice.source == "checkpoint" and choice.checkpoint == lit_checkpoint
-    assert choice.encoder == {"BACKEND": "ragrec_django.ml.locked_clip.LockedTextClipEncoder",
-                              "OPTIONS": {"checkpoint": lit_checkpoint, "device": "auto"}}
+    assert choice.encoder == {
+        "BACKEND": "ragrec_django.ml.locked_clip.LockedTextClipEncoder",
+        "OPTIONS": {"checkpoint": lit_checkpoint, "device": "auto"},
+    }
     assert choice.spaces == {"image": {"ENCODER": "clip", "MODALITY": "image"}}  # no clip-text: a map of the text space
 
-    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
-                       "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
+        "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces},
+    }
     encoder = registry.get_space("image").encoder
     assert isinstance(encoder, LockedTextClipEncoder) and encoder.checkpoint == lit_checkpoint
     assert encoder.dimension == TINY_LIT_CONFIG["embed_dim"]
@@ -116,14 +137,20 @@ def test_the_demo_settings_module_serves_the_demo_checkpoint(tmp_path, lit_check
     """The real shop_demo.settings in a fresh process: its image space is the LiT checkpoint under VAR_DIR."""
     directory = demo_dir_with(lit_checkpoint, tmp_path)
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAGREC_CLIP_")}
-    env.update(DATABASE_URL="postgres://unused/db", SHOP_DEMO_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="shop_demo.settings")
+    env.update(
+        DATABASE_URL="postgres://unused/db",
+        SHOP_DEMO_VAR_DIR=str(tmp_path),
+        DJANGO_SETTINGS_MODULE="shop_demo.settings",
+    )
     script = (
         "import django, json; django.setup()\n"
         "from ragrec_django import registry\n"
         "encoder = registry.get_space('image').encoder\n"
         "print(json.dumps([type(encoder).__name__, encoder.checkpoint, sorted(registry.get_spaces())]))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     name, checkpoint, spaces = json.loads(done.stdout.strip().splitlines()[-1])
     assert name == "LockedTextClipEncoder" and checkpoint == str(directory / Path(lit_checkpoint).name)
@@ -171,8 +198,11 @@ def test_prepare_demo_trains_once_then_photo_and_text_to_image_search_work(seed,
     # encoded through the normal encoding path.
     choice = democlip.choose_clip(os.environ, directory)
     assert choice.source == "demo-checkpoint"
-    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
-                       "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
+        "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces},
+    }
     call_command("ragrec_reindex", "--sync", "--space", "image", stdout=io.StringIO(), stderr=io.StringIO())
     generation = storage.active_generation("image")
     assert generation.encoder_version == LockedTextClipEncoder(checkpoint=str(checkpoint)).version
@@ -221,13 +251,26 @@ def test_a_new_checkpoint_starts_a_switch_of_the_image_space_and_prepare_demo_pr
     for name in ("RAGREC_CLIP_PRETRAINED", "RAGREC_CLIP_CHECKPOINT"):
         monkeypatch.delenv(name, raising=False)
     seed(count=12)
-    old = train_clip(shape_pairs(styles=1), tmp_path / "old", lock_text="minilm", from_config=TINY_LIT_CONFIG, epochs=1,
-                     batch_size=16, seed=1, device="cpu", progress=False, plot=False).checkpoint
+    old = train_clip(
+        shape_pairs(styles=1),
+        tmp_path / "old",
+        lock_text="minilm",
+        from_config=TINY_LIT_CONFIG,
+        epochs=1,
+        batch_size=16,
+        seed=1,
+        device="cpu",
+        progress=False,
+        plot=False,
+    ).checkpoint
 
     def use(checkpoint):
         choice = democlip.choose_clip({"RAGREC_CLIP_CHECKPOINT": checkpoint}, tmp_path)
-        settings.RAGREC = {**settings.RAGREC, "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
-                           "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces}}
+        settings.RAGREC = {
+            **settings.RAGREC,
+            "ENCODERS": {**settings.RAGREC["ENCODERS"], "clip": choice.encoder},
+            "SPACES": {**settings.RAGREC["SPACES"], **choice.spaces},
+        }
 
     use(old)
     call_command("ragrec_reindex", "--sync", "--space", "image", stdout=io.StringIO(), stderr=io.StringIO())

@@ -15,7 +15,19 @@ from shop_demo.catalog.models import Category, Product
 
 from .helpers import colour_share, pixels
 
-HEADER = ["title", "description", "category", "price", "stock", "colour", "material", "size", "image", "parent_slug", "slug"]
+HEADER = [
+    "title",
+    "description",
+    "category",
+    "price",
+    "stock",
+    "colour",
+    "material",
+    "size",
+    "image",
+    "parent_slug",
+    "slug",
+]
 
 
 def write_csv(path, rows, header=HEADER):
@@ -51,13 +63,38 @@ def test_help_documents_every_column():
 
 @pytest.mark.django_db
 def test_happy_path(tmp_path, images, media_root):
-    path = write_csv(tmp_path / "products.csv", [
-        ["Studio Red Mug", "A red mug. It holds 350 ml.", "Mugs", "12.50", "7", "red", "stoneware", "350 ml",
-         "mugs/red.jpg", "", "studio-red-mug"],
-        ["Studio Blue Mug", "The same mug in blue.", "Mugs", "12.50", "", "blue", "stoneware", "350 ml",
-         "mugs/blue.jpg", "studio-red-mug", ""],
-        ["Canvas Tote", "A tote bag.\nWith a second line.", "Bags", "19", "3", "", "canvas", "", "", "", ""],
-    ])
+    path = write_csv(
+        tmp_path / "products.csv",
+        [
+            [
+                "Studio Red Mug",
+                "A red mug. It holds 350 ml.",
+                "Mugs",
+                "12.50",
+                "7",
+                "red",
+                "stoneware",
+                "350 ml",
+                "mugs/red.jpg",
+                "",
+                "studio-red-mug",
+            ],
+            [
+                "Studio Blue Mug",
+                "The same mug in blue.",
+                "Mugs",
+                "12.50",
+                "",
+                "blue",
+                "stoneware",
+                "350 ml",
+                "mugs/blue.jpg",
+                "studio-red-mug",
+                "",
+            ],
+            ["Canvas Tote", "A tote bag.\nWith a second line.", "Bags", "19", "3", "", "canvas", "", "", "", ""],
+        ],
+    )
     output = load(path, images=str(images))
     assert "3 created, 0 updated" in output
 
@@ -79,12 +116,22 @@ def test_happy_path(tmp_path, images, media_root):
 
 @pytest.mark.django_db
 def test_existing_slug_updates_and_generated_slugs_stay_unique(tmp_path):
-    path = write_csv(tmp_path / "a.csv", [["Lamp", "", "Lamps", "30", "1", "", "", "", "", "", "desk-lamp"],
-                                          ["Lamp", "", "Lamps", "31", "1", "", "", "", "", "", ""]])
+    path = write_csv(
+        tmp_path / "a.csv",
+        [
+            ["Lamp", "", "Lamps", "30", "1", "", "", "", "", "", "desk-lamp"],
+            ["Lamp", "", "Lamps", "31", "1", "", "", "", "", "", ""],
+        ],
+    )
     load(path)
-    path = write_csv(tmp_path / "b.csv", [["Desk Lamp", "Brighter.", "Lamps", "35", "4", "", "", "", "", "", "desk-lamp"],
-                                          ["Lamp", "", "Lamps", "32", "1", "", "", "", "", "", ""],
-                                          ["Green Desk Lamp", "", "Lamps", "35", "2", "green", "", "", "", "desk-lamp", "green-desk-lamp"]])
+    path = write_csv(
+        tmp_path / "b.csv",
+        [
+            ["Desk Lamp", "Brighter.", "Lamps", "35", "4", "", "", "", "", "", "desk-lamp"],
+            ["Lamp", "", "Lamps", "32", "1", "", "", "", "", "", ""],
+            ["Green Desk Lamp", "", "Lamps", "35", "2", "green", "", "", "", "desk-lamp", "green-desk-lamp"],
+        ],
+    )
     assert "2 created, 1 updated" in load(path)
     assert Product.objects.count() == 4
     assert Product.objects.get(slug="green-desk-lamp").parent.slug == "desk-lamp"
@@ -96,16 +143,19 @@ def test_existing_slug_updates_and_generated_slugs_stay_unique(tmp_path):
 
 @pytest.mark.django_db
 def test_bad_csv_loads_nothing_and_reports_row_numbers(tmp_path, images, media_root):
-    path = write_csv(tmp_path / "bad.csv", [
-        ["Good Mug", "Fine.", "Mugs", "10", "1", "red", "", "", "mugs/red.jpg", "", ""],  # row 2: valid
-        ["Cheap Mug", "", "Mugs", "-1", "1", "", "", "", "", "", ""],  # row 3: negative price
-        ["", "No title.", "Mugs", "5", "1", "", "", "", "", "", ""],  # row 4: missing title
-        ["Ghost Mug", "", "Mugs", "5", "1", "", "", "", "mugs/missing.jpg", "", ""],  # row 5: unknown image
-        ["Text Mug", "", "Mugs", "5", "1", "", "", "", "notes.txt", "", ""],  # row 6: not an image
-        ["Many Mug", "", "Mugs", "5", "lots", "", "", "", "", "", ""],  # row 7: stock not a number
-        ["Orphan Mug", "", "Mugs", "5", "1", "", "", "", "", "no-such-parent", ""],  # row 8: unknown parent
-        ["Escaping Mug", "", "Mugs", "5", "1", "", "", "", "../../etc/passwd", "", ""],  # row 9: outside folder
-    ])
+    path = write_csv(
+        tmp_path / "bad.csv",
+        [
+            ["Good Mug", "Fine.", "Mugs", "10", "1", "red", "", "", "mugs/red.jpg", "", ""],  # row 2: valid
+            ["Cheap Mug", "", "Mugs", "-1", "1", "", "", "", "", "", ""],  # row 3: negative price
+            ["", "No title.", "Mugs", "5", "1", "", "", "", "", "", ""],  # row 4: missing title
+            ["Ghost Mug", "", "Mugs", "5", "1", "", "", "", "mugs/missing.jpg", "", ""],  # row 5: unknown image
+            ["Text Mug", "", "Mugs", "5", "1", "", "", "", "notes.txt", "", ""],  # row 6: not an image
+            ["Many Mug", "", "Mugs", "5", "lots", "", "", "", "", "", ""],  # row 7: stock not a number
+            ["Orphan Mug", "", "Mugs", "5", "1", "", "", "", "", "no-such-parent", ""],  # row 8: unknown parent
+            ["Escaping Mug", "", "Mugs", "5", "1", "", "", "", "../../etc/passwd", "", ""],  # row 9: outside folder
+        ],
+    )
     with pytest.raises(CommandError) as excinfo:
         load(path, images=str(images))
     message = str(excinfo.value)
@@ -125,11 +175,14 @@ def test_bad_csv_loads_nothing_and_reports_row_numbers(tmp_path, images, media_r
 
 @pytest.mark.django_db
 def test_duplicate_slugs_and_variant_of_variant_are_rejected(tmp_path):
-    path = write_csv(tmp_path / "dup.csv", [
-        ["A", "", "Hats", "5", "1", "", "", "", "", "", "hat-a"],
-        ["B", "", "Hats", "5", "1", "", "", "", "", "hat-a", "hat-b"],
-        ["C", "", "Hats", "5", "1", "", "", "", "", "hat-b", "hat-a"],
-    ])
+    path = write_csv(
+        tmp_path / "dup.csv",
+        [
+            ["A", "", "Hats", "5", "1", "", "", "", "", "", "hat-a"],
+            ["B", "", "Hats", "5", "1", "", "", "", "", "hat-a", "hat-b"],
+            ["C", "", "Hats", "5", "1", "", "", "", "", "hat-b", "hat-a"],
+        ],
+    )
     with pytest.raises(CommandError) as excinfo:
         load(path)
     message = str(excinfo.value)

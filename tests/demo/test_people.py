@@ -85,7 +85,7 @@ def test_orders_are_baskets_with_co_purchases():
         assert all(products[e.item].in_stock for e in lines)
     baskets = [sorted({e.item for e in lines}) for lines in orders.values()]
     assert sum(len(b) > 1 for b in baskets) > len(baskets) / 2
-    pairs = Counter((a, b) for basket in baskets for i, a in enumerate(basket) for b in basket[i + 1:])
+    pairs = Counter((a, b) for basket in baskets for i, a in enumerate(basket) for b in basket[i + 1 :])
     (a, b), count = pairs.most_common(1)[0]
     assert count >= 3  # a product and its partner are bought together again and again
     assert products[a].category != products[b].category

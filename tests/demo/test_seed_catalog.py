@@ -176,7 +176,7 @@ def test_categories_have_different_silhouettes():
     masks = {shape: _red_mask(shape, style) for shape in imaging.SHAPES}
     assert len(masks) >= 10
     for i, a in enumerate(masks):
-        for b in list(masks)[i + 1:]:
+        for b in list(masks)[i + 1 :]:
             union = (masks[a] | masks[b]).sum()
             iou = (masks[a] & masks[b]).sum() / union
             assert iou < 0.75, (a, b, iou)
@@ -186,7 +186,7 @@ def test_pictures_of_one_category_vary_but_keep_the_colour():
     specs = [p for p in generate(240, 42) if p.category.shape == "mug"][:6]
     images = [pixels(imaging.render(p.category.shape, p.colour, p.style)) for p in specs]
     for i, a in enumerate(images):
-        for b in images[i + 1:]:
+        for b in images[i + 1 :]:
             assert not np.array_equal(a, b)
     styles = {p.style for p in specs}
     assert len(styles) == len(specs)

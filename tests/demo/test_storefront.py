@@ -135,7 +135,10 @@ def test_admin_pages_render_with_thumbnails(admin_client, seed):
     change = admin_client.get(reverse("admin:catalog_product_change", args=[item.pk]))
     assert change.status_code == 200
     assert admin_client.get(reverse("admin:catalog_category_changelist")).status_code == 200
-    assert admin_client.get(reverse("admin:catalog_product_changelist"), {"q": "mug", "is_active__exact": "1"}).status_code == 200
+    assert (
+        admin_client.get(reverse("admin:catalog_product_changelist"), {"q": "mug", "is_active__exact": "1"}).status_code
+        == 200
+    )
 
 
 @pytest.mark.django_db

@@ -42,8 +42,10 @@ def changes(text: str, current: DialogueState | None = None) -> dict:
         ("over 15", {"min_price": 15.0}),
         ("a mug", {"category": "Mugs"}),
         ("red t-shirts", {"category": "T-shirts", "colours": ["red"]}),
-        ("a red cotton t-shirt size M", {"category": "T-shirts", "colours": ["red"], "materials": ["cotton"],
-                                         "sizes": ["m"]}),
+        (
+            "a red cotton t-shirt size M",
+            {"category": "T-shirts", "colours": ["red"], "materials": ["cotton"], "sizes": ["m"]},
+        ),
         ("a hiking backpack", {"query": "hiking backpack"}),
         ("in XL", {"sizes": ["xl"]}),
         ("in large", {"sizes": ["l"]}),
@@ -241,4 +243,11 @@ def test_feedback_updates():
 
 def test_singular():
     assert [singular(w) for w in ["mugs", "glasses", "batteries", "boxes", "dress", "bus", "cup"]] == [
-        "mug", "glass", "battery", "box", "dress", "bus", "cup"]
+        "mug",
+        "glass",
+        "battery",
+        "box",
+        "dress",
+        "bus",
+        "cup",
+    ]

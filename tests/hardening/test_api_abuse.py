@@ -42,8 +42,12 @@ def post_json(api, body, url=None, **extra):
 
 def test_bad_k_in_the_photo_form_is_a_400(api, catalogue):
     url = reverse("ragrec_api:search-photo")
-    for k, message in [("1000", "less than or equal to 100"), ("0", "greater than or equal to 1"),
-                       ("abc", "valid integer"), ("99999999999999999999", "less than or equal to 100")]:
+    for k, message in [
+        ("1000", "less than or equal to 100"),
+        ("0", "greater than or equal to 1"),
+        ("abc", "valid integer"),
+        ("99999999999999999999", "less than or equal to 100"),
+    ]:
         upload = io.BytesIO(build_samples().jpeg)
         upload.name = "p.jpg"
         response = api.post(url, {"image": upload, "k": k}, format="multipart")
@@ -57,17 +61,34 @@ def test_bad_k_in_the_photo_form_is_a_400(api, catalogue):
 def test_out_of_range_and_mistyped_event_fields_are_400_by_index(api, catalogue):
     lamp = str(catalogue["Brass desk lamp"].pk)
     cases = [
-        ({"event": "view", "item": lamp, "created_at": "0001-01-01T00:00:00+05:00"}, "created_at: Datetime value out of range."),
-        ({"event": "view", "item": lamp, "created_at": "9999-12-31T23:59:59-05:00"}, "created_at: Datetime value out of range."),
-        ({"event": "view", "item": lamp, "created_at": "2024-02-30T00:00:00Z"}, "created_at: Datetime has wrong format."),
-        ({"event": "purchase", "item": lamp, "quantity": 10**30}, "quantity: Ensure this value is less than or equal to 10000."),
-        ({"event": "purchase", "item": lamp, "quantity": -3}, "quantity: Ensure this value is greater than or equal to 1."),
+        (
+            {"event": "view", "item": lamp, "created_at": "0001-01-01T00:00:00+05:00"},
+            "created_at: Datetime value out of range.",
+        ),
+        (
+            {"event": "view", "item": lamp, "created_at": "9999-12-31T23:59:59-05:00"},
+            "created_at: Datetime value out of range.",
+        ),
+        (
+            {"event": "view", "item": lamp, "created_at": "2024-02-30T00:00:00Z"},
+            "created_at: Datetime has wrong format.",
+        ),
+        (
+            {"event": "purchase", "item": lamp, "quantity": 10**30},
+            "quantity: Ensure this value is less than or equal to 10000.",
+        ),
+        (
+            {"event": "purchase", "item": lamp, "quantity": -3},
+            "quantity: Ensure this value is greater than or equal to 1.",
+        ),
         ({"event": "purchase", "item": lamp, "quantity": 2.5}, "quantity: A valid integer is required."),
         ({"event": "view", "item": "a\x00b"}, "item: Null characters are not allowed."),
         ({"event": "view", "item": {"id": lamp}}, "item: Not a valid string."),
         ({"event": ["view"], "item": lamp}, "event: "),
-        ({"event": "view", "item": lamp, "idempotency_key": "k" * 129},
-         "idempotency_key: Ensure this field has no more than 128"),
+        (
+            {"event": "view", "item": lamp, "idempotency_key": "k" * 129},
+            "idempotency_key: Ensure this field has no more than 128",
+        ),
         ({"event": "search", "query": "q" * 501}, "query: Ensure this field has no more than 500 characters."),
     ]
     response = post_json(api, [body for body, _ in cases])
@@ -120,7 +141,9 @@ def test_a_full_batch_is_accepted_and_one_more_refused(api, catalogue):
     batch = [{"event": "view", "item": lamp, "idempotency_key": "k%d" % i} for i in range(MAX_BATCH)]
     assert post_json(api, batch).json() == {"accepted": MAX_BATCH, "stored": MAX_BATCH, "duplicates": 0}
     response = post_json(api, batch + [{"event": "view", "item": lamp}])
-    assert response.status_code == 400 and "at most %d events" % MAX_BATCH in response.json()["errors"][str(MAX_BATCH)][0]
+    assert (
+        response.status_code == 400 and "at most %d events" % MAX_BATCH in response.json()["errors"][str(MAX_BATCH)][0]
+    )
     assert Interaction.objects.count() == MAX_BATCH
 
 
@@ -192,8 +215,17 @@ def test_negative_nan_and_infinite_prices_cannot_enter_the_demo_catalogue(catalo
             Product.objects.filter(pk=mug.pk).update(price=Decimal(price))
 
 
-@pytest.mark.parametrize("q", ["mug under -5", "mug under nan", "mug under inf", "mug under 1e400",
-                               "mug over -20 and under -10", "mug under 99999999999999999999999999999"])
+@pytest.mark.parametrize(
+    "q",
+    [
+        "mug under -5",
+        "mug under nan",
+        "mug under inf",
+        "mug under 1e400",
+        "mug over -20 and under -10",
+        "mug under 99999999999999999999999999999",
+    ],
+)
 def test_budgets_in_assistant_requests_are_never_negative_or_not_finite(api, catalogue, q):
     response = api.get(reverse("ragrec_api:assistant"), {"q": q, "k": 3})
     assert response.status_code == 200

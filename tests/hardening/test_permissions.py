@@ -23,7 +23,9 @@ CHANGELIST = "admin:ragrec_django_descriptiondraft_changelist"
 
 def user_with(*codenames, username):
     user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="ragrec_django", codename__in=codenames))
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="ragrec_django", codename__in=codenames)
+    )
     return get_user_model().objects.get(pk=user.pk)
 
 
@@ -32,17 +34,32 @@ def people(db):
     return {
         "staff": user_with(username="staff"),
         "viewer": user_with("view_descriptiondraft", "view_publisheddescription", username="viewer"),
-        "reviewer": user_with("review_descriptiondraft", "view_descriptiondraft", "change_descriptiondraft", username="reviewer"),
-        "publisher": user_with("publish_descriptiondraft", "view_descriptiondraft", "change_descriptiondraft",
-                               "view_publisheddescription", username="publisher"),
+        "reviewer": user_with(
+            "review_descriptiondraft", "view_descriptiondraft", "change_descriptiondraft", username="reviewer"
+        ),
+        "publisher": user_with(
+            "publish_descriptiondraft",
+            "view_descriptiondraft",
+            "change_descriptiondraft",
+            "view_publisheddescription",
+            username="publisher",
+        ),
     }
 
 
 @pytest.fixture
 def drafts(db, people):
     category = Category.objects.create(name="Hardware", slug="hardware")
-    product = Product.objects.create(title="Copper pipe fitting", slug="copper", category=category, price="4.20",
-                                     stock=9, colour="orange", material="copper", description="A copper fitting.")
+    product = Product.objects.create(
+        title="Copper pipe fitting",
+        slug="copper",
+        category=category,
+        price="4.20",
+        stock=9,
+        colour="orange",
+        material="copper",
+        description="A copper fitting.",
+    )
     pending = descriptions.generate_draft(str(product.pk))
     approved = descriptions.approve(descriptions.generate_draft(str(product.pk)), people["reviewer"])
     return pending, approved
@@ -58,8 +75,12 @@ def status_of(draft):
 
 def test_anonymous_visitors_are_sent_to_the_login_page_and_change_nothing(client, drafts):
     pending, approved = drafts
-    for url in (reverse(CHANGELIST), reverse("admin:ragrec_django_descriptiondraft_change", args=[pending.pk]),
-                reverse("admin:ragrec_django_generationjob_add"), reverse("admin:ragrec_django_publisheddescription_changelist")):
+    for url in (
+        reverse(CHANGELIST),
+        reverse("admin:ragrec_django_descriptiondraft_change", args=[pending.pk]),
+        reverse("admin:ragrec_django_generationjob_add"),
+        reverse("admin:ragrec_django_publisheddescription_changelist"),
+    ):
         response = client.get(url)
         assert response.status_code == 302 and response["Location"].startswith(reverse("admin:login")), url
     for draft, name in ((pending, "approve"), (pending, "reject"), (pending, "regenerate"), (approved, "publish")):

@@ -111,7 +111,7 @@ class Runner:
         self.statuses[response.status_code] += 1
         try:
             case.validate_response(response, checks=CHECKS, transport_kwargs={"app": self.app})
-        except (Exception, BaseExceptionGroup) as exc:  # schemathesis' FailureGroup is a BaseExceptionGroup
+        except (Exception, BaseExceptionGroup) as exc:  # noqa: F821 (Python >= 3.11, as the tests run) schemathesis' FailureGroup is a BaseExceptionGroup
             for key, report in _problems(mode, response, exc).items():
                 self.problems.setdefault(key, report)
 
@@ -162,6 +162,8 @@ def test_fuzzed_requests_get_documented_answers_and_no_server_error(api_schema, 
         assert coverage(runner, operation, path_parameters) > 0
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             fuzz(runner, operation, mode, path_parameters)
-    print("%s: %d requests, statuses %s" % (label, sum(runner.statuses.values()), dict(sorted(runner.statuses.items()))))
+    print(
+        "%s: %d requests, statuses %s" % (label, sum(runner.statuses.values()), dict(sorted(runner.statuses.items())))
+    )
     assert 200 in runner.statuses or 201 in runner.statuses, "no request succeeded: %s" % dict(runner.statuses)
     assert not runner.problems, "\n\n".join("%s\n%s" % item for item in sorted(runner.problems.items()))

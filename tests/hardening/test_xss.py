@@ -61,8 +61,10 @@ def evil(settings, catalogue, django_user_model):
     Category.objects.filter(pk=category.pk).update(name=EVIL_CATEGORY)
     product = catalogue["Red ceramic coffee mug"]
     Product.objects.filter(pk=product.pk).update(
-        title=EVIL_TITLE, description="%s Made of %s. See %s" % (ATTRIBUTE_BREAK, SCRIPT, JS_URL),
-        colour=SCRIPT, material=ATTRIBUTE_BREAK,
+        title=EVIL_TITLE,
+        description="%s Made of %s. See %s" % (ATTRIBUTE_BREAK, SCRIPT, JS_URL),
+        colour=SCRIPT,
+        material=ATTRIBUTE_BREAK,
     )
     product.refresh_from_db()
     pks = [p.pk for p in catalogue.values()]
@@ -76,12 +78,14 @@ def evil(settings, catalogue, django_user_model):
     generation = storage.active_generation("image")
     storage.record_failures(generation, [(item.id, "", "bad image: %s" % SCRIPT)])
     blue = Item.objects.get(key=str(catalogue["Blue ceramic coffee mug"].pk))
-    record_events([
-        EventInput(event="view", item=item.key, session_key="victim"),
-        EventInput(event="purchase", item=item.key, session_key="victim", order_id="o-%s" % SCRIPT[:20]),
-        EventInput(event="purchase", item=blue.key, session_key="victim", order_id="o-%s" % SCRIPT[:20]),
-        EventInput(event="search", query=SCRIPT + ATTRIBUTE_BREAK, session_key="victim"),
-    ])
+    record_events(
+        [
+            EventInput(event="view", item=item.key, session_key="victim"),
+            EventInput(event="purchase", item=item.key, session_key="victim", order_id="o-%s" % SCRIPT[:20]),
+            EventInput(event="purchase", item=blue.key, session_key="victim", order_id="o-%s" % SCRIPT[:20]),
+            EventInput(event="search", query=SCRIPT + ATTRIBUTE_BREAK, session_key="victim"),
+        ]
+    )
     ComplementPair.objects.create(item=blue, complement=item, score=0.5)
     admin_user = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
     draft = descriptions.generate_draft(item.key)
@@ -110,10 +114,21 @@ def test_every_template_tag_escapes_the_payloads(evil, catalogue):
     request = RequestFactory().get("/")
     request.user = AnonymousUser()  # the visitor is the session key
     request.session = type("Session", (), {"session_key": "victim"})()
-    html = engines["django"].from_string(TAGS).render({
-        "product": product, "other": catalogue["Blue ceramic coffee mug"], "title": SCRIPT, "currency": ATTRIBUTE_BREAK,
-        "category": EVIL_CATEGORY, "query": "evil mug " + SCRIPT, "request": request,
-    })
+    html = (
+        engines["django"]
+        .from_string(TAGS)
+        .render(
+            {
+                "product": product,
+                "other": catalogue["Blue ceramic coffee mug"],
+                "title": SCRIPT,
+                "currency": ATTRIBUTE_BREAK,
+                "category": EVIL_CATEGORY,
+                "query": "evil mug " + SCRIPT,
+                "request": request,
+            }
+        )
+    )
     assert html.count('class="ragrec ragrec-') >= 7, html  # the lists rendered (not empty because of an error)
     assert "Evil &lt;script&gt;alert(1)&lt;/script&gt; mug &quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
     assert_clean(html, "template tags")
@@ -122,13 +137,15 @@ def test_every_template_tag_escapes_the_payloads(evil, catalogue):
 def test_custom_markup_with_the_item_url_is_not_a_javascript_link(evil):
     """A template that links ``rec.item.url`` itself: Django escapes HTML, not URL schemes, so the item
     mirror must never hold a javascript: URL for a template to link to."""
-    html = engines["django"].from_string(
-        '{% load ragrec %}{% ragrec_trending k=20 as recs %}{% for rec in recs %}<a href="{{ rec.item.url }}">x</a>{% endfor %}'
-    ).render({})
+    html = (
+        engines["django"]
+        .from_string(
+            '{% load ragrec %}{% ragrec_trending k=20 as recs %}{% for rec in recs %}<a href="{{ rec.item.url }}">x</a>{% endfor %}'
+        )
+        .render({})
+    )
     assert 'href="' in html
     assert_clean(html, "custom markup")
-
-
 
 
 def demo_pages(evil, client, catalogue) -> dict[str, str]:
@@ -197,8 +214,7 @@ def test_every_admin_page_of_the_plugin_escapes_the_payloads(evil, client):
         response = client.get(changelist, {"q": SCRIPT})  # the search box echoes the query
         assert response.status_code == 200
         assert_clean(response.content.decode(), changelist + "?q=")
-    for name in ("admin:ragrec_django_evaluation", "admin:ragrec_django_experiments", "admin:index",
-                 "admin:app_list"):
+    for name in ("admin:ragrec_django_evaluation", "admin:ragrec_django_experiments", "admin:index", "admin:app_list"):
         try:
             url = reverse(name, kwargs={"app_label": "ragrec_django"} if name == "admin:app_list" else None)
         except NoReverseMatch:

@@ -21,8 +21,9 @@ def test_no_rules_sorts_by_score_then_item_id():
 
 
 def test_a_repeated_item_keeps_its_best_copy():
-    result = apply_rules([cand(1, 0.2, reasons=["low"]), cand(1, 0.9, reasons=["high"]), cand(2, 0.5)],
-                         ServingRules(), k=10)
+    result = apply_rules(
+        [cand(1, 0.2, reasons=["low"]), cand(1, 0.9, reasons=["high"]), cand(2, 0.5)], ServingRules(), k=10
+    )
     assert ids(result) == [1, 2]
     assert result[0].reasons == ["high"]
 
@@ -93,8 +94,7 @@ def test_diversity_runs_mmr():
 
 
 def test_diversity_reorders_the_page_and_keeps_the_rest_for_later_steps():
-    pool = [cand(1, 1.0, [1, 0]), cand(2, 0.95, [1, 0.01]), cand(3, 0.8, [0, 1]),
-            cand(4, 0.1, [1, 0.02], is_new=True)]
+    pool = [cand(1, 1.0, [1, 0]), cand(2, 0.95, [1, 0.01]), cand(3, 0.8, [0, 1]), cand(4, 0.1, [1, 0.02], is_new=True)]
     result = apply_rules(pool, ServingRules(diversity=0.3, promotion_quota=0.5), k=2)
     assert ids(result) == [1, 4]
 

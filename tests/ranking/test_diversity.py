@@ -52,8 +52,15 @@ def test_mmr_limits_and_edge_cases(near_copy_pool):
 
 
 def test_cap_per_category_keeps_the_first_of_each_category_in_order():
-    pool = [cand(1, category="mugs"), cand(2, category="mugs"), cand(3, category="plates"),
-            cand(4, category="mugs"), cand(5), cand(6), cand(7, category="plates")]
+    pool = [
+        cand(1, category="mugs"),
+        cand(2, category="mugs"),
+        cand(3, category="plates"),
+        cand(4, category="mugs"),
+        cand(5),
+        cand(6),
+        cand(7, category="plates"),
+    ]
     assert ids(cap_per_category(pool, 2)) == [1, 2, 3, 5, 6, 7]
     assert ids(cap_per_category(pool, 1)) == [1, 3, 5, 6]
     with pytest.raises(ValueError):
@@ -78,14 +85,23 @@ def test_suppress_near_duplicates_threshold_is_inclusive_and_vectorless_items_st
 def test_suppress_near_duplicates_compares_against_kept_items_only():
     # 2 is dropped as a copy of 1; 3 resembles only 2, so it stays.
     angle = np.radians(12)
-    pool = [cand(1, vector=[1, 0]), cand(2, vector=[np.cos(angle), np.sin(angle)]),
-            cand(3, vector=[np.cos(2 * angle), np.sin(2 * angle)])]
+    pool = [
+        cand(1, vector=[1, 0]),
+        cand(2, vector=[np.cos(angle), np.sin(angle)]),
+        cand(3, vector=[np.cos(2 * angle), np.sin(2 * angle)]),
+    ]
     assert ids(suppress_near_duplicates(pool, threshold=0.97)) == [1, 3]
 
 
 def test_group_variants_keeps_the_best_of_each_group_in_place():
-    pool = [cand(1, 0.5, group_key="mug"), cand(2, 0.4), cand(3, 0.9, group_key="mug"),
-            cand(4, 0.3, group_key="plate"), cand(5, 0.2), cand(6, 0.3, group_key="plate")]
+    pool = [
+        cand(1, 0.5, group_key="mug"),
+        cand(2, 0.4),
+        cand(3, 0.9, group_key="mug"),
+        cand(4, 0.3, group_key="plate"),
+        cand(5, 0.2),
+        cand(6, 0.3, group_key="plate"),
+    ]
     assert ids(group_variants(pool)) == [2, 3, 4, 5]
 
 

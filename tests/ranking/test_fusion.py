@@ -106,8 +106,7 @@ def test_weighted_fusion_minmax_normalises_each_source(lists):
     assert scores == pytest.approx({1: 0.5, 2: 0.25, 3: 0.5})
     assert ids(fused) == [1, 3, 2]
     assert fused[1].components == pytest.approx(
-        {"text": 0.7, "text_rank": 3, "image": 0.95, "image_rank": 1, "text_norm": 0.0, "image_norm": 1.0,
-         "fused": 0.5}
+        {"text": 0.7, "text_rank": 3, "image": 0.95, "image_rank": 1, "text_norm": 0.0, "image_norm": 1.0, "fused": 0.5}
     )
 
 

@@ -8,7 +8,7 @@ from ragrec_django.ranking import decayed_popularity, recency_weighted_profile, 
 DAY = 86_400.0
 
 
-@pytest.mark.parametrize("age, expected", [(0, 1.0), (DAY, 0.5), (2 * DAY, 0.25), (0.5 * DAY, 2 ** -0.5), (-DAY, 1.0)])
+@pytest.mark.parametrize("age, expected", [(0, 1.0), (DAY, 0.5), (2 * DAY, 0.25), (0.5 * DAY, 2**-0.5), (-DAY, 1.0)])
 def test_time_decay_halves_every_half_life(age, expected):
     assert time_decay_weight(age, DAY) == pytest.approx(expected)
 

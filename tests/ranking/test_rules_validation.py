@@ -9,24 +9,26 @@ from ragrec_django.ranking import MAX_K_LIMIT, RulesError, ServingRules, filters
 
 
 def test_a_full_rule_set_parses_to_typed_values():
-    rules = ServingRules.from_dict({
-        "categories": ["mugs", "plates"],
-        "exclude_categories": ["gift cards"],
-        "min_price": "4.50",
-        "max_price": 30,
-        "in_stock_only": True,
-        "exclude_ids": [9],
-        "pin": [[42, 0], [7, 3]],
-        "boost": {"12": 0.2, "13": -0.1},
-        "boost_categories": {"mugs": 0.05},
-        "hide": [99],
-        "promotion_quota": 0.2,
-        "diversity": 0.7,
-        "max_per_category": 3,
-        "near_duplicate_threshold": 0.97,
-        "group_variants": False,
-        "max_k": 24,
-    })
+    rules = ServingRules.from_dict(
+        {
+            "categories": ["mugs", "plates"],
+            "exclude_categories": ["gift cards"],
+            "min_price": "4.50",
+            "max_price": 30,
+            "in_stock_only": True,
+            "exclude_ids": [9],
+            "pin": [[42, 0], [7, 3]],
+            "boost": {"12": 0.2, "13": -0.1},
+            "boost_categories": {"mugs": 0.05},
+            "hide": [99],
+            "promotion_quota": 0.2,
+            "diversity": 0.7,
+            "max_per_category": 3,
+            "near_duplicate_threshold": 0.97,
+            "group_variants": False,
+            "max_k": 24,
+        }
+    )
     assert rules.min_price == Decimal("4.50") and rules.max_price == Decimal("30")
     assert rules.exclude_ids == {9} and rules.hide == {99}
     assert rules.pin == [(42, 0), (7, 3)]
@@ -134,13 +136,26 @@ def test_pinning_an_excluded_item_is_allowed():
 
 
 def test_filters_as_dict_holds_only_the_filters():
-    rules = ServingRules.from_dict({
-        "categories": ["mugs"], "min_price": 5, "in_stock_only": True, "exclude_ids": [1], "hide": [2],
-        "boost": {"3": 1.0}, "pin": [[4, 0]], "diversity": 0.5,
-    })
+    rules = ServingRules.from_dict(
+        {
+            "categories": ["mugs"],
+            "min_price": 5,
+            "in_stock_only": True,
+            "exclude_ids": [1],
+            "hide": [2],
+            "boost": {"3": 1.0},
+            "pin": [[4, 0]],
+            "diversity": 0.5,
+        }
+    )
     assert filters_as_dict(rules) == {
-        "categories": ["mugs"], "exclude_categories": [], "min_price": Decimal(5), "max_price": None,
-        "in_stock_only": True, "exclude_ids": {1}, "hide": {2},
+        "categories": ["mugs"],
+        "exclude_categories": [],
+        "min_price": Decimal(5),
+        "max_price": None,
+        "in_stock_only": True,
+        "exclude_ids": {1},
+        "hide": {2},
     }
 
 

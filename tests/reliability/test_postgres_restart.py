@@ -74,8 +74,9 @@ def test_postgres_crash_mid_write_loses_and_duplicates_nothing(
     def mark(what):  # a timeline, printed when the test fails
         print("%6.1f s  %s" % (time.monotonic() - started, what))
 
-    env = django_env(pg.url(db), broker_url=private_redis.url(), workdir=tmp_path, CELERY_VISIBILITY_TIMEOUT=30,
-                     DJANGO_DEBUG="0")
+    env = django_env(
+        pg.url(db), broker_url=private_redis.url(), workdir=tmp_path, CELERY_VISIBILITY_TIMEOUT=30, DJANGO_DEBUG="0"
+    )
     assert seed_products(env, ITEMS) == ITEMS
     warm_up, *pks = product_pks(pg, db)
 
@@ -95,8 +96,16 @@ def test_postgres_crash_mid_write_loses_and_duplicates_nothing(
     def stored_events():
         return count(pg, db, "ragrec_django_interaction")
 
-    wait_for(lambda: stored_events() >= 4 * BATCH and count(pg, db, "ragrec_django_taskdelivery") > 0
-             and active_embeddings(pg, db)[0] < ITEMS, 300, "events stored and a chunk being encoded", interval=0.05)
+    wait_for(
+        lambda: (
+            stored_events() >= 4 * BATCH
+            and count(pg, db, "ragrec_django_taskdelivery") > 0
+            and active_embeddings(pg, db)[0] < ITEMS
+        ),
+        300,
+        "events stored and a chunk being encoded",
+        interval=0.05,
+    )
     accepted_before = sum(len(c.accepted_keys) for c in clients)
     pg.crash()
     mark("PostgreSQL killed with %d events accepted" % accepted_before)
@@ -105,8 +114,11 @@ def test_postgres_crash_mid_write_loses_and_duplicates_nothing(
     mark("PostgreSQL up again")
 
     # Let the clients go on after recovery, then stop them.
-    wait_for(lambda: all(len(c.accepted_keys) >= accepted_before // 2 + 8 * BATCH for c in clients), 300,
-             "events accepted after the restart")
+    wait_for(
+        lambda: all(len(c.accepted_keys) >= accepted_before // 2 + 8 * BATCH for c in clients),
+        300,
+        "events accepted after the restart",
+    )
     mark("clients stopping")
     for client in clients:
         client.stop.set()
@@ -134,12 +146,17 @@ def test_postgres_crash_mid_write_loses_and_duplicates_nothing(
     assert sum(r["stored"] for r in receipts) + sum(r["duplicates"] for r in receipts) == len(accepted)
 
     # Every item is encoded exactly once, and the task bookkeeping is clean.
-    mark("clients done: %d events accepted, %d failed attempts"
-         % (len(accepted), sum(c.failed_attempts for c in clients)))
+    mark(
+        "clients done: %d events accepted, %d failed attempts"
+        % (len(accepted), sum(c.failed_attempts for c in clients))
+    )
     wait_for(lambda: active_embeddings(pg, db) == (ITEMS, ITEMS), 300, "every item encoded")
     mark("every item encoded")
-    wait_for(lambda: count(pg, db, "ragrec_django_taskdelivery") == 0 and broker_is_drained(private_redis), 120,
-             "every task finished and acknowledged")
+    wait_for(
+        lambda: count(pg, db, "ragrec_django_taskdelivery") == 0 and broker_is_drained(private_redis),
+        120,
+        "every task finished and acknowledged",
+    )
     mark("tasks finished")
     writes = embedding_writes(pg, db)
     assert len(writes) == ITEMS and set(writes.values()) == {1}

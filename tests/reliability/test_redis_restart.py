@@ -48,8 +48,9 @@ def test_redis_crash_mid_queue_loses_nothing_and_encodes_each_item_once(
         return count(pg, db, "ragrec_django_taskdelivery") > 0
 
     # Crash Redis once the first chunk is written and the next one is running (messages still queued).
-    wait_for(lambda: active_embeddings(pg, db)[0] > CHUNK and in_flight(), 300, "the second chunk to start",
-             interval=0.05)
+    wait_for(
+        lambda: active_embeddings(pg, db)[0] > CHUNK and in_flight(), 300, "the second chunk to start", interval=0.05
+    )
     queued_before = private_redis.client().llen("celery")
     with pg.connect(db) as conn:
         running = [row[0] for row in conn.execute("SELECT task_id FROM ragrec_django_taskdelivery").fetchall()]

@@ -53,8 +53,14 @@ def test_database_retries_are_not_counted_as_worker_deaths(private_pg, fresh_db,
     env["RAGREC_LOG_LEVEL"] = "WARNING"
     assert seed_products(env, 12) == 12
     pks = product_pks(private_pg, fresh_db)
-    result = subprocess.run([sys.executable, "-c", SCENARIOS, json.dumps(pks)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SCENARIOS, json.dumps(pks)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -75,8 +75,9 @@ def test_kill9_worker_mid_batch_encodes_every_item_exactly_once(
     (child_task,) = deliveries
 
     # Fault 2: SIGKILL the whole worker (main process and pool) in the middle of another chunk.
-    _, worker_chunk = wait_for(lambda: partial_chunk(exclude={child_chunk}), 300, "another chunk to be half written",
-                               interval=0.05)
+    _, worker_chunk = wait_for(
+        lambda: partial_chunk(exclude={child_chunk}), 300, "another chunk to be half written", interval=0.05
+    )
     deliveries = in_flight()
     processes.kill(first)
     worker_written = written(chunks[worker_chunk])

@@ -10,13 +10,35 @@ from ragrec_django.services import encoding
 from shop_demo.catalog.models import Category, Product
 
 CATALOGUE = {
-    "Mugs": [("Red ceramic coffee mug", "red"), ("Blue ceramic coffee mug", "blue"), ("Green enamel camping mug", "green"), ("White porcelain tea cup", "white")],
-    "T-shirts": [("Red cotton t-shirt", "red"), ("Blue cotton t-shirt", "blue"), ("Black organic cotton tee", "black"), ("Green linen shirt", "green")],
-    "Kettles": [("Stainless steel electric kettle", "grey"), ("Copper stovetop tea kettle", "orange"), ("Glass kettle with tea infuser", "white")],
+    "Mugs": [
+        ("Red ceramic coffee mug", "red"),
+        ("Blue ceramic coffee mug", "blue"),
+        ("Green enamel camping mug", "green"),
+        ("White porcelain tea cup", "white"),
+    ],
+    "T-shirts": [
+        ("Red cotton t-shirt", "red"),
+        ("Blue cotton t-shirt", "blue"),
+        ("Black organic cotton tee", "black"),
+        ("Green linen shirt", "green"),
+    ],
+    "Kettles": [
+        ("Stainless steel electric kettle", "grey"),
+        ("Copper stovetop tea kettle", "orange"),
+        ("Glass kettle with tea infuser", "white"),
+    ],
     "Lamps": [("Brass desk lamp", "yellow"), ("Black floor lamp", "black"), ("Bedside reading lamp", "white")],
 }
-RGB = {"red": (210, 30, 30), "blue": (30, 50, 210), "green": (30, 170, 60), "white": (245, 245, 245), "black": (20, 20, 20),
-       "grey": (150, 150, 150), "orange": (230, 120, 30), "yellow": (235, 210, 40)}
+RGB = {
+    "red": (210, 30, 30),
+    "blue": (30, 50, 210),
+    "green": (30, 170, 60),
+    "white": (245, 245, 245),
+    "black": (20, 20, 20),
+    "grey": (150, 150, 150),
+    "orange": (230, 120, 30),
+    "yellow": (235, 210, 40),
+}
 
 
 def jpeg(rgb) -> bytes:
@@ -32,8 +54,15 @@ def catalogue(db, ragrec_encoders):
     for category_name, rows in CATALOGUE.items():
         category = Category.objects.create(name=category_name, slug=category_name.lower())
         for title, colour in rows:
-            product = Product(title=title, slug=title.lower().replace(" ", "-"), category=category, price="20.00",
-                              stock=4, colour=colour, description="%s, a %s item from our %s range." % (title, colour, category_name.lower()))
+            product = Product(
+                title=title,
+                slug=title.lower().replace(" ", "-"),
+                category=category,
+                price="20.00",
+                stock=4,
+                colour=colour,
+                description="%s, a %s item from our %s range." % (title, colour, category_name.lower()),
+            )
             product.image.save(product.slug + ".jpg", ContentFile(jpeg(RGB[colour])), save=False)
             product.save()
             products[title] = product

@@ -40,8 +40,12 @@ def llm_server(settings):
     server.start()
     settings.RAGREC = {
         **settings.RAGREC,
-        "GENERATORS": {"llm": {"BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
-                               "OPTIONS": {"base_url": "http://127.0.0.1:%d/v1" % server.port, "model": "m", "max_retries": 0}}},
+        "GENERATORS": {
+            "llm": {
+                "BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
+                "OPTIONS": {"base_url": "http://127.0.0.1:%d/v1" % server.port, "model": "m", "max_retries": 0},
+            }
+        },
         "DESCRIPTION_GENERATOR": "llm",
         "ASSISTANT_GENERATOR": "llm",
     }
@@ -52,9 +56,11 @@ def llm_server(settings):
 def test_products_the_model_invents_or_was_not_given_are_dropped(catalogue, llm_server):
     mug = str(catalogue["Red ceramic coffee mug"].pk)
     lamp = catalogue["Brass desk lamp"]
-    llm_server.reply(json_body=completion(
-        "Try the Red ceramic coffee mug [%s]. The Brass desk lamp is lovely too. Or product 999999 [999999]." % mug
-    ))
+    llm_server.reply(
+        json_body=completion(
+            "Try the Red ceramic coffee mug [%s]. The Brass desk lamp is lovely too. Or product 999999 [999999]." % mug
+        )
+    )
     result = assistant.answer("a red coffee mug", k=3)
     prompt = llm_server.received[-1].json["messages"][-1]["content"]
     assert mug in prompt and str(lamp.pk) not in prompt  # the lamp was not retrieved for this request

@@ -18,17 +18,32 @@ from tests.services.conftest import jpeg
 pytestmark = pytest.mark.django_db
 
 GIFT_SHOP = {
-    "Water bottles": [("Pink water bottle", "pink", "15"), ("Pink insulated bottle", "pink", "30"),
-                      ("Blue steel water bottle", "blue", "25"), ("Green hiking water bottle", "green", "12"),
-                      ("Black sports bottle", "black", "55")],
-    "Mugs": [("Purple ceramic mug", "purple", "10"), ("Black enamel camping mug", "black", "18"),
-             ("White porcelain mug", "white", "35")],
+    "Water bottles": [
+        ("Pink water bottle", "pink", "15"),
+        ("Pink insulated bottle", "pink", "30"),
+        ("Blue steel water bottle", "blue", "25"),
+        ("Green hiking water bottle", "green", "12"),
+        ("Black sports bottle", "black", "55"),
+    ],
+    "Mugs": [
+        ("Purple ceramic mug", "purple", "10"),
+        ("Black enamel camping mug", "black", "18"),
+        ("White porcelain mug", "white", "35"),
+    ],
     "Wallets": [("Brown leather wallet", "brown", "38"), ("Black leather wallet", "black", "45")],
     "Socks": [("Grey wool hiking socks", "grey", "14"), ("Red cotton socks", "red", "8")],
 }
-RGB = {"pink": (240, 130, 180), "blue": (30, 50, 210), "green": (30, 170, 60), "black": (20, 20, 20),
-       "purple": (120, 40, 160), "white": (245, 245, 245), "brown": (120, 70, 30), "grey": (150, 150, 150),
-       "red": (210, 30, 30)}
+RGB = {
+    "pink": (240, 130, 180),
+    "blue": (30, 50, 210),
+    "green": (30, 170, 60),
+    "black": (20, 20, 20),
+    "purple": (120, 40, 160),
+    "white": (245, 245, 245),
+    "brown": (120, 70, 30),
+    "grey": (150, 150, 150),
+    "red": (210, 30, 30),
+}
 
 
 @pytest.fixture
@@ -38,8 +53,15 @@ def gift_shop(db, ragrec_encoders):
     for category_name, rows in GIFT_SHOP.items():
         category = Category.objects.create(name=category_name, slug=category_name.lower().replace(" ", "-"))
         for title, colour, price in rows:
-            product = Product(title=title, slug=title.lower().replace(" ", "-"), category=category, price=price,
-                              stock=5, colour=colour, description="%s, %s." % (title, category_name.lower()))
+            product = Product(
+                title=title,
+                slug=title.lower().replace(" ", "-"),
+                category=category,
+                price=price,
+                stock=5,
+                colour=colour,
+                description="%s, %s." % (title, category_name.lower()),
+            )
             product.image.save(product.slug + ".jpg", ContentFile(jpeg(RGB[colour])), save=False)
             product.save()
             products[title] = product

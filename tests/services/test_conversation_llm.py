@@ -21,11 +21,15 @@ def llm(settings):
     server = FakeChatServer()
     server.start()
     settings.RAGREC = {
-        **settings.RAGREC, "ASSISTANT_GENERATOR": "llm",
-        "GENERATORS": {**settings.RAGREC.get("GENERATORS", {}), "llm": {
-            "BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
-            "OPTIONS": {"base_url": server.base_url, "model": "tiny-llm", "api_key": None, "api_key_env": None},
-        }},
+        **settings.RAGREC,
+        "ASSISTANT_GENERATOR": "llm",
+        "GENERATORS": {
+            **settings.RAGREC.get("GENERATORS", {}),
+            "llm": {
+                "BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
+                "OPTIONS": {"base_url": server.base_url, "model": "tiny-llm", "api_key": None, "api_key_env": None},
+            },
+        },
     }
     registry.clear()
     yield server
@@ -40,7 +44,9 @@ def is_extraction(received) -> bool:
 def test_valid_json_is_applied_and_the_answer_is_grounded(llm, gift_shop):
     mug, bottle = gift_shop["Black enamel camping mug"], gift_shop["Pink water bottle"]
     llm.reply(json_body=completion(json.dumps({"category": "Mugs", "max_price": 20, "excluded_colours": ["purple"]})))
-    llm.reply(json_body=completion("The camping mug fits [%s]. The Pink water bottle is lovely [%s]." % (mug.pk, bottle.pk)))
+    llm.reply(
+        json_body=completion("The camping mug fits [%s]. The Pink water bottle is lovely [%s]." % (mug.pk, bottle.pk))
+    )
     result = conv.take_turn(conv.start(Visitor(session_key="llm1")), "something to drink tea from, nothing pricey")
 
     assert (result.state.category, result.state.max_price, result.state.excluded_colours) == ("Mugs", 20.0, ["purple"])
@@ -64,11 +70,18 @@ def test_bad_json_twice_falls_back_to_the_rule_parser(llm, gift_shop):
     assert [is_extraction(r) for r in llm.received] == [True, True, False]
 
 
-@pytest.mark.parametrize("reply, problem", [
-    ("[]", "not a JSON object"), ('{"max_price": "cheap"}', "max_price"), ('{"max_price": -1}', "below"),
-    ('{"reset": 1}', "reset"), ('{"liked_positions": [3]}', "not shown"), ('{"category": "Teapots"}', "category"),
-    ('{"ignore": "rules"}', "unknown keys"),
-])
+@pytest.mark.parametrize(
+    "reply, problem",
+    [
+        ("[]", "not a JSON object"),
+        ('{"max_price": "cheap"}', "max_price"),
+        ('{"max_price": -1}', "below"),
+        ('{"reset": 1}', "reset"),
+        ('{"liked_positions": [3]}', "not shown"),
+        ('{"category": "Teapots"}', "category"),
+        ('{"ignore": "rules"}', "unknown keys"),
+    ],
+)
 def test_replies_that_break_the_schema_are_refused(reply, problem):
     state = dialogue.DialogueState(shown=[{"key": "1", "title": "A mug"}])
     with pytest.raises(ValueError, match=problem):
@@ -76,6 +89,8 @@ def test_replies_that_break_the_schema_are_refused(reply, problem):
 
 
 def test_a_valid_reply_resolves_positions_and_relative_prices():
-    state = dialogue.DialogueState(shown=[{"key": "1", "title": "A", "price": 10.0}, {"key": "2", "title": "B", "price": 30.0}])
+    state = dialogue.DialogueState(
+        shown=[{"key": "1", "title": "A", "price": 10.0}, {"key": "2", "title": "B", "price": 30.0}]
+    )
     update = dialogue.update_from_json('```json\n{"liked_positions": [2], "cheaper": true}\n```', state)
     assert update.liked == ["2"] and update.max_price == 19.99

@@ -31,18 +31,26 @@ def product():
 
 
 def test_events_are_stored_and_unmirrored_items_are_mirrored(product):
-    result = record_events([EventInput(event="view", item=str(product.pk), session_key="s1"),
-                            EventInput(event="search", query="red mug", session_key="s1")])
+    result = record_events(
+        [
+            EventInput(event="view", item=str(product.pk), session_key="s1"),
+            EventInput(event="search", query="red mug", session_key="s1"),
+        ]
+    )
     assert (result.accepted, result.stored, result.duplicates) == (2, 2, 0)
     assert Item.objects.get(key=str(product.pk)).title == "Red mug"
     assert Interaction.objects.filter(event="view", item__key=str(product.pk)).count() == 1
 
 
 def test_retried_posts_do_not_double_count(product):
-    batch = [EventInput(event="purchase", item=str(product.pk), session_key="s1", order_id="o1", idempotency_key="k-1"),
-             EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k-2")]
+    batch = [
+        EventInput(event="purchase", item=str(product.pk), session_key="s1", order_id="o1", idempotency_key="k-1"),
+        EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k-2"),
+    ]
     assert record_events(batch).stored == 2
-    again = record_events(batch + [EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k-3")])
+    again = record_events(
+        batch + [EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k-3")]
+    )
     assert (again.accepted, again.stored, again.duplicates) == (3, 1, 2)
     assert Interaction.objects.count() == 3
     same_key_twice = [EventInput(event="view", item=str(product.pk), session_key="s", idempotency_key="k-9")] * 2
@@ -57,7 +65,10 @@ def test_retried_posts_do_not_double_count(product):
         (EventInput(event="search", session_key="s"), "a search event needs a query"),
         (EventInput(event="view", item="1"), "give a user or a session_key"),
         (EventInput(event="view", item="1", session_key="s", quantity=0), "quantity must be between"),
-        (EventInput(event="view", item="1", session_key="s", created_at=timezone.now() + timedelta(days=1)), "in the future"),
+        (
+            EventInput(event="view", item="1", session_key="s", created_at=timezone.now() + timedelta(days=1)),
+            "in the future",
+        ),
         (EventInput(event="view", item="424242", session_key="s"), "unknown item '424242'"),
         (EventInput(event="view", item="abc", session_key="s"), "unknown item 'abc'"),
         (EventInput(event="view", item="1", user_id=987654), "unknown user 987654"),
@@ -94,8 +105,13 @@ HOSTILE_TEXT = {
 @pytest.mark.parametrize("kind", [*HOSTILE_TEXT, "overlong"])
 def test_every_text_field_refuses_what_postgresql_cannot_store(product, field_name, kind):
     """Host code calls the service directly (no serializer in front): each text field is checked here."""
-    value, message = HOSTILE_TEXT.get(kind) or ("x" * (TEXT_LIMITS[field_name] + 1), "is longer than %d" % TEXT_LIMITS[field_name])
-    event = EventInput(event="search" if field_name == "query" else "view", item=str(product.pk), query="mug", session_key="s")
+    value, message = HOSTILE_TEXT.get(kind) or (
+        "x" * (TEXT_LIMITS[field_name] + 1),
+        "is longer than %d" % TEXT_LIMITS[field_name],
+    )
+    event = EventInput(
+        event="search" if field_name == "query" else "view", item=str(product.pk), query="mug", session_key="s"
+    )
     setattr(event, field_name, value)
     with pytest.raises(EventError) as caught:
         record_events([EventInput(event="view", item=str(product.pk), session_key="s"), event])
@@ -110,14 +126,21 @@ def test_every_text_field_refuses_what_postgresql_cannot_store(product, field_na
 def test_a_key_is_per_visitor_and_names_one_event(product):
     view = EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k")
     assert record_events([view]).stored == 1
-    assert record_events([EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k")]).duplicates == 1
+    assert (
+        record_events(
+            [EventInput(event="view", item=str(product.pk), session_key="s1", idempotency_key="k")]
+        ).duplicates
+        == 1
+    )
     purchase = EventInput(event="purchase", item=str(product.pk), session_key="s1", order_id="o1", idempotency_key="k")
     with pytest.raises(IdempotencyConflict) as caught:
         record_events([purchase])
     assert isinstance(caught.value, EventError) and list(caught.value.errors) == [0]
     assert record_events([EventInput(**{**purchase.__dict__, "session_key": "s2"})]).stored == 1  # another visitor
     assert sorted(Interaction.objects.values_list("idempotency_scope", "event")) == [
-        ("session:s1", "view"), ("session:s2", "purchase")]
+        ("session:s1", "view"),
+        ("session:s2", "purchase"),
+    ]
 
 
 def test_server_set_fields_do_not_make_a_replay_a_conflict(product):
@@ -134,12 +157,17 @@ def test_only_sessions_the_server_issued_are_verified_when_asked(product, django
     issued = SessionStore()
     issued.create()
     user = django_user_model.objects.create_user("ann")
-    events = [EventInput(event="view", item=str(product.pk), session_key=issued.session_key),
-              EventInput(event="view", item=str(product.pk), session_key="invented-by-the-client"),
-              EventInput(event="view", item=str(product.pk), user_id=user.pk)]
+    events = [
+        EventInput(event="view", item=str(product.pk), session_key=issued.session_key),
+        EventInput(event="view", item=str(product.pk), session_key="invented-by-the-client"),
+        EventInput(event="view", item=str(product.pk), user_id=user.pk),
+    ]
     record_events(events, verify_sessions=True)
     assert dict(Interaction.objects.values_list("session_key", "verified")) == {
-        issued.session_key: True, "invented-by-the-client": False, "": True}
+        issued.session_key: True,
+        "invented-by-the-client": False,
+        "": True,
+    }
     record_events([EventInput(event="view", item=str(product.pk), session_key="server-side")])  # host code: trusted
     assert Interaction.objects.get(session_key="server-side").verified is True
     assert issued_sessions({issued.session_key, "nope"}) == {issued.session_key}
@@ -152,6 +180,8 @@ def test_the_origin_is_a_keyed_hash_of_the_address_the_server_sees(rf, settings)
     assert len(origin) == 16 and "203.0.113" not in origin
     assert request_origin(rf.get("/", REMOTE_ADDR="203.0.113.9", HTTP_X_FORWARDED_FOR="10.0.0.1")) == origin
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
-    assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="evil, 198.51.100.1")) == "198.51.100.1"
+    assert (
+        client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="evil, 198.51.100.1")) == "198.51.100.1"
+    )
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 0}
     assert client_address(rf.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.1")) == "10.0.0.2"

@@ -37,17 +37,25 @@ def events(*rows, **common):
 def order(session, order_id, *products, days_ago=0.0, **extra):
     """One order: a purchase line per product, ``days_ago`` days ago."""
     at = timezone.now() - timedelta(days=days_ago)
-    events(*[{"event": "purchase", "item": key(p), "order_id": order_id, "created_at": at, **extra} for p in products],
-           session_key=session)
+    events(
+        *[{"event": "purchase", "item": key(p), "order_id": order_id, "created_at": at, **extra} for p in products],
+        session_key=session,
+    )
 
 
 @pytest.fixture
 def p(catalogue):
     """Products by short name."""
     names = {
-        "lamp": "Brass desk lamp", "floor_lamp": "Black floor lamp", "mug": "Red ceramic coffee mug",
-        "blue_mug": "Blue ceramic coffee mug", "kettle": "Copper stovetop tea kettle", "tee": "Red cotton t-shirt",
-        "cup": "White porcelain tea cup", "glass_kettle": "Glass kettle with tea infuser", "shirt": "Green linen shirt",
+        "lamp": "Brass desk lamp",
+        "floor_lamp": "Black floor lamp",
+        "mug": "Red ceramic coffee mug",
+        "blue_mug": "Blue ceramic coffee mug",
+        "kettle": "Copper stovetop tea kettle",
+        "tee": "Red cotton t-shirt",
+        "cup": "White porcelain tea cup",
+        "glass_kettle": "Glass kettle with tea infuser",
+        "shirt": "Green linen shirt",
     }
     return type("P", (), {name: catalogue[title] for name, title in names.items()})
 
@@ -121,7 +129,10 @@ def test_co_purchase_counts_read_each_seeds_latest_orders_only(p, monkeypatch):
     latest = history._co_purchases({lamp.id: 1.0}, exclude=set(), limit=10, orders_per_item=1)
     assert [(i, s) for i, s, _ in latest] == [(tee.id, 1.0)]
     monkeypatch.setattr(history, "CO_PURCHASE_ORDERS_PER_ITEM", 2)
-    assert {i: s for i, s, _ in history._co_purchases({lamp.id: 1.0}, exclude=set(), limit=10)} == {kettle.id: 1.0, tee.id: 1.0}
+    assert {i: s for i, s, _ in history._co_purchases({lamp.id: 1.0}, exclude=set(), limit=10)} == {
+        kettle.id: 1.0,
+        tee.id: 1.0,
+    }
 
 
 # ---------------------------------------------------------------- for you
@@ -190,7 +201,9 @@ def test_for_you_reason_comes_from_the_list_that_contributed_most(settings, p):
     for n in range(3):
         order("other%d" % n, "x%d" % n, p.lamp, p.mug)  # each is also bought with the other
     weights(settings, repeat=1.0, co_purchase=0.0)
-    assert by_title(history.for_you(Visitor(session_key="me"), k=5))["Brass desk lamp"].reasons == ["you bought this before"]
+    assert by_title(history.for_you(Visitor(session_key="me"), k=5))["Brass desk lamp"].reasons == [
+        "you bought this before"
+    ]
     # The co-purchase list never holds what the visitor bought: the repeat list's reason stays first.
     weights(settings, repeat=1.0, co_purchase=5.0)
     lamp = by_title(history.for_you(Visitor(session_key="me"), k=5))["Brass desk lamp"]
@@ -235,7 +248,9 @@ def test_for_you_query_count_does_not_grow_with_the_history(settings, p):
         with CaptureQueriesContext(connection) as queries:
             history.for_you(Visitor(session_key=visitor), k=5)
         counts[visitor] = [q["sql"] for q in queries]
-    assert len(counts["big"]) == len(counts["small"]), "\n\n".join(counts["big"]) + "\n-----\n" + "\n\n".join(counts["small"])
+    assert len(counts["big"]) == len(counts["small"]), (
+        "\n\n".join(counts["big"]) + "\n-----\n" + "\n\n".join(counts["small"])
+    )
     # history, repeat, co-purchases (+ seed titles), similar (+ titles, vectors, the nearest query
     # and its transaction), the pipeline's rules and items: a fixed budget, whatever the history.
     assert len(counts["big"]) <= 20
@@ -290,8 +305,12 @@ def test_single_item_bought_together_is_the_basket_of_one(p):
 
 
 def test_basket_falls_back_to_approved_then_content_complements(p):
-    ComplementPair.objects.create(item=Item.objects.get(key=key(p.lamp)), complement=Item.objects.get(key=key(p.kettle)),
-                                  score=0.4, status=ComplementPair.Status.APPROVED)
+    ComplementPair.objects.create(
+        item=Item.objects.get(key=key(p.lamp)),
+        complement=Item.objects.get(key=key(p.kettle)),
+        score=0.4,
+        status=ComplementPair.Status.APPROVED,
+    )
     result = history.bought_together_for_basket([key(p.lamp), key(p.floor_lamp)], k=4)
     assert result.fallback == "content"  # nothing in the basket was ever bought with anything
     assert titles(result)[0] == "Copper stovetop tea kettle"
@@ -316,7 +335,10 @@ def test_basket_with_a_visitor_adds_their_repeat_purchases_but_never_the_basket(
     assert found["White porcelain tea cup"].reason == "you buy this often"
     assert "bought with Brass desk lamp" in found["White porcelain tea cup"].reasons
     assert "Brass desk lamp" not in found
-    assert history.bought_together_for_basket([key(p.lamp)], k=3, visitor=Visitor(session_key="nobody")).items == plain.items
+    assert (
+        history.bought_together_for_basket([key(p.lamp)], k=3, visitor=Visitor(session_key="nobody")).items
+        == plain.items
+    )
 
 
 def test_basket_keys_unknown_to_the_catalogue(p):
@@ -342,16 +364,30 @@ def test_trending_counts_visitors_not_units_or_repeated_views(p):
     events({"event": "view", "item": key(p.cup)}, session_key="v2")
     result = history.trending(k=4)
     # mug: 3 buyers x 5 = 15; lamp: 1 buyer x 5 (not 500 x 5); cup: 2 viewers; tee: 1 viewer (not 50).
-    assert titles(result) == ["Red ceramic coffee mug", "Brass desk lamp", "White porcelain tea cup", "Red cotton t-shirt"]
+    assert titles(result) == [
+        "Red ceramic coffee mug",
+        "Brass desk lamp",
+        "White porcelain tea cup",
+        "Red cotton t-shirt",
+    ]
     assert by_title(result)["Red ceramic coffee mug"].components["popularity"] == pytest.approx(15.0, rel=1e-3)
     assert by_title(result)["Brass desk lamp"].components["popularity"] == pytest.approx(5.0, rel=1e-3)
 
 
 def test_trending_keeps_the_time_decay(settings, p):
     now = timezone.now()
-    events({"event": "purchase", "item": key(p.lamp), "order_id": "a", "created_at": now - timedelta(hours=72)}, session_key="a")
-    events({"event": "purchase", "item": key(p.mug), "order_id": "b", "created_at": now - timedelta(hours=1)}, session_key="b")
-    events({"event": "purchase", "item": key(p.tee), "order_id": "c", "created_at": now - timedelta(days=30)}, session_key="c")
+    events(
+        {"event": "purchase", "item": key(p.lamp), "order_id": "a", "created_at": now - timedelta(hours=72)},
+        session_key="a",
+    )
+    events(
+        {"event": "purchase", "item": key(p.mug), "order_id": "b", "created_at": now - timedelta(hours=1)},
+        session_key="b",
+    )
+    events(
+        {"event": "purchase", "item": key(p.tee), "order_id": "c", "created_at": now - timedelta(days=30)},
+        session_key="c",
+    )
     result = by_title(history.trending(k=5))
     assert result["Brass desk lamp"].components["popularity"] == pytest.approx(2.5, rel=1e-3)  # one half-life
     assert result["Red ceramic coffee mug"].components["popularity"] > 4.9

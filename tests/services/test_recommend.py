@@ -80,8 +80,11 @@ def test_serving_config_filters_pins_hides_and_caps(settings, catalogue):
     hidden = catalogue["Blue ceramic coffee mug"]
     ServingConfig.objects.create(
         name="merch",
-        rules={"categories": ["Mugs", "Kettles"], "hide": [Item.objects.get(key=key(hidden)).id],
-               "pin": [[Item.objects.get(key=key(kettle)).id, 0]]},
+        rules={
+            "categories": ["Mugs", "Kettles"],
+            "hide": [Item.objects.get(key=key(hidden)).id],
+            "pin": [[Item.objects.get(key=key(kettle)).id, 0]],
+        },
     )
     result = recommend.search("ceramic mug", k=4, config="merch")
     assert titles(result)[0] == "Copper stovetop tea kettle"
@@ -119,7 +122,9 @@ def events(*rows, **common):
 def test_trending_is_time_decayed_and_per_category(catalogue):
     now = timezone.now()
     lamp, mug, tee = (key(catalogue[t]) for t in ("Brass desk lamp", "Red ceramic coffee mug", "Red cotton t-shirt"))
-    events(*[{"event": "view", "item": lamp, "created_at": now - timedelta(days=20)} for _ in range(10)], session_key="s0")
+    events(
+        *[{"event": "view", "item": lamp, "created_at": now - timedelta(days=20)} for _ in range(10)], session_key="s0"
+    )
     events(*[{"event": "view", "item": mug} for _ in range(3)], {"event": "purchase", "item": tee}, session_key="s1")
     result = recommend.trending(k=3)
     assert titles(result)[:2] == ["Red cotton t-shirt", "Red ceramic coffee mug"]  # 5 > 3 > 10 views 20 days ago
@@ -131,7 +136,9 @@ def test_for_you_follows_history_and_excludes_purchases(settings, catalogue):
     settings.RAGREC = {**settings.RAGREC, "SIMILAR_WEIGHTS": {"text": 1.0}, "FOR_YOU_WEIGHTS": {"similar": 1.0}}
     user = get_user_model().objects.create_user("ann")
     red_mug, green_mug = key(catalogue["Red ceramic coffee mug"]), key(catalogue["Green enamel camping mug"])
-    events({"event": "view", "item": red_mug}, {"event": "purchase", "item": green_mug, "order_id": "o1"}, user_id=user.id)
+    events(
+        {"event": "view", "item": red_mug}, {"event": "purchase", "item": green_mug, "order_id": "o1"}, user_id=user.id
+    )
     result = recommend.for_you(Visitor(user_id=user.id), k=3)
     assert result.fallback is None
     assert [r.item.category for r in result][:2] == ["Mugs", "Mugs"]
@@ -146,10 +153,20 @@ def test_for_you_falls_back_to_trending_for_new_visitors(catalogue):
 
 
 def test_bought_together_from_baskets_then_content_for_cold_items(catalogue):
-    mug, kettle, tee = (key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt"))
+    mug, kettle, tee = (
+        key(catalogue[t]) for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt")
+    )
     for order in ("o1", "o2"):
-        events({"event": "purchase", "item": mug, "order_id": order}, {"event": "purchase", "item": kettle, "order_id": order}, session_key=order)
-    events({"event": "purchase", "item": mug, "order_id": "o3"}, {"event": "purchase", "item": tee, "order_id": "o3"}, session_key="o3")
+        events(
+            {"event": "purchase", "item": mug, "order_id": order},
+            {"event": "purchase", "item": kettle, "order_id": order},
+            session_key=order,
+        )
+    events(
+        {"event": "purchase", "item": mug, "order_id": "o3"},
+        {"event": "purchase", "item": tee, "order_id": "o3"},
+        session_key="o3",
+    )
     result = recommend.bought_together(mug, k=4)
     assert titles(result)[:2] == ["Copper stovetop tea kettle", "Red cotton t-shirt"]
     assert result.items[0].reason == "bought with Red ceramic coffee mug"
@@ -174,8 +191,12 @@ def test_complement_proposals_and_approved_pairs(catalogue):
 def test_recently_viewed_and_buy_again(catalogue):
     now = timezone.now()
     lamp, mug = key(catalogue["Brass desk lamp"]), key(catalogue["Red ceramic coffee mug"])
-    events({"event": "view", "item": lamp, "created_at": now - timedelta(hours=2)}, {"event": "view", "item": mug},
-           {"event": "purchase", "item": lamp, "order_id": "o9"}, session_key="s9")
+    events(
+        {"event": "view", "item": lamp, "created_at": now - timedelta(hours=2)},
+        {"event": "view", "item": mug},
+        {"event": "purchase", "item": lamp, "order_id": "o9"},
+        session_key="s9",
+    )
     visitor = Visitor(session_key="s9")
     assert titles(recommend.recently_viewed(visitor, k=5)) == ["Red ceramic coffee mug", "Brass desk lamp"]
     assert titles(recommend.buy_again(visitor, k=5)) == ["Brass desk lamp"]
@@ -196,8 +217,13 @@ def test_queries_are_never_encoded_by_another_model_than_the_stored_vectors(sett
 
     # Deploy another CLIP (other weights, same dimension) before switching the "image" space.
     other = {**settings.RAGREC["ENCODERS"]["clip"]["OPTIONS"], "pretrained": None}
-    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {**settings.RAGREC["ENCODERS"],
-                       "clip": {"BACKEND": "ragrec_django.ml.clip.OpenClipEncoder", "OPTIONS": other}}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "ENCODERS": {
+            **settings.RAGREC["ENCODERS"],
+            "clip": {"BACKEND": "ragrec_django.ml.clip.OpenClipEncoder", "OPTIONS": other},
+        },
+    }
     result = recommend.search("coffee mug", k=3)
     assert "image" not in result.items[0].components  # the mismatched retriever is left out
     with pytest.raises(storage.SpaceNotReady, match="being switched"):
@@ -207,7 +233,10 @@ def test_queries_are_never_encoded_by_another_model_than_the_stored_vectors(sett
 def test_buy_again_ranks_by_how_often_then_how_recently(catalogue):
     now = timezone.now()
     lamp, mug = key(catalogue["Brass desk lamp"]), key(catalogue["Red ceramic coffee mug"])
-    events({"event": "purchase", "item": lamp, "order_id": "a", "created_at": now - timedelta(days=9)},
-           {"event": "purchase", "item": lamp, "order_id": "b", "created_at": now - timedelta(days=5)},
-           {"event": "purchase", "item": mug, "order_id": "c"}, session_key="s7")
+    events(
+        {"event": "purchase", "item": lamp, "order_id": "a", "created_at": now - timedelta(days=9)},
+        {"event": "purchase", "item": lamp, "order_id": "b", "created_at": now - timedelta(days=5)},
+        {"event": "purchase", "item": mug, "order_id": "c"},
+        session_key="s7",
+    )
     assert titles(recommend.buy_again(Visitor(session_key="s7"), k=5)) == ["Brass desk lamp", "Red ceramic coffee mug"]

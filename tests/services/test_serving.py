@@ -23,8 +23,11 @@ EXPERIMENTS = {
 
 @pytest.fixture
 def experiment(settings):
-    settings.RAGREC = {**settings.RAGREC, "SERVING_CONFIGS": {"default": {}, "narrow": {"max_k": 2}},
-                       "EXPERIMENTS": EXPERIMENTS}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SERVING_CONFIGS": {"default": {}, "narrow": {"max_k": 2}},
+        "EXPERIMENTS": EXPERIMENTS,
+    }
 
 
 def listing(recommender: str, config: str, *keys: str) -> RecommendationList:
@@ -90,8 +93,14 @@ def test_serve_for_page_rolls_a_database_error_back_to_its_own_savepoint(caplog)
             cursor.execute("SELECT * FROM no_such_table")
 
     with caplog.at_level(logging.ERROR, logger="test.serving"):
-        served = serving.serve_for_page("trending", Visitor(), "default", failing_sql, logger=logging.getLogger("test.serving"))
-    assert served.result.items == [] and "trending recommendations failed" in caplog.text and "no_such_table" in caplog.text
+        served = serving.serve_for_page(
+            "trending", Visitor(), "default", failing_sql, logger=logging.getLogger("test.serving")
+        )
+    assert (
+        served.result.items == []
+        and "trending recommendations failed" in caplog.text
+        and "no_such_table" in caplog.text
+    )
     assert Impression.objects.count() == 0  # the connection still works: the request's transaction was not broken
 
 
@@ -101,7 +110,12 @@ def test_record_impression_stores_the_list_with_its_variant(experiment):
     served = serving.serve("trending", visitor, None, trending)
     impression_id = serving.record_impression(served, channel=Impression.Channel.API)
     row = Impression.objects.get(pk=impression_id)
-    assert (row.recommender, row.config, row.experiment, row.variant) == ("trending", variant.config, "ranking-test", variant.name)
+    assert (row.recommender, row.config, row.experiment, row.variant) == (
+        "trending",
+        variant.config,
+        "ranking-test",
+        variant.name,
+    )
     assert (row.item_keys, row.session_key, row.channel) == (["a", "b"], "visitor-3", "api")
 
 
@@ -120,8 +134,12 @@ def test_a_list_made_elsewhere_is_recorded_in_no_experiment(experiment):
 
 def test_empty_lists_and_lists_of_something_else_record_nothing(caplog):
     visitor = Visitor(session_key="s")
-    assert serving.record_impression(serving.Served.outside_experiments(listing("trending", "default"), visitor),
-                                     channel=Impression.Channel.API) is None
+    assert (
+        serving.record_impression(
+            serving.Served.outside_experiments(listing("trending", "default"), visitor), channel=Impression.Channel.API
+        )
+        is None
+    )
     odd = RecommendationList(recommender="trending", config="default", items=["not a recommendation"])
     with caplog.at_level(logging.ERROR):
         assert serving.record_impression(serving.Served.outside_experiments(odd, visitor), channel="template") is None

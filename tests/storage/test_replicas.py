@@ -44,12 +44,35 @@ class Standby:
         self.primary, self.root, self.pgdata = primary, root, root / "pgdata"
         root.mkdir()
         root.chmod(0o777)  # written by the pgserver user when we are root
-        self._exec("pg_basebackup", "-D", str(self.pgdata), "-R", "-X", "stream", "-c", "fast",
-                   "-h", str(primary.socket_dir), "-U", "postgres")
+        self._exec(
+            "pg_basebackup",
+            "-D",
+            str(self.pgdata),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            str(primary.socket_dir),
+            "-U",
+            "postgres",
+        )
 
     def start(self) -> Standby:
-        self._exec("pg_ctl", "-D", str(self.pgdata), "-w", "-t", "60", "-o", '-h "" -k %s' % self.root,
-                   "-l", str(self.root / "log"), "start")
+        self._exec(
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            '-h "" -k %s' % self.root,
+            "-l",
+            str(self.root / "log"),
+            "start",
+        )
         return self
 
     def stop(self) -> None:
@@ -93,7 +116,7 @@ def test_the_system_check_reports_a_read_database_that_cannot_be_used(settings):
     assert problems(READ_DATABASE=None) == []
     assert problems(READ_DATABASE=["default"]) == []
     assert problems(READ_DATABASE="elsewhere") == [
-        ("ragrec.E016", 'RAGREC["READ_DATABASE"] names \'elsewhere\', which is not in DATABASES.')
+        ("ragrec.E016", "RAGREC[\"READ_DATABASE\"] names 'elsewhere', which is not in DATABASES.")
     ]
     assert [id for id, _ in problems(READ_DATABASE=3)] == ["ragrec.E016"]
     assert [id for id, _ in problems(READ_DATABASE=None, READ_DATABASE_MAX_LAG_SECONDS=0)] == ["ragrec.E016"]
@@ -108,18 +131,23 @@ def test_without_replicas_every_read_uses_the_primary(settings):
 
 
 @pytest.mark.requires_postgres
-def test_heavy_reads_use_the_replica_writes_the_primary_and_a_stopped_replica_falls_back(
-    primary_and_standby, tmp_path
-):
+def test_heavy_reads_use_the_replica_writes_the_primary_and_a_stopped_replica_falls_back(primary_and_standby, tmp_path):
     primary, standby = primary_and_standby
     (tmp_path / "replica_settings.py").write_text(SETTINGS % str(standby.root))
     env = django_env(
-        primary.url(DB), workdir=tmp_path, DJANGO_SETTINGS_MODULE="replica_settings",
+        primary.url(DB),
+        workdir=tmp_path,
+        DJANGO_SETTINGS_MODULE="replica_settings",
         PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]),
     )
     process = subprocess.Popen(
-        [sys.executable, __file__], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        [sys.executable, __file__],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = []
     try:
@@ -217,23 +245,39 @@ def scenario() -> None:  # noqa: C901 - one story, told in order
 
     # -- written on the primary, streamed to the standby
     snapshots = [
-        ItemSnapshot(key="item-%d" % i, title="Oak lamp %d" % i if i % 2 else "Linen chair %d" % i,
-                     category="lamps" if i % 2 else "chairs", price=Decimal("30.00"), in_stock=True,
-                     is_eligible=True, url="", group_key="", text="a reading lamp with a linen shade")
+        ItemSnapshot(
+            key="item-%d" % i,
+            title="Oak lamp %d" % i if i % 2 else "Linen chair %d" % i,
+            category="lamps" if i % 2 else "chairs",
+            price=Decimal("30.00"),
+            in_stock=True,
+            is_eligible=True,
+            url="",
+            group_key="",
+            text="a reading lamp with a linen shade",
+        )
         for i in range(30)
     ]
     ids = storage.sync_items(snapshots)
     vectors = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     generation = storage.write_generation(SpaceConfig("text", "minilm", "text"), version="replicas", dimension=8)
-    storage.upsert_embeddings(generation, [ids["item-%d" % i] for i in range(30)], vectors,
-                              ["h%d" % i for i in range(30)])
+    storage.upsert_embeddings(
+        generation, [ids["item-%d" % i] for i in range(30)], vectors, ["h%d" % i for i in range(30)]
+    )
     with ExitStack() as stack:
         for alias in ("default", "replica"):
             stack.enter_context(connections[alias].execute_wrapper(recorder(alias)))
         record_events(
-            [EventInput(event="purchase", item="item-%d" % (i % 6), session_key="buyer-%d" % (i // 3),
-                        order_id="order-%d" % (i // 3)) for i in range(18)]
+            [
+                EventInput(
+                    event="purchase",
+                    item="item-%d" % (i % 6),
+                    session_key="buyer-%d" % (i // 3),
+                    order_id="order-%d" % (i // 3),
+                )
+                for i in range(18)
+            ]
             + [EventInput(event="view", item="item-%d" % i, session_key="viewer-%d" % i) for i in range(10)]
         )
         writes = [(on, sql) for on, sql in statements if sql.lstrip().upper().startswith(("INSERT", "UPDATE"))]
@@ -249,8 +293,13 @@ def scenario() -> None:  # noqa: C901 - one story, told in order
                 storage.keyword_search("lamp", 5),
                 keys(history.trending(k=5)),
                 storage.co_purchases({ids["item-0"]: 1.0}, exclude=[], limit=5, orders_per_item=None),
-                storage.experiment_stats(start=now - timedelta(days=1), end=now, time_zone="UTC",
-                                         window=timedelta(days=1), conversion_events=["purchase"]),
+                storage.experiment_stats(
+                    start=now - timedelta(days=1),
+                    end=now,
+                    time_zone="UTC",
+                    window=timedelta(days=1),
+                    conversion_events=["purchase"],
+                ),
             )
 
         database.forget_replica_health()

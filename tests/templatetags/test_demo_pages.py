@@ -26,13 +26,15 @@ def test_product_page_shows_similar_and_bought_together_with_reasons(client, cat
     html = client.get(mug.get_absolute_url()).content.decode()
     similar = section(html, "Similar items")
     assert similar.count('class="ragrec-card"') == 4
-    assert similar.count("<p class=\"ragrec-reason\">Similar to Red ceramic coffee mug</p>") == 4
+    assert similar.count('<p class="ragrec-reason">Similar to Red ceramic coffee mug</p>') == 4
     assert ">Red ceramic coffee mug</span>" not in similar
     assert "£20.00" in similar and similar.count('href="/api/recommend/click/') == 4  # links through the click redirect
     together = section(html, "Frequently bought together")
     # No baskets yet: content-based complements, the best item of each other category.
-    assert together.count("<p class=\"ragrec-reason\">Goes with Red ceramic coffee mug</p>") == 3
-    assert not any(">%s</span>" % title in together for title in ("Blue ceramic coffee mug", "Green enamel camping mug"))
+    assert together.count('<p class="ragrec-reason">Goes with Red ceramic coffee mug</p>') == 3
+    assert not any(
+        ">%s</span>" % title in together for title in ("Blue ceramic coffee mug", "Green enamel camping mug")
+    )
 
 
 def test_product_page_records_a_view_for_the_session_or_the_user(client, catalogue):
@@ -99,7 +101,10 @@ def test_search_page_survives_a_database_error_in_search(client, catalogue, monk
     response = client.get(reverse("catalog:search"), {"q": "kettle"})
     assert response.status_code == 200  # the page falls back to matching words
     assert [p.title for p in response.context["products"]] == [
-        "Copper stovetop tea kettle", "Glass kettle with tea infuser", "Stainless steel electric kettle"]
+        "Copper stovetop tea kettle",
+        "Glass kettle with tea infuser",
+        "Stainless steel electric kettle",
+    ]
 
 
 def test_search_page_has_an_accessible_photo_form(client, db):
@@ -115,13 +120,17 @@ def photo_of(product) -> bytes:
 
 
 def test_search_by_photo_shows_look_alikes(client, catalogue):
-    upload = SimpleUploadedFile("kettle.jpg", photo_of(catalogue["Copper stovetop tea kettle"]), content_type="image/jpeg")
+    upload = SimpleUploadedFile(
+        "kettle.jpg", photo_of(catalogue["Copper stovetop tea kettle"]), content_type="image/jpeg"
+    )
     response = client.post(reverse("catalog:search_photo"), {"image": upload})
     assert response.status_code == 200
     html = response.content.decode()
     results = section(html, "Items like your photo")
-    assert results.index(">Copper stovetop tea kettle</span>") < results.index('class="ragrec-reason"')  # the first card
-    assert "<p class=\"ragrec-reason\">Looks like your photo</p>" in results
+    assert results.index(">Copper stovetop tea kettle</span>") < results.index(
+        'class="ragrec-reason"'
+    )  # the first card
+    assert '<p class="ragrec-reason">Looks like your photo</p>' in results
     assert 'role="alert"' not in html
 
 

@@ -47,9 +47,11 @@ def test_renders_nothing_without_a_published_text(mug):
 
 def test_markup_in_the_stored_text_is_escaped_never_rendered(mug):
     # Published text is plain text (markup was stripped at publish); anything that looks like markup is shown as text.
-    publish(mug, '5 < 6 & "fine" <script>alert("x")</script><img src=x onerror=alert(1)>\n\n<p onclick="steal()">hi</p>')
+    publish(
+        mug, '5 < 6 & "fine" <script>alert("x")</script><img src=x onerror=alert(1)>\n\n<p onclick="steal()">hi</p>'
+    )
     html = render("{% ragrec_description product %}", product=mug)
-    assert "<script" not in html and "<img" not in html and "onclick=\"" not in html
+    assert "<script" not in html and "<img" not in html and 'onclick="' not in html
     assert html == (
         "<p>5 &lt; 6 &amp; &quot;fine&quot; &lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;"
         "&lt;img src=x onerror=alert(1)&gt;</p>\n\n<p>&lt;p onclick=&quot;steal()&quot;&gt;hi&lt;/p&gt;</p>"

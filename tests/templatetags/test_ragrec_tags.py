@@ -30,7 +30,9 @@ def render(source: str, **context) -> str:
 
 def listing(tag: str, **context) -> list[str]:
     """Entries of a simple tag as "title|reason", through custom markup."""
-    out = render("{% " + tag + " as recs %}{% for r in recs %}{{ r.item.title }}|{{ r.reason|safe }}\n{% endfor %}", **context)
+    out = render(
+        "{% " + tag + " as recs %}{% for r in recs %}{{ r.item.title }}|{{ r.reason|safe }}\n{% endfor %}", **context
+    )
     return [row for row in out.split("\n") if row]
 
 
@@ -46,9 +48,14 @@ def events(*rows, **common):
 
 
 def test_bought_together_for_a_basket_of_products(catalogue):
-    mug, kettle, tee = (catalogue[t] for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt"))
-    events({"event": "purchase", "item": str(mug.pk), "order_id": "o1"},
-           {"event": "purchase", "item": str(kettle.pk), "order_id": "o1"}, session_key="s9")
+    mug, kettle, tee = (
+        catalogue[t] for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Red cotton t-shirt")
+    )
+    events(
+        {"event": "purchase", "item": str(mug.pk), "order_id": "o1"},
+        {"event": "purchase", "item": str(kettle.pk), "order_id": "o1"},
+        session_key="s9",
+    )
     rows = listing("ragrec_bought_together_basket basket k=3", basket=[mug, tee])
     assert rows[0] == "Copper stovetop tea kettle|bought with Red ceramic coffee mug"
     assert not {"Red ceramic coffee mug", "Red cotton t-shirt"} & {row.split("|")[0] for row in rows}
@@ -66,9 +73,15 @@ def test_similar_accepts_a_product_an_item_or_a_key(catalogue):
 
 
 def test_bought_together_trending_and_search_tags(catalogue):
-    mug, kettle, lamp = (catalogue[t] for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Brass desk lamp"))
-    events({"event": "purchase", "item": str(mug.pk)}, {"event": "purchase", "item": str(kettle.pk)},
-           order_id="o1", session_key="o1")
+    mug, kettle, lamp = (
+        catalogue[t] for t in ("Red ceramic coffee mug", "Copper stovetop tea kettle", "Brass desk lamp")
+    )
+    events(
+        {"event": "purchase", "item": str(mug.pk)},
+        {"event": "purchase", "item": str(kettle.pk)},
+        order_id="o1",
+        session_key="o1",
+    )
     events({"event": "view", "item": str(lamp.pk)}, session_key="s2")
     together = listing("ragrec_bought_together product k=1", product=mug)
     assert together == ["Copper stovetop tea kettle|bought with Red ceramic coffee mug"]
@@ -76,17 +89,23 @@ def test_bought_together_trending_and_search_tags(catalogue):
     assert listing('ragrec_trending k=5 category="Lamps"') == ["Brass desk lamp|trending in Lamps"]
     found = listing('ragrec_search "cofee mug" k=2')
     assert {row.split("|")[0] for row in found} == {"Red ceramic coffee mug", "Blue ceramic coffee mug"}
-    out = render('{% ragrec_search q k=1 as recs %}{{ recs.query }}', q="cofee mugg")
+    out = render("{% ragrec_search q k=1 as recs %}{{ recs.query }}", q="cofee mugg")
     assert out in ("coffee mug", "coffee mugs")
 
 
 def test_visitor_tags_read_the_request(catalogue):
     lamp, mug = str(catalogue["Brass desk lamp"].pk), str(catalogue["Red ceramic coffee mug"].pk)
-    events({"event": "view", "item": lamp, "created_at": timezone.now() - timedelta(hours=1)},
-           {"event": "view", "item": mug}, {"event": "purchase", "item": lamp, "order_id": "o1"}, session_key="s1")
+    events(
+        {"event": "view", "item": lamp, "created_at": timezone.now() - timedelta(hours=1)},
+        {"event": "view", "item": mug},
+        {"event": "purchase", "item": lamp, "order_id": "o1"},
+        session_key="s1",
+    )
     request = request_for(session_key="s1")
     assert listing("ragrec_recently_viewed k=5", request=request) == [
-        "Red ceramic coffee mug|you viewed this", "Brass desk lamp|you viewed this"]
+        "Red ceramic coffee mug|you viewed this",
+        "Brass desk lamp|you viewed this",
+    ]
     assert listing("ragrec_buy_again", request=request) == ["Brass desk lamp|you bought this before"]
     for_you = listing("ragrec_for_you k=3", request=request)
     # What they bought comes back (repeat purchases lead "for you"); what they only viewed does not.
@@ -142,7 +161,7 @@ def test_render_defaults_levels_and_empty_lists(catalogue):
     events({"event": "view", "item": str(catalogue["Brass desk lamp"].pk)}, session_key="s")
     html = render('{% ragrec_trending as recs %}{% ragrec_render recs level=3 section_id="hot" %}')
     assert '<h3 id="hot" class="ragrec-title">Trending now</h3>' in html and 'aria-labelledby="hot"' in html
-    assert "<p class=\"ragrec-reason\">Trending now</p>" in html
+    assert '<p class="ragrec-reason">Trending now</p>' in html
     assert render("{% ragrec_render nothing %}").strip() == ""
 
 
@@ -191,7 +210,7 @@ def test_bad_arguments_and_unexpected_errors_render_nothing(catalogue, caplog, m
     mug = catalogue["Red ceramic coffee mug"]
     with caplog.at_level(logging.WARNING, logger="ragrec_django.templatetags"):
         assert render('{% ragrec_similar product k="abc" as recs %}{% ragrec_render recs %}ok', product=mug) == "ok"
-        assert render('{% ragrec_similar product k=0 as recs %}{% ragrec_render recs %}ok', product=mug) == "ok"
+        assert render("{% ragrec_similar product k=0 as recs %}{% ragrec_render recs %}ok", product=mug) == "ok"
         assert render('{% ragrec_trending config="nope" as recs %}{% ragrec_render recs %}ok') == "ok"
         assert render('{% ragrec_search "" as recs %}{% ragrec_render recs %}ok') == "ok"
     assert "k must be an integer" in caplog.text and "Unknown serving configuration 'nope'" in caplog.text
@@ -207,8 +226,11 @@ def test_bad_arguments_and_unexpected_errors_render_nothing(catalogue, caplog, m
     monkeypatch.setattr(recommend, "trending", failing_sql)
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="ragrec_django.templatetags"):
-        out = render("{% ragrec_trending as bad %}{% ragrec_render bad %}{% ragrec_similar product k=1 as recs %}"
-                     "{{ recs|length }}", product=mug)
+        out = render(
+            "{% ragrec_trending as bad %}{% ragrec_render bad %}{% ragrec_similar product k=1 as recs %}"
+            "{{ recs|length }}",
+            product=mug,
+        )
     assert out == "1" and "trending recommendations failed" in caplog.text and "no_such_table" in caplog.text
 
     monkeypatch.setattr(recommend, "similar_items", broken)

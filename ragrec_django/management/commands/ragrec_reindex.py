@@ -25,12 +25,18 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--space", action="append", dest="spaces", help="Only this space (repeatable).")
-        parser.add_argument("--stale", action="store_true", help="Only items not yet encoded, and saved items whose queuing failed.")
+        parser.add_argument(
+            "--stale", action="store_true", help="Only items not yet encoded, and saved items whose queuing failed."
+        )
         parser.add_argument("--force", action="store_true", help="Re-encode even unchanged items.")
         parser.add_argument("--sync", action="store_true", help="Encode in this process instead of queuing tasks.")
-        parser.add_argument("--wait", action="store_true", help="After queuing, wait until every queued task has finished.")
+        parser.add_argument(
+            "--wait", action="store_true", help="After queuing, wait until every queued task has finished."
+        )
         parser.add_argument("--timeout", type=float, default=3600, help="Seconds --wait waits (default 3600).")
-        parser.add_argument("--chunk-size", type=int, default=None, help="Items per chunk (default RAGREC ENCODE_CHUNK_SIZE).")
+        parser.add_argument(
+            "--chunk-size", type=int, default=None, help="Items per chunk (default RAGREC ENCODE_CHUNK_SIZE)."
+        )
         parser.add_argument("--report-only", action="store_true", help="Only print coverage.")
 
     def handle(self, *args, **options):
@@ -102,10 +108,13 @@ class Command(BaseCommand):
 
     def _print_coverage(self, spaces) -> None:
         self.stdout.write("\nCoverage")
-        self.stdout.write("%-12s %-40s %8s %8s %8s %8s" % ("space", "generation", "items", "encoded", "failed", "stale"))
+        self.stdout.write(
+            "%-12s %-40s %8s %8s %8s %8s" % ("space", "generation", "items", "encoded", "failed", "stale")
+        )
         for row in encoding.coverage(spaces):
             self.stdout.write(
-                "%-12s %-40s %8d %8d %8d %8d" % (row.space, row.generation[:40], row.items, row.encoded, row.failed, row.stale)
+                "%-12s %-40s %8d %8d %8d %8d"
+                % (row.space, row.generation[:40], row.items, row.encoded, row.failed, row.stale)
             )
             for key, reason in row.failures:
                 self.stdout.write("    failed item %s: %s" % (key, reason))

@@ -29,7 +29,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..generation import GenerationError, GenerationRequest, Generator
 
@@ -176,7 +177,7 @@ class OpenAICompatibleGenerator(Generator):
             if status in RETRY_STATUSES or status >= 500:
                 raise _Retryable(text, _retry_after(error.headers)) from None
             raise GenerationError(text + ".") from None
-        except (TimeoutError, socket.timeout) as error:
+        except TimeoutError as error:
             raise _Retryable(
                 "No answer from %s within %gs (%s)" % (where, self.timeout, _redact(str(error), key))
             ) from None

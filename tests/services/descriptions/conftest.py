@@ -12,14 +12,23 @@ from tests.generators.fakeserver import FakeChatServer, completion
 def product(db):
     category = Category.objects.create(name="Hardware", slug="hardware")
     return Product.objects.create(
-        title="Copper pipe fitting", slug="copper-pipe-fitting", category=category, price="4.20", stock=9,
-        colour="orange", material="copper", size="9/16 in", description="A copper fitting.",
+        title="Copper pipe fitting",
+        slug="copper-pipe-fitting",
+        category=category,
+        price="4.20",
+        stock=9,
+        colour="orange",
+        material="copper",
+        size="9/16 in",
+        description="A copper fitting.",
     )
 
 
 def user_with(*codenames, username):
     user = get_user_model().objects.create_user(username, password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="ragrec_django", codename__in=codenames))
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="ragrec_django", codename__in=codenames)
+    )
     return get_user_model().objects.get(pk=user.pk)  # fresh permission cache
 
 
@@ -30,8 +39,13 @@ def reviewer(db):
 
 @pytest.fixture
 def publisher(db):
-    return user_with("publish_descriptiondraft", "view_descriptiondraft", "change_descriptiondraft",
-                     "view_publisheddescription", username="publisher")
+    return user_with(
+        "publish_descriptiondraft",
+        "view_descriptiondraft",
+        "change_descriptiondraft",
+        "view_publisheddescription",
+        username="publisher",
+    )
 
 
 @pytest.fixture
@@ -51,8 +65,14 @@ def llm(settings, chat_server):
         **settings.RAGREC,
         "GENERATORS": {
             "default": {"BACKEND": "ragrec_django.ml.generators.FactsGenerator"},
-            "llm": {"BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
-                    "OPTIONS": {"base_url": "http://127.0.0.1:%d/v1" % chat_server.port, "model": "tiny-llm", "max_retries": 0}},
+            "llm": {
+                "BACKEND": "ragrec_django.ml.generators.OpenAICompatibleGenerator",
+                "OPTIONS": {
+                    "base_url": "http://127.0.0.1:%d/v1" % chat_server.port,
+                    "model": "tiny-llm",
+                    "max_retries": 0,
+                },
+            },
         },
         "DESCRIPTION_GENERATOR": "llm",
     }

@@ -5,8 +5,8 @@ from django.urls import reverse
 
 from ragrec_django.models import DescriptionDraft, GenerationJob, PublishedDescription
 from ragrec_django.services import descriptions
-from shop_demo.celery import app as celery_app
 from shop_demo.catalog.models import Product
+from shop_demo.celery import app as celery_app
 
 pytestmark = pytest.mark.django_db
 
@@ -79,7 +79,9 @@ def test_staff_without_review_permission_cannot_act(client, django_user_model, p
     assert DescriptionDraft.objects.get(pk=draft.pk).status == "pending"
 
 
-def test_bulk_generation_job_runs_as_celery_tasks_with_progress(client, reviewer, product, django_capture_on_commit_callbacks):
+def test_bulk_generation_job_runs_as_celery_tasks_with_progress(
+    client, reviewer, product, django_capture_on_commit_callbacks
+):
     from ragrec_django.services.encoding import sync_host_items
 
     sync_host_items([product.pk])

@@ -41,8 +41,10 @@ def test_checks_flag_what_the_data_does_not_support(product, llm):
 
 
 def test_output_is_sanitised_before_anyone_sees_it(product, llm):
-    llm('Great fitting <script>alert(1)</script><img src=x onerror=alert(2)> ![x](http://evil/x.png) '
-        'see http://evil.example [title].')
+    llm(
+        "Great fitting <script>alert(1)</script><img src=x onerror=alert(2)> ![x](http://evil/x.png) "
+        "see http://evil.example [title]."
+    )
     draft = descriptions.generate_draft(str(product.pk))
     for bad in ("<script", "<img", "onerror", "http://", "evil"):
         assert bad not in draft.text and bad not in draft.generated_text
@@ -86,7 +88,9 @@ def test_rollback_restores_any_earlier_text(product, reviewer, publisher):
     assert PublishedDescription.objects.get(item__key=str(product.pk), is_current=True).text == "A copper fitting."
     descriptions.rollback(history[1], publisher)
     assert Product.objects.get(pk=product.pk).description == "First approved text."
-    assert DescriptionEvent.objects.filter(action="rolled_back", user=publisher).count() == 1  # the original had no draft
+    assert (
+        DescriptionEvent.objects.filter(action="rolled_back", user=publisher).count() == 1
+    )  # the original had no draft
     with pytest.raises(PermissionDenied):
         descriptions.rollback(history[2], reviewer)
 

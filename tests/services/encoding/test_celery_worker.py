@@ -16,7 +16,11 @@ pytestmark = [pytest.mark.celery_worker, pytest.mark.django_db(transaction=True)
 def reindex(worker_env, *args):
     return subprocess.run(
         [sys.executable, "manage.py", "ragrec_reindex", "--space", "text", *args],
-        cwd=ROOT, env=worker_env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=worker_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -31,7 +35,9 @@ def test_worker_encodes_items_from_redis_into_postgres(many_products, start_work
     assert not TaskDelivery.objects.exists()  # finished tasks leave no delivery record
 
 
-def test_killed_worker_leaves_every_item_encoded_exactly_once(many_products, start_worker, worker_env, committed_writes):
+def test_killed_worker_leaves_every_item_encoded_exactly_once(
+    many_products, start_worker, worker_env, committed_writes
+):
     pks = many_products(1500)
     worker = start_worker()
     queued = reindex(worker_env, "--chunk-size", "1500")

@@ -22,7 +22,13 @@ def keys_of(neighbours):
 
 
 def test_text_space_with_real_minilm(ragrec_encoders, make_products):
-    products = make_products([("Red ceramic coffee mug", "red", None), ("Blue cotton t-shirt", "blue", None), ("Stainless steel kettle", None, None)])
+    products = make_products(
+        [
+            ("Red ceramic coffee mug", "red", None),
+            ("Blue cotton t-shirt", "blue", None),
+            ("Stainless steel kettle", None, None),
+        ]
+    )
     report = encoding.encode_items("text", [p.pk for p in products])
     assert (report.encoded, report.skipped, report.failed) == (3, 0, {})
 
@@ -90,7 +96,9 @@ def test_deleted_host_items_leave_the_index(ragrec_encoders, make_products):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_runs_finish_and_write_each_item_at_most_once_per_run(ragrec_encoders, many_products, committed_writes):
+def test_concurrent_runs_finish_and_write_each_item_at_most_once_per_run(
+    ragrec_encoders, many_products, committed_writes
+):
     """Two runs over the same items at once: no error, every item encoded, no run writes an item twice.
 
     Both runs may read "not encoded yet" before either commits, so an item is written once or twice
@@ -122,7 +130,9 @@ def test_concurrent_runs_finish_and_write_each_item_at_most_once_per_run(ragrec_
     assert Embedding.objects.count() == 40
 
 
-def test_saving_a_product_enqueues_encoding_after_commit(settings, ragrec_encoders, make_products, django_capture_on_commit_callbacks):
+def test_saving_a_product_enqueues_encoding_after_commit(
+    settings, ragrec_encoders, make_products, django_capture_on_commit_callbacks
+):
     settings.RAGREC = {**settings.RAGREC, "AUTO_ENCODE": True, "SPACES": {"text": settings.RAGREC["SPACES"]["text"]}}
     with django_capture_on_commit_callbacks() as callbacks:
         make_products([("Yellow mug", "yellow", None)])
@@ -137,7 +147,9 @@ def test_saving_a_product_enqueues_encoding_after_commit(settings, ragrec_encode
     assert Embedding.objects.filter(item__title="Yellow mug", generation__space="text").count() == 1
 
 
-def test_auto_encode_off_still_mirrors_but_does_not_encode(ragrec_encoders, make_products, django_capture_on_commit_callbacks):
+def test_auto_encode_off_still_mirrors_but_does_not_encode(
+    ragrec_encoders, make_products, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         make_products([("Yellow mug", "yellow", None)])
     assert Item.objects.get().title == "Yellow mug"
@@ -162,7 +174,10 @@ def test_switching_a_space_to_a_model_of_another_dimension(settings, ragrec_enco
     old = SpaceGeneration.objects.get(space="text")
 
     # The shop points the "text" space at the CLIP text tower (another dimension).
-    settings.RAGREC = {**settings.RAGREC, "SPACES": {**settings.RAGREC["SPACES"], "text": {"ENCODER": "clip", "MODALITY": "text"}}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SPACES": {**settings.RAGREC["SPACES"], "text": {"ENCODER": "clip", "MODALITY": "text"}},
+    }
     with pytest.raises(CommandError, match="ragrec_spaces switch text"):
         call_command("ragrec_reindex", "--sync", "--space", "text")
 

@@ -74,7 +74,8 @@ def session_in(variant: str, experiment: str = "ranking-test", skip: int = 0) ->
     spec = experiments.configured_experiments()
     chosen = next(e for e in spec if e.name == experiment)
     found = (
-        key for key in ("visitor-%d" % n for n in itertools.count())
+        key
+        for key in ("visitor-%d" % n for n in itertools.count())
         if chosen.variant_for(experiments.visitor_key(experiments.Visitor(session_key=key))).name == variant
     )
     return next(itertools.islice(found, skip, None))

@@ -3,8 +3,8 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from django.core.checks import run_checks
@@ -35,15 +35,24 @@ def test_assignment_is_deterministic_and_the_same_in_another_process():
     )
     for seed in ("1", "2"):  # str hashing differs between these processes; sha256 does not
         env = {**os.environ, "PYTHONHASHSEED": seed, "DJANGO_SETTINGS_MODULE": "shop_demo.settings"}
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+        )
         assert done.returncode == 0, done.stderr
         out = done.stdout.split()
         assert [float(x) for x in out] == [conf.bucket("ranking-test", "session:s%d" % n) for n in range(50)]
 
 
 def test_weights_are_respected_over_many_visitors():
-    spec = {"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": 80}, "b": {"CONFIG": "default", "WEIGHT": 20},
-                               "off": {"CONFIG": "default", "WEIGHT": 0}}}}
+    spec = {
+        "t": {
+            "VARIANTS": {
+                "a": {"CONFIG": "default", "WEIGHT": 80},
+                "b": {"CONFIG": "default", "WEIGHT": 20},
+                "off": {"CONFIG": "default", "WEIGHT": 0},
+            }
+        }
+    }
     counts = variants(conf.parse_experiments(spec)[0], 20_000)
     assert counts["off"] == 0
     assert 0.78 < counts["a"] / 20_000 < 0.82 and 0.18 < counts["b"] / 20_000 < 0.22
@@ -60,8 +69,12 @@ def test_experiments_are_independent_of_each_other():
 
 def test_assign_uses_the_variant_config_unless_a_config_is_named(db, experiment_settings):
     control, lamps = session_in("control"), session_in("lamps")
-    assert experiments.assign("trending", Visitor(session_key=lamps)) == experiments.Assignment("lamps-only", "ranking-test", "lamps")
-    assert experiments.assign("trending", Visitor(session_key=control)) == experiments.Assignment("default", "ranking-test", "control")
+    assert experiments.assign("trending", Visitor(session_key=lamps)) == experiments.Assignment(
+        "lamps-only", "ranking-test", "lamps"
+    )
+    assert experiments.assign("trending", Visitor(session_key=control)) == experiments.Assignment(
+        "default", "ranking-test", "control"
+    )
     assert experiments.assign("trending", Visitor(session_key=lamps), "default") == experiments.Assignment("default")
     assert experiments.assign("similar", Visitor(session_key=lamps)) == experiments.Assignment("default")  # not covered
     assert experiments.assign("trending", Visitor()) == experiments.Assignment("default")  # nobody to assign
@@ -70,8 +83,12 @@ def test_assign_uses_the_variant_config_unless_a_config_is_named(db, experiment_
 
 
 def test_a_variant_with_an_unknown_config_serves_default_and_logs(db, settings, caplog):
-    settings.RAGREC = {**settings.RAGREC, "EXPERIMENTS": {"t": {"VARIANTS": {
-        "a": {"CONFIG": "missing", "WEIGHT": 1}, "b": {"CONFIG": "missing", "WEIGHT": 1}}}}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "EXPERIMENTS": {
+            "t": {"VARIANTS": {"a": {"CONFIG": "missing", "WEIGHT": 1}, "b": {"CONFIG": "missing", "WEIGHT": 1}}}
+        },
+    }
     assert experiments.assign("similar", Visitor(session_key="x")) == experiments.Assignment("default")
     assert "Unknown serving configuration 'missing'" in caplog.text
     ServingConfig.objects.create(name="missing", rules={"in_stock_only": True})  # an admin row counts
@@ -84,14 +101,31 @@ def test_a_variant_with_an_unknown_config_serves_default_and_logs(db, settings, 
         ([], "must be a dict"),
         ({"t": {"VARIANTS": {"a": {"CONFIG": "default"}}}}, "at least two variants"),
         ({"t": {"VARIANTS": {"a": {"CONFIG": "default"}, "b": {}}}}, "CONFIG must name a serving configuration"),
-        ({"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": -1}, "b": {"CONFIG": "x"}}}}, "WEIGHT must be a number >= 0"),
-        ({"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": "5"}, "b": {"CONFIG": "x"}}}}, "WEIGHT must be a number"),
+        (
+            {"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": -1}, "b": {"CONFIG": "x"}}}},
+            "WEIGHT must be a number >= 0",
+        ),
+        (
+            {"t": {"VARIANTS": {"a": {"CONFIG": "default", "WEIGHT": "5"}, "b": {"CONFIG": "x"}}}},
+            "WEIGHT must be a number",
+        ),
         ({"t": {"VARIANTS": {"a": {"CONFIG": "d", "WEIGHT": 0}, "b": {"CONFIG": "x", "WEIGHT": 0}}}}, "add up to 0"),
         ({"t": {"VARIANTS": {"a": {"CONFIG": "d", "SHARE": 1}, "b": {"CONFIG": "x"}}}}, "unknown key(s) SHARE"),
-        ({"t": {"RECOMMENDERS": ["similar", "nope"], "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}}, "unknown recommender(s) nope"),
-        ({"t": {"RECOMMENDERS": "similar", "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}}, "RECOMMENDERS must be a non-empty list"),
-        ({"t": {"VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}, "u": {"RECOMMENDERS": ["search"],
-          "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}}, "recommender 'search' is already in experiment 't'"),
+        (
+            {"t": {"RECOMMENDERS": ["similar", "nope"], "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}},
+            "unknown recommender(s) nope",
+        ),
+        (
+            {"t": {"RECOMMENDERS": "similar", "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}},
+            "RECOMMENDERS must be a non-empty list",
+        ),
+        (
+            {
+                "t": {"VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]},
+                "u": {"RECOMMENDERS": ["search"], "VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]},
+            },
+            "recommender 'search' is already in experiment 't'",
+        ),
         ({"": {"VARIANTS": EXPERIMENT["ranking-test"]["VARIANTS"]}}, "non-empty string"),
     ],
 )
@@ -105,12 +139,16 @@ def test_bad_settings_are_refused_with_a_message_and_system_check_E011(settings,
 
 
 def test_valid_settings_pass_the_checks(db, experiment_settings):
-    assert [e.id for e in run_checks(include_deployment_checks=False, databases=["default"]) if e.id.startswith("ragrec.")] == []
+    assert [
+        e.id for e in run_checks(include_deployment_checks=False, databases=["default"]) if e.id.startswith("ragrec.")
+    ] == []
 
 
 def test_unknown_variant_config_is_warning_W002(db, settings):
-    settings.RAGREC = {**settings.RAGREC, "EXPERIMENTS": {"t": {"VARIANTS": {
-        "a": {"CONFIG": "default"}, "b": {"CONFIG": "fancy"}}}}}
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "EXPERIMENTS": {"t": {"VARIANTS": {"a": {"CONFIG": "default"}, "b": {"CONFIG": "fancy"}}}},
+    }
     warnings = [e for e in run_checks(databases=["default"]) if e.id == "ragrec.W002"]
     assert len(warnings) == 1 and "variant 'b': no serving configuration named 'fancy'" in warnings[0].msg
     ServingConfig.objects.create(name="fancy")

@@ -21,14 +21,30 @@ XSS = '<script>alert("x")</script>'
 def traffic(shop, experiment_settings):
     items = list(Item.objects.all()[:2])
     now = timezone.now()
-    for days_ago, variant, clicked in [(0, "control", True), (0, "lamps", False), (3, "lamps", True), (3, XSS, True), (40, "control", True)]:
+    for days_ago, variant, clicked in [
+        (0, "control", True),
+        (0, "lamps", False),
+        (3, "lamps", True),
+        (3, XSS, True),
+        (40, "control", True),
+    ]:
         impression = Impression.objects.create(
-            recommender="trending", config="default", experiment="ranking-test", variant=variant, session_key="s%d" % days_ago,
-            item_keys=[i.key for i in items], created_at=now - timedelta(days=days_ago),
+            recommender="trending",
+            config="default",
+            experiment="ranking-test",
+            variant=variant,
+            session_key="s%d" % days_ago,
+            item_keys=[i.key for i in items],
+            created_at=now - timedelta(days=days_ago),
         )
         if clicked:
-            Interaction.objects.create(event="click", item=items[0], impression=impression, session_key="s%d" % days_ago,
-                                       created_at=impression.created_at)
+            Interaction.objects.create(
+                event="click",
+                item=items[0],
+                impression=impression,
+                session_key="s%d" % days_ago,
+                created_at=impression.created_at,
+            )
 
 
 def staff(name, *permissions):
@@ -63,10 +79,12 @@ def test_date_range_is_chosen_and_validated(client, traffic):
     assert rows.count("<tr") == 1 and "100.00%" in rows
     empty = client.get(reverse(URL), {"start": "2001-01-01", "end": "2001-01-02"}).content.decode()
     assert "No recommendation lists were shown in this period." in empty and "data:image/png" not in empty
-    for params, message in [({"start": today.isoformat(), "end": old.isoformat()}, "The end day is before the start day."),
-                            ({"start": "2000-01-01", "end": "2010-01-01"}, "Choose at most 366 days."),
-                            ({"start": "yesterday", "end": "2010-01-01"}, "Enter a valid date."),
-                            ({"start": "2010-01-01"}, "This field is required.")]:
+    for params, message in [
+        ({"start": today.isoformat(), "end": old.isoformat()}, "The end day is before the start day."),
+        ({"start": "2000-01-01", "end": "2010-01-01"}, "Choose at most 366 days."),
+        ({"start": "yesterday", "end": "2010-01-01"}, "Enter a valid date."),
+        ({"start": "2010-01-01"}, "This field is required."),
+    ]:
         response = client.get(reverse(URL), params)
         assert response.status_code == 400 and message in response.content.decode()
 

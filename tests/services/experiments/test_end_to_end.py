@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 
 def trending_links(html):
     start = html.index('data-ragrec-recommender="trending"')
-    section = html[start: html.index("</section>", start)]
+    section = html[start : html.index("</section>", start)]
     return [part.split('"', 1)[0] for part in section.split('class="ragrec-link" href="')[1:]]
 
 
@@ -25,7 +25,11 @@ def test_home_page_click_and_add_to_cart_is_a_conversion_of_the_variant(client, 
     impression = Impression.objects.get(recommender="trending")
     assert impression.session_key == session.session_key
     expected = experiments.configured_experiments()[0].variant_for("session:%s" % session.session_key)
-    assert (impression.experiment, impression.variant, impression.config) == ("ranking-test", expected.name, expected.config)
+    assert (impression.experiment, impression.variant, impression.config) == (
+        "ranking-test",
+        expected.name,
+        expected.config,
+    )
 
     link = trending_links(html)[0]
     page = client.get(link, follow=True)
@@ -37,4 +41,3 @@ def test_home_page_click_and_add_to_cart_is_a_conversion_of_the_variant(client, 
     today = timezone.localdate()  # from yesterday: a run across midnight still finds the list
     (row,) = [r for r in experiments.report(today - timedelta(days=1), today).summary if r.recommender == "trending"]
     assert (row.variant, row.counts.impressions, row.counts.clicked, row.counts.converted) == (expected.name, 1, 1, 1)
-

@@ -45,7 +45,12 @@ def test_render_records_one_impression_with_the_items_in_order(shop):
     impression = Impression.objects.get()
     shown = [part.split('"', 1)[0] for part in html.split('data-ragrec-item="')[1:]]
     assert impression.item_keys == shown and len(shown) == 6
-    assert (impression.recommender, impression.config, impression.experiment, impression.variant) == ("trending", "default", "", "")
+    assert (impression.recommender, impression.config, impression.experiment, impression.variant) == (
+        "trending",
+        "default",
+        "",
+        "",
+    )
     assert (impression.session_key, impression.user_id, impression.channel) == ("shopper", None, "template")
     assert 'data-ragrec-impression="%s"' % impression.pk in html
     assert click_urls(html) == [reverse("ragrec_api:click", args=[impression.pk, key]) for key in shown]
@@ -64,18 +69,25 @@ def test_tags_serve_the_visitors_variant(shop, experiment_settings):
     by_variant = {i.variant: i for i in Impression.objects.all()}
     assert by_variant["lamps"].config == "lamps-only" and by_variant["lamps"].experiment == "ranking-test"
     assert categories(by_variant["lamps"].item_keys) == {"Lamps"}  # the variant's rules really ranked the list
-    assert by_variant["control"].config == "default" and categories(by_variant["control"].item_keys) == {"Lamps", "Mugs"}
+    assert by_variant["control"].config == "default" and categories(by_variant["control"].item_keys) == {
+        "Lamps",
+        "Mugs",
+    }
     # Naming a config opts out of the experiment.
-    render('{% load ragrec %}{% ragrec_trending config="default" as recs %}{% ragrec_render recs %}',
-           request=request_for(session_key=lamps))
+    render(
+        '{% load ragrec %}{% ragrec_trending config="default" as recs %}{% ragrec_render recs %}',
+        request=request_for(session_key=lamps),
+    )
     latest = Impression.objects.order_by("-created_at").first()
     assert (latest.config, latest.experiment, latest.variant) == ("default", "", "")
     assert categories(latest.item_keys) == {"Lamps", "Mugs"}
 
 
 def test_custom_markup_records_once_with_click_url(shop):
-    source = ("{% load ragrec %}{% ragrec_trending k=2 as recs %}{% ragrec_impression recs as shown %}[{{ shown }}]"
-              "{% for r in recs %}<a href=\"{% ragrec_click_url recs r %}\">{{ r.item.title }}</a>{% endfor %}")
+    source = (
+        "{% load ragrec %}{% ragrec_trending k=2 as recs %}{% ragrec_impression recs as shown %}[{{ shown }}]"
+        '{% for r in recs %}<a href="{% ragrec_click_url recs r %}">{{ r.item.title }}</a>{% endfor %}'
+    )
     html = render(source, request=request_for(session_key="s"))
     impression = Impression.objects.get()
     assert "[%s]" % impression.pk in html
@@ -116,12 +128,18 @@ def test_impressions_commit_asynchronously_only_in_their_own_transaction():
 
 def test_a_database_error_while_recording_never_breaks_the_page(shop, caplog):
     with connection.cursor() as cursor:  # a real failure of the INSERT, from PostgreSQL itself
-        cursor.execute("CREATE FUNCTION ragrec_test_refuse() RETURNS trigger AS $$ BEGIN "
-                       "RAISE EXCEPTION 'impressions are switched off'; END $$ LANGUAGE plpgsql")
-        cursor.execute("CREATE TRIGGER ragrec_test_refuse BEFORE INSERT ON ragrec_django_impression "
-                       "FOR EACH ROW EXECUTE FUNCTION ragrec_test_refuse()")
+        cursor.execute(
+            "CREATE FUNCTION ragrec_test_refuse() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'impressions are switched off'; END $$ LANGUAGE plpgsql"
+        )
+        cursor.execute(
+            "CREATE TRIGGER ragrec_test_refuse BEFORE INSERT ON ragrec_django_impression "
+            "FOR EACH ROW EXECUTE FUNCTION ragrec_test_refuse()"
+        )
     with caplog.at_level(logging.ERROR):
-        html = render(TRENDING_TAGS + "{% ragrec_trending k=1 as again %}{{ again|length }}", request=request_for(session_key="s"))
+        html = render(
+            TRENDING_TAGS + "{% ragrec_trending k=1 as again %}{{ again|length }}", request=request_for(session_key="s")
+        )
     assert html.count('class="ragrec-card"') == 6 and html.endswith("1")  # rendered; the next query still works
     assert "could not record an impression of trending" in caplog.text and "impressions are switched off" in caplog.text
     assert click_urls(html)[0].startswith("/product/")  # plain links when there is no impression to click through
@@ -144,7 +162,9 @@ def test_click_redirect_records_the_click_and_goes_to_the_item(client, shop):
     click = Interaction.objects.get(event="click")
     assert (click.impression_id, click.item_id, click.source) == (impression.pk, item.id, "trending")
     assert click.session_key == session.session_key
-    assert client.head(url).status_code == 302 and Interaction.objects.filter(event="click").count() == 1  # HEAD: no click
+    assert (
+        client.head(url).status_code == 302 and Interaction.objects.filter(event="click").count() == 1
+    )  # HEAD: no click
 
 
 def test_click_of_a_visitor_without_session_is_the_impressions_visitor(client, shop):
@@ -192,7 +212,10 @@ def test_api_serves_the_variant_config_and_a_named_config_opts_out(api, shop, ex
     assert (body["config"], body["experiment"], body["variant"]) == ("lamps-only", "ranking-test", "lamps")
     assert {r["category"] for r in body["results"]} == {"Lamps"}
     body = api.get(reverse("ragrec_api:trending"), {"session": control}).json()
-    assert (body["config"], body["variant"]) == ("default", "control") and {r["category"] for r in body["results"]} == {"Lamps", "Mugs"}
+    assert (body["config"], body["variant"]) == ("default", "control") and {r["category"] for r in body["results"]} == {
+        "Lamps",
+        "Mugs",
+    }
     body = api.get(reverse("ragrec_api:trending"), {"session": lamps, "config": "default"}).json()
     assert (body["config"], body["experiment"], body["variant"]) == ("default", "", "")
     assert Impression.objects.get(pk=body["impression_id"]).experiment == ""
@@ -215,7 +238,12 @@ def test_clicks_posted_with_an_impression_id(api, shop):
     response = api.post(url, {"event": "click", "item": shown, "impression_id": body["impression_id"]}, format="json")
     assert response.status_code == 201, response.content
     click = Interaction.objects.get(event="click")
-    assert (str(click.impression_id), click.item.key, click.source, click.session_key) == (body["impression_id"], shown, "trending", "app")
+    assert (str(click.impression_id), click.item.key, click.source, click.session_key) == (
+        body["impression_id"],
+        shown,
+        "trending",
+        "app",
+    )
 
 
 @pytest.mark.parametrize(
@@ -229,7 +257,12 @@ def test_clicks_posted_with_an_impression_id(api, shop):
 )
 def test_bad_clicks_are_400_and_nothing_is_stored(api, shop, change, message):
     body = api.get(reverse("ragrec_api:trending"), {"k": 3, "session": "app"}).json()
-    event = {"event": "click", "item": body["results"][0]["id"], "impression_id": body["impression_id"], "session_key": "app"}
+    event = {
+        "event": "click",
+        "item": body["results"][0]["id"],
+        "impression_id": body["impression_id"],
+        "session_key": "app",
+    }
     if change.get("item") == "NOT_SHOWN":
         change = {"item": str(next(p.pk for p in shop.values() if str(p.pk) not in [r["id"] for r in body["results"]]))}
     response = api.post(reverse("ragrec_api:events"), {**event, **change}, format="json")

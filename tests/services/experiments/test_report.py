@@ -28,14 +28,26 @@ def events(shop, experiment_settings):
 
     def shown(when, variant, items, session="", user_id=None, recommender="trending"):
         return Impression.objects.create(
-            recommender=recommender, config="lamps-only" if variant == "lamps" else "default",
-            experiment="ranking-test" if variant else "", variant=variant, session_key=session, user_id=user_id,
-            item_keys=[i.key for i in items], created_at=when,
+            recommender=recommender,
+            config="lamps-only" if variant == "lamps" else "default",
+            experiment="ranking-test" if variant else "",
+            variant=variant,
+            session_key=session,
+            user_id=user_id,
+            item_keys=[i.key for i in items],
+            created_at=when,
         )
 
     def event(kind, what, when, session="", user_id=None, impression=None):
-        Interaction.objects.create(event=kind, item=what, session_key=session, user_id=user_id, impression=impression,
-                                   created_at=when, source="test")
+        Interaction.objects.create(
+            event=kind,
+            item=what,
+            session_key=session,
+            user_id=user_id,
+            impression=impression,
+            created_at=when,
+            source="test",
+        )
 
     # control, D1: c1 clicked twice on A and once on B (2 distinct clicks), A added to the cart an hour later and
     # bought later still (1 converted list, 2 conversions).
@@ -102,7 +114,10 @@ def test_daily_counts(events):
 def test_summary_rates_intervals_and_tests(events):
     summary = experiments.report(D1, D2).summary
     assert [(r.recommender, r.experiment, r.variant) for r in summary] == [
-        ("similar", "", ""), ("trending", "ranking-test", "control"), ("trending", "ranking-test", "lamps")]
+        ("similar", "", ""),
+        ("trending", "ranking-test", "control"),
+        ("trending", "ranking-test", "lamps"),
+    ]
     similar, control, lamps = summary
     assert counts(control) == (4, 3, 4, 1, 2) and counts(lamps) == (4, 4, 4, 3, 3)
     assert control.counts.ctr == 0.75 and lamps.counts.ctr == 1.0
@@ -131,7 +146,11 @@ def test_days_follow_the_current_time_zone(events, settings):
     early = experiments.report(D0, D0)
     assert [counts(r) for r in early.daily] == [(1, 1, 1, 0, 0)]
     settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9: D1 20:00 UTC (l2) is D2 in Tokyo
-    tokyo = {(r.day, r.variant): r.counts.impressions for r in experiments.report(D1, D2).daily if r.recommender == "trending"}
+    tokyo = {
+        (r.day, r.variant): r.counts.impressions
+        for r in experiments.report(D1, D2).daily
+        if r.recommender == "trending"
+    }
     assert tokyo[(D1, "lamps")] == 1 and tokyo[(D2, "lamps")] == 3  # l1 on D1; l2, l3, l4 on D2
 
 

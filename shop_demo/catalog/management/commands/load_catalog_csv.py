@@ -91,7 +91,9 @@ class Command(BaseCommand):
             rows, errors = self.parse(handle, image_root)
         if errors:
             message = "%d error(s) in %s; nothing was loaded:\n%s" % (
-                len(errors), path.name, "\n".join("  " + e for e in errors)
+                len(errors),
+                path.name,
+                "\n".join("  " + e for e in errors),
             )
             raise CommandError(message)
         if dry_run:
@@ -108,13 +110,17 @@ class Command(BaseCommand):
             reader = csv.DictReader(handle)
             header = [name.strip().lower() for name in (reader.fieldnames or [])]
         except (csv.Error, UnicodeDecodeError) as exc:
-            raise CommandError("Unreadable CSV: %s" % exc)
+            raise CommandError("Unreadable CSV: %s" % exc) from exc
         missing = [name for name in REQUIRED_COLUMNS if name not in header]
         if missing:
-            raise CommandError("Missing column(s): %s. Expected columns: %s." % (", ".join(missing), ", ".join(COLUMNS)))
+            raise CommandError(
+                "Missing column(s): %s. Expected columns: %s." % (", ".join(missing), ", ".join(COLUMNS))
+            )
         unknown = [name for name in header if name not in COLUMNS]
         if unknown:
-            raise CommandError("Unknown column(s): %s. Expected columns: %s." % (", ".join(unknown), ", ".join(COLUMNS)))
+            raise CommandError(
+                "Unknown column(s): %s. Expected columns: %s." % (", ".join(unknown), ", ".join(COLUMNS))
+            )
         reader.fieldnames = header
 
         rows: list[Row] = []
@@ -222,7 +228,11 @@ class Command(BaseCommand):
         try:
             with Image.open(candidate) as img:
                 if img.format not in IMAGE_FORMATS:
-                    return None, "image %r is a %s, expected one of %s" % (value, img.format, ", ".join(sorted(IMAGE_FORMATS)))
+                    return None, "image %r is a %s, expected one of %s" % (
+                        value,
+                        img.format,
+                        ", ".join(sorted(IMAGE_FORMATS)),
+                    )
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     return None, "image %r is too large (%dx%d)" % (value, img.width, img.height)
                 img.verify()
@@ -262,8 +272,9 @@ class Command(BaseCommand):
         parent_slugs = {row.parent_slug for row in rows if row.parent_slug}
         in_db = dict(Product.objects.filter(slug__in=parent_slugs).values_list("slug", "parent_id"))
         with_variants = set(
-            Product.objects.filter(slug__in=[r.slug for r in rows if r.parent_slug], variants__isnull=False)
-            .values_list("slug", flat=True)
+            Product.objects.filter(
+                slug__in=[r.slug for r in rows if r.parent_slug], variants__isnull=False
+            ).values_list("slug", flat=True)
         )
         for row in rows:
             if not row.parent_slug:

@@ -59,20 +59,35 @@ class Command(BaseCommand):
         parser.add_argument("--in-process", action="store_true", help="Generate the drafts here, not on a worker.")
         parser.add_argument("--no-complements", action="store_true")
         parser.add_argument(
-            "--clip-only", action="store_true",
+            "--clip-only",
+            action="store_true",
             help="Only make sure the image space has a CLIP model: train the demo's LiT checkpoint if none is cached.",
         )
         parser.add_argument(
-            "--clip-minutes", type=float, default=CLIP_MINUTES,
+            "--clip-minutes",
+            type=float,
+            default=CLIP_MINUTES,
             help="Time budget of that training in minutes (default %(default)s; on a GPU it ends sooner).",
         )
         parser.add_argument(
-            "--skip-clip-training", action="store_true",
+            "--skip-clip-training",
+            action="store_true",
             help="Never train: use a cached checkpoint if there is one, else leave image search off.",
         )
 
-    def handle(self, *args, category, drafts, in_process, no_complements, clip_only, clip_minutes, skip_clip_training,
-               verbosity=1, **options):
+    def handle(
+        self,
+        *args,
+        category,
+        drafts,
+        in_process,
+        no_complements,
+        clip_only,
+        clip_minutes,
+        skip_clip_training,
+        verbosity=1,
+        **options,
+    ):
         self.verbosity = verbosity
         if clip_only:
             self.clip(clip_minutes, skip_clip_training)
@@ -127,7 +142,9 @@ class Command(BaseCommand):
         level = trainer_log.level
         trainer_log.setLevel(logging.WARNING)  # its per-epoch lines would repeat the progress lines below
         try:
-            result = finetune_from_adapter(str(directory), text_field="title", on_progress=self.training_progress, **options)
+            result = finetune_from_adapter(
+                str(directory), text_field="title", on_progress=self.training_progress, **options
+            )
         except (ValueError, TypeError) as exc:
             raise CommandError("CLIP training failed: %s" % exc) from exc
         finally:
@@ -147,23 +164,40 @@ class Command(BaseCommand):
         democlip.record_demo_checkpoint(directory, result.checkpoint, **details)
         self.log(
             "CLIP: trained in %s (%d epochs) on %d products; checkpoint %s%s."
-            % (_duration(details["seconds"]), details["epochs_run"], details["products"], result.checkpoint, _figures(details))
+            % (
+                _duration(details["seconds"]),
+                details["epochs_run"],
+                details["products"],
+                result.checkpoint,
+                _figures(details),
+            )
         )
         return result.checkpoint
 
     def training_progress(self, event: dict) -> None:
         holdout = event["holdout"] or {}
         figures = "held-out text->image R@1 %.2f, R@5 %.2f, MRR %.2f" % (
-            holdout.get("t2i_r@1", 0), holdout.get("t2i_r@5", 0), holdout.get("t2i_mrr", 0))
+            holdout.get("t2i_r@1", 0),
+            holdout.get("t2i_r@5", 0),
+            holdout.get("t2i_mrr", 0),
+        )
         if event["event"] == "start":
             budget = event["budget_seconds"]
-            self.log("  training starts (untrained model: %s)%s" % (figures, ", ETA %s" % _duration(budget) if budget else ""))
+            self.log(
+                "  training starts (untrained model: %s)%s"
+                % (figures, ", ETA %s" % _duration(budget) if budget else "")
+            )
             return
         eta = event["eta_seconds"]
         self.log(
             "  epoch %d: loss %.3f, %s; %s elapsed%s"
-            % (event["epoch"], event["train_loss"], figures, _duration(event["elapsed_seconds"]),
-               ", ETA %s" % _duration(eta) if eta is not None else "")
+            % (
+                event["epoch"],
+                event["train_loss"],
+                figures,
+                _duration(event["elapsed_seconds"]),
+                ", ETA %s" % _duration(eta) if eta is not None else "",
+            )
         )
 
     def align_image_space(self, checkpoint: str) -> None:
@@ -192,7 +226,9 @@ class Command(BaseCommand):
         try:
             call_command("ragrec_spaces", "promote", IMAGE_SPACE, stdout=out)
         except CommandError as exc:
-            self.log("CLIP: the image space's new generation is not complete yet (%s); run prepare_demo again later." % exc)
+            self.log(
+                "CLIP: the image space's new generation is not complete yet (%s); run prepare_demo again later." % exc
+            )
             return
         self.log("CLIP: the image space now uses the demo checkpoint (%s)." % out.getvalue().strip())
 
@@ -212,7 +248,9 @@ class Command(BaseCommand):
             self.log("Descriptions: generated before (%d draft(s) await review)." % pending)
             return
         keys = list(
-            Item.objects.filter(is_eligible=True, category=category).order_by("id").values_list("key", flat=True)[:count]
+            Item.objects.filter(is_eligible=True, category=category)
+            .order_by("id")
+            .values_list("key", flat=True)[:count]
         )
         if not keys:
             self.log("Descriptions: no encoded items in category %r; no drafts generated." % category)
@@ -234,8 +272,10 @@ class Command(BaseCommand):
             from ragrec_django.tasks import enqueue_generation
 
             enqueue_generation(job, keys)  # autocommit: queued at once
-            self.log("Descriptions: %d item(s) of %s queued on the worker; drafts appear in the review queue."
-                     % (len(keys), category))
+            self.log(
+                "Descriptions: %d item(s) of %s queued on the worker; drafts appear in the review queue."
+                % (len(keys), category)
+            )
 
 
 def _duration(seconds: float | None) -> str:
@@ -248,4 +288,7 @@ def _figures(record: dict) -> str:
     if not after:
         return ""
     return "; held-out text->image recall@10 %.2f, MRR %.2f on %s products" % (
-        after.get("recall@10", 0), after.get("mrr", 0), record.get("holdout_products", "?"))
+        after.get("recall@10", 0),
+        after.get("mrr", 0),
+        record.get("holdout_products", "?"),
+    )

@@ -36,7 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=42, help="Random seed (default 42).")
         parser.add_argument("--no-images", action="store_true", help="Do not draw or attach product images.")
         parser.add_argument(
-            "--processes", type=int, default=None,
+            "--processes",
+            type=int,
+            default=None,
             help="Processes drawing images (default: CPU count when there are many images, else 1).",
         )
 

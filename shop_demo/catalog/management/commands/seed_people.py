@@ -86,12 +86,21 @@ class Command(BaseCommand):
         User = get_user_model()
         wanted = [(s.username, s.first_name, "", False) for s in SHOPPERS]
         wanted += [(s.username, s.first_name, s.last_name, True) for s in STAFF]
-        existing = set(User._default_manager.filter(username__in=[w[0] for w in wanted]).values_list("username", flat=True))
+        existing = set(
+            User._default_manager.filter(username__in=[w[0] for w in wanted]).values_list("username", flat=True)
+        )
         password = make_password(DEMO_PASSWORD)  # hashed once: hashing is deliberately slow
         new = [
-            User(username=username, first_name=first, last_name=last, email="%s@%s" % (username, EMAIL_DOMAIN),
-                 is_staff=staff, password=password)
-            for username, first, last, staff in wanted if username not in existing
+            User(
+                username=username,
+                first_name=first,
+                last_name=last,
+                email="%s@%s" % (username, EMAIL_DOMAIN),
+                is_staff=staff,
+                password=password,
+            )
+            for username, first, last, staff in wanted
+            if username not in existing
         ]
         User._default_manager.bulk_create(new)
         reviewers = self.group(REVIEWERS_GROUP, self.permissions_named(REVIEWER_PERMISSIONS))
@@ -139,12 +148,21 @@ class Command(BaseCommand):
         if not missing:
             return 0, 0
         User = get_user_model()
-        user_ids = dict(User._default_manager.filter(username__in=[s.username for s in SHOPPERS]).values_list("username", "pk"))
+        user_ids = dict(
+            User._default_manager.filter(username__in=[s.username for s in SHOPPERS]).values_list("username", "pk")
+        )
         inputs = [
             EventInput(
-                event=e.event, item=e.item, user_id=user_ids[e.username] if e.username else None,
-                session_key=e.session_key, order_id=e.order_id, quantity=e.quantity, query=e.query, source=e.source,
-                idempotency_key=e.key, created_at=e.at,
+                event=e.event,
+                item=e.item,
+                user_id=user_ids[e.username] if e.username else None,
+                session_key=e.session_key,
+                order_id=e.order_id,
+                quantity=e.quantity,
+                query=e.query,
+                source=e.source,
+                idempotency_key=e.key,
+                created_at=e.at,
             )
             for e in missing
         ]
