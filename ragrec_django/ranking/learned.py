@@ -530,11 +530,14 @@ class EventLog:
         scores += np.bincount(self.basket_columns[offsets], minlength=len(self.item_ids))
         return scores, float(len(picked))
 
-    def co_purchases(self, seeds: Sequence[int], at: float) -> tuple[dict[int, float], float]:
-        """``SignalSource.co_purchases`` from memory: {item id: score} (score > 0) and the orders read."""
-        scores, orders = self.co_purchase_scores(seeds, at)
-        found = np.flatnonzero(scores)
-        return {int(self.item_ids[c]): float(scores[c]) for c in found}, orders
+    def co_purchases(self, seed_sets: Sequence[Sequence[int]], at: float) -> list[tuple[dict[int, float], float]]:
+        """``SignalSource.co_purchases`` from memory: per set, {item id: score} (score > 0) and the orders read."""
+        results = []
+        for seeds in seed_sets:
+            scores, orders = self.co_purchase_scores(seeds, at)
+            found = np.flatnonzero(scores)
+            results.append(({int(self.item_ids[c]): float(scores[c]) for c in found}, orders))
+        return results
 
     def item_signals(
         self, items: np.ndarray, at: float
@@ -649,9 +652,9 @@ class SignalSource(Protocol):
     Every method reads events strictly before ``at`` only.
     """
 
-    def co_purchases(self, seeds: Sequence[int], at: float) -> tuple[dict[int, float], float]:
-        """{item id: orders holding it among each seed's latest ``CO_PURCHASE_ORDERS_PER_ITEM`` orders,
-        summed over seeds} (seeds included; only items above 0) and the number of orders read."""
+    def co_purchases(self, seed_sets: Sequence[Sequence[int]], at: float) -> list[tuple[dict[int, float], float]]:
+        """Per set of seeds: {item id: orders holding it among each seed's latest ``CO_PURCHASE_ORDERS_PER_ITEM``
+        orders, summed over the seeds} (seeds included; only items above 0) and the number of orders read."""
 
     def popular(self, at: float, limit: int) -> list[tuple[int, float]]:
         """The items in most orders over the last ``POPULAR_WINDOW_DAYS``, best first, ties by lower id."""
@@ -679,10 +682,10 @@ def candidates_at(
     stats = repeat_stats(history)
     ranked = stats.ranked()
     bought = set(stats.items.tolist())
-    seed_scores, seed_orders = source.co_purchases(stats.items[ranked[:CO_PURCHASE_SEEDS]].tolist(), at)
     in_last = set(history.items[history.purchases & (history.baskets == _last_basket(history))].tolist())
     last_seeds = [int(item) for item in stats.items[ranked] if int(item) in in_last][:CO_PURCHASE_SEEDS]
-    last_scores, _ = source.co_purchases(last_seeds, at)
+    seeds = stats.items[ranked[:CO_PURCHASE_SEEDS]].tolist()
+    (seed_scores, seed_orders), (last_scores, _) = source.co_purchases([seeds, last_seeds], at)
     als = factors.scores_for_stats(stats) if factors is not None else None
     lists = {
         "repeat": [(int(stats.items[i]), float(stats.score[i])) for i in ranked],

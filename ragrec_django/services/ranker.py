@@ -95,13 +95,12 @@ class DatabaseSignals:
     def __init__(self):
         self.strongest_seed: dict[int, int] = {}
 
-    def co_purchases(self, seeds, at):
-        scores, orders, strongest = store.co_purchases(
-            seeds, at=at, orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM
-        )
-        for item, seed in strongest.items():
-            self.strongest_seed.setdefault(item, seed)
-        return scores, orders
+    def co_purchases(self, seed_sets, at):
+        results = store.co_purchases(seed_sets, at=at, orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM)
+        for _, _, strongest in results:
+            for item, seed in strongest.items():
+                self.strongest_seed.setdefault(item, seed)
+        return [(scores, orders) for scores, orders, _ in results]
 
     def popular(self, at, limit):
         key = (limit,)

@@ -65,20 +65,22 @@ def visitor_lines(*, user_id: int | None, session_key: str, at: float, limit: in
 
 
 def co_purchases(
-    seeds: Sequence[int], *, at: float, orders_per_item: int
-) -> tuple[dict[int, float], float, dict[int, int]]:
-    """Co-purchases of ``seeds`` before ``at`` in one query: {item: orders holding it among each seed's
-    latest ``orders_per_item`` orders, summed over seeds} (seeds included), the number of orders read,
-    and each item's strongest other seed (the one it shares most orders with; its reason). Orders at the
-    same time count in the order they were written, as in ``EventLog``."""
-    if not len(seeds):
-        return {}, 0.0, {}
+    seed_sets: Sequence[Sequence[int]], *, at: float, orders_per_item: int
+) -> list[tuple[dict[int, float], float, dict[int, int]]]:
+    """Co-purchases of each set of seeds before ``at``, all sets in one query. Per set: {item: orders holding
+    it among each seed's latest ``orders_per_item`` orders, summed over the set's seeds} (seeds included),
+    the number of orders read, and each item's strongest other seed (the one it shares most orders with;
+    its reason). Orders at the same time count in the order they were written, as in ``EventLog``."""
+    pairs = [(int(item), number) for number, seeds in enumerate(seed_sets) for item in seeds]
+    results: list[tuple[dict[int, float], float, dict[int, int]]] = [({}, 0.0, {}) for _ in seed_sets]
+    if not pairs:
+        return results
     events = _table(Interaction)
     visitor_a, visitor_b = _VISITOR.format(a="a"), _VISITOR.format(a="b")
     sql = (
-        "WITH seeds AS (SELECT DISTINCT unnest(%s::bigint[]) AS item_id), "
+        "WITH sets AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS s(item_id, set_no)), "
         "picked AS ("
-        " SELECT s.item_id AS seed, r.visitor, r.order_id FROM seeds s CROSS JOIN LATERAL ("
+        " SELECT s.item_id AS seed, r.visitor, r.order_id FROM (SELECT DISTINCT item_id FROM sets) s CROSS JOIN LATERAL ("
         f"  SELECT {visitor_a} AS visitor, a.order_id FROM {events} a"
         "   WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> '' AND a.created_at < %s"
         "   GROUP BY 1, 2 ORDER BY MIN(a.created_at) DESC, MIN(a.id) DESC LIMIT %s) r"
@@ -87,21 +89,34 @@ def co_purchases(
         " WHERE b.order_id IN (SELECT order_id FROM picked) AND b.order_id <> '' AND b.event = %s"
         " AND b.item_id IS NOT NULL AND b.created_at < %s"
         ") "
-        "SELECT l.item_id, COUNT(*), mode() WITHIN GROUP (ORDER BY p.seed) FILTER (WHERE p.seed <> l.item_id),"
-        " (SELECT COUNT(*) FROM picked)"
-        " FROM picked p JOIN lines l ON l.visitor = p.visitor AND l.order_id = p.order_id GROUP BY l.item_id"
+        "SELECT s.set_no, l.item_id, COUNT(*), mode() WITHIN GROUP (ORDER BY p.seed) FILTER (WHERE p.seed <> l.item_id)"
+        " FROM sets s JOIN picked p ON p.seed = s.item_id JOIN lines l ON l.visitor = p.visitor AND l.order_id = p.order_id"
+        " GROUP BY s.set_no, l.item_id "
+        # one more row per set: how many orders were read (item NULL)
+        "UNION ALL SELECT s.set_no, NULL, COUNT(*), NULL FROM sets s JOIN picked p ON p.seed = s.item_id GROUP BY s.set_no"
     )
     when = _when(at)
+    params = [
+        [item for item, _ in pairs],
+        [number for _, number in pairs],
+        Event.PURCHASE,
+        when,
+        orders_per_item,
+        Event.PURCHASE,
+        when,
+    ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [list(map(int, seeds)), Event.PURCHASE, when, orders_per_item, Event.PURCHASE, when])
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    if not rows:
-        return {}, 0.0, {}
-    return (
-        {item: float(count) for item, count, _, _ in rows},
-        float(rows[0][3]),
-        {item: seed for item, _, seed, _ in rows if seed is not None},
-    )
+    for number, item, count, seed in rows:
+        scores, orders, strongest = results[number]
+        if item is None:
+            results[number] = (scores, float(count), strongest)
+            continue
+        scores[item] = float(count)
+        if seed is not None:
+            strongest[item] = seed
+    return results
 
 
 def popular(*, at: float, days: float, limit: int) -> list[tuple[int, float]]:
@@ -119,18 +134,20 @@ def popular(*, at: float, days: float, limit: int) -> list[tuple[int, float]]:
 def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int]):
     """For ``items`` before ``at``: ({window days: orders holding it}, the time of its first order within the
     longest window (NaN: none), price (NaN: none), category), aligned with ``items``; one query that reads
-    only the purchases of the longest window."""
+    only the purchases of the longest window, each (item, order) once."""
     ids = [int(i) for i in items]
-    basket = "(e.user_id, e.session_key, %s)" % _BASKET.format(a="e")
-    counts = ", ".join(f"COUNT(DISTINCT {basket}) FILTER (WHERE e.created_at >= %s)" for _ in windows)
+    counts = ", ".join("COUNT(o.at) FILTER (WHERE o.at >= %s)" for _ in windows)
     sql = (
-        f"SELECT i.id, i.price, i.category, extract(epoch FROM MIN(e.created_at)), {counts}"
-        f" FROM {_table(Item)} i LEFT JOIN {_table(Interaction)} e ON e.item_id = i.id AND e.event = %s"
-        " AND e.created_at >= %s AND e.created_at < %s WHERE i.id = ANY(%s) GROUP BY i.id"
+        f"SELECT i.id, i.price, i.category, extract(epoch FROM MIN(o.at)), {counts}"
+        f" FROM {_table(Item)} i LEFT JOIN ("
+        f"  SELECT e.item_id, MIN(e.created_at) AS at FROM {_table(Interaction)} e"
+        "   WHERE e.item_id = ANY(%s) AND e.event = %s AND e.created_at >= %s AND e.created_at < %s"
+        f"   GROUP BY e.item_id, e.user_id, e.session_key, {_BASKET.format(a='e')}"
+        " ) o ON o.item_id = i.id WHERE i.id = ANY(%s) GROUP BY i.id"
     )
     params = [_when(at - days * 86400) for days in windows]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, Event.PURCHASE, _when(at - max(windows) * 86400), _when(at), ids])
+        cursor.execute(sql, [*params, ids, Event.PURCHASE, _when(at - max(windows) * 86400), _when(at), ids])
         rows = {row[0]: row for row in cursor.fetchall()}
     n = len(ids)
     popularity = {days: np.zeros(n) for days in windows}

@@ -79,7 +79,7 @@ def test_features_for_time_t_never_read_an_event_after_t():
 
 def test_co_purchase_counts_each_seed_latest_orders_before_t():
     log = EventLog.build(_lines())
-    scores, orders = log.co_purchases([1], T0 + 21 * DAY)
+    [(scores, orders)] = log.co_purchases([[1]], T0 + 21 * DAY)
     # orders holding item 1 before day 21: a-0 (1,2), a-5 (1,3), b-10 (1,2,5), a-20 (1,2)
     assert orders == 4 and scores == {1: 4.0, 2: 3.0, 3: 1.0, 5: 1.0}
     limited, _ = log.co_purchase_scores(log.item_ids[:1], T0 + 21 * DAY, per_item=2)
