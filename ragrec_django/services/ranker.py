@@ -30,7 +30,7 @@ logger = logging.getLogger("ragrec_django.ranker")
 RANKERS = ("fusion", "learned")
 #: How long a process trusts its cached model before asking the database for the active hash again.
 MODEL_CHECK_SECONDS = 10.0
-#: The popular source is the same for everyone: cached this long per process.
+#: The popular source is the same for everyone: cached per process for each bucket of this many seconds.
 POPULAR_CACHE_SECONDS = 60.0
 #: The gate's defaults: a new version is promoted when its hold-out nDCG@10 beats the current
 #: ranking's by at least ``GATE_MARGIN`` over at least ``GATE_MIN_QUERIES`` orders.
@@ -90,7 +90,7 @@ def forget_models() -> None:
 class DatabaseSignals:
     """``ranking.learned.SignalSource`` read from the event table (events before ``at`` only)."""
 
-    _popular: dict[tuple, tuple[float, list]] = {}
+    _popular: dict[tuple, list] = {}
 
     def __init__(self):
         self.strongest_seed: dict[int, int] = {}
@@ -103,14 +103,12 @@ class DatabaseSignals:
         return [(scores, orders) for scores, orders, _ in results]
 
     def popular(self, at, limit):
-        key = (limit,)
-        cached = self._popular.get(key)
-        if cached is None or time.monotonic() - cached[0] > POPULAR_CACHE_SECONDS:
-            cached = self._popular[key] = (
-                time.monotonic(),
-                store.popular(at=at, days=learned.POPULAR_WINDOW_DAYS, limit=limit),
-            )
-        return cached[1]
+        # one list per POPULAR_CACHE_SECONDS bucket of ``at`` (the latest bucket only is kept)
+        key = (limit, int(at // POPULAR_CACHE_SECONDS))
+        if key not in self._popular:
+            self._popular.clear()
+            self._popular[key] = store.popular(at=at, days=learned.POPULAR_WINDOW_DAYS, limit=limit)
+        return self._popular[key]
 
     def item_signals(self, items, at):
         return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS)
