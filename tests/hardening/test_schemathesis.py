@@ -18,6 +18,7 @@ import schemathesis
 from django.urls import reverse
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.drivers import CoverageGenerator
 from schemathesis.generation.feedback import FeedbackSources
@@ -48,6 +49,10 @@ OPERATIONS = [
     "GET /api/recommend/trending/",
     "GET /api/recommend/assistant/",
     "POST /api/recommend/events/",
+    "GET /api/recommend/search/suggest/",
+    "POST /api/recommend/assistant/conversations/",
+    "POST /api/recommend/assistant/conversations/{conversation_id}/turns/",
+    "DELETE /api/recommend/assistant/conversations/{conversation_id}/",
 ]
 
 
@@ -161,9 +166,18 @@ def test_fuzzed_requests_get_documented_answers_and_no_server_error(api_schema, 
     for path_parameters in keys:
         assert coverage(runner, operation, path_parameters) > 0
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            fuzz(runner, operation, mode, path_parameters)
+            try:
+                fuzz(runner, operation, mode, path_parameters)
+            except Unsatisfiable:
+                # An operation whose every input is valid (e.g. an empty body) has no negative examples.
+                assert mode is GenerationMode.NEGATIVE, label
     print(
         "%s: %d requests, statuses %s" % (label, sum(runner.statuses.values()), dict(sorted(runner.statuses.items())))
     )
-    assert 200 in runner.statuses or 201 in runner.statuses, "no request succeeded: %s" % dict(runner.statuses)
+    if "{conversation_id}" in label:
+        # A conversation belongs to the session that started it: the fuzzer's clients own none, so these
+        # operations are fuzzed up to their documented refusal (tests/api/test_conversation.py walks the rest).
+        assert 404 in runner.statuses, "no request reached the ownership check: %s" % dict(runner.statuses)
+    else:
+        assert 200 in runner.statuses or 201 in runner.statuses, "no request succeeded: %s" % dict(runner.statuses)
     assert not runner.problems, "\n\n".join("%s\n%s" % item for item in sorted(runner.problems.items()))
