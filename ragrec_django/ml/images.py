@@ -398,8 +398,8 @@ class Decoder:
     """Runs decode jobs in a thread pool made for one call, or in this process's shared process pool.
 
     ``submit`` starts a job and returns a function that waits for its result. Processes
-    suit many cores, where threads stop scaling (the GIL is held between PIL's calls).
-    When a decode process dies (the OOM killer, a codec crash), the jobs it broke are
+    suit many cores, where threads stop scaling: the Python between Pillow's GIL-free
+    decode and resize runs one thread at a time. When a decode process dies (the OOM killer, a codec crash), the jobs it broke are
     submitted again one at a time, each waited for; an image whose job breaks the new
     pool too is reported as an ``ImageDecodeError``, never raised.
     """
@@ -435,6 +435,8 @@ class Decoder:
             except BrokenProcessPool:
                 discard_process_pool(pool)
                 return self._again(job, data, *args)
+            except Exception as exc:  # e.g. an input that cannot be pickled: it must not fail its batch
+                return ImageDecodeError("cannot preprocess image: %s" % _describe(exc))
 
         return result
 

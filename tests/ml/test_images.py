@@ -374,7 +374,7 @@ def test_a_jpeg_too_large_for_nvjpeg_is_decoded_on_the_cpu_at_reduced_scale():
 def test_the_process_pool_gives_the_same_batches_as_the_thread_pool(samples):
     preprocessing = Preprocessing.from_open_clip({"size": 224, "mean": CLIP_MEAN, "std": CLIP_STD})
     images = [samples.jpeg, samples.pdf, photo_jpeg(800, 800), samples.rgba_png, samples.truncated_jpeg]
-    images += [samples.bomb_png, memoryview(samples.photo_jpeg), samples.cmyk_jpeg, samples.png16]
+    images += [samples.bomb_png, memoryview(samples.photo_jpeg), samples.cmyk_jpeg, samples.png16, "photo.jpg"]
     by_pool = {
         kind: list(iter_pixel_batches(images, 4, POLICY, preprocessing, torch.device("cpu"), 2, decode_pool=kind))
         for kind in ("threads", "processes")
@@ -382,7 +382,9 @@ def test_the_process_pool_gives_the_same_batches_as_the_thread_pool(samples):
     for threaded, in_processes in zip(by_pool["threads"], by_pool["processes"], strict=True):
         assert threaded.indices == in_processes.indices and threaded.errors == in_processes.errors
         torch.testing.assert_close(threaded.pixels, in_processes.pixels, atol=0, rtol=0)
-    assert sorted(i for batch in by_pool["processes"] for i in batch.errors) == [1, 4, 5]
+    assert sorted(i for batch in by_pool["processes"] for i in batch.errors) == [1, 4, 5, 9]
+    with Decoder("processes", 1) as decoder:  # an input that cannot even be pickled is an error, not a crash
+        assert "cannot preprocess image" in decoder.submit(images_module._prepare_on_cpu, lambda: 0, POLICY, None)().reason
 
 
 def test_the_process_pool_is_started_once_per_process(monkeypatch):
@@ -399,7 +401,7 @@ def test_a_decode_process_that_dies_fails_its_image_only(samples):
     preprocessing = Preprocessing.from_open_clip({"size": 32, "mean": CLIP_MEAN, "std": CLIP_STD})
     with Decoder("processes", 2) as decoder:
         before = decoder.submit(images_module._prepare_on_cpu, samples.jpeg, POLICY, preprocessing)
-        dying = decoder.submit(os._exit, 1)
+        dying = decoder.submit(os._exit, 1)  # the decode process ends
         after = decoder.submit(images_module._prepare_on_cpu, samples.photo_jpeg, POLICY, preprocessing)
         results = [before(), dying(), after()]
     np.testing.assert_array_equal(results[0], load_pixels(samples.jpeg, POLICY, preprocessing))
