@@ -77,7 +77,11 @@ def plain_minilm_loop(tokenizer, model, texts, batch_size, max_length, device):
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             tokens = tokenizer(
-                texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                texts[start : start + batch_size],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
             ).to(device)
             hidden = model(**tokens).last_hidden_state.float()
             mask = tokens["attention_mask"].unsqueeze(-1).float()
@@ -124,7 +128,15 @@ def main() -> None:
     agreement = None
 
     def record(case: str, count: int, seconds: float, unit: str) -> None:
-        rows.append({"case": case, "n": count, "seconds": round(seconds, 3), "per_second": round(count / seconds, 1), "unit": unit})
+        rows.append(
+            {
+                "case": case,
+                "n": count,
+                "seconds": round(seconds, 3),
+                "per_second": round(count / seconds, 1),
+                "unit": unit,
+            }
+        )
 
     if cases & {"minilm", "minilm-plain", "minilm-mixed"}:
         encoder = TransformerTextEncoder(device=args.device, precision=args.precision, batch_size=args.text_batch)
@@ -139,7 +151,9 @@ def main() -> None:
             )
             record("minilm-plain", len(texts), timed(run, args.repeats), "texts")
             sample = texts[: args.text_batch]
-            reference = plain_minilm_loop(loaded.tokenizer, loaded.model, sample, args.text_batch, encoder.max_length, device)
+            reference = plain_minilm_loop(
+                loaded.tokenizer, loaded.model, sample, args.text_batch, encoder.max_length, device
+            )
             gap = np.abs(reference - encoder.encode_texts(sample)).max()
             print("minilm vs plain loop: max abs difference %.2e" % gap, file=sys.stderr)
         if "minilm-mixed" in cases:
@@ -168,11 +182,16 @@ def main() -> None:
             clip.encode_images(blobs[: args.image_batch])  # warm-up
             record("clip-image-jpeg", len(blobs), timed(lambda: clip.encode_images(blobs), args.repeats), "images")
             if dtype != torch.float32:
-                reference = OpenClipEncoder(**weights, device=args.device, precision="fp32", batch_size=args.image_batch)
+                reference = OpenClipEncoder(
+                    **weights, device=args.device, precision="fp32", batch_size=args.image_batch
+                )
                 sample = blobs[: args.image_batch]
                 cosines = (clip.encode_images(sample).vectors * reference.encode_images(sample).vectors).sum(axis=1)
-                agreement = {"images": len(sample), "cosine_min": round(float(cosines.min()), 6),
-                             "cosine_median": round(float(np.median(cosines)), 6)}
+                agreement = {
+                    "images": len(sample),
+                    "cosine_min": round(float(cosines.min()), 6),
+                    "cosine_median": round(float(np.median(cosines)), 6),
+                }
                 print("clip-image-jpeg %s vs fp32 (same weights): %s" % (args.precision, agreement), file=sys.stderr)
 
     print("device=%s dtype=%s torch_threads=%d" % (device, str(dtype).replace("torch.", ""), torch.get_num_threads()))

@@ -153,13 +153,17 @@ class Impression(models.Model):
         API = "api", "REST API"
         TEMPLATE = "template", "template tag"
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, help_text="Public id of the list shown.")
+    id = models.UUIDField(
+        primary_key=True, default=uuid.uuid4, editable=False, help_text="Public id of the list shown."
+    )
     recommender = models.CharField(max_length=32, help_text="similar, search, for_you, trending...")
     config = models.CharField(max_length=64, help_text="Serving configuration the list was ranked with.")
     experiment = models.CharField(max_length=64, blank=True, help_text="RAGREC['EXPERIMENTS'] name, if any.")
     variant = models.CharField(max_length=64, blank=True, help_text="Variant of the experiment the visitor is in.")
     channel = models.CharField(max_length=16, choices=Channel.choices, default=Channel.TEMPLATE)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     session_key = models.CharField(max_length=64, blank=True)
     item_keys = ArrayField(models.CharField(max_length=64), default=list, help_text="Host item keys shown, in order.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -170,13 +174,18 @@ class Impression(models.Model):
             models.Index(fields=["created_at"], name="ragrec_impression_time"),
             models.Index(fields=["recommender", "created_at"], name="ragrec_impression_rec"),
             models.Index(
-                fields=["experiment", "variant", "created_at"], name="ragrec_impression_variant", condition=~Q(experiment="")
+                fields=["experiment", "variant", "created_at"],
+                name="ragrec_impression_variant",
+                condition=~Q(experiment=""),
             ),
         ]
 
     def __str__(self) -> str:
         return "%s (%s%s) %s" % (
-            self.recommender, self.config, ", %s/%s" % (self.experiment, self.variant) if self.experiment else "", self.id
+            self.recommender,
+            self.config,
+            ", %s/%s" % (self.experiment, self.variant) if self.experiment else "",
+            self.id,
         )
 
 
@@ -192,7 +201,9 @@ class Interaction(models.Model):
 
     event = models.CharField(max_length=16, choices=Event.choices)
     item = models.ForeignKey(Item, null=True, blank=True, on_delete=models.CASCADE, related_name="interactions")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     session_key = models.CharField(max_length=64, blank=True, help_text="Anonymous session (or any visitor id).")
     order_id = models.CharField(max_length=64, blank=True, help_text="Basket or order the event belongs to.")
     quantity = models.PositiveIntegerField(default=1)
@@ -200,24 +211,39 @@ class Interaction(models.Model):
     source = models.CharField(max_length=64, blank=True, help_text="Recommender that showed the item (for clicks).")
     idempotency_key = models.CharField(max_length=128, null=True, blank=True)
     idempotency_scope = models.CharField(
-        max_length=80, blank=True, default="", db_default="",
+        max_length=80,
+        blank=True,
+        default="",
+        db_default="",
         help_text="Whose key idempotency_key is: user:<id> or session:<key> (keys are unique per visitor).",
     )
     payload_hash = models.CharField(
-        max_length=64, blank=True, default="", db_default="",
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
         help_text="sha256 of the event as the client sent it with its idempotency key (a replay must match).",
     )
     impression = models.ForeignKey(
-        Impression, null=True, blank=True, on_delete=models.SET_NULL, related_name="interactions", db_index=False,
+        Impression,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="interactions",
+        db_index=False,
         help_text="For a click: the recommendation list it was shown in.",
     )
     origin = models.CharField(
-        max_length=16, blank=True, default="", db_default="",
+        max_length=16,
+        blank=True,
+        default="",
+        db_default="",
         help_text="Keyed hash of the client address that reported it (empty: not from a request); popularity "
         "counts a capped number of visitors per origin.",
     )
     verified = models.BooleanField(
-        default=True, db_default=True,
+        default=True,
+        db_default=True,
         help_text="Counts toward trending and co-purchases: a signed-in user, a session the server issued, or "
         "recorded by the server itself. False: an API client's session key the server never issued.",
     )
@@ -227,11 +253,13 @@ class Interaction(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(
-                fields=["idempotency_scope", "idempotency_key"], condition=Q(idempotency_key__isnull=False),
+                fields=["idempotency_scope", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
                 name="ragrec_event_idempotency",
             ),
             models.UniqueConstraint(
-                fields=["impression", "item"], condition=Q(event="click", impression__isnull=False),
+                fields=["impression", "item"],
+                condition=Q(event="click", impression__isnull=False),
                 name="ragrec_event_one_click",
             ),
         ]
@@ -286,7 +314,9 @@ class ComplementPair(models.Model):
     score = models.FloatField(default=0.0)
     source = models.CharField(max_length=16, default="content")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PROPOSED)
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -309,7 +339,9 @@ class SearchSynonym(models.Model):
     """
 
     term = models.CharField(max_length=200, help_text='What shoppers type, e.g. "jumper".')
-    synonyms = models.CharField(max_length=500, help_text='Also searched for it, separated by commas: "sweater, pullover".')
+    synonyms = models.CharField(
+        max_length=500, help_text='Also searched for it, separated by commas: "sweater, pullover".'
+    )
     two_way = models.BooleanField(
         default=True, help_text="Each word also finds the others (off: only the term is widened to the synonyms)."
     )
@@ -340,8 +372,12 @@ class SearchLog(models.Model):
     matched = models.PositiveIntegerField(
         default=0, help_text="Items whose text has the query's words (0: only the semantic retrievers answered)."
     )
-    shown_query = models.CharField(max_length=300, blank=True, help_text="When nothing matched: the query shown instead.")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    shown_query = models.CharField(
+        max_length=300, blank=True, help_text="When nothing matched: the query shown instead."
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     session_key = models.CharField(max_length=64, blank=True)
     item_keys = ArrayField(models.CharField(max_length=64), default=list, help_text="Host item keys shown, in order.")
     created_at = models.DateTimeField(default=timezone.now)
@@ -371,7 +407,9 @@ class GenerationJob(models.Model):
     done = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -397,13 +435,17 @@ class DescriptionDraft(models.Model):
     generated_text = models.TextField(help_text="Sanitised generator output, with its citation markers.")
     text = models.TextField(help_text="The text to publish (reviewers may edit it before approving).")
     citations = models.JSONField(default=list, blank=True)
-    sources = models.JSONField(default=list, blank=True, help_text="Product fields and retrieved facts it was grounded on.")
+    sources = models.JSONField(
+        default=list, blank=True, help_text="Product fields and retrieved facts it was grounded on."
+    )
     flags = models.JSONField(default=list, blank=True, help_text="Automatic checks the reviewer must look at.")
     generator = models.CharField(max_length=64)
     generator_version = models.CharField(max_length=255)
     prompt_version = models.CharField(max_length=64)
     job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="drafts")
-    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     reviewed_at = models.DateTimeField(null=True, blank=True)
     reject_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -437,12 +479,20 @@ class DescriptionEvent(models.Model):
         ROLLED_BACK = "rolled_back", "rolled back"
 
     draft = models.ForeignKey(
-        DescriptionDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="events",
+        DescriptionDraft,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
         help_text="Empty once the draft is deleted: the audit trail outlives it (append-only).",
     )
-    item_key = models.CharField(max_length=64, blank=True, default="", help_text="The draft's item (kept with the event).")
+    item_key = models.CharField(
+        max_length=64, blank=True, default="", help_text="The draft's item (kept with the event)."
+    )
     action = models.CharField(max_length=16, choices=Action.choices)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     before = models.TextField(blank=True)
     after = models.TextField(blank=True)
     note = models.TextField(blank=True)
@@ -467,19 +517,60 @@ class PublishedDescription(models.Model):
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="published_descriptions")
     text = models.TextField()
-    draft = models.ForeignKey(DescriptionDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="publications")
+    draft = models.ForeignKey(
+        DescriptionDraft, null=True, blank=True, on_delete=models.SET_NULL, related_name="publications"
+    )
     is_current = models.BooleanField(default=False)
-    published_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     published_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["-published_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["item"], condition=Q(is_current=True), name="ragrec_one_current_description"),
+            models.UniqueConstraint(
+                fields=["item"], condition=Q(is_current=True), name="ragrec_one_current_description"
+            ),
         ]
 
     def __str__(self) -> str:
         return "%s @ %s" % (self.item, self.published_at)
+
+
+class RankerModel(models.Model):
+    """One trained learned-ranker version (issue 14): its LightGBM model, item factors and description.
+
+    Stored in the database so that every web and worker process loads the same version; at most one
+    is active per recommender (the same shape as space generations). See ``ragrec_django.services.ranker``.
+    """
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "candidate"
+        ACTIVE = "active", "active"
+        RETIRED = "retired", "retired"
+
+    recommender = models.CharField(max_length=32, default="for_you")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the model text, feature list and item factors.")
+    model_text = models.TextField(help_text="LightGBM text model.")
+    factors = models.BinaryField(blank=True, default=b"", help_text="Item factors (.npz bytes), if any.")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Features, parameters, data window, metrics, gate.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["recommender", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["recommender", "number"], name="ragrec_ranker_unique_number"),
+            models.UniqueConstraint(
+                fields=["recommender"], condition=Q(status="active"), name="ragrec_ranker_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return "%s ranker #%d (%s, %s)" % (self.recommender, self.number, self.content_hash[:12], self.status)
 
 
 class Conversation(models.Model):
@@ -488,7 +579,9 @@ class Conversation(models.Model):
     (``ragrec_purge_conversations``)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     session_key = models.CharField(max_length=64, blank=True)
     state = models.JSONField(default=dict, blank=True, help_text="ragrec_django.generation.dialogue.DialogueState.")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -522,36 +615,3 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return "turn %d of %s" % (self.number, self.conversation_id)
-class RankerModel(models.Model):
-    """One trained learned-ranker version (issue 14): its LightGBM model, item factors and description.
-
-    Stored in the database so that every web and worker process loads the same version; at most one
-    is active per recommender (the same shape as space generations). See ``ragrec_django.services.ranker``.
-    """
-
-    class Status(models.TextChoices):
-        CANDIDATE = "candidate", "candidate"
-        ACTIVE = "active", "active"
-        RETIRED = "retired", "retired"
-
-    recommender = models.CharField(max_length=32, default="for_you")
-    number = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.CANDIDATE)
-    content_hash = models.CharField(max_length=64, help_text="sha256 of the model text, feature list and item factors.")
-    model_text = models.TextField(help_text="LightGBM text model.")
-    factors = models.BinaryField(blank=True, default=b"", help_text="Item factors (.npz bytes), if any.")
-    metadata = models.JSONField(default=dict, blank=True, help_text="Features, parameters, data window, metrics, gate.")
-    created_at = models.DateTimeField(auto_now_add=True)
-    activated_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["recommender", "-number"]
-        constraints = [
-            models.UniqueConstraint(fields=["recommender", "number"], name="ragrec_ranker_unique_number"),
-            models.UniqueConstraint(fields=["recommender"], condition=Q(status="active"), name="ragrec_ranker_one_active"),
-        ]
-
-    def __str__(self) -> str:
-        return "%s ranker #%d (%s, %s)" % (self.recommender, self.number, self.content_hash[:12], self.status)
-
-

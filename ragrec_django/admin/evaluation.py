@@ -37,16 +37,25 @@ def evaluation_view(request):
         variants = []
         for variant, data in report["variants"].items():
             plot = directory / ("metrics_%s.png" % variant)
-            variants.append({
-                "name": variant,
-                "description": data["description"],
-                "users": data["users"],
-                "rows": [[cell if not isinstance(cell, float) else "%.4f" % cell for cell in row] for row in reports.rows(report, variant, k)],
-                "plot": base64.b64encode(plot.read_bytes()).decode("ascii") if plot.is_file() else None,
-            })
+            variants.append(
+                {
+                    "name": variant,
+                    "description": data["description"],
+                    "users": data["users"],
+                    "rows": [
+                        [cell if not isinstance(cell, float) else "%.4f" % cell for cell in row]
+                        for row in reports.rows(report, variant, k)
+                    ],
+                    "plot": base64.b64encode(plot.read_bytes()).decode("ascii") if plot.is_file() else None,
+                }
+            )
         context.update(
-            report=report, variants=variants, headings=["recommender", "kind", "visitors"] + reports._headings(report, k),
-            report_json=json.dumps({key: report[key] for key in ("dataset", "timings_s", "encoder", "machine")}, indent=2),
+            report=report,
+            variants=variants,
+            headings=["recommender", "kind", "visitors"] + reports._headings(report, k),
+            report_json=json.dumps(
+                {key: report[key] for key in ("dataset", "timings_s", "encoder", "machine")}, indent=2
+            ),
         )
     return TemplateResponse(request, "admin/ragrec_django/evaluation.html", context)
 

@@ -9,8 +9,8 @@ out (``ValueError`` here).
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from itertools import combinations
-from typing import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -65,7 +65,9 @@ def ndcg_at_k(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k: int) 
     DCG of a perfect list (all relevant items first, at most ``k`` of them).
     """
     relevant = _relevant(relevant)
-    dcg = sum(1.0 / math.log2(position + 1) for position, item in enumerate(_top(ranked, k), start=1) if item in relevant)
+    dcg = sum(
+        1.0 / math.log2(position + 1) for position, item in enumerate(_top(ranked, k), start=1) if item in relevant
+    )
     ideal = sum(1.0 / math.log2(position + 1) for position in range(1, min(k, len(relevant)) + 1))
     return dcg / ideal
 
@@ -150,12 +152,17 @@ def ranking_curves(ranked: Sequence[Hashable], relevant: Iterable[Hashable], k_m
         hit_rate.append(1.0 if hits else 0.0)
         precision.append(hits / position)
     return {
-        "recall": recall, "ndcg": ndcg, "hit_rate": hit_rate, "precision": precision,
+        "recall": recall,
+        "ndcg": ndcg,
+        "hit_rate": hit_rate,
+        "precision": precision,
         "mrr": [1.0 / first_hit if first_hit else 0.0],
     }
 
 
-def diversity_curve(ranked: Sequence[Hashable], k_max: int, vectors: Mapping[Hashable, np.ndarray]) -> list[float | None]:
+def diversity_curve(
+    ranked: Sequence[Hashable], k_max: int, vectors: Mapping[Hashable, np.ndarray]
+) -> list[float | None]:
     """``intra_list_diversity(ranked, k, vectors=vectors)`` for every k in 1..k_max, in one pass."""
     top = [item for item in _top(ranked, k_max)]
     curve: list[float | None] = []
@@ -184,6 +191,15 @@ def mean(values: Iterable[float | None]) -> float | None:
 
 
 __all__ = [
-    "catalogue_coverage", "hit_rate_at_k", "hits_at_k", "intra_list_diversity", "mean", "ndcg_at_k",
-    "precision_at_k", "ranking_curves", "recall_at_k", "reciprocal_rank", "diversity_curve",
+    "catalogue_coverage",
+    "hit_rate_at_k",
+    "hits_at_k",
+    "intra_list_diversity",
+    "mean",
+    "ndcg_at_k",
+    "precision_at_k",
+    "ranking_curves",
+    "recall_at_k",
+    "reciprocal_rank",
+    "diversity_curve",
 ]

@@ -43,7 +43,9 @@ def rows(report: dict, variant: str, k: int = 10) -> list[list]:
     data = report["variants"][variant]
     for name, result in data["results"].items():
         kind = report["recommenders"][name]["kind"]
-        table.append([name, kind, result["users"]] + [_value(result, metric, k, uses_k) for _, metric, uses_k in COLUMNS])
+        table.append(
+            [name, kind, result["users"]] + [_value(result, metric, k, uses_k) for _, metric, uses_k in COLUMNS]
+        )
     return table
 
 
@@ -106,14 +108,24 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
     styles = {"service": "-", "baseline": "--", "ablation": ":", "prototype": ":"}
     names = list(report["recommenders"])
     palette = plt.get_cmap("tab20").colors if len(names) > 10 else plt.get_cmap("tab10").colors
-    colours = {name: palette[(2 * i) % 20 + (2 * i) // 20] if len(names) > 10 else palette[i] for i, name in enumerate(names)}
+    colours = {
+        name: palette[(2 * i) % 20 + (2 * i) // 20] if len(names) > 10 else palette[i] for i, name in enumerate(names)
+    }
     for variant, data in report["variants"].items():
         figure, axes = plt.subplots(2, 2, figsize=(12, 9))
         for axis, (metric, title) in zip(axes.flat, PLOTTED):
             for name, result in data["results"].items():
                 kind = report["recommenders"][name]["kind"]
-                axis.plot(ks, result[metric], styles.get(kind, "-"), color=colours.get(name), marker="o", markersize=2.5,
-                          linewidth=1.4, label=name)
+                axis.plot(
+                    ks,
+                    result[metric],
+                    styles.get(kind, "-"),
+                    color=colours.get(name),
+                    marker="o",
+                    markersize=2.5,
+                    linewidth=1.4,
+                    label=name,
+                )
             axis.set_title(title)
             axis.set_xlabel("k")
             axis.set_xticks([1, 5, 10, 15, 20] if report["k_max"] == 20 else ks[:: max(1, len(ks) // 5)])
@@ -121,7 +133,8 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
         axes.flat[0].legend(fontsize=8, loc="upper left")
         figure.suptitle(
             "%s, variant %r: %s (%d visitors; solid: services, dashed: baselines, dotted: ablations)"
-            % (report["dataset"]["name"], variant, data["description"], data["users"]), fontsize=9,
+            % (report["dataset"]["name"], variant, data["description"], data["users"]),
+            fontsize=9,
         )
         figure.tight_layout()
         path = out_dir / ("metrics_%s.png" % variant)
@@ -139,7 +152,10 @@ def write(report: dict, out_dir: str | Path, k: int = 10) -> dict[str, Path]:
     written["json"].write_text(json.dumps(report, indent=2) + "\n")
     sections = []
     for variant, data in report["variants"].items():
-        sections.append("### Variant `%s`: %s (%d visitors)\n\n%s\n" % (variant, data["description"], data["users"], markdown_table(report, variant, k)))
+        sections.append(
+            "### Variant `%s`: %s (%d visitors)\n\n%s\n"
+            % (variant, data["description"], data["users"], markdown_table(report, variant, k))
+        )
     written["markdown"].write_text("\n".join(sections))
     for path in plot(report, out):
         written[path.stem] = path

@@ -35,10 +35,10 @@ import platform
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from django.db import transaction
@@ -77,7 +77,9 @@ def load_online_retail(path: str | os.PathLike) -> Dataset:
     catalogue = [row for row in products.rows if row.key in sold]
     missing = sold - {row.key for row in catalogue}
     if missing:
-        raise ValueError("%d sold item(s) missing from %s, e.g. %s" % (len(missing), products.source, sorted(missing)[:5]))
+        raise ValueError(
+            "%d sold item(s) missing from %s, e.g. %s" % (len(missing), products.source, sorted(missing)[:5])
+        )
     info = {
         "path": str(folder),
         "rows_read": interactions.total,
@@ -173,8 +175,9 @@ def load_training_data(dataset: Dataset, split: Split, *, now: datetime | None =
     return shift
 
 
-def encode_catalogue(products: Sequence[ProductRow], encoder, *, space: str = "text", batch: int = 512,
-                     progress: Progress | None = None) -> dict[str, np.ndarray]:
+def encode_catalogue(
+    products: Sequence[ProductRow], encoder, *, space: str = "text", batch: int = 512, progress: Progress | None = None
+) -> dict[str, np.ndarray]:
     """Encode the products' texts with ``encoder`` and store them as the space's active generation.
 
     Written straight through the storage layer (there is no host item model to read). Returns
@@ -186,12 +189,16 @@ def encode_catalogue(products: Sequence[ProductRow], encoder, *, space: str = "t
 
     ids = dict(Item.objects.filter(key__in=[p.key for p in products]).values_list("key", "id"))
     texts = [p.snapshot().text for p in products]
-    generation = storage.write_generation(registry.get_space(space), version=encoder.version, dimension=encoder.dimension)
+    generation = storage.write_generation(
+        registry.get_space(space), version=encoder.version, dimension=encoder.dimension
+    )
     vectors: dict[str, np.ndarray] = {}
     for start in range(0, len(products), batch):
         chunk = products[start : start + batch]
         encoded = np.asarray(encoder.encode_texts(texts[start : start + batch]), dtype=np.float32)
-        storage.upsert_embeddings(generation, [ids[p.key] for p in chunk], encoded, [content_hash(t) for t in texts[start : start + batch]])
+        storage.upsert_embeddings(
+            generation, [ids[p.key] for p in chunk], encoded, [content_hash(t) for t in texts[start : start + batch]]
+        )
         for product, vector in zip(chunk, encoded):
             vectors[product.key] = vector / (np.linalg.norm(vector) or 1.0)
         if progress:
@@ -348,19 +355,79 @@ class Recommender:
 RECOMMENDERS: dict[str, Recommender] = {
     r.name: r
     for r in [
-        Recommender("for_you", "service", rec_for_you, "services.recommend.for_you: similar, repeat and co-purchase lists fused by reciprocal rank (FOR_YOU_WEIGHTS)"),
-        Recommender("bought_together", "service", rec_bought_together, "history.bought_together_for_basket on the last training basket (co-purchase counts summed over it; the basket itself excluded)"),
-        Recommender("bought_together_visitor", "service", rec_bought_together_visitor, "the same with visitor=: the visitor's repeat purchases fused in"),
-        Recommender("buy_again", "service", rec_buy_again, "services.recommend.buy_again (own purchases, order frequency with recency decay)"),
-        Recommender("trending", "service", rec_trending, "services.recommend.trending (decayed popularity by distinct visitors, same for everyone)"),
-        Recommender("popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"),
-        Recommender("cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"),
+        Recommender(
+            "for_you",
+            "service",
+            rec_for_you,
+            "services.recommend.for_you: similar, repeat and co-purchase lists fused by reciprocal rank (FOR_YOU_WEIGHTS)",
+        ),
+        Recommender(
+            "bought_together",
+            "service",
+            rec_bought_together,
+            "history.bought_together_for_basket on the last training basket (co-purchase counts summed over it; the basket itself excluded)",
+        ),
+        Recommender(
+            "bought_together_visitor",
+            "service",
+            rec_bought_together_visitor,
+            "the same with visitor=: the visitor's repeat purchases fused in",
+        ),
+        Recommender(
+            "buy_again",
+            "service",
+            rec_buy_again,
+            "services.recommend.buy_again (own purchases, order frequency with recency decay)",
+        ),
+        Recommender(
+            "trending",
+            "service",
+            rec_trending,
+            "services.recommend.trending (decayed popularity by distinct visitors, same for everyone)",
+        ),
+        Recommender(
+            "popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"
+        ),
+        Recommender(
+            "cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"
+        ),
         Recommender("cooc_all", "baseline", rec_cooc_all, "co-occurrence counts with every item bought in training"),
-        Recommender("for_you_learned", "service", learned_ranker.recommend, "for_you with RANKER 'learned': a LightGBM LambdaRank model trained inside the run on the training events only (services.ranker.train_ranker); run only when named (needs the rank extra)", default=False, prepare=learned_ranker.prepare),
-        Recommender("for_you_similar", "ablation", _for_you_with({"similar": 1.0}), "for_you with the similar list only (the service before the fusion)", default=False),
-        Recommender("for_you_repeat", "ablation", _for_you_with({"repeat": 1.0}), "for_you with the repeat list only", default=False),
-        Recommender("for_you_co_purchase", "ablation", _for_you_with({"co_purchase": 1.0}), "for_you with the co-purchase list only", default=False),
-        Recommender("for_you_no_similar", "ablation", _for_you_with({"repeat": 1.0, "co_purchase": 1.0}), "for_you with the repeat and co-purchase lists, equal weights", default=False),
+        Recommender(
+            "for_you_learned",
+            "service",
+            learned_ranker.recommend,
+            "for_you with RANKER 'learned': a LightGBM LambdaRank model trained inside the run on the training events only (services.ranker.train_ranker); run only when named (needs the rank extra)",
+            default=False,
+            prepare=learned_ranker.prepare,
+        ),
+        Recommender(
+            "for_you_similar",
+            "ablation",
+            _for_you_with({"similar": 1.0}),
+            "for_you with the similar list only (the service before the fusion)",
+            default=False,
+        ),
+        Recommender(
+            "for_you_repeat",
+            "ablation",
+            _for_you_with({"repeat": 1.0}),
+            "for_you with the repeat list only",
+            default=False,
+        ),
+        Recommender(
+            "for_you_co_purchase",
+            "ablation",
+            _for_you_with({"co_purchase": 1.0}),
+            "for_you with the co-purchase list only",
+            default=False,
+        ),
+        Recommender(
+            "for_you_no_similar",
+            "ablation",
+            _for_you_with({"repeat": 1.0, "co_purchase": 1.0}),
+            "for_you with the repeat and co-purchase lists, equal weights",
+            default=False,
+        ),
     ]
 }
 DEFAULT_RECOMMENDERS = tuple(name for name, r in RECOMMENDERS.items() if r.default)
@@ -415,12 +482,16 @@ def score_lists(
     result = {name: [round(float(v) / n, 6) for v in values] for name, values in sums.items()}
     result["mrr"] = round(mrr / n, 6)
     # Standard errors of the means over visitors (sample standard deviation / sqrt(n)).
-    result["se"] = {name: [round(_standard_error(s, q, n), 6) for s, q in zip(sums[name], squares[name])] for name in sums}
+    result["se"] = {
+        name: [round(_standard_error(s, q, n), 6) for s, q in zip(sums[name], squares[name])] for name in sums
+    }
     result["se"]["mrr"] = round(_standard_error(mrr, mrr_squares, n), 6)
     result["coverage"] = [round(metrics.catalogue_coverage(shown, catalogue_size, k), 6) for k in range(1, k_max + 1)]
-    result["diversity"] = [
-        round(float(s / c), 6) if c else None for s, c in zip(diversity_sum, diversity_n)
-    ] if vectors is not None else None
+    result["diversity"] = (
+        [round(float(s / c), 6) if c else None for s, c in zip(diversity_sum, diversity_n)]
+        if vectors is not None
+        else None
+    )
     result["users"] = len(targets)
     result["empty_lists"] = empty
     return result
@@ -462,13 +533,18 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     visitors = eligible
     if options.users is not None and options.users < len(eligible):
         visitors = sorted(random.Random(options.seed).sample(eligible, options.users))
-    say("split: %d training lines, %d held-out lines, %d eligible visitors, evaluating %d"
-        % (len(split.train), split.held_out_lines, len(eligible), len(visitors)))
+    say(
+        "split: %d training lines, %d held-out lines, %d eligible visitors, evaluating %d"
+        % (len(split.train), split.held_out_lines, len(eligible), len(visitors))
+    )
 
     t = time.perf_counter()
     shift = load_training_data(dataset, split)
     timings["load"] = time.perf_counter() - t
-    say("loaded %d products and %d training events in %.1f s" % (len(dataset.products), len(split.train), timings["load"]))
+    say(
+        "loaded %d products and %d training events in %.1f s"
+        % (len(dataset.products), len(split.train), timings["load"])
+    )
 
     if encoder is None:
         from .. import registry
@@ -488,7 +564,9 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         recommender = RECOMMENDERS[name]
         if recommender.prepare is not None:
             say("%s: preparing" % name)
-            prepared[name] = recommender.prepare(ctx, progress=lambda message, name=name: say("%s: %s" % (name, message)))
+            prepared[name] = recommender.prepare(
+                ctx, progress=lambda message, name=name: say("%s: %s" % (name, message))
+            )
         t = time.perf_counter()
         lists[name] = {}
         calls = []
@@ -501,8 +579,10 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         timings["recommend:" + name] = time.perf_counter() - t
         latency[name] = _latency(calls)
         loads.append(_load_average())
-        say("%s: %d visitors in %.1f s (%.1f ms per visitor, p95 %.1f ms)"
-            % (name, len(visitors), timings["recommend:" + name], latency[name]["mean_ms"], latency[name]["p95_ms"]))
+        say(
+            "%s: %d visitors in %.1f s (%.1f ms per visitor, p95 %.1f ms)"
+            % (name, len(visitors), timings["recommend:" + name], latency[name]["mean_ms"], latency[name]["p95_ms"])
+        )
 
     targets_all = {v: set(split.test[v].items) for v in visitors}
     bought = {v: split.bought(v) for v in visitors}
@@ -511,14 +591,21 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     variants = {}
     for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
         results = {
-            name: score_lists(lists[name], targets, k_max=options.k_max, catalogue_size=catalogue_size,
-                              vectors=vectors, exclude=exclude)
+            name: score_lists(
+                lists[name],
+                targets,
+                k_max=options.k_max,
+                catalogue_size=catalogue_size,
+                vectors=vectors,
+                exclude=exclude,
+            )
             for name in options.recommenders
         }
         variants[variant] = {"description": VARIANTS[variant], "users": len(targets), "results": results}
         if "for_you_learned" in lists and "for_you" in lists:
             variants[variant]["paired_for_you_learned_vs_for_you"] = learned_ranker.paired(
-                lists["for_you_learned"], lists["for_you"], targets, exclude=exclude)
+                lists["for_you_learned"], lists["for_you"], targets, exclude=exclude
+            )
     if "for_you_learned" in prepared:
         prepared["for_you_learned"]["candidate_recall_all"] = learned_ranker.candidate_recall(targets_all)
     timings["total"] = time.perf_counter() - started
@@ -552,8 +639,10 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         "load_average_1min": {"start": loads[0], "min": min(loads), "max": max(loads), "end": loads[-1]},
         "timings_s": {name: round(value, 1) for name, value in timings.items()},
         "latency_per_visitor": latency,
-        "recommenders": {name: {"kind": RECOMMENDERS[name].kind, "description": RECOMMENDERS[name].description}
-                         for name in options.recommenders},
+        "recommenders": {
+            name: {"kind": RECOMMENDERS[name].kind, "description": RECOMMENDERS[name].description}
+            for name in options.recommenders
+        },
         "variants": variants,
         "prepared": prepared,
     }
@@ -588,7 +677,11 @@ def machine() -> str:
 
     server = storage.server_version()
     return "%s, %s, %d cores, %s; PostgreSQL %s" % (
-        platform.platform(terse=True), platform.processor() or platform.machine(), os.cpu_count() or 0, device, server
+        platform.platform(terse=True),
+        platform.processor() or platform.machine(),
+        os.cpu_count() or 0,
+        device,
+        server,
     )
 
 

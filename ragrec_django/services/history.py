@@ -6,7 +6,7 @@ or the size of the basket: purchase counts are summed inside PostgreSQL, never i
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from django.db.models import Max
@@ -78,8 +78,11 @@ def trending(*, k: int | None = None, config: str = "default", category: str | N
 def _decayed_popularity(*, category: str | None, limit: int) -> list[tuple[int, float]]:
     """Trending scores under ``EVENT_WEIGHTS`` and ``TRENDING_HALF_LIFE_HOURS`` (one query)."""
     return storage.decayed_popularity(
-        event_weights=ragrec_settings.EVENT_WEIGHTS, half_life_seconds=float(ragrec_settings.TRENDING_HALF_LIFE_HOURS) * 3600,
-        category=category, limit=limit, max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE,
+        event_weights=ragrec_settings.EVENT_WEIGHTS,
+        half_life_seconds=float(ragrec_settings.TRENDING_HALF_LIFE_HOURS) * 3600,
+        category=category,
+        limit=limit,
+        max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE,
     )
 
 
@@ -101,7 +104,8 @@ def _repeat_purchases(visitor: Visitor, *, limit: int) -> list[tuple[int, float,
 def _repeat_candidates(rows: Iterable[tuple[int, float, int]]) -> list[Candidate]:
     return [
         Candidate(
-            item_id=item_id, score=score,
+            item_id=item_id,
+            score=score,
             reasons=["you buy this often" if orders > 1 else "you bought this before"],
             components={"repeat": score, "orders": float(orders)},
         )
@@ -116,7 +120,11 @@ _DEFAULT = object()
 
 
 def _co_purchases(
-    seeds: dict[int, float], *, exclude: Iterable[int], limit: int, orders_per_item=_DEFAULT,
+    seeds: dict[int, float],
+    *,
+    exclude: Iterable[int],
+    limit: int,
+    orders_per_item=_DEFAULT,
 ) -> list[tuple[int, float, int]]:
     """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)`` (one query).
 
@@ -127,7 +135,11 @@ def _co_purchases(
     """
     per_item = orders_per_item if orders_per_item is not _DEFAULT else CO_PURCHASE_ORDERS_PER_ITEM
     return storage.co_purchases(
-        seeds, exclude=exclude, limit=limit, orders_per_item=per_item, max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE
+        seeds,
+        exclude=exclude,
+        limit=limit,
+        orders_per_item=per_item,
+        max_per_source=ragrec_settings.POPULARITY_MAX_PER_SOURCE,
     )
 
 
@@ -149,22 +161,29 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
     contributed most to its score; its components hold every list's score and rank. A visitor
     without history, or with nothing any list can use, gets the trending list (``fallback``
     "trending"); a short list is topped up from trending.
-    """
-    k = cap_k(k)
-    weights = ragrec_settings.FOR_YOU_WEIGHTS  # checked by ragrec_django.conf.validate_for_you_weights
-    depth = max(k * 4, 40)
-    history = list(
-        visitor.events().exclude(event=Event.SEARCH).order_by("-created_at").values_list("item_id", "event", "created_at")[:200]
-    ) if visitor else []
 
     With ``RAGREC["RANKER"]`` "learned" the active learned model ranks instead (``services.ranker``);
     fusion serves whenever it cannot.
-    if not history:
-        return _trending_for_you(k, config)
+    """
+    k = cap_k(k)
     if ranker.ranker_for("for_you") == "learned":
         learned = ranker.learned_for_you(visitor, k=k, config=config)
         if learned is not None:
             return learned
+    weights = ragrec_settings.FOR_YOU_WEIGHTS  # checked by ragrec_django.conf.validate_for_you_weights
+    depth = max(k * 4, 40)
+    history = (
+        list(
+            visitor.events()
+            .exclude(event=Event.SEARCH)
+            .order_by("-created_at")
+            .values_list("item_id", "event", "created_at")[:200]
+        )
+        if visitor
+        else []
+    )
+    if not history:
+        return _trending_for_you(k, config)
     lists: dict[str, list[Candidate]] = {}
     repeat_rows = []
     if weights.get("repeat") or weights.get("co_purchase"):
@@ -209,8 +228,12 @@ def _co_purchase_list(repeat_rows: list[tuple[int, float, int]], depth: int) -> 
     rows = _co_purchases(seeds, exclude=bought, limit=depth)
     titles = dict(Item.objects.filter(id__in={seed for _, _, seed in rows}).values_list("id", "title"))
     return [
-        Candidate(item_id=item_id, score=score, reasons=["bought with %s" % titles.get(seed, "what you bought")],
-                  components={"co_purchases": score})
+        Candidate(
+            item_id=item_id,
+            score=score,
+            reasons=["bought with %s" % titles.get(seed, "what you bought")],
+            components={"co_purchases": score},
+        )
         for item_id, score, seed in rows
     ]
 
@@ -229,7 +252,9 @@ def _similar_to_history(visitor: Visitor, history: list, config: str, depth: int
         if not weight or not space_ready(space):
             continue
         vectors = storage.vectors_for_items(space, list(seen))
-        rows = [(vectors[i], (now - at).total_seconds(), event_weights.get(e, 1.0)) for i, e, at in history if i in vectors]
+        rows = [
+            (vectors[i], (now - at).total_seconds(), event_weights.get(e, 1.0)) for i, e, at in history if i in vectors
+        ]
         if not rows:
             continue
         profile = recency_weighted_profile([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], half_life)
@@ -263,7 +288,9 @@ def _anchor_reasons(history: list, titles: dict[int, str]) -> dict[int, str]:
     return reasons
 
 
-def _explain_by_history(candidates: list[Candidate], space: str, history_vectors: dict[int, np.ndarray], reasons: dict[int, str]):
+def _explain_by_history(
+    candidates: list[Candidate], space: str, history_vectors: dict[int, np.ndarray], reasons: dict[int, str]
+):
     """Give each candidate the reason of its nearest history item ("because you viewed X", "... bought X")."""
     ids = list(history_vectors)
     matrix = np.stack([history_vectors[i] for i in ids])
@@ -276,13 +303,16 @@ def _explain_by_history(candidates: list[Candidate], space: str, history_vectors
         candidate.reasons = [reasons[nearest_id]]
 
 
-def _lead_with_strongest_reason(fused: list[Candidate], lists: dict[str, list[Candidate]], weights: dict[str, float]) -> None:
+def _lead_with_strongest_reason(
+    fused: list[Candidate], lists: dict[str, list[Candidate]], weights: dict[str, float]
+) -> None:
     """Order each fused candidate's reasons by how much each list added to its score (``weight / (k + rank)``)."""
     reasons = {name: {c.item_id: c.reasons for c in candidates} for name, candidates in lists.items()}
     for candidate in fused:
         contributions = sorted(
             (-weights[name] / (RRF_K + candidate.components[name + "_rank"]), position, name)
-            for position, name in enumerate(lists) if name + "_rank" in candidate.components
+            for position, name in enumerate(lists)
+            if name + "_rank" in candidate.components
         )
         ordered: list[str] = []
         for _, _, name in contributions:
@@ -310,7 +340,11 @@ def bought_together(item_key: str, *, k: int | None = None, config: str = "defau
 
 @storage.with_generation_snapshot
 def bought_together_for_basket(
-    item_keys: Sequence[str], *, k: int | None = None, config: str = "default", visitor: Visitor | None = None,
+    item_keys: Sequence[str],
+    *,
+    k: int | None = None,
+    config: str = "default",
+    visitor: Visitor | None = None,
 ) -> RecommendationList:
     """What goes with a basket: items bought in the same orders as its items, counts summed over them.
 
@@ -334,7 +368,9 @@ def bought_together_for_basket(
     titles = {anchor.id: anchor.title for anchor in anchors}
     rows = _co_purchases({anchor.id: 1.0 for anchor in anchors}, exclude=have, limit=depth)
     candidates = [
-        Candidate(item_id=item_id, score=score, reasons=["bought with %s" % titles[seed]], components={"co_purchases": score})
+        Candidate(
+            item_id=item_id, score=score, reasons=["bought with %s" % titles[seed]], components={"co_purchases": score}
+        )
         for item_id, score, seed in rows
     ]
     have |= {c.item_id for c in candidates}
@@ -346,7 +382,9 @@ def bought_together_for_basket(
     if len(candidates) < k:
         content: list[Candidate] = []
         for anchor in anchors[:CONTENT_ANCHORS]:
-            found = _tiered(propose_complement_candidates(anchor, limit=k * 2, exclude=have), CONTENT_TIER, "content", anchor)
+            found = _tiered(
+                propose_complement_candidates(anchor, limit=k * 2, exclude=have), CONTENT_TIER, "content", anchor
+            )
             content += found
             have |= {c.item_id for c in found}
             if len(candidates) + len(content) >= k * 2:
@@ -378,7 +416,9 @@ def _basket_items(item_keys: Sequence[str]) -> list[Item]:
         found.update(Item.objects.in_bulk(missing, field_name="key"))
     anchors = [found[key] for key in keys if key in found]
     if not anchors:
-        raise ItemNotFound("No item with id %s." % ", ".join(repr(key) for key in keys) if keys else "The basket is empty.")
+        raise ItemNotFound(
+            "No item with id %s." % ", ".join(repr(key) for key in keys) if keys else "The basket is empty."
+        )
     return anchors
 
 
@@ -395,14 +435,18 @@ def _approved_complements(anchors: list[Item], exclude: set[int], titles: dict[i
     """Merchandiser-approved complements of any basket item (one query), best score first, below co-purchases."""
     pairs = (
         ComplementPair.objects.filter(item_id__in=[a.id for a in anchors], status=ComplementPair.Status.APPROVED)
-        .exclude(complement_id__in=exclude).order_by("-score", "complement_id").values_list("complement_id", "item_id", "score")
+        .exclude(complement_id__in=exclude)
+        .order_by("-score", "complement_id")
+        .values_list("complement_id", "item_id", "score")
     )
     candidates: dict[int, Candidate] = {}
     for complement_id, item_id, score in pairs:
         if complement_id not in candidates:
             candidates[complement_id] = Candidate(
-                item_id=complement_id, score=APPROVED_TIER + float(score) * 1e-3,
-                reasons=["goes with %s" % titles[item_id]], components={"complement": float(score)},
+                item_id=complement_id,
+                score=APPROVED_TIER + float(score) * 1e-3,
+                reasons=["goes with %s" % titles[item_id]],
+                components={"complement": float(score)},
             )
     return list(candidates.values())
 
@@ -422,7 +466,9 @@ def propose_complement_candidates(anchor: Item, *, limit: int, exclude=frozenset
     vector = storage.vectors_for_items("text", [anchor.id]).get(anchor.id)
     if vector is None:
         return []
-    filters = storage.ItemFilter(exclude_categories=(anchor.category,) if anchor.category else (), exclude_ids=frozenset(exclude) | {anchor.id})
+    filters = storage.ItemFilter(
+        exclude_categories=(anchor.category,) if anchor.category else (), exclude_ids=frozenset(exclude) | {anchor.id}
+    )
     found = storage.nearest("text", vector, limit * 3, filters=filters)
     best_per_category: dict[str, tuple[int, float]] = {}
     categories = dict(Item.objects.filter(id__in=[n.item_id for n in found]).values_list("id", "category"))
@@ -455,11 +501,16 @@ def recently_viewed(visitor: Visitor, *, k: int | None = None, config: str = "de
     if not visitor:
         return RecommendationList(recommender="recently_viewed", config=config)
     rows = (
-        visitor.events().filter(event__in=[Event.VIEW, Event.CLICK]).values("item_id")
-        .annotate(last=Max("created_at")).order_by("-last")[: k * 2]
+        visitor.events()
+        .filter(event__in=[Event.VIEW, Event.CLICK])
+        .values("item_id")
+        .annotate(last=Max("created_at"))
+        .order_by("-last")[: k * 2]
     )
     scored = [(row["item_id"], row["last"].timestamp()) for row in rows]
-    return finish("recently_viewed", config, candidates_from(scored, "recency", "you viewed this"), k, diversity_space=None)
+    return finish(
+        "recently_viewed", config, candidates_from(scored, "recency", "you viewed this"), k, diversity_space=None
+    )
 
 
 @storage.with_generation_snapshot

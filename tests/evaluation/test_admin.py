@@ -11,12 +11,39 @@ from ragrec_django.evaluation import report as reports
 pytestmark = pytest.mark.django_db
 
 REPORT = {
-    "created_at": "2026-01-01T00:00:00+00:00", "k_max": 2, "encoder": "fake", "machine": "test", "timings_s": {},
-    "dataset": {"name": "tiny", "evaluated_visitors": 3, "eligible_visitors": 3, "items": 8, "sample": False, "seed": 0},
+    "created_at": "2026-01-01T00:00:00+00:00",
+    "k_max": 2,
+    "encoder": "fake",
+    "machine": "test",
+    "timings_s": {},
+    "dataset": {
+        "name": "tiny",
+        "evaluated_visitors": 3,
+        "eligible_visitors": 3,
+        "items": 8,
+        "sample": False,
+        "seed": 0,
+    },
     "recommenders": {"popularity": {"kind": "baseline", "description": ""}},
-    "variants": {"all": {"description": "every item", "users": 3, "results": {"popularity": {
-        "users": 3, "recall": [0.1667, 0.3333], "ndcg": [0.3, 0.4], "hit_rate": [0.3, 0.6], "precision": [0.3, 0.3],
-        "mrr": 0.5, "coverage": [0.125, 0.25], "diversity": [None, 0.7], "empty_lists": 0}}}},
+    "variants": {
+        "all": {
+            "description": "every item",
+            "users": 3,
+            "results": {
+                "popularity": {
+                    "users": 3,
+                    "recall": [0.1667, 0.3333],
+                    "ndcg": [0.3, 0.4],
+                    "hit_rate": [0.3, 0.6],
+                    "precision": [0.3, 0.3],
+                    "mrr": 0.5,
+                    "coverage": [0.125, 0.25],
+                    "diversity": [None, 0.7],
+                    "empty_lists": 0,
+                }
+            },
+        }
+    },
 }
 
 

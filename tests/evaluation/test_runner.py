@@ -15,16 +15,34 @@ from ragrec_django.models import Interaction, Item
 
 from .fakes import WordHashEncoder
 
-PRODUCTS = "id,title\n" + "".join("%s,%s\n" % pair for pair in [
-    ("A", "red ceramic mug"), ("B", "blue ceramic mug"), ("C", "green tea cup"), ("D", "brass desk lamp"),
-    ("E", "black floor lamp"), ("F", "copper kettle"), ("G", "glass kettle"), ("H", "linen shirt"),
-])
+PRODUCTS = "id,title\n" + "".join(
+    "%s,%s\n" % pair
+    for pair in [
+        ("A", "red ceramic mug"),
+        ("B", "blue ceramic mug"),
+        ("C", "green tea cup"),
+        ("D", "brass desk lamp"),
+        ("E", "black floor lamp"),
+        ("F", "copper kettle"),
+        ("G", "glass kettle"),
+        ("H", "linen shirt"),
+    ]
+)
 
 # u1: o1 {A,B} then o2 {A,C}; u2: o3 {A,B,D} then o4 {B,E}; u3: o5 {A,F} only; u4: o6 {B,C} then o7 {G}.
-BASKETS = [("u1", "o1", 1, "AB"), ("u2", "o3", 2, "ABD"), ("u3", "o5", 3, "AF"), ("u4", "o6", 4, "BC"),
-           ("u1", "o2", 5, "AC"), ("u2", "o4", 6, "BE"), ("u4", "o7", 7, "G")]
+BASKETS = [
+    ("u1", "o1", 1, "AB"),
+    ("u2", "o3", 2, "ABD"),
+    ("u3", "o5", 3, "AF"),
+    ("u4", "o6", 4, "BC"),
+    ("u1", "o2", 5, "AC"),
+    ("u2", "o4", 6, "BE"),
+    ("u4", "o7", 7, "G"),
+]
 ORDERS = "session,item,timestamp,order\n" + "".join(
-    "%s,%s,2024-01-0%d 10:00:00,%s\n" % (visitor, item, day, order) for visitor, order, day, items in BASKETS for item in items
+    "%s,%s,2024-01-0%d 10:00:00,%s\n" % (visitor, item, day, order)
+    for visitor, order, day, items in BASKETS
+    for item in items
 )
 
 
@@ -100,7 +118,9 @@ def test_end_to_end_with_known_baseline_scores(tmp_path):
     written = reports.write(report, tmp_path, k=5)
     assert json.loads((tmp_path / "report.json").read_text())["k_max"] == 5
     # recall@5 = (1 + 1/2 + 0)/3, with its standard error
-    assert re.search(r"\| popularity \| baseline \| (\*\*)?0\.5000(\*\*)? ±0\.\d{4} \|", (tmp_path / "results.md").read_text())
+    assert re.search(
+        r"\| popularity \| baseline \| (\*\*)?0\.5000(\*\*)? ±0\.\d{4} \|", (tmp_path / "results.md").read_text()
+    )
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -140,8 +160,11 @@ def test_bought_together_is_one_basket_call_per_visitor(monkeypatch):
 
 @pytest.mark.django_db
 def test_ablations_run_for_you_with_some_lists_only():
-    report = runner.evaluate(dataset(), runner.Options(k_max=3, recommenders=["for_you_repeat", "for_you_similar"]),
-                             encoder=WordHashEncoder())
+    report = runner.evaluate(
+        dataset(),
+        runner.Options(k_max=3, recommenders=["for_you_repeat", "for_you_similar"]),
+        encoder=WordHashEncoder(),
+    )
     results = report["variants"]["all"]["results"]
     assert {report["recommenders"][name]["kind"] for name in results} == {"ablation"}
     # Repeats only: u1 (wants A, C) gets [A, B], u2 (wants B, E) [A, B, D] in some order, u4 (wants G) [B, C].
@@ -153,7 +176,9 @@ def test_ablations_run_for_you_with_some_lists_only():
 @pytest.mark.django_db
 def test_sample_and_refusal_of_a_non_empty_database():
     data = dataset()
-    report = runner.evaluate(data, runner.Options(k_max=3, users=2, seed=1, recommenders=["popularity"]), encoder=WordHashEncoder())
+    report = runner.evaluate(
+        data, runner.Options(k_max=3, users=2, seed=1, recommenders=["popularity"]), encoder=WordHashEncoder()
+    )
     assert report["dataset"]["evaluated_visitors"] == 2 and report["dataset"]["sample"] is True
     assert set(report["variants"]["all"]["results"]) == {"popularity"}
     with pytest.raises(runner.DatabaseNotEmpty):
@@ -165,10 +190,16 @@ def code(item):
     return "8500%d" % "ABCDEFGH".index(item)
 
 
-ONLINE_RETAIL = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n" + "".join(
-    "%s,%s,x,2,2011-01-0%d 10:00:00,1.0,%s.0,United Kingdom\n" % (order, code(item), day, visitor.replace("u", "10"))
-    for visitor, order, day, items in BASKETS for item in items
-) + "999,POST,POSTAGE,1,2011-01-09 10:00:00,1.0,1.0,United Kingdom\n"
+ONLINE_RETAIL = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    + "".join(
+        "%s,%s,x,2,2011-01-0%d 10:00:00,1.0,%s.0,United Kingdom\n"
+        % (order, code(item), day, visitor.replace("u", "10"))
+        for visitor, order, day, items in BASKETS
+        for item in items
+    )
+    + "999,POST,POSTAGE,1,2011-01-09 10:00:00,1.0,1.0,United Kingdom\n"
+)
 
 
 @pytest.mark.django_db
@@ -181,12 +212,30 @@ def test_command_on_the_live_database_rolls_back(settings, tmp_path):
     folder = tmp_path / "retail"
     folder.mkdir()
     (folder / "online_retail.csv").write_text(ONLINE_RETAIL)
-    (folder / "products.csv").write_text("StockCode,Description,median_unit_price\n" + "".join(
-        "%s,%s,1.0\n" % (code(line[0]), line[2:]) for line in PRODUCTS.splitlines()[1:]))
+    (folder / "products.csv").write_text(
+        "StockCode,Description,median_unit_price\n"
+        + "".join("%s,%s,1.0\n" % (code(line[0]), line[2:]) for line in PRODUCTS.splitlines()[1:])
+    )
     out = io.StringIO()
-    call_command("ragrec_evaluate", "--path", str(folder), "--database-live", "--k", "5", "--table-k", "3",
-                 "--out", str(tmp_path / "report"), "--recommenders", "popularity,for_you", stdout=out, stderr=io.StringIO())
+    call_command(
+        "ragrec_evaluate",
+        "--path",
+        str(folder),
+        "--database-live",
+        "--k",
+        "5",
+        "--table-k",
+        "3",
+        "--out",
+        str(tmp_path / "report"),
+        "--recommenders",
+        "popularity,for_you",
+        stdout=out,
+        stderr=io.StringIO(),
+    )
     assert "recall@3" in out.getvalue() and "popularity" in out.getvalue()
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["variants"]["all"]["results"]["popularity"]["recall"][:3] == pytest.approx([1 / 6, 1 / 3, 1 / 2], abs=1e-6)
+    assert report["variants"]["all"]["results"]["popularity"]["recall"][:3] == pytest.approx(
+        [1 / 6, 1 / 3, 1 / 2], abs=1e-6
+    )
     assert Item.objects.count() == 0 and Interaction.objects.count() == 0  # rolled back

@@ -384,7 +384,9 @@ def test_the_process_pool_gives_the_same_batches_as_the_thread_pool(samples):
         torch.testing.assert_close(threaded.pixels, in_processes.pixels, atol=0, rtol=0)
     assert sorted(i for batch in by_pool["processes"] for i in batch.errors) == [1, 4, 5, 9]
     with Decoder("processes", 1) as decoder:  # an input that cannot even be pickled is an error, not a crash
-        assert "cannot preprocess image" in decoder.submit(images_module._prepare_on_cpu, lambda: 0, POLICY, None)().reason
+        assert (
+            "cannot preprocess image" in decoder.submit(images_module._prepare_on_cpu, lambda: 0, POLICY, None)().reason
+        )
 
 
 def test_the_process_pool_is_started_once_per_process(monkeypatch):

@@ -36,7 +36,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--dataset", choices=sorted(DATASETS), default="online-retail")
         parser.add_argument("--path", help="Folder of the data set (default: %s)." % DATASETS["online-retail"][0])
-        parser.add_argument("--users", type=int, help="Evaluate a random sample of this many eligible shoppers (default: all).")
+        parser.add_argument(
+            "--users", type=int, help="Evaluate a random sample of this many eligible shoppers (default: all)."
+        )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the sample (default 0).")
         parser.add_argument("--k", type=int, default=20, help="Largest cut-off k (default 20).")
         parser.add_argument("--table-k", type=int, default=10, help="Cut-off shown in the table (default 10).")
@@ -45,11 +47,16 @@ class Command(BaseCommand):
             help="Comma-separated names, from: %s (default: %s; the for_you_* ablations and for_you_learned, which trains a LightGBM ranker inside the run, run only when named)."
             % (", ".join(RECOMMENDERS), ", ".join(DEFAULT_RECOMMENDERS)),
         )
-        parser.add_argument("--out", help="Folder for report.json, results.md and plots (default: %s)." % default_out_dir())
-        parser.add_argument("--db-name", default="ragrec_eval", help="Name of the scratch database (default ragrec_eval).")
+        parser.add_argument(
+            "--out", help="Folder for report.json, results.md and plots (default: %s)." % default_out_dir()
+        )
+        parser.add_argument(
+            "--db-name", default="ragrec_eval", help="Name of the scratch database (default ragrec_eval)."
+        )
         parser.add_argument("--keep-db", action="store_true", help="Leave the scratch database in place afterwards.")
         parser.add_argument(
-            "--database-live", action="store_true",
+            "--database-live",
+            action="store_true",
             help="Run in the configured database instead of a scratch one (its ragrec tables must be empty; "
             "everything is rolled back at the end).",
         )
@@ -68,14 +75,19 @@ class Command(BaseCommand):
             chosen = tuple(r.strip() for r in options["recommenders"].split(",") if r.strip())
             unknown = sorted(set(chosen) - set(RECOMMENDERS))
             if unknown:
-                raise CommandError("Unknown recommender(s) %s (known: %s)." % (", ".join(unknown), ", ".join(RECOMMENDERS)))
+                raise CommandError(
+                    "Unknown recommender(s) %s (known: %s)." % (", ".join(unknown), ", ".join(RECOMMENDERS))
+                )
         run_options = Options(k_max=options["k"], users=options["users"], seed=options["seed"], recommenders=chosen)
         out = Path(options["out"]) if options["out"] else default_out_dir()
 
         started = time.perf_counter()
         self._say("reading %s from %s" % (name, path))
         dataset = DATASETS[name][1](path)
-        self._say("%d lines, %d products after filtering (%.1f s)" % (len(dataset.interactions), len(dataset.products), time.perf_counter() - started))
+        self._say(
+            "%d lines, %d products after filtering (%.1f s)"
+            % (len(dataset.interactions), len(dataset.products), time.perf_counter() - started)
+        )
         try:
             if options["database_live"]:
                 report = evaluate_and_roll_back(dataset, run_options, progress=self._say)
