@@ -9,6 +9,9 @@ read from the item mirror and refreshed when the catalogue changes.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import json
 import re
 import threading
 import time
@@ -56,11 +59,42 @@ def max_distance(word: str) -> int:
     return 2 if len(word) >= 8 else 1 if len(word) >= 4 else 0
 
 
-class SpellingCorrector:
-    """Corrects words to a vocabulary ({word: frequency}) by small edit distances."""
+#: PostgreSQL text-search configurations -> the language's word list in pyspellchecker.
+SPELLING_LANGUAGES = {
+    "english": "en", "german": "de", "french": "fr", "spanish": "es", "portuguese": "pt", "italian": "it",
+    "russian": "ru", "dutch": "nl", "arabic": "ar", "basque": "eu",
+}  # fmt: skip
 
-    def __init__(self, vocabulary: dict[str, int]):
+
+@functools.lru_cache(maxsize=4)
+def language_words(configuration: str) -> frozenset[str]:
+    """Words of the search language (pyspellchecker's frequency list), never corrected to catalogue words.
+
+    Empty for a configuration without a list (e.g. "simple"), or without the package installed.
+    """
+    code = SPELLING_LANGUAGES.get(str(configuration).lower())
+    if code is None:
+        return frozenset()
+    try:
+        from importlib.resources import files
+
+        resource = files("spellchecker") / "resources" / ("%s.json.gz" % code)
+        with resource.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as text:
+            return frozenset(word.lower() for word in json.load(text))
+    except (ImportError, OSError, ValueError):
+        return frozenset()
+
+
+class SpellingCorrector:
+    """Corrects words to a vocabulary ({word: frequency}) by small edit distances.
+
+    A word of the vocabulary, or of the search language (``language``), is never changed: "tell" stays
+    "tell" in a shop that sells tall vases.
+    """
+
+    def __init__(self, vocabulary: dict[str, int], language: frozenset[str] = frozenset()):
         self.vocabulary = vocabulary
+        self.language = language
         self._index: dict[str, list[str]] = defaultdict(list)
         for word in vocabulary:
             for variant in _deletes(word, max_distance(word)) | {word}:
@@ -69,7 +103,7 @@ class SpellingCorrector:
     def correct(self, word: str) -> str:
         word = word.lower()
         limit = max_distance(word)
-        if word in self.vocabulary or limit == 0:
+        if word in self.vocabulary or word in self.language or limit == 0:
             return word
         candidates = {c for variant in _deletes(word, limit) | {word} for c in self._index.get(variant, ())}
         scored = [(edit_distance(word, c), -self.vocabulary[c], c) for c in candidates]
@@ -143,7 +177,7 @@ def _build_corrector() -> SpellingCorrector:
             "FROM %s WHERE is_eligible$$)" % connection.ops.quote_name(Item._meta.db_table)
         )
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
-    return SpellingCorrector(vocabulary)
+    return SpellingCorrector(vocabulary, language_words(ragrec_settings.SEARCH_LANGUAGE))
 
 
 #: Eligible items only (``ItemFilter`` is frozen: one shared default is safe).
