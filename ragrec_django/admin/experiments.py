@@ -17,51 +17,26 @@ import importlib.util
 import io
 import math
 from collections import defaultdict
-from datetime import timedelta
 
-from django import forms
 from django.contrib import admin
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
 from ..services import experiments
-from .pages import add_admin_page
+from .pages import add_admin_page, requested_range
 
 URL_NAME = "ragrec_django_experiments"
 PLOTS_NEED_MATPLOTLIB = 'Plots need matplotlib: pip install "ragrec-django[eval]".'
-DEFAULT_DAYS = 14
-MAX_DAYS = 366
 PERMISSION = "ragrec_django.view_impression"
-
-
-class RangeForm(forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("start"), data.get("end")
-        if start and end:
-            if end < start:
-                raise forms.ValidationError("The end day is before the start day.")
-            if (end - start).days + 1 > MAX_DAYS:
-                raise forms.ValidationError("Choose at most %d days." % MAX_DAYS)
-        return data
 
 
 def experiments_view(request):
     if not request.user.has_perm(PERMISSION):
         raise PermissionDenied
-    today = timezone.localdate()
-    initial = {"start": today - timedelta(days=DEFAULT_DAYS - 1), "end": today}
-    form = RangeForm(request.GET if request.GET else None, initial=initial)
+    form, start, end = requested_range(request)
     context = {**admin.site.each_context(request), "title": "Recommendations: online measurement", "form": form}
-    if request.GET and not form.is_valid():
+    if start is None:
         return TemplateResponse(request, "admin/ragrec_django/experiments.html", context, status=400)
-    start, end = (
-        (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
-    )
     result = experiments.report(start, end)
     try:
         configured = experiments.configured_experiments()

@@ -14,25 +14,20 @@ from __future__ import annotations
 import base64
 import io
 import math
-from datetime import timedelta
 from urllib.parse import urlencode
 
-from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
-from django.utils import timezone
 
 from ..models import SearchLog, SearchSynonym
 from ..services import search as search_service
 from ..storage import search as search_storage
-from .pages import add_admin_page
+from .pages import add_admin_page, requested_range
 
 URL_NAME = "ragrec_django_search_analytics"
 PERMISSION = "ragrec_django.view_searchlog"
-DEFAULT_DAYS = 14
-MAX_DAYS = 366
 
 
 @admin.register(SearchSynonym)
@@ -79,33 +74,13 @@ class SearchLogAdmin(admin.ModelAdmin):
         return False
 
 
-class RangeForm(forms.Form):
-    start = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-    end = forms.DateField(widget=forms.DateInput(attrs={"type": "date"}))
-
-    def clean(self):
-        data = super().clean()
-        start, end = data.get("start"), data.get("end")
-        if start and end:
-            if end < start:
-                raise forms.ValidationError("The end day is before the start day.")
-            if (end - start).days + 1 > MAX_DAYS:
-                raise forms.ValidationError("Choose at most %d days." % MAX_DAYS)
-        return data
-
-
 def search_analytics_view(request):
     if not request.user.has_perm(PERMISSION):
         raise PermissionDenied
-    today = timezone.localdate()
-    initial = {"start": today - timedelta(days=DEFAULT_DAYS - 1), "end": today}
-    form = RangeForm(request.GET if request.GET else None, initial=initial)
+    form, start, end = requested_range(request)
     context = {**admin.site.each_context(request), "title": "Search analytics", "form": form}
-    if request.GET and not form.is_valid():
+    if start is None:
         return TemplateResponse(request, "admin/ragrec_django/search_analytics.html", context, status=400)
-    start, end = (
-        (form.cleaned_data["start"], form.cleaned_data["end"]) if form.is_bound else (initial["start"], initial["end"])
-    )
     report = search_service.report(start, end)
     add_synonym = reverse("admin:ragrec_django_searchsynonym_add")
     context.update(
