@@ -22,11 +22,12 @@ Event = Interaction.Event
 COPY_COLUMNS = ("event", "item_id", "user_id", "session_key", "order_id", "quantity", "query", "source", "created_at")
 
 
-def _table(model) -> str:
+def table_name(model) -> str:
+    """The quoted table name of ``model``, for SQL written here."""
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _visitor_condition(user_id: int | None, session_key: str, alias: str = "e") -> tuple[str, list] | None:
+def visitor_condition(user_id: int | None, session_key: str, alias: str = "e") -> tuple[str, list] | None:
     """``(condition, params)`` selecting one visitor's events (by user, else by session); None for nobody."""
     if user_id is not None:
         return "%s.user_id = %%s" % alias, [user_id]
@@ -67,8 +68,8 @@ def decayed_popularity(
         ") per_source WHERE nth <= %s GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
     ).format(
         cases=cases,
-        events=_table(Interaction),
-        items=_table(Item),
+        events=table_name(Interaction),
+        items=table_name(Item),
         category="AND i.category = %s" if category else "",
     )
     params += [half_life_seconds, half_life_seconds * 8]
@@ -87,11 +88,11 @@ def repeat_purchases(
     item (their latest order is 0 orders ago); ties go to the more recently bought, then the lower id.
     A purchase without an order id is an order of its own.
     """
-    where = _visitor_condition(user_id, session_key)
+    where = visitor_condition(user_id, session_key)
     if where is None:
         return []
     condition, params = where
-    events = _table(Interaction)
+    events = table_name(Interaction)
     sql = (
         "WITH lines AS ("
         " SELECT e.item_id, COALESCE(NULLIF(e.order_id, ''), 'event:' || e.id::text) AS basket, e.created_at"
@@ -127,7 +128,7 @@ def co_purchases(
     if not seeds:
         return []
     ids = list(seeds)
-    events = _table(Interaction)
+    events = table_name(Interaction)
     # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
     # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
     # order_id. The strongest seed is found for the returned items only.
@@ -238,7 +239,7 @@ def experiment_stats(
     latest click of the same visitor on the same item at most ``window`` before it (last click), and
     counts once per (impression, item, event, order): replays of one conversion do not add up.
     """
-    sql = _STATS_SQL.format(impression=_table(Impression), interaction=_table(Interaction))
+    sql = _STATS_SQL.format(impression=table_name(Impression), interaction=table_name(Interaction))
     params = {
         "tz": time_zone,
         "start": start,
@@ -256,7 +257,7 @@ def experiment_stats(
 def copy_interactions(rows: Iterable[tuple]) -> None:
     """Insert interaction rows (tuples in ``COPY_COLUMNS`` order) with COPY (psycopg 3), else with
     bulk_create, then refresh the table's planner statistics."""
-    table = _table(Interaction)
+    table = table_name(Interaction)
     with connection.cursor() as cursor:
         raw = getattr(cursor, "cursor", None)
         if raw is not None and hasattr(raw, "copy"):

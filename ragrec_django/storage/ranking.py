@@ -16,14 +16,11 @@ from django.db import connection, transaction
 from django.utils import timezone as django_timezone
 
 from ..models import Interaction, Item, RankerModel
+from .interactions import table_name, visitor_condition
 
 Event = Interaction.Event
 _VISITOR = "COALESCE('u' || {a}.user_id::text, 's' || {a}.session_key)"
 _BASKET = "COALESCE(NULLIF({a}.order_id, ''), 'event:' || {a}.id::text)"
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 def _when(at: float) -> datetime:
@@ -34,16 +31,14 @@ def visitor_lines(*, user_id: int | None, session_key: str, at: float, limit: in
     """A visitor's latest item events before ``at`` as ``(item, time, basket, quantity, category, price)``
     (``ranking.learned.VisitorHistory.from_lines``): baskets numbered per order, -1 for events that are
     not purchases; searches left out. Nothing for nobody."""
-    if user_id is not None:
-        condition, params = "e.user_id = %s", [user_id]
-    elif session_key:
-        condition, params = "e.session_key = %s", [session_key]
-    else:
+    visitor = visitor_condition(user_id, session_key)
+    if visitor is None:
         return []
+    condition, params = visitor
     sql = (
         "SELECT e.item_id, extract(epoch FROM e.created_at), CASE WHEN e.event = %s THEN {basket} END,"
         " e.quantity, i.category, i.price"
-        f" FROM {_table(Interaction)} e JOIN {_table(Item)} i ON i.id = e.item_id"
+        f" FROM {table_name(Interaction)} e JOIN {table_name(Item)} i ON i.id = e.item_id"
         f" WHERE {condition} AND e.item_id IS NOT NULL AND e.event <> %s AND e.created_at < %s"
         " ORDER BY e.created_at DESC, e.id DESC LIMIT %s"
     ).format(basket=_BASKET.format(a="e"))
@@ -75,7 +70,7 @@ def co_purchases(
     results: list[tuple[dict[int, float], float, dict[int, int]]] = [({}, 0.0, {}) for _ in seed_sets]
     if not pairs:
         return results
-    events = _table(Interaction)
+    events = table_name(Interaction)
     visitor_a, visitor_b = _VISITOR.format(a="a"), _VISITOR.format(a="b")
     sql = (
         "WITH sets AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS s(item_id, set_no)), "
@@ -123,7 +118,7 @@ def popular(*, at: float, days: float, limit: int) -> list[tuple[int, float]]:
     """The items in most orders over ``days`` before ``at``, best first, ties by lower id."""
     sql = (
         f"SELECT e.item_id, COUNT(DISTINCT {_VISITOR.format(a='e')} || ':' || {_BASKET.format(a='e')}) AS orders"
-        f" FROM {_table(Interaction)} e WHERE e.event = %s AND e.item_id IS NOT NULL"
+        f" FROM {table_name(Interaction)} e WHERE e.event = %s AND e.item_id IS NOT NULL"
         " AND e.created_at >= %s AND e.created_at < %s GROUP BY e.item_id ORDER BY orders DESC, e.item_id LIMIT %s"
     )
     with connection.cursor() as cursor:
@@ -139,8 +134,8 @@ def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int]):
     counts = ", ".join("COUNT(o.at) FILTER (WHERE o.at >= %s)" for _ in windows)
     sql = (
         f"SELECT i.id, i.price, i.category, extract(epoch FROM MIN(o.at)), {counts}"
-        f" FROM {_table(Item)} i LEFT JOIN ("
-        f"  SELECT e.item_id, MIN(e.created_at) AS at FROM {_table(Interaction)} e"
+        f" FROM {table_name(Item)} i LEFT JOIN ("
+        f"  SELECT e.item_id, MIN(e.created_at) AS at FROM {table_name(Interaction)} e"
         "   WHERE e.item_id = ANY(%s) AND e.event = %s AND e.created_at >= %s AND e.created_at < %s"
         f"   GROUP BY e.item_id, e.user_id, e.session_key, {_BASKET.format(a='e')}"
         " ) o ON o.item_id = i.id WHERE i.id = ANY(%s) GROUP BY i.id"
@@ -172,7 +167,7 @@ def event_lines(
     is purchase)``, oldest first, streamed: the training job's ``EventLog``. Events of nobody are skipped."""
     sql = (
         f"SELECT {_VISITOR.format(a='e')}, e.item_id, e.order_id, extract(epoch FROM e.created_at), e.quantity, e.event = %s"
-        f" FROM {_table(Interaction)} e WHERE e.item_id IS NOT NULL AND e.event <> %s"
+        f" FROM {table_name(Interaction)} e WHERE e.item_id IS NOT NULL AND e.event <> %s"
         " AND (e.user_id IS NOT NULL OR e.session_key <> '') AND e.created_at < %s ORDER BY e.created_at, e.id"
     )
     with transaction.atomic(), connection.cursor() as cursor:

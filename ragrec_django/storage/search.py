@@ -21,16 +21,13 @@ from django.db.models import Count, Max
 from ..models import Interaction, Item, SearchLog, SearchSynonym
 from .ann import ItemFilter
 from .database import rows_from_read_database
+from .interactions import table_name, visitor_condition
 from .keyword import ELIGIBLE_ITEMS, catalogue_cached
 
 #: How long a process keeps the merchandiser's synonyms before checking for changes.
 SYNONYMS_TTL_SECONDS = 10
 #: A click, add to cart or purchase this soon after a search, on an item it showed, counts for it.
 ATTRIBUTION_WINDOW = timedelta(minutes=30)
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 # ---------------------------------------------------------------- vocabulary
@@ -44,9 +41,9 @@ def attribute_values(attributes: Sequence[str]) -> dict[str, dict[str, int]]:
 
 def _read_attribute_values(attributes: Sequence[str]) -> dict[str, dict[str, int]]:
     sql = (
-        f"SELECT 'category', category, count(*) FROM {_table(Item)} WHERE is_eligible AND category <> '' GROUP BY category "
+        f"SELECT 'category', category, count(*) FROM {table_name(Item)} WHERE is_eligible AND category <> '' GROUP BY category "
         "UNION ALL "
-        f"SELECT a.key, a.value, count(*) FROM {_table(Item)} i, jsonb_each_text(i.metadata) a "
+        f"SELECT a.key, a.value, count(*) FROM {table_name(Item)} i, jsonb_each_text(i.metadata) a "
         "WHERE i.is_eligible AND a.key = ANY(%s) AND a.value <> '' GROUP BY a.key, a.value"
     )
     values: dict[str, dict[str, int]] = {"category": {}}
@@ -104,7 +101,7 @@ def facet_counts(
         )
         params.append([Decimal(str(bound)) for bound in price_bands])
     sql = "WITH result AS (SELECT id, group_key, category, metadata, price FROM {items} WHERE id = ANY(%s)) {parts}".format(
-        items=_table(Item), parts=" UNION ALL ".join(parts)
+        items=table_name(Item), parts=" UNION ALL ".join(parts)
     )
     found: dict[str, list[tuple[str, int]]] = {}
     for facet, value, count in rows_from_read_database(sql, params):
@@ -124,7 +121,7 @@ def term_support(base: ItemFilter, terms: Sequence[ItemFilter]) -> list[int]:
         columns.append("count(*) FILTER (WHERE TRUE%s)" % condition)
         params += term_params
     base_sql, base_params = base.sql("i")
-    sql = "SELECT %s FROM %s i WHERE TRUE%s" % (", ".join(columns), _table(Item), base_sql)
+    sql = "SELECT %s FROM %s i WHERE TRUE%s" % (", ".join(columns), table_name(Item), base_sql)
     return list(rows_from_read_database(sql, params + base_params)[0])
 
 
@@ -132,7 +129,7 @@ def browse(filters: ItemFilter, k: int) -> list[tuple[int, float]]:
     """Items passing ``filters``, newest first (a query that is only a price): ``(item id, score)``."""
     conditions, params = filters.sql("i")
     sql = "SELECT i.id FROM %s i WHERE TRUE%s ORDER BY i.created_at DESC, i.id DESC LIMIT %%s" % (
-        _table(Item),
+        table_name(Item),
         conditions,
     )
     ids = [row[0] for row in rows_from_read_database(sql, [*params, int(k)])]
@@ -213,11 +210,11 @@ def query_stats(start: datetime, end: datetime, *, order: str, limit: int, min_s
         "ctr": "clicked::float / searches, searches DESC, query",
     }[order]
     followed = (
-        f"EXISTS (SELECT 1 FROM {_table(Interaction)} e JOIN {_table(Item)} it ON it.id = e.item_id "
+        f"EXISTS (SELECT 1 FROM {table_name(Interaction)} e JOIN {table_name(Item)} it ON it.id = e.item_id "
         "WHERE e.event = ANY(%s) AND e.created_at >= s.created_at AND e.created_at < s.created_at + %s "
         "AND it.key = ANY(s.item_keys) AND CASE WHEN s.user_id IS NOT NULL THEN e.user_id = s.user_id "
         "ELSE s.session_key <> '' AND e.session_key = s.session_key END "
-        f"AND NOT EXISTS (SELECT 1 FROM {_table(SearchLog)} n WHERE n.created_at > s.created_at "
+        f"AND NOT EXISTS (SELECT 1 FROM {table_name(SearchLog)} n WHERE n.created_at > s.created_at "
         "AND n.created_at <= e.created_at AND n.user_id IS NOT DISTINCT FROM s.user_id "
         "AND n.session_key = s.session_key))"
     )
@@ -225,7 +222,7 @@ def query_stats(start: datetime, end: datetime, *, order: str, limit: int, min_s
         "SELECT * FROM (SELECT normalised AS query, count(*) AS searches, "
         "count(*) FILTER (WHERE result_count = 0 OR matched = 0) AS zero, "
         f"count(*) FILTER (WHERE {followed}) AS clicked, count(*) FILTER (WHERE {followed}) AS carted, "
-        f"avg(result_count) AS results FROM {_table(SearchLog)} s WHERE created_at >= %s AND created_at < %s "
+        f"avg(result_count) AS results FROM {table_name(SearchLog)} s WHERE created_at >= %s AND created_at < %s "
         "GROUP BY normalised) stats WHERE searches >= %s"
         + (" AND zero > 0" if order == "zero" else "")
         + f" ORDER BY {order_by} LIMIT %s"
@@ -245,7 +242,7 @@ def daily_searches(start: datetime, end: datetime, timezone_name: str) -> list[t
     sql = (
         "SELECT (created_at AT TIME ZONE %s)::date AS day, count(*), "
         "count(*) FILTER (WHERE result_count = 0 OR matched = 0) "
-        f"FROM {_table(SearchLog)} WHERE created_at >= %s AND created_at < %s GROUP BY day ORDER BY day"
+        f"FROM {table_name(SearchLog)} WHERE created_at >= %s AND created_at < %s GROUP BY day ORDER BY day"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [timezone_name, start, end])
@@ -259,7 +256,7 @@ def popular_queries(since: datetime, limit: int) -> list[tuple[str, int]]:
     """Normalised queries that found something since ``since``, most searched first (by distinct visitors)."""
     sql = (
         "SELECT normalised, count(DISTINCT COALESCE('u' || user_id::text, NULLIF('s' || session_key, 's'), "
-        f"'r' || id::text)) AS visitors FROM {_table(SearchLog)} WHERE created_at >= %s AND result_count > 0 AND normalised <> '' "
+        f"'r' || id::text)) AS visitors FROM {table_name(SearchLog)} WHERE created_at >= %s AND result_count > 0 AND normalised <> '' "
         "GROUP BY normalised ORDER BY visitors DESC, normalised LIMIT %s"
     )
     with connection.cursor() as cursor:
@@ -289,7 +286,7 @@ def titles_matching(
     tsquery = " & ".join([*(quoted(w) for w in words if w), alternatives])
     typed = " ".join((*words, last[0])).lower().replace("%", "").replace("_", "")
     sql = (
-        f"SELECT title, url, category FROM (SELECT i.title, i.url, i.category, i.id FROM {_table(Item)} i "
+        f"SELECT title, url, category FROM (SELECT i.title, i.url, i.category, i.id FROM {table_name(Item)} i "
         f"WHERE i.search_vector @@ to_tsquery(%s::regconfig, %s){conditions} LIMIT 200) m "
         "ORDER BY lower(title) LIKE %s DESC, length(title), id LIMIT %s"
     )
@@ -298,15 +295,13 @@ def titles_matching(
 
 def recent_categories(user_id: int | None, session_key: str, limit: int = 3) -> list[str]:
     """The categories of the items a visitor looked at or bought most recently (newest first)."""
-    if user_id is not None:
-        condition, params = "e.user_id = %s", [user_id]
-    elif session_key:
-        condition, params = "e.session_key = %s", [session_key]
-    else:
+    visitor = visitor_condition(user_id, session_key)
+    if visitor is None:
         return []
+    condition, params = visitor
     sql = (
-        f"SELECT i.category FROM (SELECT e.item_id, e.created_at FROM {_table(Interaction)} e WHERE {condition} "
-        f"AND e.item_id IS NOT NULL ORDER BY e.created_at DESC LIMIT 50) recent JOIN {_table(Item)} i ON i.id = recent.item_id "
+        f"SELECT i.category FROM (SELECT e.item_id, e.created_at FROM {table_name(Interaction)} e WHERE {condition} "
+        f"AND e.item_id IS NOT NULL ORDER BY e.created_at DESC LIMIT 50) recent JOIN {table_name(Item)} i ON i.id = recent.item_id "
         "WHERE i.category <> '' GROUP BY i.category ORDER BY max(recent.created_at) DESC LIMIT %s"
     )
     with connection.cursor() as cursor:
