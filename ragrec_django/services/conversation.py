@@ -158,6 +158,23 @@ def take_turn(
 ) -> TurnResult:
     """One turn of ``conversation`` (see the module's docstring). ``feedback``: {"item": key, "action": one of
     ``dialogue.FEEDBACK_ACTIONS``} on a product shown last; ``BadQuery`` for neither or a bad one."""
+    return finish_turn(begin_turn(conversation, message, feedback), config=config)
+
+
+@dataclass
+class PendingTurn:
+    """A turn understood but not answered yet: the state with the message and feedback folded in. ``take_turn``
+    in two steps, so the streaming API can send the state before retrieval (``api/streaming.py``)."""
+
+    conversation: Conversation
+    message: str
+    feedback: dict
+    state: dialogue.DialogueState
+    known: list[str]
+
+
+def begin_turn(conversation: Conversation, message: str = "", feedback: dict | None = None) -> PendingTurn:
+    """Step 1 of ``take_turn``: check the input (``BadQuery``) and fold it into the state; nothing is saved."""
     message = message.strip() if isinstance(message, str) else ""
     if message:
         message = checked_text(message, what="The message", max_chars=ASSISTANT_REQUEST_MAX_CHARS, empty="")
@@ -170,8 +187,14 @@ def take_turn(
         state = dialogue.apply(state, _feedback(state, feedback))
     if message:
         state = dialogue.apply(state, understand(message, state, known))
-    result = _respond(conversation, state, message, config, known)
-    _save(result, message, feedback or {})
+    return PendingTurn(conversation, message, feedback or {}, state, known)
+
+
+def finish_turn(pending: PendingTurn, *, config: str = "default") -> TurnResult:
+    """Step 2 of ``take_turn``: answer (question or products), save the turn, record a like or basket event."""
+    conversation, message, feedback = pending.conversation, pending.message, pending.feedback
+    result = _respond(conversation, pending.state, message, config, pending.known)
+    _save(result, message, feedback)
     if feedback and feedback.get("action") in POSITIVE_FEEDBACK:
         _record_feedback(conversation, str(feedback["item"]), feedback["action"])
     return result
