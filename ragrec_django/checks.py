@@ -31,6 +31,7 @@ ragrec.E015  the URLs include ragrec_django.api.urls but "rest_framework" is not
              REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] is not drf-spectacular's AutoSchema
 ragrec.E016  RAGREC["READ_DATABASE"] invalid (not an alias or a list of aliases, an alias not in DATABASES or not
              PostgreSQL) or RAGREC["READ_DATABASE_MAX_LAG_SECONDS"] not a number > 0 (docs/scaling.md)
+ragrec.E018  RAGREC["SEARCH_TOKENISER"] invalid (not "none", "bigram" or "jieba", or "jieba" without the jieba package)
 """
 
 from __future__ import annotations
@@ -213,6 +214,7 @@ VALIDATED_SETTINGS = {
     "SIMILAR_WEIGHTS": "ragrec.E013",
     "SEARCH_WEIGHTS": "ragrec.E013",
     "API_THROTTLE_RATES": "ragrec.E014",
+    "SEARCH_TOKENISER": "ragrec.E018",
 }
 HINTS = {"EXPERIMENTS": 'See docs/experiments.md for the shape of RAGREC["EXPERIMENTS"].'}
 

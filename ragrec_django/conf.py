@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
     "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.7},
     # PostgreSQL text search configuration for keyword search.
     "SEARCH_LANGUAGE": "english",
+    # Word boundaries for Chinese, Japanese and Korean text before full-text indexing and search: "none"
+    # (PostgreSQL's), "bigram" (character pairs, no dictionary) or "jieba" (Chinese words; the "multilingual"
+    # extra). Reindex after changing it (ragrec_reindex). See docs/search.md, "More than English".
+    "SEARCH_TOKENISER": "none",
     # Keyword search ranks at most this many matching items (a query of common words can match
     # much of a large catalogue; ranking them all costs ~3 us per item).
     "KEYWORD_RANK_LIMIT": 2000,
@@ -259,6 +263,17 @@ def validate_similar_weights(raw) -> dict[str, float]:
 def validate_search_weights(raw) -> dict[str, float]:
     """``SEARCH_WEIGHTS``: known retrievers only, finite weights >= 0 (0 leaves a retriever out)."""
     return _weights("SEARCH_WEIGHTS", raw, names=SEARCH_RETRIEVERS, kind="retriever")
+
+
+def validate_search_tokeniser(raw) -> str:
+    """``SEARCH_TOKENISER``: a tokeniser of ``ranking.tokenise.TOKENISERS`` whose package is installed."""
+    from .ranking.tokenise import TokeniserError, build_tokeniser
+
+    try:
+        build_tokeniser(raw if isinstance(raw, str) else repr(raw))
+    except TokeniserError as exc:
+        raise ImproperlyConfigured('RAGREC["SEARCH_TOKENISER"]: %s' % exc) from exc
+    return raw
 
 
 def validate_api_throttle_rates(raw) -> dict[str, str | None]:
@@ -462,6 +477,7 @@ VALIDATORS = {
     "SEARCH_WEIGHTS": validate_search_weights,
     "EXPERIMENTS": parse_experiments,
     "API_THROTTLE_RATES": validate_api_throttle_rates,
+    "SEARCH_TOKENISER": validate_search_tokeniser,
 }
 
 

@@ -9,6 +9,7 @@ from django.db import connection, transaction
 
 from ..conf import ragrec_settings
 from ..models import Item
+from ..ranking.tokenise import Tokeniser, tokeniser
 
 _local_catalogue_changes = 0
 
@@ -46,12 +47,38 @@ def sync_items(snapshots) -> dict[str, int]:
             ],
         )
         language = ragrec_settings.SEARCH_LANGUAGE
-        Item.objects.filter(key__in=keys).update(
-            search_vector=SearchVector("title", weight="A", config=language)
-            + SearchVector("category", weight="B", config=language)
-            + SearchVector("text", weight="C", config=language)
-        )
+        words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
+        if words.active:
+            _write_tokenised_vectors(snapshots, words, language)
+        else:
+            Item.objects.filter(key__in=keys).update(
+                search_vector=SearchVector("title", weight="A", config=language)
+                + SearchVector("category", weight="B", config=language)
+                + SearchVector("text", weight="C", config=language)
+            )
     return dict(Item.objects.filter(key__in=keys).values_list("key", "id"))
+
+
+def _write_tokenised_vectors(snapshots, words: Tokeniser, language: str) -> None:
+    """``search_vector`` of the snapshots' items from their text as ``words`` splits it (CJK words stand
+    alone), weighted as the plain path weights it: title A, category B, text C. One statement."""
+    table = connection.ops.quote_name(Item._meta.db_table)
+    columns = [
+        [s.key for s in snapshots],
+        [words.index_text(s.title) for s in snapshots],
+        [words.index_text(s.category) for s in snapshots],
+        [words.index_text(s.text) for s in snapshots],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} i SET search_vector = "
+            "setweight(to_tsvector(%s::regconfig, v.title), 'A') || "
+            "setweight(to_tsvector(%s::regconfig, v.category), 'B') || "
+            "setweight(to_tsvector(%s::regconfig, v.text), 'C') "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(key, title, category, text) "
+            "WHERE i.key = v.key",
+            [language, language, language, *columns],
+        )
 
 
 def products_named_in(text: str) -> list[tuple[str, str]]:

@@ -25,6 +25,7 @@ from django.db.models import Max
 
 from ..conf import ragrec_settings
 from ..models import Item
+from ..ranking.tokenise import has_cjk, tokeniser
 from .ann import ItemFilter
 from .database import on_read_database
 from .items import local_catalogue_changes
@@ -89,7 +90,8 @@ class SpellingCorrector:
     """Corrects words to a vocabulary ({word: frequency}) by small edit distances.
 
     A word of the vocabulary, or of the search language (``language``), is never changed: "tell" stays
-    "tell" in a shop that sells tall vases.
+    "tell" in a shop that sells tall vases. Nor is a word of a script written without spaces (Chinese,
+    Japanese, Korean): one character away is another word there, not a typo.
     """
 
     def __init__(self, vocabulary: dict[str, int], language: frozenset[str] = frozenset()):
@@ -97,13 +99,15 @@ class SpellingCorrector:
         self.language = language
         self._index: dict[str, list[str]] = defaultdict(list)
         for word in vocabulary:
+            if has_cjk(word):
+                continue  # never a correction (see ``correct``): no deletions to index
             for variant in _deletes(word, max_distance(word)) | {word}:
                 self._index[variant].append(word)
 
     def correct(self, word: str) -> str:
         word = word.lower()
         limit = max_distance(word)
-        if word in self.vocabulary or word in self.language or limit == 0:
+        if word in self.vocabulary or word in self.language or limit == 0 or has_cjk(word):
             return word
         candidates = {c for variant in _deletes(word, limit) | {word} for c in self._index.get(variant, ())}
         scored = [(edit_distance(word, c), -self.vocabulary[c], c) for c in candidates]
@@ -177,7 +181,20 @@ def _build_corrector() -> SpellingCorrector:
             "FROM %s WHERE is_eligible$$)" % connection.ops.quote_name(Item._meta.db_table)
         )
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
-    return SpellingCorrector(vocabulary, language_words(ragrec_settings.SEARCH_LANGUAGE))
+    return SpellingCorrector(with_cjk_words(vocabulary), language_words(ragrec_settings.SEARCH_LANGUAGE))
+
+
+def with_cjk_words(vocabulary: dict[str, int]) -> dict[str, int]:
+    """``vocabulary`` plus the words ``SEARCH_TOKENISER`` finds in its CJK runs (as the index has them), each with
+    the largest count of a run containing it: the words a query's CJK words are compared with."""
+    words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
+    found = dict(vocabulary)
+    for run, count in vocabulary.items():
+        if has_cjk(run):
+            for word in words.words(run):
+                if WORD.fullmatch(word) and found.get(word, 0) < count:
+                    found[word] = count
+    return found
 
 
 #: Eligible items only (``ItemFilter`` is frozen: one shared default is safe).
@@ -211,7 +228,12 @@ def keyword_matches(
 
     ``groups``: the query as parts, each a list of phrases any of which may match (a word and its
     synonyms: ``[["warm"], ["jumper", "sweater"]]``); given, they replace ``text``'s websearch syntax.
+    Text and phrases are split by ``SEARCH_TOKENISER`` as the index was.
     """
+    words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
+    text = words.query_text(text)
+    if groups:
+        groups = [[words.query_text(phrase) for phrase in phrases] for phrases in groups]
     vocabulary = spelling_corrector().vocabulary
     attempts = _group_attempts(groups, vocabulary) if groups else _text_attempts(text, vocabulary)
     conditions, params = filters.sql("i")
