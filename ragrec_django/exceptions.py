@@ -26,6 +26,9 @@ Events and descriptions:
   ``errors`` maps each refused event's index to its messages (REST API: 400);
 * ``IdempotencyConflict`` (an ``EventError``): an idempotency key the visitor already used for another event
   came back with a different one (nothing stored; REST API: 409);
+* ``InvalidSearchRule`` (a ``ValueError``): a merchandiser's per-query search rule that cannot be saved (a
+  redirect to something that is not a URL, or that loops; a pin of an item that does not exist...); ``field``
+  names the field at fault (``services.search.check_search_rule``; the admin shows it on that field);
 * ``ReviewError``: a description review step that the draft's current state does not allow
   (``services.descriptions``: edit, approve, reject or publish out of order).
 
@@ -48,6 +51,7 @@ __all__ = [
     "IdempotencyConflict",
     "ImageDecodeError",
     "ImpressionError",
+    "InvalidSearchRule",
     "ItemNotFound",
     "RecommendationError",
     "ReviewError",
@@ -87,6 +91,14 @@ class EventError(ValueError):
 
 class IdempotencyConflict(EventError):
     """An idempotency key came back with a different event than the one it was first used for."""
+
+
+class InvalidSearchRule(ValueError):
+    """A per-query search rule that cannot be saved; ``field`` names the field at fault (None: the rule as a whole)."""
+
+    def __init__(self, message: str, field: str | None = None):
+        self.field = field
+        super().__init__(message)
 
 
 class ReviewError(Exception):

@@ -393,6 +393,37 @@ class SearchLog(models.Model):
         return "%s (%d)" % (self.query, self.result_count)
 
 
+class SearchRule(models.Model):
+    """What a merchandiser decides for one query: open a page instead ("gift card" -> /pages/gift-cards/), or pin,
+    boost and hide items among its results (serving rules' ``pin``, ``boost``, ``boost_categories``, ``hide``).
+
+    Matched against the whole query, case, punctuation and spaces aside, as typed or spelling-corrected; validated by
+    ``services.search.check_search_rule`` (the admin's form) and used by every process within
+    ``storage.search.SYNONYMS_TTL_SECONDS``, without a restart.
+    """
+
+    query = models.CharField(max_length=200, unique=True, help_text='The query, e.g. "jumper" (stored normalised).')
+    redirect_url = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text='Send the shopper to this page: a path of this site ("/category/mugs/") or an http(s) URL.',
+    )
+    rules = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Pins and boosts among the results, as serving rules: {"pin": [[item id, position from 0]], '
+        '"boost": {"item id": 0.05}, "boost_categories": {"Sweaters": 0.05}, "hide": [item id, ...]}.',
+    )
+    is_active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["query"]
+
+    def __str__(self) -> str:
+        return "%s -> %s" % (self.query, self.redirect_url or "pins/boosts")
+
+
 class GenerationJob(models.Model):
     """A bulk generation run (a category or the whole catalogue), with progress for the admin."""
 

@@ -1,10 +1,13 @@
-"""Back office: search. Merchandiser synonyms ("jumper" also finds "sweater"), the search log, and a search
-analytics page at ``admin/ragrec_django/search-analytics/``: top queries, queries that found nothing by their
-words, queries whose results are rarely clicked, and searches per day, each query with a one-click
-"add synonym" link.
+"""Back office: search. Merchandiser synonyms ("jumper" also finds "sweater"), per-query rules (a redirect to a
+page, pins, boosts and hidden items for one query), the search log, and a search analytics page at
+``admin/ragrec_django/search-analytics/``: top queries, queries that found nothing by their words, queries whose
+results are rarely clicked, and searches per day, each query with one-click "add synonym" and "add redirect"
+(or "edit rule") links.
 
-Synonym changes apply without a restart: this process forgets its cached synonyms on save, the others re-read
-them within ``storage.search.SYNONYMS_TTL_SECONDS``; each change is in the admin's history (Django's log).
+Synonym and rule changes apply without a restart: this process forgets its cached copies on save, the others
+re-read them within ``storage.search.SYNONYMS_TTL_SECONDS``; each change is in the admin's history (Django's
+log). A rule is checked by ``services.search.check_search_rule`` before it is saved (its message shows on the
+field at fault).
 Numbers come from ``services.search.report``. The page is for staff who may view the search log
 (``ragrec_django.view_searchlog``).
 """
@@ -16,12 +19,14 @@ import io
 import math
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from ..models import SearchLog, SearchSynonym
+from ..exceptions import InvalidSearchRule
+from ..models import SearchLog, SearchRule, SearchSynonym
 from ..services import search as search_service
 from ..storage import search as search_storage
 from .pages import add_admin_page, requested_range
@@ -36,6 +41,47 @@ class SearchSynonymAdmin(admin.ModelAdmin):
     list_filter = ["two_way", "is_active"]
     search_fields = ["term", "synonyms"]
     list_editable = ["is_active"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        search_storage.forget_synonyms()
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        search_storage.forget_synonyms()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        search_storage.forget_synonyms()
+
+
+class SearchRuleForm(forms.ModelForm):
+    class Meta:
+        model = SearchRule
+        fields = ["query", "redirect_url", "rules", "is_active"]
+
+    def clean_query(self):
+        return search_service.normalised_query(self.cleaned_data["query"])
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            data["query"], data["redirect_url"], data["rules"] = search_service.check_search_rule(
+                data.get("query", ""), data.get("redirect_url", ""), data.get("rules"), rule_id=self.instance.pk
+            )
+        except InvalidSearchRule as exc:
+            self.add_error(exc.field, str(exc))
+        return data
+
+
+@admin.register(SearchRule)
+class SearchRuleAdmin(admin.ModelAdmin):
+    form = SearchRuleForm
+    list_display = ["query", "redirect_url", "rules", "is_active", "updated_at"]
+    list_filter = ["is_active"]
+    search_fields = ["query", "redirect_url"]
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -82,23 +128,28 @@ def search_analytics_view(request):
     if start is None:
         return TemplateResponse(request, "admin/ragrec_django/search_analytics.html", context, status=400)
     report = search_service.report(start, end)
-    add_synonym = reverse("admin:ragrec_django_searchsynonym_add")
+    rules = search_service.query_rules()
     context.update(
         start=start,
         end=end,
         report=report,
         window_minutes=int(search_storage.ATTRIBUTION_WINDOW.total_seconds() // 60),
-        top=[_row(row, add_synonym) for row in report.top],
-        zero=[_row(row, add_synonym) for row in report.zero],
-        low_ctr=[_row(row, add_synonym) for row in report.low_ctr],
+        top=[_row(row, rules) for row in report.top],
+        zero=[_row(row, rules) for row in report.zero],
+        low_ctr=[_row(row, rules) for row in report.low_ctr],
         searches=sum(day[1] for day in report.daily),
         trend_plot=_trend_plot(report) if report.daily else None,
     )
     return TemplateResponse(request, "admin/ragrec_django/search_analytics.html", context)
 
 
-def _row(row: search_storage.QueryStats, add_synonym: str) -> dict:
+def _row(row: search_storage.QueryStats, rules: dict) -> dict:
+    """A query's figures with its one-click links: add a synonym, and add a redirect (or edit its rule)."""
+    rule = rules.get(search_service.normalised_query(row.query))
     return {
+        "rule": (rule.redirect or "pins/boosts") if rule is not None else "",
+        "edit_rule": reverse("admin:ragrec_django_searchrule_change", args=[rule.id]) if rule is not None else "",
+        "add_redirect": reverse("admin:ragrec_django_searchrule_add") + "?" + urlencode({"query": row.query}),
         "query": row.query,
         "searches": row.searches,
         "zero": row.zero_results,
@@ -106,7 +157,7 @@ def _row(row: search_storage.QueryStats, add_synonym: str) -> dict:
         "carted": row.carted,
         "results": "%.1f" % row.results,
         "ctr": "-" if row.ctr is None else "%.0f%%" % (100 * row.ctr),
-        "add_synonym": add_synonym + "?" + urlencode({"term": row.query}),
+        "add_synonym": reverse("admin:ragrec_django_searchsynonym_add") + "?" + urlencode({"term": row.query}),
     }
 
 

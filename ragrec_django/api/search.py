@@ -106,6 +106,11 @@ class SearchResultsSerializer(s.RecommendationListSerializer):
     sort = serializers.CharField()
     understood = UnderstoodTermSerializer(many=True, help_text="What the query was read as.")
     facets = FacetSerializer(many=True, help_text="The facets asked for, with counts over the result set.")
+    redirect = serializers.CharField(
+        allow_null=True,
+        help_text="The page the merchandiser sends this query to (a path of the shop or an http(s) URL): a "
+        "storefront should open it instead of showing the results, which are still given. Null when none.",
+    )
 
 
 class TrackedSearchResultsSerializer(SearchResultsSerializer, tracked.TrackingFieldsMixin):
@@ -139,7 +144,8 @@ class SearchView(RagrecAPIView):
         'price phrase ("under 30") and a category name filter, colours and materials boost (`understood`), and each '
         "result's `reason` names what it matched. When nothing matches, the weakest term is dropped and `notice` "
         "says so. `facets` counts the result set; `filter` narrows it. `query` in the response is the corrected "
-        "query. The search is logged for the visitor (search analytics).",
+        "query; `redirect`, when set, is the page the merchandiser sends this query to; their pins and boosts for "
+        "the query are applied to the results. The search is logged for the visitor (search analytics).",
         tags=[TAG_RECOMMEND],
         parameters=[SearchParametersSerializer, SESSION_PARAMETER],
         responses={200: TrackedSearchResultsSerializer, 400: ERROR_400, 429: ERROR_429, 503: ERROR_503},

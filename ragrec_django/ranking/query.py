@@ -20,6 +20,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
+from urllib.parse import parse_qs, urlsplit
+
+from .rules import ServingRules
 
 #: Attributes whose match is a hard filter (the rest are soft boosts).
 HARD_ATTRIBUTES = ("category",)
@@ -520,3 +523,59 @@ def weakest_term(terms: Sequence[Term], support: Mapping[int, int]) -> Term | No
     """
     hard = [(term.price is None, support.get(index, 0), -index, term) for index, term in enumerate(terms) if term.hard]
     return min(hard, key=lambda entry: entry[:3])[3] if hard else None
+
+
+# ---------------------------------------------------------------- merchandiser's rules for a query
+
+#: The serving-rules keys a per-query rule may set.
+QUERY_RULE_KEYS = ("pin", "boost", "boost_categories", "hide")
+
+
+def normalised_query(text: str) -> str:
+    """A query as rules match it: its words (letters and digits) in lower case, one space apart ("T-Shirt!" ->
+    "t shirt")."""
+    return " ".join(TOKEN.findall(str(text).lower()))
+
+
+def searched_query(url: str) -> str | None:
+    """The normalised query a URL searches for (its ``q`` parameter), None when it has none."""
+    values = parse_qs(urlsplit(url).query).get("q")
+    return normalised_query(values[0]) if values and values[0].strip() else None
+
+
+def redirect_loop(query: str, url: str, redirects: Mapping[str, str]) -> list[str] | None:
+    """The chain of queries, when sending ``query`` to ``url`` (given the other ``redirects``: normalised query ->
+    URL) comes back to a query already on the way ("a" -> /search/?q=b, "b" -> /search/?q=a); else None."""
+    chain = [query]
+    while (next_query := searched_query(url)) is not None:
+        if next_query in chain:
+            return [*chain, next_query]
+        chain.append(next_query)
+        url = redirects.get(next_query, "")
+    return None
+
+
+def merchandised(rules: ServingRules, query_rules: ServingRules) -> ServingRules:
+    """The configuration's ``rules`` with a query's pins, boosts and hidden items: the query's pins take their
+    positions (a pin of the configuration on the same item or position gives way), boosts add up, hidden items
+    add up; an item the configuration hides stays hidden (its query pin is dropped)."""
+    pins = [(item, position) for item, position in query_rules.pin if item not in rules.hide]
+    taken_items, taken_positions = {item for item, _ in pins}, {position for _, position in pins}
+    pins += [
+        (item, position)
+        for item, position in rules.pin
+        if item not in taken_items and position not in taken_positions and item not in query_rules.hide
+    ]
+    boost = dict(rules.boost)
+    for item, value in query_rules.boost.items():
+        boost[item] = boost.get(item, 0.0) + value
+    categories = dict(rules.boost_categories)
+    for category, value in query_rules.boost_categories.items():
+        categories[category] = categories.get(category, 0.0) + value
+    return replace(
+        rules,
+        pin=[(item, position) for item, position in pins if position < rules.max_k],
+        boost=boost,
+        boost_categories=categories,
+        hide=set(rules.hide) | set(query_rules.hide),
+    )

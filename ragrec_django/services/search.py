@@ -31,26 +31,34 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import storage
 from ..conf import ragrec_settings
+from ..exceptions import InvalidSearchRule
 from ..generation.vocabulary import COLOURS, MATERIALS
 from ..limits import SEARCH_QUERY_MAX_CHARS
-from ..models import SearchLog
+from ..models import Item, SearchLog, SearchRule
 from ..ranking.candidates import Candidate
 from ..ranking.fusion import reciprocal_rank_fusion
 from ..ranking.query import (
+    QUERY_RULE_KEYS,
     TOKEN,
     Synonyms,
     Term,
     UnderstoodQuery,
     Vocabulary,
     expand,
+    merchandised,
+    normalised_query,
+    redirect_loop,
     understand,
     weakest_term,
 )
+from ..ranking.rules import RulesError, ServingRules
 from ..ranking.suggest import PrefixIndex
 from ..storage import search as search_storage
 from ..storage.keyword import catalogue_cached, keyword_matches, spelling_corrector
@@ -112,6 +120,9 @@ class SearchResults(RecommendationList):
     #: "boost" (soft) or "words" (a category the configuration or the shopper's choice overrides).
     understood: list[dict] = field(default_factory=list)
     facets: list[Facet] = field(default_factory=list)
+    #: The page the merchandiser sends this query to (``SearchRule.redirect_url``), else None; the results are
+    #: still there for a client that does not follow it.
+    redirect: str | None = None
 
 
 # ---------------------------------------------------------------- vocabulary and synonyms
@@ -144,6 +155,128 @@ def _build_vocabulary(names: list[str], folding: bool) -> Vocabulary:
 
 def synonyms() -> Synonyms:
     return Synonyms.build(search_storage.active_synonyms(), plural_folding=plural_folding())
+
+
+# ---------------------------------------------------------------- redirects, pins and boosts per query
+
+
+@dataclass(frozen=True)
+class QueryRule:
+    """A merchandiser's rule for one (normalised) query: a page to send it to and/or pins, boosts, hidden items."""
+
+    id: int
+    query: str
+    redirect: str = ""
+    rules: ServingRules | None = None
+
+
+_query_rules: dict[str, tuple[list, dict[str, QueryRule]]] = {}
+
+
+def query_rules() -> dict[str, QueryRule]:
+    """The active per-query rules by normalised query (parsed once per change of the rows; a row that no longer
+    parses is left out and logged)."""
+    rows = search_storage.active_search_rules()
+    cached = _query_rules.get("parsed")
+    if cached is not None and cached[0] is rows:
+        return cached[1]
+    parsed = {}
+    for rule_id, query, url, data in rows:
+        try:
+            rules = ServingRules.from_dict(data) if data else None
+        except RulesError as exc:
+            logger.warning(
+                "ragrec: the search rule for %r has invalid rules (%s); its redirect alone applies", query, exc
+            )
+            rules = None
+        parsed[query] = QueryRule(rule_id, query, url, rules)
+    _query_rules["parsed"] = (rows, parsed)
+    return parsed
+
+
+def rule_for(*queries: str) -> QueryRule | None:
+    """The rule of the first of ``queries`` (as typed, then corrected) that has one."""
+    rules = query_rules()
+    for query in queries:
+        rule = rules.get(normalised_query(query))
+        if rule is not None:
+            return rule
+    return None
+
+
+_is_web_url = URLValidator(schemes=["http", "https"])
+
+
+def check_redirect_url(url: str) -> str:
+    """``url`` stripped if it is a path of this site ("/category/mugs/") or an http(s) URL; else
+    ``InvalidSearchRule``."""
+    url = str(url).strip()
+    problem = "The redirect must be a path of this site such as /category/mugs/ or an http(s) URL (got %r)." % url[:100]
+    if url.startswith("/") and not url.startswith("//"):
+        if any(ch.isspace() or ord(ch) < 32 or ch in "<>\"'\\" for ch in url):
+            raise InvalidSearchRule(problem, "redirect_url")
+        return url
+    try:
+        _is_web_url(url)
+    except ValidationError:
+        raise InvalidSearchRule(problem, "redirect_url") from None
+    return url
+
+
+def check_search_rule(query: str, redirect_url: str, rules, *, rule_id: int | None = None) -> tuple[str, str, dict]:
+    """A rule as it can be saved, ``(normalised query, redirect URL, rules)``, or ``InvalidSearchRule`` naming the
+    field: a query with no words; a redirect that is not a URL, or that comes back to a query on the way
+    ("a" -> /search/?q=b while "b" -> /search/?q=a; the other redirects are read now, leaving out ``rule_id``);
+    rules that are not serving rules limited to ``QUERY_RULE_KEYS``, or that name an item or category the
+    catalogue does not have; neither a redirect nor rules."""
+    normalised = normalised_query(query)
+    if not normalised:
+        raise InvalidSearchRule("The query has no words.", "query")
+    url = check_redirect_url(redirect_url) if str(redirect_url or "").strip() else ""
+    if url:
+        loop = redirect_loop(normalised, url, search_storage.search_redirects(exclude_id=rule_id))
+        if loop:
+            raise InvalidSearchRule(
+                "This redirect would loop: %s." % " -> ".join(repr(q) for q in loop), "redirect_url"
+            )
+    rules = rules or {}
+    if not isinstance(rules, dict):
+        raise InvalidSearchRule('The rules must be a JSON object, e.g. {"pin": [[42, 0]]}.', "rules")
+    other = sorted(set(rules) - set(QUERY_RULE_KEYS))
+    if other:
+        raise InvalidSearchRule(
+            "A query's rules may set only %s (got %s)." % (", ".join(QUERY_RULE_KEYS), ", ".join(other)), "rules"
+        )
+    try:
+        parsed = ServingRules.from_dict(rules)
+    except RulesError as exc:
+        raise InvalidSearchRule(str(exc), "rules") from None
+    named = {"pin": [item for item, _ in parsed.pin], "boost": list(parsed.boost), "hide": list(parsed.hide)}
+    known = set(Item.objects.filter(id__in=[i for ids in named.values() for i in ids]).values_list("id", flat=True))
+    for key, ids in named.items():
+        missing = sorted(set(ids) - known)
+        if missing:
+            raise InvalidSearchRule("%s: no item with id %s." % (key, ", ".join(map(str, missing))), "rules")
+    categories = set(Item.objects.filter(category__in=list(parsed.boost_categories)).values_list("category", flat=True))
+    missing = sorted(set(parsed.boost_categories) - categories)
+    if missing:
+        raise InvalidSearchRule(
+            "boost_categories: no category %s in the catalogue." % ", ".join(map(repr, missing)), "rules"
+        )
+    if not url and not rules:
+        raise InvalidSearchRule("Give a redirect URL, or rules (pins, boosts, hidden items), or both.")
+    return normalised, url, rules
+
+
+def save_search_rule(query: str, redirect_url: str = "", rules=None, *, is_active: bool = True) -> SearchRule:
+    """Create or replace the rule of ``query`` after ``check_search_rule``; this process uses it at once."""
+    existing = SearchRule.objects.filter(query=normalised_query(query)).values_list("id", flat=True).first()
+    normalised, url, rules = check_search_rule(query, redirect_url, rules, rule_id=existing)
+    rule, _ = SearchRule.objects.update_or_create(
+        query=normalised, defaults={"redirect_url": url, "rules": rules, "is_active": is_active}
+    )
+    search_storage.forget_synonyms()
+    return rule
 
 
 # ---------------------------------------------------------------- filters
@@ -278,11 +411,14 @@ def search(
             "Unknown facet %s; the facets are %s."
             % (", ".join(unknown), ", ".join(["category", "price", *attributes()]))
         )
-    rules = serving_rules(config)
-    selected = {name: list(values) for name, values in (selected or {}).items() if values}
-    base = _selected_filters(narrowed(item_filter(rules), min_price, max_price), selected)
     words = synonyms()
     corrected = spelling_corrector().correct_query(query, keep=PRICE_WORDS | words.words())
+    rule = rule_for(query, corrected)
+    selected = {name: list(values) for name, values in (selected or {}).items() if values}
+    rules = _with_query_rule(serving_rules(config), rule, sort)
+    base = _selected_filters(narrowed(item_filter(rules), min_price, max_price), selected)
+    if selected and rule is not None and rules.pin:
+        rules = _pins_passing(rules, base)
     currency = str(ragrec_settings.SEARCH_CURRENCY or "")
     understood = understand(corrected, vocabulary(), currency=currency, synonyms=words)
     wide = bool(facets) or sort != "relevance"
@@ -299,6 +435,7 @@ def search(
         found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide)
     result = SearchResults(**{f.name: getattr(found.result, f.name) for f in dataclasses.fields(RecommendationList)})
     result.sort = sort
+    result.redirect = rule.redirect if rule is not None and rule.redirect else None
     filtering = _filtering_terms(base, understood, chosen)
     result.understood = [
         {
@@ -320,6 +457,21 @@ def search(
     if visitor is not None:
         _log(query, result, visitor, shown=understood.query if dropped else "", matched=found.matched)
     return result
+
+
+def _with_query_rule(rules: ServingRules, rule: QueryRule | None, sort: str) -> ServingRules:
+    """The configuration's rules with the query's pins, boosts and hidden items (boosts only for a relevance
+    order: a price or date sort is the order the shopper asked for)."""
+    if rule is None or rule.rules is None:
+        return rules
+    query_rules = rule.rules if sort == "relevance" else dataclasses.replace(rule.rules, boost={}, boost_categories={})
+    return merchandised(rules, query_rules)
+
+
+def _pins_passing(rules: ServingRules, filters: storage.ItemFilter) -> ServingRules:
+    """``rules`` without the pins of items the shopper's facet choices (in ``filters``) leave out."""
+    passing = search_storage.passing_filters(filters, [item for item, _ in rules.pin])
+    return dataclasses.replace(rules, pin=[(item, position) for item, position in rules.pin if item in passing])
 
 
 def _search_once(

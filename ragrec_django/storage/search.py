@@ -18,7 +18,7 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import Count, Max
 
-from ..models import Interaction, Item, SearchLog, SearchSynonym
+from ..models import Interaction, Item, SearchLog, SearchRule, SearchSynonym
 from .ann import ItemFilter
 from .database import rows_from_read_database
 from .interactions import table_name, visitor_condition
@@ -125,6 +125,15 @@ def term_support(base: ItemFilter, terms: Sequence[ItemFilter]) -> list[int]:
     return list(rows_from_read_database(sql, params + base_params)[0])
 
 
+def passing_filters(filters: ItemFilter, item_ids: Sequence[int]) -> set[int]:
+    """Those of ``item_ids`` that pass ``filters``."""
+    if not item_ids:
+        return set()
+    conditions, params = filters.sql("i")
+    sql = "SELECT i.id FROM %s i WHERE i.id = ANY(%%s)%s" % (table_name(Item), conditions)
+    return {row[0] for row in rows_from_read_database(sql, [list(item_ids), *params])}
+
+
 def browse(filters: ItemFilter, k: int) -> list[tuple[int, float]]:
     """Items passing ``filters``, newest first (a query that is only a price): ``(item id, score)``."""
     conditions, params = filters.sql("i")
@@ -139,32 +148,55 @@ def browse(filters: ItemFilter, k: int) -> list[tuple[int, float]]:
 # ---------------------------------------------------------------- synonyms
 
 
-_synonyms: dict[str, tuple[float, tuple, list]] = {}
-_synonyms_lock = threading.Lock()
+_merchandising: dict[tuple[str, str], tuple[float, tuple, list]] = {}
+_merchandising_lock = threading.Lock()
+
+
+def _rows_cached(model, read) -> list:
+    """``read()`` (rows of ``model``), kept per process and database for ``SYNONYMS_TTL_SECONDS`` and then read
+    again only when a row changed (one small query: the latest change and the row count)."""
+    key = (connection.alias, model._meta.label)
+    now = time.monotonic()
+    cached = _merchandising.get(key)
+    if cached is not None and now - cached[0] < SYNONYMS_TTL_SECONDS:
+        return cached[2]
+    stamp = tuple(model.objects.aggregate(last=Max("updated_at"), rows=Count("id")).values())
+    rows = cached[2] if cached is not None and cached[1] == stamp else read()
+    with _merchandising_lock:
+        _merchandising[key] = (now, stamp, rows)
+    return rows
 
 
 def active_synonyms() -> list[tuple[str, list[str], bool]]:
     """The merchandiser's active synonym rules ``(term, synonyms, two way)``, re-read at most every
     ``SYNONYMS_TTL_SECONDS`` and only when a row changed (one small query)."""
-    alias = connection.alias
-    now = time.monotonic()
-    cached = _synonyms.get(alias)
-    if cached is not None and now - cached[0] < SYNONYMS_TTL_SECONDS:
-        return cached[2]
-    stamp = tuple(SearchSynonym.objects.aggregate(last=Max("updated_at"), rows=Count("id")).values())
-    if cached is not None and cached[1] == stamp:
-        rules = cached[2]
-    else:
-        rules = [(row.term, row.synonym_list, row.two_way) for row in SearchSynonym.objects.filter(is_active=True)]
-    with _synonyms_lock:
-        _synonyms[alias] = (now, stamp, rules)
-    return rules
+    return _rows_cached(
+        SearchSynonym,
+        lambda: [(row.term, row.synonym_list, row.two_way) for row in SearchSynonym.objects.filter(is_active=True)],
+    )
+
+
+def active_search_rules() -> list[tuple[int, str, str, dict]]:
+    """The merchandiser's active per-query rules ``(id, query, redirect URL, serving rules)``, cached as the
+    synonyms."""
+    return _rows_cached(
+        SearchRule,
+        lambda: list(SearchRule.objects.filter(is_active=True).values_list("id", "query", "redirect_url", "rules")),
+    )
+
+
+def search_redirects(exclude_id: int | None = None) -> dict[str, str]:
+    """Every active redirect, {query: URL}, read now (for checking a rule before it is saved)."""
+    rows = SearchRule.objects.filter(is_active=True).exclude(redirect_url="")
+    if exclude_id is not None:
+        rows = rows.exclude(id=exclude_id)
+    return dict(rows.values_list("query", "redirect_url"))
 
 
 def forget_synonyms() -> None:
-    """Read the synonyms again on next use (after this process changed them)."""
-    with _synonyms_lock:
-        _synonyms.clear()
+    """Read the synonyms and the per-query rules again on next use (after this process changed them)."""
+    with _merchandising_lock:
+        _merchandising.clear()
 
 
 # ---------------------------------------------------------------- search log
@@ -313,6 +345,7 @@ __all__ = [
     "ATTRIBUTION_WINDOW",
     "ItemFacts",
     "QueryStats",
+    "active_search_rules",
     "active_synonyms",
     "attribute_values",
     "browse",
@@ -321,10 +354,12 @@ __all__ = [
     "forget_synonyms",
     "item_facts",
     "log_search",
+    "passing_filters",
     "popular_queries",
     "purge_search_log",
     "query_stats",
     "recent_categories",
+    "search_redirects",
     "term_support",
     "titles_matching",
 ]

@@ -166,6 +166,8 @@ class SearchView(ListView):
                 logger.warning("Search for %r failed: %s", query, exc)
             except DatabaseError:  # the page falls back to word matching rather than failing
                 logger.exception("Search for %r failed", query)
+        if self.results is not None and self.results.redirect:  # the merchandiser sends this query to a page
+            return redirect(self.results.redirect)
         response = super().get(request, *args, **kwargs)
         if self.refusal:
             response.status_code = 400
