@@ -26,8 +26,9 @@ EVENT_CLOCK_SKEW_MINUTES = 10
 ITEM_KEY_MAX_CHARS = 64
 #: An anonymous visitor's session key (``Interaction.session_key``; the API's ``session`` parameter).
 SESSION_KEY_MAX_CHARS = 64
-#: An event's ``order_id`` and ``source``.
-ORDER_ID_MAX_CHARS = 64
+#: An event's ``order_id`` (room for composite ids such as a customer id and a date; ``Interaction.order_id``).
+ORDER_ID_MAX_CHARS = 255
+#: An event's ``source``.
 EVENT_SOURCE_MAX_CHARS = 64
 #: An idempotency key of an event (the ``Idempotency-Key`` header or ``idempotency_key``).
 IDEMPOTENCY_KEY_MAX_CHARS = 128

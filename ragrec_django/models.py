@@ -24,6 +24,8 @@ from django.db.models import Q
 from django.utils import timezone
 from pgvector.django import HalfVectorField
 
+from . import limits
+
 
 class Item(models.Model):
     """Snapshot of one host item, as the adapter describes it."""
@@ -205,7 +207,11 @@ class Interaction(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     session_key = models.CharField(max_length=64, blank=True, help_text="Anonymous session (or any visitor id).")
-    order_id = models.CharField(max_length=64, blank=True, help_text="Basket or order the event belongs to.")
+    order_id = models.CharField(
+        max_length=limits.ORDER_ID_MAX_CHARS,
+        blank=True,
+        help_text="Basket or order the event belongs to; a basket is one visitor's order id.",
+    )
     quantity = models.PositiveIntegerField(default=1)
     query = models.CharField(max_length=500, blank=True)
     source = models.CharField(max_length=64, blank=True, help_text="Recommender that showed the item (for clicks).")

@@ -1,8 +1,13 @@
 """Offline evaluation: hold out each shopper's last basket, ask every recommender, score the lists.
 
+Data: a shop's CSV export read through the importer's column mapping and validation (``load_files``;
+the ``online-retail`` preset is one such mapping), or the events and items already in the database
+(``load_database``). The catalogue is the products that occur in the events.
+
 Protocol (temporal leave-last-basket-out):
 
-* a basket is one (visitor, order id) group of purchase events; its time is its first line's;
+* a basket is one (visitor, order id) group of purchase events (two visitors' order "1001" are two
+  baskets); its time is its first line's;
 * every visitor with at least two baskets is *eligible*: their last basket (latest time, ties by
   order id) is held out as the test set, and any of their events at or after its time too;
 * everything else is training: only training events are loaded into the database the services
@@ -38,13 +43,26 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from pathlib import Path
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from ..ingest import InteractionRow, ProductRow, get_preset, read_interactions, read_products, write_rows
+from ..ingest import (
+    ImportRefused,
+    InteractionRow,
+    Preset,
+    ProductRow,
+    RowError,
+    describe_text,
+    get_preset,
+    read_interactions,
+    read_products,
+    write_rows,
+)
+from ..ml.ranker import RankerUnavailable
 from . import learned_ranker, metrics
 
 Progress = Callable[[str], None]
@@ -61,40 +79,139 @@ class Dataset:
     info: dict = field(default_factory=dict)
 
 
-def load_online_retail(path: str | os.PathLike) -> Dataset:
-    """The UCI Online Retail files through the importer's ``online-retail`` preset.
+class EvaluationError(ValueError):
+    """The data cannot be evaluated as asked (nothing eligible, a recommender that cannot be prepared...)."""
 
-    The catalogue is the products that occur in the filtered transactions.
+
+#: Rows kept with their line numbers when ``skip_invalid`` leaves invalid rows out (the count goes on).
+SHOWN_SKIPPED = 20
+
+
+def load_files(
+    interactions: str | os.PathLike,
+    products: str | os.PathLike,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    product_mapping: Mapping[str, str] | None = None,
+    preset: Preset | None = None,
+    skip_invalid: bool = False,
+    name: str | None = None,
+    **read_options,
+) -> Dataset:
+    """A shop's export read as ``ragrec_import`` reads it (column mappings, a preset's filters, validation).
+
+    Any invalid row, or an event whose item is not in the products file, raises ``ImportRefused``
+    (every error with its file and line) unless ``skip_invalid`` leaves those rows out; they are counted
+    in ``info``. User ids become visitor ids (``user-<id>``): the evaluation needs no Django users.
     """
+    csv_options = {k: read_options[k] for k in ("delimiter", "encoding", "exclude_items") if k in read_options}
+    product_read = read_products(products, mapping=product_mapping, preset=preset, **csv_options)
+    interaction_read = read_interactions(interactions, mapping=mapping, preset=preset, **read_options)
+    errors = [*product_read.errors, *interaction_read.errors]
+    count = product_read.error_count + interaction_read.error_count
+    known = {row.key for row in product_read.rows}
+    rows = []
+    for row in interaction_read.rows:
+        if row.item and row.item not in known:
+            count += 1
+            problem = "unknown item %r (not in %s)" % (row.item, product_read.source)
+            errors.append(RowError(interaction_read.source, row.line, (problem,)))
+            continue
+        rows.append(row)
+    errors.sort(key=lambda e: (e.source, e.line))
+    if count and not skip_invalid:
+        raise ImportRefused(errors[:1000], count)
+    occurring = {row.item for row in rows if row.item}
+    info = {
+        "path": str(Path(interactions).resolve().parent),
+        "files": [str(interactions), str(products)],
+        "rows_read": interaction_read.total,
+        "filtered": dict(interaction_read.filtered),
+        "products_read": product_read.total,
+        "products_filtered": dict(product_read.filtered),
+        "invalid_rows_skipped": count,
+        "invalid_rows_shown": [str(e) for e in errors[:SHOWN_SKIPPED]],
+        "product_text": describe_text(product_read.rows),
+    }
+    catalogue = [row for row in product_read.rows if row.key in occurring]
+    return as_sessions(Dataset(name or Path(interactions).stem, catalogue, rows, info))
+
+
+def load_online_retail(path: str | os.PathLike) -> Dataset:
+    """The UCI Online Retail files through the importer's ``online-retail`` preset (``load_files``)."""
     folder = Path(path)
     preset = get_preset("online-retail")
-    interactions = read_interactions(folder / preset.interactions_file, preset=preset)
-    products = read_products(folder / preset.products_file, preset=preset)
-    for read in (interactions, products):
-        if read.error_count:
-            raise ValueError("%d invalid row(s) in %s, first: %s" % (read.error_count, read.source, read.errors[0]))
-    sold = {row.item for row in interactions.rows}
-    catalogue = [row for row in products.rows if row.key in sold]
-    missing = sold - {row.key for row in catalogue}
-    if missing:
-        raise ValueError(
-            "%d sold item(s) missing from %s, e.g. %s" % (len(missing), products.source, sorted(missing)[:5])
+    return load_files(
+        folder / preset.interactions_file, folder / preset.products_file, preset=preset, name="online-retail"
+    )
+
+
+def load_database() -> Dataset:
+    """The events and items already in the configured database (e.g. what ``ragrec_import`` wrote).
+
+    Events of nobody (no user, no session) and unverified events (an API client's session the server
+    never issued: the services do not count them) are left out, counted in ``info``.
+    """
+    from ..models import Interaction, Item
+
+    events = Interaction.objects.order_by("created_at", "id").values_list(
+        "event", "item__key", "user_id", "session_key", "order_id", "quantity", "query", "created_at", "verified"
+    )
+    rows, nobody, unverified = [], 0, 0
+    for line, (event, key, user_id, session, order_id, quantity, query, at, verified) in enumerate(
+        events.iterator(chunk_size=20000), start=1
+    ):
+        if user_id is None and not session:
+            nobody += 1
+        elif not verified:
+            unverified += 1
+        else:
+            rows.append(InteractionRow(line, event, key or "", session, user_id, order_id, quantity, query, at))
+    occurring = {row.item for row in rows if row.item}
+    items = Item.objects.filter(key__in=occurring).order_by("id")
+    fields = ("key", "title", "category", "price", "url", "group_key", "text", "metadata")
+    catalogue = [
+        ProductRow(
+            0,
+            key,
+            title,
+            category=category,
+            price=price,
+            url=url,
+            group=group,
+            image=(metadata or {}).get("image", "") if isinstance(metadata, dict) else "",
+            stored_text=text,
         )
+        for key, title, category, price, url, group, text, metadata in items.values_list(*fields)
+    ]
     info = {
-        "path": str(folder),
-        "rows_read": interactions.total,
-        "filtered": dict(interactions.filtered),
-        "products_read": products.total,
-        "products_filtered": dict(products.filtered),
+        "database": connection.settings_dict["NAME"],
+        "rows_read": nobody + unverified + len(rows),
+        "filtered": {
+            reason: n
+            for reason, n in (("no user or session", nobody), ("unverified (session never issued)", unverified))
+            if n
+        },
+        "product_text": describe_text(catalogue),
     }
-    return Dataset("online-retail", catalogue, interactions.rows, info)
+    return Dataset("database:%s" % connection.settings_dict["NAME"], catalogue, rows, info)
+
+
+def as_sessions(dataset: Dataset) -> Dataset:
+    """The data set with user ids turned into visitor ids (``user-<id>``), for a database that has no such users."""
+    rows = [
+        row if row.user_id is None else dataclasses.replace(row, session="user-%d" % row.user_id, user_id=None)
+        for row in dataset.interactions
+    ]
+    return dataclasses.replace(dataset, interactions=rows)
 
 
 # ---------------------------------------------------------------- split
 
 
 def visitor_of(row: InteractionRow) -> str:
-    return row.session if row.session else "user:%d" % row.user_id
+    """A user's events are theirs whatever the session, as the services read them (``visitor_condition``)."""
+    return "user:%d" % row.user_id if row.user_id is not None else row.session
 
 
 @dataclass
@@ -158,20 +275,39 @@ class DatabaseNotEmpty(Exception):
     pass
 
 
-def load_training_data(dataset: Dataset, split: Split, *, now: datetime | None = None) -> timedelta:
-    """Products and the training events (timestamps shifted so the last one is ``now``) -> the database."""
-    from ..models import Interaction, Item
+def load_training_data(
+    dataset: Dataset, split: Split, *, now: datetime | None = None, in_place: bool = False
+) -> timedelta:
+    """Products and the training events (timestamps shifted so the last one is ``now``) -> the database.
 
-    if Item.objects.exists() or Interaction.objects.exists():
+    The database must hold no items nor events, unless ``in_place``: the data set is the database's own
+    (``load_database``), so its events are deleted first and its items kept, only the catalogue's
+    eligible. Only for a transaction that is rolled back (``evaluate_and_roll_back``).
+    """
+    from ..models import Interaction, Item
+    from ..storage import evaluation as store
+
+    if in_place:
+        if not connection.in_atomic_block:
+            raise EvaluationError("An in-place evaluation must run inside a transaction that is rolled back.")
+        store.set_aside_events(keep_eligible=[p.key for p in dataset.products])
+    elif Item.objects.exists() or Interaction.objects.exists():
         raise DatabaseNotEmpty(
-            "The database already holds items or interactions; the evaluation needs empty ragrec tables "
-            "(it runs on a scratch database unless told otherwise)."
+            "The database %r already holds %d item(s) and %d event(s); loading a data set into it needs empty "
+            "ragrec tables. To evaluate the data it holds (e.g. what ragrec_import wrote), run ragrec_evaluate "
+            "--database-live (in place, rolled back) or --imported (on a scratch copy) without a data set."
+            % (connection.settings_dict["NAME"], Item.objects.count(), Interaction.objects.count())
         )
+    if not split.train:
+        raise EvaluationError("No training events: every event belongs to a held-out basket.")
     latest = max(row.created_at for row in split.train)
     shift = (now or timezone.now()) - latest
     shift = timedelta(seconds=math.floor(shift.total_seconds()))
-    train = [dataclasses.replace(row, created_at=row.created_at + shift) for row in split.train]
-    write_rows(dataset.products, train, sync_host=False)
+    # In UTC: adding days to a time zone's wall clock would move events across a DST change by an hour.
+    train = [
+        dataclasses.replace(row, created_at=row.created_at.astimezone(dt_timezone.utc) + shift) for row in split.train
+    ]
+    write_rows([] if in_place else dataset.products, train, sync_host=False)
     return shift
 
 
@@ -188,7 +324,7 @@ def encode_catalogue(
     from ..models import Item
 
     ids = dict(Item.objects.filter(key__in=[p.key for p in products]).values_list("key", "id"))
-    texts = [p.snapshot().text for p in products]
+    texts = [p.text for p in products]
     generation = storage.write_generation(
         registry.get_space(space), version=encoder.version, dimension=encoder.dimension
     )
@@ -202,7 +338,7 @@ def encode_catalogue(
         for product, vector in zip(chunk, encoded):
             vectors[product.key] = vector / (np.linalg.norm(vector) or 1.0)
         if progress:
-            progress("encoded %d/%d titles" % (min(start + batch, len(products)), len(products)))
+            progress("encoded %d/%d product texts" % (min(start + batch, len(products)), len(products)))
     return vectors
 
 
@@ -284,9 +420,17 @@ def _keys(result) -> list[str]:
 
 
 def rec_for_you(ctx: Context, visitor: str) -> list[str]:
-    from ..services import recommend
+    """``for_you`` with fusion ranking whatever the host's ``RANKER`` (``for_you_learned`` is the learned one)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
 
-    return _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
+    from ..services import recommend
+    from ..services.ranker import ranker_for
+
+    if ranker_for("for_you") == "fusion":
+        return _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
+    with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": "fusion"}):
+        return _keys(recommend.for_you(_service_visitor(visitor), k=ctx.depth))
 
 
 def rec_buy_again(ctx: Context, visitor: str) -> list[str]:
@@ -516,8 +660,12 @@ class Options:
     space: str = "text"
 
 
-def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Progress | None = None) -> dict:
-    """Split, load the training data into the current database, encode, recommend, score: the report."""
+def evaluate(
+    dataset: Dataset, options: Options, *, encoder=None, progress: Progress | None = None, in_place: bool = False
+) -> dict:
+    """Split, load the training data into the current database, encode, recommend, score: the report.
+
+    ``in_place``: the data set is the database's own (``load_database``; see ``load_training_data``)."""
     say = progress or (lambda message: None)
     timings: dict[str, float] = {}
     loads = [_load_average()]
@@ -525,11 +673,16 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     unknown = sorted(set(options.recommenders) - set(RECOMMENDERS))
     if unknown:
         raise ValueError("Unknown recommender(s) %s (known: %s)." % (unknown, ", ".join(RECOMMENDERS)))
+    if not dataset.products:
+        raise EvaluationError("No product occurs in the events of %s: nothing to evaluate." % dataset.name)
 
     split = temporal_split(dataset.interactions)
     eligible = sorted(split.test)
     if not eligible:
-        raise ValueError("No visitor has two or more baskets: nothing to evaluate.")
+        raise EvaluationError(
+            "No visitor of %s has two or more baskets (purchases with an order id): nothing to hold out. "
+            "Map the order column (--map order=COLUMN) and check the event column." % dataset.name
+        )
     visitors = eligible
     if options.users is not None and options.users < len(eligible):
         visitors = sorted(random.Random(options.seed).sample(eligible, options.users))
@@ -539,7 +692,7 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
     )
 
     t = time.perf_counter()
-    shift = load_training_data(dataset, split)
+    shift = load_training_data(dataset, split, in_place=in_place)
     timings["load"] = time.perf_counter() - t
     say(
         "loaded %d products and %d training events in %.1f s"
@@ -551,9 +704,13 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
 
         encoder = registry.get_space(options.space).encoder
     t = time.perf_counter()
+    say(
+        "encoding %d product texts into space %r with %s; the text is %s"
+        % (len(dataset.products), options.space, encoder.version, describe_text(dataset.products))
+    )
     vectors = encode_catalogue(dataset.products, encoder, space=options.space, progress=say)
     timings["encode"] = time.perf_counter() - t
-    say("encoded %d titles in %.1f s" % (len(vectors), timings["encode"]))
+    say("encoded %d product texts in %.1f s" % (len(vectors), timings["encode"]))
 
     depth = 2 * options.k_max
     ctx = build_context(split, [p.key for p in dataset.products], depth)
@@ -564,9 +721,12 @@ def evaluate(dataset: Dataset, options: Options, *, encoder=None, progress: Prog
         recommender = RECOMMENDERS[name]
         if recommender.prepare is not None:
             say("%s: preparing" % name)
-            prepared[name] = recommender.prepare(
-                ctx, progress=lambda message, name=name: say("%s: %s" % (name, message))
-            )
+            try:
+                prepared[name] = recommender.prepare(
+                    ctx, progress=lambda message, name=name: say("%s: %s" % (name, message))
+                )
+            except (RankerUnavailable, ValueError) as exc:  # no lightgbm, or too few orders (NotEnoughData)
+                raise EvaluationError("%s could not be prepared: %s" % (name, exc)) from exc
         t = time.perf_counter()
         lists[name] = {}
         calls = []
@@ -687,7 +847,11 @@ def machine() -> str:
 
 @transaction.atomic
 def evaluate_and_roll_back(dataset: Dataset, options: Options, **kwargs) -> dict:
-    """``evaluate`` inside a transaction that is rolled back (for a live database: it keeps nothing)."""
-    report = evaluate(dataset, options, **kwargs)
-    transaction.set_rollback(True)
-    return report
+    """``evaluate`` inside a transaction that is rolled back (for a live database: it keeps nothing).
+
+    With ``in_place=True`` the data set is the database's own: its events are set aside and the training
+    part written back for the run, all undone at the end. The rows stay locked meanwhile."""
+    try:
+        return evaluate(dataset, options, **kwargs)
+    finally:
+        transaction.set_rollback(True)

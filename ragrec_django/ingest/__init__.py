@@ -7,8 +7,11 @@ The public names are re-exported here: ``from ragrec_django import ingest; inges
 """
 
 from .importer import (
+    EXCLUDED,
     INTERACTION_FIELDS,
     PRODUCT_FIELDS,
+    PRODUCT_TEXT,
+    DatabaseNotMigrated,
     ImportRefused,
     InteractionRow,
     MappingError,
@@ -17,18 +20,24 @@ from .importer import (
     ReadResult,
     RowError,
     WriteResult,
+    describe_text,
     import_csv,
+    item_filter,
     parse_mapping,
     read_interactions,
     read_products,
+    require_migrated,
     write_rows,
 )
 from .presets import PRESETS, get_preset
 
 __all__ = [
+    "EXCLUDED",
     "INTERACTION_FIELDS",
     "PRESETS",
     "PRODUCT_FIELDS",
+    "PRODUCT_TEXT",
+    "DatabaseNotMigrated",
     "ImportRefused",
     "InteractionRow",
     "MappingError",
@@ -37,10 +46,13 @@ __all__ = [
     "ReadResult",
     "RowError",
     "WriteResult",
+    "describe_text",
     "get_preset",
     "import_csv",
+    "item_filter",
     "parse_mapping",
     "read_interactions",
     "read_products",
+    "require_migrated",
     "write_rows",
 ]

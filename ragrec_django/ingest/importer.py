@@ -23,6 +23,7 @@ sync of an item overwrites what was imported for it.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import os
 import re
 from collections import Counter
@@ -39,7 +40,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
-from .. import storage
+from .. import limits, storage
 from ..adapters import ItemSnapshot
 from ..models import Interaction, Item
 
@@ -50,7 +51,8 @@ INTERACTION_FIELDS: dict[str, str] = {
     "item": "item key (the host primary key, or a product id of --products); not needed for search events",
     "timestamp": "when: ISO 8601 ('2011-12-09 12:50:00', '...T12:50:00+01:00') or Unix seconds; "
     "--time-format for others; naive times are in --timezone (default: settings.TIME_ZONE)",
-    "order": "basket or order id (<= 64 chars): events of one basket share it",
+    "order": "basket or order id (<= %d chars): the lines of one order share it; orders are told apart per "
+    "visitor, so two customers' order 1001 are two baskets" % limits.ORDER_ID_MAX_CHARS,
     "quantity": "whole number, 1 to --max-quantity (default 10000); default 1 when not mapped",
     "event": "view, click, add_to_cart, purchase or search; default --event (purchase) when not mapped",
     "query": "search text of a search event",
@@ -59,16 +61,22 @@ INTERACTION_FIELDS: dict[str, str] = {
 #: Product fields a CSV column can be mapped to.
 PRODUCT_FIELDS: dict[str, str] = {
     "id": "item key (<= 64 chars, unique in the file); interactions refer to it",
-    "title": "product title (required, <= 500 chars): the text embedded for recommendations",
-    "description": "longer text, appended to the embedded text",
-    "category": "category name (<= 200 chars)",
-    "price": "price, a decimal number >= 0 (rounded to cents)",
-    "image": "image path or URL (optional; kept in the item's metadata)",
-    "url": "product page URL (optional)",
+    "title": "product title (required, <= 500 chars); first part of the product text",
+    "description": "longer text; last part of the product text",
+    "category": "category name (<= 200 chars); middle part of the product text, as 'Category: NAME.'",
+    "price": "price, a decimal number >= 0 (rounded to cents); not part of the text",
+    "image": "image path or URL (kept in the item's metadata; not part of the text)",
+    "url": "product page URL (optional; not part of the text)",
+    "group": "variant group (<= 64 chars): items sharing it are variants of one product (sizes, colours); "
+    "an item's variants are never recommended with it. Not part of the text",
 }
 
+#: What the product text is: the text the "text" space encodes for an imported product (``ProductRow.text``).
+PRODUCT_TEXT = "title + ' Category: CATEGORY.' + ' DESCRIPTION' (the parts the product has)"
+
 EVENTS = tuple(Interaction.Event.values)
-MAX_KEY = 64
+MAX_KEY = limits.ITEM_KEY_MAX_CHARS
+MAX_ORDER_ID = limits.ORDER_ID_MAX_CHARS
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 #: Row errors kept in full (the count goes on past it).
 MAX_KEPT_ERRORS = 1000
@@ -100,14 +108,23 @@ class ProductRow:
     price: Decimal | None = None
     image: str = ""
     url: str = ""
+    group: str = ""
+    stored_text: str = ""  # the item mirror's text, for a product read back from the database
 
-    def snapshot(self) -> ItemSnapshot:
-        """The mirror row, with the text built the way the default adapter builds it."""
+    @property
+    def text(self) -> str:
+        """The product text (``PRODUCT_TEXT``), built the way the default adapter builds it."""
+        if self.stored_text:
+            return self.stored_text
         parts = [self.title]
         if self.category:
             parts.append("Category: %s." % self.category)
         if self.description:
             parts.append(self.description)
+        return " ".join(parts)
+
+    def snapshot(self) -> ItemSnapshot:
+        """The mirror row."""
         return ItemSnapshot(
             key=self.key,
             title=self.title,
@@ -116,8 +133,8 @@ class ProductRow:
             in_stock=True,
             is_eligible=True,
             url=self.url,
-            group_key="",
-            text=" ".join(parts),
+            group_key=self.group,
+            text=self.text,
             metadata={"image": self.image} if self.image else {},
         )
 
@@ -159,6 +176,23 @@ class ImportRefused(Exception):
     def __init__(self, errors: list[RowError], count: int):
         self.errors, self.count = errors, count
         super().__init__("%d invalid row(s); nothing was imported. First: %s" % (count, errors[0] if errors else "-"))
+
+
+class DatabaseNotMigrated(Exception):
+    """The database lacks migrations the plugin's tables need (``manage.py migrate`` has not run)."""
+
+
+def require_migrated() -> None:
+    """``DatabaseNotMigrated`` naming ``migrate`` when the configured database lacks the plugin's tables."""
+    from django.db import connection
+
+    pending = sorted(storage.unapplied_migrations(), key=lambda name: not name.startswith("ragrec_django."))
+    if pending:
+        shown = ", ".join(pending[:3]) + (" and %d more" % (len(pending) - 3) if len(pending) > 3 else "")
+        raise DatabaseNotMigrated(
+            "The database %r has not been migrated: %d migration(s) to apply (%s). Run `manage.py migrate` first."
+            % (connection.settings_dict["NAME"], len(pending), shown)
+        )
 
 
 # ---------------------------------------------------------------- presets
@@ -216,6 +250,31 @@ def _resolve_columns(
     return columns
 
 
+def item_filter(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """A test "is this item key excluded?" for shell-style patterns (``POST``, ``gift_*``; case-sensitive)."""
+    patterns = [p for p in patterns if p]
+    if not patterns:
+        return lambda key: False
+    match = re.compile("|".join(fnmatch.translate(p) for p in patterns)).match
+    return lambda key: match(key) is not None
+
+
+#: The reason counted for rows whose item an ``exclude_items`` pattern matches.
+EXCLUDED = "item excluded (--exclude-items)"
+
+
+def describe_text(products: Iterable[ProductRow]) -> str:
+    """What the product text of ``products`` is made of, with the first one as an example (progress lines)."""
+    products = list(products)
+    if not products:
+        return "no products"
+    if any(p.stored_text for p in products):
+        return "the item mirror's text, e.g. %r" % products[0].text[:160]
+    parts = ["title"]
+    parts += [name for name in ("category", "description") if any(getattr(p, name) for p in products)]
+    return "%s, e.g. %r" % (" + ".join(parts), products[0].text[:160])
+
+
 def _open(source: str | os.PathLike | TextIO, encoding: str) -> tuple[TextIO, str, bool]:
     if isinstance(source, (str, os.PathLike)):
         return open(source, newline="", encoding=encoding), Path(source).name, True
@@ -248,8 +307,10 @@ def read_interactions(
     delimiter: str = ",",
     encoding: str = "utf-8-sig",
     now: datetime | None = None,
+    exclude_items: Iterable[str] = (),
 ) -> ReadResult:
-    """Parse and validate interaction rows (see ``INTERACTION_FIELDS``); nothing is written."""
+    """Parse and validate interaction rows (see ``INTERACTION_FIELDS``); nothing is written. Rows whose
+    item matches an ``exclude_items`` pattern are left out and counted (``EXCLUDED``)."""
     if default_event not in EVENTS:
         raise MappingError("--event must be one of %s, got %r." % (", ".join(EVENTS), default_event))
     mapping = {**(preset.interaction_map if preset else {}), **(mapping or {})}
@@ -268,6 +329,7 @@ def read_interactions(
         result = ReadResult(source=name)
         times: dict[str, datetime | str] = {}
         get = _getter(columns, clean)
+        excluded = item_filter(exclude_items)
         for raw in reader:
             result.total += 1
             line = reader.line_num
@@ -276,6 +338,9 @@ def read_interactions(
                 if reason:
                     result.filtered[reason] += 1
                     continue
+            if excluded(get(raw, "item") or ""):
+                result.filtered[EXCLUDED] += 1
+                continue
             row, problems = _interaction(
                 raw, get, line, default_event, time_format, zone, latest, default_time, max_quantity, times
             )
@@ -327,8 +392,8 @@ def _interaction(raw, get, line, default_event, time_format, zone, latest, defau
     if not session and not user_value:
         problems.append("no user or session")
     order_id = get(raw, "order") or ""
-    if len(order_id) > MAX_KEY:
-        problems.append("order id longer than %d characters" % MAX_KEY)
+    if len(order_id) > MAX_ORDER_ID:
+        problems.append("order id longer than %d characters" % MAX_ORDER_ID)
     quantity_value = get(raw, "quantity")
     quantity = 1
     if quantity_value is not None:
@@ -377,8 +442,10 @@ def read_products(
     preset: Preset | None = None,
     delimiter: str = ",",
     encoding: str = "utf-8-sig",
+    exclude_items: Iterable[str] = (),
 ) -> ReadResult:
-    """Parse and validate product rows (see ``PRODUCT_FIELDS``); nothing is written."""
+    """Parse and validate product rows (see ``PRODUCT_FIELDS``); nothing is written. Products whose id
+    matches an ``exclude_items`` pattern are left out and counted (``EXCLUDED``)."""
     mapping = {**(preset.product_map if preset else {}), **(mapping or {})}
     handle, name, owned = _open(source, encoding)
     try:
@@ -392,6 +459,7 @@ def read_products(
         get = _getter(columns, {})
         result = ReadResult(source=name)
         first_line: dict[str, int] = {}
+        excluded = item_filter(exclude_items)
         for raw in reader:
             result.total += 1
             line = reader.line_num
@@ -400,8 +468,11 @@ def read_products(
                 if reason:
                     result.filtered[reason] += 1
                     continue
-            problems = []
             key = get(raw, "id") or ""
+            if excluded(key):
+                result.filtered[EXCLUDED] += 1
+                continue
+            problems = []
             if not key:
                 problems.append("id is empty")
             elif len(key) > MAX_KEY:
@@ -429,13 +500,24 @@ def read_products(
             url = get(raw, "url") or ""
             if len(url) > 500:
                 problems.append("url longer than 500 characters")
+            group = get(raw, "group") or ""
+            if len(group) > MAX_KEY:
+                problems.append("group longer than %d characters" % MAX_KEY)
             if problems:
                 result.add_error(line, problems)
                 continue
             first_line[key] = line
             result.rows.append(
                 ProductRow(
-                    line, key, title, get(raw, "description") or "", category, price, get(raw, "image") or "", url
+                    line,
+                    key,
+                    title,
+                    get(raw, "description") or "",
+                    category,
+                    price,
+                    get(raw, "image") or "",
+                    url,
+                    group,
                 )
             )
         return result
@@ -574,7 +656,7 @@ def import_csv(
     """Read, validate and store; returns (write result, product read, interaction read)."""
     if interactions is None and products is None:
         raise MappingError("Give an interactions file, a products file, or both.")
-    csv_options = {k: read_options.pop(k) for k in ("delimiter", "encoding") if k in read_options}
+    csv_options = {k: read_options.pop(k) for k in ("delimiter", "encoding", "exclude_items") if k in read_options}
     product_read = (
         read_products(products, mapping=product_mapping, preset=preset, **csv_options) if products is not None else None
     )
@@ -602,6 +684,9 @@ def import_csv(
 __all__ = [
     "INTERACTION_FIELDS",
     "PRODUCT_FIELDS",
+    "EXCLUDED",
+    "PRODUCT_TEXT",
+    "DatabaseNotMigrated",
     "ImportRefused",
     "InteractionRow",
     "MappingError",
@@ -610,9 +695,12 @@ __all__ = [
     "ReadResult",
     "RowError",
     "WriteResult",
+    "describe_text",
     "import_csv",
+    "item_filter",
     "parse_mapping",
     "read_interactions",
     "read_products",
+    "require_migrated",
     "write_rows",
 ]

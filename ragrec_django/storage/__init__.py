@@ -21,7 +21,7 @@ from .ann import (
     nearest,
     nearest_to_item,
 )
-from .database import extension_version, server_version
+from .database import extension_version, server_version, unapplied_migrations
 from .generations import (
     SpaceMismatch,
     SpaceNotReady,
@@ -86,6 +86,7 @@ __all__ = [
     "spelling_corrector",
     "start_switch",
     "sync_items",
+    "unapplied_migrations",
     "upsert_embeddings",
     "vectors_for_items",
     "with_generation_snapshot",

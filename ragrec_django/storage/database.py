@@ -54,6 +54,16 @@ def extension_version(name: str, *, using: str = "default") -> str | None:
     return row[0] if row else None
 
 
+def unapplied_migrations(app_label: str = "ragrec_django", *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
+    """The migrations (``app.name``) that ``app_label``'s latest migration still needs on database ``using``:
+    all of them on an empty database, none once ``manage.py migrate`` has run."""
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connections[using])
+    targets = [node for node in executor.loader.graph.leaf_nodes() if node[0] == app_label]
+    return ["%s.%s" % (m.app_label, m.name) for m, backwards in executor.migration_plan(targets) if not backwards]
+
+
 # ---------------------------------------------------------------- read replicas
 
 

@@ -22,6 +22,11 @@ Event = Interaction.Event
 COPY_COLUMNS = ("event", "item_id", "user_id", "session_key", "order_id", "quantity", "query", "source", "created_at")
 
 
+#: A purchase's visitor as SQL (``{a}`` the table alias): ``u<user id>``, else ``s<session key>``. Orders are
+#: told apart per visitor: a basket is one (visitor, order id) pair, so two customers' order "1001" never merge.
+VISITOR_KEY = "COALESCE('u' || {a}.user_id::text, 's' || {a}.session_key)"
+
+
 def table_name(model) -> str:
     """The quoted table name of ``model``, for SQL written here."""
     return connection.ops.quote_name(model._meta.db_table)
@@ -120,7 +125,8 @@ def co_purchases(
     """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)``, best first.
 
     ``score`` is the sum over seeds of ``weight * (orders holding both)``, counted in each seed's
-    latest ``orders_per_item`` orders (None: all). The strongest seed is the one that contributes
+    latest ``orders_per_item`` orders (None: all); an order is one visitor's order id (``VISITOR_KEY``),
+    so two customers' order "1001" are two orders. The strongest seed is the one that contributes
     most. Seeds themselves and ``exclude`` are never returned. Only ``verified`` purchases count, and
     one ``origin`` (client address) counts at most ``max_per_source`` orders per item (None: all;
     purchases of unknown origin are each their order's own source).
@@ -129,32 +135,37 @@ def co_purchases(
         return []
     ids = list(seeds)
     events = table_name(Interaction)
-    # Each order holding a seed weighs the sum of its seeds' weights; every other item of the order
-    # gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial index on
-    # order_id. The strongest seed is found for the returned items only.
+    visitor_a, visitor_b = VISITOR_KEY.format(a="a"), VISITOR_KEY.format(a="b")
+    # Each order (visitor, order id) holding a seed weighs the sum of its seeds' weights; every other
+    # item of the order gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial
+    # index on order_id; the visitor then tells apart orders of different visitors sharing an id. The
+    # strongest seed is found for the returned items only.
     sql = (
         "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
         "anchored AS ("
-        " SELECT DISTINCT r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
-        f"  SELECT a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> ''"
-        "  AND a.verified ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
+        " SELECT DISTINCT r.visitor, r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
+        f"  SELECT {visitor_a} AS visitor, a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s"
+        "  AND a.order_id <> '' AND a.verified ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
         "), orders AS ("
-        " SELECT a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.order_id"
+        " SELECT a.visitor, a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id"
+        " GROUP BY a.visitor, a.order_id"
         "), other AS ("
-        " SELECT b.order_id, b.item_id, COALESCE(MIN(NULLIF(b.origin, '')), 'order:' || b.order_id) AS source"
+        f" SELECT {visitor_b} AS visitor, b.order_id, b.item_id,"
+        f" COALESCE(MIN(NULLIF(b.origin, '')), 'order:' || {visitor_b} || ':' || b.order_id) AS source"
         f" FROM {events} b"
         " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s AND b.verified"
-        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s)) GROUP BY b.order_id, b.item_id"
+        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s)) GROUP BY 1, b.order_id, b.item_id"
         "), counted AS ("
-        " SELECT o.order_id, o.item_id, w.weight, row_number() OVER ("
-        "  PARTITION BY o.item_id, o.source ORDER BY w.weight DESC, o.order_id) AS nth"
-        " FROM other o JOIN orders w ON w.order_id = o.order_id"
+        " SELECT o.visitor, o.order_id, o.item_id, w.weight, row_number() OVER ("
+        "  PARTITION BY o.item_id, o.source ORDER BY w.weight DESC, o.visitor, o.order_id) AS nth"
+        " FROM other o JOIN orders w ON w.visitor = o.visitor AND w.order_id = o.order_id"
         "), top AS ("
         " SELECT item_id, SUM(weight) AS score FROM counted WHERE nth <= %s"
         " GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
         "), strongest AS ("
         " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
-        " FROM top t JOIN counted o ON o.item_id = t.item_id AND o.nth <= %s JOIN anchored a ON a.order_id = o.order_id"
+        " FROM top t JOIN counted o ON o.item_id = t.item_id AND o.nth <= %s"
+        " JOIN anchored a ON a.visitor = o.visitor AND a.order_id = o.order_id"
         " JOIN seeds s ON s.item_id = a.item_id"
         " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
         ") "

@@ -222,3 +222,41 @@ def test_command_refuses_bad_files_and_lists_lines(tmp_path):
     call_command(*args, "--skip-invalid", stdout=out, stderr=io.StringIO())
     assert "Skipped 1 invalid row(s)" in out.getvalue()
     assert Interaction.objects.count() == 4
+
+
+def test_variant_groups_and_excluded_items():
+    products = "sku,name,style\nP1,Red mug,MUG\nP2,Blue mug,MUG\nP3,Brass lamp,\nSHIP,Shipping,\ngift_10,Gift card,\n"
+    orders = ORDERS + "c1,SHIP,2024-03-01 10:00:00,o1,1\nc2,gift_10,2024-03-02T09:30:00+01:00,o2,1\n"
+    written, product_read, order_read = ingest.import_csv(
+        interactions=csv_file(orders, "orders.csv"),
+        products=csv_file(products, "products.csv"),
+        mapping=MAP,
+        product_mapping={"id": "sku", "title": "name", "group": "style"},
+        time_zone="UTC",
+        exclude_items=["SHIP", "gift_*"],
+    )
+    assert (written.products, written.interactions) == (3, 4)
+    assert product_read.filtered == {ingest.EXCLUDED: 2} and order_read.filtered == {ingest.EXCLUDED: 2}
+    assert dict(Item.objects.values_list("key", "group_key")) == {"P1": "MUG", "P2": "MUG", "P3": ""}
+    assert not ingest.item_filter(["gift_*"])("GIFT_10")  # case-sensitive, as item keys are
+
+
+def test_order_ids_up_to_the_limit_are_kept_whole():
+    from ragrec_django import limits
+    from ragrec_django.exceptions import EventError
+    from ragrec_django.services.events import EventInput, record_events
+
+    composite = ("c1-2024-03-01-" + "x" * 300)[: limits.ORDER_ID_MAX_CHARS]
+    assert limits.ORDER_ID_MAX_CHARS == 255
+    written, _, _ = run_import(ORDERS.replace(",o1,", ",%s," % composite))
+    assert written.interactions == 4
+    assert Interaction.objects.filter(order_id=composite).count() == 2
+
+    with pytest.raises(ingest.ImportRefused) as caught:
+        run_import(ORDERS.replace(",o1,", ",%s," % (composite + "y")))
+    assert caught.value.errors[0].messages == ("order id longer than 255 characters",)
+
+    item = str(Item.objects.get(key="P1").key)
+    record_events([EventInput(event="purchase", item=item, session_key="s", order_id=composite)])
+    with pytest.raises(EventError, match="longer than 255 characters"):
+        record_events([EventInput(event="purchase", item=item, session_key="s", order_id=composite + "y")])
