@@ -106,8 +106,13 @@ DEFAULTS: dict[str, Any] = {
     "FOR_YOU_WEIGHTS": {"similar": 0.25, "repeat": 1.25, "co_purchase": 1.0},
     # Ranking per recommender: "fusion" (the weighted lists above) or "learned" (the active model of
     # manage.py ragrec_train_ranker; fusion serves while there is none). One name for all, or
-    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md.
+    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md. A serving configuration's
+    # "ranker" rule overrides it for the requests served with that configuration (an A/B variant's CONFIG).
     "RANKER": "fusion",
+    # The learned ranker reads the signals shared by all visitors from tables refreshed by
+    # ragrec_train_ranker --signals / tasks.refresh_ranker_signals_task (e.g. every 15 minutes) and by each
+    # training; older than this many hours (or missing), it aggregates the event table per request instead.
+    "RANKER_SIGNALS_MAX_AGE_HOURS": 24,
     # A/B experiments: {name: {"RECOMMENDERS": [names] (optional: all), "VARIANTS": {variant: {"CONFIG": serving
     # config, "WEIGHT": share}, ...}}}. A visitor's variant is a hash of (name, user id or session key); the first
     # variant listed is the baseline. Read as [Experiment, ...] (parse_experiments below); checked by ragrec.E011/W002.

@@ -610,6 +610,40 @@ class RankerModel(models.Model):
         return "%s ranker #%d (%s, %s)" % (self.recommender, self.number, self.content_hash[:12], self.status)
 
 
+class RankerSignalSnapshot(models.Model):
+    """The learned ranker's shared signals as of one instant: the popular list and the parameters the item rows
+    (``RankerItemSignals``) were computed with. One row, replaced with the item rows in one transaction by
+    ``services.ranker.refresh_signals``; serving reads it instead of aggregating the event table per request."""
+
+    as_of = models.DateTimeField(help_text="The signals count the events strictly before this instant.")
+    built_at = models.DateTimeField(default=timezone.now)
+    seconds = models.FloatField(default=0.0, help_text="How long the refresh took.")
+    windows = models.JSONField(default=list, help_text="Popularity windows (days) of RankerItemSignals.popularity.")
+    orders_per_item = models.PositiveIntegerField(help_text="Each item's latest orders its partners are counted in.")
+    max_per_source = models.IntegerField(
+        null=True, blank=True, help_text="Orders one origin counts per item (None: all)."
+    )
+    popular_days = models.FloatField()
+    popular = models.JSONField(default=list, help_text="[[item id, orders], ...] best first, over popular_days.")
+    items = models.PositiveIntegerField(default=0, help_text="Item rows written.")
+
+    def __str__(self) -> str:
+        return "ranker signals as of %s (%d items)" % (self.as_of.isoformat(timespec="seconds"), self.items)
+
+
+class RankerItemSignals(models.Model):
+    """One item's shared ranker signals as of ``RankerSignalSnapshot.as_of`` (verified purchases, origins capped):
+    orders holding it per popularity window, its first order in the longest window, and its co-purchase
+    partners counted in its latest ``orders_per_item`` orders (big-endian int8 ids ascending, int4 counts)."""
+
+    item = models.OneToOneField(Item, primary_key=True, on_delete=models.CASCADE, related_name="+")
+    popularity = ArrayField(models.IntegerField(), default=list)
+    first_seen = models.DateTimeField(null=True, blank=True)
+    orders_read = models.IntegerField(default=0)
+    partners = models.BinaryField(default=b"")
+    partner_counts = models.BinaryField(default=b"")
+
+
 class Conversation(models.Model):
     """A shopper's conversation with the assistant (``services.conversation``): the visitor it belongs to
     and the dialogue state carried across turns. Deleted by the shopper or after ``CONVERSATION_RETENTION_DAYS``

@@ -249,3 +249,13 @@ def train_ranker_task(self, **options) -> dict:
         "version": outcome.version.number,
         "message": outcome.message,
     }
+
+
+@shared_task(acks_late=True)
+def refresh_ranker_signals_task() -> dict:
+    """Materialise the signals the learned ranker serves from (``ragrec_train_ranker --signals``), e.g. every
+    15 minutes from the host's beat schedule. Idempotent: each run replaces the previous snapshot."""
+    from .services import ranker
+
+    snapshot = ranker.refresh_signals()
+    return {"as_of": snapshot.as_of.isoformat(), "items": snapshot.items, "seconds": snapshot.seconds}

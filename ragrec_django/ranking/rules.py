@@ -54,6 +54,9 @@ class ServingRules:
     near_duplicate_threshold: float | None = None
     group_variants: bool = True
     max_k: int = 100
+    #: The ranking of the recommenders that have a choice ("for_you"): "fusion" or "learned"; None:
+    #: ``RAGREC["RANKER"]`` decides. An A/B variant whose CONFIG sets it serves learned against fusion.
+    ranker: str | None = None
 
     def __post_init__(self) -> None:
         """Refuse values that are impossible or contradict each other."""
@@ -336,6 +339,16 @@ def _category(key: str, value: Any) -> str:
     return value
 
 
+#: The rankings a serving configuration's ``ranker`` may name (``services.ranker.RANKERS``).
+RANKERS = ("fusion", "learned")
+
+
+def _ranker(key: str, value: Any) -> str:
+    if value not in RANKERS:
+        raise _fail(key, " or ".join('"%s"' % name for name in RANKERS), value)
+    return value
+
+
 def _optional(parser: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
     return lambda key, value: None if value is None else parser(key, value)
 
@@ -357,4 +370,5 @@ _PARSERS: dict[str, Callable[[str, Any], Any]] = {
     "near_duplicate_threshold": _optional(_number),
     "group_variants": _boolean,
     "max_k": _integer,
+    "ranker": _optional(_ranker),
 }

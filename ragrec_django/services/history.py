@@ -162,11 +162,11 @@ def for_you(visitor: Visitor, *, k: int | None = None, config: str = "default") 
     without history, or with nothing any list can use, gets the trending list (``fallback``
     "trending"); a short list is topped up from trending.
 
-    With ``RAGREC["RANKER"]`` "learned" the active learned model ranks instead (``services.ranker``);
-    fusion serves whenever it cannot.
+    With ``RAGREC["RANKER"]`` "learned" (or the serving configuration's ``ranker`` rule) the active learned
+    model ranks instead (``services.ranker``); fusion serves whenever it cannot.
     """
     k = cap_k(k)
-    if ranker.ranker_for("for_you") == "learned":
+    if ranker.ranker_for("for_you", config) == "learned":
         learned = ranker.learned_for_you(visitor, k=k, config=config)
         if learned is not None:
             return learned

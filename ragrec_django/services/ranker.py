@@ -1,9 +1,15 @@
 """The learned ranker: serving "for you" with the active model, training and gating new versions.
 
 ``RAGREC["RANKER"]`` chooses per recommender: ``"fusion"`` (the hand-weighted lists, the default) or
-``"learned"``. With ``"learned"``, ``for_you`` asks ``learned_for_you`` first; a missing model, a
-visitor without history, a missing ``lightgbm`` or any error returns None and is logged, and
-fusion serves the request (never a 500).
+``"learned"``; a serving configuration's ``ranker`` rule overrides it for the requests it serves, so an
+A/B variant can serve learned against fusion. With ``"learned"``, ``for_you`` asks ``learned_for_you``
+first; a missing model, a visitor without history, a missing ``lightgbm`` or any error returns None and
+is logged, and fusion serves the request (never a 500).
+
+The signals every visitor shares (item popularity per window, co-purchase partners, the popular list)
+are read from tables materialised as of one instant (``refresh_signals``: a Celery task, the command's
+``--signals``, and every training run), by primary key; while those are missing, stale or computed with
+other parameters, the same counts are aggregated from the event table per request (slower; logged).
 
 Every process loads the active ``RankerModel`` version from the database and re-checks its content
 hash at most every ``MODEL_CHECK_SECONDS``, so web and worker processes score with the same model.
@@ -20,14 +26,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..conf import ragrec_settings
+from ..exceptions import UnknownServingConfig
 from ..ranking import learned
 from ..ranking.candidates import Candidate
+from ..ranking.rules import RANKERS
 from ..storage import ranking as store
-from .results import RecommendationList, Visitor, finish
+from .results import RecommendationList, Visitor, finish, serving_rules
 
 logger = logging.getLogger("ragrec_django.ranker")
 
-RANKERS = ("fusion", "learned")
 #: How long a process trusts its cached model before asking the database for the active hash again.
 MODEL_CHECK_SECONDS = 10.0
 #: The popular source is the same for everyone: cached per process for each bucket of this many seconds.
@@ -39,6 +46,12 @@ GATE_MIN_QUERIES = 100
 
 #: The first this many results carry their top contributing features (SHAP values cost a model pass each).
 EXPLAINED_RESULTS = 10
+#: The materialised signals: the popular list is stored this long (the popular source reads its first
+#: ``learned.POPULAR_CANDIDATES``), and each item keeps its this many strongest co-purchase partners (an item's
+#: latest ``CO_PURCHASE_ORDERS_PER_ITEM`` orders rarely hold more distinct items; beyond it, weaker partners
+#: count 0 instead of their few orders).
+POPULAR_STORED = 200
+PARTNERS_PER_ITEM = 2000
 
 REASONS = {
     "als": "popular with shoppers like you",
@@ -46,8 +59,17 @@ REASONS = {
 }
 
 
-def ranker_for(recommender: str) -> str:
-    """``RAGREC["RANKER"]`` for ``recommender``: a name for all of them, or {recommender: name}; "fusion" by default."""
+def ranker_for(recommender: str, config: str | None = None) -> str:
+    """The ranking of ``recommender`` served with serving configuration ``config``: the configuration's
+    ``ranker`` rule when it has one, else ``RAGREC["RANKER"]`` (a name for all recommenders, or
+    {recommender: name}); "fusion" by default. An unknown configuration is the caller's error to raise."""
+    if config is not None:
+        try:
+            chosen = serving_rules(config).ranker
+        except UnknownServingConfig:
+            chosen = None
+        if chosen is not None:
+            return chosen
     setting = ragrec_settings.RANKER
     name = setting.get(recommender, "fusion") if isinstance(setting, dict) else setting
     return name if name in RANKERS else "fusion"
@@ -87,16 +109,27 @@ def forget_models() -> None:
 # ---------------------------------------------------------------- signals from the database
 
 
+def _max_per_source() -> int | None:
+    return ragrec_settings.POPULARITY_MAX_PER_SOURCE
+
+
 class DatabaseSignals:
-    """``ranking.learned.SignalSource`` read from the event table (events before ``at`` only)."""
+    """``ranking.learned.SignalSource`` aggregated from the event table per request (events before ``at`` only;
+    verified purchases, ``POPULARITY_MAX_PER_SOURCE`` orders per origin and item)."""
 
     _popular: dict[tuple, list] = {}
 
     def __init__(self):
         self.strongest_seed: dict[int, int] = {}
 
+    def seed_of(self, item: int) -> int | None:
+        """The seed ``item`` shares most orders with (its "bought with" reason), None when none."""
+        return self.strongest_seed.get(item)
+
     def co_purchases(self, seed_sets, at):
-        results = store.co_purchases(seed_sets, at=at, orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM)
+        results = store.co_purchases(
+            seed_sets, at=at, orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM, max_per_source=_max_per_source()
+        )
         for _, _, strongest in results:
             for item, seed in strongest.items():
                 self.strongest_seed.setdefault(item, seed)
@@ -104,18 +137,136 @@ class DatabaseSignals:
 
     def popular(self, at, limit):
         # one list per POPULAR_CACHE_SECONDS bucket of ``at`` (the latest bucket only is kept)
-        key = (limit, int(at // POPULAR_CACHE_SECONDS))
+        key = (limit, int(at // POPULAR_CACHE_SECONDS), _max_per_source())
         if key not in self._popular:
             self._popular.clear()
-            self._popular[key] = store.popular(at=at, days=learned.POPULAR_WINDOW_DAYS, limit=limit)
+            self._popular[key] = store.popular(
+                at=at, days=learned.POPULAR_WINDOW_DAYS, limit=limit, max_per_source=_max_per_source()
+            )
         return self._popular[key]
 
     def item_signals(self, items, at):
-        return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS)
+        return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS, max_per_source=_max_per_source())
 
 
-def signals_for(visitor: Visitor, at: float, factors, *, source: DatabaseSignals | None = None, limit: int = 200):
-    """``(candidates, history, signals)`` of a visitor at ``at``, read from the database."""
+class MaterialisedSignals:
+    """``ranking.learned.SignalSource`` read by primary key from the tables ``refresh_signals`` wrote: the counts
+    of ``DatabaseSignals`` as of the snapshot's instant, whatever ``at`` (the visitor's own events stay live)."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+        self._sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per seed set: partner, seed, count
+
+    def seed_of(self, item: int) -> int | None:
+        """The seed ``item`` shares most orders with, ties to the lower id (as ``store.co_purchases``)."""
+        for partners, seeds, counts in self._sets:
+            mine = (partners == item) & (seeds != item)
+            if mine.any():
+                best = np.lexsort((seeds[mine], -counts[mine]))[0]
+                return int(seeds[mine][best])
+        return None
+
+    def co_purchases(self, seed_sets, at):
+        rows = store.materialised_partners(sorted({int(seed) for seeds in seed_sets for seed in seeds}))
+        results = []
+        for seeds in seed_sets:
+            present = [int(seed) for seed in seeds if int(seed) in rows]
+            if not present:
+                self._sets.append((np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0)))
+                results.append(({}, 0.0))
+                continue
+            partners = np.concatenate([rows[seed][1] for seed in present])
+            counts = np.concatenate([rows[seed][2] for seed in present])
+            owners = np.repeat(present, [len(rows[seed][1]) for seed in present])
+            self._sets.append((partners, owners, counts))
+            items, index = np.unique(partners, return_inverse=True)
+            totals = np.bincount(index, weights=counts, minlength=len(items))
+            read = float(sum(rows[seed][0] for seed in present))
+            results.append((dict(zip(items.tolist(), totals.tolist(), strict=True)), read))
+        return results
+
+    def popular(self, at, limit):
+        return [(int(item), float(orders)) for item, orders in self.snapshot.popular[:limit]]
+
+    def item_signals(self, items, at):
+        windows = list(self.snapshot.windows)
+        rows = store.materialised_item_signals(items, width=len(windows))
+        n = len(items)
+        popularity = {days: np.zeros(n) for days in windows}
+        first_seen, price = np.full(n, np.nan), np.full(n, np.nan)
+        category = np.full(n, "", dtype=object)
+        for position, item in enumerate(np.asarray(items).tolist()):
+            row = rows.get(item)
+            if row is None:
+                continue
+            price[position] = np.nan if row[0] is None else float(row[0])
+            category[position] = row[1] or ""
+            first_seen[position] = np.nan if row[3] is None else float(row[3])
+            for offset, days in enumerate(windows):
+                popularity[days][position] = float(row[2][offset])
+        return popularity, first_seen, price, category
+
+
+_reported: set = set()
+
+
+def signal_source(at: float) -> DatabaseSignals | MaterialisedSignals:
+    """The materialised signals when their snapshot is usable at ``at``, else the live aggregates (the reason logged
+    once per process and snapshot)."""
+    snapshot = store.signal_snapshot()
+    problem = _unusable(snapshot, at)
+    if problem is None:
+        return MaterialisedSignals(snapshot)
+    key = (getattr(snapshot, "pk", None), problem.split(":")[0])
+    if key not in _reported:
+        _reported.add(key)
+        logger.warning("Learned ranker signals read from the event table per request (slower): %s", problem)
+    return DatabaseSignals()
+
+
+def _unusable(snapshot, at: float) -> str | None:
+    """Why ``snapshot`` cannot stand for the signals at ``at`` (None: it can)."""
+    if snapshot is None:
+        return "none materialised yet: run manage.py ragrec_train_ranker --signals or tasks.refresh_ranker_signals_task"
+    age = at - snapshot.as_of.timestamp()
+    if age < 0:
+        return "materialised after %s: cannot answer for an earlier time" % snapshot.as_of.isoformat()
+    if age > ragrec_settings.RANKER_SIGNALS_MAX_AGE_HOURS * 3600:
+        return "stale: materialised %.1f hours ago (RAGREC['RANKER_SIGNALS_MAX_AGE_HOURS'] is %s)" % (
+            age / 3600,
+            ragrec_settings.RANKER_SIGNALS_MAX_AGE_HOURS,
+        )
+    expected = (
+        list(learned.POPULARITY_WINDOWS),
+        learned.CO_PURCHASE_ORDERS_PER_ITEM,
+        float(learned.POPULAR_WINDOW_DAYS),
+        _max_per_source(),
+    )
+    found = (list(snapshot.windows), snapshot.orders_per_item, snapshot.popular_days, snapshot.max_per_source)
+    if found != expected:
+        return "parameters: materialised with %s, serving needs %s; refresh them" % (found, expected)
+    return None
+
+
+def refresh_signals(*, at: float | None = None) -> object:
+    """Materialise the shared signals as of ``at`` (default now) with the parameters serving reads them with;
+    returns the ``RankerSignalSnapshot``. Idempotent: a refresh replaces the previous one."""
+    snapshot = store.refresh_signals(
+        at=time.time() if at is None else at,
+        windows=learned.POPULARITY_WINDOWS,
+        orders_per_item=learned.CO_PURCHASE_ORDERS_PER_ITEM,
+        max_per_source=_max_per_source(),
+        popular_days=float(learned.POPULAR_WINDOW_DAYS),
+        popular_limit=POPULAR_STORED,
+        partners_per_item=PARTNERS_PER_ITEM,
+    )
+    logger.info("Materialised the learned ranker's signals: %s in %.1f s.", snapshot, snapshot.seconds)
+    return snapshot
+
+
+def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int = 200):
+    """``(candidates, history, signals)`` of a visitor at ``at``, read from the database (``source``: the live
+    aggregates by default)."""
     lines = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
     history = learned.VisitorHistory.from_lines(at, lines)
     return learned.candidates_at(source or DatabaseSignals(), history, factors=factors, limit=limit)
@@ -141,8 +292,9 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationL
             return None
         if not visitor:
             return None
-        source = DatabaseSignals()
-        candidates, history, signals = signals_for(visitor, time.time(), model.factors, source=source)
+        now = time.time()
+        source = signal_source(now)
+        candidates, history, signals = signals_for(visitor, now, model.factors, source=source)
         if not history.purchases.any() or not len(candidates):
             return None  # nothing bought yet: fusion's lists (similar items, trending) serve them
         features = learned.feature_matrix(candidates, history, signals)
@@ -158,14 +310,14 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationL
         return None
 
 
-def _explained(scored: _Scored, model, bought: set, source: DatabaseSignals, history, k: int) -> list[Candidate]:
+def _explained(scored: _Scored, model, bought: set, source, history, k: int) -> list[Candidate]:
     """Candidates with the model's score, the reason of their strongest source and the top contributing features."""
     from ..models import Item
 
     stats = learned.repeat_stats(history)
     orders = dict(zip(stats.items.tolist(), stats.orders.tolist(), strict=True))
-    seeds = {source.strongest_seed.get(int(scored.candidates.items[p])) for p in scored.chosen} - {None}
-    titles = dict(Item.objects.filter(id__in=seeds).values_list("id", "title"))
+    seed_of = {int(scored.candidates.items[p]): source.seed_of(int(scored.candidates.items[p])) for p in scored.chosen}
+    titles = dict(Item.objects.filter(id__in=set(seed_of.values()) - {None}).values_list("id", "title"))
     top = scored.chosen[: min(k, EXPLAINED_RESULTS)]
     contributions = model.top_features_of(scored.features[top]) if top else []
     result = []
@@ -173,8 +325,8 @@ def _explained(scored: _Scored, model, bought: set, source: DatabaseSignals, his
         item = int(scored.candidates.items[position])
         if item in bought:
             reason = "you buy this often" if orders.get(item, 0) > 1 else "you bought this before"
-        elif item in source.strongest_seed and source.strongest_seed[item] in titles:
-            reason = "bought with %s" % titles[source.strongest_seed[item]]
+        elif seed_of[item] in titles:
+            reason = "bought with %s" % titles[seed_of[item]]
         else:
             reason = REASONS.get(scored.candidates.source_of(position) or "popular", REASONS["popular"])
         components = {"learned": float(scored.scores[position])}
@@ -243,6 +395,8 @@ def train_ranker(
     )
     ranker = fitted.ranker
     ranker.metadata.update({"gate": gate, "events": len(lines), "trained_at": started})
+    say("materialising the signals serving reads")
+    refresh_signals()
     version = store.store_ranker(
         recommender,
         model_text=ranker.model_text,

@@ -1,13 +1,17 @@
 """The learned ranker's reads and writes: point-in-time signals from the event table, the event log a
 training job reads, and the stored model versions (``RankerModel``).
 
-Every signal read takes ``at`` and reads only events strictly before it, as the in-memory
+Every live signal read takes ``at`` and reads only events strictly before it, as the in-memory
 ``ranking.learned.EventLog`` does for training, so a model sees the same features when serving.
+The signals shared by every visitor (item popularity per window, each item's co-purchase partners,
+the popular list) are also materialised as of one instant (``refresh_signals``: ``RankerItemSignals``,
+``RankerSignalSnapshot``) and read back by primary key (``materialised_*``), with the same counts.
 A basket is one (visitor, order id) pair; a visitor is ``u<user id>`` or ``s<session key>``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 
@@ -15,7 +19,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone as django_timezone
 
-from ..models import Interaction, Item, RankerModel
+from ..models import Interaction, Item, RankerItemSignals, RankerModel, RankerSignalSnapshot
 from .interactions import table_name, visitor_condition
 
 Event = Interaction.Event
@@ -59,47 +63,122 @@ def visitor_lines(*, user_id: int | None, session_key: str, at: float, limit: in
     ]
 
 
+# ---------------------------------------------------------------- shared signals, live from the event table
+#
+# The provenance rules of trending and co-purchases (``storage.interactions``) hold for every signal read over
+# everyone's events: only ``verified`` purchases count, and one origin (the client address events came from)
+# counts at most ``max_per_source`` orders per item in each count (None: all; purchases of no known origin
+# are each their own source). A visitor's own events (``visitor_lines``) are theirs, verified or not.
+
+_NO_CAP = 2**31 - 1
+
+
+def _capped(count: str, max_per_source: int | None) -> str:
+    """``SUM`` of ``count`` over the rows of one item, each origin's rows at most ``max_per_source``."""
+    cap = _NO_CAP if max_per_source is None else int(max_per_source)
+    return "SUM(CASE WHEN uncapped THEN %s ELSE LEAST(%s, %d) END)" % (count, count, cap)
+
+
+def _held_sql(*, items: bool) -> str:
+    """Verified purchases held per (item, basket) in ``[%(since)s, %(at)s)``: first time and origin (NULL: none)."""
+    return (
+        "SELECT e.item_id, MIN(e.created_at) AS at, MIN(NULLIF(e.origin, '')) AS origin"
+        f" FROM {table_name(Interaction)} e WHERE e.event = %(purchase)s AND e.verified AND e.item_id IS NOT NULL"
+        + (" AND e.item_id = ANY(%(items)s)" if items else "")
+        + " AND e.created_at >= %(since)s AND e.created_at < %(at)s"
+        f" GROUP BY e.item_id, {_VISITOR.format(a='e')}, {_BASKET.format(a='e')}"
+    )
+
+
+def _popularity_sql(windows: Sequence[float], max_per_source: int | None, *, items: bool) -> tuple[str, dict]:
+    """``(item, first order time, orders per window...)`` of the items with verified orders in the longest window."""
+    counts = ", ".join("COUNT(*) FILTER (WHERE at >= %%(w%d)s) AS n%d" % (i, i) for i in range(len(windows)))
+    totals = ", ".join(_capped("n%d" % i, max_per_source) for i in range(len(windows)))
+    sql = (
+        f"WITH held AS ({_held_sql(items=items)}), per_source AS ("
+        f" SELECT item_id, origin IS NULL AS uncapped, MIN(at) AS first, {counts} FROM held GROUP BY item_id, origin"
+        f") SELECT item_id, MIN(first), {totals} FROM per_source GROUP BY item_id"
+    )
+    return sql, {"w%d" % i: days for i, days in enumerate(windows)}
+
+
+def _window_params(at: float, windows: Sequence[float], names: dict) -> dict:
+    return {
+        "purchase": Event.PURCHASE,
+        "since": _when(at - max(windows) * 86400),
+        "at": _when(at),
+        **{name: _when(at - days * 86400) for name, days in names.items()},
+    }
+
+
+def _co_purchase_sql(max_per_source: int | None, *, seeds: bool) -> str:
+    """Per (seed, item): orders holding the item among the seed's latest ``%(orders)s`` verified orders before
+    ``%(at)s`` (origins capped), as ``per_seed``; the orders read per seed as ``picked``. ``seeds``: only the
+    items of ``%(seeds)s`` (a lateral index read per seed), else every item (the materialisation)."""
+    events = table_name(Interaction)
+    if seeds:
+        picked = (
+            "picked AS ("
+            " SELECT s.item_id AS seed, r.visitor, r.order_id FROM (SELECT DISTINCT unnest(%(seeds)s::bigint[]) AS item_id) s"
+            f" CROSS JOIN LATERAL (SELECT {_VISITOR.format(a='a')} AS visitor, a.order_id FROM {events} a"
+            "  WHERE a.item_id = s.item_id AND a.event = %(purchase)s AND a.verified AND a.order_id <> ''"
+            "  AND a.created_at < %(at)s GROUP BY 1, 2 ORDER BY MIN(a.created_at) DESC, MIN(a.id) DESC LIMIT %(orders)s) r"
+            "), lines AS ("
+            f" SELECT {_VISITOR.format(a='b')} AS visitor, b.order_id, b.item_id, MIN(NULLIF(b.origin, '')) AS origin"
+            f" FROM {events} b WHERE b.order_id IN (SELECT order_id FROM picked) AND b.order_id <> ''"
+            " AND b.event = %(purchase)s AND b.verified AND b.item_id IS NOT NULL AND b.created_at < %(at)s"
+            " GROUP BY 1, 2, 3)"
+        )
+    else:
+        picked = (
+            "lines AS ("
+            f" SELECT {_VISITOR.format(a='b')} AS visitor, b.order_id, b.item_id, MIN(NULLIF(b.origin, '')) AS origin,"
+            f" MIN(b.created_at) AS at, MIN(b.id) AS first_id FROM {events} b"
+            " WHERE b.order_id <> '' AND b.event = %(purchase)s AND b.verified AND b.item_id IS NOT NULL"
+            " AND b.created_at < %(at)s GROUP BY 1, 2, 3"
+            "), picked AS ("
+            " SELECT item_id AS seed, visitor, order_id FROM ("
+            "  SELECT item_id, visitor, order_id, row_number() OVER ("
+            "   PARTITION BY item_id ORDER BY at DESC, first_id DESC) AS nth FROM lines) r WHERE nth <= %(orders)s)"
+        )
+    return (
+        f"{picked}, per_source AS ("
+        " SELECT p.seed, l.item_id, l.origin IS NULL AS uncapped, COUNT(*) AS n FROM picked p"
+        " JOIN lines l ON l.visitor = p.visitor AND l.order_id = p.order_id GROUP BY p.seed, l.item_id, l.origin"
+        f"), per_seed AS (SELECT seed, item_id, {_capped('n', max_per_source)} AS n FROM per_source GROUP BY seed, item_id)"
+    )
+
+
 def co_purchases(
-    seed_sets: Sequence[Sequence[int]], *, at: float, orders_per_item: int
+    seed_sets: Sequence[Sequence[int]], *, at: float, orders_per_item: int, max_per_source: int | None = None
 ) -> list[tuple[dict[int, float], float, dict[int, int]]]:
     """Co-purchases of each set of seeds before ``at``, all sets in one query. Per set: {item: orders holding
     it among each seed's latest ``orders_per_item`` orders, summed over the set's seeds} (seeds included),
-    the number of orders read, and each item's strongest other seed (the one it shares most orders with;
-    its reason). Orders at the same time count in the order they were written, as in ``EventLog``."""
+    the number of orders read (that count: origins capped, as the seed's own count), and each item's strongest other seed (the one it shares most orders with,
+    ties to the lower id; its reason). Orders at the same time count in the order they were written, as in
+    ``EventLog``. Provenance as above."""
     pairs = [(int(item), number) for number, seeds in enumerate(seed_sets) for item in seeds]
     results: list[tuple[dict[int, float], float, dict[int, int]]] = [({}, 0.0, {}) for _ in seed_sets]
     if not pairs:
         return results
-    events = table_name(Interaction)
-    visitor_a, visitor_b = _VISITOR.format(a="a"), _VISITOR.format(a="b")
     sql = (
-        "WITH sets AS (SELECT * FROM unnest(%s::bigint[], %s::int[]) AS s(item_id, set_no)), "
-        "picked AS ("
-        " SELECT s.item_id AS seed, r.visitor, r.order_id FROM (SELECT DISTINCT item_id FROM sets) s CROSS JOIN LATERAL ("
-        f"  SELECT {visitor_a} AS visitor, a.order_id FROM {events} a"
-        "   WHERE a.item_id = s.item_id AND a.event = %s AND a.order_id <> '' AND a.created_at < %s"
-        "   GROUP BY 1, 2 ORDER BY MIN(a.created_at) DESC, MIN(a.id) DESC LIMIT %s) r"
-        "), lines AS ("
-        f" SELECT DISTINCT {visitor_b} AS visitor, b.order_id, b.item_id FROM {events} b"
-        " WHERE b.order_id IN (SELECT order_id FROM picked) AND b.order_id <> '' AND b.event = %s"
-        " AND b.item_id IS NOT NULL AND b.created_at < %s"
-        ") "
-        "SELECT s.set_no, l.item_id, COUNT(*), mode() WITHIN GROUP (ORDER BY p.seed) FILTER (WHERE p.seed <> l.item_id)"
-        " FROM sets s JOIN picked p ON p.seed = s.item_id JOIN lines l ON l.visitor = p.visitor AND l.order_id = p.order_id"
-        " GROUP BY s.set_no, l.item_id "
-        # one more row per set: how many orders were read (item NULL)
-        "UNION ALL SELECT s.set_no, NULL, COUNT(*), NULL FROM sets s JOIN picked p ON p.seed = s.item_id GROUP BY s.set_no"
+        "WITH sets AS (SELECT * FROM unnest(%(set_items)s::bigint[], %(set_numbers)s::int[]) AS s(item_id, set_no)), "
+        + _co_purchase_sql(max_per_source, seeds=True)
+        + " SELECT s.set_no, x.item_id, SUM(x.n),"
+        " (array_agg(x.seed ORDER BY x.n DESC, x.seed) FILTER (WHERE x.seed <> x.item_id))[1]"
+        " FROM sets s JOIN per_seed x ON x.seed = s.item_id GROUP BY s.set_no, x.item_id "
+        # one more row per set: how many orders were read, each seed's count of itself (item NULL)
+        "UNION ALL SELECT s.set_no, NULL, SUM(x.n), NULL FROM sets s"
+        " JOIN per_seed x ON x.seed = s.item_id AND x.item_id = x.seed GROUP BY s.set_no"
     )
-    when = _when(at)
-    params = [
-        [item for item, _ in pairs],
-        [number for _, number in pairs],
-        Event.PURCHASE,
-        when,
-        orders_per_item,
-        Event.PURCHASE,
-        when,
-    ]
+    params = {
+        "set_items": [item for item, _ in pairs],
+        "set_numbers": [number for _, number in pairs],
+        "seeds": sorted({item for item, _ in pairs}),
+        "purchase": Event.PURCHASE,
+        "at": _when(at),
+        "orders": orders_per_item,
+    }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -114,61 +193,158 @@ def co_purchases(
     return results
 
 
-def popular(*, at: float, days: float, limit: int) -> list[tuple[int, float]]:
-    """The items in most orders over ``days`` before ``at``, best first, ties by lower id."""
-    sql = (
-        f"SELECT e.item_id, COUNT(DISTINCT {_VISITOR.format(a='e')} || ':' || {_BASKET.format(a='e')}) AS orders"
-        f" FROM {table_name(Interaction)} e WHERE e.event = %s AND e.item_id IS NOT NULL"
-        " AND e.created_at >= %s AND e.created_at < %s GROUP BY e.item_id ORDER BY orders DESC, e.item_id LIMIT %s"
-    )
+def popular(*, at: float, days: float, limit: int, max_per_source: int | None = None) -> list[tuple[int, float]]:
+    """The items in most orders over ``days`` before ``at``, best first, ties by lower id (provenance as above)."""
+    sql, names = _popularity_sql([days], max_per_source, items=False)
+    sql = "SELECT * FROM (%s) counted ORDER BY 3 DESC, 1 LIMIT %%(limit)s" % sql
     with connection.cursor() as cursor:
-        cursor.execute(sql, [Event.PURCHASE, _when(at - days * 86400), _when(at), limit])
-        return [(item, float(orders)) for item, orders in cursor.fetchall()]
+        cursor.execute(sql, {**_window_params(at, [days], names), "limit": limit})
+        return [(item, float(orders)) for item, _, orders in cursor.fetchall()]
 
 
-def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int]):
+def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int], max_per_source: int | None = None):
     """For ``items`` before ``at``: ({window days: orders holding it}, the time of its first order within the
     longest window (NaN: none), price (NaN: none), category), aligned with ``items``; one query that reads
-    only the purchases of the longest window, each (item, order) once."""
+    only the verified purchases of the longest window, each (item, order) once, origins capped."""
     ids = [int(i) for i in items]
-    counts = ", ".join("COUNT(o.at) FILTER (WHERE o.at >= %s)" for _ in windows)
-    sql = (
-        f"SELECT i.id, i.price, i.category, extract(epoch FROM MIN(o.at)), {counts}"
-        f" FROM {table_name(Item)} i LEFT JOIN ("
-        f"  SELECT e.item_id, MIN(e.created_at) AS at FROM {table_name(Interaction)} e"
-        "   WHERE e.item_id = ANY(%s) AND e.event = %s AND e.created_at >= %s AND e.created_at < %s"
-        f"   GROUP BY e.item_id, e.user_id, e.session_key, {_BASKET.format(a='e')}"
-        " ) o ON o.item_id = i.id WHERE i.id = ANY(%s) GROUP BY i.id"
-    )
-    params = [_when(at - days * 86400) for days in windows]
+    counted, names = _popularity_sql(windows, max_per_source, items=True)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, ids, Event.PURCHASE, _when(at - max(windows) * 86400), _when(at), ids])
-        rows = {row[0]: row for row in cursor.fetchall()}
+        cursor.execute(counted, {**_window_params(at, windows, names), "items": ids})
+        counts = {row[0]: row[1:] for row in cursor.fetchall()}
+    rows = {item: (price, category) for item, price, category in _item_attributes(ids)}
     n = len(ids)
     popularity = {days: np.zeros(n) for days in windows}
     first_seen, price = np.full(n, np.nan), np.full(n, np.nan)
     category = np.full(n, "", dtype=object)
     for position, item in enumerate(ids):
-        row = rows.get(item)
-        if row is None:
-            continue
-        price[position] = np.nan if row[1] is None else float(row[1])
-        category[position] = row[2] or ""
-        first_seen[position] = np.nan if row[3] is None else float(row[3])
-        for offset, days in enumerate(windows):
-            popularity[days][position] = float(row[4 + offset])
+        if item in rows:
+            price[position] = np.nan if rows[item][0] is None else float(rows[item][0])
+            category[position] = rows[item][1] or ""
+        if item in counts:
+            first_seen[position] = counts[item][0].timestamp()
+            for offset, days in enumerate(windows):
+                popularity[days][position] = float(counts[item][1 + offset])
     return popularity, first_seen, price, category
+
+
+def _item_attributes(ids: list[int]) -> list[tuple]:
+    return list(Item.objects.filter(id__in=ids).values_list("id", "price", "category"))
+
+
+# ---------------------------------------------------------------- shared signals, materialised
+
+
+def refresh_signals(
+    *,
+    at: float,
+    windows: Sequence[float],
+    orders_per_item: int,
+    max_per_source: int | None,
+    popular_days: float,
+    popular_limit: int,
+    partners_per_item: int,
+) -> RankerSignalSnapshot:
+    """Recompute every item's shared signals as of ``at`` (the same counts as the live reads above) and the
+    popular list, replacing the previous snapshot in one transaction: readers see the old one until it commits.
+    An item keeps its ``partners_per_item`` strongest partners (ties: lower id)."""
+    started = time.perf_counter()
+    signals = table_name(RankerItemSignals)
+    popularity, names = _popularity_sql(windows, max_per_source, items=False)
+    width = len(windows)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {signals}")
+        cursor.execute(
+            f"INSERT INTO {signals} (item_id, popularity, first_seen, orders_read, partners, partner_counts)"
+            f" SELECT p.item_id, ARRAY[{', '.join('p.n%d' % i for i in range(width))}]::int[], p.first, 0, ''::bytea, ''::bytea"
+            f" FROM ({popularity}) p(item_id, first, {', '.join('n%d' % i for i in range(width))})",
+            _window_params(at, windows, names),
+        )
+        cursor.execute(
+            "WITH "
+            + _co_purchase_sql(max_per_source, seeds=False)
+            + ", kept AS (SELECT * FROM (SELECT seed, item_id, n, row_number() OVER ("
+            "  PARTITION BY seed ORDER BY n DESC, item_id) AS nth FROM per_seed) r WHERE nth <= %(partners)s"
+            "), partners AS (SELECT seed, string_agg(int8send(item_id), ''::bytea ORDER BY item_id) AS ids,"
+            "  string_agg(int4send(n::int), ''::bytea ORDER BY item_id) AS counts FROM kept GROUP BY seed"
+            "), read AS (SELECT seed, n AS orders FROM per_seed WHERE item_id = seed) "
+            f"INSERT INTO {signals} AS s (item_id, popularity, first_seen, orders_read, partners, partner_counts)"
+            " SELECT p.seed, array_fill(0, ARRAY[%(width)s]), NULL, r.orders, p.ids, p.counts"
+            " FROM partners p JOIN read r ON r.seed = p.seed"
+            " ON CONFLICT (item_id) DO UPDATE SET orders_read = EXCLUDED.orders_read, partners = EXCLUDED.partners,"
+            " partner_counts = EXCLUDED.partner_counts",
+            {
+                "purchase": Event.PURCHASE,
+                "at": _when(at),
+                "orders": orders_per_item,
+                "partners": partners_per_item,
+                "width": width,
+            },
+        )
+        cursor.execute(f"SELECT COUNT(*) FROM {signals}")
+        (count,) = cursor.fetchone()
+        listed = popular(at=at, days=popular_days, limit=popular_limit, max_per_source=max_per_source)
+        RankerSignalSnapshot.objects.all().delete()
+        return RankerSignalSnapshot.objects.create(
+            as_of=_when(at),
+            seconds=time.perf_counter() - started,
+            windows=list(windows),
+            orders_per_item=orders_per_item,
+            max_per_source=max_per_source,
+            popular_days=popular_days,
+            popular=[[item, orders] for item, orders in listed],
+            items=count,
+        )
+
+
+def signal_snapshot() -> RankerSignalSnapshot | None:
+    """The current snapshot of the materialised signals, or None."""
+    return RankerSignalSnapshot.objects.order_by("-as_of").first()
+
+
+def materialised_partners(items: Sequence[int]) -> dict[int, tuple[float, np.ndarray, np.ndarray]]:
+    """{item: (orders read, partner ids ascending, their counts)} of the materialised signals, by primary key."""
+    sql = f"SELECT item_id, orders_read, partners, partner_counts FROM {table_name(RankerItemSignals)} WHERE item_id = ANY(%s)"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[int(i) for i in items]])
+        rows = cursor.fetchall()
+    return {
+        item: (
+            float(read),
+            np.frombuffer(bytes(ids), dtype=">i8").astype(np.int64),
+            np.frombuffer(bytes(counts), dtype=">i4").astype(np.float64),
+        )
+        for item, read, ids, counts in rows
+    }
+
+
+def materialised_item_signals(items: np.ndarray, *, width: int):
+    """``item_signals``' answer from the materialised rows (popularity aligned with the snapshot's windows, as a
+    list per item) and the items' live price and category, by primary key: ({item: (price, category, popularity,
+    first seen)})."""
+    sql = (
+        f"SELECT i.id, i.price, i.category, s.popularity, extract(epoch FROM s.first_seen) FROM {table_name(Item)} i"
+        f" LEFT JOIN {table_name(RankerItemSignals)} s ON s.item_id = i.id WHERE i.id = ANY(%s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [[int(i) for i in items]])
+        return {
+            item: (price, category, popularity or [0] * width, first)
+            for item, price, category, popularity, first in cursor.fetchall()
+        }
 
 
 def event_lines(
     *, until: datetime | None = None, chunk: int = 20000
 ) -> Iterator[tuple[str, int, str, float, float, bool]]:
-    """Every item event (searches left out) before ``until`` as ``(visitor, item, order id, time, quantity,
-    is purchase)``, oldest first, streamed: the training job's ``EventLog``. Events of nobody are skipped."""
+    """Every verified item event (searches left out) before ``until`` as ``(visitor, item, order id, time,
+    quantity, is purchase)``, oldest first, streamed: the training job's ``EventLog``. Events of nobody are
+    skipped, and so are unverified ones (an API client's session key the server never issued): the model
+    learns from the events that count toward the shared signals."""
     sql = (
         f"SELECT {_VISITOR.format(a='e')}, e.item_id, e.order_id, extract(epoch FROM e.created_at), e.quantity, e.event = %s"
         f" FROM {table_name(Interaction)} e WHERE e.item_id IS NOT NULL AND e.event <> %s"
-        " AND (e.user_id IS NOT NULL OR e.session_key <> '') AND e.created_at < %s ORDER BY e.created_at, e.id"
+        " AND e.verified AND (e.user_id IS NOT NULL OR e.session_key <> '') AND e.created_at < %s"
+        " ORDER BY e.created_at, e.id"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(sql, [Event.PURCHASE, Event.SEARCH, until or django_timezone.now()])

@@ -16,7 +16,8 @@ class Command(BaseCommand):
         "candidates) on the orders in the database. The latest --holdout-days of orders judge it against the "
         "ranking being served (the active model, else fusion) on nDCG@10; it is promoted only when it wins by "
         "--margin over at least --min-orders orders. Serve it with RAGREC['RANKER'] = {'for_you': 'learned'}. "
-        "--list shows the stored versions; --promote N and --rollback switch versions."
+        "--list shows the stored versions; --promote N and --rollback switch versions; --signals refreshes the "
+        "signals serving reads (item popularity, co-purchase partners, the popular list; every training does too)."
     )
 
     def add_arguments(self, parser):
@@ -47,6 +48,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--rollback", action="store_true", help="Re-activate the version active before the current one and stop."
         )
+        parser.add_argument(
+            "--signals",
+            action="store_true",
+            help="Materialise the signals the learned ranker serves from, as of now, and stop (e.g. every 15 minutes).",
+        )
 
     def handle(self, *args, **options):
         if options["list"]:
@@ -57,6 +63,10 @@ class Command(BaseCommand):
                 raise CommandError("No for_you ranker version %d (see --list)." % options["promote"])
             ranker.promote_version(version)
             self.stdout.write(self.style.SUCCESS("Activated %s." % version))
+            return
+        if options["signals"]:
+            snapshot = ranker.refresh_signals()
+            self.stdout.write(self.style.SUCCESS("Materialised %s in %.1f s." % (snapshot, snapshot.seconds)))
             return
         if options["rollback"]:
             previous = ranker.rollback_version()
