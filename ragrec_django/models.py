@@ -679,6 +679,11 @@ class Turn(models.Model):
     item_keys = models.JSONField(default=list, blank=True, help_text="The products shown, in order.")
     state = models.JSONField(default=dict, blank=True, help_text="The state after this turn.")
     created_at = models.DateTimeField(auto_now_add=True)
+    flagged_at = models.DateTimeField(null=True, blank=True, help_text="When staff flagged the turn as a bad one.")
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flag_note = models.TextField(blank=True, help_text="What is wrong with the turn (optional).")
 
     class Meta:
         ordering = ["conversation", "number"]

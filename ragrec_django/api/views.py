@@ -78,6 +78,7 @@ from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, NotFound
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -93,6 +94,7 @@ from . import serializers as s
 from .exceptions import BadRequest, RequestTooLarge, too_large_message, translate_service_error
 from .exceptions import exception_handler as ragrec_exception_handler
 from .parsers import SafeJSONParser
+from .streaming import EVENT_STREAM, StreamQuerySerializer, accepts_event_stream, stream_wanted, turn_response
 from .throttling import RagrecScopedRateThrottle
 
 ITEM_KEY_MAX_LENGTH = limits.ITEM_KEY_MAX_CHARS
@@ -722,6 +724,23 @@ class ConversationView(ConversationMixin, RagrecAPIView):
     recommender = "assistant"
 
     @extend_schema(
+        operation_id="ragrec_conversation_get",
+        summary="Get a conversation's state and last answer",
+        description="The last turn as it was answered (as the turn endpoint's answer, products re-read from the "
+        "catalogue), or turn 0 with an empty answer before the first turn.",
+        tags=[TAG_CONVERSATION],
+        parameters=[CONVERSATION_ID],
+        responses={200: s.ConversationAnswerSerializer, 404: CONVERSATION_404, 429: ERROR_429},
+    )
+    def get(self, request, conversation_id):
+        chat = conversation.get(conversation_id, self.conversation_visitor(request))
+        last = conversation.latest(chat)
+        if last is not None:
+            return Response(s.ConversationAnswerSerializer(last).data)
+        empty = {"answer": "", "question": "", "quick_replies": [], "products": [], "reasons": {}, "chips": []}
+        return Response({"conversation": str(chat.pk), "turn": 0, "state": {}, **empty})
+
+    @extend_schema(
         operation_id="ragrec_conversation_delete",
         summary="Delete a conversation",
         description="Deletes the conversation and its turns.",
@@ -746,10 +765,17 @@ class ConversationTurnView(ConversationMixin, RagrecAPIView):
         "basket) into the conversation's state, then answers with products citing only those retrieved, and a "
         "question (a clarifying one when the request is vague, else a request for feedback).",
         tags=[TAG_CONVERSATION],
-        parameters=[CONVERSATION_ID],
         request=s.ConversationTurnSerializer,
+        parameters=[CONVERSATION_ID, StreamQuerySerializer],
         responses={
-            200: s.ConversationAnswerSerializer,
+            (200, "application/json"): s.ConversationAnswerSerializer,
+            (200, EVENT_STREAM): OpenApiResponse(
+                response=OpenApiTypes.STR,
+                description="With `Accept: text/event-stream` or `?stream=true`: Server-Sent Events, in this order: "
+                "`state` (the state before retrieval), `products`, `answer` (one per sentence), `done` (the JSON "
+                "answer); `error` with {detail, status} if the turn fails once streaming has started. Errors known "
+                "before (400, 404, 429) are JSON.",
+            ),
             400: ERROR_400,
             404: CONVERSATION_404,
             429: ERROR_429,
@@ -758,8 +784,18 @@ class ConversationTurnView(ConversationMixin, RagrecAPIView):
     )
     def post(self, request, conversation_id):
         chat = conversation.get(conversation_id, self.conversation_visitor(request))
+        stream = stream_wanted(request)
         serializer = s.ConversationTurnSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        result = conversation.take_turn(chat, data.get("message", ""), data.get("feedback") or None)
-        return Response(s.ConversationAnswerSerializer(result).data)
+        pending = conversation.begin_turn(chat, data.get("message", ""), data.get("feedback") or None)
+        if stream:
+            return turn_response(pending)
+        return Response(s.ConversationAnswerSerializer(conversation.finish_turn(pending)).data)
+
+    def perform_content_negotiation(self, request, force=False):
+        """A client that accepts only ``text/event-stream`` still gets the errors known before streaming as JSON."""
+        if accepts_event_stream(request):
+            renderers = [r for r in self.get_renderers() if r.media_type == "application/json"]
+            return (renderers or [JSONRenderer()])[0], "application/json"
+        return super().perform_content_negotiation(request, force)

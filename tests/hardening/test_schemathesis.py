@@ -52,6 +52,7 @@ OPERATIONS = [
     "GET /api/recommend/search/suggest/",
     "POST /api/recommend/assistant/conversations/",
     "POST /api/recommend/assistant/conversations/{conversation_id}/turns/",
+    "GET /api/recommend/assistant/conversations/{conversation_id}/",
     "DELETE /api/recommend/assistant/conversations/{conversation_id}/",
 ]
 
