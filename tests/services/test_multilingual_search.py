@@ -6,12 +6,14 @@ system checks of the new settings."""
 from decimal import Decimal
 
 import pytest
+from django.contrib.postgres.search import SearchQuery
 
 from ragrec_django.checks import check_settings, check_validated_settings
 from ragrec_django.models import Item
+from ragrec_django.ranking.tokenise import tokeniser
 from ragrec_django.services import encoding, recommend
 from ragrec_django.services import search as search_service
-from ragrec_django.storage.keyword import SpellingCorrector, spelling_corrector
+from ragrec_django.storage.keyword import SpellingCorrector, keyword_search, spelling_corrector
 from shop_demo.catalog.models import Category, Product
 
 pytestmark = pytest.mark.django_db
@@ -113,6 +115,22 @@ def test_the_index_holds_the_tokenised_words(settings):
     vector = Item.objects.values_list("search_vector", flat=True).get()
     for word in ("'蓝色':1A", "'咖啡'", "'杯子'", "'咖'"):
         assert word in vector, vector
+
+
+def test_a_quoted_chinese_phrase_matches_adjacent_characters_only(settings):
+    """The bigram index keeps a run's pairs at adjacent positions (its single characters come after them)."""
+    configure(settings)
+    encoding.sync_host_items(add_products(CHINESE))
+    mug = Item.objects.get(title="蓝色陶瓷咖啡杯").pk
+    assert [item_id for item_id, _ in keyword_search('"陶瓷咖啡"', 5)[0]] == [mug]
+
+    def matching(query):
+        words = SearchQuery(tokeniser("bigram").query_text(query), search_type="websearch", config="simple")
+        return list(Item.objects.filter(search_vector=words).values_list("pk", flat=True))
+
+    assert matching('"陶瓷咖啡"') == [mug]  # 陶瓷 <-> 瓷咖 <-> 咖啡: the pairs sit at adjacent positions
+    assert matching("蓝色 咖啡") == [mug]
+    assert matching('"蓝色 咖啡"') == []  # both words are there, but not next to each other
 
 
 def test_chinese_queries_are_never_spelling_corrected(settings):
