@@ -32,6 +32,11 @@ ragrec.E015  the URLs include ragrec_django.api.urls but "rest_framework" is not
 ragrec.E016  RAGREC["READ_DATABASE"] invalid (not an alias or a list of aliases, an alias not in DATABASES or not
              PostgreSQL) or RAGREC["READ_DATABASE_MAX_LAG_SECONDS"] not a number > 0 (docs/scaling.md)
 ragrec.E018  RAGREC["SEARCH_TOKENISER"] invalid (not "none", "bigram" or "jieba", or "jieba" without the jieba package)
+ragrec.E017  RAGREC["TASK_QUEUES"] or ["ENCODE_ITEMS_PER_SECOND"] invalid (unknown workload, empty queue name,
+             a rate that is not a number > 0)
+ragrec.W006  an encode chunk (ENCODE_CHUNK_SIZE items at the ENCODE_ITEMS_PER_SECOND rate of its modality) is
+             expected to outlast the Celery broker's visibility_timeout (Redis, SQS): it would be redelivered to a
+             second worker while the first still encodes it (docs/scaling.md, "Celery topology")
 """
 
 from __future__ import annotations
@@ -387,3 +392,26 @@ def check_read_database(app_configs=None, **kwargs):
 
     hint = 'Name aliases of DATABASES holding PostgreSQL replicas of "default" (docs/scaling.md).'
     return [_error(problem, "ragrec.E016", hint=hint) for problem in read_database_problems()]
+
+
+@checks.register()
+def check_task_queues(app_configs=None, **kwargs):
+    """ragrec.E017: the task queues or encode rates are invalid; ragrec.W006: a batch outlasts the visibility timeout."""
+    from . import queues
+
+    try:
+        _ = ragrec_settings.user_settings
+    except ImproperlyConfigured:
+        return []  # ragrec.E001
+    try:
+        queues.task_queues()
+        queues.encode_rates()
+    except ImproperlyConfigured as exc:
+        return [_error(str(exc), "ragrec.E017")]
+    try:
+        slow = queues.slow_batches(*queues.celery_broker())
+    except ImproperlyConfigured:
+        return []  # the spaces are invalid: ragrec.E004/E005
+    return [
+        checks.Warning(batch.message(), hint=batch.hint(), obj="settings.RAGREC", id="ragrec.W006") for batch in slow
+    ]

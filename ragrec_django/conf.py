@@ -61,6 +61,13 @@ DEFAULTS: dict[str, Any] = {
     "ENCODE_CHUNK_SIZE": 256,
     # Celery queue used for encoding tasks (route it to GPU workers in the host's Celery config).
     "ENCODE_QUEUE": None,
+    # Celery queue per workload (docs/scaling.md, "Celery topology"): None keeps every task on Celery's
+    # default queue; {} (or some renamed) sends encoding by space modality to {"image": "gpu-image",
+    # "text": "gpu-text"} and the rest to "cpu" (ragrec_django.queues). Overrides ENCODE_QUEUE.
+    "TASK_QUEUES": None,
+    # Conservative encode rate of one worker, items per second per modality: a chunk of ENCODE_CHUNK_SIZE
+    # items must take less than the broker's visibility_timeout (system check ragrec.W006).
+    "ENCODE_ITEMS_PER_SECOND": {"text": 20, "image": 5},
     # Times a task may be redelivered after a worker died on it before its items are marked failed.
     "MAX_REDELIVERIES": 3,
     # Images larger than this many pixels are refused (decompression-bomb guard).
@@ -197,7 +204,7 @@ DEFAULTS: dict[str, Any] = {
 IMPORT_STRINGS = {"ADAPTER"}
 
 # Settings that are dicts merged key by key with the default (not replaced).
-MERGED_DICTS = {"HNSW", "EVENT_WEIGHTS"}
+MERGED_DICTS = {"HNSW", "EVENT_WEIGHTS", "ENCODE_ITEMS_PER_SECOND"}
 
 
 # ---------------------------------------------------------------- validation

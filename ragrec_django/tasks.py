@@ -8,11 +8,10 @@ item; past the cap the items still missing are marked failed, so nothing loops
 forever. Transient database errors retry with backoff; a retry is a new message
 whose starts are counted afresh (a database outage is not a worker death).
 
-Routing is the host's choice, e.g. to send encoding to GPU workers::
-
-    CELERY_TASK_ROUTES = {"ragrec_django.tasks.encode_items_task": {"queue": "gpu"}}
-
-or set ``RAGREC["ENCODE_QUEUE"] = "gpu"``, which ``enqueue_encoding`` uses.
+Routing is the host's choice: ``RAGREC["TASK_QUEUES"] = {}`` sends encoding by space modality to the
+queues ``gpu-image`` and ``gpu-text`` and the rest to ``cpu`` (``ragrec_django.queues``; with
+``CELERY_TASK_ROUTES = ["ragrec_django.queues.route_task"]`` for the tasks a host queues itself), or
+``RAGREC["ENCODE_QUEUE"] = "gpu"`` sends all encoding to one queue (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import F
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from . import registry, storage
+from . import queues, registry, storage
 from .conf import ragrec_settings
 from .models import Item, TaskDelivery
 from .services import descriptions, encoding, finetune
@@ -132,8 +131,8 @@ def enqueue_encoding(
     pks = [pk if isinstance(pk, (int, str)) else str(pk) for pk in pks]
     size = max(int(ragrec_settings.ENCODE_CHUNK_SIZE), 1)
     chunks = [pks[i : i + size] for i in range(0, len(pks), size)]
-    options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
     for space in spaces or list(registry.get_spaces()):
+        options = _encode_options(space)
         for chunk in chunks:
             message_options = options
             if tracked is not None:
@@ -149,6 +148,12 @@ def enqueue_encoding(
     return chunks
 
 
+def _encode_options(space: str) -> dict:
+    """``apply_async`` options of a space's encode tasks: the queue of its modality (``queues.encode_queue``)."""
+    queue = queues.encode_queue(space)
+    return {"queue": queue} if queue else {}
+
+
 def unfinished_tasks(task_ids: list[str]) -> int:
     """How many of the tasks queued with ``enqueue_encoding(..., tracked=task_ids)`` have not finished."""
     return TaskDelivery.objects.filter(task_id__in=task_ids).count()
@@ -162,14 +167,15 @@ ON_SAVE_BROKER_TIMEOUT_SECONDS = 1
 
 def queue_saved_items(pks: list, spaces: list[str]) -> None:
     """Queue encoding of just-saved items into ``spaces`` now, in one short try; raise the broker's error."""
-    options = {"queue": ragrec_settings.ENCODE_QUEUE} if ragrec_settings.ENCODE_QUEUE else {}
     timeout = ON_SAVE_BROKER_TIMEOUT_SECONDS
     transport_options = {"max_retries": 0, "socket_connect_timeout": timeout, "socket_timeout": timeout}
     with encode_items_task.app.connection_for_write(
         connect_timeout=timeout, transport_options=transport_options
     ) as connection:
         for space in spaces:
-            encode_items_task.apply_async((space, list(pks), False), connection=connection, retry=False, **options)
+            encode_items_task.apply_async(
+                (space, list(pks), False), connection=connection, retry=False, **_encode_options(space)
+            )
 
 
 @shared_task(
@@ -191,8 +197,9 @@ def generate_descriptions_task(self, job_id: int, keys: list) -> dict:
 
 
 def enqueue_generation(job, keys: list, *, chunk_size: int = 20) -> None:
-    """Queue generation chunks of a job after commit, on RAGREC["GENERATION_QUEUE"] when set."""
-    options = {"queue": ragrec_settings.GENERATION_QUEUE} if ragrec_settings.GENERATION_QUEUE else {}
+    """Queue generation chunks of a job after commit, on RAGREC["GENERATION_QUEUE"] when set (``queues.generation_queue``)."""
+    queue = queues.generation_queue()
+    options = {"queue": queue} if queue else {}
     for start in range(0, len(keys), chunk_size):
         chunk = keys[start : start + chunk_size]
         transaction.on_commit(lambda chunk=chunk: generate_descriptions_task.apply_async((job.pk, chunk), **options))
