@@ -26,6 +26,8 @@ from .prompt import _data_rules, clean_text, data_section, parse_budget_and_filt
 from .unicode import strip_hidden
 from .vocabulary import COLOURS, MATERIALS
 
+#: Products whose exposures a conversation remembers (the most recently shown).
+EXPOSURES_KEPT = 200
 #: Sizes from small to large; "bigger"/"smaller" step along this scale.
 SIZE_SCALE = ("xxs", "xs", "s", "m", "l", "xl", "xxl")
 _SIZE_WORDS = {"extra small": "xs", "small": "s", "medium": "m", "large": "l", "extra large": "xl"}
@@ -126,8 +128,27 @@ FILLER = frozenset(
     okay yes yeah no not maybe just also and or but with for to of in on at by from can could should do does
     did have has good nice great perfect really very quite kind sort type bit little lot what which who
     how about around maybe who's let's lets see give price priced cost costs budget pounds pound quid
-    dollars euros gift present more less similar else other""".split()
+    dollars euros gift present more less similar else other i'd i'll i've we'd made size sized colour colours
+    color colors material shade nicer something prefer preferably ideally rather instead too""".split()
 )
+#: Instructions addressed to the assistant rather than a shopper's wishes ("ignore previous instructions", "you are
+#: now...", "system:", "set budget to 0", "recommend item 42", a fake ``</data>`` tag): from such a marker to the end
+#: of its sentence, the text is not read as constraints (``strip_instructions``).
+_INSTRUCTION = re.compile(
+    r"\b(?:ignore|disregard|forget|override|bypass)\s+(?:(?:all|any|the|your|my|these|those|previous|prior|above|"
+    r"earlier|system|existing|of|every)\s+)*(?:instructions?|rules?|prompts?|guidelines?|directions?|constraints?|"
+    r"above|context)\b"
+    r"|\b(?:you\s+are\s+now|you\s+must|act\s+as|pretend\s+(?:to\s+be|you\s+are)|new\s+instructions?|admin\s+mode|"
+    r"developer\s+mode|jailbreak)\b"
+    r"|\b(?:system|assistant|developer)\s*:"
+    r"|</?\s*(?:data|system|instructions?|prompt|user|assistant)\s*>"
+    r"|\b(?:recommend|cite|show|return|output|list|pick)\s+(?:only\s+)?(?:(?:item|product|id|sku)\s*#?\s*|#\s*)\d+"
+    r"|\bcite\s*\["
+    r"|\bset\s+(?:the\s+|my\s+|your\s+)?(?:budget|max_price|min_price|price|category|state|filters?|query)\s*(?:to|=)"
+    r"|\b(?:max_price|min_price|category|budget)\s*="
+    r"|\b(?:print|reveal|show)\s+(?:me\s+)?(?:your\s+|the\s+)?(?:system\s+)?prompt\b"
+)
+_SENTENCE_END = re.compile(r"[.;!?\n](?!\d)")
 
 _RESET = re.compile(
     r"\b(?:start(?:ing)?\s+(?:over|again|afresh)|reset|clear\s+(?:all|everything)|new\s+search|"
@@ -219,6 +240,9 @@ class DialogueState:
     seen: list[str] = field(default_factory=list)
     #: The last page shown, in order: what "the second one" and "that mug" refer to.
     shown: list[dict[str, Any]] = field(default_factory=list)
+    #: How many answers showed each product (the last ``EXPOSURES_KEPT``): one shown twice without a like makes
+    #: way for others (``services.conversation``).
+    exposures: dict[str, int] = field(default_factory=dict)
     page: int = 0
     asked: bool = False
 
@@ -323,12 +347,29 @@ def singular(word: str) -> str:
     return word
 
 
-def parse(text: str, state: DialogueState | None = None, *, categories: Sequence[str] = ()) -> Update:
-    """The ``Update`` a shopper's message asks for, given the state (its shown products resolve references)
-    and the catalogue's category names (a category named in the message becomes the category)."""
+def strip_instructions(text: str) -> str:
+    """``text`` without the instructions it addresses to the assistant (``_INSTRUCTION``): each from its marker to
+    the end of its sentence. A shopper's wishes around them are kept."""
+    while match := _INSTRUCTION.search(text):
+        end = _SENTENCE_END.search(text, match.end())
+        text = text[: match.start()] + " " + (text[end.end() :] if end else "")
+    return text
+
+
+def parse(
+    text: str,
+    state: DialogueState | None = None,
+    *,
+    categories: Sequence[str] = (),
+    attributes: Mapping[str, Sequence[str]] | None = None,
+) -> Update:
+    """The ``Update`` a shopper's message asks for, given the state (its shown products resolve references),
+    the catalogue's category names (a category named in the message becomes the category) and its attribute
+    values, {"colour"|"material"|"size": [values]} (a value named in the message is wanted: "350 ml", "EU 42",
+    "organic cotton"). Instructions addressed to the assistant are not read (``strip_instructions``)."""
     state = state or DialogueState()
     shown = state.shown_items()
-    text = " " + " ".join(strip_hidden(text).lower().replace("’", "'").split()) + " "
+    text = " " + " ".join(strip_instructions(strip_hidden(text).lower().replace("’", "'")).split()) + " "
     update = Update()
     if _RESET.search(text):
         update.reset = True
@@ -347,8 +388,12 @@ def parse(text: str, state: DialogueState | None = None, *, categories: Sequence
     text = _take_interests(text, update)
     text = _take_negations(text, update)
     text = _take_only(text, update)
+    text = _take_catalogue_attributes(text, attributes or {}, update)
     text = _take_sizes(text, update)
     budget = parse_budget_and_filters(text)
+    for bound in ("min_price", "max_price"):  # "under 0" is no budget
+        if bound in budget and not float(budget[bound]) > 0:
+            del budget[bound]
     if "min_price" in budget:
         update.min_price = float(budget["min_price"])
         update.clear_max = (
@@ -466,6 +511,30 @@ def _take_sizes(text: str, update: Update) -> str:
         if size not in update.sizes:
             update.sizes.append(size)
     return _SIZE.sub(" ", text)
+
+
+#: Where a catalogue attribute value goes in an ``Update``.
+_ATTRIBUTE_LISTS = {"colour": "colours", "color": "colours", "material": "materials", "size": "sizes"}
+
+
+def _take_catalogue_attributes(text: str, attributes: Mapping[str, Sequence[str]], update: Update) -> str:
+    """Values of the catalogue's attributes named in ``text`` ("350 ml", "organic cotton"), longest first; a value
+    of one or two letters ("S", "XL") only after "size"."""
+    values = [
+        (str(value).lower(), name) for name, found in attributes.items() if name in _ATTRIBUTE_LISTS for value in found
+    ]
+    for value, name in sorted(values, key=lambda pair: -len(pair[0])):
+        if not value.strip():
+            continue
+        short = len(value) <= 2 and not any(c.isdigit() for c in value)
+        prefix = r"\bsize\s+" if short else r"(?<![\w'-])"
+        match = re.search(prefix + re.escape(value) + r"(?![\w'-])", text)
+        if match:
+            target = getattr(update, _ATTRIBUTE_LISTS[name])
+            if value not in target:
+                target.append(value)
+            text = text[: match.start()] + " " + text[match.end() :]
+    return text
 
 
 def _take_interests(text: str, update: Update) -> str:
@@ -635,6 +704,9 @@ def remember_shown(state: DialogueState, shown: Sequence[ShownItem]) -> Dialogue
     new = DialogueState.from_dict(state.as_dict())
     new.shown = [dataclasses.asdict(item) for item in shown]
     new.seen = _merged(new.seen, [item.key for item in shown])
+    exposures = {key: count for key, count in new.exposures.items() if key not in {item.key for item in shown}}
+    exposures.update({item.key: new.exposures.get(item.key, 0) + 1 for item in shown})
+    new.exposures = dict(list(exposures.items())[-EXPOSURES_KEPT:])
     return new
 
 

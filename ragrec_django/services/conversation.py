@@ -34,7 +34,6 @@ from decimal import Decimal
 import numpy as np
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from .. import registry, storage
@@ -48,12 +47,13 @@ from ..ml.generation import GenerationError
 from ..ml.generators.offline import FactsGenerator
 from ..models import Conversation, Item, Turn
 from ..ranking.fusion import reciprocal_rank_fusion
+from ..storage import search as search_storage
 from . import assistant
 from .events import EventInput, record_events
 from .inputs import checked_text
 from .query_vectors import text_query_vector
 from .recommend import Recommendation, similar_items, trending
-from .results import Visitor, candidates_from, query_encoder_matches, space_ready
+from .results import Visitor, candidates_from, query_encoder_matches, serving_rules, space_ready
 from .search import search
 
 VAGUE_QUESTION = "Happy to help! What kind of thing are you looking for, and roughly what budget?"
@@ -63,6 +63,8 @@ FEEDBACK_QUESTION = (
 NOTHING_FOUND = "Nothing in the shop matches all of that."
 NOTHING_QUESTION = "Shall I drop one of the constraints? You can remove one below, or start over."
 FEEDBACK_REPLIES = ["Cheaper", "Show me more", "More like the first one", "Start over"]
+#: A product shown this many times without a like goes after those not shown as often (it is not excluded).
+SHOWN_BEFORE_MAKING_WAY = 2
 #: Feedback recorded as a positive interaction event (there is no negative event type).
 POSITIVE_FEEDBACK = ("like", "basket")
 
@@ -139,15 +141,19 @@ def purge(days: int | None = None) -> int:
 
 
 def categories() -> list[str]:
-    """The catalogue's categories of recommendable items, most items first."""
-    rows = (
-        Item.objects.filter(is_eligible=True)
-        .exclude(category="")
-        .values("category")
-        .annotate(items=Count("id"))
-        .order_by("-items", "category")
-    )
-    return [row["category"] for row in rows]
+    """The catalogue's categories of recommendable items, most items first (cached with the catalogue)."""
+    counts = search_storage.attribute_values(_attribute_names())["category"]
+    return sorted(counts, key=lambda name: (-counts[name], name))
+
+
+def attribute_values() -> dict[str, list[str]]:
+    """The catalogue's values of the attributes a shopper may ask for by name (colour, material, size)."""
+    values = search_storage.attribute_values(_attribute_names())
+    return {name: list(values[name]) for name in _attribute_names() if name in values}
+
+
+def _attribute_names() -> list[str]:
+    return [name for name in ragrec_settings.SEARCH_ATTRIBUTES if name in ("colour", "color", "material", "size")]
 
 
 # ---------------------------------------------------------------- a turn
@@ -220,7 +226,7 @@ def latest(conversation: Conversation) -> TurnResult | None:
     state = dialogue.DialogueState.from_dict(turn.state)
     items = {item.key: item for item in Item.objects.filter(key__in=turn.item_keys)}
     products = [Recommendation(items[key], 0.0, "", [], {}) for key in turn.item_keys if key in items]
-    reasons = {rec.item.key: _reasons(rec.item, state) for rec in products}
+    reasons = _all_reasons(products, state)
     return TurnResult(
         conversation, turn.number, turn.answer, products, state, turn.question, _quick_replies(turn.question), reasons
     )
@@ -237,7 +243,7 @@ def understand(message: str, state: dialogue.DialogueState, known: list[str]) ->
                 return dialogue.update_from_json(generator.generate(request), state, categories=known)
             except (GenerationError, ValueError) as exc:
                 logger.warning("Constraint extraction, try %d of 2, unusable: %s", attempt, exc)
-    return dialogue.parse(message, state, categories=known)
+    return dialogue.parse(message, state, categories=known, attributes=attribute_values())
 
 
 def _respond(
@@ -288,21 +294,54 @@ def _feedback(state: dialogue.DialogueState, feedback: dict) -> dialogue.Update:
 def _recommend(conversation: Conversation, state: dialogue.DialogueState, message: str, config: str) -> TurnResult:
     page_size = int(ragrec_settings.CONVERSATION_PAGE_SIZE)
     pool = _candidates(state, config, depth=min(int(ragrec_settings.MAX_K), page_size * 6 + len(state.seen)))
-    allowed = [rec for rec in pool if _fits(rec.item, state)]
-    ranked = _reranked(allowed, state)[:page_size]
+    grouped = serving_rules(config).group_variants
+    allowed = [rec for rec in (_with_variants(pool) if grouped else pool) if _fits(rec.item, state)]
+    ranked = _reranked(allowed, state)
+    ranked = (_one_per_group(ranked) if grouped else ranked)[:page_size]
     shown = [_shown(rec.item) for rec in ranked]
     new_state = dialogue.remember_shown(state, shown)
     if not ranked:
         return TurnResult(
             conversation, 0, NOTHING_FOUND, [], new_state, NOTHING_QUESTION, _quick_replies(NOTHING_QUESTION)
         )
-    reasons = {rec.item.key: _reasons(rec.item, state) for rec in ranked}
-    text, dropped = _answer(message or _describe(state), ranked)
+    reasons = _all_reasons(ranked, state)
+    text, dropped = _answer(_describe(state), ranked)
     return TurnResult(conversation, 0, text, ranked, new_state, FEEDBACK_QUESTION, FEEDBACK_REPLIES, reasons, dropped)
 
 
+def _with_variants(pool: list[Recommendation]) -> list[Recommendation]:
+    """``pool`` with the other variants of each product's group right after it: retrieval shows one product per
+    group, but a must-not (a disliked or excluded colour) drops that product, not its family, and the variant
+    with the asked size or colour may be another one."""
+    groups = {rec.item.group_key for rec in pool if rec.item.group_key}
+    if not groups:
+        return pool
+    present = {rec.item.id for rec in pool}
+    siblings: dict[str, list[Item]] = {}
+    for item in Item.objects.filter(group_key__in=groups, is_eligible=True).defer("search_vector").order_by("id"):
+        if item.id not in present:
+            siblings.setdefault(item.group_key, []).append(item)
+    expanded = []
+    for rec in pool:
+        expanded.append(rec)
+        for item in siblings.pop(rec.item.group_key, []) if rec.item.group_key else []:
+            expanded.append(Recommendation(item, rec.score, rec.reason, list(rec.reasons), dict(rec.components)))
+    return expanded
+
+
+def _one_per_group(ranked: list[Recommendation]) -> list[Recommendation]:
+    """The first (best-ranked) product of each variant group."""
+    seen_groups, kept = set(), []
+    for rec in ranked:
+        if rec.item.group_key and rec.item.group_key in seen_groups:
+            continue
+        seen_groups.add(rec.item.group_key)
+        kept.append(rec)
+    return kept
+
+
 def _query_text(state: dialogue.DialogueState) -> str:
-    words = [*state.colours, *state.materials, state.query, *state.interests]
+    words = [*state.colours, *state.materials, *state.sizes, state.query, *state.interests]
     if not (state.query or state.category):
         words += [state.occasion or "", "for %s" % state.recipient if state.recipient else ""]
     return " ".join(w for w in words if w).strip()
@@ -368,10 +407,42 @@ def _fits(item: Item, state: dialogue.DialogueState) -> bool:
     return not (state.page and item.key in state.seen)
 
 
+def _preferences_met(item: Item, state: dialogue.DialogueState) -> int:
+    """How many of the attributes the shopper asked for (colours, materials, sizes) ``item`` has."""
+    met = 0
+    for wanted, names in (
+        (state.colours, ("colour", "color")),
+        (state.materials, ("material",)),
+        (state.sizes, ("size",)),
+    ):
+        if wanted and any(_attribute(item, name) in wanted for name in names):
+            met += 1
+    return met
+
+
 def _reranked(recs: list[Recommendation], state: dialogue.DialogueState) -> list[Recommendation]:
-    """``recs`` re-ranked by the taste profile when the shopper liked or disliked products (else unchanged)."""
-    if not (state.liked or state.disliked) or not space_ready("text") or not recs:
+    """``recs`` with the products meeting more of the asked attributes first; among equals, products already shown
+    ``SHOWN_BEFORE_MAKING_WAY`` times (and not liked) after the others, then by the taste profile when the shopper
+    liked or disliked products (else in retrieval order)."""
+    if not recs:
         return recs
+    taste = _taste(recs, state)
+    weight = float(ragrec_settings.CONVERSATION_PROFILE_WEIGHT)
+
+    def order(pair: tuple[int, Recommendation]) -> tuple[int, bool, float]:
+        position, rec = pair
+        tired = state.exposures.get(rec.item.key, 0) >= SHOWN_BEFORE_MAKING_WAY
+        score = 1.0 / (1 + position) + weight * taste.get(rec.item.id, 0.0)
+        return -_preferences_met(rec.item, state), tired, -score
+
+    return [rec for _, rec in sorted(enumerate(recs), key=order)]
+
+
+def _taste(recs: list[Recommendation], state: dialogue.DialogueState) -> dict[int, float]:
+    """Cosine of each candidate with the conversation's taste profile in the text space: a Rocchio update of the
+    query vector towards the liked products and away from the disliked ones (empty without feedback)."""
+    if not (state.liked or state.disliked) or not space_ready("text"):
+        return {}
     weights = ragrec_settings.CONVERSATION_ROCCHIO
     keys = [*state.liked, *state.disliked]
     ids = dict(Item.objects.filter(key__in=keys).values_list("key", "id"))
@@ -386,17 +457,13 @@ def _reranked(recs: list[Recommendation], state: dialogue.DialogueState) -> list
             part = sign * float(weights.get("liked" if sign > 0 else "disliked", 0.5)) * np.mean(found, axis=0)
             profile = part if profile.size == 0 else profile + part
     if profile.size == 0 or not np.linalg.norm(profile):
-        return recs
+        return {}
     profile = _unit(profile)
-    weight = float(ragrec_settings.CONVERSATION_PROFILE_WEIGHT)
-
-    def score(position: int, rec: Recommendation) -> float:
-        vector = vectors.get(rec.item.id)
-        taste = float(_unit(vector) @ profile) if vector is not None and vector.shape == profile.shape else 0.0
-        return 1.0 / (1 + position) + weight * taste
-
-    scored = sorted(enumerate(recs), key=lambda pair: -score(*pair))
-    return [rec for _, rec in scored]
+    return {
+        rec.item.id: float(_unit(vectors[rec.item.id]) @ profile)
+        for rec in recs
+        if rec.item.id in vectors and vectors[rec.item.id].shape == profile.shape
+    }
 
 
 def _unit(vector) -> np.ndarray:
@@ -416,7 +483,13 @@ def _shown(item: Item) -> dialogue.ShownItem:
     )
 
 
-def _reasons(item: Item, state: dialogue.DialogueState) -> list[str]:
+def _all_reasons(products: list[Recommendation], state: dialogue.DialogueState) -> dict[str, list[str]]:
+    """Per shown product key, why it fits (``_reasons``); the liked products' titles are read once."""
+    liked = list(Item.objects.filter(key__in=state.liked[-2:]).values_list("title", flat=True)) if state.liked else []
+    return {rec.item.key: _reasons(rec.item, state, liked) for rec in products}
+
+
+def _reasons(item: Item, state: dialogue.DialogueState, liked_titles: list[str]) -> list[str]:
     """Why ``item`` fits: the constraints it meets and the feedback it reflects."""
     reasons = []
     if state.category:
@@ -424,6 +497,11 @@ def _reasons(item: Item, state: dialogue.DialogueState) -> list[str]:
     colour = _attribute(item, "colour") or _attribute(item, "color")
     if colour and colour in state.colours:
         reasons.append(colour)
+    reasons += [
+        value
+        for value in (_attribute(item, "material"), _attribute(item, "size"))
+        if value and value in [*state.materials, *state.sizes]
+    ]
     if state.max_price is not None and state.min_price is not None:
         reasons.append("between %s and %s" % (dialogue.money(state.min_price), dialogue.money(state.max_price)))
     elif state.max_price is not None:
@@ -431,9 +509,7 @@ def _reasons(item: Item, state: dialogue.DialogueState) -> list[str]:
     elif state.min_price is not None:
         reasons.append("over %s" % dialogue.money(state.min_price))
     reasons += ["not %s" % c for c in state.excluded_colours if colour and colour != c]
-    if state.liked:
-        titles = list(Item.objects.filter(key__in=state.liked[-2:]).values_list("title", flat=True))
-        reasons += ["because you liked %s" % title for title in titles]
+    reasons += ["because you liked %s" % title for title in liked_titles]
     return reasons
 
 
