@@ -101,6 +101,29 @@ def test_a_chinese_query_finds_the_chinese_product_by_keyword(settings, tokenise
     assert titles(recommend.search("汽车轮胎", k=3)) == []
 
 
+def test_a_japanese_query_finds_the_japanese_product_by_keyword(settings):
+    """Kanji, hiragana and katakana in one run, as Japanese is written: bigrams need no dictionary."""
+    configure(settings, tokeniser="bigram")
+    encoding.sync_host_items(
+        add_products(
+            [
+                (
+                    "jp-mug",
+                    "マグカップ",
+                    "青いマグカップ",
+                    "青",
+                    "陶器",
+                    "コーヒーや紅茶に使える陶器のマグカップです。",
+                ),
+                ("jp-towel", "タオル", "白い綿のバスタオル", "白", "綿", "やわらかくて吸水性の高いタオル。"),
+            ]
+        )
+    )
+    assert titles(recommend.search("マグ", k=3)) == ["青いマグカップ"]
+    assert titles(recommend.search("紅茶", k=3)) == ["青いマグカップ"]
+    assert titles(recommend.search("バスタオル", k=3)) == ["白い綿のバスタオル"]
+
+
 def test_without_a_tokeniser_a_run_of_characters_is_one_word(settings):
     """What the tokeniser fixes: PostgreSQL alone indexes "蓝色陶瓷咖啡杯" as one word, so "咖啡杯" finds nothing."""
     configure(settings, tokeniser="none")
