@@ -37,6 +37,8 @@ ragrec.E017  RAGREC["TASK_QUEUES"] or ["ENCODE_ITEMS_PER_SECOND"] invalid (unkno
 ragrec.W006  an encode chunk (ENCODE_CHUNK_SIZE items at the ENCODE_ITEMS_PER_SECOND rate of its modality) is
              expected to outlast the Celery broker's visibility_timeout (Redis, SQS): it would be redelivered to a
              second worker while the first still encodes it (docs/scaling.md, "Celery topology")
+ragrec.I001  the server offers pgvectorscale, VectorChord or Citus, the options past one HNSW index (database
+             check; docs/scaling.md, "Capacity plan")
 """
 
 from __future__ import annotations
@@ -156,6 +158,38 @@ def check_database(app_configs=None, databases=None, **kwargs):
             )
         ]
     return _check_generations()
+
+
+#: What each scale-out extension would change, when the server offers it (docs/scaling.md, "Capacity plan").
+SCALE_EXTENSION_NOTES = {
+    "vectorscale": "pgvectorscale's StreamingDiskANN index keeps large catalogues' vectors on disk with little RAM",
+    "vchord": "VectorChord's IVF+RaBitQ index builds and searches large catalogues with far less memory than HNSW",
+    "citus": "Citus can shard the item and embedding tables by item id across several servers",
+}
+
+
+@checks.register(checks.Tags.database)
+def check_scale_extensions(app_configs=None, databases=None, **kwargs):
+    """ragrec.I001: the server offers an extension for catalogues past one HNSW index (run with --database)."""
+    if not databases or "default" not in databases or connections["default"].vendor != "postgresql":
+        return []
+    from .storage import scale_extensions
+
+    try:
+        offered = scale_extensions(using="default")
+    except DatabaseError:
+        return []  # check_database reports an unusable database
+    return [
+        checks.Info(
+            "PostgreSQL offers the %r extension (%s): %s."
+            % (name, "installed" if offered[name] else "available", note),
+            hint="ragrec-django indexes with pgvector HNSW; see docs/scaling.md, 'Capacity plan', for when and how to "
+            "use it.",
+            id="ragrec.I001",
+        )
+        for name, note in SCALE_EXTENSION_NOTES.items()
+        if name in offered
+    ]
 
 
 def _ragrec_migrated(connection) -> bool:

@@ -144,6 +144,28 @@ def test_database_checks_pass_with_pgvector_installed():
 
 
 @pytest.mark.django_db
+def test_scale_extensions_are_read_from_the_server():
+    from ragrec_django.storage import SCALE_EXTENSIONS, scale_extensions
+
+    offered = scale_extensions(using="default")
+    assert set(offered) <= set(SCALE_EXTENSIONS)  # the embedded server offers none of them
+    assert all(version is None or isinstance(version, str) for version in offered.values())
+
+
+@pytest.mark.django_db
+def test_an_offered_scale_extension_is_reported_as_I001(monkeypatch):
+    from ragrec_django import storage
+
+    monkeypatch.setattr(storage, "scale_extensions", lambda using: {"vchord": None, "citus": "12.1"})
+    messages = run_checks(databases=["default"], tags=[checks.Tags.database])
+    assert ids(messages) == ["ragrec.I001", "ragrec.I001"]
+    assert messages[0].level == checks.INFO
+    assert "'vchord' extension (available)" in messages[0].msg
+    assert "'citus' extension (installed)" in messages[1].msg
+    assert "Capacity plan" in messages[0].hint
+
+
+@pytest.mark.django_db
 def test_stored_dimension_mismatch_is_reported(settings):
     SpaceGeneration.objects.create(
         space="text", number=1, encoder="minilm", modality="text", encoder_version="other", dimension=7, status="active"

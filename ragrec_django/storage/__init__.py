@@ -21,7 +21,7 @@ from .ann import (
     nearest,
     nearest_to_item,
 )
-from .database import extension_version, server_version, unapplied_migrations
+from .database import SCALE_EXTENSIONS, extension_version, scale_extensions, server_version, unapplied_migrations
 from .generations import (
     SpaceMismatch,
     SpaceNotReady,
@@ -77,6 +77,8 @@ __all__ = [
     "keyword_search",
     "local_catalogue_changes",
     "nearest",
+    "scale_extensions",
+    "SCALE_EXTENSIONS",
     "nearest_to_item",
     "products_named_in",
     "promote",

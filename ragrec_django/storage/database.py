@@ -54,6 +54,19 @@ def extension_version(name: str, *, using: str = "default") -> str | None:
     return row[0] if row else None
 
 
+#: Extensions that scale vector search past one pgvector HNSW index (docs/scaling.md, "Capacity plan").
+SCALE_EXTENSIONS = ("vectorscale", "vchord", "citus")
+
+
+def scale_extensions(*, using: str = "default") -> dict[str, str | None]:
+    """Of ``SCALE_EXTENSIONS``, those the server offers: {name: installed version, or None if only available}."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT name, installed_version FROM pg_available_extensions WHERE name = ANY(%s)", [list(SCALE_EXTENSIONS)]
+        )
+        return dict(cursor.fetchall())
+
+
 def unapplied_migrations(app_label: str = "ragrec_django", *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
     """The migrations (``app.name``) that ``app_label``'s latest migration still needs on database ``using``:
     all of them on an empty database, none once ``manage.py migrate`` has run."""
