@@ -6,12 +6,17 @@ from dataclasses import asdict
 
 from django.contrib.postgres.search import SearchVector
 from django.db import connection, transaction
+from django.db.models.functions import Left
 
 from ..conf import ragrec_settings
 from ..models import Item
 from ..ranking.tokenise import Tokeniser, tokeniser
 
 _local_catalogue_changes = 0
+#: Characters of an item's text that go into its full-text vector. PostgreSQL refuses a tsvector whose words
+#: add up to 1 MB ("string is too long for tsvector"), which a very long text (or a CJK text split into
+#: bigrams: 300,000 characters make 3 MB) would reach, failing the whole sync batch.
+INDEXED_TEXT_MAX_CHARS = 100_000
 
 
 def local_catalogue_changes() -> int:
@@ -54,20 +59,21 @@ def sync_items(snapshots) -> dict[str, int]:
             Item.objects.filter(key__in=keys).update(
                 search_vector=SearchVector("title", weight="A", config=language)
                 + SearchVector("category", weight="B", config=language)
-                + SearchVector("text", weight="C", config=language)
+                + SearchVector(Left("text", INDEXED_TEXT_MAX_CHARS), weight="C", config=language)
             )
     return dict(Item.objects.filter(key__in=keys).values_list("key", "id"))
 
 
 def _write_tokenised_vectors(snapshots, words: Tokeniser, language: str) -> None:
     """``search_vector`` of the snapshots' items from their text as ``words`` splits it (CJK words stand
-    alone), weighted as the plain path weights it: title A, category B, text C. One statement."""
+    alone), weighted as the plain path weights it: title A, category B, text C (its first
+    ``INDEXED_TEXT_MAX_CHARS``). One statement."""
     table = connection.ops.quote_name(Item._meta.db_table)
     columns = [
         [s.key for s in snapshots],
         [words.index_text(s.title) for s in snapshots],
         [words.index_text(s.category) for s in snapshots],
-        [words.index_text(s.text) for s in snapshots],
+        [words.index_text(s.text[:INDEXED_TEXT_MAX_CHARS]) for s in snapshots],
     ]
     with connection.cursor() as cursor:
         cursor.execute(

@@ -28,7 +28,7 @@ from ..models import Item
 from ..ranking.tokenise import has_cjk, tokeniser
 from .ann import ItemFilter
 from .database import on_read_database
-from .items import local_catalogue_changes
+from .items import INDEXED_TEXT_MAX_CHARS, local_catalogue_changes
 
 WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
 VOCABULARY_TTL_SECONDS = 30
@@ -176,9 +176,12 @@ def spelling_corrector() -> SpellingCorrector:
 
 def _build_corrector() -> SpellingCorrector:
     with connection.cursor() as cursor:
+        # The text as the index has it (its first INDEXED_TEXT_MAX_CHARS): a longer one could pass the 1 MB
+        # tsvector limit and fail this statement, and with it every search.
         cursor.execute(
-            "SELECT word, ndoc FROM ts_stat($$SELECT to_tsvector('simple', title || ' ' || category || ' ' || text) "
-            "FROM %s WHERE is_eligible$$)" % connection.ops.quote_name(Item._meta.db_table)
+            "SELECT word, ndoc FROM ts_stat($$SELECT to_tsvector('simple', title || ' ' || category || ' ' || "
+            "left(text, %d)) FROM %s WHERE is_eligible$$)"
+            % (INDEXED_TEXT_MAX_CHARS, connection.ops.quote_name(Item._meta.db_table))
         )
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
     return SpellingCorrector(with_cjk_words(vocabulary), language_words(ragrec_settings.SEARCH_LANGUAGE))

@@ -156,6 +156,31 @@ def test_a_quoted_chinese_phrase_matches_adjacent_characters_only(settings):
     assert matching('"蓝色 咖啡"') == []  # both words are there, but not next to each other
 
 
+@pytest.mark.parametrize("tokeniser_name", ["none", "bigram"])
+def test_a_very_long_text_is_indexed_up_to_its_limit(settings, tokeniser_name):
+    """A text whose words would pass PostgreSQL's 1 MB tsvector limit (300,000 random ideographs make 3 MB of
+    bigrams; 1.2 million characters of distinct Latin words make 1.3 MB) is indexed up to
+    INDEXED_TEXT_MAX_CHARS instead of failing the sync."""
+    import random
+
+    rng = random.Random(0)
+    configure(settings, tokeniser=tokeniser_name)
+    if tokeniser_name == "bigram":
+        long_text = "".join(chr(0x4E00 + rng.randrange(3000)) for _ in range(300_000))
+        first, late = long_text[:2], long_text[-2:]
+    else:
+        long_text = " ".join("w%07dx" % i for i in range(130_000))
+        first, late = "w0000000x", "w0129999x"
+    category = Category.objects.create(name="Long", slug="long")
+    product = Product.objects.create(
+        title="Long", slug="long", category=category, price=Decimal("1"), stock=1, description=long_text
+    )
+    encoding.sync_host_items([product.pk])
+    item = Item.objects.get(key=str(product.pk))
+    assert [item_id for item_id, _ in keyword_search(first, 5)[0]] == [item.pk]
+    assert keyword_search(late, 5)[0] == []  # past the limit
+
+
 def test_chinese_queries_are_never_spelling_corrected(settings):
     corrector = SpellingCorrector({"蓝色陶瓷咖啡杯": 3, "kettle": 2})
     assert corrector.correct("蓝色陶瓷咖啡壶") == "蓝色陶瓷咖啡壶"
