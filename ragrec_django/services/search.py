@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -61,7 +62,14 @@ from ..ranking.query import (
 from ..ranking.rules import RulesError, ServingRules
 from ..ranking.suggest import PrefixIndex
 from ..storage import search as search_storage
-from ..storage.keyword import catalogue_cached, keyword_matches, spelling_corrector
+from ..storage.keyword import (
+    WORD,
+    SpellingCorrector,
+    catalogue_cached,
+    edit_distance,
+    keyword_matches,
+    spelling_corrector,
+)
 from .inputs import checked_text
 from .query_vectors import text_query_vector
 from .results import (
@@ -155,6 +163,44 @@ def _build_vocabulary(names: list[str], folding: bool) -> Vocabulary:
 
 def synonyms() -> Synonyms:
     return Synonyms.build(search_storage.active_synonyms(), plural_folding=plural_folding())
+
+
+def term_corrector() -> SpellingCorrector:
+    """A corrector to the words that name a category or attribute value (and their spellings), each counted by
+    the items having it; built once per catalogue state and setting."""
+    names, folding = attributes(), plural_folding()
+
+    def build() -> SpellingCorrector:
+        known = vocabulary()
+        counts: dict[str, int] = {}
+        for key, entries in known.index.items():
+            if len(key) == 1:
+                counts[key[0]] = counts.get(key[0], 0) + sum(known.count(a, v) for a, v in entries)
+        return SpellingCorrector(counts)
+
+    return catalogue_cached("term-corrector:%s:%s" % (",".join(names), folding), build)
+
+
+def corrected_query(query: str, words: Synonyms) -> str:
+    """``query`` spelling-corrected (corrected words in lower case): each word neither the catalogue's, nor the search language's, nor
+    of a synonym or a price phrase, goes to the nearest catalogue word; among words as near, one that names a
+    category or attribute value wins ("cair" is "chair", not "pair"; "wath" is "watch", not "with")."""
+    corrector, terms = spelling_corrector(), term_corrector()
+    keep = PRICE_WORDS | words.words()
+
+    def fix(word: str) -> str:
+        lower = word.lower()
+        if lower in keep:
+            return word
+        general = corrector.correct(lower)
+        if general in terms.vocabulary or lower in corrector.vocabulary or lower in corrector.language:
+            return general
+        term = terms.correct(lower)
+        if term != lower and (general == lower or edit_distance(lower, term) <= edit_distance(lower, general)):
+            return term
+        return general
+
+    return WORD.sub(lambda match: fix(match.group(0)), query)
 
 
 # ---------------------------------------------------------------- redirects, pins and boosts per query
@@ -412,7 +458,7 @@ def search(
             % (", ".join(unknown), ", ".join(["category", "price", *attributes()]))
         )
     words = synonyms()
-    corrected = spelling_corrector().correct_query(query, keep=PRICE_WORDS | words.words())
+    corrected = corrected_query(query, words)
     rule = rule_for(query, corrected)
     selected = {name: list(values) for name, values in (selected or {}).items() if values}
     rules = _with_query_rule(serving_rules(config), rule, sort)
@@ -474,6 +520,10 @@ def _pins_passing(rules: ServingRules, filters: storage.ItemFilter) -> ServingRu
     return dataclasses.replace(rules, pin=[(item, position) for item, position in rules.pin if item in passing])
 
 
+#: Threads that encode search queries while the search's statements run (one per space searched).
+_encoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ragrec-query-encoding")
+
+
 def _search_once(
     understood: UnderstoodQuery,
     words: Synonyms,
@@ -492,24 +542,28 @@ def _search_once(
     depth = max(k * 4, 40)
     text = understood.text
     reason = "matches '%s'" % understood.query
-    lists, matched = {}, 0
+    lists, matched, result_set = {}, 0, []
     if not text:  # only a price: the newest items in the range
         newest = search_storage.browse(filters, depth)
         lists["browse"] = candidates_from(newest, "browse", reason)
         matched = len(newest)
+        result_set = _result_set(understood, words, filters) if wide else []
     else:
         groups = expand(text, words, plural_folding=understood.plural_folding)
+        semantic_text = " ".join([text, *(alternative for group in groups for alternative in group.alternatives)])
+        spaces = [s for s in ("text", "image") if weights.get(s) and space_ready(s) and query_encoder_matches(s)]
+        # The query is encoded (torch, in this process) while the statements run (in the database server).
+        encoding = {space: _encoders.submit(text_query_vector, space, semantic_text) for space in spaces}
         matches = keyword_matches(text, depth, filters=filters, groups=_phrases(groups))
         matched = len(matches.rows) if matches.strict else 0
         if weights.get("keyword"):
             lists["keyword"] = candidates_from(matches.rows, "keyword", reason)
-        semantic_text = " ".join([text, *(alternative for group in groups for alternative in group.alternatives)])
-        for space in ("text", "image"):
-            if weights.get(space) and space_ready(space) and query_encoder_matches(space):
-                found = storage.nearest(space, text_query_vector(space, semantic_text), depth, filters=filters)
-                lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
+        result_set = _result_set(understood, words, filters) if wide else []
+        for space in spaces:
+            found = storage.nearest(space, encoding[space].result(), depth, filters=filters)
+            lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
     fused = reciprocal_rank_fusion(lists, weights={name: float(weights.get(name, 1.0)) for name in lists})
-    result_set = (_result_set(understood, words, filters) if wide else []) or [c.item_id for c in fused]
+    result_set = result_set or [c.item_id for c in fused]
     facts = search_storage.item_facts({c.item_id for c in fused} | (set(result_set) if sort != "relevance" else set()))
     boost = float(ragrec_settings.SEARCH_ATTRIBUTE_BOOST)
     for candidate in fused:

@@ -208,3 +208,25 @@ def test_the_demo_search_page_follows_the_redirect(client, shop):
     response = client.get(reverse("catalog:search"), {"q": "Gift card"})
     assert response.status_code == 302 and response["Location"] == "/pages/gift-cards/"
     assert client.get(reverse("catalog:search"), {"q": "wool"}).status_code == 200
+
+
+# ---------------------------------------------------------------- spelling towards the catalogue's terms
+
+
+def test_a_typo_goes_to_the_category_or_attribute_word_rather_than_a_commoner_word(db, settings):
+    """ "cair" is one edit from "chair" and from "pair" (in many more descriptions): the word that names a category
+    wins; an English word ("tell") and a catalogue word ("pair") stay as typed."""
+    settings.RAGREC = {**settings.RAGREC, "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 0.0, "image": 0.0}}
+    chairs = Category.objects.create(name="Chairs", slug="chairs")
+    socks = Category.objects.create(name="Socks", slug="socks")
+    Product.objects.create(title="Oak dining chair", slug="chair", category=chairs, price="90.00", stock=2)
+    for index in range(3):
+        Product.objects.create(
+            title="Wool socks %d" % index, slug="socks-%d" % index, category=socks, price="9.00", stock=2,
+            description="A pair of warm socks.",
+        )  # fmt: skip
+    sync_host_items(list(Product.objects.values_list("pk", flat=True)))
+    assert search_service.spelling_corrector().correct("cair") == "pair"  # the general corrector alone
+    result = recommend.search("oak cair", k=3)
+    assert result.query == "oak chair" and titles(result) == ["Oak dining chair"]
+    assert search_service.corrected_query("a pair to tell", search_service.synonyms()) == "a pair to tell"
