@@ -24,6 +24,9 @@ PostgreSQL unless DATABASE_URL is set) and, in it:
    every query string distinct (uncached) and repeated (query-embedding cache hit), and the parts
    of a search on their own; through the Django test client too when the REST API is installed
    (``ragrec_django/api/urls.py`` included by ``shop_demo/urls.py`` under ``api/recommend/``);
+   phase "understanding": ``services.search.search`` with facets as the demo's search page asks, on queries that query
+   understanding reads ("navy velvet sofa under 50", the items' metadata has a colour and a material), with
+   every facet counted, without facets, and sorted by price (``synthetic_catalogue.understood_queries``);
 4. SQL statements per call and a profile of ``similar_items`` and ``search``;
 5. the rate of re-encoding writes into an already indexed generation (64 rows per upsert, as
    ``encode_items`` does).
@@ -58,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_catalogue as synth  # noqa: E402
 
 SPACES = {"text": 384, "image": 512}
-PHASES_DEFAULT = ("recall", "latency", "http", "breakdown", "profile", "reencode")
+PHASES_DEFAULT = ("recall", "latency", "understanding", "http", "breakdown", "profile", "reencode")
 K = 10
 
 
@@ -304,6 +307,7 @@ def load_items(catalogue, connection, Item) -> dict[str, float]:
     from ragrec_django.conf import ragrec_settings
 
     rng = np.random.default_rng(1)
+    metadata = [json.dumps(values) for values in synth.item_attributes(catalogue, seed=2)]
     now = timezone.now()
     ages = rng.integers(0, 365 * 24 * 3600, catalogue.n)
     promoted = rng.random(catalogue.n) < 0.02
@@ -340,7 +344,7 @@ def load_items(catalogue, connection, Item) -> dict[str, float]:
                         catalogue.group_key[i],
                         bool(promoted[i]),
                         catalogue.texts[i],
-                        "{}",
+                        metadata[i],
                         created,
                         created,
                     )
@@ -593,6 +597,40 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
     for label, value in parts.items():
         log("%-40s %s" % (label, value))
     return results, parts
+
+
+def understanding_cases(catalogue, args, recommend) -> dict:
+    """Search with query understanding and facets, as the demo's search page asks for them (k=10 here): queries
+    that query understanding reads (a category, colour, material, price phrase), every facet counted (category,
+    the metadata's colour and material, price bands), every query string new (encoding included); and the same
+    kind of queries without facets, and sorted by price."""
+    from ragrec_django.services import search as search_service
+
+    n_timed, n_warm = args.latency_queries, args.warmup
+    facets = ["category", *search_service.attributes(), "price"]
+    queries = synth.understood_queries(catalogue, 3 * (n_timed + n_warm), seed=args.seed + 43)
+    out = {}
+    for index, (label, options) in enumerate(
+        (
+            ("search + understanding + all facets (uncached)", {"facets": facets}),
+            ("search + understanding, no facets (uncached)", {}),
+            ("search + understanding + facets, price sort", {"facets": facets, "sort": "price_asc"}),
+        )
+    ):
+        chosen = queries[index * (n_timed + n_warm) : (index + 1) * (n_timed + n_warm)]
+        recommend.query_cache._entries.clear()
+        out[label] = timed_loop(
+            lambda q, options=options: search_service.search(q, k=K, **options), chosen[n_warm:], chosen[:n_warm]
+        )
+        log("%-40s %s" % (label, out[label]))
+    sample = search_service.search(queries[0], k=K, facets=facets)
+    out["example"] = {
+        "query": queries[0],
+        "understood": sample.understood,
+        "facets": {f.name: len(f.values) for f in sample.facets},
+        "results": len(sample.items),
+    }
+    return out
 
 
 def http_cases(catalogue, args) -> dict:
@@ -912,6 +950,9 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
         )
         figures["latency_phase_s"] = round(time.perf_counter() - t0, 1)
         save()
+    if "understanding" in phases:
+        figures["understanding"] = understanding_cases(catalogue, args, recommend)
+        save()
     if "http" in phases:
         if api_available():
             figures["http"] = http_cases(catalogue, args)
@@ -1036,7 +1077,11 @@ def print_size(size: dict, report: dict) -> None:
                     case.get("other_cores_busy", 0),
                 )
             )
-    rows = [(label, v) for group in ("latency", "search_parts", "http") for label, v in size.get(group, {}).items()]
+    rows = [
+        (label, v)
+        for group in ("latency", "search_parts", "understanding", "http")
+        for label, v in size.get(group, {}).items()
+    ]
     if rows:
         print("\nlatency (single client, sequential, after warm-up)")
         print("%-46s %5s %8s %8s %8s %8s %7s" % ("case", "n", "p50 ms", "p90 ms", "p99 ms", "QPS", "other*"))

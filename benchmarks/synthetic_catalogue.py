@@ -257,5 +257,48 @@ def search_queries(catalogue: Catalogue, count: int, seed: int, typo_rate: float
     return queries
 
 
+#: Attribute values of the synthetic items' metadata (query understanding and facets: ``query.py`` phase
+#: "understanding"); colour and material words are also words of the items' text.
+COLOURS = ("black", "white", "grey", "ivory", "cream", "beige", "olive", "navy", "teal", "mustard", "blush", "crimson")
+MATERIALS = ("oak", "walnut", "rattan", "velvet", "linen", "cotton", "wool", "marble", "ceramic", "brass")
+
+
+def item_attributes(catalogue: Catalogue, seed: int) -> list[dict[str, str]]:
+    """Per item a metadata ``{"colour": ..., "material": ...}`` (uniform, deterministic for the seed)."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, len(COLOURS), catalogue.n)
+    materials = rng.integers(0, len(MATERIALS), catalogue.n)
+    return [{"colour": COLOURS[c], "material": MATERIALS[m]} for c, m in zip(colours, materials)]
+
+
+def understood_queries(catalogue: Catalogue, count: int, seed: int) -> list[str]:
+    """``count`` distinct queries that query understanding reads: a category (singular or plural) with a colour,
+    a material and/or a price phrase, plus one shared or topical word (so every query is new to the cache)."""
+    rng = np.random.default_rng(seed)
+    queries: list[str] = []
+    seen: set[str] = set()
+    while len(queries) < count:
+        category = int(rng.integers(0, len(catalogue.categories)))
+        name = catalogue.categories[category]
+        words = [name if rng.random() < 0.5 else name.rstrip("s")]
+        if rng.random() < 0.6:
+            words.insert(0, COLOURS[int(rng.integers(0, len(COLOURS)))])
+        if rng.random() < 0.4:
+            words.insert(0, MATERIALS[int(rng.integers(0, len(MATERIALS)))])
+        roll = rng.random()
+        if roll < 0.3:
+            words.append("under %d" % int(rng.choice([20, 30, 50, 100])))
+        elif roll < 0.4:
+            low = int(rng.choice([10, 20, 40]))
+            words.append("between %d and %d" % (low, low * 3))
+        extra = catalogue.topical[category] if rng.random() < 0.5 else catalogue.shared[:300]
+        words.insert(int(rng.integers(0, len(words))), extra[int(rng.integers(0, len(extra)))])
+        query = " ".join(words)
+        if query not in seen:
+            seen.add(query)
+            queries.append(query)
+    return queries
+
+
 def _unit(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.linalg.norm(matrix, axis=-1, keepdims=True)).astype(np.float32)
