@@ -42,7 +42,9 @@ DEFAULTS: dict[str, Any] = {
             "OPTIONS": {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k", "device": "auto"},
         },
     },
-    # Embedding spaces: each is one encoder alias applied to one modality of the item.
+    # Embedding spaces: each is one encoder alias applied to one modality of the item. Optional per space:
+    # "INDEX": "halfvec" (default) or "binary" (binary-quantized HNSW + exact re-ranking; applies to
+    # generations built afterwards) and "RERANK_DEPTH" (overrides HNSW["RERANK_DEPTH"]); checked by ragrec.E005.
     "SPACES": {
         "text": {"ENCODER": "minilm", "MODALITY": "text"},
         "image": {"ENCODER": "clip", "MODALITY": "image"},
@@ -53,8 +55,16 @@ DEFAULTS: dict[str, Any] = {
     # HNSW build and search parameters (pgvector). EF_SEARCH_BROAD serves queries filtered only by
     # eligibility and exclusions (the common case); queries filtered by price, stock or category get
     # EF_SEARCH divided by the share of items the filter passes, up to EF_SEARCH_MAX (a narrow filter
-    # discards most candidates the index scan visits; see docs/benchmarks.md).
-    "HNSW": {"M": 16, "EF_CONSTRUCTION": 64, "EF_SEARCH": 100, "EF_SEARCH_BROAD": 60, "EF_SEARCH_MAX": 400},
+    # discards most candidates the index scan visits; see docs/benchmarks.md). RERANK_DEPTH: candidates a
+    # binary-quantized index (a space's "INDEX": "binary", docs/scaling.md) returns for exact re-ranking.
+    "HNSW": {
+        "M": 16,
+        "EF_CONSTRUCTION": 64,
+        "EF_SEARCH": 100,
+        "EF_SEARCH_BROAD": 60,
+        "EF_SEARCH_MAX": 400,
+        "RERANK_DEPTH": 100,
+    },
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,
     # Items per Celery encoding task.

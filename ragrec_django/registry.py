@@ -39,6 +39,11 @@ class SpaceConfig:
     name: str
     encoder_alias: str
     modality: str
+    #: The ANN index of the space's new generations: "halfvec" (HNSW on the vectors) or "binary"
+    #: (HNSW on their sign bits, re-ranked exactly; storage.ann).
+    index: str = "halfvec"
+    #: Candidates a binary index returns for exact re-ranking (None: RAGREC["HNSW"]["RERANK_DEPTH"]).
+    rerank_depth: int | None = None
 
     @property
     def encoder(self):
@@ -89,8 +94,15 @@ def get_spaces() -> dict[str, SpaceConfig]:
     aliases = encoder_configs()
     spaces = {}
     for name, config in raw.items():
-        if not isinstance(config, dict) or set(config) != {"ENCODER", "MODALITY"}:
-            raise ImproperlyConfigured('RAGREC["SPACES"][%r] must be {"ENCODER": alias, "MODALITY": ...}.' % name)
+        if (
+            not isinstance(config, dict)
+            or not {"ENCODER", "MODALITY"} <= set(config)
+            or set(config) - {"ENCODER", "MODALITY", *SPACE_INDEX_KEYS}
+        ):
+            raise ImproperlyConfigured(
+                'RAGREC["SPACES"][%r] must be {"ENCODER": alias, "MODALITY": ...} (optional: "INDEX", "RERANK_DEPTH").'
+                % name
+            )
         if config["ENCODER"] not in aliases:
             raise ImproperlyConfigured(
                 'RAGREC["SPACES"][%r] uses encoder %r, which is not in RAGREC["ENCODERS"].' % (name, config["ENCODER"])
@@ -99,8 +111,39 @@ def get_spaces() -> dict[str, SpaceConfig]:
             raise ImproperlyConfigured(
                 'RAGREC["SPACES"][%r]["MODALITY"] must be one of %s.' % (name, ", ".join(MODALITIES))
             )
-        spaces[name] = SpaceConfig(name=name, encoder_alias=config["ENCODER"], modality=config["MODALITY"])
+        spaces[name] = SpaceConfig(
+            name=name,
+            encoder_alias=config["ENCODER"],
+            modality=config["MODALITY"],
+            index=_space_index(name, config.get("INDEX", "halfvec")),
+            rerank_depth=_rerank_depth('RAGREC["SPACES"][%r]["RERANK_DEPTH"]' % name, config.get("RERANK_DEPTH")),
+        )
+    _rerank_depth('RAGREC["HNSW"]["RERANK_DEPTH"]', ragrec_settings.HNSW.get("RERANK_DEPTH"))
     return spaces
+
+
+#: Optional keys of a space: its ANN index type and a binary index's re-rank depth.
+SPACE_INDEX_KEYS = ("INDEX", "RERANK_DEPTH")
+SPACE_INDEXES = ("halfvec", "binary")
+#: pgvector's hnsw.ef_search range: a binary index scan is asked for RERANK_DEPTH rows at once.
+RERANK_DEPTH_RANGE = (10, 1000)
+
+
+def _space_index(name: str, index) -> str:
+    if index not in SPACE_INDEXES:
+        raise ImproperlyConfigured(
+            'RAGREC["SPACES"][%r]["INDEX"] must be one of %s, not %r.' % (name, ", ".join(SPACE_INDEXES), index)
+        )
+    return index
+
+
+def _rerank_depth(where: str, depth) -> int | None:
+    low, high = RERANK_DEPTH_RANGE
+    if depth is None:
+        return None
+    if isinstance(depth, bool) or not isinstance(depth, int) or not low <= depth <= high:
+        raise ImproperlyConfigured("%s must be an integer from %d to %d, not %r." % (where, low, high, depth))
+    return depth
 
 
 def get_space(name: str) -> SpaceConfig:

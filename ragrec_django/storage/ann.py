@@ -1,7 +1,9 @@
 """Nearest-neighbour queries in a space's active generation, under business filters (``ItemFilter``).
 
-Each generation has a partial HNSW index on ``vector::halfvec(<dim>)`` restricted to its rows;
-the queries here use exactly that expression so the planner picks the generation's index.
+Each generation has a partial HNSW index restricted to its rows: on ``vector::halfvec(<dim>)``
+(cosine), or, for a space with ``"INDEX": "binary"``, on ``binary_quantize(vector)::bit(<dim>)``
+(Hamming), whose top ``RERANK_DEPTH`` candidates are re-ranked by their exact halfvec cosine
+distance. The queries here use exactly the index's expression so the planner picks it.
 ``hnsw.ef_search`` is estimated per filter; selective filters, and index scans that stop
 short, fall back to an exact scan.
 """
@@ -20,8 +22,9 @@ from django.db import connection, connections, transaction
 
 from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
+from ..registry import get_spaces
 from .database import on_read_database
-from .generations import SpaceNotReady, active_generation
+from .generations import SpaceNotReady, active_generation, binary_index_name
 from .vectors import check_vectors
 
 
@@ -117,6 +120,7 @@ def nearest(
     filters: ItemFilter = ItemFilter(),
     exact: bool = False,
     ef_search: int | None = None,
+    rerank_depth: int | None = None,
 ) -> list[Neighbour]:
     """The ``k`` items nearest to ``query`` (cosine distance) in the space's active generation.
 
@@ -127,25 +131,31 @@ def nearest(
     budget spent), the query is re-run exactly, so ``k`` results come back
     whenever ``k`` items match. Runs in its own transaction so ``SET LOCAL``
     settings apply to this query only. ``exact=True`` disables the index
-    (ground truth for recall measurements). Runs on ``RAGREC["READ_DATABASE"]``
+    (ground truth for recall measurements). A generation with a binary index
+    re-ranks ``rerank_depth`` candidates (default: the space's
+    ``RERANK_DEPTH``). Runs on ``RAGREC["READ_DATABASE"]``
     (``database.on_read_database``).
     """
     generation = _require_active(space_name)
     vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
-    text = _halfvec_text(vector)
-    return on_read_database(
-        lambda using: _nearest(generation, "%s::halfvec({dim})", [text], k, filters, exact, ef_search, using)
-    )
+    search = _Search(generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, ef_search, rerank_depth)
+    return on_read_database(lambda using: _nearest(search, exact, using))
 
 
 def nearest_to_item(
-    space_name: str, item_id: int, k: int, *, filters: ItemFilter = ItemFilter(), ef_search: int | None = None
+    space_name: str,
+    item_id: int,
+    k: int,
+    *,
+    filters: ItemFilter = ItemFilter(),
+    ef_search: int | None = None,
+    rerank_depth: int | None = None,
 ) -> list[Neighbour] | None:
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
-    params = [generation.pk, int(item_id)]
-    found = on_read_database(lambda using: _nearest(generation, anchor, params, k, filters, False, ef_search, using))
+    search = _Search(generation, anchor, [generation.pk, int(item_id)], k, filters, ef_search, rerank_depth)
+    found = on_read_database(lambda using: _nearest(search, False, using))
     if found and found[0].distance is None:
         return None
     return found
@@ -162,33 +172,98 @@ def _halfvec_text(vector: np.ndarray) -> str:
     return "[" + ",".join(map(repr, vector.astype(np.float16).astype(np.float32).tolist())) + "]"
 
 
-def _nearest(
-    generation, query_sql: str, query_params: list, k: int, filters: ItemFilter, exact: bool, ef_search, using: str
-) -> list[Neighbour]:
+@dataclass(frozen=True)
+class _Search:
+    """One nearest-neighbour query: the query vector as SQL (``{dim}``/``{embeddings}`` placeholders)."""
+
+    generation: SpaceGeneration
+    query_sql: str
+    query_params: list
+    k: int
+    filters: ItemFilter
+    ef_search: int | None
+    rerank_depth: int | None
+
+
+def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
+    generation, filters, k = search.generation, search.filters, search.k
     conditions, filter_params = filters.sql("i")
     names = {
         "dim": int(generation.dimension),
         "embeddings": connection.ops.quote_name(Embedding._meta.db_table),
         "items": connection.ops.quote_name(Item._meta.db_table),
     }
+    query_sql = search.query_sql.format(**names)
     candidates = (
         "SELECT e.item_id, (e.vector::halfvec({dim})) <=> " + query_sql + " AS distance "
         "FROM {embeddings} e JOIN {items} i ON i.id = e.item_id "
         "WHERE e.generation_id = %s{conditions}"
     ).format(conditions=conditions, **names)
-    params = [*query_params, generation.pk, *filter_params, int(k)]
+    params = [*search.query_params, generation.pk, *filter_params, int(k)]
     selective = filters.selective and not exact
     if selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1, using) <= EXACT_SEARCH_MAX_ROWS:
         exact = True
+    ef_search = search.ef_search
     if ef_search is None and not exact:
         ef_search = ef_search_for(filters, using=using)
-    ann_sql = candidates + " ORDER BY distance LIMIT %s"
-    rows = [] if exact else _run_ann_query(ann_sql, params, max(int(ef_search), int(k)), using)
+    rows = []
+    if not exact and _index_type(generation, using) == "binary":
+        depth = max(int(k), search.rerank_depth or _rerank_depth(generation.space))
+        # The binary index orders by Hamming distance between sign bits; its top ``depth`` rows
+        # (iterative scan: rows passing the filters) are re-ranked by their exact cosine distance.
+        binary_sql = (
+            "SELECT item_id, distance FROM ("
+            + candidates
+            + " ORDER BY binary_quantize(e.vector)::bit({dim}) <~> binary_quantize({query}) LIMIT %s"
+            ") c ORDER BY distance LIMIT %s"
+        ).format(dim=names["dim"], query=query_sql)
+        binary_params = [*params[:-1], *search.query_params, depth, int(k)]
+        rows = _run_ann_query(binary_sql, binary_params, max(int(ef_search), depth), using)
+    elif not exact:
+        ann_sql = candidates + " ORDER BY distance LIMIT %s"
+        rows = _run_ann_query(ann_sql, params, max(int(ef_search), int(k)), using)
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params, using)
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
     neighbours = [Neighbour(item_id=row[0], distance=None if row[1] is None else float(row[1])) for row in rows]
     return sorted(neighbours, key=lambda n: (n.distance is None, n.distance or 0.0))
+
+
+#: Seconds the type of a generation's index is reused (it changes only when an index is rebuilt).
+INDEX_TYPE_TTL = 60.0
+_index_types: dict = {}
+_index_types_lock = threading.Lock()
+
+
+def _index_type(generation: SpaceGeneration, using: str) -> str:
+    """The type of the generation's index: "binary" (binary-quantized) or "halfvec".
+
+    Read from the catalogue, not from the settings: a space's ``INDEX`` applies to the generations
+    built after it changed, and the active generation keeps being queried through the index it has.
+    """
+    db = connections[using]
+    key = (db.alias, db.settings_dict["NAME"], generation.pk, generation.created_at)
+    now = time.monotonic()
+    with _index_types_lock:
+        cached = _index_types.get(key)
+    if cached is not None and now - cached[0] < INDEX_TYPE_TTL:
+        return cached[1]
+    with db.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [connection.ops.quote_name(binary_index_name(generation))])
+        index_type = "binary" if cursor.fetchone()[0] else "halfvec"
+    with _index_types_lock:
+        if len(_index_types) > 256:
+            _index_types.clear()
+        _index_types[key] = (now, index_type)
+    return index_type
+
+
+def _rerank_depth(space_name: str) -> int:
+    """The space's ``RERANK_DEPTH``, else ``RAGREC["HNSW"]["RERANK_DEPTH"]``."""
+    space = get_spaces().get(space_name)
+    if space is not None and space.rerank_depth:
+        return space.rerank_depth
+    return int(ragrec_settings.HNSW.get("RERANK_DEPTH", 100))
 
 
 def ef_search_for(filters: ItemFilter, *, using: str = "default") -> int:

@@ -159,20 +159,38 @@ def _create_generation(space: SpaceConfig, *, version: str, dimension: int, stat
             status=status,
             activated_at=timezone.now() if status == Status.ACTIVE else None,
         )
-        create_index(generation)
+        create_index(generation, space.index)
     return generation
 
 
-def create_index(generation: SpaceGeneration) -> None:
-    """Create the generation's partial HNSW (cosine) index if it does not exist."""
+def binary_index_name(generation: SpaceGeneration) -> str:
+    """The name of a generation's binary-quantized HNSW index (``create_index(..., "binary")``)."""
+    return generation.index_name + "_bit"
+
+
+def create_index(generation: SpaceGeneration, index: str = "halfvec") -> None:
+    """Create the generation's partial HNSW index if it does not exist.
+
+    ``index="halfvec"``: cosine distance on ``vector::halfvec(<dim>)`` (``generation.index_name``);
+    ``"binary"``: Hamming distance on ``binary_quantize(vector)::bit(<dim>)``, 1 bit per dimension
+    (``binary_index_name``); ``storage.ann`` re-ranks its candidates exactly.
+    """
     hnsw = ragrec_settings.HNSW
+    if index == "binary":
+        name, expression = binary_index_name(generation), "(binary_quantize(vector)::bit({dim})) bit_hamming_ops"
+    elif index == "halfvec":
+        name, expression = generation.index_name, "(vector::halfvec({dim})) halfvec_cosine_ops"
+    else:
+        raise ValueError("Unknown index type %r (halfvec or binary)." % (index,))
     with connection.cursor() as cursor:
         # Inside a transaction with deferred FK checks pending, PostgreSQL refuses CREATE INDEX.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
-            "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw ((vector::halfvec({dim})) halfvec_cosine_ops) "
-            "WITH (m = {m}, ef_construction = {ef}) WHERE generation_id = {gid}".format(
-                name=connection.ops.quote_name(generation.index_name),
+            (
+                "CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (" + expression + ") "
+                "WITH (m = {m}, ef_construction = {ef}) WHERE generation_id = {gid}"
+            ).format(
+                name=connection.ops.quote_name(name),
                 table=connection.ops.quote_name(Embedding._meta.db_table),
                 dim=int(generation.dimension),
                 m=int(hnsw["M"]),
@@ -184,12 +202,13 @@ def create_index(generation: SpaceGeneration) -> None:
 
 
 def drop_generation(generation: SpaceGeneration) -> None:
-    """Delete a generation, its vectors and its index."""
+    """Delete a generation, its vectors and its index (either type)."""
     index_name = generation.index_name
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
             cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(index_name))
+            cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(binary_index_name(generation)))
             cursor.execute("SET CONSTRAINTS ALL DEFERRED")
         generation.delete()
 

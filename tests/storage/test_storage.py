@@ -160,6 +160,7 @@ def test_failures_are_recorded_and_cleared_by_success(small_set):
 def test_nearest_to_item_reads_the_anchor_vector_in_the_same_query(small_set, django_assert_num_queries):
     items, generation = small_set
     without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
+    storage.nearest("text", unit(1, 0, 0, 0), 1)  # reads the generation's index type (reused for a minute)
     with django_assert_num_queries(5):  # active generation, savepoint, SET LOCAL, the query, release
         by_item = storage.nearest_to_item("text", items["x1"].id, 3, filters=without_anchor)
     own_vector = storage.vectors_for_items("text", [items["x1"].id])[items["x1"].id]
