@@ -89,6 +89,7 @@ from ..models import Impression
 from ..services import assistant, conversation, recommend, serving
 from ..services.events import MAX_BATCH, EventInput, record_events, request_origin
 from ..services.visitors import ensure_session_key, for_you, visitor_for_request
+from . import event_rows
 from . import experiment_serializers as tracked
 from . import serializers as s
 from .exceptions import BadRequest, RequestTooLarge, too_large_message, translate_service_error
@@ -516,10 +517,13 @@ class EventsView(RagrecAPIView):
     )
     def post(self, request):
         rows = self._rows(request.data, request.headers.get("Idempotency-Key"))
-        serializer = tracked.TrackedEventSerializer(data=rows, many=True)
-        if not serializer.is_valid():
-            raise EventRefused("Some events are invalid; nothing was stored.", _flatten(serializer.errors))
-        events = self._events(request, serializer.validated_data)
+        validated = event_rows.validated_rows(rows)  # the serializer's result, without its cost per event
+        if validated is None:
+            serializer = tracked.TrackedEventSerializer(data=rows, many=True)
+            if not serializer.is_valid():
+                raise EventRefused("Some events are invalid; nothing was stored.", _flatten(serializer.errors))
+            validated = serializer.validated_data
+        events = self._events(request, validated)
         try:
             result = record_events(events, verify_sessions=bool(ragrec_settings.API_VERIFY_SESSIONS))
         except IdempotencyConflict as exc:

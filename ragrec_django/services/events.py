@@ -34,11 +34,11 @@ from importlib import import_module
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
-from .. import limits
+from .. import limits, storage
 from ..exceptions import EventError, IdempotencyConflict
 from ..models import Impression, Interaction, Item
 from .encoding import sync_host_items
@@ -144,74 +144,77 @@ def record_events(events: list[EventInput], *, verify_sessions: bool = False) ->
         else None
     )
     now = timezone.now()
-    rows = [
-        Interaction(
-            event=e.event,
-            item_id=items.get(e.item) if e.item else None,
-            user_id=e.user_id,
-            session_key=e.session_key,
-            order_id=e.order_id,
-            quantity=e.quantity,
-            query=e.query,
-            source=e.source or (impressions[e.impression_id].recommender if e.impression_id else ""),
-            idempotency_key=e.idempotency_key or None,
-            idempotency_scope=e.scope if e.idempotency_key else "",
-            payload_hash=e.fingerprint() if e.idempotency_key else "",
-            impression_id=e.impression_id,
-            origin=e.origin[:ORIGIN_CHARS],
-            verified=issued is None or e.user_id is not None or e.session_key in issued,
-            created_at=e.created_at or now,
+    rows = [  # storage.EVENT_COLUMNS
+        (
+            e.event,
+            items.get(e.item) if e.item else None,
+            e.user_id,
+            e.session_key,
+            e.order_id,
+            e.quantity,
+            e.query,
+            e.source or (impressions[e.impression_id].recommender if e.impression_id else ""),
+            e.idempotency_key or None,
+            e.scope if e.idempotency_key else "",
+            e.fingerprint() if e.idempotency_key else "",
+            e.impression_id,
+            e.origin[:ORIGIN_CHARS],
+            issued is None or e.user_id is not None or e.session_key in issued,
+            e.created_at or now,
         )
         for e in events
     ]
-    stored = _insert(_without_repeats(rows))
-    return EventResult(
-        accepted=len(rows), stored=len(stored), duplicates=len(rows) - len(stored), ids=[r.pk for r in stored]
-    )
+    ids = _store(rows)
+    return EventResult(accepted=len(rows), stored=len(ids), duplicates=len(rows) - len(ids), ids=ids)
 
 
-def _without_repeats(rows: list[Interaction]) -> list[tuple[int, Interaction]]:
-    """``(index, row)`` of ``rows`` less replays (a visitor's idempotency key seen with the same event) and repeated clicks of an
-    impression's item; ``IdempotencyConflict`` when a key comes back with another event."""
-    keyed = [row for row in rows if row.idempotency_key]
-    seen = (
-        {
-            (scope, key): fingerprint
-            for scope, key, fingerprint in Interaction.objects.filter(
-                idempotency_key__in={row.idempotency_key for row in keyed},
-                idempotency_scope__in={row.idempotency_scope for row in keyed},
-            ).values_list("idempotency_scope", "idempotency_key", "payload_hash")
-        }
-        if keyed
-        else {}
-    )
-    clicked = (
-        set(
-            Interaction.objects.filter(
-                event=Interaction.Event.CLICK,
-                impression_id__in={row.impression_id for row in rows if row.impression_id},
-            ).values_list("impression_id", "item_id")
-        )
-        if any(row.impression_id for row in rows)
-        else set()
-    )
-    fresh, conflicts = [], {}
+KEY, SCOPE, FINGERPRINT = (
+    storage.EVENT_COLUMNS.index(name) for name in ("idempotency_key", "idempotency_scope", "payload_hash")
+)
+
+
+def _store(rows: list[tuple]) -> list[int]:
+    """Insert ``rows`` (``storage.EVENT_COLUMNS`` tuples) all-or-nothing in one statement; return the ids stored.
+
+    The rows the insert leaves out are repeats: a replay (a visitor's key stored before with the same event, or
+    earlier in the batch) or a click already stored for its impression and item. A key that comes back with
+    another event (stored before, by a concurrent request, or earlier in the batch) is ``IdempotencyConflict``,
+    and nothing of the batch is stored.
+    """
+    first = {}  # (scope, key) -> fingerprint of its first event in the batch: the one a key names
+    conflicts = {}
     for index, row in enumerate(rows):
-        if row.idempotency_key:
-            slot = (row.idempotency_scope, row.idempotency_key)
-            if slot in seen:
-                if seen[slot] and seen[slot] != row.payload_hash:  # "" : stored before keys had fingerprints
-                    conflicts[index] = [_conflict_message(row.idempotency_key)]
-                continue
-            seen[slot] = row.payload_hash
-        if row.impression_id and row.event == Interaction.Event.CLICK:
-            if (row.impression_id, row.item_id) in clicked:
-                continue
-            clicked.add((row.impression_id, row.item_id))
-        fresh.append((index, row))
+        if row[KEY] is not None and first.setdefault((row[SCOPE], row[KEY]), row[FINGERPRINT]) != row[FINGERPRINT]:
+            conflicts[index] = [_conflict_message(row[KEY])]
     if conflicts:
         raise IdempotencyConflict(conflicts)
-    return fresh
+    with transaction.atomic():
+        inserted = storage.insert_events(rows)
+        if len(inserted) < len(rows):
+            _refuse_reused_keys(rows, {(scope, key) for _, scope, key in inserted if key is not None})
+    return [pk for pk, _, _ in inserted]
+
+
+def _refuse_reused_keys(rows: list[tuple], inserted: set[tuple[str, str]]) -> None:
+    """``IdempotencyConflict`` for the keyed rows left out whose key is stored with another event."""
+    left_out = {index: (row[SCOPE], row[KEY]) for index, row in enumerate(rows) if row[KEY] is not None}
+    left_out = {index: slot for index, slot in left_out.items() if slot not in inserted}
+    if not left_out:
+        return
+    stored = {
+        (scope, key): fingerprint
+        for scope, key, fingerprint in Interaction.objects.filter(
+            idempotency_key__in={key for _, key in left_out.values()},
+            idempotency_scope__in={scope for scope, _ in left_out.values()},
+        ).values_list("idempotency_scope", "idempotency_key", "payload_hash")
+    }
+    conflicts = {
+        index: [_conflict_message(rows[index][KEY])]
+        for index, slot in left_out.items()
+        if stored.get(slot) and stored[slot] != rows[index][FINGERPRINT]  # "": stored before keys had fingerprints
+    }
+    if conflicts:
+        raise IdempotencyConflict(conflicts)
 
 
 def _conflict_message(key: str) -> str:
@@ -219,37 +222,6 @@ def _conflict_message(key: str) -> str:
         "idempotency key %r was already used by this visitor for a different event; a key names one event: "
         "send a new event with a new key" % key
     )
-
-
-def _insert(rows: list[tuple[int, Interaction]]) -> list[Interaction]:
-    """Insert ``(index in the batch, row)`` in one statement; if a concurrent request stored one of the keys or
-    clicks meanwhile, row by row (still all-or-nothing: savepoints inside one transaction)."""
-    if not rows:
-        return []
-    try:
-        with transaction.atomic():
-            return Interaction.objects.bulk_create([row for _, row in rows])
-    except IntegrityError:
-        pass
-    stored = []
-    with transaction.atomic():
-        for index, row in rows:
-            row.pk = None
-            try:
-                with transaction.atomic():
-                    row.save(force_insert=True)
-                stored.append(row)
-            except IntegrityError:  # stored by the other request: a replay, unless the key names another event
-                if (
-                    row.idempotency_key
-                    and Interaction.objects.filter(
-                        idempotency_scope=row.idempotency_scope, idempotency_key=row.idempotency_key
-                    )
-                    .exclude(payload_hash__in=("", row.payload_hash))
-                    .exists()
-                ):
-                    raise IdempotencyConflict({index: [_conflict_message(row.idempotency_key)]}) from None
-    return stored
 
 
 def _validate(events: list[EventInput]) -> tuple[dict[int, list[str]], set[int]]:

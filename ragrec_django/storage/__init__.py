@@ -38,10 +38,12 @@ from .generations import (
     write_generation,
 )
 from .interactions import (
+    EVENT_COLUMNS,
     co_purchases,
     copy_interactions,
     decayed_popularity,
     experiment_stats,
+    insert_events,
     insert_impression,
     repeat_purchases,
 )
@@ -50,6 +52,7 @@ from .keyword import SpellingCorrector, keyword_search, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
 __all__ = [
+    "EVENT_COLUMNS",
     "EXACT_SEARCH_MAX_ROWS",
     "HALFVEC_MAX",
     "NO_FILTER",
@@ -67,6 +70,7 @@ __all__ = [
     "copy_interactions",
     "decayed_popularity",
     "experiment_stats",
+    "insert_events",
     "insert_impression",
     "repeat_purchases",
     "create_index",
