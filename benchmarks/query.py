@@ -30,6 +30,9 @@ PostgreSQL unless DATABASE_URL is set) and, in it:
 4. SQL statements per call and a profile of ``similar_items`` and ``search``;
 5. the rate of re-encoding writes into an already indexed generation (64 rows per upsert, as
    ``encode_items`` does).
+6. phase "binary" (only when named in ``--phases``): the binary-quantized HNSW index
+   (``binary_quantize(vector)::bit(d)``, a space's ``"INDEX": "binary"``) built beside the halfvec one
+   (build time, size), recall@10 and latency of the recall cases per ``--rerank-depths``, then dropped.
 
 The scratch database is dropped at the end, also after an error or Ctrl-C.
 """
@@ -62,6 +65,8 @@ import synthetic_catalogue as synth  # noqa: E402
 
 SPACES = {"text": 384, "image": 512}
 PHASES_DEFAULT = ("recall", "latency", "understanding", "http", "breakdown", "profile", "reencode")
+#: Phases run only when named in --phases.
+PHASES_OPTIONAL = ("binary",)
 K = 10
 
 
@@ -77,6 +82,11 @@ def parse_args() -> argparse.Namespace:
         "--ef",
         default="40,100,200,auto",
         help="hnsw.ef_search values for the recall table; auto: the plugin's own choice (storage.ef_search_for).",
+    )
+    parser.add_argument(
+        "--rerank-depths",
+        default="40,100,200",
+        help="Phase binary: re-rank depths measured with the binary-quantized index (RAGREC HNSW RERANK_DEPTH).",
     )
     parser.add_argument(
         "--write-batch", type=int, default=2000, help="Rows per upsert_embeddings call during the load."
@@ -96,7 +106,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--phases",
         default=",".join(PHASES_DEFAULT),
-        help="Comma-separated phases after the load: %s (default: all)." % ", ".join(PHASES_DEFAULT),
+        help="Comma-separated phases after the load: %s (default: all), and %s (binary-quantized HNSW beside "
+        "halfvec: build, size, recall@10 and latency per --rerank-depths)."
+        % (", ".join(PHASES_DEFAULT), ", ".join(PHASES_OPTIONAL)),
     )
     parser.add_argument(
         "--keep-db",
@@ -443,19 +455,23 @@ def filter_cases(catalogue, storage) -> list[tuple[str, object, np.ndarray, np.n
     ]
 
 
-def plan_of(space_name, query, filters, ef, storage, connection) -> str:
-    """How the planner runs the nearest() query: hnsw (the generation's index), bitmap, seq or btree (exact)."""
+def plan_of(space_name, query, filters, options, storage, connection) -> str:
+    """How the planner runs the nearest() query: hnsw or hnsw-bit (the generation's index), bitmap, seq or
+    btree (exact). ``options``: nearest()'s ef_search (and rerank_depth)."""
     from django.db import transaction
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as captured:
-        storage.nearest(space_name, query, K, filters=filters, ef_search=ef)
+        storage.nearest(space_name, query, K, filters=filters, **options)
     sql = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
+    ef = options.get("ef_search") or storage.ef_search_for(filters)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %d" % (ef or storage.ef_search_for(filters)))
+        cursor.execute("SET LOCAL hnsw.ef_search = %d" % max(ef, options.get("rerank_depth") or 0))
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute("EXPLAIN " + sql)
         lines = [row[0] for row in cursor.fetchall()]
+    if any("ragrec_hnsw_g" in line and "_bit" in line for line in lines):
+        return "hnsw-bit"
     if any("ragrec_hnsw_g" in line for line in lines):
         return "hnsw"
     text = " ".join(lines)
@@ -466,8 +482,16 @@ def plan_of(space_name, query, filters, ef, storage, connection) -> str:
     return "btree"
 
 
-def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storage, connection) -> list[dict]:
+def recall_for_space(
+    space_name, vectors, catalogue, item_ids, efs, args, storage, connection, rerank_depths=None
+) -> list[dict]:
+    """recall@10 against exact per filter case, per ef_search (``efs``) or, for a binary-quantized index,
+    per re-rank depth (``rerank_depths``, ef_search chosen by the plugin)."""
     rng = np.random.default_rng(args.seed + 7)
+    if rerank_depths:
+        variants = [("rerank %d" % d, {"ef_search": None, "rerank_depth": d}) for d in rerank_depths]
+    else:
+        variants = [(ef, {"ef_search": None if ef == "auto" else ef}) for ef in efs]
     rows = []
     for name, filters, mask, near in filter_cases(catalogue, storage):
         pool = np.arange(catalogue.n) if near is None else np.flatnonzero(near)
@@ -486,13 +510,13 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
             "exact_mean_ms": round(exact_ms, 2),
             "by_ef": {},
         }
-        for ef in efs:
+        for ef, options in variants:
             recalls, latencies, short_scans, fallbacks, short_answers, exact_by_filter = [], [], 0, 0, 0, 0
             with VectorQueryProbe(storage.ann) as probe:
                 for q, expected in zip(queries, truth):
                     probe.calls.clear()
                     t0 = time.perf_counter()
-                    found = storage.nearest(space_name, q, K, filters=filters, ef_search=None if ef == "auto" else ef)
+                    found = storage.nearest(space_name, q, K, filters=filters, **options)
                     latencies.append(time.perf_counter() - t0)
                     first = probe.calls[0]
                     exact_by_filter += first[0]
@@ -513,14 +537,57 @@ def recall_for_space(space_name, vectors, catalogue, item_ids, efs, args, storag
                 "short_answers": short_answers,
                 "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 2),
                 "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 2),
-                "plan": plan_of(space_name, queries[0], filters, None if ef == "auto" else ef, storage, connection),
+                "plan": plan_of(space_name, queries[0], filters, options, storage, connection),
             }
-            if ef == "auto" and probe.ef_used:
+            if options["ef_search"] is None and probe.ef_used:
                 case["by_ef"][ef]["ef_search_used"] = sorted(set(probe.ef_used))
         case["other_cores_busy"] = CpuMonitor.other_cores(cpu_before, CpuMonitor.snapshot())
         rows.append(case)
         log("recall %s / %-32s %s" % (space_name, name, {ef: v["recall_at_10"] for ef, v in case["by_ef"].items()}))
     return rows
+
+
+def binary_for_space(space_name, vectors, catalogue, item_ids, args, storage, connection, notices) -> dict:
+    """Build the generation's binary-quantized HNSW index (timed, sized), measure recall@10 and latency per
+    re-rank depth with it (the halfvec index stays but is not used: the query orders by Hamming distance),
+    then drop it so later phases query the halfvec index again."""
+    from django.db import transaction
+
+    from ragrec_django.storage import ann
+    from ragrec_django.storage.generations import binary_index_name
+
+    generation = storage.active_generation(space_name)
+    name = binary_index_name(generation)
+    notices.clear()
+    t0 = time.perf_counter()
+    with transaction.atomic():
+        if args.maintenance_work_mem:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL maintenance_work_mem = %s", [args.maintenance_work_mem])
+        storage.create_index(generation, "binary")
+    build_seconds = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
+        index_bytes = cursor.fetchone()[0]
+    figures = {
+        "space": space_name,
+        "bit_hnsw_build_s": round(build_seconds, 2),
+        "bit_hnsw_index_mib": round(index_bytes / 2**20, 1),
+        "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
+        "loadavg_build": os.getloadavg(),
+    }
+    log("%s: binary index built %s" % (space_name, figures))
+    ann._index_types.clear()
+    try:
+        depths = [int(d) for d in args.rerank_depths.split(",")]
+        figures["recall"] = recall_for_space(
+            space_name, vectors, catalogue, item_ids, None, args, storage, connection, rerank_depths=depths
+        )
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(name))
+        ann._index_types.clear()
+    return figures
 
 
 # ---------------------------------------------------------------- latency
@@ -943,6 +1010,15 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
             )
             save()
         figures["recall_phase_s"] = round(time.perf_counter() - t0, 1)
+    if "binary" in phases:
+        figures["binary"] = []
+        t0 = time.perf_counter()
+        for name in SPACES:
+            figures["binary"].append(
+                binary_for_space(name, vectors[name], catalogue, item_ids, args, storage, connection, notices)
+            )
+            save()
+        figures["binary_phase_s"] = round(time.perf_counter() - t0, 1)
     if "latency" in phases:
         t0 = time.perf_counter()
         figures["latency"], figures["search_parts"] = latency_cases(
@@ -999,6 +1075,47 @@ def print_report(report: dict) -> None:
         print_size(size, report)
 
 
+def print_recall_table(cases: list[dict], report: dict, title: str = "", heading: str = "ef=") -> None:
+    efs = list(cases[0]["by_ef"])
+    print(
+        "\nrecall@10 vs exact=True (%d queries per case)%s. Per %s: recall, exact by a selective filter, index "
+        "scans short of k, exact fallbacks, answers short of k, p50 ms, p99 ms, plan"
+        % (report["args"]["recall_queries"], title, "ef_search" if heading == "ef=" else "re-rank depth")
+    )
+    print(
+        "%-6s %-33s %7s %8s | %s | %s"
+        % ("space", "filter", "match", "exact ms", " | ".join(heading + "%-36s" % ef for ef in efs), "other*")
+    )
+    for case in cases:
+        cells = []
+        for ef in efs:
+            v = case["by_ef"][ef] if ef in case["by_ef"] else case["by_ef"][str(ef)]
+            cells.append(
+                "%.3f %3d %3d %3d %d %6.1f %6.1f %-8s"
+                % (
+                    v["recall_at_10"],
+                    v.get("exact_by_filter", 0),
+                    v["index_scan_short"],
+                    v["exact_fallbacks"],
+                    v["short_answers"],
+                    v["p50_ms"],
+                    v["p99_ms"],
+                    v["plan"][:8],
+                )
+            )
+        print(
+            "%-6s %-33s %6.2f%% %8.1f | %s | %.2f"
+            % (
+                case["space"],
+                case["filter"],
+                case["matching_share"] * 100,
+                case["exact_mean_ms"],
+                " | ".join(cells),
+                case.get("other_cores_busy", 0),
+            )
+        )
+
+
 def print_size(size: dict, report: dict) -> None:
     load = size.get("load", {})
     print(
@@ -1039,44 +1156,13 @@ def print_size(size: dict, report: dict) -> None:
             )
         )
     if size.get("recall"):
-        efs = list(size["recall"][0]["by_ef"])
+        print_recall_table(size["recall"], report)
+    for binary in size.get("binary", []):
         print(
-            "\nrecall@10 vs exact=True (%d queries per case). Per ef_search: recall, exact by a selective filter, index "
-            "scans short of k, exact fallbacks, answers short of k, p50 ms, p99 ms, plan"
-            % report["args"]["recall_queries"]
+            "\nbinary-quantized HNSW, %s: build %.1f s, index %.1f MiB (load average %.1f)"
+            % (binary["space"], binary["bit_hnsw_build_s"], binary["bit_hnsw_index_mib"], binary["loadavg_build"][0])
         )
-        print(
-            "%-6s %-33s %7s %8s | %s | %s"
-            % ("space", "filter", "match", "exact ms", " | ".join("ef=%-36s" % ef for ef in efs), "other*")
-        )
-        for case in size["recall"]:
-            cells = []
-            for ef in efs:
-                v = case["by_ef"][ef] if ef in case["by_ef"] else case["by_ef"][str(ef)]
-                cells.append(
-                    "%.3f %3d %3d %3d %d %6.1f %6.1f %-6s"
-                    % (
-                        v["recall_at_10"],
-                        v.get("exact_by_filter", 0),
-                        v["index_scan_short"],
-                        v["exact_fallbacks"],
-                        v["short_answers"],
-                        v["p50_ms"],
-                        v["p99_ms"],
-                        v["plan"][:6],
-                    )
-                )
-            print(
-                "%-6s %-33s %6.2f%% %8.1f | %s | %.2f"
-                % (
-                    case["space"],
-                    case["filter"],
-                    case["matching_share"] * 100,
-                    case["exact_mean_ms"],
-                    " | ".join(cells),
-                    case.get("other_cores_busy", 0),
-                )
-            )
+        print_recall_table(binary["recall"], report, " with the bit index, re-ranked exactly", heading="")
     rows = [
         (label, v)
         for group in ("latency", "search_parts", "understanding", "http")
@@ -1127,7 +1213,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    unknown = set(args.phases.split(",")) - set(PHASES_DEFAULT)
+    unknown = set(args.phases.split(",")) - set(PHASES_DEFAULT) - set(PHASES_OPTIONAL)
     if unknown:
         raise SystemExit("Unknown phase(s): %s" % ", ".join(sorted(unknown)))
     if args.keep_db and len(sizes) != 1:
