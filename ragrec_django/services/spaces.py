@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from .. import storage
 from ..models import SpaceGeneration
 from ..registry import SpaceConfig
+from ..storage.ann import rebuild_index as rebuild_generation_index
 from .encoding import SpaceCoverage
 from .encoding import coverage as encoding_coverage
 
@@ -49,6 +50,13 @@ def promote(space_name: str) -> SpaceGeneration:
 def rollback(space_name: str) -> SpaceGeneration:
     """Re-activate the space's most recently retired generation (``SpaceNotReady`` when there is none)."""
     return storage.rollback(space_name)
+
+
+def rebuild_index(space: SpaceConfig) -> list[SpaceGeneration]:
+    """Give the space's active and building generations the index type its ``INDEX`` names now
+    (a new generation gets it anyway); the generations whose index was rebuilt."""
+    generations = [storage.active_generation(space.name), storage.building_generation(space.name)]
+    return [g for g in generations if g is not None and rebuild_generation_index(g, space.index)]
 
 
 def drop_retired(space_name: str) -> Iterator[SpaceGeneration]:

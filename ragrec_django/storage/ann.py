@@ -24,7 +24,7 @@ from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
 from ..registry import get_spaces
 from .database import on_read_database
-from .generations import SpaceNotReady, active_generation, binary_index_name
+from .generations import SpaceNotReady, active_generation, binary_index_name, create_index
 from .vectors import check_vectors
 
 
@@ -256,6 +256,39 @@ def _index_type(generation: SpaceGeneration, using: str) -> str:
             _index_types.clear()
         _index_types[key] = (now, index_type)
     return index_type
+
+
+def rebuild_index(generation: SpaceGeneration, index: str) -> bool:
+    """Give the generation an ``index`` ("halfvec" or "binary") HNSW index and drop its other one.
+
+    The new index is built first (writes to the embeddings wait meanwhile, queries go on through the
+    old index), then the old one is dropped. False when the generation already has only that index.
+    """
+    names = {"halfvec": generation.index_name, "binary": binary_index_name(generation)}
+    if index not in names:
+        raise ValueError("Unknown index type %r (halfvec or binary)." % (index,))
+    (other,) = set(names) - {index}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL", [names[index], names[other]])
+        has_index, has_other = cursor.fetchone()
+    if has_index and not has_other:
+        return False
+    with transaction.atomic():
+        create_index(generation, index)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(names[other]))
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+    _forget_index_type(generation)
+    return True
+
+
+def _forget_index_type(generation: SpaceGeneration) -> None:
+    """Read the generation's index type from the catalogue again (other processes see a change
+    within ``INDEX_TYPE_TTL`` seconds)."""
+    with _index_types_lock:
+        for key in [key for key in _index_types if key[2] == generation.pk]:
+            del _index_types[key]
 
 
 def _rerank_depth(space_name: str) -> int:

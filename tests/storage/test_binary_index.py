@@ -13,6 +13,7 @@ from ragrec_django import registry, storage
 from ragrec_django.models import Item
 from ragrec_django.registry import SpaceConfig
 from ragrec_django.storage import ann
+from ragrec_django.storage.ann import rebuild_index
 from ragrec_django.storage.generations import binary_index_name
 
 pytestmark = pytest.mark.django_db
@@ -182,3 +183,29 @@ def test_rerank_depth_comes_from_the_space_else_the_global_setting(settings):
         "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text", "INDEX": "binary", "RERANK_DEPTH": 250}},
     }
     assert ann._rerank_depth("text") == 250
+
+
+def test_rebuild_index_switches_the_active_generation_without_a_new_one(catalogue, settings):
+    from django.core.management import call_command
+
+    items, generation, rng = catalogue
+    query = rng.normal(size=DIM).astype(np.float32)
+    settings.RAGREC = {**settings.RAGREC, "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text"}}}
+    storage.nearest("text", query, 10)  # the binary index type is now cached: rebuild_index must forget it
+    call_command("ragrec_spaces", "rebuild-index", "text")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE indexname LIKE %s", [generation.index_name + "%"])
+        assert [row[0] for row in cursor.fetchall()] == [generation.index_name]
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", query, 10)
+    assert not any("<~>" in q["sql"] for q in captured.captured_queries)
+    assert ids(found) == ids(storage.nearest("text", query, 10, exact=True))
+    assert rebuild_index(generation, "halfvec") is False
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text", "INDEX": "binary"}},
+    }
+    call_command("ragrec_spaces", "rebuild-index", "text")
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", query, 10)
+    assert any("<~>" in q["sql"] for q in captured.captured_queries)

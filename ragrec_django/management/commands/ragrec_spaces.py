@@ -6,6 +6,7 @@ manage.py ragrec_reindex --space image    # fill it (queries still use the old o
 manage.py ragrec_spaces promote image     # atomic swap once complete
 manage.py ragrec_spaces rollback image    # back to the previous generation
 manage.py ragrec_spaces drop-retired image
+manage.py ragrec_spaces rebuild-index image  # build the index type RAGREC SPACES[...]["INDEX"] names now
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class Command(BaseCommand):
             ("promote", "Make the building generation active (refused until it is complete unless --force)."),
             ("rollback", "Re-activate the previously active generation."),
             ("drop-retired", "Delete retired generations, their vectors and indexes."),
+            (
+                "rebuild-index",
+                'Give the active and building generations the index type SPACES[...]["INDEX"] names (halfvec or '
+                "binary), then drop their other index.",
+            ),
         ]:
             action_parser = sub.add_parser(action, help=text)
             action_parser.add_argument("space")
@@ -53,6 +59,12 @@ class Command(BaseCommand):
             elif action == "drop-retired":
                 for generation in spaces.drop_retired(space.name):
                     self.stdout.write("Dropped %s" % generation)
+            elif action == "rebuild-index":
+                rebuilt = spaces.rebuild_index(space)
+                for generation in rebuilt:
+                    self.stdout.write("%s: %s index built, the other dropped" % (generation, space.index))
+                if not rebuilt:
+                    self.stdout.write("%s: every generation already has a %s index" % (space.name, space.index))
         except (ImproperlyConfigured, SpaceMismatch, SpaceNotReady) as exc:
             raise CommandError(str(exc)) from exc
 
