@@ -38,6 +38,7 @@ def test_defaults_and_user_values():
         "EF_SEARCH": 200,
         "EF_SEARCH_BROAD": 60,
         "EF_SEARCH_MAX": 400,
+        "RERANK_DEPTH": 100,
     }  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}
