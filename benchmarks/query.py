@@ -130,6 +130,12 @@ def parse_args() -> argparse.Namespace:
         "trains (256-d; the demo's checkpoint in var/models/demo-lit, else a throwaway one).",
     )
     parser.add_argument("--torch-threads", type=int, default=None, help="torch.set_num_threads for query encoding.")
+    parser.add_argument(
+        "--spaces",
+        default=",".join(SPACES),
+        help="Comma-separated spaces to load and measure (default: %s; the latency phases need both)."
+        % ",".join(SPACES),
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
     return parser.parse_args()
@@ -1213,6 +1219,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    wanted = set(args.spaces.split(","))
+    if not wanted or wanted - set(SPACES):
+        raise SystemExit("--spaces: choose from %s." % ", ".join(SPACES))
+    for name in set(SPACES) - wanted:
+        del SPACES[name]
     unknown = set(args.phases.split(",")) - set(PHASES_DEFAULT) - set(PHASES_OPTIONAL)
     if unknown:
         raise SystemExit("Unknown phase(s): %s" % ", ".join(sorted(unknown)))
