@@ -47,8 +47,8 @@ from .interactions import (
     insert_impression,
     repeat_purchases,
 )
-from .items import local_catalogue_changes, products_named_in, sync_items
-from .keyword import SpellingCorrector, keyword_search, spelling_corrector
+from .items import local_catalogue_changes, sync_items
+from .keyword import SpellingCorrector, keyword_search, products_named_in, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
 __all__ = [
@@ -77,12 +77,12 @@ __all__ = [
     "drop_generation",
     "ef_search_for",
     "extension_version",
+    "scale_extensions",
+    "SCALE_EXTENSIONS",
     "generation_snapshot",
     "keyword_search",
     "local_catalogue_changes",
     "nearest",
-    "scale_extensions",
-    "SCALE_EXTENSIONS",
     "nearest_to_item",
     "products_named_in",
     "promote",

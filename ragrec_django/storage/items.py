@@ -1,4 +1,4 @@
-"""The item mirror: syncing host items into ``Item``, and looking products up by name."""
+"""The item mirror: syncing host items into ``Item``."""
 
 from __future__ import annotations
 
@@ -85,14 +85,3 @@ def _write_tokenised_vectors(snapshots, words: Tokeniser, language: str) -> None
             "WHERE i.key = v.key",
             [language, language, language, *columns],
         )
-
-
-def products_named_in(text: str) -> list[tuple[str, str]]:
-    """``(key, title)`` of the items whose full title (6+ characters) appears in ``text``, case-insensitively."""
-    table = connection.ops.quote_name(Item._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT key, title FROM %s WHERE length(title) >= 6 AND strpos(lower(%%s), lower(title)) > 0" % table,
-            [text],
-        )
-        return cursor.fetchall()

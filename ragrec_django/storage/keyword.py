@@ -169,6 +169,37 @@ def catalogue_cached(name: str, build: Callable[[], Any]) -> Any:
     return value
 
 
+#: Shortest title ``products_named_in`` looks for (shorter ones are common words), and its index's key length.
+NAMED_TITLE_MIN_CHARS = 6
+
+
+def products_named_in(text: str) -> list[tuple[str, str]]:
+    """``(key, title)`` of the items whose full title (6+ characters) appears in ``text``, case-insensitively.
+
+    Reads a per-process index of every title by its first six characters (``catalogue_cached``: rebuilt when
+    this process changes the catalogue, within ``VOCABULARY_TTL_SECONDS`` when another does), so an answer is
+    checked in well under a millisecond instead of a scan of the item table per call.
+    """
+    index = catalogue_cached("titles-by-prefix", _titles_by_prefix)
+    lower = text.lower()
+    found, seen = [], set()
+    for start in range(len(lower) - NAMED_TITLE_MIN_CHARS + 1):
+        for key, title, lowered in index.get(lower[start : start + NAMED_TITLE_MIN_CHARS], ()):
+            if key not in seen and lower.startswith(lowered, start):
+                seen.add(key)
+                found.append((key, title))
+    return found
+
+
+def _titles_by_prefix() -> dict[str, list[tuple[str, str, str]]]:
+    index: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for key, title in Item.objects.values_list("key", "title").iterator(chunk_size=10000):
+        if len(title) >= NAMED_TITLE_MIN_CHARS:
+            lowered = title.lower()
+            index[lowered[:NAMED_TITLE_MIN_CHARS]].append((key, title, lowered))
+    return dict(index)
+
+
 def spelling_corrector() -> SpellingCorrector:
     """The vocabulary corrector of the current catalogue (``catalogue_cached``)."""
     return catalogue_cached("spelling", _build_corrector)
