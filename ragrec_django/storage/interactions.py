@@ -27,6 +27,9 @@ COPY_COLUMNS = ("event", "item_id", "user_id", "session_key", "order_id", "quant
 #: A purchase's visitor as SQL (``{a}`` the table alias): ``u<user id>``, else ``s<session key>``. Orders are
 #: told apart per visitor: a basket is one (visitor, order id) pair, so two customers' order "1001" never merge.
 VISITOR_KEY = "COALESCE('u' || {a}.user_id::text, 's' || {a}.session_key)"
+#: A purchase's basket as one SQL value: its visitor and its order id (one column, so the planner estimates its
+#: joins as it does the order id's).
+BASKET_KEY = "(" + VISITOR_KEY + " || '/' || {a}.order_id)"
 
 
 def table_name(model) -> str:
@@ -127,7 +130,7 @@ def co_purchases(
     """Items bought in the same orders as the seed items, as ``(item id, score, strongest seed)``, best first.
 
     ``score`` is the sum over seeds of ``weight * (orders holding both)``, counted in each seed's
-    latest ``orders_per_item`` orders (None: all); an order is one visitor's order id (``VISITOR_KEY``),
+    latest ``orders_per_item`` orders (None: all); an order is one visitor's order id (``BASKET_KEY``),
     so two customers' order "1001" are two orders. The strongest seed is the one that contributes
     most. Seeds themselves and ``exclude`` are never returned. Only ``verified`` purchases count, and
     one ``origin`` (client address) counts at most ``max_per_source`` orders per item (None: all;
@@ -137,37 +140,35 @@ def co_purchases(
         return []
     ids = list(seeds)
     events = table_name(Interaction)
-    visitor_a, visitor_b = VISITOR_KEY.format(a="a"), VISITOR_KEY.format(a="b")
-    # Each order (visitor, order id) holding a seed weighs the sum of its seeds' weights; every other
-    # item of the order gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial
-    # index on order_id; the visitor then tells apart orders of different visitors sharing an id. The
+    basket_a, basket_b = BASKET_KEY.format(a="a"), BASKET_KEY.format(a="b")
+    # Each order (a visitor's order id: ``basket``) holding a seed weighs the sum of its seeds' weights; every
+    # other item of the order gets that weight. "order_id <> ''" on both sides lets PostgreSQL use the partial
+    # index on order_id; the basket then tells apart orders of different visitors sharing an id. The
     # strongest seed is found for the returned items only.
     sql = (
         "WITH seeds AS (SELECT * FROM unnest(%s::bigint[], %s::float8[]) AS s(item_id, weight)), "
         "anchored AS ("
-        " SELECT DISTINCT r.visitor, r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
-        f"  SELECT {visitor_a} AS visitor, a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s"
+        " SELECT DISTINCT r.basket, r.order_id, s.item_id FROM seeds s CROSS JOIN LATERAL ("
+        f"  SELECT {basket_a} AS basket, a.order_id FROM {events} a WHERE a.item_id = s.item_id AND a.event = %s"
         "  AND a.order_id <> '' AND a.verified ORDER BY a.created_at DESC, a.order_id DESC LIMIT %s) r"
         "), orders AS ("
-        " SELECT a.visitor, a.order_id, SUM(s.weight) AS weight FROM anchored a JOIN seeds s ON s.item_id = a.item_id"
-        " GROUP BY a.visitor, a.order_id"
+        " SELECT a.basket, MIN(a.order_id) AS order_id, SUM(s.weight) AS weight"
+        " FROM anchored a JOIN seeds s ON s.item_id = a.item_id GROUP BY a.basket"
         "), other AS ("
-        f" SELECT {visitor_b} AS visitor, b.order_id, b.item_id,"
-        f" COALESCE(MIN(NULLIF(b.origin, '')), 'order:' || {visitor_b} || ':' || b.order_id) AS source"
+        f" SELECT {basket_b} AS basket, b.item_id, COALESCE(MIN(NULLIF(b.origin, '')), 'order:' || {basket_b}) AS source"
         f" FROM {events} b"
         " WHERE b.order_id IN (SELECT order_id FROM orders) AND b.order_id <> '' AND b.event = %s AND b.verified"
-        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s)) GROUP BY 1, b.order_id, b.item_id"
+        " AND b.item_id IS NOT NULL AND NOT (b.item_id = ANY(%s)) GROUP BY 1, b.item_id"
         "), counted AS ("
-        " SELECT o.visitor, o.order_id, o.item_id, w.weight, row_number() OVER ("
-        "  PARTITION BY o.item_id, o.source ORDER BY w.weight DESC, o.visitor, o.order_id) AS nth"
-        " FROM other o JOIN orders w ON w.visitor = o.visitor AND w.order_id = o.order_id"
+        " SELECT o.basket, o.item_id, w.weight, row_number() OVER ("
+        "  PARTITION BY o.item_id, o.source ORDER BY w.weight DESC, o.basket) AS nth"
+        " FROM other o JOIN orders w ON w.basket = o.basket"
         "), top AS ("
         " SELECT item_id, SUM(weight) AS score FROM counted WHERE nth <= %s"
         " GROUP BY item_id ORDER BY score DESC, item_id LIMIT %s"
         "), strongest AS ("
         " SELECT DISTINCT ON (o.item_id) o.item_id, a.item_id AS seed"
-        " FROM top t JOIN counted o ON o.item_id = t.item_id AND o.nth <= %s"
-        " JOIN anchored a ON a.visitor = o.visitor AND a.order_id = o.order_id"
+        " FROM top t JOIN counted o ON o.item_id = t.item_id AND o.nth <= %s JOIN anchored a ON a.basket = o.basket"
         " JOIN seeds s ON s.item_id = a.item_id"
         " GROUP BY o.item_id, a.item_id, s.weight ORDER BY o.item_id, COUNT(*) * s.weight DESC, a.item_id"
         ") "
