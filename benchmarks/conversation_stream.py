@@ -77,6 +77,7 @@ class Client:
         self.cookie = ""
 
     def start(self) -> str:
+        sent = time.perf_counter()
         self.connection.request(
             "POST", "/api/recommend/assistant/conversations/", headers={"Accept": "application/json"}
         )
@@ -84,8 +85,9 @@ class Client:
         body = response.read()
         cookie = response.getheader("Set-Cookie", "")
         self.cookie = cookie.split(";", 1)[0] if cookie else ""
-        if response.status != 201:
-            raise RuntimeError("start: HTTP %d %s" % (response.status, body[:200]))
+        if response.status != 201:  # a 503 at once: the server's line was full; after ~5 s: it waited in line
+            waited = time.perf_counter() - sent
+            raise RuntimeError("start: HTTP %d after %.0f s %s" % (response.status, waited, body[:80]))
         return json.loads(body)["conversation"]
 
     def turn(self, chat: str, body: dict, stream: bool) -> tuple[float, float, dict]:
@@ -98,7 +100,8 @@ class Client:
         )
         response = self.connection.getresponse()
         if response.status != 200:
-            raise RuntimeError("HTTP %d %s" % (response.status, response.read()[:200]))
+            waited = time.perf_counter() - sent
+            raise RuntimeError("turn: HTTP %d after %.0f s %s" % (response.status, waited, response.read()[:80]))
         first = response.read1(65536)
         first_byte = time.perf_counter() - sent
         if not stream:
