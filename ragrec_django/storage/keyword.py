@@ -176,28 +176,32 @@ NAMED_TITLE_MIN_CHARS = 6
 def products_named_in(text: str) -> list[tuple[str, str]]:
     """``(key, title)`` of the items whose full title (6+ characters) appears in ``text``, case-insensitively.
 
-    Reads a per-process index of every title by its first six characters (``catalogue_cached``: rebuilt when
-    this process changes the catalogue, within ``VOCABULARY_TTL_SECONDS`` when another does), so an answer is
-    checked in well under a millisecond instead of a scan of the item table per call.
+    Reads a per-process index of every title by its first six characters, then by its length
+    (``catalogue_cached``: rebuilt when this process changes the catalogue, within ``VOCABULARY_TTL_SECONDS``
+    when another does): one set lookup per title length at each place the text could start a title, instead of
+    a scan of the item table per call.
     """
     index = catalogue_cached("titles-by-prefix", _titles_by_prefix)
     lower = text.lower()
     found, seen = [], set()
     for start in range(len(lower) - NAMED_TITLE_MIN_CHARS + 1):
-        for key, title, lowered in index.get(lower[start : start + NAMED_TITLE_MIN_CHARS], ()):
-            if key not in seen and lower.startswith(lowered, start):
-                seen.add(key)
-                found.append((key, title))
+        for length, titles in index.get(lower[start : start + NAMED_TITLE_MIN_CHARS], {}).items():
+            for key, title in titles.get(lower[start : start + length], ()):
+                if key not in seen:
+                    seen.add(key)
+                    found.append((key, title))
     return found
 
 
-def _titles_by_prefix() -> dict[str, list[tuple[str, str, str]]]:
-    index: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+def _titles_by_prefix() -> dict[str, dict[int, dict[str, list[tuple[str, str]]]]]:
+    """{first six characters: {length: {lower-case title: [(key, title)]}}} of every title of 6+ characters."""
+    index: dict[str, dict[int, dict[str, list[tuple[str, str]]]]] = {}
     for key, title in Item.objects.values_list("key", "title").iterator(chunk_size=10000):
         if len(title) >= NAMED_TITLE_MIN_CHARS:
             lowered = title.lower()
-            index[lowered[:NAMED_TITLE_MIN_CHARS]].append((key, title, lowered))
-    return dict(index)
+            by_length = index.setdefault(lowered[:NAMED_TITLE_MIN_CHARS], {})
+            by_length.setdefault(len(lowered), {}).setdefault(lowered, []).append((key, title))
+    return index
 
 
 def spelling_corrector() -> SpellingCorrector:
