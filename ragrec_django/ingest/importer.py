@@ -47,7 +47,8 @@ from ..models import Interaction, Item
 #: Interaction fields a CSV column can be mapped to, with what they hold.
 INTERACTION_FIELDS: dict[str, str] = {
     "session": "visitor id: an anonymous session or an external customer id (stored as session_key, <= 64 chars)",
-    "user": "primary key of an existing Django user (give user or session on every row)",
+    "user": "primary key of an existing Django user (give user or session on every row; ragrec_evaluate reads "
+    "a file's user ids as visitor ids and needs no users)",
     "item": "item key (the host primary key, or a product id of --products); not needed for search events",
     "timestamp": "when: ISO 8601 ('2011-12-09 12:50:00', '...T12:50:00+01:00') or Unix seconds; "
     "--time-format for others; naive times are in --timezone (default: settings.TIME_ZONE)",
