@@ -1,7 +1,7 @@
 """Learned "for you" served from the database: end to end latency with live and materialised signals.
 
     python benchmarks/ranker_serving.py [--items 100000] [--events 1000000] [--shoppers 30000]
-                                        [--requests 300] [--concurrency 1,2] [--label-days 7]
+                                        [--requests 300] [--concurrency 1,2] [--label-days 1.5]
                                         [--db-name ragrec_bench_rankspeed] [--keep-db] [--json out.json]
 
 What it does:
@@ -12,7 +12,7 @@ What it does:
    few staples they re-buy and orders of 1 to 10 items drawn from their staples, their favourite
    categories and a Zipf-popular catalogue, plus views; ``--keep-db`` reuses a database of the same size;
 2. trains and activates a learned ranker on it (``services.ranker.train_ranker``, the last
-   ``--label-days`` of orders as training queries, promoted whatever the gate says), which also
+   ``--label-days`` of orders as training queries, no hold-out, promoted), which also
    materialises the shared signals (timed again on its own: ``refresh_signals``);
 3. serves ``history.for_you(visitor, k=10)`` with ``RAGREC["RANKER"] = "learned"`` (the whole service
    call: visitor history, candidates, features, LightGBM, SHAP of the first 10, serving rules, item
@@ -21,8 +21,11 @@ What it does:
    (no snapshot: the path before materialisation), then read from the materialised tables; the same
    shoppers in the same order, after one warm-up pass;
 4. times the model alone scoring 200 candidates (one thread, the process pinned to one core);
-5. reports p50/p90/p99 per mode and concurrency, the refresh time, the machine and its load average
-   (a shared machine: figures are upper bounds of an idle one), and drops the scratch database.
+5. reports p50/p90/p99 per mode and concurrency, and the CPU time of each request (this thread's plus
+   its PostgreSQL backend's, from /proc: the work a request costs, which a loaded machine inflates far
+   less than the wall clock), the refresh time, the machine and its load average (a shared machine:
+   latencies are upper bounds of an idle one), and drops the scratch database (``--keep-db`` keeps it,
+   ``--reuse-model`` then serves its active model instead of training again).
 """
 
 from __future__ import annotations
@@ -51,9 +54,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--shoppers", type=int, default=30_000)
     parser.add_argument("--requests", type=int, default=300, help="measured requests per mode and concurrency")
     parser.add_argument("--concurrency", default="1,2", help="concurrent request threads to measure (default 1,2)")
-    parser.add_argument("--label-days", type=float, default=7, help="training queries: orders of the last N days")
+    parser.add_argument("--label-days", type=float, default=1.5, help="training queries: orders of the last N days")
     parser.add_argument("--db-name", default="ragrec_bench_rankspeed", help="scratch database (dropped at the end)")
     parser.add_argument("--keep-db", action="store_true", help="keep the database (and reuse it next time)")
+    parser.add_argument(
+        "--reuse-model", action="store_true", help="serve the active model of a kept database instead of training one"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the report to this JSON file")
     args = parser.parse_args(argv)
@@ -198,9 +204,13 @@ def prepare(args, connection) -> dict:
 def train(args) -> dict:
     from ragrec_django.services import ranker
 
+    if args.reuse_model and ranker.active_model("for_you") is not None:
+        t0 = time.perf_counter()
+        snapshot = ranker.refresh_signals()
+        return {"train_s": None, "refresh_s": round(time.perf_counter() - t0, 1), "signal_rows": snapshot.items}
     t0 = time.perf_counter()
     outcome = ranker.train_ranker(
-        label_days=args.label_days, holdout_days=1, min_queries=1, margin=-1.0, force=True, progress=log
+        label_days=args.label_days, holdout_days=0, min_queries=1, margin=-1.0, force=True, progress=log
     )
     trained = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -234,22 +244,28 @@ def measure(keys: list[str], threads: int) -> dict:
     from ragrec_django.services.results import Visitor
 
     latencies: list[float] = []
+    cpu: list[float] = []
     fallbacks = []
     lock = threading.Lock()
     queue = list(keys)
 
     def worker():
         try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                (backend,) = cursor.fetchone()
             while True:
                 with lock:
                     if not queue:
                         return
                     key = queue.pop()
-                t0 = time.perf_counter()
+                t0, c0, s0 = time.perf_counter(), time.thread_time(), server_cpu(backend)
                 result = history.for_you(Visitor(session_key=key), k=10)
                 elapsed = time.perf_counter() - t0
+                used = time.thread_time() - c0 + server_cpu(backend) - s0
                 with lock:
                     latencies.append(elapsed)
+                    cpu.append(used)
                     if not result.items or "learned" not in result.items[0].components:
                         fallbacks.append(key)
         finally:
@@ -265,9 +281,17 @@ def measure(keys: list[str], threads: int) -> dict:
     return {
         "threads": threads,
         **percentiles(latencies),
+        "cpu_p50_ms": percentiles(cpu)["p50_ms"],
+        "cpu_p99_ms": percentiles(cpu)["p99_ms"],
         "per_s": round(len(latencies) / wall, 1),
         "not_learned": len(fallbacks),
     }
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds (user + system) PostgreSQL's backend ``pid`` has used, from /proc (the server runs here)."""
+    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scoring(keys: list[str]) -> dict:
@@ -327,11 +351,12 @@ def run(args) -> dict:
     from django.test import override_settings
 
     from ragrec_django.models import RankerSignalSnapshot
+    from ragrec_django.services import ranker
 
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     original_name = connection.settings_dict["NAME"]
     log("scratch database %s" % args.db_name)
-    connection.creation.create_test_db(verbosity=0, autoclobber=not args.keep_db, keepdb=args.keep_db)
+    connection.creation.create_test_db(verbosity=0, autoclobber=not args.keep_db, keepdb=args.keep_db, serialize=False)
     report = {"benchmark": "ranker_serving", "args": {k: v for k, v in vars(args).items() if k != "levels"}}
     report["machine_before"] = machine()
     try:
@@ -348,6 +373,7 @@ def run(args) -> dict:
                 else:
                     snapshot.pk = None
                     snapshot.save()
+                ranker.forget_models()
                 measure(keys[:30], 1)  # warm-up: model loaded, caches and buffers warm
                 for threads in args.levels:
                     row = {"signals": mode, **measure(keys, threads), "load_average": machine()["load_average"]}

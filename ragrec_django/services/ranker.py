@@ -54,6 +54,7 @@ POPULAR_STORED = 200
 PARTNERS_PER_ITEM = 2000
 
 REASONS = {
+    "knn": "often bought with what you buy",
     "als": "popular with shoppers like you",
     "popular": "popular right now",
 }
@@ -101,9 +102,10 @@ def active_model(recommender: str = "for_you"):
 
 
 def forget_models() -> None:
-    """Drop the cached models (tests; a process that must reload at once)."""
+    """Drop the cached models and signal snapshot (tests; a process that must reload at once)."""
     with _models_lock:
         _models.clear()
+    _snapshot[:] = [float("-inf"), None]
 
 
 # ---------------------------------------------------------------- signals from the database
@@ -208,12 +210,17 @@ class MaterialisedSignals:
 
 
 _reported: set = set()
+#: The snapshot row as last read by this process: (monotonic time read, snapshot or None); re-read every
+#: ``MODEL_CHECK_SECONDS`` and after this process refreshes it.
+_snapshot: list = [float("-inf"), None]
 
 
 def signal_source(at: float) -> DatabaseSignals | MaterialisedSignals:
     """The materialised signals when their snapshot is usable at ``at``, else the live aggregates (the reason logged
     once per process and snapshot)."""
-    snapshot = store.signal_snapshot()
+    if time.monotonic() - _snapshot[0] >= MODEL_CHECK_SECONDS:
+        _snapshot[:] = [time.monotonic(), store.signal_snapshot()]
+    snapshot = _snapshot[1]
     problem = _unusable(snapshot, at)
     if problem is None:
         return MaterialisedSignals(snapshot)
@@ -261,6 +268,7 @@ def refresh_signals(*, at: float | None = None) -> object:
         partners_per_item=PARTNERS_PER_ITEM,
     )
     logger.info("Materialised the learned ranker's signals: %s in %.1f s.", snapshot, snapshot.seconds)
+    _snapshot[:] = [time.monotonic(), snapshot]
     return snapshot
 
 

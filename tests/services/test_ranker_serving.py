@@ -152,6 +152,7 @@ def test_missing_stale_or_mismatched_signals_fall_back_to_the_live_aggregates_an
 def test_learned_for_you_serves_the_same_list_from_materialised_signals(settings, trained):  # noqa: F811
     settings.RAGREC = {**settings.RAGREC, "RANKER": "learned"}
     RankerSignalSnapshot.objects.all().delete()
+    ranker.forget_models()  # the process's cached snapshot too
     visitor = Visitor(session_key="s2")
     live = history.for_you(visitor, k=8)
     ranker.refresh_signals()
