@@ -24,6 +24,8 @@ import numpy as np
 from ..ranking.learned import ItemFactors
 
 MODEL_FILE, META_FILE, FACTORS_FILE = "model.txt", "model.json", "factors.npz"
+#: The item model's arrays beside the ALS factors (an artefact without them still loads: no kNN source).
+ITEM_MODEL_ARRAYS = ("neighbours", "similarities", "repeat_rate", "buyers")
 
 DEFAULT_PARAMS = {
     "objective": "lambdarank",
@@ -102,11 +104,15 @@ class LearnedRanker:
         if self.factors is None:
             return b""
         buffer = io.BytesIO()
+        optional = {
+            name: getattr(self.factors, name) for name in ITEM_MODEL_ARRAYS if getattr(self.factors, name) is not None
+        }
         np.savez(
             buffer,
             item_ids=self.factors.item_ids,
             factors=self.factors.factors,
             settings=np.array([self.factors.regularization, self.factors.alpha]),
+            **optional,
         )
         return buffer.getvalue()
 
@@ -117,7 +123,11 @@ class LearnedRanker:
         with np.load(io.BytesIO(data)) as arrays:
             regularization, alpha = arrays["settings"].tolist()
             return ItemFactors(
-                item_ids=arrays["item_ids"], factors=arrays["factors"], regularization=regularization, alpha=alpha
+                item_ids=arrays["item_ids"],
+                factors=arrays["factors"],
+                regularization=regularization,
+                alpha=alpha,
+                **{name: arrays[name] for name in ITEM_MODEL_ARRAYS if name in arrays.files},
             )
 
     @property
@@ -326,7 +336,12 @@ class FitOptions:
     valid_share: float = 0.15  # visitors whose queries validate (early stopping)
     candidates: int = 200
     min_queries: int = 50
-    factors: bool = True  # the matrix-factorisation (ALS) source, when ``implicit`` is installed
+    factors: bool = True  # the item model (ALS and kNN sources), when ``implicit`` is installed
+    als_factors: int = 64
+    als_regularization: float = 0.05
+    als_alpha: float = 1.0
+    neighbours: int = 50  # item-kNN neighbours kept per item (0: no kNN source)
+    item_model_days: float = 30.0  # training queries use an item model retrained every this many days
     params: dict | None = None
     seed: int = 0
 
@@ -367,11 +382,18 @@ def fit(
             % (len(points), options.label_days, options.min_queries)
         )
     use_factors = options.factors and _has_implicit()
-    factors = _factors(log, label_start, options) if use_factors else None
+    # the item model a query sees is trained on the events before its period of ``item_model_days`` (as
+    # serving's is trained before it serves): stale by at most that much, never reading the query's future
+    period = max(options.item_model_days, 1.0) * learned.DAY
+    item_models: dict[float, object] = {}
     say("%d training queries (orders of returning shoppers); building features" % len(points))
     parts: dict[bool, list] = {True: [], False: []}
     recall = _CandidateRecall()
     for i, point in enumerate(points, start=1):
+        cut = label_start + np.floor((point.at - label_start) / period) * period
+        if use_factors and cut not in item_models:
+            item_models[cut] = _factors(log, cut, options)
+        factors = item_models.get(cut)
         features, labels, candidates = learned.query_rows(log, point, factors=factors, limit=options.candidates)
         parts[learned.in_validation(point.visitor, options.valid_share, options.seed)].append((features, labels))
         recall.add(candidates, point.items)
@@ -481,7 +503,68 @@ def _has_implicit() -> bool:
 
 
 def _factors(log, before: float, options: FitOptions):
+    """The item model from the events before ``before``: ALS factors, kNN neighbours, repeat rates."""
     visitors, entries = log.visitor_item_counts(before)
     if not entries:
         return None
-    return train_item_factors(len(visitors), log.item_ids, entries, seed=options.seed)
+    factors = train_item_factors(
+        len(visitors),
+        log.item_ids,
+        entries,
+        factors=options.als_factors,
+        regularization=options.als_regularization,
+        alpha=options.als_alpha,
+        seed=options.seed,
+    )
+    if options.neighbours:
+        factors.neighbours, factors.similarities = item_neighbours(log, before, options.neighbours)
+    factors.repeat_rate, factors.buyers = repeat_rates(len(log.item_ids), entries)
+    return factors
+
+
+def item_neighbours(log, before: float, size: int, shrink: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's ``size`` nearest items by cosine over the orders placed before ``before``.
+
+    ``similarity(i, j) = orders holding both / (sqrt(orders holding i * orders holding j) + shrink)``
+    (the shrink term damps pairs seen once or twice). Returns (row positions, -1 padding; similarities),
+    both ``(items, size)``, best first.
+    """
+    from scipy.sparse import csr_matrix
+
+    items = len(log.item_ids)
+    baskets = np.flatnonzero(log.basket_times < before)
+    starts, ends = log.basket_indptr[baskets], log.basket_indptr[baskets + 1]
+    lengths = ends - starts
+    columns = log.basket_columns[
+        np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    ]
+    rows = np.repeat(np.arange(len(baskets)), lengths)
+    matrix = csr_matrix((np.ones(len(columns), dtype=np.float32), (rows, columns)), shape=(len(baskets), items))
+    together = (matrix.T @ matrix).tocsr()
+    held = together.diagonal().astype(np.float64)
+    neighbours = np.full((items, size), -1, dtype=np.int32)
+    similarities = np.zeros((items, size), dtype=np.float32)
+    for row in range(items):
+        start, end = together.indptr[row], together.indptr[row + 1]
+        others, counts = together.indices[start:end], together.data[start:end].astype(np.float64)
+        keep = others != row
+        others, counts = others[keep], counts[keep]
+        if not len(others):
+            continue
+        cosine = counts / (np.sqrt(held[row] * held[others]) + shrink)
+        best = np.lexsort((others, -cosine))[:size]
+        neighbours[row, : len(best)] = others[best]
+        similarities[row, : len(best)] = cosine[best]
+    return neighbours, similarities
+
+
+def repeat_rates(items: int, entries) -> tuple[np.ndarray, np.ndarray]:
+    """Per item column, from ``(visitor row, item column, orders holding it)`` entries: the share of its buyers
+    who bought it in two or more orders (NaN: no buyer) and the number of buyers."""
+    columns = np.fromiter((entry[1] for entry in entries), dtype=np.int64, count=len(entries))
+    orders = np.fromiter((entry[2] for entry in entries), dtype=np.float64, count=len(entries))
+    buyers = np.bincount(columns, minlength=items).astype(np.float64)
+    again = np.bincount(columns, weights=(orders >= 2).astype(np.float64), minlength=items)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(buyers > 0, again / buyers, np.nan)
+    return rate.astype(np.float32), buyers.astype(np.float32)

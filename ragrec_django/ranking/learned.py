@@ -2,8 +2,9 @@
 
 No Django, no database, numpy only. The same two functions serve training and serving:
 
-* ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats and
-  the popular items, each with its source's score and rank;
+* ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats, their
+  items' nearest neighbours (item-kNN), the matrix-factorisation (ALS) items and the popular items,
+  each with its source's score and rank;
 * ``feature_matrix``: one row of ``FEATURES`` per candidate, from the visitor's own events
   (``VisitorHistory``) and the item signals (``ItemSignals``), all read strictly before ``at``.
 
@@ -22,11 +23,14 @@ import numpy as np
 
 DAY = 86400.0
 #: Candidate sources, in the order their lists are merged.
-SOURCES = ("repeat", "co_purchase", "als", "popular")
+SOURCES = ("repeat", "co_purchase", "knn", "als", "popular")
 #: Popularity windows (days): baskets holding the item in each window before ``at``.
 POPULARITY_WINDOWS = (7, 30, 90, 365)
 #: The repeat score's half-life in orders (as ``services.history.REPEAT_HALF_LIFE_ORDERS``).
 REPEAT_HALF_LIFE_ORDERS = 3.0
+#: Half-lives (orders) of the two more repeat scores the model sees: the last order or two, and the long run.
+REPEAT_RECENT_HALF_LIFE_ORDERS = 1.0
+REPEAT_LONG_HALF_LIFE_ORDERS = 10.0
 #: Co-purchases start from the visitor's strongest repeat purchases, at most this many, each read in
 #: its latest ``CO_PURCHASE_ORDERS_PER_ITEM`` orders before ``at``.
 CO_PURCHASE_SEEDS = 20
@@ -43,13 +47,20 @@ FEATURES = (
     "co_purchase_share",
     "co_purchase_lift",
     "co_purchase_last",
+    "knn_score",
+    "knn_rank",
+    "knn_last",
     "als_score",
     "als_rank",
     "popular_rank",
     # the visitor and this item
     "item_orders",
     "item_order_share",
+    "repeat_score_recent",
+    "repeat_score_long",
     "orders_since_item",
+    "item_order_gap",
+    "item_order_gap_ratio",
     "days_item_before_last_order",
     "days_first_item_before_last_order",
     "item_quantity",
@@ -59,6 +70,8 @@ FEATURES = (
     "item_views",
     "days_item_event_before_last_event",
     # the item
+    "item_repeat_rate",
+    "item_buyers",
     *("popularity_%dd" % days for days in POPULARITY_WINDOWS),
     "popularity_trend",
     "item_age_days",
@@ -123,6 +136,9 @@ class RepeatStats:
     score: np.ndarray
     orders: np.ndarray
     orders_since: np.ndarray
+    orders_since_first: np.ndarray
+    score_recent: np.ndarray
+    score_long: np.ndarray
     last_time: np.ndarray
     first_time: np.ndarray
     quantity: np.ndarray
@@ -142,9 +158,7 @@ def repeat_stats(history: VisitorHistory) -> RepeatStats:
     items, baskets, times = history.items[mask], history.baskets[mask], history.times[mask]
     if not len(items):
         empty = np.zeros(0)
-        return RepeatStats(
-            np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty, empty, 0, np.nan, empty, empty
-        )
+        return RepeatStats(np.zeros(0, dtype=np.int64), *([empty] * 9), 0, np.nan, empty, empty)
     basket_ids, basket_index = np.unique(baskets, return_inverse=True)
     basket_times = np.full(len(basket_ids), np.inf)
     np.minimum.at(basket_times, basket_index, times)
@@ -156,10 +170,16 @@ def repeat_stats(history: VisitorHistory) -> RepeatStats:
     item_ids, item_index = np.unique(pairs[0], return_inverse=True)
     line_item_index = np.searchsorted(item_ids, items)
     pair_age = age[pairs[1]]
-    score = np.bincount(item_index, weights=0.5 ** (pair_age / REPEAT_HALF_LIFE_ORDERS), minlength=len(item_ids))
+
+    def decayed(half_life: float) -> np.ndarray:
+        return np.bincount(item_index, weights=0.5 ** (pair_age / half_life), minlength=len(item_ids))
+
+    score = decayed(REPEAT_HALF_LIFE_ORDERS)
     orders = np.bincount(item_index, minlength=len(item_ids)).astype(np.float64)
     orders_since = np.full(len(item_ids), np.inf)
     np.minimum.at(orders_since, item_index, pair_age)
+    orders_since_first = np.full(len(item_ids), -np.inf)
+    np.maximum.at(orders_since_first, item_index, pair_age)
     last_time = np.full(len(item_ids), -np.inf)
     np.maximum.at(last_time, line_item_index, times)
     first_time = np.full(len(item_ids), np.inf)
@@ -171,6 +191,9 @@ def repeat_stats(history: VisitorHistory) -> RepeatStats:
         score=score,
         orders=orders,
         orders_since=orders_since,
+        orders_since_first=orders_since_first,
+        score_recent=decayed(REPEAT_RECENT_HALF_LIFE_ORDERS),
+        score_long=decayed(REPEAT_LONG_HALF_LIFE_ORDERS),
         last_time=last_time,
         first_time=first_time,
         quantity=quantity,
@@ -206,8 +229,10 @@ class Candidates:
 
 
 #: Candidates per source, at most (``gather_candidates``): the repeats carry the next basket, the
-#: co-purchases discovery, the popular items the visitor with little history.
-SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "als": 60, "popular": 10}
+#: co-purchases discovery, the popular items the visitor with little history. The kNN source scores and
+#: ranks every candidate (features) but adds none: on the validation split its own candidates pushed out
+#: co-purchase and ALS ones that the model ranked better (docs/evaluation.md, learned ranking).
+SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "knn": 0, "als": 60, "popular": 10}
 
 
 def gather_candidates(
@@ -248,7 +273,9 @@ class ItemSignals:
     visitor's seeds, for every candidate (0: none; the co-purchase source lists only unbought ones);
     ``seed_orders``: how many orders the seeds were read in (normalises it); ``co_purchase_last``:
     the same from the items of the visitor's last order only; ``als``: the matrix-factorisation
-    score (NaN: no factors).
+    score (NaN: no factors); ``knn`` and ``knn_last``: the item-kNN score from all the visitor's items and
+    from their last order's; ``repeat_rate`` and ``buyers``: the share of the item's buyers who bought it in
+    two or more orders, and how many bought it (NaN: unknown). The last four come with the item factors.
     """
 
     popularity: Mapping[int, np.ndarray]
@@ -259,6 +286,10 @@ class ItemSignals:
     co_purchase_last: np.ndarray
     als: np.ndarray
     seed_orders: float = 0.0
+    knn: np.ndarray | None = None
+    knn_last: np.ndarray | None = None
+    repeat_rate: np.ndarray | None = None
+    buyers: np.ndarray | None = None
 
 
 def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: ItemSignals) -> np.ndarray:
@@ -276,6 +307,15 @@ def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: Ite
     )
     columns["co_purchase_last"] = signals.co_purchase_last.astype(np.float64)
     columns["als_score"] = signals.als.astype(np.float64)
+    unknown = np.full(n, np.nan)
+    for name, values in (
+        ("knn_score", signals.knn),
+        ("knn_last", signals.knn_last),
+        ("item_repeat_rate", signals.repeat_rate),
+        ("item_buyers", signals.buyers),
+    ):
+        columns[name] = unknown if values is None else np.asarray(values, dtype=np.float64)
+    columns["item_buyers"] = np.log1p(columns["item_buyers"])
 
     stats = repeat_stats(history)
     where = np.searchsorted(stats.items, candidates.items) if len(stats.items) else np.zeros(n, dtype=np.int64)
@@ -296,7 +336,15 @@ def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: Ite
     columns["item_order_share"] = (
         columns["item_orders"] / stats.basket_count if stats.basket_count else np.full(n, np.nan)
     )
+    columns["repeat_score_recent"] = per_item(stats.score_recent, 0.0)
+    columns["repeat_score_long"] = per_item(stats.score_long, 0.0)
     columns["orders_since_item"] = per_item(stats.orders_since)
+    # orders between its purchases on average, and the orders since its last one against that
+    orders_span = per_item(stats.orders_since_first) - columns["orders_since_item"]
+    held = columns["item_orders"]
+    gap = np.where(held > 1, orders_span / np.maximum(held - 1, 1), np.nan)
+    columns["item_order_gap"] = gap
+    columns["item_order_gap_ratio"] = (columns["orders_since_item"] + 1) / np.where(gap > 0, gap, np.nan)
     columns["days_item_before_last_order"] = (last_order - per_item(stats.last_time)) / DAY
     columns["days_first_item_before_last_order"] = (last_order - per_item(stats.first_time)) / DAY
     columns["item_quantity"] = np.log1p(per_item(stats.quantity, 0.0))
@@ -600,17 +648,27 @@ def _last_basket(history: VisitorHistory) -> int:
 
 @dataclass
 class ItemFactors:
-    """Implicit-feedback matrix factorisation (ALS) item factors; a visitor's vector is solved from their orders.
+    """The item model trained with the ranker: ALS item factors, item-kNN neighbours, repeat statistics.
 
-    ``score = visitor vector . item factor``, the visitor vector being the least-squares solution
-    with the items fixed (Hu, Koren and Volinsky 2008): confidence ``alpha * orders`` per item they
-    bought, ``regularization`` the ridge term. It reads only the history it is given.
+    Implicit-feedback matrix factorisation (ALS): ``score = visitor vector . item factor``, the visitor
+    vector being the least-squares solution with the items fixed (Hu, Koren and Volinsky 2008):
+    confidence ``alpha * orders`` per item they bought, ``regularization`` the ridge term.
+
+    Item-kNN (optional): each item's ``neighbours`` (row positions, -1 padding) and their cosine
+    ``similarities`` over the orders that held them; a visitor's kNN score of an item sums the
+    similarities to their items, weighted. ``repeat_rate`` / ``buyers`` per item: the share of its
+    buyers who bought it in two or more orders, and how many bought it. All are computed from the
+    events before a cut-off (``ml.ranker``); the methods read only the history they are given.
     """
 
     item_ids: np.ndarray  # sorted
     factors: np.ndarray  # one row per item id
     regularization: float
     alpha: float
+    neighbours: np.ndarray | None = None  # (items, M) int
+    similarities: np.ndarray | None = None  # (items, M) float
+    repeat_rate: np.ndarray | None = None  # (items,)
+    buyers: np.ndarray | None = None  # (items,)
     _gram: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -619,9 +677,16 @@ class ItemFactors:
             self._gram = self.factors.T @ self.factors
         return self._gram
 
+    def _rows(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row positions of ``items`` and which of them have a row."""
+        items = np.asarray(items, dtype=np.int64)
+        if not len(self.item_ids):
+            return np.zeros(len(items), dtype=np.int64), np.zeros(len(items), dtype=bool)
+        rows = np.minimum(np.searchsorted(self.item_ids, items), len(self.item_ids) - 1)
+        return rows, self.item_ids[rows] == items
+
     def visitor_vector(self, items: np.ndarray, orders: np.ndarray) -> np.ndarray:
-        rows = np.searchsorted(self.item_ids, items) if len(self.item_ids) else np.zeros(0, dtype=np.int64)
-        known = (rows < len(self.item_ids)) & (self.item_ids[np.minimum(rows, max(len(self.item_ids) - 1, 0))] == items)
+        rows, known = self._rows(items)
         rows, confidence = rows[known], self.alpha * orders[known]
         width = self.factors.shape[1]
         if not len(rows):
@@ -636,11 +701,20 @@ class ItemFactors:
         return self.factors @ self.visitor_vector(stats.items, stats.orders)
 
     def scores_of(self, items: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """``scores`` (from ``scores_for_stats``) of ``items``, NaN for items without factors."""
-        if not len(self.item_ids):
-            return np.full(len(items), np.nan)
-        rows = np.minimum(np.searchsorted(self.item_ids, items), len(self.item_ids) - 1)
-        return np.where(self.item_ids[rows] == items, scores[rows], np.nan)
+        """``scores`` (aligned with ``item_ids``: ALS, kNN, repeat rate) of ``items``, NaN for items without a row."""
+        rows, known = self._rows(items)
+        return np.where(known, scores[rows], np.nan) if len(self.item_ids) else np.full(len(items), np.nan)
+
+    def knn_scores(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+        """Every item's similarity to ``items`` summed with ``weights`` (aligned with ``item_ids``); None without
+        neighbours."""
+        if self.neighbours is None or self.similarities is None:
+            return None
+        rows, known = self._rows(items)
+        neighbours = self.neighbours[rows[known]]
+        similarities = self.similarities[rows[known]] * np.asarray(weights, dtype=np.float64)[known, None]
+        valid = neighbours >= 0
+        return np.bincount(neighbours[valid], weights=similarities[valid], minlength=len(self.item_ids))
 
 
 # ---------------------------------------------------------------- candidates and signals, from any source
@@ -687,17 +761,27 @@ def candidates_at(
     seeds = stats.items[ranked[:CO_PURCHASE_SEEDS]].tolist()
     (seed_scores, seed_orders), (last_scores, _) = source.co_purchases([seeds, last_seeds], at)
     als = factors.scores_for_stats(stats) if factors is not None else None
+    knn = factors.knn_scores(stats.items, stats.score) if factors is not None else None
     lists = {
         "repeat": [(int(stats.items[i]), float(stats.score[i])) for i in ranked],
         "co_purchase": _best(seed_scores, bought, limit),
-        "als": _best(dict(zip(factors.item_ids.tolist(), als.tolist(), strict=True)), bought, limit)
-        if als is not None
-        else [],
+        "knn": _best_of(factors.item_ids, knn, bought, limit) if knn is not None else [],
+        "als": _best_of(factors.item_ids, als, bought, limit) if als is not None else [],
         "popular": source.popular(at, POPULAR_CANDIDATES),
     }
     candidates = gather_candidates(lists, limit=limit)
     items = candidates.items.tolist()
     popularity, first_seen, price, category = source.item_signals(candidates.items, at)
+    item_model = {}
+    if knn is not None:
+        last_items = np.asarray(sorted(in_last), dtype=np.int64)
+        item_model = {
+            "knn": factors.scores_of(candidates.items, knn),
+            "knn_last": factors.scores_of(candidates.items, factors.knn_scores(last_items, np.ones(len(last_items)))),
+        }
+    if factors is not None and factors.repeat_rate is not None:
+        item_model["repeat_rate"] = factors.scores_of(candidates.items, factors.repeat_rate)
+        item_model["buyers"] = factors.scores_of(candidates.items, factors.buyers)
     signals = ItemSignals(
         popularity=popularity,
         first_seen=first_seen,
@@ -707,8 +791,19 @@ def candidates_at(
         co_purchase_last=np.asarray([last_scores.get(i, 0.0) for i in items], dtype=np.float64),
         als=factors.scores_of(candidates.items, als) if als is not None else np.full(len(items), np.nan),
         seed_orders=seed_orders,
+        **item_model,
     )
     return candidates, history, signals
+
+
+def _best_of(item_ids: np.ndarray, scores: np.ndarray, bought: set, limit: int) -> list[tuple[int, float]]:
+    """The best-scored items (scores aligned with ``item_ids``) not bought, positive scores only, ties by lower id."""
+    keep = (scores > 0) & np.isfinite(scores)
+    if bought:
+        keep &= ~np.isin(item_ids, np.fromiter(bought, dtype=np.int64, count=len(bought)))
+    positions = np.flatnonzero(keep)
+    order = positions[np.lexsort((item_ids[positions], -scores[positions]))][:limit]
+    return [(int(item_ids[p]), float(scores[p])) for p in order]
 
 
 def _best(scores: Mapping[int, float], bought: set, limit: int) -> list[tuple[int, float]]:

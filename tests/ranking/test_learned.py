@@ -67,7 +67,17 @@ def test_features_for_time_t_never_read_an_event_after_t():
     at = T0 + 26 * DAY
     before = [line for line in lines if line[3] < at]
     after = [("d", 9, "late", at + DAY, 1, True), ("a", 5, "late-a", at + 2 * DAY, 1, True)]
-    factors = ItemFactors(np.arange(1, 10), np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32), 0.1, 1.0)
+    rng = np.random.default_rng(0)
+    factors = ItemFactors(
+        np.arange(1, 10),
+        rng.normal(size=(9, 4)).astype(np.float32),
+        0.1,
+        1.0,
+        neighbours=np.array([rng.permutation(9)[:3] for _ in range(9)], dtype=np.int32),
+        similarities=rng.random((9, 3)).astype(np.float32),
+        repeat_rate=rng.random(9).astype(np.float32),
+        buyers=rng.integers(1, 9, 9).astype(np.float32),
+    )
     full = EventLog.build(lines + after)
     past = EventLog.build(before + [("d", 9, "x", at + 30 * DAY, 1, False)])  # item 9 known to both logs
     for visitor in ("a", "b", "c"):
@@ -75,6 +85,42 @@ def test_features_for_time_t_never_read_an_event_after_t():
         assert got[0].items.tolist() == want[0].items.tolist()
         np.testing.assert_array_equal(feature_matrix(*got), feature_matrix(*want))
         assert feature_matrix(*got).shape == (len(got[0]), len(learned.FEATURES))
+        assert not np.isnan(feature_matrix(*got)[:, learned.FEATURES.index("knn_score")]).all()
+
+
+def test_item_model_at_t_never_reads_an_event_after_t():
+    """The kNN neighbours and repeat rates the training queries of time T use come from events before T only."""
+    from ragrec_django.ml.ranker import item_neighbours, repeat_rates
+
+    lines = _lines()
+    at = T0 + 26 * DAY
+    after = [("a", 5, "late-a", at + DAY, 1, True), ("c", 1, "late-c", at + 2 * DAY, 1, True)]
+    full, past = EventLog.build(lines + after), EventLog.build(lines)
+    for got, want in zip(item_neighbours(full, at, 3), item_neighbours(past, at, 3), strict=True):
+        np.testing.assert_array_equal(got, want)
+    rates = [repeat_rates(len(log.item_ids), log.visitor_item_counts(at)[1]) for log in (full, past)]
+    for got, want in zip(*rates, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_item_neighbours_are_shrunk_cosines_and_knn_sums_them():
+    from ragrec_django.ml.ranker import item_neighbours, repeat_rates
+
+    log = EventLog.build(_lines())
+    neighbours, similarities = item_neighbours(log, T0 + 21 * DAY, 2, shrink=1.0)
+    # orders before day 21: a-0 (1,2), a-5 (1,3), b-10 (1,2,5), c-12 (3,4), a-20 (1,2)
+    # item 1 is in 4 orders, item 2 in 3 (all with 1), item 3 in 2 (one with 1), item 5 in 1 (with 1)
+    one, two, three = (int(c) for c in log.columns_of([1, 2, 3]))
+    assert neighbours[one].tolist() == [two, int(log.columns_of([5])[0])]
+    assert similarities[one][0] == pytest.approx(3 / (np.sqrt(4 * 3) + 1))
+    assert similarities[one][1] == pytest.approx(1 / (np.sqrt(4 * 1) + 1))
+    factors = ItemFactors(log.item_ids, np.zeros((5, 2), dtype=np.float32), 0.1, 1.0, neighbours, similarities)
+    knn = factors.knn_scores(np.array([1, 3]), np.array([2.0, 1.0]))
+    assert knn[two] == pytest.approx(2 * similarities[one][0] + similarities[three][neighbours[three] == two].sum())
+    rate, buyers = repeat_rates(len(log.item_ids), log.visitor_item_counts(T0 + 21 * DAY)[1])
+    # item 1: bought by a (3 orders) and b (1 order); item 4: by c once
+    assert rate[one] == 0.5 and buyers[one] == 2
+    assert rate[int(log.columns_of([4])[0])] == 0.0
 
 
 def test_co_purchase_counts_each_seed_latest_orders_before_t():

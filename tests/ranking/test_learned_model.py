@@ -75,4 +75,29 @@ def test_factors_travel_with_the_artefact(tmp_path):
     ranker = LearnedRanker(model_text="tree", features=["a"], params={}, factors=factors)
     loaded = LearnedRanker.from_parts("tree", ranker.metadata_document(), ranker.factors_bytes())
     np.testing.assert_array_equal(loaded.factors.factors, factors.factors)
+    for name in ranker_module.ITEM_MODEL_ARRAYS:
+        np.testing.assert_array_equal(getattr(loaded.factors, name), getattr(factors, name))
     assert loaded.content_hash == ranker.content_hash
+
+
+def test_training_queries_use_an_item_model_trained_before_their_time(monkeypatch):
+    """Each training query sees the item model (ALS, kNN, repeat rates) of the period it falls in, trained on
+    the events before that period only."""
+    from ragrec_django.ranking import learned
+
+    monkeypatch.setattr(ranker_module, "_has_implicit", lambda: True)
+    monkeypatch.setattr(ranker_module, "_factors", lambda log, before, options: ("item model", before))
+    seen = []
+    real_query_rows = learned.query_rows
+
+    def query_rows(log, point, *, factors=None, limit=200):
+        seen.append((point.at, factors[1]))
+        return real_query_rows(log, point, factors=None, limit=limit)
+
+    monkeypatch.setattr(learned, "query_rows", query_rows)
+    monkeypatch.setattr(ranker_module, "train", lambda *args, **kwargs: LearnedRanker("tree", ["a"], {}))
+    options = FitOptions(label_days=60, item_model_days=20, min_queries=20)
+    fit(EventLog.build(synthetic_lines()), end=T0 + 121 * DAY, options=options)
+    label_start = T0 + 61 * DAY
+    assert {before for _, before in seen} == {label_start, label_start + 20 * DAY, label_start + 40 * DAY}
+    assert all(before <= at < before + 20 * DAY for at, before in seen)

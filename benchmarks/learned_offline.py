@@ -1,0 +1,245 @@
+"""The learned "for you" offline on Online Retail: the evaluation's split and metrics, features from memory.
+
+    python benchmarks/learned_offline.py --split valid|test [--users N] [--json out.json]
+
+``ragrec_evaluate --recommenders for_you_learned`` serves every shopper through the database (about
+half an hour on the shared 2-core machine). This script runs the same model on the same protocol
+in memory, minutes instead, to compare candidate sources, features and parameters:
+
+* ``--split test``: the evaluation's split (``evaluation.runner.temporal_split``: every shopper's
+  last basket held out), the ranker trained on the training events by ``ml.ranker.fit`` exactly as
+  ``evaluation.learned_ranker.prepare`` trains it (90 days of label orders, no hold-out); the lists
+  are composed as ``services.ranker.learned_for_you`` composes them (``depth`` = 40 items, repeats
+  at most half) from the in-memory ``EventLog`` (tests/services/test_ranker.py checks the database
+  gives the same candidates and features);
+* ``--split valid``: the same split applied to the training events once more (every shopper's last
+  *training* basket held out): the validation split inside the training period, for tuning. The test
+  baskets are never read.
+
+Scored like the evaluation (``runner.score_lists``; ``all`` and ``new``), with per-source candidate
+recall (``all`` and new items only), training time and model size. Baselines on the same split:
+``buy_again`` order (the repeat source alone) and ``cooc_last``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://offline@127.0.0.1:1/unused")  # nothing here reads a database
+
+import django  # noqa: E402
+
+django.setup()
+
+from ragrec_django.evaluation import runner  # noqa: E402
+from ragrec_django.evaluation.learned_ranker import paired  # noqa: E402
+from ragrec_django.ml import ranker as trainer  # noqa: E402
+from ragrec_django.ranking import learned  # noqa: E402
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "online_retail"
+CACHE = Path(os.environ.get("RAGREC_OFFLINE_CACHE", "/tmp/ragrec-learned-offline.pickle"))
+
+
+def load():
+    """The data set and its evaluation split (cached in a pickle between runs)."""
+    if CACHE.exists():
+        with CACHE.open("rb") as handle:
+            return pickle.load(handle)
+    dataset = runner.load_online_retail(DATA)
+    split = runner.temporal_split(dataset.interactions)
+    partial = CACHE.with_suffix(".%d" % os.getpid())
+    with partial.open("wb") as handle:
+        pickle.dump((dataset.products, split), handle)
+    partial.replace(CACHE)  # whole or not at all: two runs may start together
+    return dataset.products, split
+
+
+def log_key(visitor: str) -> str:
+    """The evaluation's visitor as the event log names it (``u<user id>`` or ``s<session>``)."""
+    return "u" + visitor[5:] if visitor.startswith("user:") else "s" + visitor
+
+
+def event_log(products, rows) -> tuple[learned.EventLog, dict[str, int], float]:
+    """The in-memory log of ``rows`` as ``storage.ranking.event_lines`` would give it; item ids in catalogue order."""
+    ids = {product.key: i + 1 for i, product in enumerate(products)}
+    ordered = sorted(rows, key=lambda row: row.created_at)
+    lines = [
+        (
+            log_key(runner.visitor_of(row)),
+            ids[row.item],
+            row.order_id,
+            row.created_at.timestamp(),
+            float(row.quantity),
+            row.event == "purchase",
+        )
+        for row in ordered
+        if row.item and row.event != "search"
+    ]
+    prices = {ids[p.key]: float(p.price) for p in products if p.price is not None}
+    categories = {ids[p.key]: p.category for p in products if p.category}
+    log = learned.EventLog.build(lines, prices=prices, categories=categories)
+    return log, ids, max(line[3] for line in lines) + 1.0
+
+
+def served_list(log, model, visitor: str, at: float, depth: int) -> tuple[list[int], learned.Candidates]:
+    """What ``learned_for_you`` returns for ``k = depth``: the composed list and its spares, cut at ``depth``."""
+    candidates, history, signals = log.candidates_at(visitor, at, factors=model.factors)
+    if not len(candidates):
+        return [], candidates
+    scores = model.predict(learned.feature_matrix(candidates, history, signals))
+    bought = set(history.items[history.purchases].tolist())
+    chosen = learned.compose(candidates, scores, bought, depth)
+    chosen += [p for p in learned.compose(candidates, scores, bought, depth * 2 + 10) if p not in set(chosen)]
+    return [int(candidates.items[p]) for p in chosen[:depth]], candidates
+
+
+def basket_lists(log, factors, basket: list[int], at: float, depth: int) -> dict[str, list[int]]:
+    """ "Bought together" for the last training basket, never showing it: co-purchase counts (each item's latest
+    orders, as ``history.bought_together_for_basket``) and item-kNN similarity sums."""
+    have = set(basket)
+    counts, _ = log.co_purchase_scores(basket, at)
+    lists = {"basket_co_purchase": learned._best_of(log.item_ids, counts, have, depth)}
+    knn = factors.knn_scores(np.asarray(basket), np.ones(len(basket))) if factors is not None else None
+    lists["basket_knn"] = learned._best_of(factors.item_ids, knn, have, depth) if knn is not None else []
+    return {name: [item for item, _ in ranked] for name, ranked in lists.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    parser.add_argument("--users", type=int, help="Score a random sample of this many shoppers (default: all).")
+    parser.add_argument("--json", help="Write the report here.")
+    parser.add_argument("--save-model", help="Save the trained artefact in this folder.")
+    parser.add_argument("--lists", help="Write every shopper's lists here (JSON), for paired comparisons across runs.")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="A FitOptions field (e.g. als_alpha=5)."
+    )
+    parser.add_argument(
+        "--quota",
+        action="append",
+        default=[],
+        metavar="SOURCE=N",
+        help="A candidate source's quota (learned.SOURCE_QUOTAS).",
+    )
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="A LightGBM parameter.")
+    args = parser.parse_args()
+    options = trainer.FitOptions(label_days=90, holdout_days=0)
+    for setting in args.set:
+        name, value = setting.split("=", 1)
+        setattr(options, name, type(getattr(options, name))(value))
+    for setting in args.quota:
+        name, value = setting.split("=", 1)
+        learned.SOURCE_QUOTAS[name] = int(value)
+    if args.param:
+        options.params = {name: json.loads(value) for name, value in (p.split("=", 1) for p in args.param)}
+
+    started = time.perf_counter()
+    products, split = load()
+    if args.split == "valid":
+        split = runner.temporal_split(split.train)
+    keys = [p.key for p in products]
+    log, ids, end = event_log(products, split.train)
+    key_of = {i: key for key, i in ids.items()}
+    print("split %s: %d training lines, %d shoppers held out" % (args.split, len(split.train), len(split.test)))
+
+    t = time.perf_counter()
+    fitted = trainer.fit(
+        log,
+        end=end,
+        options=options,
+        progress=lambda message: print("  " + message, flush=True),
+    )
+    training_s = time.perf_counter() - t
+    model = fitted.ranker
+    size = len(model.model_text.encode()) + len(model.factors_bytes())
+    print("trained in %.1f s, %d bytes, best round %s" % (training_s, size, model.metadata.get("best_iteration")))
+    if args.save_model:
+        model.save(args.save_model)
+
+    visitors = sorted(split.test)
+    if args.users and args.users < len(visitors):
+        visitors = sorted(random.Random(0).sample(visitors, args.users))
+    depth = 40
+    ctx = runner.build_context(split, keys, depth)
+    lists: dict[str, dict[str, list[str]]] = {
+        name: {} for name in ("learned", "buy_again", "cooc_last", "basket_co_purchase", "basket_knn")
+    }
+    found = {"all": dict.fromkeys((*learned.SOURCES, "total"), 0), "new": dict.fromkeys((*learned.SOURCES, "total"), 0)}
+    totals = {"all": 0, "new": 0}
+    t = time.perf_counter()
+    for visitor in visitors:
+        key = log_key(visitor)
+        items, candidates = served_list(log, model, key, end, depth)
+        lists["learned"][visitor] = [key_of[i] for i in items]
+        repeat = candidates.ranks["repeat"]
+        order = [i for i in np.argsort(repeat, kind="stable") if not np.isnan(repeat[i])]
+        lists["buy_again"][visitor] = [key_of[int(candidates.items[i])] for i in order][:depth]
+        lists["cooc_last"][visitor] = runner.rec_cooc_last(ctx, visitor)
+        basket = [ids[item] for item in split.history[visitor][-1].items]
+        for name, ranked in basket_lists(log, model.factors, basket, end, depth).items():
+            lists[name][visitor] = [key_of[i] for i in ranked]
+        target = {ids[item] for item in split.test[visitor].items}
+        bought = {ids[item] for item in split.bought(visitor)}
+        position = {int(item): i for i, item in enumerate(candidates.items)}
+        for variant, wanted in (("all", target), ("new", target - bought)):
+            totals[variant] += len(wanted)
+            hits = [position[item] for item in wanted if item in position]
+            found[variant]["total"] += len(hits)
+            for source in learned.SOURCES:
+                found[variant][source] += sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
+    ranking_s = time.perf_counter() - t
+
+    targets_all = {v: set(split.test[v].items) for v in visitors}
+    bought = {v: split.bought(v) for v in visitors}
+    targets_new = {v: items - bought[v] for v, items in targets_all.items() if items - bought[v]}
+    report = {
+        "split": args.split,
+        "settings": {"set": args.set, "quota": dict(learned.SOURCE_QUOTAS), "param": args.param},
+        "shoppers": len(visitors),
+        "training_s": round(training_s, 1),
+        "ranking_s": round(ranking_s, 1),
+        "model_bytes": size,
+        "best_iteration": model.metadata.get("best_iteration"),
+        "validation_ndcg@10": model.metadata.get("validation", {}).get("ndcg@10"),
+        "training_candidate_recall": model.metadata.get("candidate_recall"),
+        "candidate_recall": {v: {s: round(c / max(totals[v], 1), 4) for s, c in found[v].items()} for v in found},
+        "feature_importance_gain": dict(list(model.metadata.get("feature_importance_gain", {}).items())[:20]),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "variants": {},
+    }
+    for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
+        scored = {}
+        for name, per_visitor in lists.items():
+            result = runner.score_lists(
+                per_visitor, targets, k_max=20, catalogue_size=len(keys), vectors=None, exclude=exclude
+            )
+            scored[name] = {
+                "recall@10": result["recall"][9],
+                "recall@10_se": result["se"]["recall"][9],
+                "ndcg@10": result["ndcg"][9],
+                "ndcg@10_se": result["se"]["ndcg"][9],
+            }
+        scored["paired_learned_vs_buy_again"] = paired(lists["learned"], lists["buy_again"], targets, exclude=exclude)
+        report["variants"][variant] = {"shoppers": len(targets), "results": scored}
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps({k: v for k, v in report.items() if k != "feature_importance_gain"}, indent=1))
+    print("top features:", list(report["feature_importance_gain"])[:12])
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    if args.lists:
+        Path(args.lists).write_text(json.dumps(lists))
+
+
+if __name__ == "__main__":
+    main()
