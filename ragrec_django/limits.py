@@ -36,6 +36,12 @@ IDEMPOTENCY_KEY_MAX_CHARS = 128
 BASKET_MAX_ITEMS = 50
 #: A category name (API ``trending/?category=``).
 CATEGORY_MAX_CHARS = 200
+#: A staff member's note on a flagged conversation turn (admin).
+TURN_FLAG_NOTE_MAX_CHARS = 1000
+#: Characters of an item's text that go into its full-text vector. PostgreSQL refuses a tsvector whose words
+#: add up to 1 MB ("string is too long for tsvector"), which a very long text (or a CJK text split into
+#: bigrams: 300,000 characters make 3 MB) would reach, failing the whole sync batch.
+INDEXED_TEXT_MAX_CHARS = 100_000
 
 #: The limits README.md's "Input limits" table lists, by constant name.
 DOCUMENTED = (

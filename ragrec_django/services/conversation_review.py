@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from .. import limits
 from ..exceptions import BadQuery
 from ..generation import dialogue
 from ..models import Conversation, Item, Turn
@@ -24,7 +25,7 @@ BASKET, ABANDONED, OTHER = "basket", "abandoned", "other"
 OUTCOMES = {BASKET: "ended in basket", ABANDONED: "abandoned", OTHER: "other (still going, or never used)"}
 #: A conversation without a basket, untouched for this long, is abandoned.
 ABANDONED_AFTER = timedelta(minutes=30)
-FLAG_NOTE_MAX_CHARS = 1000
+FLAG_NOTE_MAX_CHARS = limits.TURN_FLAG_NOTE_MAX_CHARS
 
 
 def with_review_counts(queryset: QuerySet[Conversation]) -> QuerySet[Conversation]:

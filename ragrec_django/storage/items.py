@@ -9,14 +9,11 @@ from django.db import connection, transaction
 from django.db.models.functions import Left
 
 from ..conf import ragrec_settings
+from ..limits import INDEXED_TEXT_MAX_CHARS
 from ..models import Item
 from ..ranking.tokenise import Tokeniser, tokeniser
 
 _local_catalogue_changes = 0
-#: Characters of an item's text that go into its full-text vector. PostgreSQL refuses a tsvector whose words
-#: add up to 1 MB ("string is too long for tsvector"), which a very long text (or a CJK text split into
-#: bigrams: 300,000 characters make 3 MB) would reach, failing the whole sync batch.
-INDEXED_TEXT_MAX_CHARS = 100_000
 
 
 def local_catalogue_changes() -> int:
