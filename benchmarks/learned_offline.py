@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, help="Score a random sample of this many shoppers (default: all).")
     parser.add_argument("--json", help="Write the report here.")
     parser.add_argument("--save-model", help="Save the trained artefact in this folder.")
+    parser.add_argument(
+        "--load-model", help="Score with the artefact in this folder (saved by --save-model) instead of training."
+    )
     parser.add_argument("--lists", help="Write every shopper's lists here (JSON), for paired comparisons across runs.")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="A FitOptions field (e.g. als_alpha=5)."
@@ -154,14 +157,13 @@ def main() -> None:
     print("split %s: %d training lines, %d shoppers held out" % (args.split, len(split.train), len(split.test)))
 
     t = time.perf_counter()
-    fitted = trainer.fit(
-        log,
-        end=end,
-        options=options,
-        progress=lambda message: print("  " + message, flush=True),
-    )
+    if args.load_model:
+        model = trainer.LearnedRanker.load(args.load_model)
+    else:
+        model = trainer.fit(
+            log, end=end, options=options, progress=lambda message: print("  " + message, flush=True)
+        ).ranker
     training_s = time.perf_counter() - t
-    model = fitted.ranker
     size = len(model.model_text.encode()) + len(model.factors_bytes())
     print("trained in %.1f s, %d bytes, best round %s" % (training_s, size, model.metadata.get("best_iteration")))
     if args.save_model:
@@ -186,7 +188,8 @@ def main() -> None:
         order = [i for i in np.argsort(repeat, kind="stable") if not np.isnan(repeat[i])]
         lists["buy_again"][visitor] = [key_of[int(candidates.items[i])] for i in order][:depth]
         lists["cooc_last"][visitor] = runner.rec_cooc_last(ctx, visitor)
-        basket = [ids[item] for item in split.history[visitor][-1].items]
+        history = split.history.get(visitor)  # none when every training basket shares the held-out one's time
+        basket = [ids[item] for item in history[-1].items] if history else []
         for name, ranked in basket_lists(log, model.factors, basket, end, depth).items():
             lists[name][visitor] = [key_of[i] for i in ranked]
         target = {ids[item] for item in split.test[visitor].items}
