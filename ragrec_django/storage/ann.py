@@ -24,7 +24,7 @@ from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
 from ..registry import get_spaces
 from .database import on_read_database
-from .generations import SpaceNotReady, active_generation, binary_index_name, create_index
+from .generations import SpaceNotReady, active_generation, binary_index_name, create_index, snapshot_memo
 from .vectors import check_vectors
 
 
@@ -127,7 +127,8 @@ def nearest(
     Filters are applied inside the query; HNSW iterative scans (pgvector 0.8)
     keep scanning until ``k`` rows pass them. A selective filter (by
     category or ids, matching at most ``EXACT_SEARCH_MAX_ROWS`` items) is
-    searched exactly, and should an index scan still stop short (its tuple
+    searched exactly over the ids of those items (read once per
+    ``generation_snapshot()``, whatever the number of spaces), and should an index scan still stop short (its tuple
     budget spent), the query is re-run exactly, so ``k`` results come back
     whenever ``k`` items match. Runs in its own transaction so ``SET LOCAL``
     settings apply to this query only. ``exact=True`` disables the index
@@ -200,9 +201,16 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
         "WHERE e.generation_id = %s{conditions}"
     ).format(conditions=conditions, **names)
     params = [*search.query_params, generation.pk, *filter_params, int(k)]
-    selective = filters.selective and not exact
-    if selective and _matching_items(filters, EXACT_SEARCH_MAX_ROWS + 1, using) <= EXACT_SEARCH_MAX_ROWS:
-        exact = True
+    if filters.selective and not exact:
+        matching = _matching_item_ids(filters, EXACT_SEARCH_MAX_ROWS + 1, using)
+        if len(matching) <= EXACT_SEARCH_MAX_ROWS:
+            # Exact over the ids already read: the embeddings alone, one index scan, no join with the items.
+            by_ids = (
+                "SELECT e.item_id, (e.vector::halfvec({dim})) <=> " + query_sql + " AS distance "
+                "FROM {embeddings} e WHERE e.generation_id = %s AND e.item_id = ANY(%s)"
+            ).format(**names)
+            rows = _run_exact_query(by_ids, [*search.query_params, generation.pk, matching, int(k)], using)
+            return _sorted_neighbours(rows)
     ef_search = search.ef_search
     if ef_search is None and not exact:
         ef_search = ef_search_for(filters, using=using)
@@ -224,6 +232,10 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
         rows = _run_ann_query(ann_sql, params, max(int(ef_search), int(k)), using)
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params, using)
+    return _sorted_neighbours(rows)
+
+
+def _sorted_neighbours(rows: list[tuple]) -> list[Neighbour]:
     # relaxed_order iterative scans may return rows slightly out of order: re-sort.
     neighbours = [Neighbour(item_id=row[0], distance=None if row[1] is None else float(row[1])) for row in rows]
     return sorted(neighbours, key=lambda n: (n.distance is None, n.distance or 0.0))
@@ -358,14 +370,22 @@ def _plan_rows(plan) -> float:
     return float(plan[0]["Plan"]["Plan Rows"])
 
 
-def _matching_items(filters: ItemFilter, at_most: int, using: str) -> int:
-    """How many items pass ``filters``, counting no further than ``at_most``."""
+def _matching_item_ids(filters: ItemFilter, at_most: int, using: str) -> list[int]:
+    """Ids of the items passing ``filters``, at most ``at_most`` of them; read once per
+    ``generation_snapshot()`` (a search queries each space under the same filter)."""
+    memo = snapshot_memo()
+    db = connections[using]
+    key = ("matching-item-ids", db.alias, db.settings_dict["NAME"], filters, int(at_most))
+    if memo is not None and key in memo:
+        return memo[key]
     conditions, params = filters.sql("i")
     items = connection.ops.quote_name(Item._meta.db_table)
-    sql = f"SELECT count(*) FROM (SELECT 1 FROM {items} i WHERE TRUE{conditions} LIMIT %s) matching"
-    with connections[using].cursor() as cursor:
-        cursor.execute(sql, [*params, int(at_most)])
-        return cursor.fetchone()[0]
+    with db.cursor() as cursor:
+        cursor.execute(f"SELECT i.id FROM {items} i WHERE TRUE{conditions} LIMIT %s", [*params, int(at_most)])
+        ids = [row[0] for row in cursor.fetchall()]
+    if memo is not None:
+        memo[key] = ids
+    return ids
 
 
 def _run_ann_query(sql: str, params: list, ef_search: int, using: str) -> list[tuple]:

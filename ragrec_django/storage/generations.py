@@ -31,6 +31,7 @@ class SpaceNotReady(Exception):
 _snapshot: contextvars.ContextVar[dict[str, SpaceGeneration | None] | None] = contextvars.ContextVar(
     "ragrec_generation_snapshot", default=None
 )
+_snapshot_memo: contextvars.ContextVar[dict | None] = contextvars.ContextVar("ragrec_snapshot_memo", default=None)
 
 
 def active_generation(space_name: str) -> SpaceGeneration | None:
@@ -41,6 +42,12 @@ def active_generation(space_name: str) -> SpaceGeneration | None:
     if space_name not in snapshot:
         snapshot[space_name] = SpaceGeneration.objects.filter(space=space_name, status=Status.ACTIVE).first()
     return snapshot[space_name]
+
+
+def snapshot_memo() -> dict | None:
+    """Inside ``generation_snapshot()``, a dict for values read once per call (e.g. the ids of the items
+    passing a filter, needed by each space searched); None outside one."""
+    return _snapshot_memo.get()
 
 
 @contextmanager
@@ -59,9 +66,11 @@ def generation_snapshot():
 
     active = {g.space: g for g in SpaceGeneration.objects.filter(status=Status.ACTIVE)}
     token = _snapshot.set({name: active.get(name) for name in {*get_spaces(), *active}})
+    memo_token = _snapshot_memo.set({})
     try:
         yield
     finally:
+        _snapshot_memo.reset(memo_token)
         _snapshot.reset(token)
 
 

@@ -230,6 +230,29 @@ def test_selective_filters_are_searched_exactly(small_set):
     assert not any("OFFSET 0" in q["sql"] for q in captured.captured_queries)
 
 
+def test_a_filter_is_read_once_per_generation_snapshot(small_set):
+    """A search queries each space under the same filter: the items passing it are read once per call."""
+    from django.test.utils import CaptureQueriesContext
+
+    Item.objects.filter(key__in=["y1", "y2"]).update(category="far")
+    far_only = storage.ItemFilter(categories=("far",))
+
+    def counts(captured) -> int:
+        return sum(q["sql"].startswith("SELECT i.id FROM") for q in captured.captured_queries)
+
+    with CaptureQueriesContext(connection) as captured, storage.generation_snapshot():
+        first = storage.nearest("text", unit(1, 0, 0, 0), 2, filters=far_only)
+        again = storage.nearest("text", unit(0, 1, 0, 0), 2, filters=far_only)
+        storage.nearest("text", unit(1, 0, 0, 0), 2, filters=storage.ItemFilter(categories=("far", "mugs")))
+    assert keys(first) == ["y2", "y1"] and sorted(keys(again)) == ["y1", "y2"]
+    assert counts(captured) == 2  # one per distinct filter
+    Item.objects.filter(key="y1").update(category="near")
+    with CaptureQueriesContext(connection) as captured:  # a new call counts again
+        assert keys(storage.nearest("text", unit(1, 0, 0, 0), 2, filters=far_only)) == ["y2"]
+    assert counts(captured) == 1
+    assert not any("JOIN" in q["sql"] for q in captured.captured_queries)  # exact over the ids read
+
+
 def test_variant_groups_can_be_excluded(small_set):
     Item.objects.filter(key__in=["x2", "y2"]).update(group_key="mug-family")
     found = storage.nearest("text", unit(1, 0, 0, 0), 3, filters=storage.ItemFilter(exclude_group_keys=("mug-family",)))
