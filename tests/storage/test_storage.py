@@ -253,6 +253,33 @@ def test_a_filter_is_read_once_per_generation_snapshot(small_set):
     assert not any("JOIN" in q["sql"] for q in captured.captured_queries)  # exact over the ids read
 
 
+def test_the_exact_scan_over_the_filter_ids_matches_the_joined_exact_scan():
+    """Under a selective filter (with exclusions and a price bound), the scan over the ids read first returns
+    what the exact scan joined with the items returns."""
+    from decimal import Decimal
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((40, 4)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    items = [
+        Item.objects.create(
+            key="r%d" % i, title="r%d" % i, category="ab"[i % 2], price=Decimal(i), group_key="g%d" % (i % 5)
+        )
+        for i in range(40)
+    ]
+    generation = storage.write_generation(SPACE, version="v1", dimension=4)
+    storage.upsert_embeddings(generation, [item.id for item in items], vectors, ["h%d" % i for i in range(40)])
+    filters = storage.ItemFilter(
+        categories=("a",), max_price=Decimal(30), exclude_ids=frozenset([items[0].id]), exclude_group_keys=("g2",)
+    )
+    for query in vectors[:6]:
+        found = storage.nearest("text", query, 8, filters=filters)
+        assert [n.item_id for n in found] == [
+            n.item_id for n in storage.nearest("text", query, 8, filters=filters, exact=True)
+        ]
+        assert len(found) == 8 and all(Item.objects.get(id=n.item_id).category == "a" for n in found)
+
+
 def test_variant_groups_can_be_excluded(small_set):
     Item.objects.filter(key__in=["x2", "y2"]).update(group_key="mug-family")
     found = storage.nearest("text", unit(1, 0, 0, 0), 3, filters=storage.ItemFilter(exclude_group_keys=("mug-family",)))
