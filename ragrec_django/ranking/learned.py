@@ -802,6 +802,9 @@ def _best_of(item_ids: np.ndarray, scores: np.ndarray, bought: set, limit: int) 
     if bought:
         keep &= ~np.isin(item_ids, np.fromiter(bought, dtype=np.int64, count=len(bought)))
     positions = np.flatnonzero(keep)
+    if 0 < limit < len(positions):  # sort only the items scored at least the limit-th best (ties included)
+        kept = scores[positions]
+        positions = positions[kept >= np.partition(kept, len(kept) - limit)[len(kept) - limit]]
     order = positions[np.lexsort((item_ids[positions], -scores[positions]))][:limit]
     return [(int(item_ids[p]), float(scores[p])) for p in order]
 

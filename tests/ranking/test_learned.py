@@ -192,3 +192,18 @@ def test_compose_caps_repeats_at_the_share_of_k():
     scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0])  # repeats best
     chosen = learned.compose(candidates, scores, {1, 2, 3}, k=4, repeat_share=0.5)
     assert [int(candidates.items[p]) for p in chosen] == [1, 2, 4, 5]
+
+
+@pytest.mark.parametrize("limit", [0, 1, 7, 50, 400])
+def test_best_of_is_the_full_ranking_cut_at_the_limit(limit):
+    """The partial selection keeps exactly the full sort's best items: ties by lower id, bought items and
+    non-positive or non-finite scores left out."""
+    rng = np.random.default_rng(limit)
+    item_ids = rng.permutation(np.arange(1000, 1300, dtype=np.int64))
+    scores = rng.integers(-3, 12, size=len(item_ids)).astype(np.float64)  # many ties
+    scores[::37] = np.nan
+    bought = set(item_ids[::11].tolist())
+
+    full = sorted((-s, int(i)) for i, s in zip(item_ids, scores) if s > 0 and np.isfinite(s) and int(i) not in bought)
+    expected = [(i, -negative) for negative, i in full[:limit]]
+    assert learned._best_of(item_ids, scores, bought, limit) == expected
