@@ -35,12 +35,8 @@ URL_NAME = "ragrec_django_search_analytics"
 PERMISSION = "ragrec_django.view_searchlog"
 
 
-@admin.register(SearchSynonym)
-class SearchSynonymAdmin(admin.ModelAdmin):
-    list_display = ["term", "synonyms", "two_way", "is_active", "updated_at"]
-    list_filter = ["two_way", "is_active"]
-    search_fields = ["term", "synonyms"]
-    list_editable = ["is_active"]
+class ForgetsMerchandising(admin.ModelAdmin):
+    """Admin of a merchandising table: a save or delete makes this process forget its cached synonyms and rules."""
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -53,6 +49,14 @@ class SearchSynonymAdmin(admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         super().delete_queryset(request, queryset)
         search_storage.forget_synonyms()
+
+
+@admin.register(SearchSynonym)
+class SearchSynonymAdmin(ForgetsMerchandising):
+    list_display = ["term", "synonyms", "two_way", "is_active", "updated_at"]
+    list_filter = ["two_way", "is_active"]
+    search_fields = ["term", "synonyms"]
+    list_editable = ["is_active"]
 
 
 class SearchRuleForm(forms.ModelForm):
@@ -77,23 +81,11 @@ class SearchRuleForm(forms.ModelForm):
 
 
 @admin.register(SearchRule)
-class SearchRuleAdmin(admin.ModelAdmin):
+class SearchRuleAdmin(ForgetsMerchandising):
     form = SearchRuleForm
     list_display = ["query", "redirect_url", "rules", "is_active", "updated_at"]
     list_filter = ["is_active"]
     search_fields = ["query", "redirect_url"]
-
-    def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
-        search_storage.forget_synonyms()
-
-    def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        search_storage.forget_synonyms()
-
-    def delete_queryset(self, request, queryset):
-        super().delete_queryset(request, queryset)
-        search_storage.forget_synonyms()
 
 
 @admin.register(SearchLog)
