@@ -199,41 +199,32 @@ def run(args) -> dict:
     from django.test import override_settings
 
     ragrec = serve_load.encoders_settings(args)
-    connection.settings_dict["TEST"]["NAME"] = args.db_name
-    original_name = connection.settings_dict["NAME"]
-    log("scratch database %s" % args.db_name)
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
-    processes = ProcessGroup(Path(os.environ.get("TMPDIR", "/tmp")) / ("ragrec-conversation-%d" % os.getpid()))
-    report = {"benchmark": "conversation_stream", "args": {k: v for k, v in vars(args).items() if k != "case_list"}}
-    try:
-        with override_settings(RAGREC={**settings.RAGREC, **ragrec}, DEBUG=False):
-            catalogue = synth.make_catalogue(args.items, seed=args.seed)
-            report["load"] = serve_load.load_catalogue(args, catalogue, connection)
-            report["machine"] = serve_load.machine_info()
-        url = serve_load.database_url(connection.settings_dict, args.db_name)
-        connection.close()
-        port, server = serve_load.start_server(args, processes, url, ragrec)
-        report["config"] = {
-            "items": args.items,
-            "clients": args.clients,
-            "conversations_per_client": args.conversations,
-            "turns_per_conversation": len(TURNS),
-            "server": serve_load.server_description(args, server),
-            "generator": "offline (the default)",
-        }
-        log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
-        requests = synth.understood_queries(catalogue, (args.conversations + 1) * args.clients, seed=args.seed + 7)
-        report["results"] = run_clients(args, port, requests)
-        report["server_log_tail"] = Path(server.log_path).read_text()[-2000:]
-        return report
-    finally:
-        processes.stop_all(signal.SIGINT)
-        if args.keep_db:
-            log("keeping scratch database %s (--keep-db)" % args.db_name)
-            connection.settings_dict["NAME"] = original_name
-        else:
-            log("dropping scratch database %s" % args.db_name)
-            connection.creation.destroy_test_db(original_name, verbosity=0)
+    with serve_load.scratch_database(args, connection):
+        processes = ProcessGroup(Path(os.environ.get("TMPDIR", "/tmp")) / ("ragrec-conversation-%d" % os.getpid()))
+        report = {"benchmark": "conversation_stream", "args": {k: v for k, v in vars(args).items() if k != "case_list"}}
+        try:
+            with override_settings(RAGREC={**settings.RAGREC, **ragrec}, DEBUG=False):
+                catalogue = synth.make_catalogue(args.items, seed=args.seed)
+                report["load"] = serve_load.load_catalogue(args, catalogue, connection)
+                report["machine"] = serve_load.machine_info()
+            url = serve_load.database_url(connection.settings_dict, args.db_name)
+            connection.close()
+            port, server = serve_load.start_server(args, processes, url, ragrec)
+            report["config"] = {
+                "items": args.items,
+                "clients": args.clients,
+                "conversations_per_client": args.conversations,
+                "turns_per_conversation": len(TURNS),
+                "server": serve_load.server_description(args, server),
+                "generator": "offline (the default)",
+            }
+            log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
+            requests = synth.understood_queries(catalogue, (args.conversations + 1) * args.clients, seed=args.seed + 7)
+            report["results"] = run_clients(args, port, requests)
+            report["server_log_tail"] = Path(server.log_path).read_text()[-2000:]
+            return report
+        finally:
+            processes.stop_all(signal.SIGINT)
 
 
 def print_report(report: dict) -> None:

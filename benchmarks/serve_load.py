@@ -41,6 +41,7 @@ Everything listens on and connects to 127.0.0.1 only. The scratch database is dr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -488,6 +489,25 @@ def save(args, report: dict) -> None:
 # ---------------------------------------------------------------- main
 
 
+@contextlib.contextmanager
+def scratch_database(args, connection):
+    """The block runs on the scratch database ``args.db_name``: created (reused with ``--keep-db``) before it,
+    dropped after it unless ``--keep-db``, also after an error."""
+    connection.settings_dict["TEST"]["NAME"] = args.db_name
+    original_name = connection.settings_dict["NAME"]
+    log("scratch database %s" % args.db_name)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
+    try:
+        yield
+    finally:
+        if args.keep_db:
+            log("keeping scratch database %s (--keep-db)" % args.db_name)
+            connection.settings_dict["NAME"] = original_name
+        else:
+            log("dropping scratch database %s" % args.db_name)
+            connection.creation.destroy_test_db(original_name, verbosity=0)
+
+
 def run(args) -> dict:
     import django
 
@@ -499,53 +519,44 @@ def run(args) -> dict:
     from django.test import override_settings
 
     ragrec = encoders_settings(args)
-    connection.settings_dict["TEST"]["NAME"] = args.db_name
-    original_name = connection.settings_dict["NAME"]
-    log("scratch database %s" % args.db_name)
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
-    processes = ProcessGroup(Path(os.environ.get("TMPDIR", "/tmp")) / ("ragrec-serve-load-%d" % os.getpid()))
-    report = {"benchmark": "serve_load", "args": {k: v for k, v in vars(args).items() if k != "case_list"}}
-    try:
-        with override_settings(RAGREC={**settings.RAGREC, **ragrec}, DEBUG=False):
-            catalogue = synth.make_catalogue(args.items, seed=args.seed)
-            report["load"] = load_catalogue(args, catalogue, connection)
-            sessions = load_shoppers(args, catalogue)
-            report["machine"] = machine_info()
-        url = database_url(connection.settings_dict, args.db_name)
-        connection.close()
-        port, server = start_server(args, processes, url, ragrec)
-        busy, core = start_busy_process(processes) if args.busy else (None, None)
-        report["config"] = {
-            "items": args.items,
-            "seconds": args.seconds,
-            "busy": args.busy,
-            "busy_core": core,
-            "query_threads": ragrec["QUERY_THREADS"] or "torch default",
-            "precision": args.precision,
-            "image_model": args.image_model,
-            "server": server_description(args, server),
-        }
-        report["results"] = []
-        log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
-        for case in args.case_list:
-            pool = int(args.seconds * 400 * len(args.client_levels)) if case == "search" else 0
-            requests = Requests(case, catalogue, sessions, seed=args.seed + 31, queries=max(pool, 1000))
-            for clients in args.client_levels:
-                closed_loop(port, requests, clients, args.warmup, warm_up=True)
-                row = {"case": case, **closed_loop(port, requests, clients, args.seconds)}
-                report["results"].append(row)
-                log("%s, %d clients: %s" % (case, clients, row))
-                save(args, report)
-        report["server_log_tail"] = Path(server.log_path).read_text()[-2000:]
-        return report
-    finally:
-        processes.stop_all(signal.SIGINT)
-        if args.keep_db:
-            log("keeping scratch database %s (--keep-db)" % args.db_name)
-            connection.settings_dict["NAME"] = original_name
-        else:
-            log("dropping scratch database %s" % args.db_name)
-            connection.creation.destroy_test_db(original_name, verbosity=0)
+    with scratch_database(args, connection):
+        processes = ProcessGroup(Path(os.environ.get("TMPDIR", "/tmp")) / ("ragrec-serve-load-%d" % os.getpid()))
+        report = {"benchmark": "serve_load", "args": {k: v for k, v in vars(args).items() if k != "case_list"}}
+        try:
+            with override_settings(RAGREC={**settings.RAGREC, **ragrec}, DEBUG=False):
+                catalogue = synth.make_catalogue(args.items, seed=args.seed)
+                report["load"] = load_catalogue(args, catalogue, connection)
+                sessions = load_shoppers(args, catalogue)
+                report["machine"] = machine_info()
+            url = database_url(connection.settings_dict, args.db_name)
+            connection.close()
+            port, server = start_server(args, processes, url, ragrec)
+            busy, core = start_busy_process(processes) if args.busy else (None, None)
+            report["config"] = {
+                "items": args.items,
+                "seconds": args.seconds,
+                "busy": args.busy,
+                "busy_core": core,
+                "query_threads": ragrec["QUERY_THREADS"] or "torch default",
+                "precision": args.precision,
+                "image_model": args.image_model,
+                "server": server_description(args, server),
+            }
+            report["results"] = []
+            log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
+            for case in args.case_list:
+                pool = int(args.seconds * 400 * len(args.client_levels)) if case == "search" else 0
+                requests = Requests(case, catalogue, sessions, seed=args.seed + 31, queries=max(pool, 1000))
+                for clients in args.client_levels:
+                    closed_loop(port, requests, clients, args.warmup, warm_up=True)
+                    row = {"case": case, **closed_loop(port, requests, clients, args.seconds)}
+                    report["results"].append(row)
+                    log("%s, %d clients: %s" % (case, clients, row))
+                    save(args, report)
+            report["server_log_tail"] = Path(server.log_path).read_text()[-2000:]
+            return report
+        finally:
+            processes.stop_all(signal.SIGINT)
 
 
 def main(argv=None) -> int:
