@@ -61,7 +61,7 @@ from private_servers import (  # noqa: E402
     manage,
     seed_products,
     start_gunicorn,
-    wait_for,
+    wait_until_gunicorn_answers,
 )
 
 
@@ -397,8 +397,6 @@ def _count(database_url: str, pattern: str) -> tuple[int, int]:
 
 def _start_configured_gunicorn(processes: ProcessGroup, env: dict, port: int, args):
     """gunicorn with ``args.gunicorn_config`` and ``args.workers`` workers on 127.0.0.1:``port``; waits until it answers."""
-    import socket
-
     process = processes.start(
         "gunicorn",
         [
@@ -414,17 +412,7 @@ def _start_configured_gunicorn(processes: ProcessGroup, env: dict, port: int, ar
         {**env, "WEB_CONCURRENCY": str(args.workers)},
     )
 
-    def answers():
-        if process.poll() is not None:
-            raise RuntimeError("gunicorn exited:\n%s" % Path(process.log_path).read_text()[-3000:])
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /api/recommend/events/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                return sock.recv(12).startswith(b"HTTP/")
-        except OSError:
-            return False
-
-    wait_for(answers, 300, "gunicorn on port %d" % port, interval=0.2)
+    wait_until_gunicorn_answers(process, port, timeout=300)
     return process
 
 

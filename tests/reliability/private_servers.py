@@ -385,6 +385,22 @@ class ProcessGroup:
         return "\n".join(out)
 
 
+def wait_until_gunicorn_answers(process: subprocess.Popen, port: int, *, timeout: float) -> None:
+    """Wait until the gunicorn ``process`` answers HTTP on 127.0.0.1:``port``; its log's tail if it exits first."""
+
+    def answers():
+        if process.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n%s" % Path(process.log_path).read_text()[-3000:])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                sock.sendall(b"GET /api/recommend/events/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                return sock.recv(12).startswith(b"HTTP/")
+        except OSError:
+            return False
+
+    wait_for(answers, timeout, "gunicorn on port %d" % port, interval=0.2)
+
+
 def start_gunicorn(
     group: ProcessGroup, env: dict, *, port: int, workers: int = 2, threads: int = 4, name: str = "gunicorn"
 ) -> subprocess.Popen:
@@ -414,17 +430,7 @@ def start_gunicorn(
         env,
     )
 
-    def answers():
-        if process.poll() is not None:
-            raise RuntimeError("gunicorn exited:\n%s" % Path(process.log_path).read_text()[-3000:])
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                sock.sendall(b"GET /api/recommend/events/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-                return sock.recv(12).startswith(b"HTTP/")
-        except OSError:
-            return False
-
-    wait_for(answers, 120, "gunicorn on port %d" % port, interval=0.2)
+    wait_until_gunicorn_answers(process, port, timeout=120)
     return process
 
 
