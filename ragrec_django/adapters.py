@@ -33,6 +33,7 @@ IMAGE_FIELDS = ("image", "photo", "picture")
 ACTIVE_FIELDS = ("is_active", "active", "published", "is_published")
 GROUP_FIELDS = ("parent", "parent_id", "group", "group_key")
 ATTRIBUTE_FIELDS = ("colour", "color", "material", "size", "brand")
+LANGUAGE_FIELDS = ("language", "lang", "locale")
 
 
 def safe_link(url: str) -> str:
@@ -176,8 +177,20 @@ class ItemAdapter:
         """Whether the shop promotes this item (it then shares the promotion quota with new items)."""
         return bool(getattr(item, "is_promoted", False))
 
+    def get_language(self, item) -> str:
+        """The language of the item's text as a code ("de", "zh", "pt-BR"), "" when unknown: its full-text
+        configuration and tokeniser are those ``RAGREC["SEARCH_LANGUAGES"]`` gives that language (docs/search.md).
+        By default the item's ``language``, ``lang`` or ``locale`` field."""
+        return _text(_first_attr(item, LANGUAGE_FIELDS))[:35]
+
     def get_metadata(self, item) -> dict[str, Any]:
-        return dict(self.get_attributes(item))
+        """Facts about the item kept on the mirror: its attributes and, when known, its ``language``
+        (``get_language``; an override should start from ``super().get_metadata(item)`` to keep it)."""
+        metadata: dict[str, Any] = dict(self.get_attributes(item))
+        language = self.get_language(item)
+        if language:
+            metadata["language"] = language
+        return metadata
 
     def snapshot(self, item) -> ItemSnapshot:
         return ItemSnapshot(

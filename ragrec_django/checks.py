@@ -32,6 +32,10 @@ ragrec.E015  the URLs include ragrec_django.api.urls but "rest_framework" is not
 ragrec.E016  RAGREC["READ_DATABASE"] invalid (not an alias or a list of aliases, an alias not in DATABASES or not
              PostgreSQL) or RAGREC["READ_DATABASE_MAX_LAG_SECONDS"] not a number > 0 (docs/scaling.md)
 ragrec.E018  RAGREC["SEARCH_TOKENISER"] invalid (not "none", "bigram" or "jieba", or "jieba" without the jieba package)
+ragrec.E019  RAGREC["SEARCH_LANGUAGES"] invalid (not a dict of language code -> text-search configuration name or
+             {"CONFIG": ..., "TOKENISER": ...}, an unknown key or tokeniser, "jieba" without the jieba package), or
+             it or RAGREC["SEARCH_LANGUAGE"] names a text-search configuration the database does not have
+             (database check)
 ragrec.E017  RAGREC["TASK_QUEUES"] or ["ENCODE_ITEMS_PER_SECOND"] invalid (unknown workload, empty queue name,
              a rate that is not a number > 0)
 ragrec.W006  an encode chunk (ENCODE_CHUNK_SIZE items at the ENCODE_ITEMS_PER_SECOND rate of its modality) is
@@ -48,7 +52,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, connections
 
-from .conf import ragrec_settings, validate_serving_configs
+from .conf import ragrec_settings, text_searches, validate_serving_configs
 
 #: ragrec.E007, and migration 0001's refusal on another database (``migrate --skip-checks``): (alias, vendor).
 NEEDS_POSTGRESQL = "ragrec_django needs PostgreSQL with pgvector; the %s database is %s."
@@ -254,8 +258,13 @@ VALIDATED_SETTINGS = {
     "SEARCH_WEIGHTS": "ragrec.E013",
     "API_THROTTLE_RATES": "ragrec.E014",
     "SEARCH_TOKENISER": "ragrec.E018",
+    "SEARCH_LANGUAGES": "ragrec.E019",
 }
-HINTS = {"EXPERIMENTS": 'See docs/experiments.md for the shape of RAGREC["EXPERIMENTS"].'}
+HINTS = {
+    "EXPERIMENTS": 'See docs/experiments.md for the shape of RAGREC["EXPERIMENTS"].',
+    "SEARCH_LANGUAGES": 'e.g. {"de": "german", "zh": {"CONFIG": "simple", "TOKENISER": "jieba"}}; see docs/search.md, '
+    '"More than English".',
+}
 
 
 @checks.register()
@@ -274,6 +283,31 @@ def check_validated_settings(app_configs=None, **kwargs):
         except ImproperlyConfigured as exc:
             errors.append(_error(str(exc), check_id, hint=HINTS.get(name)))
     return errors
+
+
+@checks.register(checks.Tags.database)
+def check_text_search_configurations(app_configs=None, databases=None, **kwargs):
+    """ragrec.E019 (database check): ``SEARCH_LANGUAGE`` or a configuration of ``SEARCH_LANGUAGES`` that the database
+    does not have (every keyword search, and the sync of the items of that language, would fail)."""
+    if not databases or "default" not in databases or connections["default"].vendor != "postgresql":
+        return []
+    from .storage import missing_text_search_configurations
+
+    try:
+        configurations = [config for config, _ in text_searches()]
+        missing = missing_text_search_configurations(configurations, using="default")
+    except (ImproperlyConfigured, DatabaseError):
+        return []  # reported by check_validated_settings, or by check_database
+    return [
+        _error(
+            "PostgreSQL has no text-search configuration %r (named by %s)."
+            % (name, 'RAGREC["SEARCH_LANGUAGE"]' if name == configurations[0] else 'RAGREC["SEARCH_LANGUAGES"]'),
+            "ragrec.E019",
+            hint="`SELECT cfgname FROM pg_ts_config` lists those the database has (english, german, french, simple, "
+            "...); run `manage.py ragrec_reindex` after changing it.",
+        )
+        for name in missing
+    ]
 
 
 @checks.register(checks.Tags.database)

@@ -91,8 +91,14 @@ DEFAULTS: dict[str, Any] = {
     # Retrievers fused (reciprocal rank fusion) for text search, with their weights: "keyword"
     # (full-text), "text" (query vs the text space) and "image" (CLIP text tower vs the image space).
     "SEARCH_WEIGHTS": {"keyword": 1.0, "text": 1.0, "image": 0.7},
-    # PostgreSQL text search configuration for keyword search.
+    # PostgreSQL text search configuration for keyword search (the items of a language SEARCH_LANGUAGES names
+    # use that language's).
     "SEARCH_LANGUAGE": "english",
+    # Full text per item language: {"de": "german", "zh": {"CONFIG": "simple", "TOKENISER": "jieba"}}, language
+    # code (the adapter's get_language) -> a text-search configuration, or a dict of CONFIG and/or TOKENISER
+    # (each defaulting to SEARCH_LANGUAGE / SEARCH_TOKENISER). Items of other languages, or of none, use those
+    # two. Queries search every configured language at once. Reindex after changing it (ragrec_reindex).
+    "SEARCH_LANGUAGES": {},
     # Word boundaries for Chinese, Japanese and Korean text before full-text indexing and search: "none"
     # (PostgreSQL's), "bigram" (character pairs, no dictionary) or "jieba" (Chinese words; the "multilingual"
     # extra). Reindex after changing it (ragrec_reindex). See docs/search.md, "More than English".
@@ -298,6 +304,78 @@ def validate_search_tokeniser(raw) -> str:
     return raw
 
 
+#: A language code as SEARCH_LANGUAGES takes it: "de", "zh-hans", "pt_br" (compared in lower case, "_" as "-").
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{1,8})*")
+#: A PostgreSQL text-search configuration name, optionally schema-qualified ("german", "public.my_config").
+REGCONFIG_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?")
+SEARCH_LANGUAGE_KEYS = {"CONFIG", "TOKENISER"}
+
+
+@dataclass(frozen=True)
+class SearchLanguage:
+    """One language of ``SEARCH_LANGUAGES``: its text-search configuration and tokeniser (None: the defaults,
+    ``SEARCH_LANGUAGE`` and ``SEARCH_TOKENISER``)."""
+
+    config: str | None = None
+    tokeniser: str | None = None
+
+
+def language_code(raw) -> str:
+    """A language code as ``SEARCH_LANGUAGES`` compares it: lower case, "_" read as "-" ("pt_BR" -> "pt-br")."""
+    return str(raw or "").strip().lower().replace("_", "-")
+
+
+def validate_search_languages(raw) -> dict[str, SearchLanguage]:
+    """``SEARCH_LANGUAGES``: language code -> a text-search configuration name, or a dict of ``CONFIG`` and/or
+    ``TOKENISER`` (a tokeniser of ``ranking.tokenise.TOKENISERS`` whose package is installed). Whether the
+    database has each configuration is a database check (``checks.check_text_search_configurations``)."""
+    from .ranking.tokenise import TokeniserError, build_tokeniser
+
+    if not isinstance(raw, dict):
+        raise ImproperlyConfigured(
+            'RAGREC["SEARCH_LANGUAGES"] must be a dict of language code -> configuration, got %s.' % type(raw).__name__
+        )
+    problems, languages = [], {}
+    for code, spec in raw.items():
+        where = 'RAGREC["SEARCH_LANGUAGES"][%r]' % (code,)
+        normalised = language_code(code) if isinstance(code, str) else ""
+        if not LANGUAGE_CODE.fullmatch(normalised):
+            problems.append('%s: a key must be a language code such as "de", "zh" or "pt-br".' % where)
+            continue
+        if normalised in languages:
+            problems.append("%s: the language %r is named twice." % (where, normalised))
+            continue
+        if isinstance(spec, str):
+            spec = {"CONFIG": spec}
+        if not isinstance(spec, dict) or not spec:
+            problems.append(
+                '%s must be a text-search configuration name ("german") or a dict with CONFIG and/or TOKENISER '
+                '({"CONFIG": "simple", "TOKENISER": "jieba"}).' % where
+            )
+            continue
+        unknown = sorted(set(map(str, spec)) - SEARCH_LANGUAGE_KEYS)
+        if unknown:
+            problems.append(
+                "%s: unknown key(s) %s; valid keys are %s."
+                % (where, ", ".join(unknown), ", ".join(sorted(SEARCH_LANGUAGE_KEYS)))
+            )
+            continue
+        config, tokeniser = spec.get("CONFIG"), spec.get("TOKENISER")
+        if config is not None and not (isinstance(config, str) and REGCONFIG_NAME.fullmatch(config)):
+            problems.append("%s: CONFIG must be a text-search configuration name, got %r." % (where, config))
+            continue
+        if tokeniser is not None:
+            try:
+                build_tokeniser(tokeniser if isinstance(tokeniser, str) else repr(tokeniser))
+            except TokeniserError as exc:
+                problems.append("%s: TOKENISER: %s" % (where, exc))
+                continue
+        languages[normalised] = SearchLanguage(config=config, tokeniser=tokeniser)
+    if problems:
+        raise ImproperlyConfigured(" ".join(problems))
+    return languages
+
+
 def validate_api_throttle_rates(raw) -> dict[str, str | None]:
     """``API_THROTTLE_RATES`` merged over the default rates: scope -> "<n>/<s|min|hour|day>" or None (no limit)."""
     if raw is None:
@@ -500,6 +578,7 @@ VALIDATORS = {
     "EXPERIMENTS": parse_experiments,
     "API_THROTTLE_RATES": validate_api_throttle_rates,
     "SEARCH_TOKENISER": validate_search_tokeniser,
+    "SEARCH_LANGUAGES": validate_search_languages,
 }
 
 
@@ -567,6 +646,37 @@ def import_from_setting(path: str, setting_name: str) -> Any:
 
 
 ragrec_settings = RagrecSettings()
+
+
+def text_search_of(language: str) -> tuple[str, str]:
+    """``(text-search configuration, tokeniser name)`` of an item of ``language`` (a code, "" for none): its entry of
+    ``SEARCH_LANGUAGES`` (the code itself, else its primary subtag: "de-at" is "de"), each part defaulting to
+    ``SEARCH_LANGUAGE`` and ``SEARCH_TOKENISER``."""
+    languages = ragrec_settings.SEARCH_LANGUAGES
+    code = language_code(language)
+    entry = languages.get(code) or languages.get(code.split("-")[0]) or SearchLanguage()
+    return (
+        str(entry.config or ragrec_settings.SEARCH_LANGUAGE),
+        str(entry.tokeniser or ragrec_settings.SEARCH_TOKENISER),
+    )
+
+
+def text_searches() -> list[tuple[str, str]]:
+    """The distinct ``(configuration, tokeniser name)`` pairs items are indexed with: the default's first, then each
+    language's of ``SEARCH_LANGUAGES`` in order. A query is searched with every one (their tsqueries OR-ed)."""
+    pairs = [text_search_of("")]
+    for code in ragrec_settings.SEARCH_LANGUAGES:
+        pair = text_search_of(code)
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def query_tokeniser_name() -> str:
+    """The tokeniser whose word boundaries query understanding, synonyms and autocomplete use for CJK text:
+    ``SEARCH_TOKENISER`` unless it is "none", else the first other one ``SEARCH_LANGUAGES`` names ("none" when
+    none does)."""
+    return next((name for _, name in text_searches() if name != "none"), "none")
 
 
 def reload_ragrec_settings(*, setting: str, **kwargs: Any) -> None:

@@ -12,6 +12,10 @@ material, size and brand, with how many items have each. A phrase of the query m
 their words agree (case-insensitive, "t shirt", "t-shirt" and "tshirt" alike, and with
 ``plural_folding`` English plurals folded: "mugs" is "mug"). Longer phrases win ("organic cotton"
 before "cotton"). Sizes made of one or two letters ("S", "XL") only match after the word "size".
+
+Text written without spaces (Chinese, Japanese) is split into words by a ``ranking.tokenise.Tokeniser`` (the
+``splitter`` of the vocabulary and of the synonyms, the one keyword search uses), so "蓝色杯子" names the colour
+"蓝色" and the category "杯子" as "blue mug" does.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import parse_qs, urlsplit
 
 from .rules import ServingRules
+from .tokenise import CJK_RUN, Tokeniser, fold_width, has_cjk
 
 #: Attributes whose match is a hard filter (the rest are soft boosts).
 HARD_ATTRIBUTES = ("category",)
@@ -52,15 +57,32 @@ class Token:
     end: int
 
 
-def tokens(text: str, *, plural_folding: bool = True) -> list[Token]:
-    """The words of ``text`` (letters and digits), folded, with their character spans."""
+def tokens(text: str, *, plural_folding: bool = True, splitter: Tokeniser | None = None) -> list[Token]:
+    """The words of ``text`` (letters and digits), folded, with their character spans; with a ``splitter`` (an
+    active tokeniser), each run of CJK characters is its words as that tokeniser splits a query (a bigram overlaps
+    the next), and full-width letters are read as ASCII."""
     fold = singular if plural_folding else str
-    return [Token(fold(m.group().lower()), m.start(), m.end()) for m in TOKEN.finditer(text)]
+    if splitter is None or not splitter.active:
+        return [Token(fold(m.group().lower()), m.start(), m.end()) for m in TOKEN.finditer(text)]
+    found = []
+    for match in TOKEN.finditer(fold_width(text)):
+        word, offset, position = match.group(), match.start(), 0
+        for run in CJK_RUN.finditer(word) if has_cjk(word) else ():
+            if run.start() > position:
+                found.append(Token(fold(word[position : run.start()].lower()), offset + position, offset + run.start()))
+            found += [
+                Token(w, offset + run.start() + a, offset + run.start() + b)
+                for w, a, b in splitter.word_spans(run.group())
+            ]
+            position = run.end()
+        if position < len(word):
+            found.append(Token(fold(word[position:].lower()), offset + position, offset + len(word)))
+    return found
 
 
-def phrase_keys(text: str, *, plural_folding: bool = True) -> set[tuple[str, ...]]:
+def phrase_keys(text: str, *, plural_folding: bool = True, splitter: Tokeniser | None = None) -> set[tuple[str, ...]]:
     """The word sequences ``text`` may be typed as: its words, and (for several words) all of them joined."""
-    words = tuple(t.word for t in tokens(text, plural_folding=plural_folding))
+    words = tuple(t.word for t in tokens(text, plural_folding=plural_folding, splitter=splitter))
     if not words:
         return set()
     keys = {words}
@@ -178,13 +200,15 @@ class Vocabulary:
     """The catalogue's attribute values, indexed by the word sequences that name them.
 
     ``values``: attribute -> {value: number of items}; ``aliases``: attribute -> {spelling: value}, other
-    words for a value ("gray" for "grey"); ``plural_folding``: English plurals are folded.
+    words for a value ("gray" for "grey"); ``plural_folding``: English plurals are folded; ``splitter``: the
+    tokeniser splitting CJK runs into words (values and queries alike), None for none.
     """
 
     values: Mapping[str, Mapping[str, int]]
     aliases: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     plural_folding: bool = True
     index: Mapping[tuple[str, ...], tuple[tuple[str, str], ...]] = field(default_factory=dict, compare=False)
+    splitter: Tokeniser | None = field(default=None, compare=False)
 
     @classmethod
     def build(
@@ -193,6 +217,7 @@ class Vocabulary:
         aliases: Mapping[str, Mapping[str, str]] | None = None,
         *,
         plural_folding: bool = True,
+        splitter: Tokeniser | None = None,
     ) -> Vocabulary:
         index: dict[tuple[str, ...], list[tuple[str, str]]] = {}
 
@@ -208,12 +233,12 @@ class Vocabulary:
                 if attribute == "category":  # "Clothing > T-shirts": the last part is what shoppers type
                     spellings += [part for part in re.split(r"\s*[>/|]\s*", value)[-1:] if part != value]
                 for spelling in spellings:
-                    for key in phrase_keys(spelling, plural_folding=plural_folding):
+                    for key in phrase_keys(spelling, plural_folding=plural_folding, splitter=splitter):
                         if len(key) > MAX_PHRASE_WORDS:
                             continue
                         if attribute in SIZE_ATTRIBUTES:
                             add(("size",) + key, attribute, value)
-                            if max(map(len, key)) <= 2 and not any(w.isdigit() for w in key):
+                            if max(map(len, key)) <= 2 and not any(w.isdigit() or has_cjk(w) for w in key):
                                 continue  # "S", "XL": too short to be recognised without "size"
                         add(key, attribute, value)
                 if attribute not in HARD_ATTRIBUTES + SIZE_ATTRIBUTES:  # "steel" finds "stainless steel" items
@@ -229,10 +254,10 @@ class Vocabulary:
                 target = known.get(value.lower())
                 if target is None or spelling.lower() in known:
                     continue  # an alias never hides a value of its own
-                for key in phrase_keys(spelling, plural_folding=plural_folding):
+                for key in phrase_keys(spelling, plural_folding=plural_folding, splitter=splitter):
                     add(key, attribute, target)
         frozen = {key: tuple(entries) for key, entries in index.items()}
-        return cls(values=values, aliases=aliases or {}, plural_folding=plural_folding, index=frozen)
+        return cls(values=values, aliases=aliases or {}, plural_folding=plural_folding, index=frozen, splitter=splitter)
 
     def count(self, attribute: str, value: str) -> int:
         return int(self.values.get(attribute, {}).get(value, 0))
@@ -246,19 +271,31 @@ class Synonyms:
     """Merchandiser synonyms: a phrase -> the phrases also searched for it.
 
     ``Synonyms.build([("jumper", ["sweater"], True)])``: two-way, so "sweater" also finds "jumper";
-    one-way (``False``): only "jumper" is widened.
+    one-way (``False``): only "jumper" is widened. ``splitter``: the tokeniser splitting CJK runs into words (a
+    Chinese term is then found inside a run: "毛衣" in "红色毛衣").
     """
 
     expansions: Mapping[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict)
+    splitter: Tokeniser | None = field(default=None, compare=False)
 
     @classmethod
-    def build(cls, rules: Iterable[tuple[str, Sequence[str], bool]], *, plural_folding: bool = True) -> Synonyms:
+    def build(
+        cls,
+        rules: Iterable[tuple[str, Sequence[str], bool]],
+        *,
+        plural_folding: bool = True,
+        splitter: Tokeniser | None = None,
+    ) -> Synonyms:
         expansions: dict[tuple[str, ...], list[str]] = {}
 
+        def keys(text: str) -> set[tuple[str, ...]]:
+            return phrase_keys(text, plural_folding=plural_folding, splitter=splitter)
+
         def add(term: str, other: str) -> None:
-            for key in phrase_keys(term, plural_folding=plural_folding):
+            for key in keys(term):
                 entries = expansions.setdefault(key, [])
-                if other.lower() not in (e.lower() for e in entries) and phrase_keys(other) != phrase_keys(term):
+                same = phrase_keys(other, splitter=splitter) == phrase_keys(term, splitter=splitter)
+                if other.lower() not in (e.lower() for e in entries) and not same:
                     entries.append(other)
 
         for term, others, two_way in rules:
@@ -275,7 +312,7 @@ class Synonyms:
                     for b in others:
                         if a != b:
                             add(a, b)
-        return cls({key: tuple(values) for key, values in expansions.items()})
+        return cls({key: tuple(values) for key, values in expansions.items()}, splitter=splitter)
 
     def __bool__(self) -> bool:
         return bool(self.expansions)
@@ -304,8 +341,9 @@ class Group:
 
 
 def expand(text: str, synonyms: Synonyms, *, plural_folding: bool = True) -> list[Group]:
-    """``text`` as groups (a word, or a phrase a synonym rule names, with its alternatives), longest phrase first."""
-    words = tokens(text, plural_folding=plural_folding)
+    """``text`` as groups (a word, or a phrase a synonym rule names, with its alternatives), longest phrase first;
+    CJK runs split by the synonyms' ``splitter``."""
+    words = tokens(text, plural_folding=plural_folding, splitter=synonyms.splitter)
     groups, position = [], 0
     while position < len(words):
         for length in range(min(MAX_PHRASE_WORDS, len(words) - position), 0, -1):
@@ -347,6 +385,7 @@ class UnderstoodQuery:
     terms: tuple[Term, ...] = ()
     currency: str = ""
     plural_folding: bool = True
+    splitter: Tokeniser | None = field(default=None, compare=False)
 
     @property
     def price(self) -> PriceRange | None:
@@ -428,27 +467,33 @@ class UnderstoodQuery:
             elif term.attribute == "category":
                 if category == term.value:
                     labels.append(term.value)
-            elif matches_value(term.attribute, term.value, attributes.get(term.attribute), self.plural_folding):
+            elif matches_value(
+                term.attribute, term.value, attributes.get(term.attribute), self.plural_folding, self.splitter
+            ):
                 labels.append(term.value)
         return list(dict.fromkeys(labels))
 
     def boost_matches(self, attributes: Mapping[str, object]) -> int:
         """How many of the soft attributes asked for the item has (each attribute counted once)."""
         return sum(
-            any(matches_value(name, value, attributes.get(name), self.plural_folding) for value in values)
+            any(
+                matches_value(name, value, attributes.get(name), self.plural_folding, self.splitter) for value in values
+            )
             for name, values in self.boosts.items()
         )
 
 
-def matches_value(attribute: str, asked: str, value: object, plural_folding: bool = True) -> bool:
+def matches_value(
+    attribute: str, asked: str, value: object, plural_folding: bool = True, splitter: Tokeniser | None = None
+) -> bool:
     """Whether an item's ``value`` of ``attribute`` is the ``asked`` one: equal, or (except sizes) containing its words
-    ("cotton" matches "organic cotton")."""
+    ("cotton" matches "organic cotton"; with a ``splitter``, "蓝色" matches "深蓝色")."""
     if value is None or value == "":
         return False
     values = value if isinstance(value, (list, tuple)) else [value]
-    asked_words = tuple(t.word for t in tokens(asked, plural_folding=plural_folding))
+    asked_words = tuple(t.word for t in tokens(asked, plural_folding=plural_folding, splitter=splitter))
     for one in values:
-        words = tuple(t.word for t in tokens(str(one), plural_folding=plural_folding))
+        words = tuple(t.word for t in tokens(str(one), plural_folding=plural_folding, splitter=splitter))
         if words == asked_words:
             return True
         if attribute not in SIZE_ATTRIBUTES and asked_words and _contains(words, asked_words):
@@ -474,14 +519,14 @@ def understand(
     A phrase a synonym rule widens also matches what its alternatives name ("jumper" -> "sweater" finds the
     category "Sweaters"). Words inside the price phrase are not attribute words.
     """
-    plural_folding = vocabulary.plural_folding
+    plural_folding, splitter = vocabulary.plural_folding, vocabulary.splitter
     terms: list[Term] = []
     price = parse_price(query)
     if price is not None:
         terms.append(Term("price", "", query[price.start : price.end].strip(), price.start, price.end, price))
     words = [
         t
-        for t in tokens(query, plural_folding=plural_folding)
+        for t in tokens(query, plural_folding=plural_folding, splitter=splitter)
         if price is None or t.end <= price.start or t.start >= price.end
     ]
     position = 0
@@ -490,7 +535,7 @@ def understand(
             span = words[position : position + length]
             if any(b.start - a.end > 3 for a, b in zip(span, span[1:], strict=False)):
                 continue  # words of a phrase sit next to each other
-            found = _lookup(tuple(t.word for t in span), vocabulary, synonyms, plural_folding)
+            found = _lookup(tuple(t.word for t in span), vocabulary, synonyms, plural_folding, splitter)
             if found:
                 start, end = span[0].start, span[-1].end
                 for attribute, value in found:
@@ -500,14 +545,22 @@ def understand(
         else:
             position += 1
     terms.sort(key=lambda t: (t.start, t.attribute != "price"))
-    return UnderstoodQuery(query=query, terms=tuple(terms), currency=currency, plural_folding=plural_folding)
+    return UnderstoodQuery(
+        query=query, terms=tuple(terms), currency=currency, plural_folding=plural_folding, splitter=splitter
+    )
 
 
-def _lookup(key: tuple[str, ...], vocabulary: Vocabulary, synonyms: Synonyms | None, plural_folding: bool):
+def _lookup(
+    key: tuple[str, ...],
+    vocabulary: Vocabulary,
+    synonyms: Synonyms | None,
+    plural_folding: bool,
+    splitter: Tokeniser | None,
+):
     found = list(vocabulary.index.get(key, ()))
     if synonyms:
         for alternative in synonyms.expansions.get(key, ()):
-            for other in phrase_keys(alternative, plural_folding=plural_folding):
+            for other in phrase_keys(alternative, plural_folding=plural_folding, splitter=splitter):
                 found += [entry for entry in vocabulary.index.get(other, ()) if entry not in found]
     return found
 

@@ -49,6 +49,12 @@ def has_cjk(text: str) -> bool:
     return CJK_RUN.search(text) is not None
 
 
+def fold_width(text: str) -> str:
+    """``text`` with full-width ASCII read as ASCII and the ideographic space as a space (one character for one:
+    positions in the text stay those of the original)."""
+    return text.translate(_FULL_WIDTH)
+
+
 def bigrams(run: str) -> list[str]:
     """Overlapping character pairs of ``run`` ("蓝色杯" -> ["蓝色", "色杯"]); a single character stays itself."""
     if len(run) < 2:
@@ -77,6 +83,18 @@ class Tokeniser:
     def query_text(self, text: str) -> str:
         """``text`` as a query searches it."""
         return self._rewrite(text, query=True)
+
+    def word_spans(self, run: str) -> list[tuple[str, int, int]]:
+        """The query words of one run of CJK characters with where each is in ``run`` (``(word, start, end)``; a
+        bigram overlaps the next)."""
+        spans, cursor = [], 0
+        for word in self.run_words(run, query=True):
+            start = run.find(word, cursor)
+            if start < 0:  # pragma: no cover - run_words returns pieces of the run, in order
+                continue
+            spans.append((word, start, start + len(word)))
+            cursor = start + 1
+        return spans
 
     def words(self, text: str, *, query: bool = False) -> list[str]:
         """The CJK words of ``text`` in order (the other characters are left out)."""

@@ -38,7 +38,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from .. import storage
-from ..conf import ragrec_settings
+from ..conf import query_tokeniser_name, ragrec_settings, text_searches
 from ..exceptions import InvalidSearchRule
 from ..generation.vocabulary import COLOURS, MATERIALS
 from ..limits import SEARCH_QUERY_MAX_CHARS
@@ -60,7 +60,8 @@ from ..ranking.query import (
     weakest_term,
 )
 from ..ranking.rules import RulesError, ServingRules
-from ..ranking.suggest import PrefixIndex
+from ..ranking.suggest import PrefixIndex, run_tails
+from ..ranking.tokenise import Tokeniser, has_cjk, tokeniser
 from ..storage import search as search_storage
 from ..storage.keyword import (
     WORD,
@@ -144,31 +145,40 @@ def plural_folding() -> bool:
     return str(ragrec_settings.SEARCH_LANGUAGE).lower() == "english"
 
 
+def splitter() -> Tokeniser:
+    """The tokeniser query understanding, synonyms and autocomplete split CJK text with (``conf.query_tokeniser_name``:
+    keyword search's)."""
+    return tokeniser(query_tokeniser_name())
+
+
 def vocabulary() -> Vocabulary:
     """The catalogue's vocabulary (categories and attribute values), with English colour and material spellings
     ("gray" for "grey") when the search language is English; built once per catalogue state and setting."""
-    names, folding = attributes(), plural_folding()
-    return catalogue_cached("vocabulary:%s:%s" % (",".join(names), folding), lambda: _build_vocabulary(names, folding))
+    names, folding, words = attributes(), plural_folding(), splitter()
+    return catalogue_cached(
+        "vocabulary:%s:%s:%s" % (",".join(names), folding, words.name),
+        lambda: _build_vocabulary(names, folding, words),
+    )
 
 
-def _build_vocabulary(names: list[str], folding: bool) -> Vocabulary:
+def _build_vocabulary(names: list[str], folding: bool, words: Tokeniser) -> Vocabulary:
     values = search_storage.attribute_values(names)
     aliases = {}
     if folding:
         colours = {spelling: name for name, spellings in COLOURS.spellings.items() for spelling in spellings}
         materials = {spelling: name for name, spellings in MATERIALS.spellings.items() for spelling in spellings}
         aliases = {"colour": colours, "color": colours, "material": materials}
-    return Vocabulary.build(values, aliases, plural_folding=folding)
+    return Vocabulary.build(values, aliases, plural_folding=folding, splitter=words)
 
 
 def synonyms() -> Synonyms:
-    return Synonyms.build(search_storage.active_synonyms(), plural_folding=plural_folding())
+    return Synonyms.build(search_storage.active_synonyms(), plural_folding=plural_folding(), splitter=splitter())
 
 
 def term_corrector() -> SpellingCorrector:
     """A corrector to the words that name a category or attribute value (and their spellings), each counted by
     the items having it; built once per catalogue state and setting."""
-    names, folding = attributes(), plural_folding()
+    names, folding, words = attributes(), plural_folding(), splitter()
 
     def build() -> SpellingCorrector:
         known = vocabulary()
@@ -178,7 +188,7 @@ def term_corrector() -> SpellingCorrector:
                 counts[key[0]] = counts.get(key[0], 0) + sum(known.count(a, v) for a, v in entries)
         return SpellingCorrector(counts)
 
-    return catalogue_cached("term-corrector:%s:%s" % (",".join(names), folding), build)
+    return catalogue_cached("term-corrector:%s:%s:%s" % (",".join(names), folding, words.name), build)
 
 
 def corrected_query(query: str, words: Synonyms) -> str:
@@ -783,7 +793,10 @@ def prefix_index() -> PrefixIndex:
 def suggest(prefix: str, *, k: int = 8, visitor: Visitor | None = None) -> list[Suggestion]:
     """Suggestions while the shopper types ``prefix``: popular past searches, the words completed (typo-tolerant:
     "cerm" completes to "ceramic"), categories and product titles; with a ``visitor``, the categories they
-    looked at recently come first. At most ``k`` (1 to 20); none for text that cannot be searched."""
+    looked at recently come first. At most ``k`` (1 to 20); none for text that cannot be searched.
+
+    Text ending in CJK characters ("蓝色咖") is completed from where a word may start in it (``run_tails``:
+    "咖" -> "咖啡杯"), and split into words by ``splitter()`` for the product titles, as keyword search splits it."""
     prefix = str(prefix or "")
     if len(prefix) > QUERY_MAX_LENGTH or "\x00" in prefix:
         return []
@@ -795,14 +808,20 @@ def suggest(prefix: str, *, k: int = 8, visitor: Visitor | None = None) -> list[
     keep = synonyms().words() | PRICE_WORDS
     corrector = spelling_corrector()
     head = " ".join(word if word in keep else corrector.correct(word) for word in words)
-    completions = prefix_index().complete(partial, 3) if partial else []
+    tails = run_tails(partial)
+    completions = (
+        (prefix_index().complete_run(partial, 3) if tails else prefix_index().complete(partial, 3)) if partial else []
+    )
     typed = " ".join((*words, partial)).strip()
     starts = {typed, (head + " " + partial).strip(), *((head + " " + word).strip() for word in completions)}
     recent = search_storage.recent_categories(visitor.user_id, visitor.session_key) if visitor else []
     found: list[Suggestion] = []
 
     def add(suggestion: Suggestion, limit: int) -> None:
-        if len(found) < min(limit, k) and suggestion.text.lower() not in {s.text.lower() for s in found}:
+        same = [i for i, s in enumerate(found) if s.text.lower() == suggestion.text.lower()]
+        if same and suggestion.kind == "product" and found[same[0]].kind == "completion":
+            found[same[0]] = suggestion  # a run completed to a product's whole title is that product
+        elif not same and len(found) < min(limit, k):
             found.append(suggestion)
 
     for query, _ in popular_queries():
@@ -810,10 +829,11 @@ def suggest(prefix: str, *, k: int = 8, visitor: Visitor | None = None) -> list[
             add(Suggestion(query, "query"), 4)
     last = tuple(completions or ([partial] if partial else []))
     if last:
+        starting = tuple(tails) or last  # CJK: a word of the category starts where a word may start in the text
         categories = [
             name
             for name in search_storage.attribute_values(attributes()).get("category", {})
-            if any(word.startswith(last) for word in TOKEN.findall(name.lower()))
+            if any(word.startswith(starting) for word in TOKEN.findall(name.lower()))
         ]
         for name in sorted(categories, key=lambda name: (name not in recent, name))[:2]:
             add(Suggestion(name, "category", category=name), k)
@@ -822,12 +842,18 @@ def suggest(prefix: str, *, k: int = 8, visitor: Visitor | None = None) -> list[
             if completed != typed:
                 add(Suggestion(completed, "completion"), len(found) + 1)
         exact = all(word.startswith(partial) for word in completions)  # else completed despite a typo
+        split = splitter()
+        title_words, last_word = TOKEN.findall(split.query_text(head)), partial
+        if tails:  # the run's words the catalogue knows (as the index has them), before the character being typed
+            known = corrector.vocabulary
+            title_words += [w for w in TOKEN.findall(split.query_text(partial[:-1])) if w in known or not has_cjk(w)]
+            last_word = partial[-1]
         titles = search_storage.titles_matching(
-            head.split(),
-            [partial] if exact else completions,
+            title_words,
+            [last_word] if exact else completions,
             k,
             prefix=exact,
-            language=str(ragrec_settings.SEARCH_LANGUAGE),
+            languages=[config for config, _ in text_searches()],
         )
         for title, url, category in sorted(titles, key=lambda row: row[2] not in recent):
             add(Suggestion(title, "product", url=url, category=category), k)

@@ -21,7 +21,14 @@ from .ann import (
     nearest,
     nearest_to_item,
 )
-from .database import SCALE_EXTENSIONS, extension_version, scale_extensions, server_version, unapplied_migrations
+from .database import (
+    SCALE_EXTENSIONS,
+    extension_version,
+    missing_text_search_configurations,
+    scale_extensions,
+    server_version,
+    unapplied_migrations,
+)
 from .generations import (
     SpaceMismatch,
     SpaceNotReady,
@@ -77,6 +84,7 @@ __all__ = [
     "drop_generation",
     "ef_search_for",
     "extension_version",
+    "missing_text_search_configurations",
     "scale_extensions",
     "SCALE_EXTENSIONS",
     "generation_snapshot",

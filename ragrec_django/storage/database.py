@@ -67,6 +67,20 @@ def scale_extensions(*, using: str = "default") -> dict[str, str | None]:
         return dict(cursor.fetchall())
 
 
+def missing_text_search_configurations(names, *, using: str = "default") -> list[str]:
+    """Of ``names`` (text-search configurations as ``regconfig`` reads them: "german", "public.my_config"), those
+    database ``using`` does not have (a name without a schema must be visible on the search path)."""
+    with connections[using].cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM unnest(%s::text[]) WITH ORDINALITY AS v(name, n) WHERE NOT EXISTS ("
+            "SELECT 1 FROM pg_ts_config c JOIN pg_namespace s ON s.oid = c.cfgnamespace WHERE "
+            "(strpos(v.name, '.') = 0 AND c.cfgname = lower(v.name) AND pg_ts_config_is_visible(c.oid)) "
+            "OR s.nspname || '.' || c.cfgname = lower(v.name)) ORDER BY n",
+            [list(dict.fromkeys(str(name) for name in names))],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def unapplied_migrations(app_label: str = "ragrec_django", *, using: str = DEFAULT_DB_ALIAS) -> list[str]:
     """The migrations (``app.name``) that ``app_label``'s latest migration still needs on database ``using``:
     all of them on an empty database, none once ``manage.py migrate`` has run."""

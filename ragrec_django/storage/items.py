@@ -8,7 +8,7 @@ from django.contrib.postgres.search import SearchVector
 from django.db import connection, transaction
 from django.db.models.functions import Left
 
-from ..conf import ragrec_settings
+from ..conf import ragrec_settings, text_search_of
 from ..limits import INDEXED_TEXT_MAX_CHARS
 from ..models import Item
 from ..ranking.tokenise import Tokeniser, tokeniser
@@ -50,7 +50,9 @@ def sync_items(snapshots) -> dict[str, int]:
         )
         language = ragrec_settings.SEARCH_LANGUAGE
         words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
-        if words.active:
+        if ragrec_settings.SEARCH_LANGUAGES:
+            _write_vectors_per_language(snapshots)
+        elif words.active:
             _write_tokenised_vectors(snapshots, words, language)
         else:
             Item.objects.filter(key__in=keys).update(
@@ -65,20 +67,37 @@ def _write_tokenised_vectors(snapshots, words: Tokeniser, language: str) -> None
     """``search_vector`` of the snapshots' items from their text as ``words`` splits it (CJK words stand
     alone), weighted as the plain path weights it: title A, category B, text C (its first
     ``INDEXED_TEXT_MAX_CHARS``). One statement."""
+    _write_vectors(snapshots, [(language, words)] * len(snapshots))
+
+
+def _write_vectors_per_language(snapshots) -> None:
+    """``search_vector`` of each snapshot's item with the configuration and tokeniser of its language
+    (``metadata["language"]``, ``conf.text_search_of``). One statement."""
+    searches = []
+    for snapshot in snapshots:
+        config, name = text_search_of(str((snapshot.metadata or {}).get("language") or ""))
+        searches.append((config, tokeniser(name)))
+    _write_vectors(snapshots, searches)
+
+
+def _write_vectors(snapshots, searches: list[tuple[str, Tokeniser]]) -> None:
+    """``search_vector`` of each snapshot's item from its text as its tokeniser splits it, with its configuration
+    (``searches``: one ``(configuration, tokeniser)`` per snapshot)."""
     table = connection.ops.quote_name(Item._meta.db_table)
     columns = [
         [s.key for s in snapshots],
-        [words.index_text(s.title) for s in snapshots],
-        [words.index_text(s.category) for s in snapshots],
-        [words.index_text(s.text[:INDEXED_TEXT_MAX_CHARS]) for s in snapshots],
+        [config for config, _ in searches],
+        [words.index_text(s.title) for s, (_, words) in zip(snapshots, searches, strict=True)],
+        [words.index_text(s.category) for s, (_, words) in zip(snapshots, searches, strict=True)],
+        [words.index_text(s.text[:INDEXED_TEXT_MAX_CHARS]) for s, (_, words) in zip(snapshots, searches, strict=True)],
     ]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} i SET search_vector = "
-            "setweight(to_tsvector(%s::regconfig, v.title), 'A') || "
-            "setweight(to_tsvector(%s::regconfig, v.category), 'B') || "
-            "setweight(to_tsvector(%s::regconfig, v.text), 'C') "
-            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) AS v(key, title, category, text) "
-            "WHERE i.key = v.key",
-            [language, language, language, *columns],
+            "setweight(to_tsvector(v.config::regconfig, v.title), 'A') || "
+            "setweight(to_tsvector(v.config::regconfig, v.category), 'B') || "
+            "setweight(to_tsvector(v.config::regconfig, v.text), 'C') "
+            "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[]) "
+            "AS v(key, config, title, category, text) WHERE i.key = v.key",
+            columns,
         )

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connection, connections
 from django.db.models import Max
 
-from ..conf import ragrec_settings
+from ..conf import ragrec_settings, text_searches
 from ..models import Item
 from ..ranking.tokenise import has_cjk, tokeniser
 from .ann import ItemFilter
@@ -219,19 +219,22 @@ def _build_corrector() -> SpellingCorrector:
             % (INDEXED_TEXT_MAX_CHARS, connection.ops.quote_name(Item._meta.db_table))
         )
         vocabulary = {word: ndoc for word, ndoc in cursor.fetchall() if WORD.fullmatch(word)}
-    return SpellingCorrector(with_cjk_words(vocabulary), language_words(ragrec_settings.SEARCH_LANGUAGE))
+    languages = frozenset().union(*(language_words(config) for config, _ in text_searches()))
+    return SpellingCorrector(with_cjk_words(vocabulary), languages)
 
 
 def with_cjk_words(vocabulary: dict[str, int]) -> dict[str, int]:
-    """``vocabulary`` plus the words ``SEARCH_TOKENISER`` finds in its CJK runs (as the index has them), each with
-    the largest count of a run containing it: the words a query's CJK words are compared with."""
-    words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
+    """``vocabulary`` plus the words the tokenisers in use (``SEARCH_TOKENISER``, ``SEARCH_LANGUAGES``) find in its
+    CJK runs (as the index has them), each with the largest count of a run containing it: the words a query's CJK
+    words are compared with."""
+    splitters = [tokeniser(name) for name in dict.fromkeys(name for _, name in text_searches())]
     found = dict(vocabulary)
     for run, count in vocabulary.items():
         if has_cjk(run):
-            for word in words.words(run):
-                if WORD.fullmatch(word) and found.get(word, 0) < count:
-                    found[word] = count
+            for words in splitters:
+                for word in words.words(run):
+                    if WORD.fullmatch(word) and found.get(word, 0) < count:
+                        found[word] = count
     return found
 
 
@@ -266,14 +269,19 @@ def keyword_matches(
 
     ``groups``: the query as parts, each a list of phrases any of which may match (a word and its
     synonyms: ``[["warm"], ["jumper", "sweater"]]``); given, they replace ``text``'s websearch syntax.
-    Text and phrases are split by ``SEARCH_TOKENISER`` as the index was.
+    Text and phrases are split by each tokeniser the index was written with, and searched with each text-search
+    configuration (``conf.text_searches``: ``SEARCH_LANGUAGE`` and ``SEARCH_TOKENISER``, and those of
+    ``SEARCH_LANGUAGES``), their tsqueries OR-ed: an item matches when it matches the query in its own language.
     """
-    words = tokeniser(ragrec_settings.SEARCH_TOKENISER)
-    text = words.query_text(text)
-    if groups:
-        groups = [[words.query_text(phrase) for phrase in phrases] for phrases in groups]
     vocabulary = spelling_corrector().vocabulary
-    attempts = _group_attempts(groups, vocabulary) if groups else _text_attempts(text, vocabulary)
+    attempts = _combined(
+        [
+            _group_attempts(config, [[words.query_text(p) for p in phrases] for phrases in groups], vocabulary)
+            if groups
+            else _text_attempts(config, words.query_text(text), vocabulary)
+            for config, words in ((config, tokeniser(name)) for config, name in text_searches())
+        ]
+    )
     conditions, params = filters.sql("i")
     table = connection.ops.quote_name(Item._meta.db_table)
     # Ranking reads every matching row; a query of common words can match much of a large catalogue,
@@ -303,9 +311,37 @@ def keyword_matches(
     return on_read_database(run)
 
 
-def _text_attempts(text: str, vocabulary: dict[str, int]) -> list[tuple[str, list, str]]:
+#: The kinds of keyword attempts, strictest first.
+ATTEMPT_KINDS = ("all", "known", "any")
+
+
+def _combined(per_search: list[list[tuple[str, list, str]]]) -> list[tuple[str, list, str]]:
+    """The attempts of one query in several text searches (configuration and tokeniser), as one list: each kind's
+    tsqueries OR-ed (``||``); a search without an attempt of that kind takes its stricter one."""
+    if len(per_search) == 1:
+        return per_search[0]
+    combined = []
+    latest: list[tuple[str, list] | None] = [None] * len(per_search)
+    for kind in ATTEMPT_KINDS:
+        present = False
+        for index, attempts in enumerate(per_search):
+            for sql, params, their_kind in attempts:
+                if their_kind == kind:
+                    latest[index], present = (sql, params), True
+        if present:
+            parts = [part for part in latest if part is not None]
+            combined.append(
+                (
+                    " || ".join("(%s)" % sql for sql, _ in parts),
+                    [value for _, values in parts for value in values],
+                    kind,
+                )
+            )
+    return combined
+
+
+def _text_attempts(language: str, text: str, vocabulary: dict[str, int]) -> list[tuple[str, list, str]]:
     """All words (websearch syntax), then the words the catalogue knows, then any word."""
-    language = ragrec_settings.SEARCH_LANGUAGE
     attempts = [("websearch_to_tsquery(%s::regconfig, %s)", [language, text], "all")]
     words = [word.lower() for word in WORD.findall(text)]
     known = [word for word in words if word in vocabulary]
@@ -317,9 +353,10 @@ def _text_attempts(text: str, vocabulary: dict[str, int]) -> list[tuple[str, lis
     return attempts
 
 
-def _group_attempts(groups: Sequence[Sequence[str]], vocabulary: dict[str, int]) -> list[tuple[str, list, str]]:
+def _group_attempts(
+    language: str, groups: Sequence[Sequence[str]], vocabulary: dict[str, int]
+) -> list[tuple[str, list, str]]:
     """Every part (one of its phrases), then the parts with a word the catalogue knows, then any part."""
-    language = ragrec_settings.SEARCH_LANGUAGE
 
     def part(phrases: Sequence[str]) -> tuple[str, list]:
         sql = " || ".join(["plainto_tsquery(%s::regconfig, %s)"] * len(phrases))

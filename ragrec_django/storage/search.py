@@ -303,10 +303,11 @@ def titles_matching(
     *,
     prefix: bool = True,
     filters: ItemFilter = ELIGIBLE_ITEMS,
-    language: str = "simple",
+    languages: Sequence[str] = ("simple",),
 ) -> list[tuple[str, str, str]]:
     """``(title, url, category)`` of up to ``k`` items whose text has every word of ``words`` and one of ``last``
-    (with ``prefix``: a word starting with ``last[0]``); titles starting with the words first, then shorter ones."""
+    (with ``prefix``: a word starting with ``last[0]``), in one of the text-search configurations ``languages``;
+    titles starting with the words first, then shorter ones."""
     conditions, params = filters.sql("i")
     if not last or not last[0]:
         return []
@@ -317,12 +318,15 @@ def titles_matching(
     alternatives = "%s:*" % quoted(last[0]) if prefix else "(%s)" % " | ".join(quoted(w) for w in last)
     tsquery = " & ".join([*(quoted(w) for w in words if w), alternatives])
     typed = " ".join((*words, last[0])).lower().replace("%", "").replace("_", "")
+    languages = list(dict.fromkeys(languages)) or ["simple"]
+    matches = " || ".join(["to_tsquery(%s::regconfig, %s)"] * len(languages))
     sql = (
         f"SELECT title, url, category FROM (SELECT i.title, i.url, i.category, i.id FROM {table_name(Item)} i "
-        f"WHERE i.search_vector @@ to_tsquery(%s::regconfig, %s){conditions} LIMIT 200) m "
+        f"WHERE i.search_vector @@ ({matches}){conditions} LIMIT 200) m "
         "ORDER BY lower(title) LIKE %s DESC, length(title), id LIMIT %s"
     )
-    return rows_from_read_database(sql, [language, tsquery, *params, typed + "%", int(k)])
+    searched = [value for language in languages for value in (language, tsquery)]
+    return rows_from_read_database(sql, [*searched, *params, typed + "%", int(k)])
 
 
 def recent_categories(user_id: int | None, session_key: str, limit: int = 3) -> list[str]:
