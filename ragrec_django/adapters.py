@@ -181,7 +181,7 @@ class ItemAdapter:
         """The language of the item's text as a code ("de", "zh", "pt-BR"), "" when unknown: its full-text
         configuration and tokeniser are those ``RAGREC["SEARCH_LANGUAGES"]`` gives that language (docs/search.md).
         By default the item's ``language``, ``lang`` or ``locale`` field."""
-        return _text(_first_attr(item, LANGUAGE_FIELDS))[:35]
+        return _text(_first_attr(item, LANGUAGE_FIELDS))
 
     def get_metadata(self, item) -> dict[str, Any]:
         """Facts about the item kept on the mirror: its attributes and, when known, its ``language``
