@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     # EF_SEARCH divided by the share of items the filter passes, up to EF_SEARCH_MAX (a narrow filter
     # discards most candidates the index scan visits; see docs/benchmarks.md). RERANK_DEPTH: candidates a
     # binary-quantized index (a space's "INDEX": "binary", docs/scaling.md) returns for exact re-ranking.
+    # EXACT_CACHE_ROWS / EXACT_CACHE_SECONDS: vectors per generation each process keeps for the exact ranking
+    # of selective filters (a category), and how long before other processes' writes are seen (0 rows: off;
+    # storage/vector_cache.py, docs/search.md).
     "HNSW": {
         "M": 16,
         "EF_CONSTRUCTION": 64,
@@ -64,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
         "EF_SEARCH_BROAD": 60,
         "EF_SEARCH_MAX": 400,
         "RERANK_DEPTH": 100,
+        "EXACT_CACHE_ROWS": 200_000,
+        "EXACT_CACHE_SECONDS": 60,
     },
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,

@@ -119,7 +119,19 @@ def get_spaces() -> dict[str, SpaceConfig]:
             rerank_depth=_rerank_depth('RAGREC["SPACES"][%r]["RERANK_DEPTH"]' % name, config.get("RERANK_DEPTH")),
         )
     _rerank_depth('RAGREC["HNSW"]["RERANK_DEPTH"]', ragrec_settings.HNSW.get("RERANK_DEPTH"))
+    _check_exact_cache(ragrec_settings.HNSW)
     return spaces
+
+
+def _check_exact_cache(hnsw: dict) -> None:
+    """``HNSW["EXACT_CACHE_ROWS"]`` an integer >= 0 and ``HNSW["EXACT_CACHE_SECONDS"]`` a number > 0."""
+    rows, seconds = hnsw.get("EXACT_CACHE_ROWS", 0), hnsw.get("EXACT_CACHE_SECONDS", 60)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ImproperlyConfigured(
+            'RAGREC["HNSW"]["EXACT_CACHE_ROWS"] must be an integer >= 0 (0: off), not %r.' % (rows,)
+        )
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ImproperlyConfigured('RAGREC["HNSW"]["EXACT_CACHE_SECONDS"] must be a number > 0, not %r.' % (seconds,))
 
 
 #: Optional keys of a space: its ANN index type and a binary index's re-rank depth.

@@ -23,6 +23,7 @@ from django.db import connection, connections, transaction
 from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
 from ..registry import get_spaces
+from . import vector_cache
 from .database import on_read_database
 from .generations import SpaceNotReady, active_generation, binary_index_name, create_index, snapshot_memo
 from .vectors import check_vectors
@@ -139,7 +140,9 @@ def nearest(
     """
     generation = _require_active(space_name)
     vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
-    search = _Search(generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, ef_search, rerank_depth)
+    search = _Search(
+        generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, ef_search, rerank_depth, vector=vector
+    )
     return on_read_database(lambda using: _nearest(search, exact, using))
 
 
@@ -155,7 +158,9 @@ def nearest_to_item(
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
-    search = _Search(generation, anchor, [generation.pk, int(item_id)], k, filters, ef_search, rerank_depth)
+    search = _Search(
+        generation, anchor, [generation.pk, int(item_id)], k, filters, ef_search, rerank_depth, anchor_id=int(item_id)
+    )
     found = on_read_database(lambda using: _nearest(search, False, using))
     if found and found[0].distance is None:
         return None
@@ -184,6 +189,9 @@ class _Search:
     filters: ItemFilter
     ef_search: int | None
     rerank_depth: int | None
+    #: The query vector (``nearest``), or the item whose stored vector is the query (``nearest_to_item``).
+    vector: np.ndarray | None = None
+    anchor_id: int | None = None
 
 
 def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
@@ -204,6 +212,9 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     if filters.selective and not exact:
         matching = _matching_item_ids(filters, EXACT_SEARCH_MAX_ROWS + 1, using)
         if len(matching) <= EXACT_SEARCH_MAX_ROWS:
+            cached = _exact_from_cache(search, matching, using)
+            if cached is not None:
+                return cached
             # Exact over the ids already read: the embeddings alone, one index scan, no join with the items.
             by_ids = (
                 "SELECT e.item_id, (e.vector::halfvec({dim})) <=> " + query_sql + " AS distance "
@@ -233,6 +244,20 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     if exact or len(rows) < k:
         rows = _run_exact_query(candidates, params, using)
     return _sorted_neighbours(rows)
+
+
+def _exact_from_cache(search: _Search, item_ids: list[int], using: str) -> list[Neighbour] | None:
+    """Exact ranking of ``item_ids`` from the process's vector cache (``vector_cache``); None when the cache
+    is off or too small for them (then PostgreSQL ranks them)."""
+    if not 0 < len(item_ids) <= vector_cache.cache_rows():
+        return None
+    query = search.vector
+    if query is None:
+        query = vector_cache.cached_vector(search.generation, search.anchor_id, using)
+        if query is None:  # the anchor has no vector: as the SQL answers, rows without a distance
+            return [Neighbour(item_id=search.anchor_id, distance=None)]
+    ranked = vector_cache.exact_nearest(search.generation, query, item_ids, search.k, using)
+    return None if ranked is None else [Neighbour(item_id=i, distance=d) for i, d in ranked]
 
 
 def _sorted_neighbours(rows: list[tuple]) -> list[Neighbour]:

@@ -13,6 +13,7 @@ from pgvector import HalfVector
 
 from ..ml.base import DimensionMismatch
 from ..models import Embedding, EncodingFailure, SpaceGeneration
+from . import vector_cache
 from .generations import active_generation
 
 #: The largest magnitude a float16 (pgvector halfvec) holds.
@@ -62,6 +63,7 @@ def upsert_embeddings(
             update_fields=["vector", "encoder_version", "content_hash", "updated_at"],
         )
         EncodingFailure.objects.filter(generation=generation, item_id__in=item_ids).delete()
+    _forget_cached(generation, item_ids)
     return len(rows)
 
 
@@ -89,8 +91,18 @@ def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, s
                 failure.reason, failure.content_hash = reason, content_hash
                 failure.save(update_fields=["attempts", "reason", "content_hash", "updated_at"])
         EncodingFailure.objects.bulk_create(new, ignore_conflicts=True)
-        Embedding.objects.filter(generation=generation, item_id__in=[item_id for item_id, _, _ in failures]).delete()
+        failed = [item_id for item_id, _, _ in failures]
+        Embedding.objects.filter(generation=generation, item_id__in=failed).delete()
+    _forget_cached(generation, failed)
     return len(failures)
+
+
+def _forget_cached(generation: SpaceGeneration, item_ids) -> None:
+    """This process's cached copies of the rows just written (now, and again once the transaction commits, so a
+    search between the two cannot keep the old vector)."""
+    item_ids = list(item_ids)
+    vector_cache.forget(generation.pk, item_ids)
+    transaction.on_commit(lambda: vector_cache.forget(generation.pk, item_ids))
 
 
 def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:

@@ -215,16 +215,22 @@ def test_generation_snapshot_reads_generations_once_and_keeps_them(small_set, dj
     assert storage.active_generation("text") == switched
 
 
-def test_selective_filters_are_searched_exactly(small_set):
+@pytest.mark.parametrize("cache_rows", [0, 1000])
+def test_selective_filters_are_searched_exactly(small_set, settings, cache_rows):
+    """In PostgreSQL (``OFFSET 0``: no index) with the vector cache off, from the cached vectors with it on;
+    never through the HNSW index."""
     from django.test.utils import CaptureQueriesContext
 
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": cache_rows}}
     items, _ = small_set
     Item.objects.filter(key__in=["y1", "y2"]).update(category="far")
     far_only = storage.ItemFilter(categories=("far",))
     with CaptureQueriesContext(connection) as captured:
         found = storage.nearest("text", unit(1, 0, 0, 0), 2, filters=far_only)
     assert keys(found) == ["y2", "y1"]
-    assert any("OFFSET 0" in q["sql"] for q in captured.captured_queries)
+    assert any("OFFSET 0" in q["sql"] for q in captured.captured_queries) == (cache_rows == 0)
+    assert any("halfvec_send" in q["sql"] for q in captured.captured_queries) == (cache_rows > 0)
+    assert not any("hnsw.ef_search" in q["sql"] for q in captured.captured_queries)
     with CaptureQueriesContext(connection) as captured:
         storage.nearest("text", unit(1, 0, 0, 0), 2)
     assert not any("OFFSET 0" in q["sql"] for q in captured.captured_queries)

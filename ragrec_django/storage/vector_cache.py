@@ -1,0 +1,211 @@
+"""Vectors of a space generation kept in the web process, for exact ranking under selective filters.
+
+A search under a category (or ids) filter ranks every item passing it exactly (``ann.EXACT_SEARCH_MAX_ROWS``).
+In PostgreSQL that costs a heap access per row, ~15 ms per space for a 5% category at 100k items
+(docs/benchmarks.md); from a copy in the process it is a gather and a matrix product, ~1-2 ms. The ids passing
+the filter are always read from the item table, so eligibility, stock, price and category are never stale;
+only the vectors come from here. Rows missing from the cache are read in pgvector's binary format and kept.
+
+Freshness: writes in this process (``upsert_embeddings``, ``record_failures``) forget the rows they change;
+another process's writes (the encoding workers) are seen once the generation's rows are older than
+``RAGREC["HNSW"]["EXACT_CACHE_SECONDS"]`` (then read again as needed). A new generation is a new cache.
+Size: at most ``RAGREC["HNSW"]["EXACT_CACHE_ROWS"]`` rows per generation (2 bytes per dimension each); a filter
+needing more is ranked in PostgreSQL; ``0`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from django.core.signals import setting_changed
+from django.db import connection, connections
+
+from ..conf import ragrec_settings
+from ..models import Embedding, SpaceGeneration
+
+#: Rows added to a generation's matrix at a time (grown by doubling beyond).
+_FIRST_CAPACITY = 1024
+#: Generations cached at once per process (retired generations' rows are dropped, oldest first).
+_MAX_GENERATIONS = 8
+
+
+class _GenerationRows:
+    """One generation's cached vectors: a float16 matrix, each row's norm, and item id -> row."""
+
+    def __init__(self, dimension: int):
+        self.dimension = dimension
+        self.vectors = np.empty((0, dimension), dtype=np.float16)
+        self.norms = np.empty(0, dtype=np.float32)
+        self.row_of: dict[int, int] = {}
+        #: Items read and found without a vector in this generation (not re-read until the rows expire).
+        self.absent: set[int] = set()
+        self.size = 0
+        self.loaded_at = time.monotonic()
+        #: ``row_of`` as two arrays sorted by item id (rebuilt after a change), for vectorised look-ups.
+        self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+
+    def known(self, item_id: int) -> bool:
+        return item_id in self.row_of or item_id in self.absent
+
+    def rows(self, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, rows)``: those of ``item_ids`` that have a cached vector, and their rows."""
+        if self._sorted is None:
+            ids = np.fromiter(self.row_of.keys(), dtype=np.int64, count=len(self.row_of))
+            rows = np.fromiter(self.row_of.values(), dtype=np.int64, count=len(self.row_of))
+            order = np.argsort(ids)
+            self._sorted = (ids[order], rows[order])
+        ids, rows = self._sorted
+        if not len(ids):
+            return item_ids[:0], item_ids[:0]
+        at = np.minimum(np.searchsorted(ids, item_ids), len(ids) - 1)
+        present = ids[at] == item_ids
+        return item_ids[present], rows[at[present]]
+
+    def add(self, rows: list[tuple[int, np.ndarray]], asked: Sequence[int]) -> None:
+        needed = self.size + len(rows)
+        if needed > len(self.vectors):
+            capacity = max(_FIRST_CAPACITY, len(self.vectors))
+            while capacity < needed:
+                capacity *= 2
+            vectors = np.empty((capacity, self.dimension), dtype=np.float16)
+            vectors[: self.size] = self.vectors[: self.size]
+            norms = np.empty(capacity, dtype=np.float32)
+            norms[: self.size] = self.norms[: self.size]
+            self.vectors, self.norms = vectors, norms
+        found = set()
+        for item_id, vector in rows:
+            row = self.row_of.get(item_id)
+            if row is None:
+                row = self.size
+                self.size += 1
+                self.row_of[item_id] = row
+            self.vectors[row] = vector
+            self.norms[row] = np.linalg.norm(vector.astype(np.float32))
+            found.add(item_id)
+        self.absent.update(int(i) for i in asked if i not in found)
+        self._sorted = None
+
+    def forget(self, item_ids) -> None:
+        for item_id in item_ids:
+            self.row_of.pop(int(item_id), None)
+            self.absent.discard(int(item_id))
+        self._sorted = None
+
+
+_generations: dict[tuple, _GenerationRows] = {}
+_lock = threading.Lock()
+
+
+def cache_rows() -> int:
+    """``RAGREC["HNSW"]["EXACT_CACHE_ROWS"]``: the most vectors cached per generation (0: off)."""
+    return int(ragrec_settings.HNSW.get("EXACT_CACHE_ROWS", 0))
+
+
+def _key(generation: SpaceGeneration, using: str) -> tuple:
+    db = connections[using]
+    return (db.alias, db.settings_dict["NAME"], generation.pk, generation.created_at)
+
+
+def _rows_for(generation: SpaceGeneration, using: str) -> _GenerationRows:
+    key = _key(generation, using)
+    ttl = float(ragrec_settings.HNSW.get("EXACT_CACHE_SECONDS", 60))
+    cached = _generations.get(key)
+    if cached is None or time.monotonic() - cached.loaded_at > ttl:
+        cached = _GenerationRows(int(generation.dimension))
+        _generations.pop(key, None)
+        while len(_generations) >= _MAX_GENERATIONS:
+            del _generations[next(iter(_generations))]
+        _generations[key] = cached
+    return cached
+
+
+def _read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> list[tuple[int, np.ndarray]]:
+    """The stored vectors of ``item_ids`` in ``generation`` (pgvector's binary format, big-endian float16)."""
+    embeddings = connection.ops.quote_name(Embedding._meta.db_table)
+    sql = f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)"
+    with connections[using].cursor() as cursor:
+        cursor.execute(sql, [generation.pk, item_ids])
+        return [(item_id, np.frombuffer(data, dtype=">f2", offset=4)) for item_id, data in cursor.fetchall()]
+
+
+def exact_nearest(
+    generation: SpaceGeneration, query: np.ndarray, item_ids: Sequence[int], k: int, using: str
+) -> list[tuple[int, float]] | None:
+    """The ``k`` of ``item_ids`` nearest to ``query`` by the cosine distance pgvector computes on halfvec
+    (``(item_id, distance)``, nearest first), ranked from the cached vectors; None when the cache is off or
+    ``item_ids`` would not fit in it (the caller ranks in PostgreSQL)."""
+    limit = cache_rows()
+    if limit <= 0 or len(item_ids) > limit:
+        return None
+    wanted = np.asarray(item_ids, dtype=np.int64)
+    with _lock:
+        rows = _rows_for(generation, using)
+        ids, _ = rows.rows(wanted)
+        missing = (
+            [] if len(ids) == len(wanted) else [int(i) for i in np.setdiff1d(wanted, ids) if not rows.known(int(i))]
+        )
+    if missing:
+        read = _read_vectors(generation, missing, using)
+        with _lock:
+            if len(rows.row_of) + len(read) > limit:
+                rows = _GenerationRows(int(generation.dimension))
+                _generations[_key(generation, using)] = rows
+            rows.add(read, missing)
+    with _lock:
+        ids, positions = rows.rows(wanted)
+        if not len(ids):
+            return []
+        block = rows.vectors[positions].astype(np.float32)
+        norms = rows.norms[positions]
+    # The query as pgvector sees it: rounded to float16 (``ann._halfvec_text``).
+    vector = np.asarray(query, dtype=np.float32).astype(np.float16).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        similarity = (block @ vector) / (norms * np.float32(np.linalg.norm(vector)))
+    distance = 1.0 - np.clip(similarity, -1.0, 1.0)
+    distance = np.where(np.isnan(distance), np.inf, distance)
+    top = min(int(k), len(distance))
+    chosen = np.argpartition(distance, top - 1)[:top] if top < len(distance) else np.arange(len(distance))
+    chosen = chosen[np.lexsort((ids[chosen], distance[chosen]))]
+    return [(int(ids[i]), float(distance[i])) for i in chosen if np.isfinite(distance[i])]
+
+
+def cached_vector(generation: SpaceGeneration, item_id: int, using: str) -> np.ndarray | None:
+    """One item's vector in ``generation`` (float32), from the cache or read into it; None without a vector."""
+    if cache_rows() <= 0:
+        return None
+    with _lock:
+        rows = _rows_for(generation, using)
+        known = rows.known(int(item_id))
+    if not known:
+        read = _read_vectors(generation, [int(item_id)], using)
+        with _lock:
+            rows.add(read, [int(item_id)])
+    with _lock:
+        row = rows.row_of.get(int(item_id))
+        return None if row is None else rows.vectors[row].astype(np.float32)
+
+
+def forget(generation_id: int, item_ids) -> None:
+    """Drop cached rows of ``item_ids`` in the generation (after this process writes or deletes them)."""
+    item_ids = list(item_ids)
+    with _lock:
+        for key, rows in _generations.items():
+            if key[2] == generation_id:
+                rows.forget(item_ids)
+
+
+def clear() -> None:
+    """Forget every cached vector (tests, a settings change)."""
+    with _lock:
+        _generations.clear()
+
+
+def _clear_on_ragrec_change(setting, **kwargs) -> None:
+    if setting == "RAGREC":
+        clear()
+
+
+setting_changed.connect(_clear_on_ragrec_change)

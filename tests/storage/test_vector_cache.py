@@ -1,0 +1,160 @@
+"""The process's vector cache for exact ranking under selective filters (``storage/vector_cache.py``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import numpy as np
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from ragrec_django import storage
+from ragrec_django.models import Embedding, Item
+from ragrec_django.registry import SpaceConfig, get_spaces
+from ragrec_django.storage import vector_cache
+
+pytestmark = pytest.mark.django_db
+
+SPACE = SpaceConfig(name="text", encoder_alias="fake", modality="text")
+
+
+@pytest.fixture
+def catalogue(settings):
+    """60 items in categories a/b/c with random 8-d vectors (one item of "a" without a vector)."""
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 1000, "EXACT_CACHE_SECONDS": 60}}
+    rng = np.random.default_rng(7)
+    items = [
+        Item.objects.create(
+            key="i%d" % i, title="i%d" % i, category="abc"[i % 3], price=Decimal(i), group_key="g%d" % (i % 4)
+        )
+        for i in range(60)
+    ]
+    encoded = items[1:]
+    vectors = rng.standard_normal((len(encoded), 8)).astype(np.float32)
+    generation = storage.write_generation(SPACE, version="v1", dimension=8)
+    storage.upsert_embeddings(generation, [i.id for i in encoded], vectors, ["h%d" % i.id for i in encoded])
+    return items, generation, rng
+
+
+def reads(captured) -> int:
+    return sum("halfvec_send" in q["sql"] for q in captured.captured_queries)
+
+
+FILTERS = [
+    storage.ItemFilter(categories=("a",)),
+    storage.ItemFilter(categories=("a", "b"), max_price=Decimal(40)),
+    storage.ItemFilter(categories=("c",), exclude_group_keys=("g1",), min_price=Decimal(5)),
+]
+
+
+@pytest.mark.parametrize("filters", FILTERS)
+def test_the_cached_ranking_is_postgresql_s_exact_ranking(catalogue, filters):
+    """Same items, same order, same distances (to float32 rounding) as pgvector's exact scan, for every k."""
+    items, _, rng = catalogue
+    for query in rng.standard_normal((5, 8)).astype(np.float32):
+        for k in (1, 5, 40):
+            cached = storage.nearest("text", query, k, filters=filters)
+            exact = storage.nearest("text", query, k, filters=filters, exact=True)
+            assert [n.item_id for n in cached] == [n.item_id for n in exact]
+            np.testing.assert_allclose([n.distance for n in cached], [n.distance for n in exact], atol=1e-5)
+
+
+def test_vectors_are_read_once_then_served_from_the_process(catalogue):
+    _, _, rng = catalogue
+    only_a = storage.ItemFilter(categories=("a",))
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", rng.standard_normal(8), 5, filters=only_a)
+    assert reads(captured) == 1
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", rng.standard_normal(8), 5, filters=only_a)  # the item without a vector is known
+        storage.nearest("text", rng.standard_normal(8), 5, filters=storage.ItemFilter(categories=("a",), max_price=9))
+    assert reads(captured) == 0
+
+
+def test_writes_in_this_process_are_seen_at_once(catalogue):
+    items, generation, _ = catalogue
+    only_a = storage.ItemFilter(categories=("a",))
+    target = np.eye(8, dtype=np.float32)[3]
+    before = storage.nearest("text", target, 1, filters=only_a)
+    moved = items[3]  # category "a"
+    assert before[0].item_id != moved.id or before[0].distance > 0.01
+    storage.upsert_embeddings(generation, [moved.id], target[None, :], ["new"])
+    assert [(n.item_id, round(n.distance, 4)) for n in storage.nearest("text", target, 1, filters=only_a)] == [
+        (moved.id, 0.0)
+    ]
+    # The item that had no vector gets one: found at once too.
+    storage.upsert_embeddings(generation, [items[0].id], -target[None, :], ["first"])
+    assert storage.nearest("text", -target, 1, filters=only_a)[0].item_id == items[0].id
+    # A failure removes the vector: no longer ranked.
+    storage.record_failures(generation, [(items[0].id, "x", "broken image")])
+    assert items[0].id not in [n.item_id for n in storage.nearest("text", -target, 30, filters=only_a)]
+
+
+def test_another_process_s_writes_are_seen_after_exact_cache_seconds(catalogue, monkeypatch):
+    items, generation, _ = catalogue
+    only_a = storage.ItemFilter(categories=("a",))
+    target = np.eye(8, dtype=np.float32)[5]
+    storage.nearest("text", target, 1, filters=only_a)
+    # Another process (an encoding worker) writes: this process's cache does not know.
+    Embedding.objects.filter(generation=generation, item_id=items[6].id).update(vector=[0, 0, 0, 0, 0, 1, 0, 0])
+    clock = vector_cache.time.monotonic()
+    stale = storage.nearest("text", target, 1, filters=only_a)
+    assert stale[0].item_id != items[6].id or stale[0].distance > 0.001
+    monkeypatch.setattr(vector_cache.time, "monotonic", lambda: clock + 61)
+    fresh = storage.nearest("text", target, 1, filters=only_a)
+    assert fresh[0].item_id == items[6].id and fresh[0].distance == pytest.approx(0.0, abs=1e-4)
+
+
+def test_the_filter_is_always_fresh(catalogue):
+    """Only vectors are cached: an item leaving the category, the stock or eligibility leaves the results at once."""
+    items, _, rng = catalogue
+    only_a = storage.ItemFilter(categories=("a",))
+    query = rng.standard_normal(8).astype(np.float32)
+    first = storage.nearest("text", query, 1, filters=only_a)[0].item_id
+    Item.objects.filter(id=first).update(category="b")
+    assert first not in [n.item_id for n in storage.nearest("text", query, 30, filters=only_a)]
+    second = storage.nearest("text", query, 1, filters=only_a)[0].item_id
+    Item.objects.filter(id=second).update(is_eligible=False)
+    assert second not in [n.item_id for n in storage.nearest("text", query, 30, filters=only_a)]
+
+
+def test_similar_items_under_a_selective_filter(catalogue):
+    items, _, _ = catalogue
+    only_b = storage.ItemFilter(categories=("b",), exclude_ids=frozenset([items[1].id]))
+    cached = storage.nearest_to_item("text", items[1].id, 5, filters=only_b)
+    vector = storage.vectors_for_items("text", [items[1].id])[items[1].id]
+    assert [n.item_id for n in cached] == [
+        n.item_id for n in storage.nearest("text", vector, 5, filters=only_b, exact=True)
+    ]
+    assert storage.nearest_to_item("text", items[0].id, 5, filters=only_b) is None  # no vector of its own
+
+
+def test_a_filter_larger_than_the_cache_is_ranked_in_postgresql(catalogue, settings):
+    _, _, rng = catalogue
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 10}}
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", rng.standard_normal(8), 3, filters=storage.ItemFilter(categories=("a",)))
+    assert len(found) == 3
+    assert reads(captured) == 0 and any("OFFSET 0" in q["sql"] for q in captured.captured_queries)
+
+
+@pytest.mark.parametrize(
+    "hnsw, message",
+    [
+        ({"EXACT_CACHE_ROWS": -1}, "EXACT_CACHE_ROWS"),
+        ({"EXACT_CACHE_ROWS": "many"}, "EXACT_CACHE_ROWS"),
+        ({"EXACT_CACHE_ROWS": True}, "EXACT_CACHE_ROWS"),
+        ({"EXACT_CACHE_SECONDS": 0}, "EXACT_CACHE_SECONDS"),
+        ({"EXACT_CACHE_SECONDS": "1m"}, "EXACT_CACHE_SECONDS"),
+    ],
+)
+def test_bad_cache_settings_are_named(settings, hnsw, message):
+    from django.core import checks
+
+    settings.RAGREC = {**settings.RAGREC, "HNSW": hnsw}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        get_spaces()
+    errors = [e for e in checks.run_checks() if e.id == "ragrec.E005"]
+    assert errors and message in errors[0].msg
