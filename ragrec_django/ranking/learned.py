@@ -801,13 +801,15 @@ def candidates_at(
 
 def _best_of(item_ids: np.ndarray, scores: np.ndarray, bought: set, limit: int) -> list[tuple[int, float]]:
     """The best-scored items (scores aligned with ``item_ids``) not bought, positive scores only, ties by lower id."""
-    keep = (scores > 0) & np.isfinite(scores)
-    if bought:
-        keep &= ~np.isin(item_ids, np.fromiter(bought, dtype=np.int64, count=len(bought)))
-    positions = np.flatnonzero(keep)
-    if 0 < limit < len(positions):  # sort only the items scored at least the limit-th best (ties included)
+    positions = np.flatnonzero((scores > 0) & np.isfinite(scores))
+    # sort only the items scored at least the (limit + bought)-th best, ties included: the best ``limit`` of
+    # the items not bought are among them; the bought ones are then left out of those few, not of every item
+    depth = limit + len(bought)
+    if 0 < limit and depth < len(positions):
         kept = scores[positions]
-        positions = positions[kept >= np.partition(kept, len(kept) - limit)[len(kept) - limit]]
+        positions = positions[kept >= np.partition(kept, len(kept) - depth)[len(kept) - depth]]
+    if bought:
+        positions = positions[~np.isin(item_ids[positions], np.fromiter(bought, dtype=np.int64, count=len(bought)))]
     order = positions[np.lexsort((item_ids[positions], -scores[positions]))][:limit]
     return [(int(item_ids[p]), float(scores[p])) for p in order]
 
