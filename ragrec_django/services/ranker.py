@@ -192,21 +192,8 @@ class MaterialisedSignals:
 
     def item_signals(self, items, at):
         windows = list(self.snapshot.windows)
-        rows = store.materialised_item_signals(items, width=len(windows))
-        n = len(items)
-        popularity = {days: np.zeros(n) for days in windows}
-        first_seen, price = np.full(n, np.nan), np.full(n, np.nan)
-        category = np.full(n, "", dtype=object)
-        for position, item in enumerate(np.asarray(items).tolist()):
-            row = rows.get(item)
-            if row is None:
-                continue
-            price[position] = np.nan if row[0] is None else float(row[0])
-            category[position] = row[1] or ""
-            first_seen[position] = np.nan if row[3] is None else float(row[3])
-            for offset, days in enumerate(windows):
-                popularity[days][position] = float(row[2][offset])
-        return popularity, first_seen, price, category
+        popularity, first_seen, price, category = store.materialised_item_signals(items, width=len(windows))
+        return {days: popularity[:, offset] for offset, days in enumerate(windows)}, first_seen, price, category
 
 
 _reported: set = set()
@@ -275,9 +262,13 @@ def refresh_signals(*, at: float | None = None) -> object:
 def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int = 200):
     """``(candidates, history, signals)`` of a visitor at ``at``, read from the database (``source``: the live
     aggregates by default)."""
-    lines = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
+    lines, _ = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
+    return _signals(lines, at, factors, source or DatabaseSignals(), limit)
+
+
+def _signals(lines, at: float, factors, source, limit: int = 200):
     history = learned.VisitorHistory.from_lines(at, lines)
-    return learned.candidates_at(source or DatabaseSignals(), history, factors=factors, limit=limit)
+    return learned.candidates_at(source, history, factors=factors, limit=limit)
 
 
 # ---------------------------------------------------------------- serving
@@ -291,8 +282,9 @@ class _Scored:
     chosen: list[int]
 
 
-def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationList | None:
-    """ "For you" ranked by the active model; None (logged) when it cannot serve, so fusion does."""
+def learned_for_you(visitor: Visitor, *, k: int, config: str, at: float | None = None) -> RecommendationList | None:
+    """ "For you" ranked by the active model as of ``at`` (default now); None (logged) when it cannot serve, so
+    fusion does."""
     try:
         model = active_model("for_you")
         if model is None:
@@ -300,9 +292,10 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationL
             return None
         if not visitor:
             return None
-        now = time.time()
+        now = time.time() if at is None else at
         source = signal_source(now)
-        candidates, history, signals = signals_for(visitor, now, model.factors, source=source)
+        lines, titles = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=now)
+        candidates, history, signals = _signals(lines, now, model.factors, source)
         if not history.purchases.any() or not len(candidates):
             return None  # nothing bought yet: fusion's lists (similar items, trending) serve them
         features = learned.feature_matrix(candidates, history, signals)
@@ -311,30 +304,28 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str) -> RecommendationL
         chosen = learned.compose(candidates, scores, bought, k)
         # spares after the k (serving rules may drop some), composed the same way
         chosen += [p for p in learned.compose(candidates, scores, bought, k * 2 + 10) if p not in set(chosen)]
-        ranked = _explained(_Scored(candidates, features, scores, chosen), model, bought, source, history, k)
-        return finish("for_you", config, ranked, k)
+        scored = _Scored(candidates, features, scores, chosen)
+        return finish("for_you", config, _explained(scored, model, bought, source, history, titles, k), k)
     except Exception:  # noqa: BLE001 - the learned path must never fail a request: fusion serves it
         logger.exception("Learned ranking of for_you failed: serving fusion.")
         return None
 
 
-def _explained(scored: _Scored, model, bought: set, source, history, k: int) -> list[Candidate]:
-    """Candidates with the model's score, the reason of their strongest source and the top contributing features."""
-    from ..models import Item
-
+def _explained(scored: _Scored, model, bought: set, source, history, titles: dict, k: int) -> list[Candidate]:
+    """Candidates with the model's score, the reason of their strongest source and the top contributing features
+    (``titles``: of the visitor's items, which every "bought with" seed is)."""
     stats = learned.repeat_stats(history)
     orders = dict(zip(stats.items.tolist(), stats.orders.tolist(), strict=True))
-    seed_of = {int(scored.candidates.items[p]): source.seed_of(int(scored.candidates.items[p])) for p in scored.chosen}
-    titles = dict(Item.objects.filter(id__in=set(seed_of.values()) - {None}).values_list("id", "title"))
     top = scored.chosen[: min(k, EXPLAINED_RESULTS)]
     contributions = model.top_features_of(scored.features[top]) if top else []
     result = []
     for rank, position in enumerate(scored.chosen):
         item = int(scored.candidates.items[position])
+        seed = None if item in bought else source.seed_of(item)
         if item in bought:
             reason = "you buy this often" if orders.get(item, 0) > 1 else "you bought this before"
-        elif seed_of[item] in titles:
-            reason = "bought with %s" % titles[seed_of[item]]
+        elif seed in titles:
+            reason = "bought with %s" % titles[seed]
         else:
             reason = REASONS.get(scored.candidates.source_of(position) or "popular", REASONS["popular"])
         components = {"learned": float(scored.scores[position])}

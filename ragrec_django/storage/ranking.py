@@ -31,17 +31,20 @@ def _when(at: float) -> datetime:
     return datetime.fromtimestamp(at, tz=timezone.utc)
 
 
-def visitor_lines(*, user_id: int | None, session_key: str, at: float, limit: int = 5000) -> list[tuple]:
+def visitor_lines(
+    *, user_id: int | None, session_key: str, at: float, limit: int = 5000
+) -> tuple[list[tuple], dict[int, str]]:
     """A visitor's latest item events before ``at`` as ``(item, time, basket, quantity, category, price)``
     (``ranking.learned.VisitorHistory.from_lines``): baskets numbered per order, -1 for events that are
-    not purchases; searches left out. Nothing for nobody."""
+    not purchases; searches left out. With them, {item: title} of those items (a result's "bought with X"
+    names one of them), read by the same statement. Nothing for nobody."""
     visitor = visitor_condition(user_id, session_key)
     if visitor is None:
-        return []
+        return [], {}
     condition, params = visitor
     sql = (
-        "SELECT e.item_id, extract(epoch FROM e.created_at), CASE WHEN e.event = %s THEN {basket} END,"
-        " e.quantity, i.category, i.price"
+        "SELECT e.item_id, extract(epoch FROM e.created_at)::float8, CASE WHEN e.event = %s THEN {basket} END,"
+        " e.quantity, i.category, i.price::float8, i.title"
         f" FROM {table_name(Interaction)} e JOIN {table_name(Item)} i ON i.id = e.item_id"
         f" WHERE {condition} AND e.item_id IS NOT NULL AND e.event <> %s AND e.created_at < %s"
         " ORDER BY e.created_at DESC, e.id DESC LIMIT %s"
@@ -50,17 +53,18 @@ def visitor_lines(*, user_id: int | None, session_key: str, at: float, limit: in
         cursor.execute(sql, [Event.PURCHASE, *params, Event.SEARCH, _when(at), limit])
         rows = cursor.fetchall()
     numbers: dict[str, int] = {}
-    return [
+    lines = [
         (
             item,
-            float(time),
+            time,
             -1 if basket is None else numbers.setdefault(basket, len(numbers)),
             float(quantity),
             category or "",
-            None if price is None else float(price),
+            price,
         )
-        for item, time, basket, quantity, category, price in rows
+        for item, time, basket, quantity, category, price, _ in rows
     ]
+    return lines, {row[0]: row[6] for row in rows}
 
 
 # ---------------------------------------------------------------- shared signals, live from the event table
@@ -318,19 +322,33 @@ def materialised_partners(items: Sequence[int]) -> dict[int, tuple[float, np.nda
 
 
 def materialised_item_signals(items: np.ndarray, *, width: int):
-    """``item_signals``' answer from the materialised rows (popularity aligned with the snapshot's windows, as a
-    list per item) and the items' live price and category, by primary key: ({item: (price, category, popularity,
-    first seen)})."""
+    """``item_signals``' answer from the materialised rows, aligned with ``items`` (distinct ids): popularity as
+    an items x ``width`` array (the snapshot's windows; 0 without a row), the first order within the longest
+    window (NaN: none), and the items' live price (NaN: none) and category ("": none), by primary key."""
+    ids = np.asarray(items, dtype=np.int64)
+    # floats and one column per window: psycopg reads those faster than numerics and arrays
+    columns = ["i.id", "i.price::float8", "i.category", "extract(epoch FROM s.first_seen)::float8"]
+    columns += ["COALESCE(s.popularity[%d], 0)" % (offset + 1) for offset in range(width)]
     sql = (
-        f"SELECT i.id, i.price, i.category, s.popularity, extract(epoch FROM s.first_seen) FROM {table_name(Item)} i"
+        f"SELECT {', '.join(columns)} FROM {table_name(Item)} i"
         f" LEFT JOIN {table_name(RankerItemSignals)} s ON s.item_id = i.id WHERE i.id = ANY(%s)"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [[int(i) for i in items]])
-        return {
-            item: (price, category, popularity or [0] * width, first)
-            for item, price, category, popularity, first in cursor.fetchall()
-        }
+        cursor.execute(sql, [ids.tolist()])
+        rows = cursor.fetchall()
+    n = len(ids)
+    popularity, first_seen = np.zeros((n, width)), np.full(n, np.nan)
+    price, category = np.full(n, np.nan), np.full(n, "", dtype=object)
+    if rows:
+        read = list(zip(*rows, strict=True))
+        order = np.argsort(ids)
+        at = order[np.searchsorted(ids, np.asarray(read[0], dtype=np.int64), sorter=order)]
+        price[at] = np.asarray(read[1], dtype=np.float64)  # None -> NaN
+        category[at] = [c or "" for c in read[2]]
+        first_seen[at] = np.asarray(read[3], dtype=np.float64)
+        if width:
+            popularity[at] = np.asarray(read[4:], dtype=np.float64).T
+    return popularity, first_seen, price, category
 
 
 def event_lines(

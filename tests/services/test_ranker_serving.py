@@ -161,6 +161,34 @@ def test_learned_for_you_serves_the_same_list_from_materialised_signals(settings
     assert [r.reason for r in materialised] == [r.reason for r in live]
 
 
+def test_served_for_you_ranks_as_training_computes_at_the_same_instant(trained):  # noqa: F811
+    """The served path (the visitor's lines and titles in one statement, materialised signals, float32 ALS scores
+    of every item on the request's thread) gives the candidates, features and list that training's in-memory
+    log computes with the same model for the same visitor and instant."""
+    model = ranker.active_model("for_you")
+    assert model is not None and model.factors is not None and model.factors.neighbours is not None
+    at = float(int(time.time()))  # a whole second: the snapshot's stored instant is exactly ``at``
+    snapshot = ranker.refresh_signals(at=at)
+    prices, categories = store.item_catalogue()
+    log = learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+    learned_ids = set()
+    for key in ("s2", "s5", "s11", "s23"):
+        candidates, past, signals = log.candidates_at("s" + key, at, factors=model.factors)  # the log's "s<key>"
+        features = learned.feature_matrix(candidates, past, signals)
+        served = ranker.signals_for(
+            Visitor(session_key=key), at, model.factors, source=ranker.MaterialisedSignals(snapshot)
+        )
+        assert served[0].items.tolist() == candidates.items.tolist()
+        np.testing.assert_allclose(learned.feature_matrix(*served), features, rtol=1e-6, equal_nan=True)
+        scores = model.predict(features)
+        want = learned.compose(candidates, scores, set(past.items[past.purchases].tolist()), 8)
+        result = ranker.learned_for_you(Visitor(session_key=key), k=8, config="default", at=at)
+        assert [r.item.id for r in result] == [int(candidates.items[p]) for p in want]
+        np.testing.assert_allclose([r.components["learned"] for r in result], scores[want], rtol=1e-9)
+        learned_ids.update(r.item.id for r in result)
+    assert len(learned_ids) > 8  # four different lists, not one shared fallback
+
+
 def test_signals_are_refreshed_by_the_command_the_task_and_training(trained, capsys):  # noqa: F811
     from ragrec_django.tasks import refresh_ranker_signals_task
 
