@@ -2,7 +2,8 @@
 
     python benchmarks/ranker_serving.py [--items 100000] [--events 1000000] [--shoppers 30000]
                                         [--requests 300] [--concurrency 1,2] [--label-days 1.5]
-                                        [--db-name ragrec_bench_rankspeed] [--keep-db] [--json out.json]
+                                        [--db-name ragrec_bench_rankspeed] [--keep-db] [--reuse-model]
+                                        [--profile 50] [--json out.json]
 
 What it does:
 
@@ -21,9 +22,11 @@ What it does:
    (no snapshot: the path before materialisation), then read from the materialised tables; the same
    shoppers in the same order, after one warm-up pass;
 4. times the model alone scoring 200 candidates (one thread, the process pinned to one core);
-5. reports p50/p90/p99 per mode and concurrency, and the CPU time of each request (this thread's plus
-   its PostgreSQL backend's, from /proc: the work a request costs, which a loaded machine inflates far
-   less than the wall clock), the refresh time, the machine and its load average (a shared machine:
+5. reports p50/p90/p99 per mode and concurrency, and the CPU time of each request (the process's at one
+   client, so that threads working for the request count too, the request's thread's at more, plus its
+   PostgreSQL backend's, from /proc: the work a request costs, which a loaded machine inflates far less
+   than the wall clock), with ``--profile N`` where a materialised request's Python time goes (cProfile
+   over N requests), the refresh time, the machine and its load average (a shared machine:
    latencies are upper bounds of an idle one), and drops the scratch database (``--keep-db`` keeps it,
    ``--reuse-model`` then serves its active model instead of training again).
 """
@@ -59,6 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--keep-db", action="store_true", help="keep the database (and reuse it next time)")
     parser.add_argument(
         "--reuse-model", action="store_true", help="serve the active model of a kept database instead of training one"
+    )
+    parser.add_argument(
+        "--profile", type=int, default=0, help="cProfile this many materialised requests: the top functions"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the report to this JSON file")
@@ -243,6 +249,9 @@ def measure(keys: list[str], threads: int) -> dict:
     from ragrec_django.services import history
     from ragrec_django.services.results import Visitor
 
+    # one thread: the process's CPU (the request's thread and any thread working for it, e.g. BLAS's);
+    # more: the request's thread only (the process's clock would count the other requests too)
+    clock = time.process_time if threads == 1 else time.thread_time
     latencies: list[float] = []
     cpu: list[float] = []
     fallbacks = []
@@ -259,10 +268,10 @@ def measure(keys: list[str], threads: int) -> dict:
                     if not queue:
                         return
                     key = queue.pop()
-                t0, c0, s0 = time.perf_counter(), time.thread_time(), server_cpu(backend)
+                t0, c0, s0 = time.perf_counter(), clock(), server_cpu(backend)
                 result = history.for_you(Visitor(session_key=key), k=10)
                 elapsed = time.perf_counter() - t0
-                used = time.thread_time() - c0 + server_cpu(backend) - s0
+                used = clock() - c0 + server_cpu(backend) - s0
                 with lock:
                     latencies.append(elapsed)
                     cpu.append(used)
@@ -288,10 +297,43 @@ def measure(keys: list[str], threads: int) -> dict:
     }
 
 
+def profile(keys: list[str], top: int = 20) -> list[dict]:
+    """The functions a request spends most CPU in (cProfile over ``keys``, one at a time, timed by this
+    process's CPU clock, so that a busy machine's waits do not count): calls and milliseconds per request,
+    own time and with what they call. The database server's work is not in it."""
+    import cProfile
+    import pstats
+
+    from ragrec_django.services import history
+    from ragrec_django.services.results import Visitor
+
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    for key in keys:
+        history.for_you(Visitor(session_key=key), k=10)
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    rows = sorted(stats.items(), key=lambda entry: -entry[1][2])[:top]
+    return [
+        {
+            "function": "%s:%d(%s)" % (Path(file).name, line, name),
+            "calls_per_request": round(calls / len(keys), 2),
+            "own_ms": round(own / len(keys) * 1000, 3),
+            "cumulative_ms": round(cumulative / len(keys) * 1000, 3),
+        }
+        for (file, line, name), (_, calls, own, cumulative, _) in rows
+    ]
+
+
 def server_cpu(pid: int) -> float:
-    """CPU seconds (user + system) PostgreSQL's backend ``pid`` has used, from /proc (the server runs here)."""
-    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds PostgreSQL's backend ``pid`` has used, from /proc (the server runs here): the scheduler's
+    nanoseconds on CPU where the kernel keeps them, else user + system in clock ticks (10 ms steps, coarse for
+    a request of a few milliseconds)."""
+    try:
+        return int(Path("/proc/%d/schedstat" % pid).read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scoring(keys: list[str]) -> dict:
@@ -379,6 +421,10 @@ def run(args) -> dict:
                     row = {"signals": mode, **measure(keys, threads), "load_average": machine()["load_average"]}
                     report["results"].append(row)
                     log(str(row))
+                if mode == "materialised" and args.profile:
+                    report["profile"] = profile(keys[: args.profile])
+                    for entry in report["profile"][:10]:
+                        log("profile: %s" % entry)
             report["scoring"] = scoring(keys)
             log("scoring: %s" % report["scoring"])
         report["machine_after"] = machine()
