@@ -783,9 +783,18 @@ def query_counts_and_profiles(catalogue, args, recommend, connection) -> dict:
     anchor_keys = [keys[i] for i in rng.choice(np.flatnonzero(catalogue.eligible), size=52, replace=False)]
     queries = synth.search_queries(catalogue, 52, seed=args.seed + 29)
     queries = [q + " y" for q in queries]
+    from ragrec_django.services import search as search_service
+
+    facets = ["category", *search_service.attributes(), "price"]
+    understood = synth.understood_queries(catalogue, 52, seed=args.seed + 31)
     for label, fn, inputs in (
         ("similar_items", lambda key: recommend.similar_items(key, k=K), anchor_keys),
         ("search (uncached)", lambda q: recommend.search(q, k=K), queries),
+        (
+            "search + understanding + all facets (uncached)",
+            lambda q: search_service.search(q, k=K, facets=facets),
+            understood,
+        ),
     ):
         fn(inputs[0])
         with CaptureQueriesContext(connection) as captured:

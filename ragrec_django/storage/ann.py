@@ -111,6 +111,10 @@ NO_FILTER = ItemFilter(eligible_only=False)
 #: from a small filtered set walks the graph outward and can miss some of it (recall < 0.95),
 #: while an exact scan of a few thousand vectors takes a few milliseconds.
 EXACT_SEARCH_MAX_ROWS = 5000
+#: With the process's vector cache (``vector_cache``), filters matching up to this many items are ranked
+#: exactly from it: ~1 ms per 2,000 vectors, against tens of ms for a filtered HNSW scan that still misses
+#: part of a 5-10% filter.
+EXACT_CACHED_MAX_ROWS = 12000
 
 
 def nearest(
@@ -210,11 +214,12 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     ).format(conditions=conditions, **names)
     params = [*search.query_params, generation.pk, *filter_params, int(k)]
     if filters.selective and not exact:
-        matching = _matching_item_ids(filters, EXACT_SEARCH_MAX_ROWS + 1, using)
+        limit = max(EXACT_SEARCH_MAX_ROWS, min(vector_cache.cache_rows(), EXACT_CACHED_MAX_ROWS))
+        matching = _matching_item_ids(filters, limit + 1, using)
+        cached = _exact_from_cache(search, matching, using) if len(matching) <= limit else None
+        if cached is not None:
+            return cached
         if len(matching) <= EXACT_SEARCH_MAX_ROWS:
-            cached = _exact_from_cache(search, matching, using)
-            if cached is not None:
-                return cached
             # Exact over the ids already read: the embeddings alone, one index scan, no join with the items.
             by_ids = (
                 "SELECT e.item_id, (e.vector::halfvec({dim})) <=> " + query_sql + " AS distance "

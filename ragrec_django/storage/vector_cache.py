@@ -64,28 +64,27 @@ class _GenerationRows:
         present = ids[at] == item_ids
         return item_ids[present], rows[at[present]]
 
-    def add(self, rows: list[tuple[int, np.ndarray]], asked: Sequence[int]) -> None:
-        needed = self.size + len(rows)
+    def add(self, ids: np.ndarray, vectors: np.ndarray, asked: Sequence[int]) -> None:
+        """Cache ``vectors`` (rows of ``ids``); the ``asked`` ids not among ``ids`` have no vector."""
+        fresh = [int(i) for i in ids if int(i) not in self.row_of]
+        needed = self.size + len(fresh)
         if needed > len(self.vectors):
             capacity = max(_FIRST_CAPACITY, len(self.vectors))
             while capacity < needed:
                 capacity *= 2
-            vectors = np.empty((capacity, self.dimension), dtype=np.float16)
-            vectors[: self.size] = self.vectors[: self.size]
+            grown = np.empty((capacity, self.dimension), dtype=np.float16)
+            grown[: self.size] = self.vectors[: self.size]
             norms = np.empty(capacity, dtype=np.float32)
             norms[: self.size] = self.norms[: self.size]
-            self.vectors, self.norms = vectors, norms
-        found = set()
-        for item_id, vector in rows:
-            row = self.row_of.get(item_id)
-            if row is None:
-                row = self.size
-                self.size += 1
-                self.row_of[item_id] = row
-            self.vectors[row] = vector
-            self.norms[row] = np.linalg.norm(vector.astype(np.float32))
-            found.add(item_id)
-        self.absent.update(int(i) for i in asked if i not in found)
+            self.vectors, self.norms = grown, norms
+        for item_id in fresh:
+            self.row_of[item_id] = self.size
+            self.size += 1
+        rows = np.fromiter((self.row_of[int(i)] for i in ids), dtype=np.int64, count=len(ids))
+        self.vectors[rows] = vectors
+        self.norms[rows] = np.linalg.norm(vectors.astype(np.float32), axis=1)
+        found = set(int(i) for i in ids)
+        self.absent.update(int(i) for i in asked if int(i) not in found)
         self._sorted = None
 
     def forget(self, item_ids) -> None:
@@ -122,13 +121,18 @@ def _rows_for(generation: SpaceGeneration, using: str) -> _GenerationRows:
     return cached
 
 
-def _read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> list[tuple[int, np.ndarray]]:
-    """The stored vectors of ``item_ids`` in ``generation`` (pgvector's binary format, big-endian float16)."""
+def _read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)``: the stored vectors of ``item_ids`` in ``generation`` that exist, as float16 rows
+    (pgvector's binary format: uint16 dimension, uint16 unused, big-endian float16 values)."""
     embeddings = connection.ops.quote_name(Embedding._meta.db_table)
     sql = f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)"
     with connections[using].cursor() as cursor:
         cursor.execute(sql, [generation.pk, item_ids])
-        return [(item_id, np.frombuffer(data, dtype=">f2", offset=4)) for item_id, data in cursor.fetchall()]
+        rows = cursor.fetchall()
+    dimension = int(generation.dimension)
+    ids = np.fromiter((item_id for item_id, _ in rows), dtype=np.int64, count=len(rows))
+    packed = np.frombuffer(b"".join(bytes(data) for _, data in rows), dtype=">f2").reshape(len(rows), dimension + 2)
+    return ids, packed[:, 2:].astype(np.float16)
 
 
 def exact_nearest(
@@ -148,12 +152,12 @@ def exact_nearest(
             [] if len(ids) == len(wanted) else [int(i) for i in np.setdiff1d(wanted, ids) if not rows.known(int(i))]
         )
     if missing:
-        read = _read_vectors(generation, missing, using)
+        read_ids, read_vectors = _read_vectors(generation, missing, using)
         with _lock:
-            if len(rows.row_of) + len(read) > limit:
+            if len(rows.row_of) + len(read_ids) > limit:
                 rows = _GenerationRows(int(generation.dimension))
                 _generations[_key(generation, using)] = rows
-            rows.add(read, missing)
+            rows.add(read_ids, read_vectors, missing)
     with _lock:
         ids, positions = rows.rows(wanted)
         if not len(ids):
@@ -180,9 +184,9 @@ def cached_vector(generation: SpaceGeneration, item_id: int, using: str) -> np.n
         rows = _rows_for(generation, using)
         known = rows.known(int(item_id))
     if not known:
-        read = _read_vectors(generation, [int(item_id)], using)
+        read_ids, read_vectors = _read_vectors(generation, [int(item_id)], using)
         with _lock:
-            rows.add(read, [int(item_id)])
+            rows.add(read_ids, read_vectors, [int(item_id)])
     with _lock:
         row = rows.row_of.get(int(item_id))
         return None if row is None else rows.vectors[row].astype(np.float32)

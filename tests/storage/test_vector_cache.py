@@ -158,3 +158,24 @@ def test_bad_cache_settings_are_named(settings, hnsw, message):
         get_spaces()
     errors = [e for e in checks.run_checks() if e.id == "ragrec.E005"]
     assert errors and message in errors[0].msg
+
+
+def test_the_cache_ranks_exactly_filters_too_large_for_postgresql_s_exact_scan(catalogue, settings, monkeypatch):
+    """Between ``EXACT_SEARCH_MAX_ROWS`` and ``EXACT_CACHED_MAX_ROWS`` matching items: exact from the cache with it
+    on, through the HNSW index with it off."""
+    from ragrec_django.storage import ann
+
+    _, _, rng = catalogue
+    monkeypatch.setattr(ann, "EXACT_SEARCH_MAX_ROWS", 5)
+    monkeypatch.setattr(ann, "EXACT_CACHED_MAX_ROWS", 30)
+    only_a = storage.ItemFilter(categories=("a",))  # 20 items
+    query = rng.standard_normal(8).astype(np.float32)
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", query, 5, filters=only_a)
+    assert not any("hnsw.ef_search" in q["sql"] for q in captured.captured_queries)
+    exact = storage.nearest("text", query, 5, filters=only_a, exact=True)
+    assert [n.item_id for n in found] == [n.item_id for n in exact]
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 0}}
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", query, 5, filters=only_a)
+    assert any("hnsw.ef_search" in q["sql"] for q in captured.captured_queries)
