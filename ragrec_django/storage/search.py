@@ -22,7 +22,7 @@ from ..models import Interaction, Item, SearchLog, SearchRule, SearchSynonym
 from .ann import ItemFilter
 from .database import rows_from_read_database
 from .interactions import table_name, visitor_condition
-from .keyword import ELIGIBLE_ITEMS, catalogue_cached
+from .keyword import ELIGIBLE_ITEMS, any_of, catalogue_cached
 
 #: How long a process keeps the merchandiser's synonyms before checking for changes.
 SYNONYMS_TTL_SECONDS = 10
@@ -319,10 +319,10 @@ def titles_matching(
     tsquery = " & ".join([*(quoted(w) for w in words if w), alternatives])
     typed = " ".join((*words, last[0])).lower().replace("%", "").replace("_", "")
     languages = list(dict.fromkeys(languages)) or ["simple"]
-    matches = " || ".join(["to_tsquery(%s::regconfig, %s)"] * len(languages))
+    matches = any_of(["to_tsquery(%s::regconfig, %s)"] * len(languages))
     sql = (
         f"SELECT title, url, category FROM (SELECT i.title, i.url, i.category, i.id FROM {table_name(Item)} i "
-        f"WHERE i.search_vector @@ ({matches}){conditions} LIMIT 200) m "
+        f"WHERE i.search_vector @@ {matches}{conditions} LIMIT 200) m "
         "ORDER BY lower(title) LIKE %s DESC, length(title), id LIMIT %s"
     )
     searched = [value for language in languages for value in (language, tsquery)]
