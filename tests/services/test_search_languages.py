@@ -11,6 +11,7 @@ from ragrec_django.checks import check_text_search_configurations, check_validat
 from ragrec_django.models import Item, SearchSynonym
 from ragrec_django.services import encoding, recommend
 from ragrec_django.services import search as search_service
+from ragrec_django.storage.keyword import keyword_search
 from shop_demo.catalog.adapters import ProductAdapter
 from shop_demo.catalog.models import Category, Product
 
@@ -123,6 +124,19 @@ def test_one_configuration_for_every_item_misses_the_other_languages_forms(setti
         add_european(languages, GERMAN + ENGLISH)
         misses = {form for _, _, _, title, forms in missed for form in forms if titles(form) != [title]}
         assert misses >= expected, (language, misses)
+
+
+def test_each_language_matches_the_whole_query_in_its_own_words(settings, languages):
+    """A query is matched by each language's tsquery as a whole: "aus" is a German stop word (dropped from the
+    German products' vectors) but an English word, so "Gläser aus Kristall" finds the German product through the
+    German tsquery alone; a query of words that are stop words in every configuration finds nothing, without an
+    error."""
+    configure(settings, SEARCH_LANGUAGE="english", SEARCH_LANGUAGES={"de": "german"})
+    add_european(languages, GERMAN + ENGLISH)
+    assert titles("Gläser aus Kristall") == ["Sechs Gläser aus Kristall"]
+    assert titles("Tassen mit Henkel") == ["Große Tasse mit Henkel"]
+    assert keyword_search("in", 5) == ([], "in")  # a stop word in English and in German
+    assert titles("in the") == []
 
 
 def test_items_of_no_configured_language_use_the_defaults(settings, languages):
