@@ -106,13 +106,14 @@ def served_list(log, model, visitor: str, at: float, depth: int) -> tuple[list[i
 
 def basket_lists(log, factors, basket: list[int], at: float, depth: int) -> dict[str, list[int]]:
     """ "Bought together" for the last training basket, never showing it: co-purchase counts (each item's latest
-    orders, as ``history.bought_together_for_basket``) and item-kNN similarity sums."""
+    orders, as ``history.bought_together_for_basket`` with the fusion ranker) and the item model's kNN
+    (``learned.basket_partners``, as it serves with ``RANKER`` "learned")."""
     have = set(basket)
     counts, _ = log.co_purchase_scores(basket, at)
-    lists = {"basket_co_purchase": learned._best_of(log.item_ids, counts, have, depth)}
-    knn = factors.knn_scores(np.asarray(basket), np.ones(len(basket))) if factors is not None else None
-    lists["basket_knn"] = learned._best_of(factors.item_ids, knn, have, depth) if knn is not None else []
-    return {name: [item for item, _ in ranked] for name, ranked in lists.items()}
+    lists = {"basket_co_purchase": [item for item, _ in learned._best_of(log.item_ids, counts, have, depth)]}
+    knn = learned.basket_partners(factors, basket, set(), depth) if factors is not None else []
+    lists["basket_knn"] = [item for item, _, _ in knn]
+    return lists
 
 
 def main() -> None:
@@ -125,6 +126,9 @@ def main() -> None:
         "--load-model", help="Score with the artefact in this folder (saved by --save-model) instead of training."
     )
     parser.add_argument("--lists", help="Write every shopper's lists here (JSON), for paired comparisons across runs.")
+    parser.add_argument(
+        "--compare", help="Lists written by another run's --lists: paired differences of its lists against these."
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="A FitOptions field (e.g. als_alpha=5)."
     )
@@ -140,7 +144,8 @@ def main() -> None:
     options = trainer.FitOptions(label_days=90, holdout_days=0)
     for setting in args.set:
         name, value = setting.split("=", 1)
-        setattr(options, name, type(getattr(options, name))(value))
+        kind = type(getattr(options, name))
+        setattr(options, name, value.lower() in ("1", "true", "yes") if kind is bool else kind(value))
     for setting in args.quota:
         name, value = setting.split("=", 1)
         learned.SOURCE_QUOTAS[name] = int(value)
@@ -175,7 +180,7 @@ def main() -> None:
     depth = 40
     ctx = runner.build_context(split, keys, depth)
     lists: dict[str, dict[str, list[str]]] = {
-        name: {} for name in ("learned", "buy_again", "cooc_last", "basket_co_purchase", "basket_knn")
+        name: {} for name in ("learned", "fusion", "buy_again", "cooc_last", "basket_co_purchase", "basket_knn")
     }
     found = {"all": dict.fromkeys((*learned.SOURCES, "total"), 0), "new": dict.fromkeys((*learned.SOURCES, "total"), 0)}
     totals = {"all": 0, "new": 0}
@@ -187,6 +192,9 @@ def main() -> None:
         repeat = candidates.ranks["repeat"]
         order = [i for i in np.argsort(repeat, kind="stable") if not np.isnan(repeat[i])]
         lists["buy_again"][visitor] = [key_of[int(candidates.items[i])] for i in order][:depth]
+        # fusion's repeat and co-purchase lists on the same candidates (the service also fuses its embedding list)
+        fused = learned.ordered(candidates, learned.fusion_scores(candidates, None)) if len(candidates) else []
+        lists["fusion"][visitor] = [key_of[int(item)] for item in fused[:depth]]
         lists["cooc_last"][visitor] = runner.rec_cooc_last(ctx, visitor)
         history = split.history.get(visitor)  # none when every training basket shares the held-out one's time
         basket = [ids[item] for item in history[-1].items] if history else []
@@ -203,6 +211,10 @@ def main() -> None:
                 found[variant][source] += sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
     ranking_s = time.perf_counter() - t
 
+    other = {}
+    if args.compare:  # the same shoppers' lists from another run (same split and sample)
+        other = {name: per_visitor for name, per_visitor in json.loads(Path(args.compare).read_text()).items()}
+        other = {name: per_visitor for name, per_visitor in other.items() if name in lists}
     targets_all = {v: set(split.test[v].items) for v in visitors}
     bought = {v: split.bought(v) for v in visitors}
     targets_new = {v: items - bought[v] for v, items in targets_all.items() if items - bought[v]}
@@ -234,6 +246,12 @@ def main() -> None:
                 "ndcg@10_se": result["se"]["ndcg"][9],
             }
         scored["paired_learned_vs_buy_again"] = paired(lists["learned"], lists["buy_again"], targets, exclude=exclude)
+        scored["paired_learned_vs_fusion"] = paired(lists["learned"], lists["fusion"], targets, exclude=exclude)
+        scored["paired_basket_knn_vs_co_purchase"] = paired(
+            lists["basket_knn"], lists["basket_co_purchase"], targets, exclude=exclude
+        )
+        for name, per_visitor in other.items():
+            scored["paired_%s_vs_compared" % name] = paired(lists[name], per_visitor, targets, exclude=exclude)
         report["variants"][variant] = {"shoppers": len(targets), "results": scored}
     report["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps({k: v for k, v in report.items() if k != "feature_importance_gain"}, indent=1))

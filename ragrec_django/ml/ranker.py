@@ -341,6 +341,7 @@ class FitOptions:
     als_regularization: float = 0.05
     als_alpha: float = 1.0
     neighbours: int = 50  # item-kNN neighbours kept per item (0: no kNN source)
+    knn_basket_weight: float = 1.0  # an order counts size ** -this in the kNN similarities (0: every order 1)
     item_model_days: float = 30.0  # training queries use an item model retrained every this many days
     params: dict | None = None
     seed: int = 0
@@ -517,17 +518,22 @@ def _factors(log, before: float, options: FitOptions):
         seed=options.seed,
     )
     if options.neighbours:
-        factors.neighbours, factors.similarities = item_neighbours(log, before, options.neighbours)
+        factors.neighbours, factors.similarities = item_neighbours(
+            log, before, options.neighbours, basket_weight=options.knn_basket_weight
+        )
     factors.repeat_rate, factors.buyers = repeat_rates(len(log.item_ids), entries)
     return factors
 
 
-def item_neighbours(log, before: float, size: int, shrink: float = 5.0) -> tuple[np.ndarray, np.ndarray]:
+def item_neighbours(
+    log, before: float, size: int, shrink: float = 5.0, basket_weight: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Each item's ``size`` nearest items by cosine over the orders placed before ``before``.
 
-    ``similarity(i, j) = orders holding both / (sqrt(orders holding i * orders holding j) + shrink)``
-    (the shrink term damps pairs seen once or twice). Returns (row positions, -1 padding; similarities),
-    both ``(items, size)``, best first.
+    ``similarity(i, j) = sum over orders holding both of order size ** -basket_weight / (sqrt(orders holding
+    i * orders holding j) + shrink)``: an order of 40 lines says less about any one pair than an order of 3
+    (``basket_weight`` 0: every order counts 1), and the shrink term damps pairs seen once or twice. Returns
+    (row positions, -1 padding; similarities), both ``(items, size)``, best first.
     """
     from scipy.sparse import csr_matrix
 
@@ -539,9 +545,11 @@ def item_neighbours(log, before: float, size: int, shrink: float = 5.0) -> tuple
         np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
     ]
     rows = np.repeat(np.arange(len(baskets)), lengths)
-    matrix = csr_matrix((np.ones(len(columns), dtype=np.float32), (rows, columns)), shape=(len(baskets), items))
-    together = (matrix.T @ matrix).tocsr()
-    held = together.diagonal().astype(np.float64)
+    matrix = csr_matrix((np.ones(len(columns), dtype=np.float64), (rows, columns)), shape=(len(baskets), items))
+    weights = np.repeat(np.power(np.maximum(lengths, 1).astype(np.float64), -basket_weight), lengths)
+    weighted = csr_matrix((weights, (rows, columns)), shape=(len(baskets), items))
+    together = (matrix.T @ weighted).tocsr()
+    held = np.asarray(matrix.sum(axis=0)).ravel()
     neighbours = np.full((items, size), -1, dtype=np.int32)
     similarities = np.zeros((items, size), dtype=np.float32)
     for row in range(items):

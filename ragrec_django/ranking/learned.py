@@ -720,6 +720,31 @@ class ItemFactors:
         return np.bincount(neighbours[valid], weights=similarities[valid], minlength=len(self.item_ids))
 
 
+def basket_partners(
+    factors: ItemFactors, basket: Sequence[int], exclude: set, limit: int
+) -> list[tuple[int, float, int]]:
+    """What goes with a basket from the item model: every item's kNN similarity to the basket's items, summed
+    (each basket item weighs 1), as ``(item id, score, strongest basket item)``, best first, ties by lower id.
+    The strongest basket item is the one with the largest similarity to it (it names the reason). Items of
+    ``exclude`` and of the basket never; empty when the model has no neighbours or knows no basket item."""
+    basket = np.asarray(sorted(set(int(item) for item in basket)), dtype=np.int64)
+    scores = factors.knn_scores(basket, np.ones(len(basket)))
+    if scores is None or not len(basket):
+        return []
+    ranked = _best_of(factors.item_ids, scores, set(exclude) | set(basket.tolist()), limit)
+    rows, known = factors._rows(basket)
+    strongest: dict[int, tuple[float, int]] = {}
+    for item, row in zip(basket[known].tolist(), rows[known].tolist(), strict=True):
+        for neighbour, similarity in zip(
+            factors.neighbours[row].tolist(), factors.similarities[row].tolist(), strict=True
+        ):
+            if neighbour >= 0:
+                other = int(factors.item_ids[neighbour])
+                if (similarity, -item) > strongest.get(other, (-np.inf, 0)):
+                    strongest[other] = (float(similarity), -item)
+    return [(item, score, -strongest[item][1]) for item, score in ranked]
+
+
 # ---------------------------------------------------------------- candidates and signals, from any source
 
 

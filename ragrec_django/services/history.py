@@ -366,10 +366,10 @@ def bought_together_for_basket(
     basket = _with_variants(anchors)
     have = set(basket)
     titles = {anchor.id: anchor.title for anchor in anchors}
-    rows = _co_purchases({anchor.id: 1.0 for anchor in anchors}, exclude=have, limit=depth)
+    rows, component = _basket_partners(anchors, have, depth, config)
     candidates = [
         Candidate(
-            item_id=item_id, score=score, reasons=["bought with %s" % titles[seed]], components={"co_purchases": score}
+            item_id=item_id, score=score, reasons=["bought with %s" % titles[seed]], components={component: score}
         )
         for item_id, score, seed in rows
     ]
@@ -399,6 +399,23 @@ def bought_together_for_basket(
             candidates = reciprocal_rank_fusion(lists, k=RRF_K, weights=weights)
             _lead_with_strongest_reason(candidates, lists, weights)
     return finish("bought_together", config, candidates, k, fallback=fallback)
+
+
+def _basket_partners(
+    anchors: list[Item], exclude: set[int], limit: int, config: str
+) -> tuple[list[tuple[int, float, int]], str]:
+    """The basket's partners as ``(item id, score, strongest basket item)`` and the component that scores them.
+
+    With ``RAGREC["RANKER"]`` "learned" for ``bought_together`` (or the serving configuration's ``ranker``
+    rule): the active learned model's item-kNN (similarities over orders, each order weighted by its size;
+    ``ranking.learned.basket_partners``), which finds more of a basket's next new items than the raw counts
+    (docs/evaluation.md). Otherwise, or when no active model has neighbours for the basket's items, the
+    co-purchase counts."""
+    if ranker.ranker_for("bought_together", config) == "learned":
+        rows = ranker.learned_basket_partners([anchor.id for anchor in anchors], exclude=exclude, limit=limit)
+        if rows:
+            return rows, "item_knn"
+    return _co_purchases({anchor.id: 1.0 for anchor in anchors}, exclude=exclude, limit=limit), "co_purchases"
 
 
 def _basket_items(item_keys: Sequence[str]) -> list[Item]:

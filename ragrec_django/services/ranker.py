@@ -311,6 +311,20 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str, at: float | None =
         return None
 
 
+def learned_basket_partners(items: list[int], *, exclude: set[int], limit: int) -> list[tuple[int, float, int]] | None:
+    """ "Bought together" from the active model's item-kNN (``ranking.learned.basket_partners``); None (logged)
+    when no model with neighbours is active, so the co-purchase counts serve."""
+    try:
+        model = active_model("for_you")
+        if model is None or model.factors is None or model.factors.neighbours is None:
+            logger.warning("RAGREC RANKER bought_together is 'learned' but no model with neighbours is active.")
+            return None
+        return learned.basket_partners(model.factors, items, exclude, limit)
+    except Exception:  # noqa: BLE001 - the learned path must never fail a request: the counts serve it
+        logger.exception("Learned bought_together failed: serving co-purchase counts.")
+        return None
+
+
 def _explained(scored: _Scored, model, bought: set, source, history, titles: dict, k: int) -> list[Candidate]:
     """Candidates with the model's score, the reason of their strongest source and the top contributing features
     (``titles``: of the visitor's items, which every "bought with" seed is)."""

@@ -107,7 +107,7 @@ def test_item_neighbours_are_shrunk_cosines_and_knn_sums_them():
     from ragrec_django.ml.ranker import item_neighbours, repeat_rates
 
     log = EventLog.build(_lines())
-    neighbours, similarities = item_neighbours(log, T0 + 21 * DAY, 2, shrink=1.0)
+    neighbours, similarities = item_neighbours(log, T0 + 21 * DAY, 2, shrink=1.0, basket_weight=0.0)
     # orders before day 21: a-0 (1,2), a-5 (1,3), b-10 (1,2,5), c-12 (3,4), a-20 (1,2)
     # item 1 is in 4 orders, item 2 in 3 (all with 1), item 3 in 2 (one with 1), item 5 in 1 (with 1)
     one, two, three = (int(c) for c in log.columns_of([1, 2, 3]))
@@ -121,6 +121,37 @@ def test_item_neighbours_are_shrunk_cosines_and_knn_sums_them():
     # item 1: bought by a (3 orders) and b (1 order); item 4: by c once
     assert rate[one] == 0.5 and buyers[one] == 2
     assert rate[int(log.columns_of([4])[0])] == 0.0
+
+
+def test_item_neighbours_weigh_each_order_by_its_size():
+    from ragrec_django.ml.ranker import item_neighbours
+
+    log = EventLog.build(_lines())
+    neighbours, similarities = item_neighbours(log, T0 + 21 * DAY, 2, shrink=1.0, basket_weight=1.0)
+    # item 1 with item 2: orders a-0 (2 items), b-10 (3 items), a-20 (2 items); with item 3: a-5 (2 items);
+    # with item 5: b-10 (3 items). Unweighted, item 5 came second (1 / 3 against 1 / 3.83); weighted, item 3 does
+    one, two, three = (int(c) for c in log.columns_of([1, 2, 3]))
+    assert neighbours[one].tolist() == [two, three]
+    assert similarities[one][0] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / (np.sqrt(4 * 3) + 1))
+    assert similarities[one][1] == pytest.approx((1 / 2) / (np.sqrt(4 * 2) + 1))
+
+
+def test_basket_partners_sum_the_neighbours_of_the_basket_and_name_the_strongest_item():
+    from ragrec_django.ml.ranker import item_neighbours
+
+    log = EventLog.build(_lines())
+    neighbours, similarities = item_neighbours(log, T0 + 21 * DAY, 3, shrink=1.0)
+    factors = ItemFactors(log.item_ids, np.zeros((5, 2), dtype=np.float32), 0.1, 1.0, neighbours, similarities)
+    knn = factors.knn_scores(np.array([1, 3]), np.ones(2))
+    partners = learned.basket_partners(factors, [3, 1, 3], exclude={5}, limit=10)
+    # neither the basket (1, 3) nor the excluded item 5; the summed similarity, best first
+    assert [item for item, _, _ in partners] == [2, 4]
+    column = {int(item): i for i, item in enumerate(log.item_ids)}
+    assert [score for _, score, _ in partners] == pytest.approx([knn[column[2]], knn[column[4]]])
+    # item 2: bought with 1 three times, never with 3; item 4: with 3 (c-12), never with 1 before day 21
+    assert [seed for _, _, seed in partners] == [1, 3]
+    assert learned.basket_partners(factors, [99], exclude=set(), limit=5) == []
+    assert learned.basket_partners(ItemFactors(log.item_ids, np.zeros((5, 2)), 0.1, 1.0), [1], set(), 5) == []
 
 
 def test_co_purchase_counts_each_seed_latest_orders_before_t():

@@ -143,6 +143,25 @@ def test_learned_for_you_ranks_with_reasons_and_contributing_features(settings, 
     assert {r.reason for r in result if r.item.key in bought} <= {"you buy this often", "you bought this before"}
 
 
+def test_learned_bought_together_serves_the_item_model_neighbours_of_the_basket(settings, trained, caplog):
+    model = ranker.active_model("for_you")
+    basket = list(Item.objects.order_by("id").values_list("key", flat=True)[:2])
+    ids = list(Item.objects.filter(key__in=basket).order_by("id").values_list("id", flat=True))
+    counts = history.bought_together_for_basket(basket, k=5)
+    assert all("co_purchases" in r.components for r in counts)
+    settings.RAGREC = {**settings.RAGREC, "RANKER": {"bought_together": "learned"}}
+    result = history.bought_together_for_basket(basket, k=5)
+    want = learned.basket_partners(model.factors, ids, set(ids), 5)
+    assert [r.item.id for r in result] == [item for item, _, _ in want] and len(result) == 5
+    assert all("item_knn" in r.components and r.reason.startswith("bought with ") for r in result)
+    assert not {r.item.key for r in result} & set(basket)
+    RankerModel.objects.update(status="candidate")  # no active model: the counts serve, and it is said
+    ranker.forget_models()
+    with caplog.at_level(logging.WARNING, logger="ragrec_django.ranker"):
+        assert [r.item.id for r in history.bought_together_for_basket(basket, k=5)] == [r.item.id for r in counts]
+    assert "no model with neighbours" in caplog.text
+
+
 def test_a_broken_model_falls_back_to_fusion_and_logs(settings, trained, caplog):
     RankerModel.objects.update(model_text="not a model")
     visitor = Visitor(session_key="s2")
