@@ -537,7 +537,7 @@ def latency(args, connection, report: dict) -> None:
     import synthetic_catalogue as synth
     from django.test import override_settings
 
-    from ragrec_django.models import Item
+    from ragrec_django.models import Embedding, Item
     from ragrec_django.services import conversation
     from ragrec_django.services.results import Visitor
 
@@ -560,6 +560,10 @@ def latency(args, connection, report: dict) -> None:
             load_args = argparse.Namespace(write_batch=2000, maintenance_work_mem=None)
             report["load"][space] = query_bench.load_space(space, vectors, item_ids, load_args, connection, [])
         del ids
+        # As autovacuum leaves a shop's tables: statistics and the visibility map current (index-only scans).
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))
+            cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Embedding._meta.db_table))
     rng = random.Random(0)
     categories = list(catalogue.categories)
 
@@ -609,6 +613,31 @@ def latency(args, connection, report: dict) -> None:
         buffer = io.StringIO()
         pstats.Stats(profiler, stream=buffer).sort_stats("cumulative").print_stats(40)
         report["profile_cumulative"] = [line for line in buffer.getvalue().splitlines() if line.strip()][:70]
+        buffer = io.StringIO()
+        pstats.Stats(profiler, stream=buffer).sort_stats("tottime").print_stats(30)
+        report["profile_tottime"] = [line for line in buffer.getvalue().splitlines() if line.strip()][:40]
+        report["statements_per_turn"] = statements_per_turn(conversation_turns(20), one, connection)
+
+
+def statements_per_turn(turns, one, connection) -> dict:
+    """The SQL statements of ``turns`` (each statement's first 90 characters, literals included): how many per
+    turn, and how many times and ms each kind ran."""
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        for turn in turns:
+            one(turn)
+    kinds: dict = {}
+    for query in captured.captured_queries:
+        kind = " ".join(query["sql"].split())[:90]
+        count, ms = kinds.get(kind, (0, 0.0))
+        kinds[kind] = (count + 1, ms + float(query["time"]) * 1000)
+    ordered = sorted(kinds.items(), key=lambda kv: -kv[1][1])
+    return {
+        "turns": len(turns),
+        "per_turn": round(len(captured.captured_queries) / max(len(turns), 1), 1),
+        "by_kind": [{"sql": sql, "count": count, "ms": round(ms, 1)} for sql, (count, ms) in ordered[:40]],
+    }
 
 
 # ---------------------------------------------------------------- main

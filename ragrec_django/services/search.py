@@ -142,7 +142,9 @@ def attributes() -> list[str]:
 
 
 def plural_folding() -> bool:
-    return str(ragrec_settings.SEARCH_LANGUAGE).lower() == "english"
+    """Whether query understanding uses its English helpers (plural folding, colour and material spellings): when
+    English is a configuration of keyword search (``SEARCH_LANGUAGE``, or a language of ``SEARCH_LANGUAGES``)."""
+    return any(config.lower() == "english" for config, _ in text_searches())
 
 
 def splitter() -> Tokeniser:
@@ -564,14 +566,20 @@ def _search_once(
         spaces = [s for s in ("text", "image") if weights.get(s) and space_ready(s) and query_encoder_matches(s)]
         # The query is encoded (torch, in this process) while the statements run (in the database server).
         encoding = {space: _encoders.submit(text_query_vector, space, semantic_text) for space in spaces}
-        matches = keyword_matches(text, depth, filters=filters, groups=_phrases(groups))
-        matched = len(matches.rows) if matches.strict else 0
-        if weights.get("keyword"):
-            lists["keyword"] = candidates_from(matches.rows, "keyword", reason)
+        # Every word became the filter ("sofas" under the category Sofas): each item passing it matches, so the
+        # spaces rank them; a keyword ranking of the whole category would add nothing.
+        only_filters = bool(spaces) and _only_filters(understood, filters)
+        if not only_filters:
+            matches = keyword_matches(text, depth, filters=filters, groups=_phrases(groups))
+            matched = len(matches.rows) if matches.strict else 0
+            if weights.get("keyword"):
+                lists["keyword"] = candidates_from(matches.rows, "keyword", reason)
         result_set = _result_set(understood, words, filters) if wide else []
         for space in spaces:
             found = storage.nearest(space, encoding[space].result(), depth, filters=filters)
             lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
+        if only_filters:
+            matched = max(len(found) for found in lists.values())
     fused = reciprocal_rank_fusion(lists, weights={name: float(weights.get(name, 1.0)) for name in lists})
     result_set = result_set or [c.item_id for c in fused]
     facts = search_storage.item_facts({c.item_id for c in fused} | (set(result_set) if sort != "relevance" else set()))
@@ -590,6 +598,18 @@ def _search_once(
         rules = dataclasses.replace(rules, diversity=None)
     result = finish("search", config, fused, k, query=understood.query, rules=rules)
     return _Found(result, result_set, matched)
+
+
+def _only_filters(understood: UnderstoodQuery, filters: storage.ItemFilter) -> bool:
+    """Whether every word of the query is a category (or price) term the filters apply: no word left to match."""
+    return (
+        bool(understood.terms)
+        and not understood.residual
+        and all(
+            t.price is not None or (t.attribute == "category" and t.value in filters.categories)
+            for t in understood.terms
+        )
+    )
 
 
 def _phrases(groups) -> list[tuple[str, ...]] | None:

@@ -24,6 +24,7 @@ from django.core.signals import setting_changed
 from django.db import connection, connections
 
 from ..conf import ragrec_settings
+from ..ml.similarity import cosine_distances
 from ..models import Embedding, SpaceGeneration
 
 #: Rows added to a generation's matrix at a time (grown by doubling beyond).
@@ -162,14 +163,10 @@ def exact_nearest(
         ids, positions = rows.rows(wanted)
         if not len(ids):
             return []
-        block = rows.vectors[positions].astype(np.float32)
-        norms = rows.norms[positions]
+        matrix, norms = rows.vectors, rows.norms[positions]
     # The query as pgvector sees it: rounded to float16 (``ann._halfvec_text``).
     vector = np.asarray(query, dtype=np.float32).astype(np.float16).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        similarity = (block @ vector) / (norms * np.float32(np.linalg.norm(vector)))
-    distance = 1.0 - np.clip(similarity, -1.0, 1.0)
-    distance = np.where(np.isnan(distance), np.inf, distance)
+    distance = cosine_distances(matrix, positions, norms, vector)
     top = min(int(k), len(distance))
     chosen = np.argpartition(distance, top - 1)[:top] if top < len(distance) else np.arange(len(distance))
     chosen = chosen[np.lexsort((ids[chosen], distance[chosen]))]

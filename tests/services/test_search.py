@@ -112,6 +112,26 @@ def test_a_query_without_attributes_keeps_the_plain_reason(shop):
     assert result.items[0].reason == "matches 'coffee mug'"
 
 
+@pytest.mark.parametrize(
+    "query, keyword",
+    [
+        ("mugs", False),  # every word is the category filter: each mug matches, the spaces rank them
+        ("mugs under 13", False),  # a price phrase filters too
+        ("red mugs", True),  # a colour is a boost: it must match as a word
+        ("coffee mugs", True),  # a word no term took
+    ],
+)
+def test_the_keyword_retriever_runs_only_when_words_are_left_to_match(shop, query, keyword):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        result = recommend.search(query, k=5)
+    assert result.items and {r.item.category for r in result} == {"Mugs"}
+    assert any("_tsquery(" in q["sql"] for q in captured.captured_queries) == keyword
+    assert ("keyword" in result.items[0].components) == keyword
+
+
 def test_warm_blue_jumper_puts_a_blue_item_first(shop):
     # No jumper in the shop: the colour asked for beats a purple T-shirt that is "warm enough to layer".
     result = recommend.search("warm blue jumper", k=5)

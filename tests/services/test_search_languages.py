@@ -139,6 +139,18 @@ def test_each_language_matches_the_whole_query_in_its_own_words(settings, langua
     assert titles("in the") == []
 
 
+def test_english_understanding_when_english_is_one_of_the_languages(settings, languages):
+    """Query understanding's English helpers (here plural folding: "accessories" names the category "Accessory",
+    three letters away, which the spelling corrector would not change) are on when English is a configured
+    language, not only when it is SEARCH_LANGUAGE."""
+    languages.update({"strap": "en", "glaeser": "de"})
+    encoding.sync_host_items([add("strap", "Accessory", "Watch strap"), add("glaeser", "Gläser", "Sechs Gläser")])
+    for search_languages, expected in (({"de": "german"}, []), (LANGUAGES, [("category", "Accessory", "filter")])):
+        configure(settings, SEARCH_LANGUAGE="simple", SEARCH_LANGUAGES=search_languages)
+        understood = recommend.search("accessories").understood
+        assert [(t["attribute"], t["value"], t["use"]) for t in understood] == expected, search_languages
+
+
 def test_items_of_no_configured_language_use_the_defaults(settings, languages):
     configure(settings, SEARCH_LANGUAGE="english", SEARCH_LANGUAGES={"de": "german"})
     languages.update({"unknown": "fr", "none": ""})
