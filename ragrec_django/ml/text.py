@@ -50,12 +50,42 @@ def resolve_text_model_source(model: str, revision: str | None = None) -> str:
 
 
 class QueryMemo:
-    """A small thread-safe LRU of single-query embeddings, keyed by the exact forward input."""
+    """A small thread-safe LRU of single-query embeddings, keyed by the exact forward input.
+
+    ``get_or_compute`` computes a key once however many threads ask for it at the same time (a search encodes
+    its query for the text and the LiT image space in two threads, both through one MiniLM): the others wait
+    for the first one's result instead of repeating the forward pass.
+    """
 
     def __init__(self, size: int = QUERY_MEMO_SIZE):
         self.size = size
         self._entries: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+        self._computing: dict = {}
+
+    def get_or_compute(self, key, compute):
+        """The memoised value of ``key``, computed by ``compute()`` when absent (once among concurrent callers;
+        should it raise, the next waiting caller computes it)."""
+        with self._lock:
+            vector = self._entries.get(key)
+            if vector is not None:
+                self._entries.move_to_end(key)
+                return vector
+            done = self._computing.get(key)
+            owner = done is None
+            if owner:
+                done = self._computing[key] = threading.Event()
+        if not owner:
+            done.wait()  # then the value is there, or its computation failed: ask again (maybe as the owner)
+            return self.get_or_compute(key, compute)
+        try:
+            vector = compute()
+            self.put(key, vector)
+            return vector
+        finally:
+            with self._lock:
+                del self._computing[key]
+            done.set()
 
     def get(self, key):
         with self._lock:
@@ -197,16 +227,16 @@ class TransformerTextEncoder(Encoder):
         """
         with loaded.tokenizer_lock:
             ids = loaded.tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
-        key = tuple(ids)
-        vector = loaded.queries.get(key)
-        if vector is None:
+
+        def forward() -> np.ndarray:
             with torch.inference_mode():
                 input_ids = torch.tensor([ids], dtype=torch.long, device=loaded.device)
                 pooled = _mean_pool(loaded.model, input_ids, torch.ones_like(input_ids))
             vector = pooled[0].cpu().numpy()
             vector.setflags(write=False)
-            loaded.queries.put(key, vector)
-        return vector.copy()
+            return vector
+
+        return loaded.queries.get_or_compute(tuple(ids), forward).copy()
 
     def load(self) -> LoadedText:
         """Load (once per process and configuration) and return the model; later calls are free."""

@@ -183,3 +183,41 @@ def test_encode_returns_the_shared_contract_for_texts(minilm):
     np.testing.assert_allclose(result.vectors, minilm.encode_texts(PRODUCTS), atol=1e-6)
     with pytest.raises(ValueError, match="modality must be one of text, image, got 'audio'"):
         minilm.encode("audio", PRODUCTS)
+
+
+def test_concurrent_callers_of_one_query_share_one_forward_pass():
+    """Threads asking for the same key at once wait for the first one's result; a failure is not shared."""
+    import threading
+    import time
+
+    from ragrec_django.ml.text import QueryMemo
+
+    memo, calls, started = QueryMemo(size=8), [], threading.Event()
+
+    def slow():
+        calls.append(1)
+        started.set()
+        time.sleep(0.2)
+        return np.ones(3, dtype=np.float32)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(memo.get_or_compute, "q", slow)
+        started.wait(5)
+        others = [pool.submit(memo.get_or_compute, "q", slow) for _ in range(3)]
+        results = [first.result(), *(f.result() for f in others)]
+    assert len(calls) == 1 and all(np.array_equal(r, np.ones(3)) for r in results)
+
+    def failing():
+        started.set()
+        time.sleep(0.1)
+        raise RuntimeError("out of memory")
+
+    started.clear()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        owner = pool.submit(memo.get_or_compute, "bad", failing)
+        started.wait(5)
+        waiter = pool.submit(memo.get_or_compute, "bad", lambda: np.zeros(3, dtype=np.float32))
+        with pytest.raises(RuntimeError):
+            owner.result()
+        assert np.array_equal(waiter.result(), np.zeros(3))
+    assert np.array_equal(memo.get_or_compute("bad", lambda: np.full(3, 2.0)), np.zeros(3))
