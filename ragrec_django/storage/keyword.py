@@ -271,7 +271,8 @@ def keyword_matches(
     synonyms: ``[["warm"], ["jumper", "sweater"]]``); given, they replace ``text``'s websearch syntax.
     Text and phrases are split by each tokeniser the index was written with, and searched with each text-search
     configuration (``conf.text_searches``: ``SEARCH_LANGUAGE`` and ``SEARCH_TOKENISER``, and those of
-    ``SEARCH_LANGUAGES``), their tsqueries OR-ed: an item matches when it matches the query in its own language.
+    ``SEARCH_LANGUAGES``), their tsqueries OR-ed (``any_of``): an item matches when its vector, written in its own
+    language's configuration, matches the query as any of them reads it.
     """
     vocabulary = spelling_corrector().vocabulary
     attempts = _combined(
