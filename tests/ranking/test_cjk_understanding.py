@@ -9,7 +9,7 @@ import pytest
 
 from ragrec_django.ranking.query import Synonyms, Vocabulary, expand, matches_value, tokens, understand
 from ragrec_django.ranking.suggest import PrefixIndex, run_tails
-from ragrec_django.ranking.tokenise import tokeniser
+from ragrec_django.ranking.tokenise import fold_width, tokeniser
 
 CATEGORIES = ["杯子", "钱包", "围巾", "厨房电器", "服装", "T恤", "马克杯"]
 COLOURS = ["蓝色", "黑色", "红色", "银色", "白色", "深灰色"]
@@ -142,3 +142,27 @@ def test_a_run_is_completed_from_where_a_word_may_start():
     # A run is never completed "with a typo": one character away is another word.
     assert index.complete("咖非") == []
     assert index.complete("cerm") == ["ceramic"]
+
+
+def test_any_text_is_tokenised_with_its_words_in_place(splitter):
+    """Random text mixing ideographs, kana, hangul, full-width and ASCII letters, digits, punctuation and spaces:
+    every word is non-empty and stands where it says (its folded characters), and understanding and completion
+    take it without an error."""
+    rng = random.Random(11)
+    alphabet = "蓝色杯子钱包围巾マグカップたおる한국어ＴＶＸａｂ１２ab XY9,.!?-_　。、「」" + "".join(
+        CATEGORIES + COLOURS
+    )
+    vocabulary = Vocabulary.build(VALUES, plural_folding=True, splitter=splitter)
+    index = PrefixIndex({"蓝色陶瓷杯": 2, "咖啡": 1, "mug": 3})
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+        for token in tokens(text, plural_folding=False, splitter=splitter):
+            assert token.word and 0 <= token.start < token.end <= len(text), (text, token)
+            assert fold_width(text[token.start : token.end]).lower() == token.word, (text, token)
+        understood = understand(text, vocabulary)
+        assert all(0 <= t.start <= t.end <= len(text) for t in understood.terms), text
+        tails = run_tails(text)
+        assert all(text.endswith(tail) for tail in tails), text
+        for completion in index.complete_run(text):  # the text with a tail of its last run extended
+            assert len(completion) > len(text), (text, completion)
+            assert any(completion.startswith(text.lower()[: len(text) - len(tail)]) for tail in tails), text

@@ -264,6 +264,22 @@ def test_autocomplete_completes_a_chinese_prefix(chinese_shop):
     assert search_service.suggest("汽车") == []  # nothing starts with it
 
 
+def test_autocomplete_takes_any_mixed_text(chinese_shop):
+    """Random prefixes mixing the catalogue's characters, kana, full-width and ASCII letters, digits and punctuation:
+    at most k suggestions of the four kinds, products with their page, no error."""
+    import random
+
+    rng = random.Random(5)
+    alphabet = "".join(row[2] + row[1] for row in CHINESE) + "マグｶｯﾌﾟＴａ1 ,。、-"
+    for _ in range(60):
+        prefix = "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 12)))
+        k = rng.randrange(1, 9)
+        suggestions = search_service.suggest(prefix, k=k)
+        assert len(suggestions) <= k, prefix
+        assert all(s.kind in ("query", "completion", "category", "product") for s in suggestions), prefix
+        assert all(s.url.startswith("/product/") for s in suggestions if s.kind == "product"), prefix
+
+
 # ---------------------------------------------------------------- ragrec.E019
 
 
