@@ -8,6 +8,7 @@ spaces become plain ones) and whitespace is collapsed.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ class HiddenRun:
         return text + (" spelling %r" % self.decoded if self.decoded else "")
 
 
+@functools.lru_cache(maxsize=8192)
 def hidden_kind(ch: str) -> str | None:
     """Why ``ch`` is hidden ("tag", "zero-width", "bidi", "control", ...), or None if it is visible."""
     cp = ord(ch)
@@ -92,8 +94,14 @@ def strip_hidden(text: str) -> str:
     blank line in a row) and the ends are trimmed.
     """
     text = _LINE_BREAKS.sub(lambda m: LINE_SEPARATORS[m.group()], str(text))
+    if text.isascii():  # the common case: only ASCII controls can hide, and NFKC changes nothing
+        return collapse_whitespace(_ASCII_HIDDEN.sub("", text))
     visible = "".join(ch for ch in text if hidden_kind(ch) is None)
     return collapse_whitespace(unicodedata.normalize("NFKC", visible))
+
+
+#: The ASCII characters ``hidden_kind`` hides (controls other than tab and line feed).
+_ASCII_HIDDEN = re.compile("[%s]" % "".join(re.escape(chr(c)) for c in range(0x80) if hidden_kind(chr(c))))
 
 
 def collapse_whitespace(text: str) -> str:

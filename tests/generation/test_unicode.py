@@ -81,3 +81,22 @@ def test_reveal_groups_runs_by_kind_and_decodes_tag_text():
 
 def test_reveal_finds_nothing_in_clean_text():
     assert reveal_hidden("Plain text\nwith\ttabs") == []
+
+
+def test_the_ascii_fast_path_strips_what_the_general_path_strips():
+    """Every ASCII character, alone and in random mixes (controls, CR/LF, spaces), against the per-character path."""
+    import random
+    import unicodedata
+
+    from ragrec_django.generation import unicode as u
+
+    def general(text: str) -> str:
+        text = u._LINE_BREAKS.sub(lambda m: u.LINE_SEPARATORS[m.group()], text)
+        visible = "".join(ch for ch in text if u.hidden_kind(ch) is None)
+        return u.collapse_whitespace(unicodedata.normalize("NFKC", visible))
+
+    rng = random.Random(5)
+    alphabet = [chr(c) for c in range(0x80)]
+    samples = alphabet + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(3000)]
+    for text in samples:
+        assert u.strip_hidden(text) == general(text), repr(text)
