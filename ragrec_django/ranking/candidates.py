@@ -7,7 +7,7 @@ every ranking here is deterministic.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import numpy as np
@@ -32,7 +32,9 @@ class Candidate:
 
     def copy(self) -> Candidate:
         """A copy whose reasons and components can change without touching this one (the vector is shared)."""
-        return replace(self, reasons=list(self.reasons), components=dict(self.components))
+        clone = object.__new__(Candidate)  # what ``dataclasses.replace`` does, without re-running __init__
+        clone.__dict__.update(self.__dict__, reasons=list(self.reasons), components=dict(self.components))
+        return clone
 
     def add_reason(self, reason: str) -> None:
         """Append ``reason`` unless it is already there."""

@@ -130,3 +130,20 @@ def test_weighted_fusion_refuses_missing_weights_and_unknown_normalisation(lists
         weighted_score_fusion(lists, {"text": 1})
     with pytest.raises(ValueError, match="normalise"):
         weighted_score_fusion(lists, {"text": 1, "image": 1}, normalise="zscore")
+
+
+def test_a_candidate_copy_is_equal_and_its_reasons_and_components_are_its_own():
+    import numpy as np
+
+    from ragrec_django.ranking.candidates import Candidate
+
+    vector = np.ones(3, dtype=np.float32)
+    original = Candidate(
+        7, 0.5, category="mugs", price=3.5, is_new=True, reasons=["a"], components={"x": 1.0}, vector=vector
+    )
+    clone = original.copy()
+    assert clone == original and type(clone) is Candidate and clone.vector is vector
+    clone.add_reason("b")
+    clone.components["y"] = 2.0
+    clone.score = 0.9
+    assert original.reasons == ["a"] and original.components == {"x": 1.0} and original.score == 0.5
