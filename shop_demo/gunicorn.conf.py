@@ -14,7 +14,9 @@ connections: one persistent connection per thread that has served a request). In
   more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
   immediate 503 with ``Retry-After`` (``ragrec_django.admission.ConcurrencyLimit``, applied by
   ``shop_demo/wsgi.py``); the worker has 2 threads more than that, so a request over the limit is
-  refused at once rather than queued unseen inside gunicorn.
+  refused at once rather than queued unseen inside gunicorn. A keep-alive connection stays with the
+  worker that accepted it, and the kernel does not share them out evenly: with 12 waiting, 16 clients
+  on 2 workers got some 503s (one worker held more than 14); 16 lets one worker hold them all.
 
 Ctrl-C (SIGINT) stops the workers at once; SIGTERM lets requests in progress finish for up to
 ``graceful_timeout`` seconds.
@@ -28,7 +30,7 @@ bind = ["127.0.0.1:8000"]  # loopback unless told otherwise (--bind); gunicorn's
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", min(CORES, 4)))
 max_active = int(os.environ.setdefault("SHOP_DEMO_MAX_ACTIVE", "2"))
-max_waiting = int(os.environ.setdefault("SHOP_DEMO_MAX_WAITING", "12"))
+max_waiting = int(os.environ.setdefault("SHOP_DEMO_MAX_WAITING", "16"))
 os.environ.setdefault("SHOP_DEMO_MAX_WAIT", "5")
 threads = max_active + max_waiting + 2
 keepalive = 5

@@ -18,15 +18,22 @@ torch = LazyModule("torch")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 
 
-def cosine_distances(matrix: np.ndarray, rows: np.ndarray, norms: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """``1 - cos`` between ``matrix[rows]`` (float16, with their ``norms``) and ``query`` (float32 arithmetic, the
-    similarity clipped to [-1, 1] as pgvector does); ``inf`` where a norm is zero (pgvector's NaN, never ranked)."""
+def vector_norms(vectors: np.ndarray) -> np.ndarray:
+    """The float32 L2 norm of each float16 row."""
+    if HAS_TORCH:
+        return torch.linalg.vector_norm(torch.from_numpy(np.ascontiguousarray(vectors)).float(), dim=1).numpy()
+    return np.linalg.norm(vectors.astype(np.float32), axis=1)
+
+
+def cosine_distances(block: np.ndarray, norms: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """``1 - cos`` between the float16 rows of ``block`` (with their ``norms``) and ``query`` (float32 arithmetic,
+    the similarity clipped to [-1, 1] as pgvector does); ``inf`` where a norm is zero (pgvector's NaN, never
+    ranked)."""
     query = np.asarray(query, dtype=np.float32)
     if HAS_TORCH:
-        block = torch.from_numpy(matrix).index_select(0, torch.from_numpy(rows)).float()
-        dots = (block @ torch.from_numpy(query)).numpy()
+        dots = (torch.from_numpy(np.ascontiguousarray(block)).float() @ torch.from_numpy(query)).numpy()
     else:
-        dots = matrix[rows].astype(np.float32) @ query
+        dots = block.astype(np.float32) @ query
     with np.errstate(divide="ignore", invalid="ignore"):
         similarity = dots / (norms * np.float32(np.linalg.norm(query)))
     distance = 1.0 - np.clip(similarity, -1.0, 1.0)

@@ -567,20 +567,34 @@ def _search_once(
         # The query is encoded (torch, in this process) while the statements run (in the database server).
         encoding = {space: _encoders.submit(text_query_vector, space, semantic_text) for space in spaces}
         # Every word became the filter ("sofas" under the category Sofas): each item passing it matches, so the
-        # spaces rank them; a keyword ranking of the whole category would add nothing.
+        # spaces rank them; a keyword ranking of the whole category would add nothing. Items no space can rank
+        # (not encoded yet) still come, after the ranked ones.
         only_filters = bool(spaces) and _only_filters(understood, filters)
-        if not only_filters:
+
+        def keyword_list() -> int:
             matches = keyword_matches(text, depth, filters=filters, groups=_phrases(groups))
-            matched = len(matches.rows) if matches.strict else 0
             if weights.get("keyword"):
                 lists["keyword"] = candidates_from(matches.rows, "keyword", reason)
+            return len(matches.rows) if matches.strict else 0
+
+        if not only_filters:
+            matched = keyword_list()
         result_set = _result_set(understood, words, filters) if wide else []
         for space in spaces:
             found = storage.nearest(space, encoding[space].result(), depth, filters=filters)
             lists[space] = candidates_from([(n.item_id, 1.0 - n.distance) for n in found], space, reason)
         if only_filters:
-            matched = max(len(found) for found in lists.values())
-    fused = reciprocal_rank_fusion(lists, weights={name: float(weights.get(name, 1.0)) for name in lists})
+            unranked = storage.items_without_vectors(spaces, filters)
+            if unranked is None:  # not known without a statement: the keyword retriever finds them
+                matched = keyword_list()
+            else:
+                if unranked:
+                    lists["unranked"] = candidates_from([(i, 0.0) for i in unranked[:depth]], "unranked", reason)
+                matched = max(len(found) for found in lists.values())
+    fused = reciprocal_rank_fusion(
+        lists,
+        weights={name: UNRANKED_WEIGHT if name == "unranked" else float(weights.get(name, 1.0)) for name in lists},
+    )
     result_set = result_set or [c.item_id for c in fused]
     facts = search_storage.item_facts({c.item_id for c in fused} | (set(result_set) if sort != "relevance" else set()))
     boost = float(ragrec_settings.SEARCH_ATTRIBUTE_BOOST)
@@ -600,16 +614,31 @@ def _search_once(
     return _Found(result, result_set, matched)
 
 
+#: Fusion weight of the items a category-only search found no vector for: after every ranked item.
+UNRANKED_WEIGHT = 0.01
+
+
 def _only_filters(understood: UnderstoodQuery, filters: storage.ItemFilter) -> bool:
-    """Whether every word of the query is a category (or price) term the filters apply: no word left to match."""
+    """Whether every word of the query is a price or names a category, and every item the filters pass is in a
+    category the query names: each passing item matches the words. A category reached through a synonym
+    ("tumbler" for Mugs) does not count: the word asks for less than the category holds."""
+    named = {t.value for t in understood.terms if t.attribute == "category" and _names(t.text, t.value)}
     return (
         bool(understood.terms)
         and not understood.residual
-        and all(
-            t.price is not None or (t.attribute == "category" and t.value in filters.categories)
-            for t in understood.terms
-        )
+        and bool(filters.categories)
+        and set(filters.categories) <= named
+        and all(t.price is not None or t.value in named for t in understood.terms)
     )
+
+
+def _names(text: str, category: str) -> bool:
+    """Whether ``text`` is the category's own name (any case, singular or plural)."""
+
+    def folded(word: str) -> str:
+        return " ".join(word.lower().split()).rstrip("s")
+
+    return folded(text) == folded(category)
 
 
 def _phrases(groups) -> list[tuple[str, ...]] | None:

@@ -18,6 +18,7 @@ from .ann import (
     ItemFilter,
     Neighbour,
     ef_search_for,
+    items_without_vectors,
     nearest,
     nearest_to_item,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "generation_snapshot",
     "keyword_search",
     "local_catalogue_changes",
+    "items_without_vectors",
     "nearest",
     "nearest_to_item",
     "products_named_in",

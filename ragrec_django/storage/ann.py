@@ -251,6 +251,29 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     return _sorted_neighbours(rows)
 
 
+def items_without_vectors(space_names, filters: ItemFilter) -> list[int] | None:
+    """The items passing a selective ``filters`` that none of ``space_names`` could rank (no vector in its active
+    generation), as the process's vector cache knows them after ``nearest`` ranked the filter from it (the same
+    ``generation_snapshot()``: no statement); None when that is unknown (the filter was not ranked from the
+    cache)."""
+    if not filters.selective:
+        return None
+    limit = max(EXACT_SEARCH_MAX_ROWS, min(vector_cache.cache_rows(), EXACT_CACHED_MAX_ROWS))
+
+    def unranked(using: str) -> list[int] | None:
+        matching = _matching_item_ids(filters, limit + 1, using)
+        if len(matching) > limit:
+            return None
+        left = matching
+        for space_name in space_names:
+            left = vector_cache.without_vector(_require_active(space_name), left, using)
+            if left is None:
+                return None
+        return left
+
+    return on_read_database(unranked)
+
+
 def _exact_from_cache(search: _Search, item_ids: list[int], using: str) -> list[Neighbour] | None:
     """Exact ranking of ``item_ids`` from the process's vector cache (``vector_cache``); None when the cache
     is off or too small for them (then PostgreSQL ranks them)."""

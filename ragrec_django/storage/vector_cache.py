@@ -24,7 +24,7 @@ from django.core.signals import setting_changed
 from django.db import connection, connections
 
 from ..conf import ragrec_settings
-from ..ml.similarity import cosine_distances
+from ..ml.similarity import cosine_distances, vector_norms
 from ..models import Embedding, SpaceGeneration
 
 #: Rows added to a generation's matrix at a time (grown by doubling beyond).
@@ -47,6 +47,10 @@ class _GenerationRows:
         self.loaded_at = time.monotonic()
         #: ``row_of`` as two arrays sorted by item id (rebuilt after a change), for vectorised look-ups.
         self._sorted: tuple[np.ndarray, np.ndarray] | None = None
+        #: Forgets so far, and the count at each item's last one: a read that started before an item was
+        #: forgotten may hold its old vector, and must not put it back (``add``'s ``since``).
+        self.forgets = 0
+        self.forgotten_at: dict[int, int] = {}
 
     def known(self, item_id: int) -> bool:
         return item_id in self.row_of or item_id in self.absent
@@ -65,14 +69,20 @@ class _GenerationRows:
         present = ids[at] == item_ids
         return item_ids[present], rows[at[present]]
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray, asked: Sequence[int]) -> None:
-        """Cache ``vectors`` (rows of ``ids``); the ``asked`` ids not among ``ids`` have no vector."""
+    def add(self, ids: np.ndarray, vectors: np.ndarray, asked: Sequence[int], since: int) -> None:
+        """Cache ``vectors`` (rows of ``ids``), read when ``forgets`` was ``since``; the ``asked`` ids not among
+        ``ids`` have no vector. Ids forgotten after ``since`` are left out (their read may be older)."""
+        if self.forgets != since:
+            keep = np.array([self.forgotten_at.get(int(i), -1) < since for i in ids], dtype=bool)
+            ids, vectors = ids[keep], vectors[keep]
+            asked = [i for i in asked if self.forgotten_at.get(int(i), -1) < since]
         fresh = [int(i) for i in ids if int(i) not in self.row_of]
         needed = self.size + len(fresh)
         if needed > len(self.vectors):
             capacity = max(_FIRST_CAPACITY, len(self.vectors))
             while capacity < needed:
                 capacity *= 2
+            capacity = min(capacity, max(needed, cache_rows()))  # never past the bound the settings give
             grown = np.empty((capacity, self.dimension), dtype=np.float16)
             grown[: self.size] = self.vectors[: self.size]
             norms = np.empty(capacity, dtype=np.float32)
@@ -83,15 +93,17 @@ class _GenerationRows:
             self.size += 1
         rows = np.fromiter((self.row_of[int(i)] for i in ids), dtype=np.int64, count=len(ids))
         self.vectors[rows] = vectors
-        self.norms[rows] = np.linalg.norm(vectors.astype(np.float32), axis=1)
+        self.norms[rows] = vector_norms(vectors)
         found = set(int(i) for i in ids)
         self.absent.update(int(i) for i in asked if int(i) not in found)
         self._sorted = None
 
     def forget(self, item_ids) -> None:
+        self.forgets += 1
         for item_id in item_ids:
             self.row_of.pop(int(item_id), None)
             self.absent.discard(int(item_id))
+            self.forgotten_at[int(item_id)] = self.forgets
         self._sorted = None
 
 
@@ -113,9 +125,11 @@ def _rows_for(generation: SpaceGeneration, using: str) -> _GenerationRows:
     key = _key(generation, using)
     ttl = float(ragrec_settings.HNSW.get("EXACT_CACHE_SECONDS", 60))
     cached = _generations.get(key)
-    if cached is None or time.monotonic() - cached.loaded_at > ttl:
+    now = time.monotonic()
+    if cached is None or now - cached.loaded_at > ttl:
         cached = _GenerationRows(int(generation.dimension))
-        _generations.pop(key, None)
+        for old in [k for k, rows in _generations.items() if k == key or now - rows.loaded_at > ttl]:
+            del _generations[old]  # this one's expired rows, and any other generation's (a retired one)
         while len(_generations) >= _MAX_GENERATIONS:
             del _generations[next(iter(_generations))]
         _generations[key] = cached
@@ -148,25 +162,31 @@ def exact_nearest(
     wanted = np.asarray(item_ids, dtype=np.int64)
     with _lock:
         rows = _rows_for(generation, using)
-        ids, _ = rows.rows(wanted)
+        ids, positions = rows.rows(wanted)
+        # Copied under the lock: another thread may grow or replace the matrix afterwards.
+        block, norms = rows.vectors[positions], rows.norms[positions]
         missing = (
             [] if len(ids) == len(wanted) else [int(i) for i in np.setdiff1d(wanted, ids) if not rows.known(int(i))]
         )
+        since = rows.forgets
     if missing:
         read_ids, read_vectors = _read_vectors(generation, missing, using)
         with _lock:
-            if len(rows.row_of) + len(read_ids) > limit:
-                rows = _GenerationRows(int(generation.dimension))
-                _generations[_key(generation, using)] = rows
-            rows.add(read_ids, read_vectors, missing)
-    with _lock:
-        ids, positions = rows.rows(wanted)
-        if not len(ids):
-            return []
-        matrix, norms = rows.vectors, rows.norms[positions]
+            current = _rows_for(generation, using)
+            if current is rows:  # else it expired meanwhile: this read serves this search only
+                if rows.size + len(read_ids) > limit:  # full (forgotten rows still hold their slots): start over
+                    current = _GenerationRows(int(generation.dimension))
+                    _generations[_key(generation, using)] = current
+                    since = current.forgets
+                current.add(read_ids, read_vectors, missing, since)
+        ids = np.concatenate([ids, read_ids])
+        block = np.concatenate([block, read_vectors])
+        norms = np.concatenate([norms, vector_norms(read_vectors)])
+    if not len(ids):
+        return []
     # The query as pgvector sees it: rounded to float16 (``ann._halfvec_text``).
     vector = np.asarray(query, dtype=np.float32).astype(np.float16).astype(np.float32)
-    distance = cosine_distances(matrix, positions, norms, vector)
+    distance = cosine_distances(block, norms, vector)
     top = min(int(k), len(distance))
     chosen = np.argpartition(distance, top - 1)[:top] if top < len(distance) else np.arange(len(distance))
     chosen = chosen[np.lexsort((ids[chosen], distance[chosen]))]
@@ -179,14 +199,27 @@ def cached_vector(generation: SpaceGeneration, item_id: int, using: str) -> np.n
         return None
     with _lock:
         rows = _rows_for(generation, using)
-        known = rows.known(int(item_id))
-    if not known:
-        read_ids, read_vectors = _read_vectors(generation, [int(item_id)], using)
-        with _lock:
-            rows.add(read_ids, read_vectors, [int(item_id)])
-    with _lock:
         row = rows.row_of.get(int(item_id))
-        return None if row is None else rows.vectors[row].astype(np.float32)
+        if row is not None or int(item_id) in rows.absent:
+            return None if row is None else rows.vectors[row].astype(np.float32)
+        since = rows.forgets
+    read_ids, read_vectors = _read_vectors(generation, [int(item_id)], using)
+    with _lock:
+        if _rows_for(generation, using) is rows and rows.size + len(read_ids) <= cache_rows():
+            rows.add(read_ids, read_vectors, [int(item_id)], since)
+    return read_vectors[0].astype(np.float32) if len(read_ids) else None
+
+
+def without_vector(generation: SpaceGeneration, item_ids: Sequence[int], using: str) -> list[int] | None:
+    """Those of ``item_ids`` this process's cache holds no vector of (absent from the generation, or no longer
+    cached), in their order; None when the cache is off or cannot hold them (nothing is known)."""
+    limit = cache_rows()
+    if limit <= 0 or len(item_ids) > limit:
+        return None
+    wanted = np.asarray(item_ids, dtype=np.int64)
+    with _lock:
+        ids, _ = _rows_for(generation, using).rows(wanted)
+    return [int(i) for i in wanted[~np.isin(wanted, ids)]]
 
 
 def forget(generation_id: int, item_ids) -> None:

@@ -132,6 +132,32 @@ def test_the_keyword_retriever_runs_only_when_words_are_left_to_match(shop, quer
     assert ("keyword" in result.items[0].components) == keyword
 
 
+def test_a_category_only_search_still_shows_items_without_a_vector(shop):
+    """Not encoded yet: no space ranks it, so it comes after the ranked items (the keyword retriever is skipped)."""
+    category = Category.objects.get(name="Mugs")
+    grey = Product.objects.create(
+        title="Granite Grey Mug", slug="grey", category=category, price=Decimal("11"), stock=3, colour="grey"
+    )
+    encoding.sync_host_items([grey.pk])
+    result = recommend.search("mugs", k=10)
+    assert titles(result)[-1] == "Granite Grey Mug" and len(result) == 4
+
+
+def test_the_keyword_retriever_runs_when_the_filter_holds_more_than_the_words_name(shop, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:  # a facet of three categories: "mugs" names one
+        result = search_service.search("mugs", k=10, selected={"category": ["Mugs", "Lamps", "Hats"]})
+    assert any("_tsquery(" in q["sql"] for q in captured.captured_queries)
+    assert [r.item.category for r in result][:3] == ["Mugs"] * 3
+    SearchSynonym.objects.create(term="tumbler", synonyms="mug", two_way=False)
+    search_service.forget_caches()
+    with CaptureQueriesContext(connection) as captured:  # a synonym of the category asks for less than it holds
+        search_service.search("tumbler", k=5)
+    assert any("_tsquery(" in q["sql"] for q in captured.captured_queries)
+
+
 def test_warm_blue_jumper_puts_a_blue_item_first(shop):
     # No jumper in the shop: the colour asked for beats a purple T-shirt that is "warm enough to layer".
     result = recommend.search("warm blue jumper", k=5)

@@ -179,3 +179,38 @@ def test_the_cache_ranks_exactly_filters_too_large_for_postgresql_s_exact_scan(c
     with CaptureQueriesContext(connection) as captured:
         storage.nearest("text", query, 5, filters=only_a)
     assert any("hnsw.ef_search" in q["sql"] for q in captured.captured_queries)
+
+
+def test_a_full_cache_starts_over_without_losing_the_search_s_items(catalogue, settings):
+    items, _, rng = catalogue
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 30}}
+    storage.nearest("text", rng.standard_normal(8), 5, filters=storage.ItemFilter(categories=("a",)))  # 19 cached
+    mixed = storage.ItemFilter(
+        only_ids=frozenset(
+            [i.id for i in items if i.category == "a"][:10] + [i.id for i in items if i.category == "b"][:15]
+        )
+    )  # 10 cached + 15 read: past 30, the cache starts over
+    query = rng.standard_normal(8).astype(np.float32)
+    found = storage.nearest("text", query, 25, filters=mixed)
+    exact = storage.nearest("text", query, 25, filters=mixed, exact=True)
+    assert [n.item_id for n in found] == [n.item_id for n in exact] and len(found) == 24  # items[0] has no vector
+
+
+def test_a_write_during_a_read_never_puts_the_old_vector_back(catalogue, monkeypatch):
+    """The read of a search started before this process rewrote an item: that search may use what it read, but
+    the cache must not keep it (the next search sees the new vector)."""
+    items, generation, _ = catalogue
+    target = np.eye(8, dtype=np.float32)[2]
+    moved = items[6]  # category "a", not yet cached
+    original = vector_cache._read_vectors
+
+    def read_then_write(generation_, ids, using):
+        rows = original(generation_, ids, using)
+        storage.upsert_embeddings(generation, [moved.id], target[None, :], ["rewritten"])
+        return rows
+
+    monkeypatch.setattr(vector_cache, "_read_vectors", read_then_write)
+    storage.nearest("text", target, 1, filters=storage.ItemFilter(categories=("a",)))
+    monkeypatch.setattr(vector_cache, "_read_vectors", original)
+    again = storage.nearest("text", target, 1, filters=storage.ItemFilter(categories=("a",)))
+    assert again[0].item_id == moved.id and again[0].distance == pytest.approx(0.0, abs=1e-4)
