@@ -687,7 +687,7 @@ def understanding_cases(catalogue, args, recommend) -> dict:
 
     # A serving process's first search of a category reads that category's vectors into its vector cache
     # (storage/vector_cache.py): timed here once per category, then the cases below run warm, as a process
-    # serves after its first minute (each category is read again once per EXACT_CACHE_SECONDS).
+    # serves once it has seen each category (each is read again once per EXACT_CACHE_SECONDS).
     search_service.search(queries[0], k=K, facets=facets)  # the encoders loaded and warm first
     vector_cache.clear()
     categories = list(catalogue.categories)

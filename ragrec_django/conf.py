@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
         "EF_SEARCH_MAX": 400,
         "RERANK_DEPTH": 100,
         "EXACT_CACHE_ROWS": 200_000,
-        "EXACT_CACHE_SECONDS": 60,
+        "EXACT_CACHE_SECONDS": 300,
     },
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,

@@ -125,7 +125,7 @@ def get_spaces() -> dict[str, SpaceConfig]:
 
 def _check_exact_cache(hnsw: dict) -> None:
     """``HNSW["EXACT_CACHE_ROWS"]`` an integer >= 0 and ``HNSW["EXACT_CACHE_SECONDS"]`` a number > 0."""
-    rows, seconds = hnsw.get("EXACT_CACHE_ROWS", 0), hnsw.get("EXACT_CACHE_SECONDS", 60)
+    rows, seconds = hnsw.get("EXACT_CACHE_ROWS", 0), hnsw.get("EXACT_CACHE_SECONDS", 300)
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
         raise ImproperlyConfigured(
             'RAGREC["HNSW"]["EXACT_CACHE_ROWS"] must be an integer >= 0 (0: off), not %r.' % (rows,)

@@ -40,7 +40,7 @@ def test_defaults_and_user_values():
         "EF_SEARCH_MAX": 400,
         "RERANK_DEPTH": 100,
         "EXACT_CACHE_ROWS": 200_000,
-        "EXACT_CACHE_SECONDS": 60,
+        "EXACT_CACHE_SECONDS": 300,
     }  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}

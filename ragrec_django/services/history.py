@@ -358,6 +358,9 @@ def bought_together_for_basket(
     ``visitor``: also fuse (reciprocal rank, equal weights) the visitor's own repeat purchases,
     minus the basket ("you buy this often"): the restocking shopper's list.
 
+    With ``RAGREC["RANKER"]`` "learned" for ``bought_together``, the active learned model's item-kNN
+    ranks the partners instead of the counts (``_basket_partners``); the counts serve when it cannot.
+
     Keys not in the catalogue are skipped; ``ItemNotFound`` when none is.
     """
     k = cap_k(k)

@@ -123,7 +123,7 @@ def _key(generation: SpaceGeneration, using: str) -> tuple:
 
 def _rows_for(generation: SpaceGeneration, using: str) -> _GenerationRows:
     key = _key(generation, using)
-    ttl = float(ragrec_settings.HNSW.get("EXACT_CACHE_SECONDS", 60))
+    ttl = float(ragrec_settings.HNSW.get("EXACT_CACHE_SECONDS", 300))
     cached = _generations.get(key)
     now = time.monotonic()
     if cached is None or now - cached.loaded_at > ttl:

@@ -1,0 +1,105 @@
+"""Which co-occurrence normalisation finds a basket's next items: "bought together" for every shopper's last
+training basket, never showing it, scored as the evaluation scores it (``all`` and ``new``).
+
+    python benchmarks/basket_similarity.py [--split valid|test]
+
+Every similarity is computed from all the training orders and summed over the basket's items (no neighbour
+list is cut): plain counts (orders holding both), cosine (counts / (sqrt(orders holding i * orders holding
+j) + shrink)), asymmetric cosine, a lift-like division by the partner's orders, and counts where each order
+weighs ``size ** -p`` (an order of 40 lines says less about one pair than an order of 3), alone and with the
+cosine's denominator. Ties by popularity. ``--split valid`` (the default) holds out each shopper's last
+*training* basket: the choice of ``ml.ranker.item_neighbours``' weighting was made there
+(docs/evaluation.md, learned ranking, third round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import learned_offline  # noqa: E402  (sets Django up; the same cached split)
+
+from ragrec_django.evaluation import runner  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    args = parser.parse_args()
+    products, split = learned_offline.load()
+    if args.split == "valid":
+        split = runner.temporal_split(split.train)
+    keys = [p.key for p in products]
+    index = {key: i for i, key in enumerate(keys)}
+    rows, columns, sizes = [], [], []
+    for baskets in runner.baskets_of(split.train).values():
+        for basket in baskets:
+            held = sorted({index[item] for item in basket.items})
+            rows += [len(sizes)] * len(held)
+            columns += held
+            sizes.append(len(held))
+    rows, columns, sizes = np.asarray(rows), np.asarray(columns), np.asarray(sizes, dtype=np.float64)
+    shape = (len(sizes), len(keys))
+    incidence = csr_matrix((np.ones(len(rows)), (rows, columns)), shape=shape)
+
+    def together(weights: np.ndarray) -> np.ndarray:
+        counts = np.asarray((incidence.T @ csr_matrix((weights[rows], (rows, columns)), shape=shape)).todense())
+        np.fill_diagonal(counts, 0)
+        return counts
+
+    held = np.asarray(incidence.sum(axis=0)).ravel()
+    visitors = sorted(split.test)
+    targets_all = {v: set(split.test[v].items) for v in visitors}
+    bought = {v: split.bought(v) for v in visitors}
+    targets_new = {v: t - bought[v] for v, t in targets_all.items() if t - bought[v]}
+    last = {v: sorted({index[i] for i in split.history[v][-1].items}) if split.history.get(v) else [] for v in visitors}
+
+    def lists_of(similarity: np.ndarray, depth: int = 40) -> dict[str, list[str]]:
+        out = {}
+        for visitor in visitors:
+            basket = last[visitor]
+            scores = similarity[basket].sum(axis=0) if basket else np.zeros(len(keys))
+            scores[basket] = -np.inf
+            order = np.lexsort((-held, -scores))[:depth]
+            out[visitor] = [keys[c] for c in order if scores[c] > 0]
+        return out
+
+    plain = together(np.ones(len(sizes)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.sqrt(np.outer(held, held))
+        variants = {
+            "plain counts": plain,
+            "cosine, shrink 0": np.nan_to_num(plain / cosine),
+            "cosine, shrink 5": plain / (cosine + 5),
+            "cosine, shrink 20": plain / (cosine + 20),
+            "asymmetric cosine 0.75, shrink 5": plain / (held[:, None] ** 0.75 * held[None, :] ** 0.25 + 5),
+            "counts / (partner's orders ** 0.5 + 1)": plain / (np.sqrt(held[None, :]) + 1),
+        }
+        for p, name in ((0.5, "size ** -0.5"), (1.0, "size ** -1")):
+            weighted = together(sizes**-p)
+            variants["orders weighted %s" % name] = weighted
+            variants["orders weighted %s, cosine shrink 5" % name] = weighted / (cosine + 5)
+    report = {}
+    for name, similarity in variants.items():
+        report[name] = {}
+        for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
+            result = runner.score_lists(
+                lists_of(similarity), targets, k_max=20, catalogue_size=len(keys), vectors=None, exclude=exclude
+            )
+            report[name][variant] = "%.4f ± %.4f / %.4f ± %.4f" % (
+                result["recall"][9],
+                result["se"]["recall"][9],
+                result["ndcg"][9],
+                result["se"]["ndcg"][9],
+            )
+        print(name, json.dumps(report[name], ensure_ascii=False), flush=True)
+
+
+if __name__ == "__main__":
+    main()
