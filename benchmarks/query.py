@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import synthetic_catalogue as synth  # noqa: E402
 
 SPACES = {"text": 384, "image": 512}
-PHASES_DEFAULT = ("recall", "latency", "understanding", "http", "breakdown", "profile", "reencode")
+PHASES_DEFAULT = ("recall", "latency", "understanding", "suggest", "http", "breakdown", "profile", "reencode")
 #: Phases run only when named in --phases.
 PHASES_OPTIONAL = ("binary",)
 K = 10
@@ -720,6 +720,50 @@ def understanding_cases(catalogue, args, recommend) -> dict:
     return out
 
 
+def suggest_cases(catalogue, args) -> dict:
+    """Autocomplete (``services.search.suggest``, k=8) as a shopper types: prefixes of shopper queries (some with
+    typos) cut after 2 or more characters, with 2,000 logged searches of 400 distinct queries (the popular
+    searches it completes from, written here and deleted afterwards), anonymous and for a visitor with a history."""
+    from ragrec_django.models import Item, SearchLog
+    from ragrec_django.services import search as search_service
+    from ragrec_django.services.events import EventInput, record_events
+    from ragrec_django.services.recommend import Visitor
+
+    rng = np.random.default_rng(args.seed + 47)
+    queries = synth.search_queries(catalogue, 400 + args.latency_queries + args.warmup, seed=args.seed + 53)
+    logged = queries[:400]
+    SearchLog.objects.bulk_create(
+        SearchLog(query=q, normalised=q, result_count=10, matched=10, session_key="bench-%d" % (i % 97))
+        for i, q in enumerate(rng.choice(logged, size=2000))
+    )
+    visitor = Visitor(session_key="bench-suggest-visitor")
+    keys = list(Item.objects.order_by("?").values_list("key", flat=True)[:20])
+    record_events([EventInput(event="view", item=key, session_key=visitor.session_key) for key in keys])
+    search_service.forget_caches()
+
+    def prefix(query: str) -> str:
+        return query[: int(rng.integers(2, len(query) + 1))] if len(query) > 2 else query
+
+    typed = [prefix(q) for q in queries[400:]]
+    n_warm = args.warmup
+    out = {}
+    try:
+        for label, who in (("suggest, anonymous", None), ("suggest, visitor with recent views", visitor)):
+            out[label] = timed_loop(
+                lambda q, who=who: search_service.suggest(q, k=8, visitor=who), typed[n_warm:], typed[:n_warm]
+            )
+            log("%-40s %s" % (label, out[label]))
+        answers = [search_service.suggest(q, k=8) for q in typed[n_warm:]]
+        out["suggestions_per_prefix"] = round(sum(len(a) for a in answers) / max(len(answers), 1), 2)
+        out["prefixes_with_a_suggestion"] = round(sum(bool(a) for a in answers) / max(len(answers), 1), 3)
+        out["examples"] = [
+            {"typed": q, "suggestions": [(s.kind, s.text) for s in a]} for q, a in zip(typed[n_warm:], answers)
+        ][:5]
+    finally:
+        SearchLog.objects.filter(session_key__startswith="bench-").delete()
+    return out
+
+
 def http_cases(catalogue, args) -> dict:
     from django.test import Client
 
@@ -1057,6 +1101,9 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
         save()
     if "understanding" in phases:
         figures["understanding"] = understanding_cases(catalogue, args, recommend)
+        save()
+    if "suggest" in phases:
+        figures["suggest"] = suggest_cases(catalogue, args)
         save()
     if "http" in phases:
         if api_available():
