@@ -8,7 +8,7 @@ in memory, minutes instead, to compare candidate sources, features and parameter
 
 * ``--split test``: the evaluation's split (``evaluation.runner.temporal_split``: every shopper's
   last basket held out), the ranker trained on the training events by ``ml.ranker.fit`` exactly as
-  ``evaluation.learned_ranker.prepare`` trains it (90 days of label orders, no hold-out); the lists
+  ``evaluation.learned_ranker.prepare`` trains it (``LABEL_DAYS`` of label orders, no hold-out); the lists
   are composed as ``services.ranker.learned_for_you`` composes them (``depth`` = 40 items, repeats
   at most half) from the in-memory ``EventLog`` (tests/services/test_ranker.py checks the database
   gives the same candidates and features);
@@ -42,7 +42,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from ragrec_django.evaluation import runner  # noqa: E402
+from ragrec_django.evaluation import learned_ranker, runner  # noqa: E402
 from ragrec_django.evaluation.learned_ranker import paired  # noqa: E402
 from ragrec_django.ml import ranker as trainer  # noqa: E402
 from ragrec_django.ranking import learned  # noqa: E402
@@ -141,7 +141,7 @@ def main() -> None:
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="A LightGBM parameter.")
     args = parser.parse_args()
-    options = trainer.FitOptions(label_days=90, holdout_days=0)
+    options = trainer.FitOptions(label_days=learned_ranker.LABEL_DAYS, holdout_days=0)
     for setting in args.set:
         name, value = setting.split("=", 1)
         kind = type(getattr(options, name))

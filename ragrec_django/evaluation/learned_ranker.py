@@ -19,7 +19,7 @@ import numpy as np
 from . import metrics
 
 #: Orders of returning shoppers in this many days before the end of training are the training queries.
-LABEL_DAYS = 90
+LABEL_DAYS = 180
 
 
 def prepare(ctx, progress=None) -> dict:

@@ -331,7 +331,7 @@ class NotEnoughData(ValueError):
 
 @dataclass
 class FitOptions:
-    label_days: float = 90.0  # orders in this window (before the hold-out) are the training queries
+    label_days: float = 180.0  # orders in this window (before the hold-out) are the training queries
     holdout_days: float = 0.0  # the latest orders, kept for the gate (0: no gate)
     valid_share: float = 0.15  # visitors whose queries validate (early stopping)
     candidates: int = 200

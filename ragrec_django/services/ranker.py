@@ -369,7 +369,7 @@ class TrainingOutcome:
 def train_ranker(
     *,
     recommender: str = "for_you",
-    label_days: float = 90,
+    label_days: float = 180,
     holdout_days: float = 14,
     margin: float = GATE_MARGIN,
     min_queries: int = GATE_MIN_QUERIES,

@@ -24,8 +24,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--label-days",
             type=float,
-            default=90,
-            help="Training orders: this many days before the hold-out (default 90).",
+            default=180,
+            help="Training orders: this many days before the hold-out (default 180).",
         )
         parser.add_argument(
             "--holdout-days", type=float, default=14, help="Latest days of orders kept to judge the model (default 14)."
