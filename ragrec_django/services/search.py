@@ -755,15 +755,14 @@ def _log(query: str, result: SearchResults, visitor: Visitor, *, shown: str, mat
         item_keys=[entry.item.key for entry in result.items],
     )
     try:
-        with transaction.atomic():
-            search_storage.log_search(row)
-            now = time.monotonic()
-            with _purge_lock:
-                due = now - _last_purge["at"] >= PURGE_EVERY_SECONDS
-                if due:
-                    _last_purge["at"] = now
+        search_storage.log_search(row)
+        now = time.monotonic()
+        with _purge_lock:
+            due = now - _last_purge["at"] >= PURGE_EVERY_SECONDS
             if due:
-                search_storage.purge_search_log(timezone.now() - timedelta(days=int(ragrec_settings.SEARCH_LOG_DAYS)))
+                _last_purge["at"] = now
+        if due:
+            search_storage.purge_search_log(timezone.now() - timedelta(days=int(ragrec_settings.SEARCH_LOG_DAYS)))
     except DatabaseError:
         logger.warning("ragrec: could not log the search %r", query, exc_info=True)
 

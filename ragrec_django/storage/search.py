@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max
 
 from ..models import Interaction, Item, SearchLog, SearchRule, SearchSynonym
@@ -203,7 +203,14 @@ def forget_synonyms() -> None:
 
 
 def log_search(row: SearchLog) -> None:
-    row.save(force_insert=True)
+    """Insert one search log row in a transaction (or savepoint) of its own. Analytics, like impressions
+    (``interactions.insert_impression``): in a transaction of its own it does not wait for the WAL flush."""
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if own_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        row.save(force_insert=True)
 
 
 def purge_search_log(before: datetime) -> int:
