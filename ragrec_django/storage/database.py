@@ -17,7 +17,15 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, InterfaceError, OperationalError, connection, connections
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 
 from ..conf import ragrec_settings
 
@@ -207,3 +215,19 @@ def _close(alias: str) -> None:
     """Drop a replica connection that failed, so its next use connects afresh."""
     with suppress(DatabaseError):
         connections[alias].close()
+
+
+def insert_analytics_row(row) -> None:
+    """Insert one analytics row (an impression, a search log entry) in a transaction (or savepoint) of its own,
+    so a failure rolls back to here.
+
+    Analytics, not orders: in a transaction of its own it does not wait for the WAL flush (a crash may lose the
+    last fraction of a second of them, never corrupt them); inside a caller's transaction (a page's own writes)
+    commits stay synchronous.
+    """
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic():
+        if own_transaction:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit = off")
+        row.save(force_insert=True)

@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 
 from ..models import Impression, Interaction, Item
-from .database import rows_from_read_database
+from .database import insert_analytics_row, rows_from_read_database
 
 Event = Interaction.Event
 #: Columns of the rows ``copy_interactions`` writes, in order.
@@ -195,18 +195,8 @@ def co_purchases(
 
 
 def insert_impression(row: Impression) -> None:
-    """Insert one impression in a transaction (or savepoint) of its own, so a failure rolls back to here.
-
-    Analytics, not orders: in a transaction of its own it does not wait for the WAL flush (a crash
-    may lose the last fraction of a second of impressions, never corrupt them); inside a caller's
-    transaction (a page's own writes) commits stay synchronous.
-    """
-    own_transaction = not connection.in_atomic_block
-    with transaction.atomic():
-        if own_transaction:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        row.save(force_insert=True)
+    """Insert one impression (``database.insert_analytics_row``: its own transaction, no wait for the WAL flush)."""
+    insert_analytics_row(row)
 
 
 #: Columns of the rows ``insert_events`` writes, in order.

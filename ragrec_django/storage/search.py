@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count, Max
 
 from ..models import Interaction, Item, SearchLog, SearchRule, SearchSynonym
 from .ann import ItemFilter
-from .database import rows_from_read_database
+from .database import insert_analytics_row, rows_from_read_database
 from .interactions import table_name, visitor_condition
 from .keyword import ELIGIBLE_ITEMS, any_of, catalogue_cached
 
@@ -203,14 +203,9 @@ def forget_synonyms() -> None:
 
 
 def log_search(row: SearchLog) -> None:
-    """Insert one search log row in a transaction (or savepoint) of its own. Analytics, like impressions
-    (``interactions.insert_impression``): in a transaction of its own it does not wait for the WAL flush."""
-    own_transaction = not connection.in_atomic_block
-    with transaction.atomic():
-        if own_transaction:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit = off")
-        row.save(force_insert=True)
+    """Insert one search log row (``database.insert_analytics_row``: its own transaction, no wait for the WAL
+    flush)."""
+    insert_analytics_row(row)
 
 
 def purge_search_log(before: datetime) -> int:
