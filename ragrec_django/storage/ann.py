@@ -214,7 +214,7 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     ).format(conditions=conditions, **names)
     params = [*search.query_params, generation.pk, *filter_params, int(k)]
     if filters.selective and not exact:
-        limit = max(EXACT_SEARCH_MAX_ROWS, min(vector_cache.cache_rows(), EXACT_CACHED_MAX_ROWS))
+        limit = _exact_limit()
         matching = _matching_item_ids(filters, limit + 1, using)
         cached = _exact_from_cache(search, matching, using) if len(matching) <= limit else None
         if cached is not None:
@@ -251,6 +251,13 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
     return _sorted_neighbours(rows)
 
 
+def _exact_limit() -> int:
+    """The most items a selective filter may match and still be ranked exactly (from the cache when it holds
+    them, else in PostgreSQL up to ``EXACT_SEARCH_MAX_ROWS``); ``nearest`` and ``items_without_vectors`` read the
+    filter's ids up to it, so both find them in the same snapshot memo."""
+    return max(EXACT_SEARCH_MAX_ROWS, min(vector_cache.cache_rows(), EXACT_CACHED_MAX_ROWS))
+
+
 def items_without_vectors(space_names, filters: ItemFilter) -> list[int] | None:
     """The items passing a selective ``filters`` that none of ``space_names`` could rank (no vector in its active
     generation), as the process's vector cache knows them after ``nearest`` ranked the filter from it (the same
@@ -258,7 +265,7 @@ def items_without_vectors(space_names, filters: ItemFilter) -> list[int] | None:
     cache)."""
     if not filters.selective:
         return None
-    limit = max(EXACT_SEARCH_MAX_ROWS, min(vector_cache.cache_rows(), EXACT_CACHED_MAX_ROWS))
+    limit = _exact_limit()
 
     def unranked(using: str) -> list[int] | None:
         matching = _matching_item_ids(filters, limit + 1, using)

@@ -136,7 +136,7 @@ def _rows_for(generation: SpaceGeneration, using: str) -> _GenerationRows:
     return cached
 
 
-def _read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> tuple[np.ndarray, np.ndarray]:
+def read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, vectors)``: the stored vectors of ``item_ids`` in ``generation`` that exist, as float16 rows
     (pgvector's binary format: uint16 dimension, uint16 unused, big-endian float16 values)."""
     embeddings = connection.ops.quote_name(Embedding._meta.db_table)
@@ -170,7 +170,7 @@ def exact_nearest(
         )
         since = rows.forgets
     if missing:
-        read_ids, read_vectors = _read_vectors(generation, missing, using)
+        read_ids, fetched = read_vectors(generation, missing, using)
         with _lock:
             current = _rows_for(generation, using)
             if current is rows:  # else it expired meanwhile: this read serves this search only
@@ -178,10 +178,10 @@ def exact_nearest(
                     current = _GenerationRows(int(generation.dimension))
                     _generations[_key(generation, using)] = current
                     since = current.forgets
-                current.add(read_ids, read_vectors, missing, since)
+                current.add(read_ids, fetched, missing, since)
         ids = np.concatenate([ids, read_ids])
-        block = np.concatenate([block, read_vectors])
-        norms = np.concatenate([norms, vector_norms(read_vectors)])
+        block = np.concatenate([block, fetched])
+        norms = np.concatenate([norms, vector_norms(fetched)])
     if not len(ids):
         return []
     # The query as pgvector sees it: rounded to float16 (``ann._halfvec_text``).
@@ -203,11 +203,11 @@ def cached_vector(generation: SpaceGeneration, item_id: int, using: str) -> np.n
         if row is not None or int(item_id) in rows.absent:
             return None if row is None else rows.vectors[row].astype(np.float32)
         since = rows.forgets
-    read_ids, read_vectors = _read_vectors(generation, [int(item_id)], using)
+    read_ids, fetched = read_vectors(generation, [int(item_id)], using)
     with _lock:
         if _rows_for(generation, using) is rows and rows.size + len(read_ids) <= cache_rows():
-            rows.add(read_ids, read_vectors, [int(item_id)], since)
-    return read_vectors[0].astype(np.float32) if len(read_ids) else None
+            rows.add(read_ids, fetched, [int(item_id)], since)
+    return fetched[0].astype(np.float32) if len(read_ids) else None
 
 
 def without_vector(generation: SpaceGeneration, item_ids: Sequence[int], using: str) -> list[int] | None:

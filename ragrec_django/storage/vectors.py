@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, transaction
 from pgvector import HalfVector
 
 from ..ml.base import DimensionMismatch
@@ -106,17 +106,9 @@ def _forget_cached(generation: SpaceGeneration, item_ids) -> None:
 
 
 def vectors_for_items(space_name: str, item_ids: Sequence[int]) -> dict[int, np.ndarray]:
-    """Stored vectors of the active generation, by item id (read in pgvector's binary format)."""
+    """Stored vectors of the active generation, by item id (float32; read in pgvector's binary format)."""
     generation = active_generation(space_name)
     if generation is None or not item_ids:
         return {}
-    embeddings = connection.ops.quote_name(Embedding._meta.db_table)
-    sql = f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [generation.pk, list(item_ids)])
-        return {item_id: _halfvec_from_binary(data) for item_id, data in cursor.fetchall()}
-
-
-def _halfvec_from_binary(data: bytes) -> np.ndarray:
-    """pgvector's halfvec binary format: uint16 dimension, uint16 unused, big-endian float16 values."""
-    return np.frombuffer(data, dtype=">f2", offset=4).astype(np.float32)
+    ids, vectors = vector_cache.read_vectors(generation, list(item_ids), DEFAULT_DB_ALIAS)
+    return {int(item_id): vector.astype(np.float32) for item_id, vector in zip(ids, vectors, strict=True)}

@@ -202,15 +202,15 @@ def test_a_write_during_a_read_never_puts_the_old_vector_back(catalogue, monkeyp
     items, generation, _ = catalogue
     target = np.eye(8, dtype=np.float32)[2]
     moved = items[6]  # category "a", not yet cached
-    original = vector_cache._read_vectors
+    original = vector_cache.read_vectors
 
     def read_then_write(generation_, ids, using):
         rows = original(generation_, ids, using)
         storage.upsert_embeddings(generation, [moved.id], target[None, :], ["rewritten"])
         return rows
 
-    monkeypatch.setattr(vector_cache, "_read_vectors", read_then_write)
+    monkeypatch.setattr(vector_cache, "read_vectors", read_then_write)
     storage.nearest("text", target, 1, filters=storage.ItemFilter(categories=("a",)))
-    monkeypatch.setattr(vector_cache, "_read_vectors", original)
+    monkeypatch.setattr(vector_cache, "read_vectors", original)
     again = storage.nearest("text", target, 1, filters=storage.ItemFilter(categories=("a",)))
     assert again[0].item_id == moved.id and again[0].distance == pytest.approx(0.0, abs=1e-4)
