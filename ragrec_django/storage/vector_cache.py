@@ -2,7 +2,7 @@
 
 A search under a category (or ids) filter ranks every item passing it exactly (``ann.EXACT_SEARCH_MAX_ROWS``).
 In PostgreSQL that costs a heap access per row, ~15 ms per space for a 5% category at 100k items
-(docs/benchmarks.md); from a copy in the process it is a gather and a matrix product, ~1-2 ms. The ids passing
+(docs/benchmarks.md); from a copy in the process it is a gather and a matrix product. The ids passing
 the filter are always read from the item table, so eligibility, stock, price and category are never stale;
 only the vectors come from here. Rows missing from the cache are read in pgvector's binary format and kept.
 
