@@ -112,8 +112,8 @@ NO_FILTER = ItemFilter(eligible_only=False)
 #: while an exact scan of a few thousand vectors takes a few milliseconds.
 EXACT_SEARCH_MAX_ROWS = 5000
 #: With the process's vector cache (``vector_cache``), filters matching up to this many items are ranked
-#: exactly from it: ~1 ms per 2,000 vectors, against tens of ms for a filtered HNSW scan that still misses
-#: part of a 5-10% filter.
+#: exactly from it (a gather and a matrix product) rather than by a filtered HNSW scan, which costs tens of
+#: ms for a 5-10% filter and still misses part of it.
 EXACT_CACHED_MAX_ROWS = 12000
 
 
