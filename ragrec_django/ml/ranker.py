@@ -360,11 +360,15 @@ def fit(
     options: FitOptions | None = None,
     baseline: Callable | None = None,
     progress: Callable[[str], None] | None = None,
+    impressions: Sequence = (),
 ) -> Fitted:
     """Train a ranker on an ``EventLog`` whose events end before ``end`` (Unix seconds).
 
     Queries are the orders of ``label_days`` before the hold-out; their features read only earlier
-    events, and the item factors used for them are trained on events before that window. With
+    events, and the item factors used for them are trained on events before that window. ``impressions``
+    (``learned.ImpressionPoint``) shown in the same window are queries too: their shown items, featured as of
+    the impression, labelled by what followed (graded), with the ``POSITION`` feature (NaN for the order
+    queries); without any that has a positive label, the model has no position feature. With
     ``holdout_days``, the latest orders judge the model against ``baseline(candidates, history,
     features)`` -> scores (default: ``learned.fusion_scores``), nDCG@10 over those orders. The stored
     item factors are retrained on every event before ``end``, as serving sees them.
@@ -400,8 +404,27 @@ def fit(
         recall.add(candidates, point.items)
         if i % 1000 == 0:
             say("features: %d/%d queries" % (i, len(points)))
-    train_data = RankingData.stack(parts[False], len(learned.FEATURES))
-    valid_data = RankingData.stack(parts[True], len(learned.FEATURES))
+    names, shown = list(learned.FEATURES), _ImpressionCount()
+    kept = [p for p in impressions if label_start <= p.at < holdout_start and len(p.items)]
+    if kept:
+        say("%d impression queries; building their features" % len(kept))
+    impression_parts: dict[bool, list] = {True: [], False: []}
+    for point in kept:
+        cut = label_start + np.floor((point.at - label_start) / period) * period
+        if use_factors and cut not in item_models:
+            item_models[cut] = _factors(log, cut, options)
+        features, labels = learned.impression_rows(log, point, factors=item_models.get(cut), limit=options.candidates)
+        impression_parts[learned.in_validation(point.visitor, options.valid_share, options.seed)].append(
+            (features, labels)
+        )
+        shown.add(labels)
+    if shown.positive_queries:
+        # the order queries have no shown position: NaN, the model's missing value
+        names.append(learned.POSITION)
+        for side in parts:
+            parts[side] = [(learned.with_position(x, np.nan), y) for x, y in parts[side]] + impression_parts[side]
+    train_data = RankingData.stack(parts[False], len(names))
+    valid_data = RankingData.stack(parts[True], len(names))
     feature_seconds = time.perf_counter() - started
     say(
         "training LightGBM LambdaRank on %d queries (%d rows), validating on %d"
@@ -410,12 +433,13 @@ def fit(
     ranker = train(
         train_data,
         valid_data,
-        learned.FEATURES,
+        names,
         params=options.params,
         progress=say,
         metadata={
             "data_window": {"label_start": label_start, "holdout_start": holdout_start, "end": end},
             "candidate_recall": recall.report(),
+            "impressions": shown.report(),
             "options": {k: v for k, v in options.__dict__.items() if k != "params"},
         },
     )
@@ -456,7 +480,7 @@ def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | N
         if not len(candidates):
             continue
         features = learned.feature_matrix(candidates, history, signals)
-        ours = ranker.predict(features)
+        ours = ranker.predict(learned.serving_matrix(features, ranker.features))
         theirs = baseline(candidates, history, features)
         values = [ndcg_at_k(learned.ordered(candidates, scores).tolist(), point.items, 10) for scores in (ours, theirs)]
         learned_values.append(values[0])
@@ -470,6 +494,24 @@ def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | N
         "baseline_ndcg@10": round(float(np.mean(baseline_values)), 6) if n else 0.0,
         "difference_se": round(se, 6),
     }
+
+
+class _ImpressionCount:
+    """What the impression queries held: queries, those with a positive label, shown items per grade."""
+
+    def __init__(self):
+        self.queries = self.positive_queries = 0
+        self.labels: dict[str, int] = {}
+
+    def add(self, labels: np.ndarray) -> None:
+        self.queries += 1
+        self.positive_queries += int(len(labels) > 0 and labels.max() > 0)
+        for grade in labels.tolist():
+            key = "%g" % grade
+            self.labels[key] = self.labels.get(key, 0) + 1
+
+    def report(self) -> dict:
+        return {"queries": self.queries, "queries_with_a_positive": self.positive_queries, "labels": self.labels}
 
 
 class _CandidateRecall:

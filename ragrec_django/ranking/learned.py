@@ -251,6 +251,14 @@ def gather_candidates(
             if len(chosen) >= limit:
                 break
             chosen.setdefault(int(item), None)
+    return ranked_items(lists, list(chosen))
+
+
+def ranked_items(lists: Mapping[str, Sequence[tuple[int, float]]], items: Sequence[int]) -> Candidates:
+    """``items`` (distinct ids, in their order) as candidates, each with every source's score and 1-based rank in
+    the sources' whole ranked lists (NaN: not in that source's list)."""
+    lists = {source: list(lists.get(source, ())) for source in SOURCES}
+    chosen = dict.fromkeys(int(item) for item in items)
     items = np.fromiter(chosen, dtype=np.int64, count=len(chosen))
     position = {item: i for i, item in enumerate(chosen)}
     scores, ranks = {}, {}
@@ -617,8 +625,9 @@ class EventLog:
         *,
         factors: ItemFactors | None = None,
         limit: int = 200,
+        shown: Sequence[int] | None = None,
     ) -> tuple[Candidates, VisitorHistory, ItemSignals]:
-        return candidates_at(self, self.history(visitor, at), factors=factors, limit=limit)
+        return candidates_at(self, self.history(visitor, at), factors=factors, limit=limit, shown=shown)
 
     def visitor_item_counts(self, before: float) -> tuple[list[str], list[tuple[int, int, float]]]:
         """Visitors and their ``(visitor row, item column, orders holding it)`` before ``before``: the matrix
@@ -778,8 +787,11 @@ def candidates_at(
     *,
     factors: ItemFactors | None = None,
     limit: int = 200,
+    shown: Sequence[int] | None = None,
 ) -> tuple[Candidates, VisitorHistory, ItemSignals]:
-    """The visitor's candidates from every source and their item signals, as of ``history.at``."""
+    """The visitor's candidates from every source and their item signals, as of ``history.at``. With ``shown``
+    (item ids, an impression's list), the candidates are those items, in that order, each with every source's
+    score and rank as the sources would have given them at that time (an impression query)."""
     at = history.at
     stats = repeat_stats(history)
     ranked = stats.ranked()
@@ -797,7 +809,7 @@ def candidates_at(
         "als": _best_of(factors.item_ids, als, bought, limit) if als is not None else [],
         "popular": source.popular(at, POPULAR_CANDIDATES),
     }
-    candidates = gather_candidates(lists, limit=limit)
+    candidates = gather_candidates(lists, limit=limit) if shown is None else ranked_items(lists, shown)
     items = candidates.items.tolist()
     popularity, first_seen, price, category = source.item_signals(candidates.items, at)
     item_model = {}
@@ -889,6 +901,74 @@ def query_rows(
         (item in point.items for item in candidates.items.tolist()), dtype=np.float64, count=len(candidates)
     )
     return feature_matrix(candidates, history, signals), labels, candidates
+
+
+# ---------------------------------------------------------------- impressions: shown lists labelled by what followed
+
+#: The feature an impression query adds: the item's 0-based position in the list shown. NaN for the next-basket
+#: queries (nothing was shown); 0 for every candidate when serving (``serving_matrix``), so the model ranks each
+#: as if it were shown first and the position's own effect (a top slot is clicked more) is left out.
+POSITION = "position"
+#: An impression's shown item is labelled by the strongest of what the visitor did with it after the impression
+#: (a click on it in that list, then an add to cart or a purchase credited to that click): graded, stronger
+#: intent higher. Nothing: 0.
+IMPRESSION_GRADES = {"click": 1.0, "add_to_cart": 2.0, "purchase": 3.0}
+
+
+@dataclass
+class ImpressionPoint:
+    """One training query from an impression: the visitor at the time the list was shown, the shown items in
+    order (``positions``: each one's 0-based place in the list as shown) and their graded labels."""
+
+    visitor: str
+    at: float
+    items: tuple[int, ...]
+    positions: tuple[int, ...]
+    labels: tuple[float, ...]
+
+
+def impression_grade(clicked: bool, carted: bool, purchased: bool) -> float:
+    """The label of one shown item: a purchase > an add to cart > a click > nothing (``IMPRESSION_GRADES``)."""
+    for done, event in ((purchased, "purchase"), (carted, "add_to_cart"), (clicked, "click")):
+        if done:
+            return IMPRESSION_GRADES[event]
+    return 0.0
+
+
+def impression_rows(
+    log: EventLog, point: ImpressionPoint, *, factors: ItemFactors | None = None, limit: int = 200
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (``FEATURES`` then ``POSITION``) and graded labels of an impression's shown items, featured from
+    the events before the impression only: the same sources, scores and ranks as a candidate stage run then."""
+    candidates, history, signals = log.candidates_at(
+        point.visitor, point.at, factors=factors, limit=limit, shown=point.items
+    )
+    where = {int(item): i for i, item in enumerate(point.items)}
+    keep = [where[int(item)] for item in candidates.items.tolist()]  # duplicates were dropped, first kept
+    positions = np.asarray([point.positions[i] for i in keep], dtype=np.float64)
+    labels = np.asarray([point.labels[i] for i in keep], dtype=np.float64)
+    return with_position(feature_matrix(candidates, history, signals), positions), labels
+
+
+def with_position(features: np.ndarray, positions: np.ndarray | float) -> np.ndarray:
+    """``features`` (``FEATURES`` columns) with the ``POSITION`` column appended (a scalar fills every row)."""
+    column = np.broadcast_to(np.asarray(positions, dtype=np.float32), (len(features),))
+    return (
+        np.column_stack([features, column]).astype(np.float32)
+        if len(features)
+        else np.zeros((0, features.shape[1] + 1), dtype=np.float32)
+    )
+
+
+def serving_matrix(features: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """``feature_matrix``'s rows as a model with feature list ``names`` scores them when serving: with the
+    position, if the model has it, fixed at 0 for every candidate. ``ValueError`` for any other feature list."""
+    names = list(names)
+    if names == list(FEATURES):
+        return features
+    if names == [*FEATURES, POSITION]:
+        return with_position(features, 0.0)
+    raise ValueError("A model with features %s cannot score this version's candidates." % names[len(FEATURES) :])
 
 
 def in_validation(visitor: str, share: float, seed: int = 0) -> bool:

@@ -298,7 +298,7 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str, at: float | None =
         candidates, history, signals = _signals(lines, now, model.factors, source)
         if not history.purchases.any() or not len(candidates):
             return None  # nothing bought yet: fusion's lists (similar items, trending) serve them
-        features = learned.feature_matrix(candidates, history, signals)
+        features = learned.serving_matrix(learned.feature_matrix(candidates, history, signals), model.features)
         scores = model.predict(features)
         bought = set(history.items[history.purchases].tolist())
         chosen = learned.compose(candidates, scores, bought, k)
@@ -396,8 +396,15 @@ def train_ranker(
     say("%d events, %d items, %d orders" % (len(lines), len(log.item_ids), len(log.basket_times)))
     current = active_model(recommender)
     baseline = _model_baseline(current) if current is not None else None
-    options = trainer.FitOptions(label_days=label_days, holdout_days=holdout_days)
-    fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say)
+    options = trainer.FitOptions(
+        label_days=label_days, holdout_days=holdout_days, basket_max_pairs=int(ragrec_settings.RANKER_BASKET_MAX_PAIRS)
+    )
+    shown = impression_points(
+        recommender, since=end - (holdout_days + label_days) * learned.DAY, until=end - holdout_days * learned.DAY
+    )
+    if shown:
+        say("%d impression(s) of %s with their clicks, adds to cart and purchases" % (len(shown), recommender))
+    fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say, impressions=shown)
     gate = fitted.gate or {}
     gate.update(
         {"margin": margin, "min_queries": min_queries, "against": "active model" if baseline is not None else "fusion"}
@@ -439,13 +446,40 @@ def train_ranker(
     return TrainingOutcome(version, False, "Kept the current ranking; stored %s as a candidate: %s." % (version, why))
 
 
+def impression_points(recommender: str, *, since: float, until: float) -> list[learned.ImpressionPoint]:
+    """The ``recommender`` lists shown in ``[since, until)`` (Unix seconds) as training queries: the shown items
+    in order, each labelled by the visitor's click on it in that list, add to cart or purchase credited to that
+    click within ``experiments.ATTRIBUTION_WINDOW`` (``learned.impression_grade``); events before ``until`` only."""
+    from datetime import datetime, timezone
+
+    from .experiments import ATTRIBUTION_WINDOW, CONVERSION_EVENTS
+
+    rows = store.impression_labels(
+        recommender,
+        since=datetime.fromtimestamp(since, tz=timezone.utc),
+        until=datetime.fromtimestamp(until, tz=timezone.utc),
+        window=ATTRIBUTION_WINDOW,
+        conversion_events=CONVERSION_EVENTS,
+    )
+    points: dict = {}
+    for impression, visitor, at, position, item, clicked, carted, purchased in rows:
+        point = points.setdefault(impression, learned.ImpressionPoint(visitor, float(at), (), (), ()))
+        point.items += (int(item),)
+        point.positions += (int(position),)
+        point.labels += (learned.impression_grade(clicked, carted, purchased),)
+    return list(points.values())
+
+
 def _model_baseline(current):
-    """The active model's scores on the gate's queries, from the same features (its feature list must match)."""
-    if list(current.features) != list(learned.FEATURES):
+    """The active model's scores on the gate's queries, as it serves them (its feature list must be this version's,
+    with or without the position)."""
+    try:
+        learned.serving_matrix(np.zeros((0, len(learned.FEATURES)), dtype=np.float32), current.features)
+    except ValueError:
         return None
 
     def scores(candidates, history, features):
-        return current.predict(features)
+        return current.predict(learned.serving_matrix(features, current.features))
 
     return scores
 

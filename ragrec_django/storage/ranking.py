@@ -19,7 +19,7 @@ import numpy as np
 from django.db import connection, transaction
 from django.utils import timezone as django_timezone
 
-from ..models import Interaction, Item, RankerItemSignals, RankerModel, RankerSignalSnapshot
+from ..models import Impression, Interaction, Item, RankerItemSignals, RankerModel, RankerSignalSnapshot
 from .interactions import table_name, visitor_condition
 
 Event = Interaction.Event
@@ -369,6 +369,76 @@ def event_lines(
         while rows := cursor.fetchmany(chunk):
             for visitor, item, order, time, quantity, purchase in rows:
                 yield visitor, item, order, float(time), float(quantity), purchase
+
+
+_IMPRESSION_LABELS_SQL = """
+WITH imp AS (  -- the lists of this recommender shown to a known visitor in [since, until)
+    SELECT i.id, COALESCE('u' || i.user_id::text, 's' || i.session_key) AS visitor, i.created_at, i.item_keys
+    FROM {impression} i
+    WHERE i.recommender = %(recommender)s AND i.created_at >= %(since)s AND i.created_at < %(until)s
+        AND (i.user_id IS NOT NULL OR i.session_key <> '')
+),
+shown AS (  -- each shown item once, at its first position (0-based)
+    SELECT imp.id AS impression_id, it.id AS item_id, MIN(k.nth) - 1 AS position
+    FROM imp CROSS JOIN LATERAL unnest(imp.item_keys) WITH ORDINALITY AS k(key, nth)
+    JOIN {item} it ON it.key = k.key
+    GROUP BY imp.id, it.id
+),
+clk AS (  -- each clicked (impression, item) once, at its first click: clicks on any recommender's list count,
+          -- so a conversion is credited as experiment_stats credits it (to the latest qualifying click)
+    SELECT DISTINCT ON (c.impression_id, c.item_id) c.impression_id, c.item_id, c.user_id, c.session_key, c.created_at
+    FROM {interaction} c
+    WHERE c.event = %(click)s AND c.item_id IS NOT NULL AND c.impression_id IS NOT NULL AND c.verified
+        AND c.created_at >= %(since)s AND c.created_at < %(until)s
+    ORDER BY c.impression_id, c.item_id, c.created_at
+),
+att AS (  -- each conversion credited to the latest click of the same visitor and item at most the window before it
+    SELECT DISTINCT ON (o.id) o.id, clk.impression_id, o.item_id, o.event
+    FROM {interaction} o JOIN clk ON o.item_id = clk.item_id
+        AND o.created_at >= clk.created_at AND o.created_at <= clk.created_at + %(window)s
+        AND ((clk.user_id IS NOT NULL AND o.user_id = clk.user_id)
+             OR (clk.user_id IS NULL AND clk.session_key <> '' AND o.session_key = clk.session_key))
+    WHERE o.event = ANY(%(conversions)s) AND o.verified AND o.created_at < %(until)s
+    ORDER BY o.id, clk.created_at DESC, clk.impression_id
+)
+SELECT imp.id, imp.visitor, extract(epoch FROM imp.created_at)::float8, s.position, s.item_id,
+    EXISTS (SELECT 1 FROM clk WHERE clk.impression_id = imp.id AND clk.item_id = s.item_id),
+    EXISTS (SELECT 1 FROM att WHERE att.impression_id = imp.id AND att.item_id = s.item_id
+            AND att.event = %(add_to_cart)s),
+    EXISTS (SELECT 1 FROM att WHERE att.impression_id = imp.id AND att.item_id = s.item_id
+            AND att.event = %(purchase)s)
+FROM imp JOIN shown s ON s.impression_id = imp.id
+ORDER BY imp.created_at, imp.id, s.position
+"""
+
+
+def impression_labels(
+    recommender: str, *, since: datetime, until: datetime, window, conversion_events: Sequence[str]
+) -> list[tuple]:
+    """Every item of the ``recommender`` lists shown to a known visitor in ``[since, until)``, as ``(impression
+    id, visitor, time, 0-based position, item id, clicked, added to cart, purchased)``, by impression time then
+    position. A click is on that item in that list; an add to cart or a purchase (``conversion_events``) is
+    credited to the latest click of the same visitor on the same item at most ``window`` before it, as
+    ``interactions.experiment_stats`` credits conversions. Only verified events before ``until`` count (the
+    labels of a training window never read past it); shown keys no longer in the catalogue are left out. The
+    visitor is ``u<user id>`` or ``s<session key>``, as in ``event_lines``."""
+    sql = _IMPRESSION_LABELS_SQL.format(
+        impression=table_name(Impression), item=table_name(Item), interaction=table_name(Interaction)
+    )
+    conversions = [str(event) for event in conversion_events]
+    params = {
+        "recommender": recommender,
+        "since": since,
+        "until": until,
+        "click": Event.CLICK,
+        "window": window,
+        "conversions": conversions,
+        "add_to_cart": Event.ADD_TO_CART if Event.ADD_TO_CART in conversions else None,
+        "purchase": Event.PURCHASE if Event.PURCHASE in conversions else None,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
 
 
 def item_catalogue() -> tuple[dict[int, float], dict[int, str]]:

@@ -86,6 +86,19 @@ def test_features_for_time_t_never_read_an_event_after_t():
         np.testing.assert_array_equal(feature_matrix(*got), feature_matrix(*want))
         assert feature_matrix(*got).shape == (len(got[0]), len(learned.FEATURES))
         assert not np.isnan(feature_matrix(*got)[:, learned.FEATURES.index("knn_score")]).all()
+    # an impression query at T: its shown items featured from the events before T only, with their position
+    point = learned.ImpressionPoint("a", at, (4, 5, 9, 1), (0, 1, 3, 4), (1.0, 0.0, 0.0, 3.0))
+    got, want = (
+        learned.impression_rows(full, point, factors=factors),
+        learned.impression_rows(past, point, factors=factors),
+    )
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[0].shape == (4, len(learned.FEATURES) + 1) and got[1].tolist() == [1.0, 0.0, 0.0, 3.0]
+    assert got[0][:, -1].tolist() == [0, 1, 3, 4]
+    # each shown item keeps the score and rank its sources gave it at T (item 1: a's first repeat)
+    candidates = full.candidates_at("a", at, factors=factors)[0]
+    repeat_rank = learned.FEATURES.index("repeat_rank")
+    assert got[0][3, repeat_rank] == candidates.ranks["repeat"][candidates.items.tolist().index(1)] == 1
 
 
 def test_item_model_at_t_never_reads_an_event_after_t():
@@ -238,3 +251,14 @@ def test_best_of_is_the_full_ranking_cut_at_the_limit(limit):
     full = sorted((-s, int(i)) for i, s in zip(item_ids, scores) if s > 0 and np.isfinite(s) and int(i) not in bought)
     expected = [(i, -negative) for negative, i in full[:limit]]
     assert learned._best_of(item_ids, scores, bought, limit) == expected
+
+
+def test_serving_fixes_the_position_at_zero_and_refuses_other_feature_lists():
+    rows = np.ones((3, len(learned.FEATURES)), dtype=np.float32)
+    assert learned.serving_matrix(rows, learned.FEATURES) is rows
+    served = learned.serving_matrix(rows, [*learned.FEATURES, learned.POSITION])
+    assert served.shape == (3, len(learned.FEATURES) + 1) and served[:, -1].tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        learned.serving_matrix(rows, [*learned.FEATURES, "something_else"])
+    assert learned.impression_grade(True, True, True) == 3 > learned.impression_grade(True, True, False) == 2
+    assert learned.impression_grade(True, False, False) == 1 > learned.impression_grade(False, False, False) == 0
