@@ -24,6 +24,7 @@ recall (``all`` and new items only), training time and model size. Baselines on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pickle
@@ -106,13 +107,18 @@ def served_list(log, model, visitor: str, at: float, depth: int) -> tuple[list[i
 
 def basket_lists(log, factors, basket: list[int], at: float, depth: int) -> dict[str, list[int]]:
     """ "Bought together" for the last training basket, never showing it: co-purchase counts (each item's latest
-    orders, as ``history.bought_together_for_basket`` with the fusion ranker) and the item model's kNN
-    (``learned.basket_partners``, as it serves with ``RANKER`` "learned")."""
+    orders, as ``history.bought_together_for_basket`` with the fusion ranker), the item model's basket table
+    (``learned.basket_partners``, as it serves with ``RANKER`` "learned") and, for comparison, the same function
+    on the model's kNN neighbours alone (what served before the basket table: ``basket_knn_neighbours``)."""
     have = set(basket)
     counts, _ = log.co_purchase_scores(basket, at)
     lists = {"basket_co_purchase": [item for item, _ in learned._best_of(log.item_ids, counts, have, depth)]}
     knn = learned.basket_partners(factors, basket, set(), depth) if factors is not None else []
     lists["basket_knn"] = [item for item, _, _ in knn]
+    if factors is not None:
+        without_table = dataclasses.replace(factors, basket_indptr=None, basket_neighbours=None)
+        knn = learned.basket_partners(without_table, basket, set(), depth)
+    lists["basket_knn_neighbours"] = [item for item, _, _ in knn]
     return lists
 
 
@@ -180,7 +186,16 @@ def main() -> None:
     depth = 40
     ctx = runner.build_context(split, keys, depth)
     lists: dict[str, dict[str, list[str]]] = {
-        name: {} for name in ("learned", "fusion", "buy_again", "cooc_last", "basket_co_purchase", "basket_knn")
+        name: {}
+        for name in (
+            "learned",
+            "fusion",
+            "buy_again",
+            "cooc_last",
+            "basket_co_purchase",
+            "basket_knn",
+            "basket_knn_neighbours",
+        )
     }
     found = {"all": dict.fromkeys((*learned.SOURCES, "total"), 0), "new": dict.fromkeys((*learned.SOURCES, "total"), 0)}
     totals = {"all": 0, "new": 0}
@@ -249,6 +264,9 @@ def main() -> None:
         scored["paired_learned_vs_fusion"] = paired(lists["learned"], lists["fusion"], targets, exclude=exclude)
         scored["paired_basket_knn_vs_co_purchase"] = paired(
             lists["basket_knn"], lists["basket_co_purchase"], targets, exclude=exclude
+        )
+        scored["paired_basket_knn_vs_knn_neighbours"] = paired(
+            lists["basket_knn"], lists["basket_knn_neighbours"], targets, exclude=exclude
         )
         for name, per_visitor in other.items():
             scored["paired_%s_vs_compared" % name] = paired(lists[name], per_visitor, targets, exclude=exclude)

@@ -141,6 +141,10 @@ DEFAULTS: dict[str, Any] = {
     # ragrec_train_ranker --signals / tasks.refresh_ranker_signals_task (e.g. every 15 minutes) and by each
     # training; older than this many hours (or missing), it aggregates the event table per request instead.
     "RANKER_SIGNALS_MAX_AGE_HOURS": 24,
+    # "Bought together" with RANKER "learned" reads a table of partners per item trained with the model
+    # (ml.ranker.basket_table: up to 200 per item); the table holds at most this many (item, partner) pairs in
+    # all, 6 bytes each (2,000,000: 12 MB of the artefact), so a large catalogue keeps fewer partners per item.
+    "RANKER_BASKET_MAX_PAIRS": 2_000_000,
     # A/B experiments: {name: {"RECOMMENDERS": [names] (optional: all), "VARIANTS": {variant: {"CONFIG": serving
     # config, "WEIGHT": share}, ...}}}. A visitor's variant is a hash of (name, user id or session key); the first
     # variant listed is the baseline. Read as [Experiment, ...] (parse_experiments below); checked by ragrec.E011/W002.
@@ -155,6 +159,11 @@ DEFAULTS: dict[str, Any] = {
     # on its first request (registry.prepare_serving_process); None keeps torch's one thread per core,
     # which makes concurrent requests fight for every core. Size the web server's processes to the cores.
     "QUERY_THREADS": 1,
+    # After a server hook has warmed a web process (registry.prepare_serving_process(warm=True)), move
+    # everything allocated so far (Django, torch, the models: ~600k objects) out of the cyclic garbage
+    # collector's reach (gc.freeze), so a full collection walks only what requests made since: one
+    # walked all of them, 100-400 ms with every thread of the process stopped.
+    "FREEZE_HEAP_AFTER_WARM_UP": True,
     # Text generators, like ENCODERS: alias -> {"BACKEND": dotted.path, "OPTIONS": {...}}. The offline
     # default writes only from the product's own fields and retrieved facts; see ragrec_django.ml.generators
     # for the OpenAI-compatible (vLLM, Ollama, llama.cpp, OpenAI) and local transformers backends.

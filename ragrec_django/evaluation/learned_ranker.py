@@ -23,13 +23,18 @@ LABEL_DAYS = 180
 
 
 def prepare(ctx, progress=None) -> dict:
-    """Train and activate a learned ranker on the training events; what describes it."""
+    """Train and activate a learned ranker on the training events; what describes it. Once per run: the
+    recommenders that serve it (``for_you_learned``, ``bought_together_learned``) share the version."""
     from ..services import ranker
 
+    if "learned_ranker" in ctx.caches:
+        return ctx.caches["learned_ranker"]
     started = time.perf_counter()
     outcome = ranker.train_ranker(label_days=LABEL_DAYS, holdout_days=0, force=True, progress=progress)
     metadata = outcome.version.metadata
-    return {
+    factors = ranker.active_model("for_you").factors
+    pairs = len(factors.basket_neighbours) if factors is not None and factors.basket_neighbours is not None else 0
+    ctx.caches["learned_ranker"] = {
         "version": str(outcome.version),
         "training_s": round(time.perf_counter() - started, 1),
         "model_bytes": len(outcome.version.model_text.encode()) + len(bytes(outcome.version.factors)),
@@ -40,7 +45,9 @@ def prepare(ctx, progress=None) -> dict:
         "feature_importance_gain": dict(list(metadata.get("feature_importance_gain", {}).items())[:15]),
         "label_days": LABEL_DAYS,
         "scoring_200_candidates_ms": _scoring_time(ranker.active_model("for_you")),
+        "basket_table_pairs": pairs,
     }
+    return ctx.caches["learned_ranker"]
 
 
 def _scoring_time(model, rows: int = 200, repeats: int = 50) -> dict[str, float]:
@@ -65,6 +72,21 @@ def recommend(ctx, visitor: str) -> list[str]:
 
     with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"for_you": "learned"}}):
         return [r.item.key for r in services.for_you(_visitor(visitor, Visitor), k=ctx.depth)]
+
+
+def recommend_basket(ctx, visitor: str) -> list[str]:
+    """``bought_together_for_basket`` on the visitor's last training basket with ``RAGREC["RANKER"]`` "learned"
+    for it (the active model's basket table), as a shop serves it; ``ctx.depth`` items."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    from ..services import history
+
+    baskets = ctx.split.history.get(visitor)
+    if not baskets:
+        return []
+    with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"bought_together": "learned"}}):
+        return [r.item.key for r in history.bought_together_for_basket(list(baskets[-1].items), k=ctx.depth)]
 
 
 def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:

@@ -454,13 +454,21 @@ def _last_basket(ctx: Context, visitor: str) -> list[str]:
 
 
 def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
-    """The basket service on the visitor's last training basket: one call per visitor."""
+    """The basket service on the visitor's last training basket: one call per visitor, with the co-purchase
+    counts whatever the host's ``RANKER`` (``bought_together_learned`` is the learned model's basket table)."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
     from ..services import history
+    from ..services.ranker import ranker_for
 
     basket = _last_basket(ctx, visitor)
     if not basket:
         return []
-    return _keys(history.bought_together_for_basket(basket, k=ctx.depth))
+    if ranker_for("bought_together") == "fusion":
+        return _keys(history.bought_together_for_basket(basket, k=ctx.depth))
+    with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": "fusion"}):
+        return _keys(history.bought_together_for_basket(basket, k=ctx.depth))
 
 
 def rec_bought_together_visitor(ctx: Context, visitor: str) -> list[str]:
@@ -541,6 +549,14 @@ RECOMMENDERS: dict[str, Recommender] = {
             "service",
             learned_ranker.recommend,
             "for_you with RANKER 'learned': a LightGBM LambdaRank model trained inside the run on the training events only (services.ranker.train_ranker); run only when named (needs the rank extra)",
+            default=False,
+            prepare=learned_ranker.prepare,
+        ),
+        Recommender(
+            "bought_together_learned",
+            "service",
+            learned_ranker.recommend_basket,
+            "bought_together with RANKER 'learned': the basket service on the last training basket, its partners from the basket table of the model trained inside the run (the for_you_learned model: trained once for both); run only when named",
             default=False,
             prepare=learned_ranker.prepare,
         ),
@@ -762,10 +778,11 @@ def evaluate(
             for name in options.recommenders
         }
         variants[variant] = {"description": VARIANTS[variant], "users": len(targets), "results": results}
-        if "for_you_learned" in lists and "for_you" in lists:
-            variants[variant]["paired_for_you_learned_vs_for_you"] = learned_ranker.paired(
-                lists["for_you_learned"], lists["for_you"], targets, exclude=exclude
-            )
+        for ours, theirs in (("for_you_learned", "for_you"), ("bought_together_learned", "bought_together")):
+            if ours in lists and theirs in lists:
+                variants[variant]["paired_%s_vs_%s" % (ours, theirs)] = learned_ranker.paired(
+                    lists[ours], lists[theirs], targets, exclude=exclude
+                )
     if "for_you_learned" in prepared:
         prepared["for_you_learned"]["candidate_recall_all"] = learned_ranker.candidate_recall(targets_all)
     timings["total"] = time.perf_counter() - started

@@ -24,8 +24,17 @@ import numpy as np
 from ..ranking.learned import ItemFactors
 
 MODEL_FILE, META_FILE, FACTORS_FILE = "model.txt", "model.json", "factors.npz"
-#: The item model's arrays beside the ALS factors (an artefact without them still loads: no kNN source).
-ITEM_MODEL_ARRAYS = ("neighbours", "similarities", "repeat_rate", "buyers")
+#: The item model's arrays beside the ALS factors (an artefact without them still loads: no kNN source; without
+#: the basket table, "bought together" reads the kNN neighbours).
+ITEM_MODEL_ARRAYS = (
+    "neighbours",
+    "similarities",
+    "repeat_rate",
+    "buyers",
+    "basket_indptr",
+    "basket_neighbours",
+    "basket_similarities",
+)
 
 DEFAULT_PARAMS = {
     "objective": "lambdarank",
@@ -342,6 +351,11 @@ class FitOptions:
     als_alpha: float = 1.0
     neighbours: int = 50  # item-kNN neighbours kept per item (0: no kNN source)
     knn_basket_weight: float = 1.0  # an order counts size ** -this in the kNN similarities (0: every order 1)
+    # "bought together" for a basket: its own table of partners per item (``basket_table``), in the served model only
+    basket_neighbours: int = 200  # partners kept per item (0: no table; the kNN neighbours serve)
+    basket_max_pairs: int = 2_000_000  # at most this many (item, partner) pairs in all, 6 bytes each
+    basket_half_life_days: float = 120.0  # an order counts 0.5 ** (its age / this) (0: no decay)
+    basket_shrink: float = 20.0
     item_model_days: float = 30.0  # training queries use an item model retrained every this many days
     params: dict | None = None
     seed: int = 0
@@ -459,6 +473,18 @@ def fit(
             % (gate["learned_ndcg@10"], gate["baseline_ndcg@10"], gate["queries"])
         )
     ranker.factors = _factors(log, end, options) if use_factors else None
+    if ranker.factors is not None and options.basket_neighbours:
+        ranker.factors.basket_indptr, ranker.factors.basket_neighbours, ranker.factors.basket_similarities = (
+            basket_table(
+                log,
+                end,
+                options.basket_neighbours,
+                max_pairs=options.basket_max_pairs,
+                half_life_days=options.basket_half_life_days,
+                shrink=options.basket_shrink,
+                basket_weight=options.knn_basket_weight,
+            )
+        )
     ranker.metadata["timings_s"] = {
         "features": round(feature_seconds, 1),
         "total": round(time.perf_counter() - started, 1),
@@ -606,6 +632,72 @@ def item_neighbours(
         neighbours[row, : len(best)] = others[best]
         similarities[row, : len(best)] = cosine[best]
     return neighbours, similarities
+
+
+def basket_table(
+    log,
+    before: float,
+    size: int,
+    *,
+    max_pairs: int = 2_000_000,
+    half_life_days: float = 120.0,
+    shrink: float = 20.0,
+    basket_weight: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each item's partners for "bought together" (``ranking.learned.basket_partners``), from the orders placed
+    before ``before``: the kNN's size-weighted cosine (``item_neighbours``), each order also weighted by its age,
+    ``0.5 ** (age in days / half_life_days)`` (this year's baskets say more about next month's than last year's),
+    with a larger shrink::
+
+        similarity(i, j) = sum over orders holding both of size ** -basket_weight * 0.5 ** (age / half life)
+                           / (sqrt(orders holding i * orders holding j) + shrink)
+
+    At most ``size`` partners per item, best first (ties by lower row), and at most ``max_pairs`` in all: when
+    the items' lists would hold more, every list is cut at the largest length that fits. Only items with a
+    partner take room. Returns CSR rows: ``indptr`` (int64, items + 1), partner row positions (int32) and
+    similarities (float16, scaled so the largest is 1: the order within a list is what serving uses).
+    """
+    from scipy.sparse import csr_matrix
+
+    items = len(log.item_ids)
+    baskets = np.flatnonzero(log.basket_times < before)
+    starts, ends = log.basket_indptr[baskets], log.basket_indptr[baskets + 1]
+    lengths = ends - starts
+    columns = log.basket_columns[
+        np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    ]
+    rows = np.repeat(np.arange(len(baskets)), lengths)
+    weight = np.power(np.maximum(lengths, 1).astype(np.float64), -basket_weight)
+    if half_life_days > 0:
+        weight *= np.power(0.5, (before - log.basket_times[baskets]) / (half_life_days * 86400.0))
+    matrix = csr_matrix((np.ones(len(columns), dtype=np.float64), (rows, columns)), shape=(len(baskets), items))
+    weighted = csr_matrix((np.repeat(weight, lengths), (rows, columns)), shape=(len(baskets), items))
+    pairs = (matrix.T @ weighted).tocoo()
+    other = pairs.row != pairs.col  # an item is not its own partner
+    together = csr_matrix((pairs.data[other], (pairs.row[other], pairs.col[other])), shape=(items, items))
+    held = np.asarray(matrix.sum(axis=0)).ravel()
+    counts = np.diff(together.indptr)
+    limit = max(0, size)
+    if np.minimum(counts, limit).sum() > max_pairs:  # the longest cut that fits, found by bisection
+        low, high = 0, limit
+        while low < high:
+            middle = (low + high + 1) // 2
+            low, high = (middle, high) if np.minimum(counts, middle).sum() <= max_pairs else (low, middle - 1)
+        limit = low
+    kept = np.minimum(counts, limit)
+    indptr = np.zeros(items + 1, dtype=np.int64)
+    np.cumsum(kept, out=indptr[1:])
+    partners = np.zeros(int(indptr[-1]), dtype=np.int32)
+    similarities = np.zeros(int(indptr[-1]), dtype=np.float64)
+    for row in np.flatnonzero(kept):
+        start, end = together.indptr[row], together.indptr[row + 1]
+        others = together.indices[start:end]
+        cosine = together.data[start:end] / (np.sqrt(held[row] * held[others]) + shrink)
+        best = np.lexsort((others, -cosine))[: kept[row]]
+        partners[indptr[row] : indptr[row + 1]] = others[best]
+        similarities[indptr[row] : indptr[row + 1]] = cosine[best]
+    top = similarities.max() if len(similarities) else 1.0
+    return indptr, partners, (similarities / (top or 1.0)).astype(np.float16)
 
 
 def repeat_rates(items: int, entries) -> tuple[np.ndarray, np.ndarray]:

@@ -678,6 +678,10 @@ class ItemFactors:
     similarities: np.ndarray | None = None  # (items, M) float
     repeat_rate: np.ndarray | None = None  # (items,)
     buyers: np.ndarray | None = None  # (items,)
+    # "bought together" (optional, ``ml.ranker.basket_table``): each row's partners as CSR rows, best first
+    basket_indptr: np.ndarray | None = None  # (items + 1,) int
+    basket_neighbours: np.ndarray | None = None  # row positions, int32
+    basket_similarities: np.ndarray | None = None  # float16
     _gram: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -732,26 +736,42 @@ class ItemFactors:
 def basket_partners(
     factors: ItemFactors, basket: Sequence[int], exclude: set, limit: int
 ) -> list[tuple[int, float, int]]:
-    """What goes with a basket from the item model: every item's kNN similarity to the basket's items, summed
-    (each basket item weighs 1), as ``(item id, score, strongest basket item)``, best first, ties by lower id.
-    The strongest basket item is the one with the largest similarity to it (it names the reason). Items of
-    ``exclude`` and of the basket never; empty when the model has no neighbours or knows no basket item."""
+    """What goes with a basket from the item model: every item's similarity to the basket's items, summed (each
+    basket item weighs 1), as ``(item id, score, strongest basket item)``, best first, ties by lower id. The
+    similarities are the model's basket table (``ml.ranker.basket_table``: orders weighted by size and age) when
+    it has one, else its kNN neighbours. The strongest basket item is the one with the largest similarity to it
+    (it names the reason; ties by lower id). Items of ``exclude`` and of the basket never; empty when the model
+    has neither table or knows no basket item."""
     basket = np.asarray(sorted(set(int(item) for item in basket)), dtype=np.int64)
-    scores = factors.knn_scores(basket, np.ones(len(basket)))
-    if scores is None or not len(basket):
-        return []
-    ranked = _best_of(factors.item_ids, scores, set(exclude) | set(basket.tolist()), limit)
     rows, known = factors._rows(basket)
-    strongest: dict[int, tuple[float, int]] = {}
-    for item, row in zip(basket[known].tolist(), rows[known].tolist(), strict=True):
-        for neighbour, similarity in zip(
-            factors.neighbours[row].tolist(), factors.similarities[row].tolist(), strict=True
-        ):
-            if neighbour >= 0:
-                other = int(factors.item_ids[neighbour])
-                if (similarity, -item) > strongest.get(other, (-np.inf, 0)):
-                    strongest[other] = (float(similarity), -item)
-    return [(item, score, -strongest[item][1]) for item, score in ranked]
+    rows, anchors = rows[known], basket[known]
+    if factors.basket_indptr is not None and factors.basket_neighbours is not None:
+        starts, ends = factors.basket_indptr[rows], factors.basket_indptr[rows + 1]
+        lengths = ends - starts
+        offsets = np.repeat(starts, lengths) + (
+            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        partners = factors.basket_neighbours[offsets].astype(np.int64)
+        similarities = factors.basket_similarities[offsets].astype(np.float64)
+        seeds = np.repeat(anchors, lengths)
+    elif factors.neighbours is not None and factors.similarities is not None:
+        table = factors.neighbours[rows]
+        valid = table >= 0
+        partners = table[valid].astype(np.int64)
+        similarities = factors.similarities[rows].astype(np.float64)[valid]
+        seeds = np.repeat(anchors, valid.sum(axis=1))
+    else:
+        return []
+    if not len(partners):
+        return []
+    scores = np.bincount(partners, weights=similarities, minlength=len(factors.item_ids))
+    ranked = _best_of(factors.item_ids, scores, set(exclude) | set(basket.tolist()), limit)
+    # per partner, the basket item with the largest similarity to it (ties by lower id): the first after sorting
+    order = np.lexsort((seeds, -similarities, partners))
+    first = np.flatnonzero(np.r_[True, partners[order][1:] != partners[order][:-1]])
+    best = partners[order][first]
+    strongest = dict(zip(factors.item_ids[best].tolist(), seeds[order][first].tolist(), strict=True))
+    return [(item, score, int(strongest[item])) for item, score in ranked]
 
 
 # ---------------------------------------------------------------- candidates and signals, from any source

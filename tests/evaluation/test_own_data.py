@@ -123,7 +123,7 @@ def test_the_learned_ranker_is_trained_inside_the_run_on_the_training_part_only(
         *file_args(*export),
         "--database-live",
         "--recommenders",
-        "for_you,for_you_learned",
+        "for_you,for_you_learned,bought_together,bought_together_learned",
     )
     training_lines = report["dataset"]["training_lines"]
     said = [line for line in err.splitlines() if "for_you_learned: " in line]
@@ -133,6 +133,12 @@ def test_the_learned_ranker_is_trained_inside_the_run_on_the_training_part_only(
     assert report["prepared"]["for_you_learned"]["version"]
     assert "paired_for_you_learned_vs_for_you" in report["variants"]["all"]
     assert report["variants"]["all"]["results"]["for_you_learned"]["users"] == 90
+    # "bought together" served from the same model's basket table: trained once for both
+    assert sum(" events, " in line for line in err.splitlines()) == 1
+    assert report["prepared"]["bought_together_learned"] == report["prepared"]["for_you_learned"]
+    assert report["prepared"]["bought_together_learned"]["basket_table_pairs"] > 0
+    assert "paired_bought_together_learned_vs_bought_together" in report["variants"]["new"]
+    assert report["variants"]["all"]["results"]["bought_together_learned"]["users"] == 90
     assert Interaction.objects.count() == 0
 
 

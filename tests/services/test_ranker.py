@@ -162,6 +162,57 @@ def test_learned_bought_together_serves_the_item_model_neighbours_of_the_basket(
     assert "no model with neighbours" in caplog.text
 
 
+def test_learned_bought_together_is_the_basket_table_of_the_database_orders(settings, trained):
+    """What a basket is served is the formula of ``ml.ranker.basket_table`` computed here from the stored orders:
+    each order weighs 1 / its items * 0.5 ** (age / 120 days), over sqrt(orders holding i * orders holding j) + 20,
+    scaled so the largest pair is 1 and stored as float16, summed over the basket's items."""
+    import math
+
+    from ragrec_django.ml.ranker import FitOptions
+
+    options = FitOptions()
+    model = ranker.active_model("for_you")
+    assert model.factors.basket_indptr is not None and len(model.factors.basket_neighbours)
+    end = max(t.timestamp() for t in Interaction.objects.values_list("created_at", flat=True)) + 1.0
+    orders = {}
+    for session, order, item, at in Interaction.objects.filter(event="purchase").values_list(
+        "session_key", "order_id", "item_id", "created_at"
+    ):
+        held = orders.setdefault((session, order), [at.timestamp(), set()])
+        held[0] = min(held[0], at.timestamp())
+        held[1].add(item)
+    count, together = {}, {}
+    for at, items in orders.values():
+        weight = 0.5 ** ((end - at) / learned.DAY / options.basket_half_life_days) / len(items)
+        for i in items:
+            count[i] = count.get(i, 0) + 1
+            for j in items - {i}:
+                together[i, j] = together.get((i, j), 0.0) + weight
+    similarity = {
+        (i, j): w / (math.sqrt(count[i] * count[j]) + options.basket_shrink) for (i, j), w in together.items()
+    }
+    assert max(count.values()) < options.basket_neighbours  # a small catalogue: every pair is kept
+    top = max(similarity.values())
+    stored = {pair: float(np.float16(value / top)) for pair, value in similarity.items()}
+
+    settings.RAGREC = {**settings.RAGREC, "RANKER": {"bought_together": "learned"}}
+    items = list(Item.objects.order_by("id"))
+    for basket in (items[:2], items[3:6]):
+        ids = {item.id for item in basket}
+        scores = {}
+        for (i, j), value in stored.items():
+            if i in ids and j not in ids:
+                scores[j] = scores.get(j, 0.0) + value
+        want = sorted(scores, key=lambda j: (-scores[j], j))[:5]
+        result = history.bought_together_for_basket([item.key for item in basket], k=5)
+        assert [r.item.id for r in result] == want
+        assert [r.components["item_knn"] for r in result] == pytest.approx([scores[j] for j in want], rel=1e-6)
+        titles = {item.id: item.title for item in basket}
+        for r in result:
+            strongest = min(ids, key=lambda i: (-stored.get((i, r.item.id), -1.0), i))
+            assert r.reason == "bought with %s" % titles[strongest]
+
+
 def test_a_broken_model_falls_back_to_fusion_and_logs(settings, trained, caplog):
     RankerModel.objects.update(model_text="not a model")
     visitor = Visitor(session_key="s2")
