@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from django.db import connection, transaction
@@ -439,6 +439,41 @@ def impression_labels(
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
+
+
+def co_views(
+    item: int, *, at: float, viewers: int, window_seconds: float, limit: int, views: Sequence[str] = ("view", "click")
+) -> list[tuple[int, float]]:
+    """Items viewed with ``item`` before ``at``: its latest ``viewers`` distinct visitors to view it (``views``
+    events, their latest view of it), and per other item how many of them viewed it within ``window_seconds`` of
+    that view (either side, before ``at``), best first, ties by lower id; at most ``limit``. Verified events of
+    known visitors only (``u<user id>``, else ``s<session key>``, as ``event_lines``)."""
+    events = table_name(Interaction)
+    sql = (
+        "WITH viewers AS ("
+        f" SELECT {_VISITOR.format(a='e')} AS visitor, MIN(e.user_id) AS user_id,"
+        "  MIN(e.session_key) FILTER (WHERE e.user_id IS NULL) AS session_key, MAX(e.created_at) AS seen"
+        f" FROM {events} e WHERE e.item_id = %(item)s AND e.event = ANY(%(views)s) AND e.verified"
+        "  AND (e.user_id IS NOT NULL OR e.session_key <> '') AND e.created_at < %(at)s"
+        " GROUP BY 1 ORDER BY seen DESC, visitor LIMIT %(viewers)s"
+        ") SELECT e.item_id, COUNT(DISTINCT v.visitor) AS n FROM viewers v"
+        f" JOIN {events} e ON ((v.user_id IS NOT NULL AND e.user_id = v.user_id)"
+        "  OR (v.user_id IS NULL AND e.user_id IS NULL AND e.session_key = v.session_key))"
+        " WHERE e.event = ANY(%(views)s) AND e.verified AND e.item_id IS NOT NULL AND e.item_id <> %(item)s"
+        " AND e.created_at < %(at)s AND e.created_at >= v.seen - %(window)s AND e.created_at <= v.seen + %(window)s"
+        " GROUP BY e.item_id ORDER BY n DESC, e.item_id LIMIT %(limit)s"
+    )
+    params = {
+        "item": int(item),
+        "views": [str(view) for view in views],
+        "at": _when(at),
+        "viewers": int(viewers),
+        "window": timedelta(seconds=window_seconds),
+        "limit": int(limit),
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item_id, float(n)) for item_id, n in cursor.fetchall()]
 
 
 def item_catalogue() -> tuple[dict[int, float], dict[int, str]]:
