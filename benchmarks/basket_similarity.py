@@ -4,12 +4,13 @@ training basket, never showing it, scored as the evaluation scores it (``all`` a
     python benchmarks/basket_similarity.py [--split valid|test]
 
 Every similarity is computed from all the training orders and summed over the basket's items (no neighbour
-list is cut): plain counts (orders holding both), cosine (counts / (sqrt(orders holding i * orders holding
+list is cut unless the row says so): plain counts (orders holding both), cosine (counts / (sqrt(orders holding i * orders holding
 j) + shrink)), asymmetric cosine, a lift-like division by the partner's orders, and counts where each order
 weighs ``size ** -p`` (an order of 40 lines says less about one pair than an order of 3), alone and with the
 cosine's denominator. Ties by popularity. ``--split valid`` (the default) holds out each shopper's last
 *training* basket: the choice of ``ml.ranker.item_neighbours``' weighting was made there
-(docs/evaluation.md, learned ranking, third round).
+(docs/evaluation.md, learned ranking, third round), and that of ``ml.ranker.basket_table`` (each order
+also weighted by its age; shrink; partners kept per item: fourth round).
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ def main() -> None:
         split = runner.temporal_split(split.train)
     keys = [p.key for p in products]
     index = {key: i for i, key in enumerate(keys)}
-    rows, columns, sizes = [], [], []
+    rows, columns, sizes, times = [], [], [], []
     for baskets in runner.baskets_of(split.train).values():
         for basket in baskets:
             held = sorted({index[item] for item in basket.items})
             rows += [len(sizes)] * len(held)
             columns += held
             sizes.append(len(held))
+            times.append(basket.at.timestamp())
     rows, columns, sizes = np.asarray(rows), np.asarray(columns), np.asarray(sizes, dtype=np.float64)
+    age_days = (max(times) + 1.0 - np.asarray(times)) / 86400.0  # from the end of training
     shape = (len(sizes), len(keys))
     incidence = csr_matrix((np.ones(len(rows)), (rows, columns)), shape=shape)
 
@@ -59,6 +62,14 @@ def main() -> None:
     bought = {v: split.bought(v) for v in visitors}
     targets_new = {v: t - bought[v] for v, t in targets_all.items() if t - bought[v]}
     last = {v: sorted({index[i] for i in split.history[v][-1].items}) if split.history.get(v) else [] for v in visitors}
+
+    def cut(similarity: np.ndarray, n: int) -> np.ndarray:
+        """Each row's ``n`` largest similarities, the rest 0 (the partners an item keeps)."""
+        kept = np.zeros_like(similarity)
+        best = np.argpartition(-similarity, n, axis=1)[:, :n]
+        every = np.arange(similarity.shape[0])[:, None]
+        kept[every, best] = np.maximum(similarity[every, best], 0)
+        return kept
 
     def lists_of(similarity: np.ndarray, depth: int = 40) -> dict[str, list[str]]:
         out = {}
@@ -85,6 +96,22 @@ def main() -> None:
             weighted = together(sizes**-p)
             variants["orders weighted %s" % name] = weighted
             variants["orders weighted %s, cosine shrink 5" % name] = weighted / (cosine + 5)
+        # fourth round: each order also weighted by its age, 0.5 ** (age / half life); shrink; partners kept per item
+        sized = variants["orders weighted size ** -1, cosine shrink 5"]
+        for n in (50, 100, 200, 400):
+            variants["size ** -1, shrink 5, %d partners per item" % n] = cut(sized, n)
+        for half_life in (30, 60, 90, 120, 180, 240):
+            aged = together(sizes**-1.0 * 0.5 ** (age_days / half_life))
+            for shrink in (5, 20) if half_life != 120 else (5, 10, 20, 40):
+                variants["size ** -1, half life %d days, shrink %d" % (half_life, shrink)] = aged / (cosine + shrink)
+            if half_life == 120:
+                chosen = aged / (cosine + 20)
+                for n in (100, 200, 300):
+                    variants["size ** -1, half life 120 days, shrink 20, %d partners per item" % n] = cut(chosen, n)
+                variants["the same, 200 partners, asymmetric cosine 0.6"] = cut(
+                    aged / (held[:, None] ** 0.6 * held[None, :] ** 0.4 + 20), 200
+                )
+                variants["the same, 200 partners, / partner's orders ** 0.1"] = cut(chosen / held[None, :] ** 0.1, 200)
     report = {}
     for name, similarity in variants.items():
         report[name] = {}

@@ -146,6 +146,12 @@ def main() -> None:
         help="A candidate source's quota (learned.SOURCE_QUOTAS).",
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="A LightGBM parameter.")
+    parser.add_argument(
+        "--basket-only",
+        action="store_true",
+        help='Only "bought together": build the item model\'s kNN neighbours and basket table as training builds '
+        "them for the served model (no ALS, no LightGBM) and score the basket lists.",
+    )
     args = parser.parse_args()
     options = trainer.FitOptions(label_days=learned_ranker.LABEL_DAYS, holdout_days=0)
     for setting in args.set:
@@ -168,7 +174,14 @@ def main() -> None:
     print("split %s: %d training lines, %d shoppers held out" % (args.split, len(split.train), len(split.test)))
 
     t = time.perf_counter()
-    if args.load_model:
+    if args.basket_only:
+        factors = learned.ItemFactors(log.item_ids, np.zeros((len(log.item_ids), 1), dtype=np.float32), 0.0, 1.0)
+        factors.neighbours, factors.similarities = trainer.item_neighbours(
+            log, end, options.neighbours, basket_weight=options.knn_basket_weight
+        )
+        trainer.add_basket_table(factors, log, end, options)
+        model = trainer.LearnedRanker(model_text="", features=[], params={}, factors=factors)
+    elif args.load_model:
         model = trainer.LearnedRanker.load(args.load_model)
     else:
         model = trainer.fit(
@@ -176,6 +189,11 @@ def main() -> None:
         ).ranker
     training_s = time.perf_counter() - t
     size = len(model.model_text.encode()) + len(model.factors_bytes())
+    table_bytes = sum(
+        getattr(model.factors, name).nbytes
+        for name in ("basket_indptr", "basket_neighbours", "basket_similarities")
+        if model.factors is not None and getattr(model.factors, name) is not None
+    )
     print("trained in %.1f s, %d bytes, best round %s" % (training_s, size, model.metadata.get("best_iteration")))
     if args.save_model:
         model.save(args.save_model)
@@ -201,6 +219,13 @@ def main() -> None:
     totals = {"all": 0, "new": 0}
     t = time.perf_counter()
     for visitor in visitors:
+        history = split.history.get(visitor)  # none when every training basket shares the held-out one's time
+        basket = [ids[item] for item in history[-1].items] if history else []
+        for name, ranked in basket_lists(log, model.factors, basket, end, depth).items():
+            lists[name][visitor] = [key_of[i] for i in ranked]
+        lists["cooc_last"][visitor] = runner.rec_cooc_last(ctx, visitor)
+        if args.basket_only:
+            continue
         key = log_key(visitor)
         items, candidates = served_list(log, model, key, end, depth)
         lists["learned"][visitor] = [key_of[i] for i in items]
@@ -210,11 +235,6 @@ def main() -> None:
         # fusion's repeat and co-purchase lists on the same candidates (the service also fuses its embedding list)
         fused = learned.ordered(candidates, learned.fusion_scores(candidates, None)) if len(candidates) else []
         lists["fusion"][visitor] = [key_of[int(item)] for item in fused[:depth]]
-        lists["cooc_last"][visitor] = runner.rec_cooc_last(ctx, visitor)
-        history = split.history.get(visitor)  # none when every training basket shares the held-out one's time
-        basket = [ids[item] for item in history[-1].items] if history else []
-        for name, ranked in basket_lists(log, model.factors, basket, end, depth).items():
-            lists[name][visitor] = [key_of[i] for i in ranked]
         target = {ids[item] for item in split.test[visitor].items}
         bought = {ids[item] for item in split.bought(visitor)}
         position = {int(item): i for i, item in enumerate(candidates.items)}
@@ -240,6 +260,10 @@ def main() -> None:
         "training_s": round(training_s, 1),
         "ranking_s": round(ranking_s, 1),
         "model_bytes": size,
+        "basket_table_bytes": table_bytes,
+        "basket_table_pairs": len(model.factors.basket_neighbours)
+        if model.factors is not None and model.factors.basket_neighbours is not None
+        else 0,
         "best_iteration": model.metadata.get("best_iteration"),
         "validation_ndcg@10": model.metadata.get("validation", {}).get("ndcg@10"),
         "training_candidate_recall": model.metadata.get("candidate_recall"),
@@ -250,6 +274,8 @@ def main() -> None:
     }
     for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
         scored = {}
+        if args.basket_only:
+            lists = {name: per_visitor for name, per_visitor in lists.items() if per_visitor}
         for name, per_visitor in lists.items():
             result = runner.score_lists(
                 per_visitor, targets, k_max=20, catalogue_size=len(keys), vectors=None, exclude=exclude
@@ -260,8 +286,11 @@ def main() -> None:
                 "ndcg@10": result["ndcg"][9],
                 "ndcg@10_se": result["se"]["ndcg"][9],
             }
-        scored["paired_learned_vs_buy_again"] = paired(lists["learned"], lists["buy_again"], targets, exclude=exclude)
-        scored["paired_learned_vs_fusion"] = paired(lists["learned"], lists["fusion"], targets, exclude=exclude)
+        if not args.basket_only:
+            scored["paired_learned_vs_buy_again"] = paired(
+                lists["learned"], lists["buy_again"], targets, exclude=exclude
+            )
+            scored["paired_learned_vs_fusion"] = paired(lists["learned"], lists["fusion"], targets, exclude=exclude)
         scored["paired_basket_knn_vs_co_purchase"] = paired(
             lists["basket_knn"], lists["basket_co_purchase"], targets, exclude=exclude
         )

@@ -473,18 +473,8 @@ def fit(
             % (gate["learned_ndcg@10"], gate["baseline_ndcg@10"], gate["queries"])
         )
     ranker.factors = _factors(log, end, options) if use_factors else None
-    if ranker.factors is not None and options.basket_neighbours:
-        ranker.factors.basket_indptr, ranker.factors.basket_neighbours, ranker.factors.basket_similarities = (
-            basket_table(
-                log,
-                end,
-                options.basket_neighbours,
-                max_pairs=options.basket_max_pairs,
-                half_life_days=options.basket_half_life_days,
-                shrink=options.basket_shrink,
-                basket_weight=options.knn_basket_weight,
-            )
-        )
+    if ranker.factors is not None:
+        add_basket_table(ranker.factors, log, end, options)
     ranker.metadata["timings_s"] = {
         "features": round(feature_seconds, 1),
         "total": round(time.perf_counter() - started, 1),
@@ -632,6 +622,21 @@ def item_neighbours(
         neighbours[row, : len(best)] = others[best]
         similarities[row, : len(best)] = cosine[best]
     return neighbours, similarities
+
+
+def add_basket_table(factors, log, before: float, options: FitOptions) -> None:
+    """Give ``factors`` (``ItemFactors``) the "bought together" table of ``options`` from the orders before
+    ``before``; nothing when ``options.basket_neighbours`` is 0."""
+    if options.basket_neighbours:
+        factors.basket_indptr, factors.basket_neighbours, factors.basket_similarities = basket_table(
+            log,
+            before,
+            options.basket_neighbours,
+            max_pairs=options.basket_max_pairs,
+            half_life_days=options.basket_half_life_days,
+            shrink=options.basket_shrink,
+            basket_weight=options.knn_basket_weight,
+        )
 
 
 def basket_table(

@@ -96,7 +96,8 @@ def test_training_queries_use_an_item_model_trained_before_their_time(monkeypatc
 
     monkeypatch.setattr(learned, "query_rows", query_rows)
     monkeypatch.setattr(ranker_module, "train", lambda *args, **kwargs: LearnedRanker("tree", ["a"], {}))
-    options = FitOptions(label_days=60, item_model_days=20, min_queries=20)
+    # no basket table: the stand-in item model above is not one that can hold it
+    options = FitOptions(label_days=60, item_model_days=20, min_queries=20, basket_neighbours=0)
     fit(EventLog.build(synthetic_lines()), end=T0 + 121 * DAY, options=options)
     label_start = T0 + 61 * DAY
     assert {before for _, before in seen} == {label_start, label_start + 20 * DAY, label_start + 40 * DAY}
