@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--split", choices=("valid", "test"), default="test")
     parser.add_argument("--anchors", type=int, help="A random sample of this many queries (default: all).")
     parser.add_argument("--json", help="Write the report here.")
+    parser.add_argument(
+        "--quota", action="append", default=[], metavar="SOURCE=N", help="A source's quota (e.g. co_purchase=100)."
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     products, split = load()
@@ -159,6 +162,9 @@ def main() -> None:
     if args.anchors and args.anchors < len(queries):
         queries = random.Random(0).sample(queries, args.anchors)
     quotas = stage.similar_quotas(["text"])
+    for setting in args.quota:
+        name, value = setting.split("=", 1)
+        quotas[name] = int(value)
     sources = list(quotas)
     names = [*sources, "total"]
     merged = {"all": Tally(names), "new": Tally(names)}
