@@ -95,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='RAGREC["QUERY_THREADS"] of the web processes; "default": torch\'s own (one per core)',
     )
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: the demo's, per core)")
-    parser.add_argument("--max-active", type=int, default=None, help="SHOP_DEMO_MAX_ACTIVE (default: the demo's, 2)")
+    parser.add_argument("--max-active", type=int, default=None, help="SHOP_DEMO_MAX_ACTIVE (default: the demo's, 1)")
     parser.add_argument("--max-waiting", type=int, default=None, help="SHOP_DEMO_MAX_WAITING (default: the demo's, 16)")
     parser.add_argument(
         "--server",

@@ -113,6 +113,10 @@ class Embedding(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["generation", "item"], name="ragrec_embedding_unique_item"),
         ]
+        indexes = [
+            # which items were written since a time (storage.vector_cache.changed_items)
+            models.Index(fields=["generation", "updated_at"], include=["item"], name="ragrec_embedding_updated"),
+        ]
 
     def __str__(self) -> str:
         return "%s in %s" % (self.item_id, self.generation_id)

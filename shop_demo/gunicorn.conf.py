@@ -10,13 +10,17 @@ connections: one persistent connection per thread that has served a request). In
   every space's encoder is loaded and run once before the first request
   (``registry.prepare_serving_process(warm=True)``): concurrent searches then run side by side on
   the cores instead of fighting over all of them, and no visitor waits for a model to load;
-* at most ``SHOP_DEMO_MAX_ACTIVE`` requests (default 2) run at once, ``SHOP_DEMO_MAX_WAITING``
+* at most ``SHOP_DEMO_MAX_ACTIVE`` requests (default 1) run at once, ``SHOP_DEMO_MAX_WAITING``
   more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
   immediate 503 with ``Retry-After`` (``ragrec_django.admission.ConcurrencyLimit``, applied by
   ``shop_demo/wsgi.py``); the worker has 2 threads more than that, so a request over the limit is
   refused at once rather than queued unseen inside gunicorn. A keep-alive connection stays with the
   worker that accepted it, and the kernel does not share them out evenly: with 12 waiting, 16 clients
   on 2 workers got some 503s (one worker held more than 14); 16 lets one worker hold them all.
+  One request at a time per process: two threads of one process take turns on its one interpreter lock
+  (a thread back from the database waits for the other to let go), which made answers slower, in the tail
+  most, than waiting in line for the worker, and fewer per second (docs/benchmarks.md, "Serving under
+  concurrency"). A shop whose requests mostly wait on the network (a remote LLM streaming answers) raises it.
 
 Ctrl-C (SIGINT) stops the workers at once; SIGTERM lets requests in progress finish for up to
 ``graceful_timeout`` seconds.
@@ -29,7 +33,7 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 bind = ["127.0.0.1:8000"]  # loopback unless told otherwise (--bind); gunicorn's own default follows $PORT on 0.0.0.0
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", min(CORES, 4)))
-max_active = int(os.environ.setdefault("SHOP_DEMO_MAX_ACTIVE", "2"))
+max_active = int(os.environ.setdefault("SHOP_DEMO_MAX_ACTIVE", "1"))
 max_waiting = int(os.environ.setdefault("SHOP_DEMO_MAX_WAITING", "16"))
 os.environ.setdefault("SHOP_DEMO_MAX_WAIT", "5")
 threads = max_active + max_waiting + 2

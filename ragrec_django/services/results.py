@@ -67,7 +67,18 @@ class Visitor:
 
 
 def serving_rules(name: str) -> ServingRules:
-    """Rules of a serving configuration: the admin's row if any, else settings."""
+    """Rules of a serving configuration: the admin's row if any, else settings; read once per
+    ``storage.generation_snapshot()`` (one recommendation call, ``serving.serve``)."""
+    memo = storage.snapshot_memo()
+    if memo is None:
+        return _read_serving_rules(name)
+    key = ("serving_rules", name)
+    if key not in memo:
+        memo[key] = _read_serving_rules(name)
+    return memo[key]
+
+
+def _read_serving_rules(name: str) -> ServingRules:
     row = ServingConfig.objects.filter(name=name).values_list("rules", flat=True).first()
     if row is None:
         configs = ragrec_settings.SERVING_CONFIGS

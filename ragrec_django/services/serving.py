@@ -24,6 +24,7 @@ from typing import Any
 
 from django.db import transaction
 
+from .. import storage
 from ..exceptions import RecommendationError, SpaceMismatch, SpaceNotReady
 from . import experiments
 from .experiments import Assignment
@@ -62,9 +63,10 @@ def serve(
     ``UnknownServingConfig`` even when the service would rank nothing.
     """
     assignment = experiments.assign(recommender, visitor, None if config is None else str(config))
-    if check_config:
-        serving_rules(assignment.config)
-    return Served(call(assignment.config), recommender, visitor, assignment)
+    with storage.generation_snapshot():  # the check and the call read the configuration once
+        if check_config:
+            serving_rules(assignment.config)
+        return Served(call(assignment.config), recommender, visitor, assignment)
 
 
 def serve_for_page(

@@ -21,6 +21,7 @@ from .ann import (
     items_without_vectors,
     nearest,
     nearest_to_item,
+    warm_vector_cache,
 )
 from .database import (
     SCALE_EXTENSIONS,
@@ -41,6 +42,7 @@ from .generations import (
     generation_snapshot,
     promote,
     rollback,
+    snapshot_memo,
     start_switch,
     with_generation_snapshot,
     write_generation,
@@ -99,12 +101,14 @@ __all__ = [
     "record_failures",
     "rollback",
     "server_version",
+    "snapshot_memo",
     "spelling_corrector",
     "start_switch",
     "sync_items",
     "unapplied_migrations",
     "upsert_embeddings",
     "vectors_for_items",
+    "warm_vector_cache",
     "with_generation_snapshot",
     "write_generation",
 ]

@@ -281,6 +281,21 @@ def items_without_vectors(space_names, filters: ItemFilter) -> list[int] | None:
     return on_read_database(unranked)
 
 
+def warm_vector_cache() -> dict[str, int]:
+    """Fill this process's vector cache with every vector of each space's active generation, where they all fit
+    (``vector_cache.warm``), from the database the reads use; rows read per space."""
+
+    def warm(using: str) -> dict[str, int]:
+        read = {}
+        for space_name in sorted(get_spaces()):
+            generation = active_generation(space_name)
+            if generation is not None:
+                read[space_name] = vector_cache.warm(generation, using)
+        return read
+
+    return on_read_database(warm)
+
+
 def _exact_from_cache(search: _Search, item_ids: list[int], using: str) -> list[Neighbour] | None:
     """Exact ranking of ``item_ids`` from the process's vector cache (``vector_cache``); None when the cache
     is off or too small for them (then PostgreSQL ranks them)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import pytest
 import torch
@@ -11,7 +13,7 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_started
 from django.test.client import ClientHandler
 
-from ragrec_django import registry
+from ragrec_django import registry, storage
 from ragrec_django.ml.devices import limit_cpu_threads
 
 
@@ -32,19 +34,33 @@ class CountingEncoder:
 
 @pytest.fixture
 def fresh_process(monkeypatch):
-    """A process that has not served a request yet; torch.set_num_threads recorded instead of applied."""
+    """A process that has not served a request yet; torch.set_num_threads recorded instead of applied.
+
+    A heap frozen by the test (``FREEZE_HEAP_AFTER_WARM_UP``) is given back to the collector afterwards.
+    """
     calls = []
     monkeypatch.setattr(registry, "_serving_pid", None)
     monkeypatch.setattr(registry, "limit_cpu_threads", lambda threads: calls.append(threads) or threads)
-    return calls
+    monkeypatch.setattr(storage, "warm_vector_cache", lambda: calls.append("vectors") or {})
+    yield calls
+    gc.unfreeze()
 
 
+class Cycle:
+    """An object in a reference cycle: only the cyclic garbage collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+@pytest.mark.django_db  # request_started also closes old database connections
 def test_the_first_request_of_a_process_sets_the_query_threads_once(fresh_process):
     request_started.send(sender=WSGIHandler, environ={})
     request_started.send(sender=WSGIHandler, environ={})
     assert fresh_process == [1]  # the default
 
 
+@pytest.mark.django_db  # request_started also closes old database connections
 def test_the_test_client_is_not_a_serving_process(fresh_process):
     request_started.send(sender=ClientHandler, environ={})
     assert fresh_process == []
@@ -98,4 +114,43 @@ def test_warming_encodes_one_query_with_every_encoder_and_logs_failures(fresh_pr
         ("words", [registry.WARM_UP_QUERY]),
     ]
     assert "Could not warm up encoder 'broken'" in caplog.text
+    assert fresh_process == [1, "vectors"]
+
+
+def test_warming_freezes_the_startup_heap_and_later_garbage_is_still_collected(fresh_process, settings):
+    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {}, "SPACES": {}}
+    gc.unfreeze()
+    tracked_before = len(gc.get_objects())
+    startup = Cycle()
+    registry.prepare_serving_process(warm=True)
+    assert gc.get_freeze_count() > 0
+    # a full collection now walks only what was made after the warm-up, not the whole startup heap
+    assert len(gc.get_objects()) < tracked_before / 2
+    assert not any(obj is startup for obj in gc.get_objects())
+    later = weakref.ref(Cycle())
+    gc.collect()
+    assert later() is None
+
+
+def test_the_heap_is_left_alone_when_freezing_is_off(fresh_process, settings):
+    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {}, "SPACES": {}, "FREEZE_HEAP_AFTER_WARM_UP": False}
+    gc.unfreeze()
+    registry.prepare_serving_process(warm=True)
+    assert gc.get_freeze_count() == 0
+
+
+def test_without_warming_the_heap_is_left_alone(fresh_process):
+    gc.unfreeze()
+    registry.prepare_serving_process()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_vector_cache_that_cannot_be_warmed_is_logged_and_the_process_serves(fresh_process, monkeypatch, caplog):
+    def unreachable():
+        raise OSError("database not reachable yet")
+
+    monkeypatch.setattr(storage, "warm_vector_cache", unreachable)
+    with caplog.at_level(logging.ERROR, logger="ragrec_django.registry"):
+        registry.prepare_serving_process(warm=True)
+    assert "Could not warm up the vector cache" in caplog.text
     assert fresh_process == [1]

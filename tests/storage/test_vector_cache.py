@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 import numpy as np
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
+from django.db.models.functions import Now
 from django.test.utils import CaptureQueriesContext
 
 from ragrec_django import storage
@@ -36,6 +38,11 @@ def catalogue(settings):
     generation = storage.write_generation(SPACE, version="v1", dimension=8)
     storage.upsert_embeddings(generation, [i.id for i in encoded], vectors, ["h%d" % i.id for i in encoded])
     return items, generation, rng
+
+
+def other_process_writes(generation, item, vector, *, stamped=None) -> None:
+    """A write by another process (``upsert_embeddings`` there): the row changes, this process forgets nothing."""
+    Embedding.objects.filter(generation=generation, item_id=item.id).update(vector=vector, updated_at=stamped or Now())
 
 
 def reads(captured) -> int:
@@ -97,8 +104,8 @@ def test_another_process_s_writes_are_seen_after_exact_cache_seconds(catalogue, 
     only_a = storage.ItemFilter(categories=("a",))
     target = np.eye(8, dtype=np.float32)[5]
     storage.nearest("text", target, 1, filters=only_a)
-    # Another process (an encoding worker) writes: this process's cache does not know.
-    Embedding.objects.filter(generation=generation, item_id=items[6].id).update(vector=[0, 0, 0, 0, 0, 1, 0, 0])
+    # Another process (an encoding worker) writes, stamping updated_at: this process's cache does not know.
+    other_process_writes(generation, items[6], [0, 0, 0, 0, 0, 1, 0, 0])
     clock = vector_cache.time.monotonic()
     stale = storage.nearest("text", target, 1, filters=only_a)
     assert stale[0].item_id != items[6].id or stale[0].distance > 0.001
@@ -214,3 +221,74 @@ def test_a_write_during_a_read_never_puts_the_old_vector_back(catalogue, monkeyp
     monkeypatch.setattr(vector_cache, "read_vectors", original)
     again = storage.nearest("text", target, 1, filters=storage.ItemFilter(categories=("a",)))
     assert again[0].item_id == moved.id and again[0].distance == pytest.approx(0.0, abs=1e-4)
+
+
+def later(monkeypatch, seconds: float) -> None:
+    """This process's clock moves ``seconds`` on from now."""
+    clock = vector_cache.time.monotonic() + seconds
+    monkeypatch.setattr(vector_cache.time, "monotonic", lambda: clock)
+
+
+def encoded_long_ago(generation) -> None:
+    Embedding.objects.filter(generation=generation).update(updated_at=Now() - timedelta(hours=1))
+
+
+def test_a_check_forgets_only_the_rows_other_processes_wrote(catalogue, monkeypatch):
+    items, generation, rng = catalogue
+    encoded_long_ago(generation)
+    only_a = storage.ItemFilter(categories=("a",))
+    target = np.eye(8, dtype=np.float32)[2]
+    storage.nearest("text", target, 1, filters=only_a)
+    other_process_writes(generation, items[9], target)
+    later(monkeypatch, 61)
+    with CaptureQueriesContext(connection) as captured:
+        found = storage.nearest("text", target, 1, filters=only_a)
+    assert found[0].item_id == items[9].id and found[0].distance == pytest.approx(0.0, abs=1e-4)
+    changed = [q["sql"] for q in captured.captured_queries if "updated_at" in q["sql"]]
+    vectors = [q["sql"] for q in captured.captured_queries if "halfvec_send" in q["sql"]]
+    assert len(changed) == 1
+    assert len(vectors) == 1 and "'{%d}'" % items[9].id in vectors[0]  # the rest of "a" stays cached
+    with CaptureQueriesContext(connection) as captured:  # checked: nothing until EXACT_CACHE_SECONDS pass again
+        storage.nearest("text", rng.standard_normal(8), 5, filters=only_a)
+    assert captured.captured_queries and not any("updated_at" in q["sql"] for q in captured.captured_queries)
+    assert reads(captured) == 0
+
+
+def test_a_write_stamped_before_a_check_but_committed_after_it_is_seen_at_the_next(catalogue, monkeypatch):
+    """``updated_at`` is taken before the writer's transaction commits: each check looks back REFRESH_OVERLAP."""
+    items, generation, _ = catalogue
+    encoded_long_ago(generation)
+    only_a = storage.ItemFilter(categories=("a",))
+    target = np.eye(8, dtype=np.float32)[4]
+    storage.nearest("text", target, 1, filters=only_a)
+    later(monkeypatch, 61)
+    storage.nearest("text", target, 1, filters=only_a)  # a check: nothing changed
+    checked = vector_cache._generations[vector_cache._key(generation, "default")].changes_since
+    other_process_writes(generation, items[12], target, stamped=checked + vector_cache.REFRESH_OVERLAP / 2)
+    later(monkeypatch, 122)
+    found = storage.nearest("text", target, 1, filters=only_a)
+    assert found[0].item_id == items[12].id and found[0].distance == pytest.approx(0.0, abs=1e-4)
+
+
+def test_warming_reads_a_whole_generation_that_fits(catalogue, monkeypatch):
+    items, generation, rng = catalogue
+    monkeypatch.setattr(vector_cache, "_WARM_CHUNK", 16)
+    with CaptureQueriesContext(connection) as captured:
+        assert storage.warm_vector_cache() == {"text": 59}
+    assert reads(captured) == 4  # 59 rows, 16 a statement
+    with CaptureQueriesContext(connection) as captured:
+        for filters in FILTERS:
+            exact = storage.nearest("text", np.eye(8)[1], 5, filters=filters, exact=True)
+            assert [n.item_id for n in storage.nearest("text", np.eye(8)[1], 5, filters=filters)] == [
+                n.item_id for n in exact
+            ]
+        storage.nearest("text", rng.standard_normal(8), 5, filters=storage.ItemFilter(categories=("a",)))
+    # only the item without a vector is read (to learn it has none); the exact scans are PostgreSQL's own
+    assert sum("halfvec_send" in q["sql"] for q in captured.captured_queries) == 1
+
+
+def test_a_generation_larger_than_the_cache_is_not_warmed(catalogue, settings):
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 30, "EXACT_CACHE_SECONDS": 60}}
+    with CaptureQueriesContext(connection) as captured:
+        assert storage.warm_vector_cache() == {"text": 0}
+    assert reads(captured) == 0
