@@ -159,7 +159,7 @@ DEFAULTS: dict[str, Any] = {
     # on its first request (registry.prepare_serving_process); None keeps torch's one thread per core,
     # which makes concurrent requests fight for every core. Size the web server's processes to the cores.
     "QUERY_THREADS": 1,
-    # After a server hook has warmed a web process (registry.prepare_serving_process(warm=True)), move
+    # After a server hook has warmed a web process (services.serving.prepare_web_process), move
     # everything allocated so far (Django, torch, the models: ~600k objects) out of the cyclic garbage
     # collector's reach (gc.freeze), so a full collection walks only what requests made since: one
     # walked all of them, 100-400 ms with every thread of the process stopped.

@@ -8,7 +8,6 @@ or from the web server's post-fork hook (``prepare_serving_process``).
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import threading
@@ -193,9 +192,8 @@ def prepare_serving_process(*, warm: bool = False) -> None:
     Runs on the first request a process serves (``request_started``), so after a pre-fork server
     forked it; a server hook that runs in each worker before its first request (gunicorn's
     ``post_worker_init``) may call it earlier. ``warm=True`` also loads every space's encoder and
-    encodes one query, so the first searches of the process do not wait for the models to load, reads the
-    spaces' vectors into the process's cache where they fit (``warm_vector_cache``), then freezes the heap
-    (``FREEZE_HEAP_AFTER_WARM_UP``, ``freeze_startup_heap``).
+    encodes one query, so the first searches of the process do not wait for the models to load
+    (``services.serving.prepare_web_process`` also fills the search caches and freezes the heap).
     """
     global _serving_pid
     if _serving_pid != os.getpid():
@@ -209,36 +207,6 @@ def prepare_serving_process(*, warm: bool = False) -> None:
                 logger.debug("Serving process %d: torch CPU threads %s.", _serving_pid, threads or "unchanged")
     if warm:
         warm_query_encoders()
-        warm_vector_cache()
-        if ragrec_settings.FREEZE_HEAP_AFTER_WARM_UP:
-            freeze_startup_heap()
-
-
-def warm_vector_cache() -> None:
-    """Read the vectors of every space into this process's cache for exact ranking under filters, where they
-    fit (``storage.warm_vector_cache``; errors, e.g. a database not reachable yet, are logged)."""
-    from . import storage  # storage reads the spaces configured here
-
-    try:
-        read = storage.warm_vector_cache()
-    except Exception:  # noqa: BLE001 - searches then read the vectors they need, as without warming
-        logger.exception("Could not warm up the vector cache.")
-        return
-    logger.debug("Serving process %d: vectors cached per space %s.", os.getpid(), read)
-
-
-def freeze_startup_heap() -> int:
-    """Collect, then exclude every object alive now from later garbage collections; returns how many.
-
-    What a warmed web process holds at this point (modules, models, settings) lives as long as the
-    process, yet every full collection would walk it again with the GIL held, stalling all of the
-    process's requests for as long as the walk takes. Objects made later are collected as usual.
-    """
-    gc.collect()
-    gc.freeze()
-    frozen = gc.get_freeze_count()
-    logger.debug("Serving process %d: %d objects frozen out of the garbage collector.", os.getpid(), frozen)
-    return frozen
 
 
 def warm_query_encoders() -> None:

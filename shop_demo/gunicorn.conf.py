@@ -7,9 +7,10 @@ Sized to the machine: one ``gthread`` worker process per core this process may u
 connections: one persistent connection per thread that has served a request). In each worker:
 
 * torch runs on ``RAGREC["QUERY_THREADS"]`` threads (default 1), set right after the fork, and
-  every space's encoder is loaded and run once before the first request
-  (``registry.prepare_serving_process(warm=True)``): concurrent searches then run side by side on
-  the cores instead of fighting over all of them, and no visitor waits for a model to load;
+  every space's encoder is loaded and run once, the search caches filled and the heap frozen out of the
+  garbage collector before the first request (``services.serving.prepare_web_process``): concurrent
+  searches then run side by side on the cores instead of fighting over all of them, and no visitor waits
+  for a model to load, a cache to fill or a full garbage collection;
 * at most ``SHOP_DEMO_MAX_ACTIVE`` requests (default 1) run at once, ``SHOP_DEMO_MAX_WAITING``
   more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
   immediate 503 with ``Retry-After`` (``ragrec_django.admission.ConcurrencyLimit``, applied by
@@ -50,6 +51,6 @@ def post_worker_init(worker):
     from django.apps import apps
 
     if apps.ready:
-        from ragrec_django.registry import prepare_serving_process
+        from ragrec_django.services.serving import prepare_web_process
 
-        prepare_serving_process(warm=True)
+        prepare_web_process()

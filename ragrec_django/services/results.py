@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from .. import registry, storage
@@ -134,7 +135,7 @@ def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -
 
 
 #: The item fields ranking rules read, loaded for every candidate (full items only for the results).
-RANKING_FIELDS = ("id", "category", "group_key", "price", "in_stock", "created_at", "is_promoted", "is_eligible")
+RANKING_FIELDS = ("id", "category", "group_key", "price", "in_stock", "is_new", "is_promoted", "is_eligible")
 
 
 def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, bool]:
@@ -143,15 +144,24 @@ def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> 
     Returns {item id: eligible} for the candidates whose item exists.
     """
     ids = [c.item_id for c in candidates]
-    rows = {row[0]: row for row in Item.objects.filter(id__in=ids).values_list(*RANKING_FIELDS)}
     new_since = timezone.now() - timedelta(days=int(ragrec_settings.NEW_ITEM_DAYS))
+    is_new = ExpressionWrapper(Q(created_at__gte=new_since), output_field=BooleanField())  # no datetime to parse
+    rows = {row[0]: row for row in Item.objects.filter(id__in=ids).annotate(is_new=is_new).values_list(*RANKING_FIELDS)}
     vectors = storage.vectors_for_items(with_vectors, ids) if with_vectors else {}
     for candidate in candidates:
         row = rows.get(candidate.item_id)
         if row is None:
             continue
-        _, candidate.category, candidate.group_key, candidate.price, candidate.in_stock, created_at, promoted, _ = row
-        candidate.is_new = created_at >= new_since
+        (
+            _,
+            candidate.category,
+            candidate.group_key,
+            candidate.price,
+            candidate.in_stock,
+            candidate.is_new,
+            promoted,
+            _,
+        ) = row
         candidate.is_promoted = promoted
         candidate.vector = vectors.get(candidate.item_id)
     return {item_id: row[-1] for item_id, row in rows.items()}

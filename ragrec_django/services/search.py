@@ -827,6 +827,17 @@ def popular_queries() -> list[tuple[str, int]]:
     return cached[1]
 
 
+def warm_caches() -> None:
+    """Build the per-process caches a search reads (the catalogue's vocabulary, the spelling and term correctors,
+    the completion index, the synonyms and query rules), as a web process's start does
+    (``serving.warm_caches``): the first search in a process built them while its shopper waited."""
+    vocabulary()
+    term_corrector()
+    prefix_index()
+    synonyms()
+    query_rules()
+
+
 def forget_caches() -> None:
     """Read the synonyms and the popular searches again on next use (tests; after bulk changes)."""
     search_storage.forget_synonyms()

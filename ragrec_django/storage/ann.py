@@ -24,7 +24,7 @@ from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
 from ..registry import get_spaces
 from . import vector_cache
-from .database import on_read_database
+from .database import on_read_database, run_with_local_settings
 from .generations import SpaceNotReady, active_generation, binary_index_name, create_index, snapshot_memo
 from .vectors import check_vectors
 
@@ -465,10 +465,7 @@ def _matching_item_ids(filters: ItemFilter, at_most: int, using: str) -> list[in
 
 def _run_ann_query(sql: str, params: list, ef_search: int, using: str) -> list[tuple]:
     settings_sql = "SET LOCAL hnsw.ef_search = %d; SET LOCAL hnsw.iterative_scan = relaxed_order" % int(ef_search)
-    with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(settings_sql)
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    return run_with_local_settings(settings_sql, sql, params, using)
 
 
 def _run_exact_query(candidates_sql: str, params: list, using: str) -> list[tuple]:

@@ -26,6 +26,7 @@ from django.db import (
     connections,
     transaction,
 )
+from django.db.models.sql import InsertQuery
 
 from ..conf import ragrec_settings
 
@@ -217,6 +218,30 @@ def _close(alias: str) -> None:
         connections[alias].close()
 
 
+def one_round_trip(using: str) -> bool:
+    """Whether statements can go to ``using`` as one simple-protocol query string (several statements, parameters
+    bound by the driver): outside a transaction, with psycopg 2 or psycopg 3's default client-side binding.
+    PostgreSQL runs such a string as one implicit transaction, so its ``SET LOCAL`` apply to the statements after
+    them, and it costs one round trip instead of four (BEGIN, SET, the statement, COMMIT)."""
+    db = connections[using]
+    return not db.in_atomic_block and not db.settings_dict.get("OPTIONS", {}).get("server_side_binding")
+
+
+def run_with_local_settings(settings_sql: str, sql: str, params, using: str) -> list[tuple]:
+    """The rows of ``sql`` run after ``settings_sql`` (``SET LOCAL ...;`` statements, no parameters), both in one
+    transaction of their own: one round trip where ``one_round_trip(using)``, else inside ``atomic()``."""
+    if one_round_trip(using):
+        with connections[using].cursor() as cursor:
+            cursor.execute(settings_sql.rstrip("; ") + "; " + sql, params)
+            while cursor.description is None and cursor.nextset():  # psycopg 3 stops at the first result
+                pass
+            return cursor.fetchall()
+    with transaction.atomic(using=using), connections[using].cursor() as cursor:
+        cursor.execute(settings_sql)
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def insert_analytics_row(row) -> None:
     """Insert one analytics row (an impression, a search log entry) in a transaction (or savepoint) of its own,
     so a failure rolls back to here.
@@ -225,6 +250,23 @@ def insert_analytics_row(row) -> None:
     last fraction of a second of them, never corrupt them); inside a caller's transaction (a page's own writes)
     commits stay synchronous.
     """
+    if one_round_trip(DEFAULT_DB_ALIAS):
+        meta = row._meta
+        fields = [f for f in meta.local_concrete_fields if not f.generated and (f is not meta.auto_field or row.pk)]
+        query = InsertQuery(type(row))
+        query.insert_values(fields, [row])
+        compiler = query.get_compiler(DEFAULT_DB_ALIAS)
+        returning = meta.db_returning_fields  # e.g. an auto id: set on the row, as save() does
+        compiler.returning_fields = returning
+        ((sql, params),) = compiler.as_sql()
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off; " + sql, params)
+            while returning and cursor.description is None and cursor.nextset():  # psycopg 3: the first result
+                pass
+            for field, value in zip(returning, cursor.fetchone() if returning else (), strict=True):
+                setattr(row, field.attname, value)
+        row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
+        return
     own_transaction = not connection.in_atomic_block
     with transaction.atomic():
         if own_transaction:

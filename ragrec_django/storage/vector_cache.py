@@ -13,7 +13,7 @@ last check (``changed_items``: the embeddings' ``updated_at``, an index-only sca
 again when next needed; the rest stay. A new generation is a new cache.
 Size: at most ``RAGREC["HNSW"]["EXACT_CACHE_ROWS"]`` rows per generation (2 bytes per dimension each); a filter
 needing more is ranked in PostgreSQL; ``0`` turns the cache off. A web process may fill it when it starts
-(``warm``, from ``registry.prepare_serving_process(warm=True)``), so its first searches read nothing.
+(``warm``, from ``services.serving.prepare_web_process``), so its first searches read nothing.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ def without_vector(generation: SpaceGeneration, item_ids: Sequence[int], using: 
 
 def warm(generation: SpaceGeneration, using: str) -> int:
     """Read every vector of ``generation`` into the cache when they all fit in it; the rows read (0 when they
-    do not fit or the cache is off). A web process's start (``registry.prepare_serving_process(warm=True)``):
+    do not fit or the cache is off). A web process's start (``services.serving.prepare_web_process``):
     without it, the first search of each category in each process reads that category's vectors (~35-50 ms
     per space for 5,000 items)."""
     limit = cache_rows()

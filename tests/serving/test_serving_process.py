@@ -15,6 +15,7 @@ from django.test.client import ClientHandler
 
 from ragrec_django import registry, storage
 from ragrec_django.ml.devices import limit_cpu_threads
+from ragrec_django.services import search, serving
 
 
 class CountingEncoder:
@@ -42,6 +43,7 @@ def fresh_process(monkeypatch):
     monkeypatch.setattr(registry, "_serving_pid", None)
     monkeypatch.setattr(registry, "limit_cpu_threads", lambda threads: calls.append(threads) or threads)
     monkeypatch.setattr(storage, "warm_vector_cache", lambda: calls.append("vectors") or {})
+    monkeypatch.setattr(search, "warm_caches", lambda: calls.append("search"))
     yield calls
     gc.unfreeze()
 
@@ -114,7 +116,15 @@ def test_warming_encodes_one_query_with_every_encoder_and_logs_failures(fresh_pr
         ("words", [registry.WARM_UP_QUERY]),
     ]
     assert "Could not warm up encoder 'broken'" in caplog.text
-    assert fresh_process == [1, "vectors"]
+    assert fresh_process == [1]
+
+
+def test_a_web_process_is_prepared_then_its_caches_filled_then_its_heap_frozen(fresh_process, settings):
+    settings.RAGREC = {**settings.RAGREC, "ENCODERS": {}, "SPACES": {}}
+    gc.unfreeze()
+    serving.prepare_web_process()
+    assert fresh_process == [1, "vectors", "search"]
+    assert gc.get_freeze_count() > 0
 
 
 def test_warming_freezes_the_startup_heap_and_later_garbage_is_still_collected(fresh_process, settings):
@@ -122,7 +132,7 @@ def test_warming_freezes_the_startup_heap_and_later_garbage_is_still_collected(f
     gc.unfreeze()
     tracked_before = len(gc.get_objects())
     startup = Cycle()
-    registry.prepare_serving_process(warm=True)
+    serving.prepare_web_process()
     assert gc.get_freeze_count() > 0
     # a full collection now walks only what was made after the warm-up, not the whole startup heap
     assert len(gc.get_objects()) < tracked_before / 2
@@ -135,14 +145,14 @@ def test_warming_freezes_the_startup_heap_and_later_garbage_is_still_collected(f
 def test_the_heap_is_left_alone_when_freezing_is_off(fresh_process, settings):
     settings.RAGREC = {**settings.RAGREC, "ENCODERS": {}, "SPACES": {}, "FREEZE_HEAP_AFTER_WARM_UP": False}
     gc.unfreeze()
-    registry.prepare_serving_process(warm=True)
+    serving.prepare_web_process()
     assert gc.get_freeze_count() == 0
 
 
-def test_without_warming_the_heap_is_left_alone(fresh_process):
+def test_a_process_set_up_by_its_first_request_is_not_frozen(fresh_process):
     gc.unfreeze()
-    registry.prepare_serving_process()
-    assert gc.get_freeze_count() == 0
+    registry.prepare_serving_process(warm=True)
+    assert gc.get_freeze_count() == 0 and "vectors" not in fresh_process
 
 
 def test_a_vector_cache_that_cannot_be_warmed_is_logged_and_the_process_serves(fresh_process, monkeypatch, caplog):
@@ -150,7 +160,22 @@ def test_a_vector_cache_that_cannot_be_warmed_is_logged_and_the_process_serves(f
         raise OSError("database not reachable yet")
 
     monkeypatch.setattr(storage, "warm_vector_cache", unreachable)
-    with caplog.at_level(logging.ERROR, logger="ragrec_django.registry"):
-        registry.prepare_serving_process(warm=True)
+    with caplog.at_level(logging.ERROR, logger="ragrec_django.services.serving"):
+        serving.warm_caches()
     assert "Could not warm up the vector cache" in caplog.text
-    assert fresh_process == [1]
+    assert fresh_process == ["search"]  # the rest is still warmed
+
+
+@pytest.mark.django_db
+def test_warm_search_caches_spare_the_first_search_its_builds():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from ragrec_django.models import Item
+
+    Item.objects.create(key="m1", title="Blue ceramic mug", category="mugs")
+    search.warm_caches()
+    with CaptureQueriesContext(connection) as captured:
+        search.corrected_query("ceramc mug", search.synonyms())
+        search.prefix_index()
+    assert not any("ts_stat" in q["sql"] for q in captured.captured_queries)
