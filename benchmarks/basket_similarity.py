@@ -108,10 +108,30 @@ def main() -> None:
                 chosen = aged / (cosine + 20)
                 for n in (100, 200, 300):
                     variants["size ** -1, half life 120 days, shrink 20, %d partners per item" % n] = cut(chosen, n)
-                variants["the same, 200 partners, asymmetric cosine 0.6"] = cut(
-                    aged / (held[:, None] ** 0.6 * held[None, :] ** 0.4 + 20), 200
+                # tried, all partners: the orders holding i and j aged too (denominator); asymmetric cosine (0.6 on
+                # the basket item); dividing by the partner's orders ** beta (shrink 5)
+                aged_held = np.asarray(
+                    csr_matrix(((0.5 ** (age_days / half_life))[rows], (rows, columns)), shape=shape).sum(axis=0)
+                ).ravel()
+                variants["half life 120, shrink 5, aged denominator"] = aged / (
+                    np.sqrt(np.outer(aged_held, aged_held)) + 5
                 )
-                variants["the same, 200 partners, / partner's orders ** 0.1"] = cut(chosen / held[None, :] ** 0.1, 200)
+                variants["half life 120, shrink 5, asymmetric cosine 0.6"] = aged / (
+                    held[:, None] ** 0.6 * held[None, :] ** 0.4 + 5
+                )
+                for beta in (0.1, 0.25):
+                    variants["half life 120, shrink 5, / partner's orders ** %g" % beta] = (
+                        aged / (cosine + 5) / held[None, :] ** beta
+                    )
+        # tried, no age: other size exponents; each basket item's row scaled to 1
+        for p in (0.75, 1.25, 1.5):
+            variants["size ** -%g, cosine shrink 5" % p] = together(sizes**-p) / (cosine + 5)
+        variants["size ** -1, shrink 5, rows scaled to max 1"] = sized / np.maximum(
+            sized.max(axis=1, keepdims=True), 1e-12
+        )
+        variants["size ** -1, shrink 5, rows scaled to sum 1"] = sized / np.maximum(
+            sized.sum(axis=1, keepdims=True), 1e-12
+        )
     report = {}
     for name, similarity in variants.items():
         report[name] = {}
