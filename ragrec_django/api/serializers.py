@@ -128,6 +128,32 @@ class RecommendationSerializer(serializers.Serializer):
         child=serializers.FloatField(), help_text="Score components by retriever/signal (text, image, keyword, rrf...)."
     )
 
+    def to_representation(self, instance):
+        """What DRF makes of the fields above (the schema), without its lookups per field: this runs for every
+        result of every list (``tests/api/test_recommendation_representation.py`` holds the two equal)."""
+        item = instance.item
+        return {
+            "id": _text(item.key),
+            "title": _text(item.title),
+            "url": _text(item.url),
+            "category": _text(item.category),
+            "price": None if item.price is None else _PRICE.to_representation(item.price),
+            "in_stock": None if item.in_stock is None else bool(item.in_stock),
+            "score": None if instance.score is None else float(instance.score),
+            "reason": _text(instance.reason),
+            "reasons": None if instance.reasons is None else [_text(reason) for reason in instance.reasons],
+            "components": None
+            if instance.components is None
+            else {str(name): None if value is None else float(value) for name, value in instance.components.items()},
+        }
+
+
+_PRICE = RecommendationSerializer._declared_fields["price"]
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
 
 class RecommendationListSerializer(serializers.Serializer):
     recommender = serializers.CharField(
