@@ -228,18 +228,19 @@ def one_round_trip(using: str) -> bool:
 
 
 def run_with_local_settings(settings_sql: str, sql: str, params, using: str) -> list[tuple]:
-    """The rows of ``sql`` run after ``settings_sql`` (``SET LOCAL ...;`` statements, no parameters), both in one
-    transaction of their own: one round trip where ``one_round_trip(using)``, else inside ``atomic()``."""
+    """The rows of ``sql`` (none for a statement without results) run after ``settings_sql`` (``SET LOCAL ...;``
+    statements, no parameters), both in one transaction of their own: one round trip where
+    ``one_round_trip(using)``, else inside ``atomic()``."""
     if one_round_trip(using):
         with connections[using].cursor() as cursor:
             cursor.execute(settings_sql.rstrip("; ") + "; " + sql, params)
             while cursor.description is None and cursor.nextset():  # psycopg 3 stops at the first result
                 pass
-            return cursor.fetchall()
+            return cursor.fetchall() if cursor.description is not None else []
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
         cursor.execute(settings_sql)
         cursor.execute(sql, params)
-        return cursor.fetchall()
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 def insert_analytics_row(row) -> None:
@@ -259,12 +260,9 @@ def insert_analytics_row(row) -> None:
         returning = meta.db_returning_fields  # e.g. an auto id: set on the row, as save() does
         compiler.returning_fields = returning
         ((sql, params),) = compiler.as_sql()
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit = off; " + sql, params)
-            while returning and cursor.description is None and cursor.nextset():  # psycopg 3: the first result
-                pass
-            for field, value in zip(returning, cursor.fetchone() if returning else (), strict=True):
-                setattr(row, field.attname, value)
+        inserted = run_with_local_settings("SET LOCAL synchronous_commit = off", sql, params, DEFAULT_DB_ALIAS)
+        for field, value in zip(returning, inserted[0] if returning else (), strict=True):
+            setattr(row, field.attname, value)
         row._state.adding, row._state.db = False, DEFAULT_DB_ALIAS
         return
     own_transaction = not connection.in_atomic_block
