@@ -583,6 +583,19 @@ def _factors(log, before: float, options: FitOptions):
     return factors
 
 
+def _baskets_before(log, before: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The baskets of ``log`` made before ``before`` as sparse coordinates: ``(basket positions, their lengths,
+    one basket row per line, that line's item column)``, rows numbered 0.. in the baskets' order."""
+    baskets = np.flatnonzero(log.basket_times < before)
+    starts, ends = log.basket_indptr[baskets], log.basket_indptr[baskets + 1]
+    lengths = ends - starts
+    columns = log.basket_columns[
+        np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    ]
+    rows = np.repeat(np.arange(len(baskets)), lengths)
+    return baskets, lengths, rows, columns
+
+
 def item_neighbours(
     log, before: float, size: int, shrink: float = 5.0, basket_weight: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -596,13 +609,7 @@ def item_neighbours(
     from scipy.sparse import csr_matrix
 
     items = len(log.item_ids)
-    baskets = np.flatnonzero(log.basket_times < before)
-    starts, ends = log.basket_indptr[baskets], log.basket_indptr[baskets + 1]
-    lengths = ends - starts
-    columns = log.basket_columns[
-        np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    ]
-    rows = np.repeat(np.arange(len(baskets)), lengths)
+    baskets, lengths, rows, columns = _baskets_before(log, before)
     matrix = csr_matrix((np.ones(len(columns), dtype=np.float64), (rows, columns)), shape=(len(baskets), items))
     weights = np.repeat(np.power(np.maximum(lengths, 1).astype(np.float64), -basket_weight), lengths)
     weighted = csr_matrix((weights, (rows, columns)), shape=(len(baskets), items))
@@ -665,13 +672,7 @@ def basket_table(
     from scipy.sparse import csr_matrix
 
     items = len(log.item_ids)
-    baskets = np.flatnonzero(log.basket_times < before)
-    starts, ends = log.basket_indptr[baskets], log.basket_indptr[baskets + 1]
-    lengths = ends - starts
-    columns = log.basket_columns[
-        np.repeat(starts, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    ]
-    rows = np.repeat(np.arange(len(baskets)), lengths)
+    baskets, lengths, rows, columns = _baskets_before(log, before)
     weight = np.power(np.maximum(lengths, 1).astype(np.float64), -basket_weight)
     if half_life_days > 0:
         weight *= np.power(0.5, (before - log.basket_times[baskets]) / (half_life_days * 86400.0))
