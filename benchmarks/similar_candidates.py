@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import random
 import sys
 import time
@@ -43,28 +42,14 @@ import django  # noqa: E402
 
 django.setup()
 
+from learned_offline import load  # noqa: E402  (the data set and its split, from the same cached pickle)
+
 from ragrec_django.evaluation import runner  # noqa: E402
 from ragrec_django.ml import ranker as trainer  # noqa: E402
 from ragrec_django.ranking import item_candidates as stage  # noqa: E402
 from ragrec_django.ranking import learned  # noqa: E402
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "online_retail"
-#: The split of benchmarks/learned_offline.py, cached by it or here (the same pickle).
-CACHE = Path(os.environ.get("RAGREC_OFFLINE_CACHE", "/tmp/ragrec-learned-offline.pickle"))
 VECTORS = Path(os.environ.get("RAGREC_SIMILAR_VECTORS", "/tmp/ragrec-similar-text-vectors.npy"))
-
-
-def load():
-    if CACHE.exists():
-        with CACHE.open("rb") as handle:
-            return pickle.load(handle)
-    dataset = runner.load_online_retail(DATA)
-    split = runner.temporal_split(dataset.interactions)
-    partial = CACHE.with_suffix(".%d" % os.getpid())
-    with partial.open("wb") as handle:
-        pickle.dump((dataset.products, split), handle)
-    partial.replace(CACHE)
-    return dataset.products, split
 
 
 def text_vectors(products) -> np.ndarray:
