@@ -13,17 +13,9 @@ from ragrec_django.ranking import learned
 from ragrec_django.services import experiments, history, ranker
 from ragrec_django.services.events import EventInput, record_events
 from ragrec_django.services.results import Visitor
-from tests.services.test_ranker import shop
+from tests.services.test_ranker import fresh_models, shop  # noqa: F401 (fresh_models: autouse here too)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_models():
-    ranker.forget_models()
-    ranker.DatabaseSignals._popular.clear()
-    yield
-    ranker.forget_models()
 
 
 def show(recommender, keys, session, at):
