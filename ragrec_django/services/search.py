@@ -71,6 +71,7 @@ from ..storage.keyword import (
     keyword_matches,
     spelling_corrector,
 )
+from . import personal_search
 from .inputs import checked_text
 from .query_vectors import text_query_vector
 from .results import (
@@ -481,7 +482,7 @@ def search(
     understood = understand(corrected, vocabulary(), currency=currency, synonyms=words)
     wide = bool(facets) or sort != "relevance"
     chosen = "category" in selected
-    found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide)
+    found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide, visitor)
     dropped = []
     while not found.result.items and (filtering := _filtering_terms(base, understood, chosen)):
         support = search_storage.term_support(base, [_term_filter(term) for term in filtering])
@@ -490,7 +491,7 @@ def search(
         understood = understood.without(term)
         if not understood.query.strip():
             break
-        found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide)
+        found = _search_once(understood, words, base, chosen, k, config, rules, sort, wide, visitor)
     result = SearchResults(**{f.name: getattr(found.result, f.name) for f in dataclasses.fields(RecommendationList)})
     result.sort = sort
     result.redirect = rule.redirect if rule is not None and rule.redirect else None
@@ -546,9 +547,11 @@ def _search_once(
     rules,
     sort: str,
     wide: bool,
+    visitor: Visitor | None = None,
 ) -> _Found:
     """One search of ``understood``: retrieval under its filters, fusion, boosts and reasons (or the sort asked
-    for), the serving rules; with ``wide`` (facets or a sort asked for), also the result set."""
+    for), the serving rules; with ``wide`` (facets or a sort asked for), also the result set. A relevance order
+    for a known ``visitor`` is personalised when the search ranker is "learned" (``services.personal_search``)."""
     filters = _with_terms(base, understood, category_chosen)
     weights = ragrec_settings.SEARCH_WEIGHTS
     depth = max(k * 4, 40)
@@ -610,6 +613,8 @@ def _search_once(
     if sort != "relevance":
         fused = _sorted(fused, result_set, facts, sort, understood, reason)
         rules = dataclasses.replace(rules, diversity=None)
+    elif visitor:
+        fused = personal_search.personalised(fused, visitor, config)
     result = finish("search", config, fused, k, query=understood.query, rules=rules)
     return _Found(result, result_set, matched)
 
