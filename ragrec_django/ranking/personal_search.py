@@ -1,7 +1,7 @@
 """Personalised search, the pure part: a query's own candidates re-ordered for one visitor by a learned blend.
 
 The candidate stage is the search's own result list (the first ``CANDIDATES`` of it, in its order): each
-candidate keeps the retrievers' scores and ranks in its components, and gets two relevance features from its
+candidate keeps the retrievers' scores and ranks in its components, and gets a relevance feature from its
 place in the fused list (``relevance_features``) and five personal ones from the learned "for you" machinery
 (``personal_features``: the "for you" model's score for this visitor and item, how often they bought it, its
 co-purchases with their strongest and their latest items, their affinity to its category).
@@ -29,7 +29,7 @@ from .learned import FEATURES as FOR_YOU_FEATURES
 
 #: How many of the search's first results are re-ordered (the rest keep their place after them).
 CANDIDATES = 50
-RELEVANCE = ("relevance_log_rank", "relevance_score")
+RELEVANCE = ("relevance_log_rank",)
 PERSONAL = ("for_you", "bought_before", "co_purchase", "co_purchase_last", "category_affinity")
 FEATURES = RELEVANCE + PERSONAL
 #: The reasons an item moved up by personalisation gets (before the search's own reason).
@@ -37,12 +37,11 @@ BOUGHT_REASON = "you bought this before"
 PERSONAL_REASON = "popular with shoppers like you"
 
 
-def relevance_features(scores: Sequence[float]) -> np.ndarray:
-    """Per candidate, given the search's scores in its order (best first): ``log(1 + position)`` and the score
-    as a share of the first one's."""
-    scores = np.asarray(scores, dtype=np.float64)
-    top = scores[0] if len(scores) and scores[0] > 0 else 1.0
-    return np.column_stack([np.log1p(np.arange(len(scores), dtype=np.float64)), scores / top])
+def relevance_features(count: int) -> np.ndarray:
+    """Per candidate of a list of ``count`` in the search's order (best first): ``log(1 + position)``. The place
+    alone, not the score: the fused scores' scale depends on which retrievers ran and on the boosts, while the
+    place is what each of them decided."""
+    return np.log1p(np.arange(count, dtype=np.float64))[:, None]
 
 
 def personal_features(for_you_scores: np.ndarray, for_you_features: np.ndarray) -> np.ndarray:
@@ -189,7 +188,7 @@ def rerank(
         return Reordered(list(ordered), set())
     head = ordered[:n]
     scores = [c.score for c in head]
-    features = np.column_stack([relevance_features(scores), np.asarray(personal, dtype=np.float64)[:n]])
+    features = np.column_stack([relevance_features(n), np.asarray(personal, dtype=np.float64)[:n]])
     parts = blend.contributions(features)
     relevance = parts[:, : len(RELEVANCE)].sum(axis=1)
     propensity = parts[:, len(RELEVANCE) :].sum(axis=1)

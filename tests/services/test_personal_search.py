@@ -47,7 +47,7 @@ def a_blend(**weights) -> blending.Blend:
 
 
 #: Relevance first, then the visitor's repeat purchases and the model's score.
-BLEND = {"relevance_log_rank": -1.0, "relevance_score": 1.0, "bought_before": 3.0, "for_you": 0.5}
+BLEND = {"relevance_log_rank": -1.0, "bought_before": 3.0, "for_you": 0.5}
 
 
 def learned_search(settings):
