@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..ranking.learned import ItemFactors
+from ..ranking.learned import ItemFactors, in_validation
 
 MODEL_FILE, META_FILE, FACTORS_FILE = "model.txt", "model.json", "factors.npz"
 #: The item model's arrays beside the ALS factors (an artefact without them still loads: no kNN source; without
@@ -716,3 +716,193 @@ def repeat_rates(items: int, entries) -> tuple[np.ndarray, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(buyers > 0, again / buyers, np.nan)
     return rate.astype(np.float32), buyers.astype(np.float32)
+
+
+# ---------------------------------------------------------------- "similar items": its own model over its own stage
+
+
+@dataclass
+class SimilarOptions:
+    """How ``fit_similar`` trains the "similar items" ranker (``ranking.item_candidates``)."""
+
+    label_days: float = 180.0  # orders in this window (before the hold-out) give the training queries
+    holdout_days: float = 0.0  # the latest orders, kept for the gate (0: no gate)
+    valid_share: float = 0.15  # shoppers whose queries validate (early stopping)
+    anchors_per_order: int = 5  # anchors sampled per order (wholesale orders hold dozens of lines)
+    max_queries: int = 12_000  # training queries at most (a seeded sample)
+    gate_queries: int = 3_000  # hold-out queries at most
+    candidates: int = 200
+    neighbours: int = 50  # the kNN source's neighbours per item
+    knn_basket_weight: float = 1.0
+    item_model_days: float = 30.0  # the kNN neighbours used for a query are retrained every this many days
+    min_queries: int = 50
+    params: dict | None = None
+    seed: int = 0
+
+
+def similar_neighbours(log, before: float, options: SimilarOptions) -> ItemFactors | None:
+    """The kNN source's item model from the orders before ``before`` (no ALS: "similar" reads the neighbours)."""
+    if not options.neighbours or not len(log.item_ids):
+        return None
+    factors = ItemFactors(log.item_ids, np.zeros((len(log.item_ids), 1), dtype=np.float32), 0.0, 1.0)
+    factors.neighbours, factors.similarities = item_neighbours(
+        log, before, options.neighbours, basket_weight=options.knn_basket_weight
+    )
+    return factors
+
+
+def fit_similar(
+    log,
+    *,
+    end: float,
+    space_lists: Callable[[int], dict],
+    spaces: Sequence[str],
+    space_weights: dict,
+    options: SimilarOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Fitted:
+    """Train the "similar items" ranker on an ``EventLog`` whose events end before ``end``.
+
+    Queries: items of the orders of ``label_days`` before the hold-out (``item_candidates.similar_points``), each
+    an anchor labelled by the rest of its order; candidates and features from the events before the order only
+    (``item_candidates.query_rows``), the kNN neighbours retrained every ``item_model_days`` on the orders before
+    each period. ``space_lists(anchor)``: {``space:<name>``: ranked ``(item, cosine)``} (content: no time).
+    The gate (``holdout_days``) compares nDCG@10 with the spaces' fusion (``space_weights``) on the same
+    candidates. The artefact's item factors carry the kNN neighbours trained on every order before ``end``.
+    """
+    from ..ranking import item_candidates as stage
+
+    options = options or SimilarOptions()
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    holdout_start = end - options.holdout_days * 86400.0
+    label_start = holdout_start - options.label_days * 86400.0
+    points = stage.similar_points(
+        log,
+        since=label_start,
+        until=holdout_start,
+        per_basket=options.anchors_per_order,
+        seed=options.seed,
+        limit=options.max_queries,
+    )
+    if len(points) < options.min_queries:
+        raise NotEnoughData(
+            "Only %d anchor(s) in orders of two or more items in the %g training days; the similar-items ranker "
+            "needs at least %d." % (len(points), options.label_days, options.min_queries)
+        )
+    quotas = stage.similar_quotas(spaces)
+    sources = [source for source in quotas if source != "co_view"]  # co-views are not in the training log
+    names = stage.feature_names(sources)
+    say("similar items: %d training queries; building their features" % len(points))
+    period = max(options.item_model_days, 1.0) * 86400.0
+    item_models: dict[float, ItemFactors | None] = {}
+    lists_of: dict[int, dict] = {}
+    parts: dict[bool, list] = {True: [], False: []}
+    recall = {"targets": 0, "found": 0}
+    for i, point in enumerate(points, start=1):
+        cut = label_start + np.floor((point.at - label_start) / period) * period
+        if cut not in item_models:
+            item_models[cut] = similar_neighbours(log, cut, options)
+        if point.anchor not in lists_of:
+            lists_of[point.anchor] = space_lists(point.anchor)
+        features, labels, _ = stage.query_rows(
+            log,
+            point,
+            names,
+            factors=item_models[cut],
+            space_lists=lists_of[point.anchor],
+            quotas=quotas,
+            limit=options.candidates,
+        )
+        parts[in_validation(point.visitor, options.valid_share, options.seed)].append((features, labels))
+        recall["targets"] += len(point.targets)
+        recall["found"] += int(labels.sum())
+        if i % 2000 == 0:
+            say("similar features: %d/%d queries" % (i, len(points)))
+    train_data = RankingData.stack(parts[False], len(names))
+    valid_data = RankingData.stack(parts[True], len(names))
+    feature_seconds = time.perf_counter() - started
+    say(
+        "similar items: LightGBM LambdaRank on %d queries (%d rows), validating on %d"
+        % (len(train_data), len(train_data.labels), len(valid_data))
+    )
+    ranker = train(
+        train_data,
+        valid_data,
+        names,
+        params=options.params,
+        progress=say,
+        metadata={
+            "recommender": "similar",
+            "data_window": {"label_start": label_start, "holdout_start": holdout_start, "end": end},
+            "candidate_recall": {"total": round(recall["found"] / recall["targets"], 4) if recall["targets"] else 0},
+            "spaces": list(spaces),
+            "options": {k: v for k, v in options.__dict__.items() if k != "params"},
+        },
+    )
+    gate = None
+    if options.holdout_days:
+        held = stage.similar_points(
+            log,
+            since=holdout_start,
+            until=end,
+            per_basket=options.anchors_per_order,
+            seed=options.seed + 1,
+            limit=options.gate_queries,
+        )
+        factors = similar_neighbours(log, holdout_start, options)
+        gate = judge_similar(
+            log,
+            held,
+            ranker,
+            factors=factors,
+            space_lists=lambda anchor: lists_of.get(anchor) or lists_of.setdefault(anchor, space_lists(anchor)),
+            quotas=quotas,
+            space_weights=space_weights,
+            limit=options.candidates,
+        )
+        say(
+            "similar items hold-out: learned nDCG@10 %.4f vs fusion %.4f over %d anchors"
+            % (gate["learned_ndcg@10"], gate["baseline_ndcg@10"], gate["queries"])
+        )
+        ranker.metadata["gate"] = gate
+    ranker.factors = similar_neighbours(log, end, options)
+    ranker.metadata["timings_s"] = {
+        "features": round(feature_seconds, 1),
+        "total": round(time.perf_counter() - started, 1),
+    }
+    return Fitted(ranker=ranker, gate=gate)
+
+
+def judge_similar(
+    log, points, ranker: LearnedRanker, *, factors, space_lists, quotas, space_weights, limit: int = 200
+) -> dict:
+    """nDCG@10 of the learned order and of the spaces' fusion on the same candidates of the same anchors (paired
+    difference and its SE); anchors whose candidates hold none of their targets count 0 for both."""
+    from ..evaluation.metrics import ndcg_at_k
+    from ..ranking import item_candidates as stage
+
+    ours, theirs = [], []
+    for point in points:
+        features, labels, candidates = stage.query_rows(
+            log,
+            point,
+            ranker.features,
+            factors=factors,
+            space_lists=space_lists(point.anchor),
+            quotas=quotas,
+            limit=limit,
+        )
+        if not len(candidates):
+            continue
+        targets = set(point.targets)
+        ours.append(ndcg_at_k(stage.ordered(candidates, ranker.predict(features)), targets, 10))
+        theirs.append(ndcg_at_k(stage.ordered(candidates, stage.fusion_scores(candidates, space_weights)), targets, 10))
+    n = len(ours)
+    differences = np.asarray(ours) - np.asarray(theirs)
+    return {
+        "queries": n,
+        "learned_ndcg@10": round(float(np.mean(ours)), 6) if n else 0.0,
+        "baseline_ndcg@10": round(float(np.mean(theirs)), 6) if n else 0.0,
+        "difference_se": round(float(np.std(differences, ddof=1) / np.sqrt(n)), 6) if n > 1 else 0.0,
+    }

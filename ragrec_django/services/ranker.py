@@ -405,18 +405,43 @@ def train_ranker(
     if shown:
         say("%d impression(s) of %s with their clicks, adds to cart and purchases" % (len(shown), recommender))
     fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say, impressions=shown)
-    gate = fitted.gate or {}
-    gate.update(
-        {"margin": margin, "min_queries": min_queries, "against": "active model" if baseline is not None else "fusion"}
+    ranker = fitted.ranker
+    ranker.metadata.update({"events": len(lines), "trained_at": started})
+    say("materialising the signals serving reads")
+    refresh_signals()
+    return keep_or_promote(
+        recommender,
+        ranker,
+        fitted.gate,
+        against="active model" if baseline is not None else "fusion",
+        margin=margin,
+        min_queries=min_queries,
+        promote=promote,
+        force=force,
     )
+
+
+def keep_or_promote(
+    recommender: str,
+    ranker,
+    gate: dict | None,
+    *,
+    against: str,
+    margin: float = GATE_MARGIN,
+    min_queries: int = GATE_MIN_QUERIES,
+    promote: bool = True,
+    force: bool = False,
+) -> TrainingOutcome:
+    """Store a trained ``LearnedRanker`` as a version of ``recommender`` and promote it when its hold-out nDCG@10
+    (``gate``, from ``ml.ranker.judge`` or ``judge_similar``) beats ``against``'s by ``margin`` over at least
+    ``min_queries`` queries (or ``force``); otherwise it stays a candidate."""
+    gate = dict(gate or {})
+    gate.update({"margin": margin, "min_queries": min_queries, "against": against})
     wins = (
         gate.get("queries", 0) >= min_queries
         and gate.get("learned_ndcg@10", 0) >= gate.get("baseline_ndcg@10", 0) + margin
     )
-    ranker = fitted.ranker
-    ranker.metadata.update({"gate": gate, "events": len(lines), "trained_at": started})
-    say("materialising the signals serving reads")
-    refresh_signals()
+    ranker.metadata["gate"] = gate
     version = store.store_ranker(
         recommender,
         model_text=ranker.model_text,
@@ -437,7 +462,7 @@ def train_ranker(
         "forced off"
         if not promote
         else (
-            "too few hold-out orders (%d < %d)" % (gate.get("queries", 0), min_queries)
+            "too few hold-out queries (%d < %d)" % (gate.get("queries", 0), min_queries)
             if gate.get("queries", 0) < min_queries
             else "hold-out nDCG@10 %.4f does not beat %.4f by %.3f"
             % (gate.get("learned_ndcg@10", 0), gate.get("baseline_ndcg@10", 0), margin)

@@ -24,6 +24,7 @@ from .history import (
     recently_viewed,
     trending,
 )
+from .item_candidates import learned_similar
 from .query_vectors import query_cache, text_query_vector
 from .results import (
     BadQuery,
@@ -54,6 +55,9 @@ _text_query_vector = text_query_vector
 def similar_items(item_key: str, *, k: int | None = None, config: str = "default") -> RecommendationList:
     """Items like ``item_key``: text and image similarity fused with ``SIMILAR_WEIGHTS``."""
     k = cap_k(k)
+    learned = learned_similar(item_key, k=k, config=config)  # None unless RANKER "similar" is "learned" and serves
+    if learned is not None:
+        return learned
     anchor = anchor_item(item_key)
     rules = serving_rules(config)
     filters = dataclasses.replace(
