@@ -134,7 +134,8 @@ DEFAULTS: dict[str, Any] = {
     "FOR_YOU_WEIGHTS": {"similar": 0.25, "repeat": 1.25, "co_purchase": 1.0},
     # Ranking per recommender: "fusion" (the weighted lists above) or "learned" (the active model of
     # manage.py ragrec_train_ranker; fusion serves while there is none). One name for all, or
-    # {"for_you": "learned"}. See ragrec_django.services.ranker and docs/evaluation.md. A serving configuration's
+    # {"for_you": "learned"}; "similar" (similar items) has its own model: ragrec_train_ranker --recommender
+    # similar. See ragrec_django.services.ranker, services.item_candidates and docs/evaluation.md. A serving configuration's
     # "ranker" rule overrides it for the requests served with that configuration (an A/B variant's CONFIG).
     "RANKER": "fusion",
     # The learned ranker reads the signals shared by all visitors from tables refreshed by

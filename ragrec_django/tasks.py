@@ -239,14 +239,16 @@ def train_ranker_task(self, **options) -> dict:
         CELERY_BEAT_SCHEDULE = {"ragrec-ranker": {"task": "ragrec_django.tasks.train_ranker_task",
                                                   "schedule": crontab(hour=3, minute=0)}}
 
-    ``options`` are ``services.ranker.train_ranker``'s. A shop with too few orders keeps its ranking:
-    the result says so instead of failing. Acknowledged on receipt: a training run must not start twice.
+    ``options`` are ``services.ranker.train_ranker``'s; ``recommender="similar"`` trains the "similar items"
+    ranker instead (``services.item_candidates.train_similar_ranker``). A shop with too few orders keeps its
+    ranking: the result says so instead of failing. Acknowledged on receipt: a training run must not start twice.
     """
     from .ml.ranker import NotEnoughData
-    from .services import ranker
+    from .services import item_candidates, ranker
 
+    similar = options.pop("recommender", "for_you") == "similar"
     try:
-        outcome = ranker.train_ranker(**options)
+        outcome = item_candidates.train_similar_ranker(**options) if similar else ranker.train_ranker(**options)
     except NotEnoughData as exc:
         logger.info("Learned ranker not trained: %s", exc)
         return {"trained": False, "promoted": False, "message": str(exc)}

@@ -147,3 +147,26 @@ def test_without_a_model_or_with_a_broken_one_similar_serves_fusion_and_logs(set
     assert response.status_code == 200 and len(response.json()["results"]) == 4
     assert response.json()["results"][0]["reason"].startswith("similar to")
     assert "Learned ranking of similar failed: serving fusion" in caplog.text
+
+
+def test_command_and_task_train_list_and_roll_back_the_similar_ranker(catalogue, capsys):
+    pytest.importorskip("lightgbm")
+    from django.core.management import CommandError, call_command
+
+    from ragrec_django.tasks import train_ranker_task
+
+    with pytest.raises(CommandError, match="The current ranking stays"):
+        call_command("ragrec_train_ranker", "--recommender", "similar", "--holdout-days", "5")
+    result = train_ranker_task.apply(kwargs={"recommender": "similar", "holdout_days": 5}).get()
+    assert result["trained"] is False and "no events" in result["message"]
+    orders(days=60)
+    call_command(
+        "ragrec_train_ranker", "--recommender", "similar", "--label-days", "40", "--holdout-days", "15",
+        "--min-orders", "20", "--force",
+    )  # fmt: skip
+    assert RankerModel.objects.get(recommender="similar").status == "active"
+    call_command("ragrec_train_ranker", "--recommender", "similar", "--list")
+    assert "#1   active" in capsys.readouterr().out
+    call_command("ragrec_train_ranker", "--recommender", "similar", "--rollback")
+    assert "No earlier version: similar serves fusion" in capsys.readouterr().out
+    assert not RankerModel.objects.filter(status="active").exists()

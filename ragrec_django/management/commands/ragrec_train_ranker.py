@@ -7,7 +7,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 
 from ragrec_django.models import RankerModel
-from ragrec_django.services import ranker
+from ragrec_django.services import item_candidates, ranker
 
 
 class Command(BaseCommand):
@@ -17,10 +17,19 @@ class Command(BaseCommand):
         "ranking being served (the active model, else fusion) on nDCG@10; it is promoted only when it wins by "
         "--margin over at least --min-orders orders. Serve it with RAGREC['RANKER'] = {'for_you': 'learned'}. "
         "--list shows the stored versions; --promote N and --rollback switch versions; --signals refreshes the "
-        "signals serving reads (item popularity, co-purchase partners, the popular list; every training does too)."
+        "signals serving reads (item popularity, co-purchase partners, the popular list; every training does too). "
+        "--recommender similar trains, lists and switches the 'similar items' ranker instead (its own versions: "
+        "LambdaRank over the vector spaces', co-purchase and kNN candidates of an item, judged against the spaces' "
+        "fusion; serve it with RAGREC['RANKER'] = {'similar': 'learned'})."
     )
 
     def add_arguments(self, parser):
+        parser.add_argument(
+            "--recommender",
+            choices=("for_you", "similar"),
+            default="for_you",
+            help="The ranker to train or switch (default for_you).",
+        )
         parser.add_argument(
             "--label-days",
             type=float,
@@ -55,12 +64,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        recommender = options["recommender"]
         if options["list"]:
-            return self._list()
+            return self._list(recommender)
         if options["promote"] is not None:
-            version = RankerModel.objects.filter(recommender="for_you", number=options["promote"]).first()
+            version = RankerModel.objects.filter(recommender=recommender, number=options["promote"]).first()
             if version is None:
-                raise CommandError("No for_you ranker version %d (see --list)." % options["promote"])
+                raise CommandError("No %s ranker version %d (see --list)." % (recommender, options["promote"]))
             ranker.promote_version(version)
             self.stdout.write(self.style.SUCCESS("Activated %s." % version))
             return
@@ -69,17 +79,18 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS("Materialised %s in %.1f s." % (snapshot, snapshot.seconds)))
             return
         if options["rollback"]:
-            previous = ranker.rollback_version()
+            previous = ranker.rollback_version(recommender)
             self.stdout.write(
                 self.style.SUCCESS(
-                    "Activated %s." % previous if previous else "No earlier version: for_you serves fusion."
+                    "Activated %s." % previous if previous else "No earlier version: %s serves fusion." % recommender
                 )
             )
             return
         from ragrec_django.ml.ranker import NotEnoughData, RankerUnavailable
 
+        train = item_candidates.train_similar_ranker if recommender == "similar" else ranker.train_ranker
         try:
-            outcome = ranker.train_ranker(
+            outcome = train(
                 label_days=options["label_days"],
                 holdout_days=options["holdout_days"],
                 margin=options["margin"],
@@ -95,8 +106,8 @@ class Command(BaseCommand):
         style = self.style.SUCCESS if outcome.promoted else self.style.WARNING
         self.stdout.write(style(outcome.message))
 
-    def _list(self) -> None:
-        rows = RankerModel.objects.filter(recommender="for_you").order_by("-number")
+    def _list(self, recommender: str) -> None:
+        rows = RankerModel.objects.filter(recommender=recommender).order_by("-number")
         if not rows:
             self.stdout.write("No ranker versions yet.")
         for row in rows:
