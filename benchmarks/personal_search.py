@@ -6,8 +6,8 @@ re-ordered for the shopper (``ranking.personal_search``), paired.
 
 Online Retail has no search log, so queries are simulated: for a held-out purchased item, a query of one or two
 content words of its description (chosen at random, seeded), the shopper's events before the held-out basket as
-the visitor. Plain search is keyword-only, in memory (BM25 over the descriptions' words, plurals folded; every
-word must match, else any word; ties by item id): the hybrid search's keyword retriever stands in for it,
+the visitor. Plain search is keyword-only, in memory (``ranking.personal_search.TitleIndex``: BM25 over the descriptions'
+words, plurals folded; every word must match, else any word; ties by item id): the hybrid search's keyword retriever stands in for it,
 because the semantic retrievers need the MiniLM and CLIP encoders and the product texts encoded. Its first
 ``CANDIDATES`` results, scored as the service's reciprocal rank fusion scores a single list (1 / (60 + rank)),
 are the candidate stage; personalised search re-orders them with ``rerank`` exactly as the service does.
@@ -20,6 +20,9 @@ are the candidate stage; personalised search re-orders them with ``rerank`` exac
   baskets, histories from all training events, the "for you" model of ``--test-model`` (default: the fitting
   one; ``learned_offline.py --split test --save-model DIR`` trains one on all training events, as a shop's
   nightly retraining would, the blend being kept).
+
+A non-personal baseline re-orders the same candidates by relevance and item popularity (log of the item's orders
+in the last 30 days), fitted the same way: what of the gain any shopper would get.
 
 Reported: recall@10 and MRR (over the 50 candidates; 0 when the item is not among them) of the purchased item,
 plain and personalised, their paired difference with a standard error over shoppers (a shopper's queries
@@ -34,7 +37,6 @@ import json
 import math
 import os
 import random
-import re
 import sys
 import time
 from collections import defaultdict
@@ -52,76 +54,16 @@ from ragrec_django.ranking import personal_search as blending  # noqa: E402
 from ragrec_django.ranking.candidates import Candidate  # noqa: E402
 
 RRF_K = 60.0
-STOP = frozenset(
-    "and the for with of in on to a an set box pack bag size small large mini big asst assorted design "
-    "colour colours col".split()
-)
 
 
-def words(text: str) -> list[str]:
-    """Lower-case words with plurals folded (a stand-in for PostgreSQL's English stemming)."""
-    out = []
-    for word in re.findall(r"[a-z0-9]+", text.lower()):
-        if len(word) > 4 and word.endswith("ies"):
-            word = word[:-3] + "y"
-        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-            word = word[:-1]
-        out.append(word)
-    return out
-
-
-class KeywordIndex:
-    """BM25 over product titles; a query's words must all match, else any of them."""
-
-    def __init__(self, titles: dict[int, str], k1: float = 1.2, b: float = 0.75):
-        self.ids = np.asarray(sorted(titles), dtype=np.int64)
-        self.postings: dict[str, dict[int, int]] = defaultdict(dict)
-        lengths = {}
-        for item in self.ids.tolist():
-            tokens = words(titles[item])
-            lengths[item] = len(tokens)
-            for token in tokens:
-                self.postings[token][item] = self.postings[token].get(item, 0) + 1
-        self.lengths = lengths
-        self.mean_length = float(np.mean(list(lengths.values()))) if lengths else 1.0
-        self.k1, self.b, self.n = k1, b, len(self.ids)
-
-    def search(self, query: str, limit: int) -> list[int]:
-        tokens = [t for t in dict.fromkeys(words(query)) if t in self.postings]
-        if not tokens:
-            return []
-        sets = [set(self.postings[t]) for t in tokens]
-        matched = set.intersection(*sets) or set.union(*sets)
-        scores = {}
-        for item in matched:
-            total = 0.0
-            for t in tokens:
-                tf = self.postings[t].get(item, 0)
-                if tf:
-                    df = len(self.postings[t])
-                    idf = math.log(1 + (self.n - df + 0.5) / (df + 0.5))
-                    norm = tf + self.k1 * (1 - self.b + self.b * self.lengths[item] / self.mean_length)
-                    total += idf * tf * (self.k1 + 1) / norm
-            scores[item] = total
-        return sorted(scores, key=lambda item: (-scores[item], item))[:limit]
-
-
-def query_for(title: str, rng: random.Random) -> tuple[str, int]:
-    """One or two content words of ``title`` (in their order), and how many."""
-    content = [w for w in dict.fromkeys(re.findall(r"[a-z]+", title.lower())) if len(w) >= 3 and w not in STOP]
-    if not content:
-        return "", 0
-    n = min(len(content), rng.choice((1, 2)))
-    picked = sorted(rng.sample(range(len(content)), n))
-    return " ".join(content[i] for i in picked), n
-
-
-def personal_rows(log, model, visitor: str, at: float, head: list[int]) -> np.ndarray:
-    """``personal_features`` of ``head`` for the visitor, as ``services.personal_search`` computes them."""
-    candidates, history, signals = log.candidates_at(visitor, at, factors=model.factors, shown=head)
-    features = learned.feature_matrix(candidates, history, signals)
-    scores = model.predict(learned.serving_matrix(features, model.features))
-    return blending.personal_features(scores, features)
+def features_of(log, model, visitor: str, at: float, head: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """``personal_features`` of ``head`` for the visitor, as ``services.personal_search`` computes them, and each
+    item's popularity (log of its orders in the last 30 days: the non-personal baseline's feature, also the blend's
+    last column)."""
+    personal = blending.visitor_features(
+        log, visitor, at, head, lambda x: model.predict(learned.serving_matrix(x, model.features)), model.factors
+    )
+    return personal, personal[:, -1]
 
 
 def queries(split, ids, titles, shoppers, items_per_shopper, seed):
@@ -135,40 +77,55 @@ def queries(split, ids, titles, shoppers, items_per_shopper, seed):
         basket = sorted({ids[item] for item in split.test[visitor].items if item in ids})
         bought = {ids[item] for item in split.bought(visitor) if item in ids}
         for item in rng.sample(basket, min(items_per_shopper, len(basket))):
-            text, n = query_for(titles[item], rng)
+            text, n = blending.simulated_query(titles[item], rng)
             if text:
                 out.append((visitor, item, text, n, item in bought))
     return out
 
 
-def run(split, products, model, index, titles, ids, args, seed, blend=None):
-    """Per query: the candidate stage, and (with ``blend``) both ranks of the target; without, fitting rows."""
+def run(split, products, model, index, titles, ids, args, seed, blends=None):
+    """Per query: without ``blends``, the fitting rows (personalised and baseline); with them, the target's rank in
+    the plain order, re-ordered by the personal blend (as the service does) and by the popularity baseline."""
     log, _, end = learned_offline.event_log(products, split.train)
-    rows, results, timings = [], [], []
-    chosen = queries(split, ids, titles, args.fit_shoppers if blend is None else args.test_shoppers, args.items, seed)
+    rows, baseline_rows, results, timings = [], [], [], []
+    chosen = queries(split, ids, titles, args.fit_shoppers if blends is None else args.test_shoppers, args.items, seed)
     for number, (visitor, target, text, n, before) in enumerate(chosen, start=1):
         head = index.search(text, blending.CANDIDATES)
         key = learned_offline.log_key(visitor)
-        if blend is None:
+        if blends is None:
             if target in head and len(head) > 1:
-                personal = personal_rows(log, model, key, end, head)
-                rows.append((np.column_stack([blending.relevance_features(len(head)), personal]), head.index(target)))
+                personal, popularity = features_of(log, model, key, end, head)
+                relevance = blending.relevance_features(len(head))
+                rows.append((np.column_stack([relevance, personal]), head.index(target)))
+                baseline_rows.append((np.column_stack([relevance, popularity]), head.index(target)))
         else:
+            blend, baseline = blends
             plain = head.index(target) if target in head else None
-            personal_rank = plain
+            personal_rank = popular_rank = plain
             if len(head) > 1:
                 started = time.perf_counter()
-                personal = personal_rows(log, model, key, end, head)
+                personal, popularity = features_of(log, model, key, end, head)
                 found = [Candidate(item, 1.0 / (RRF_K + r)) for r, item in enumerate(head, start=1)]
-                order = [c.item_id for c in blending.rerank(found, personal, blend, bought=set()).candidates]
+                order = [c.item_id for c in blending.rerank(found, personal, blend).candidates]
                 timings.append(time.perf_counter() - started)
                 personal_rank = order.index(target) if target in order else None
+                relevance = blending.relevance_features(len(head))
+                by_popularity = baseline.score(np.column_stack([relevance, popularity]))
+                popular_order = [head[i] for i in np.lexsort((np.arange(len(head)), -by_popularity))]
+                popular_rank = popular_order.index(target) if target in popular_order else None
             results.append(
-                {"visitor": visitor, "words": n, "before": before, "plain": plain, "personal": personal_rank}
+                {
+                    "visitor": visitor,
+                    "words": n,
+                    "before": before,
+                    "plain": plain,
+                    "personal": personal_rank,
+                    "popularity": popular_rank,
+                }
             )
         if number % 500 == 0:
             print("  %d/%d queries" % (number, len(chosen)), flush=True)
-    return rows, results, timings, len(chosen)
+    return rows, baseline_rows, results, timings, len(chosen)
 
 
 def metric(rank, name):
@@ -190,7 +147,9 @@ def summary(results) -> dict:
     for name in ("recall@10", "mrr"):
         plain = np.asarray([np.mean([metric(r["plain"], name) for r in rs]) for rs in per.values()])
         personal = np.asarray([np.mean([metric(r["personal"], name) for r in rs]) for rs in per.values()])
+        popularity = np.asarray([np.mean([metric(r["popularity"], name) for r in rs]) for rs in per.values()])
         difference = personal - plain
+        against_popularity = personal - popularity
         out[name] = {
             "plain": round(float(plain.mean()), 4) if len(plain) else None,
             "plain_se": round(se(plain), 4),
@@ -200,6 +159,10 @@ def summary(results) -> dict:
             "paired_se": round(se(difference), 4),
             "shoppers_better": int((difference > 0).sum()),
             "shoppers_worse": int((difference < 0).sum()),
+            "popularity_rerank": round(float(popularity.mean()), 4) if len(plain) else None,
+            "popularity_rerank_se": round(se(popularity), 4),
+            "paired_personal_vs_popularity": round(float(against_popularity.mean()), 4) if len(plain) else None,
+            "paired_personal_vs_popularity_se": round(se(against_popularity), 4),
         }
     out["in_candidates"] = round(float(np.mean([r["plain"] is not None for r in results])), 4) if results else None
     return out
@@ -221,15 +184,16 @@ def main() -> None:
     products, split = learned_offline.load()
     ids = {product.key: i + 1 for i, product in enumerate(products)}
     titles = {ids[p.key]: p.title for p in products}
-    index = KeywordIndex(titles)
+    index = blending.TitleIndex(titles)
     fit_model = trainer.LearnedRanker.load(args.fit_model)
     test_model = trainer.LearnedRanker.load(args.test_model) if args.test_model else fit_model
 
     print("fitting the blend on the validation split (training period only)", flush=True)
     valid = runner.temporal_split(split.train)
     t = time.perf_counter()
-    rows, _, _, asked = run(valid, products, fit_model, index, titles, ids, args, seed=1)
+    rows, baseline_rows, _, _, asked = run(valid, products, fit_model, index, titles, ids, args, seed=1)
     blend = blending.fit_blend(rows, l2=args.l2)
+    baseline = blending.fit_blend(baseline_rows, l2=args.l2, names=("relevance_log_rank", "popularity"))
     fit_s = time.perf_counter() - t
     blend.metadata.update({"fitted_on": "online-retail validation split", "for_you_model": fit_model.content_hash})
     print("  %d of %d queries had their item among the candidates; fitted in %.1f s" % (len(rows), asked, fit_s))
@@ -238,7 +202,9 @@ def main() -> None:
 
     print("testing on the held-out baskets", flush=True)
     t = time.perf_counter()
-    _, results, timings, _ = run(split, products, test_model, index, titles, ids, args, seed=2, blend=blend)
+    _, _, results, timings, _ = run(
+        split, products, test_model, index, titles, ids, args, seed=2, blends=(blend, baseline)
+    )
     test_s = time.perf_counter() - t
     ms = np.asarray(timings) * 1000
     report = {
@@ -248,6 +214,9 @@ def main() -> None:
         "blend_weights_standardised": dict(zip(blend.features, np.round(blend.weights, 4).tolist(), strict=True)),
         "blend_weights_per_unit": dict(
             zip(blend.features, np.round(blend.weights / blend.scale, 4).tolist(), strict=True)
+        ),
+        "popularity_baseline_weights_per_unit": dict(
+            zip(baseline.features, np.round(baseline.weights / baseline.scale, 4).tolist(), strict=True)
         ),
         "for_you_models": {"fit": fit_model.content_hash[:12], "test": test_model.content_hash[:12]},
         "test": {

@@ -2,9 +2,10 @@
 
 The candidate stage is the search's own result list (the first ``CANDIDATES`` of it, in its order): each
 candidate keeps the retrievers' scores and ranks in its components, and gets a relevance feature from its
-place in the fused list (``relevance_features``) and five personal ones from the learned "for you" machinery
+place in the fused list (``relevance_features``), five personal ones from the learned "for you" machinery
 (``personal_features``: the "for you" model's score for this visitor and item, how often they bought it, its
-co-purchases with their strongest and their latest items, their affinity to its category).
+co-purchases with their strongest and their latest items, their affinity to its category) and the item's
+popularity (what any shopper would get: the offline evaluation showed much of a re-rank's gain is that).
 
 ``Blend`` scores a candidate as ``w . standardised(features)``; its weights are fitted (``fit_blend``) as a
 conditional logit over each training query's candidates, the label being the item the shopper went on to buy:
@@ -19,11 +20,16 @@ No Django, numpy only.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import math
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import learned
 from .candidates import Candidate, ranked
 from .learned import FEATURES as FOR_YOU_FEATURES
 
@@ -31,7 +37,11 @@ from .learned import FEATURES as FOR_YOU_FEATURES
 CANDIDATES = 50
 RELEVANCE = ("relevance_log_rank",)
 PERSONAL = ("for_you", "bought_before", "co_purchase", "co_purchase_last", "category_affinity")
-FEATURES = RELEVANCE + PERSONAL
+#: What any shopper would get: the item's popularity (log of its orders in the last 30 days).
+ITEM = ("popularity",)
+#: The columns ``personal_features`` gives, after the relevance ones.
+VISITOR = PERSONAL + ITEM
+FEATURES = RELEVANCE + VISITOR
 #: The reasons an item moved up by personalisation gets (before the search's own reason).
 BOUGHT_REASON = "you bought this before"
 PERSONAL_REASON = "popular with shoppers like you"
@@ -45,20 +55,30 @@ def relevance_features(count: int) -> np.ndarray:
 
 
 def personal_features(for_you_scores: np.ndarray, for_you_features: np.ndarray) -> np.ndarray:
-    """Per candidate: the "for you" model's score (less the candidates' median: only differences within a
-    query matter), ``log(1 + orders holding it)``, ``log(1 + co-purchases)`` with the visitor's strongest and
-    with their last order's items, and their category affinity (0 unknown). ``for_you_features``:
-    ``ranking.learned.feature_matrix`` rows of the same candidates."""
+    """Per candidate, the ``VISITOR`` columns: the "for you" model's score (less the candidates' median: only
+    differences within a query matter), ``log(1 + orders holding it)``, ``log(1 + co-purchases)`` with the
+    visitor's strongest and with their last order's items, their category affinity (0 unknown), and the item's
+    popularity (``log(1 + its orders in the last 30 days)``). ``for_you_features``: ``ranking.learned.
+    feature_matrix`` rows of the same candidates."""
     column = {name: i for i, name in enumerate(FOR_YOU_FEATURES)}
     scores = np.asarray(for_you_scores, dtype=np.float64)
     centred = scores - np.median(scores) if len(scores) else scores
 
-    def log_count(name: str) -> np.ndarray:
-        return np.log1p(np.nan_to_num(for_you_features[:, column[name]].astype(np.float64), nan=0.0).clip(min=0))
+    def read(name: str) -> np.ndarray:
+        return np.nan_to_num(for_you_features[:, column[name]].astype(np.float64), nan=0.0)
 
-    affinity = np.nan_to_num(for_you_features[:, column["category_affinity"]].astype(np.float64), nan=0.0)
+    def log_count(name: str) -> np.ndarray:
+        return np.log1p(read(name).clip(min=0))
+
     return np.column_stack(
-        [centred, log_count("item_orders"), log_count("co_purchase_score"), log_count("co_purchase_last"), affinity]
+        [
+            centred,
+            log_count("item_orders"),
+            log_count("co_purchase_score"),
+            log_count("co_purchase_last"),
+            read("category_affinity"),
+            read("popularity_30d"),  # already log(1 + orders)
+        ]
     )
 
 
@@ -115,12 +135,17 @@ class Blend:
 
 
 def fit_blend(
-    queries: Sequence[tuple[np.ndarray, int]], *, l2: float = 1.0, iterations: int = 50, tolerance: float = 1e-9
+    queries: Sequence[tuple[np.ndarray, int]],
+    *,
+    l2: float = 1.0,
+    iterations: int = 50,
+    tolerance: float = 1e-9,
+    names: Sequence[str] = FEATURES,
 ) -> Blend:
     """The weights of a conditional logit over each query's candidates (``(features, index of the item bought)``
     pairs; a query whose item is not among its candidates teaches nothing and is left out), maximising
-    ``sum log softmax(X w)[bought] - l2 / 2 |w|^2`` on standardised features by Newton's method.
-    ``ValueError`` without any usable query."""
+    ``sum log softmax(X w)[bought] - l2 / 2 |w|^2`` on standardised features by Newton's method (``names``: the
+    columns' names; serving reads blends of ``FEATURES`` only). ``ValueError`` without any usable query."""
     usable = [(np.asarray(x, dtype=np.float64), int(t)) for x, t in queries if 0 <= t < len(x) and len(x) > 1]
     if not usable:
         raise ValueError("No training query has its bought item among two or more candidates.")
@@ -152,7 +177,7 @@ def fit_blend(
             break
         loss = new_loss
     return Blend(
-        features=FEATURES,
+        features=tuple(names),
         weights=weights,
         mean=mean,
         scale=scale,
@@ -177,11 +202,12 @@ def rerank(
     bought: set[int] = frozenset(),
 ) -> Reordered:
     """The first ``len(personal)`` of ``candidates`` (ranked best first, as ``ranking.candidates.ranked``) ordered
-    by the blend of their relevance (from their scores) and ``personal`` features; the rest after, unchanged.
-    Each re-ordered candidate is a copy keeping its reasons and components, with the score of the candidate that
-    held its new place before (so the scores keep their scale), components ``personal`` and ``relevance`` (the
-    blend's two parts) and, when it moved up because of the visitor, a reason first: ``BOUGHT_REASON`` for an
-    item in ``bought``, else ``PERSONAL_REASON``. Nothing is added or dropped."""
+    by the blend of their relevance (their place) and ``personal`` features (``VISITOR`` columns); the rest after,
+    unchanged. Each re-ordered candidate is a copy keeping its reasons and components, with the score of the
+    candidate that held its new place before (so the scores keep their scale), components ``relevance``,
+    ``personal`` and ``popularity`` (the blend's three parts) and, when it moved up and the visitor's own signals
+    pushed it (``personal`` > 0), a reason first: ``BOUGHT_REASON`` for an item in ``bought``, else
+    ``PERSONAL_REASON``. Nothing is added or dropped."""
     ordered = ranked(candidates)
     n = min(len(personal), len(ordered))
     if n < 2:
@@ -191,8 +217,9 @@ def rerank(
     features = np.column_stack([relevance_features(n), np.asarray(personal, dtype=np.float64)[:n]])
     parts = blend.contributions(features)
     relevance = parts[:, : len(RELEVANCE)].sum(axis=1)
-    propensity = parts[:, len(RELEVANCE) :].sum(axis=1)
-    blended = relevance + propensity
+    propensity = parts[:, len(RELEVANCE) : len(RELEVANCE) + len(PERSONAL)].sum(axis=1)
+    popularity = parts[:, len(RELEVANCE) + len(PERSONAL) :].sum(axis=1)
+    blended = relevance + propensity + popularity
     # ties keep the search's order
     order = np.lexsort((np.arange(n), -blended))
     result, moved = [], set()
@@ -201,6 +228,7 @@ def rerank(
         candidate.score = scores[place]
         candidate.components["relevance"] = float(relevance[old])
         candidate.components["personal"] = float(propensity[old])
+        candidate.components["popularity"] = float(popularity[old])
         if place < old and propensity[old] > 0:
             moved.add(candidate.item_id)
             reason = BOUGHT_REASON if candidate.item_id in bought else PERSONAL_REASON
@@ -217,3 +245,121 @@ def _strictly_falling(candidates: list[Candidate]) -> None:
     for i in range(1, len(candidates)):
         if candidates[i].score >= candidates[i - 1].score:
             candidates[i].score = float(np.nextafter(candidates[i - 1].score, -np.inf))
+
+
+# ---------------------------------------------------------------- training queries simulated from orders
+
+#: Words never taken as a simulated query (too common in product titles to stand for the product).
+QUERY_STOP_WORDS = frozenset(
+    "and the for with of in on to a an set box pack bag size small large mini big asst assorted design "
+    "colour colours col".split()
+)
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words with plurals folded (a stand-in for the full-text index's stemming)."""
+    out = []
+    for word in re.findall(r"[a-z0-9]+", text.lower()):
+        if len(word) > 4 and word.endswith("ies"):
+            word = word[:-3] + "y"
+        elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
+        out.append(word)
+    return out
+
+
+class TitleIndex:
+    """Keyword search over item titles in memory (BM25; a query's words must all match, else any of them; ties by
+    item id): the plain search that simulated training queries are answered with."""
+
+    def __init__(self, titles: dict[int, str], k1: float = 1.2, b: float = 0.75):
+        self.postings: dict[str, dict[int, int]] = defaultdict(dict)
+        self.lengths: dict[int, int] = {}
+        for item in sorted(titles):
+            tokens = words(titles[item])
+            self.lengths[item] = len(tokens)
+            for token in tokens:
+                self.postings[token][item] = self.postings[token].get(item, 0) + 1
+        self.mean_length = float(np.mean(list(self.lengths.values()))) if self.lengths else 1.0
+        self.k1, self.b, self.n = k1, b, len(self.lengths)
+
+    def search(self, query: str, limit: int) -> list[int]:
+        tokens = [t for t in dict.fromkeys(words(query)) if t in self.postings]
+        if not tokens:
+            return []
+        sets = [set(self.postings[t]) for t in tokens]
+        matched = set.intersection(*sets) or set.union(*sets)
+        scores = {}
+        for item in matched:
+            total = 0.0
+            for t in tokens:
+                tf = self.postings[t].get(item, 0)
+                if tf:
+                    df = len(self.postings[t])
+                    idf = math.log(1 + (self.n - df + 0.5) / (df + 0.5))
+                    total += (
+                        idf
+                        * tf
+                        * (self.k1 + 1)
+                        / (tf + self.k1 * (1 - self.b + self.b * self.lengths[item] / self.mean_length))
+                    )
+            scores[item] = total
+        return sorted(scores, key=lambda item: (-scores[item], item))[:limit]
+
+
+def simulated_query(title: str, rng: random.Random) -> tuple[str, int]:
+    """One or two content words of ``title`` (at random, in their order) and how many; ("", 0) when it has none."""
+    content = [
+        w for w in dict.fromkeys(re.findall(r"[a-z]+", title.lower())) if len(w) >= 3 and w not in QUERY_STOP_WORDS
+    ]
+    if not content:
+        return "", 0
+    n = min(len(content), rng.choice((1, 2)))
+    picked = sorted(rng.sample(range(len(content)), n))
+    return " ".join(content[i] for i in picked), n
+
+
+def visitor_features(
+    log: learned.EventLog,
+    visitor: str,
+    at: float,
+    items: Sequence[int],
+    score: Callable[[np.ndarray], np.ndarray],
+    factors: learned.ItemFactors | None = None,
+) -> np.ndarray:
+    """``personal_features`` of ``items`` for ``visitor`` at ``at`` from an in-memory log (``score``: the "for you"
+    model's scores of ``learned.feature_matrix`` rows), as serving computes them from the database."""
+    candidates, history, signals = log.candidates_at(visitor, at, factors=factors, shown=items)
+    features = learned.feature_matrix(candidates, history, signals)
+    return personal_features(score(features), features)
+
+
+def simulated_rows(
+    log: learned.EventLog,
+    points: Sequence[learned.LabelPoint],
+    titles: dict[int, str],
+    score: Callable[[np.ndarray], np.ndarray],
+    *,
+    factors: learned.ItemFactors | None = None,
+    index: TitleIndex | None = None,
+    per_order: int = 2,
+    seed: int = 0,
+) -> list[tuple[np.ndarray, int]]:
+    """Training queries for ``fit_blend`` from orders, where no search log says what was searched: for up to
+    ``per_order`` items of each order (``points``), a query of one or two words of its title, answered by keyword
+    search over ``titles`` (``TitleIndex``); its first ``CANDIDATES`` results featured for the shopper as of the
+    order's time (events before it only), labelled by the item. Queries whose item is not among two or more
+    results are left out."""
+    rng = random.Random(seed)
+    index = index or TitleIndex(titles)
+    rows = []
+    for point in points:
+        items = sorted(item for item in point.items if item in titles)
+        for item in rng.sample(items, min(per_order, len(items))):
+            text, _ = simulated_query(titles[item], rng)
+            head = index.search(text, CANDIDATES) if text else []
+            if item not in head or len(head) < 2:
+                continue
+            personal = visitor_features(log, point.visitor, point.at, head, score, factors)
+            rows.append((np.column_stack([relevance_features(len(head)), personal]), head.index(item)))
+    return rows

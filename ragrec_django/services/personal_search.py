@@ -12,15 +12,23 @@ none is added or dropped.
 An anonymous visitor, a visitor without history, another ranker, a missing ``for_you`` model or search blend,
 or any error: the candidates come back as they were (the same list), so the search is today's exactly; a
 missing model or an error is logged (``ragrec_django.ranker``), never raised.
+
+``train_blend`` (``manage.py ragrec_train_search_blend``) fits a blend on the shop's own orders: with no search
+log to learn from, each order's items stand for what was searched (a query of one or two words of the item's
+title, answered by keyword search over the titles), the shopper's earlier events for the visitor, and the
+orders the active "for you" model was not trained on (its hold-out and anything newer) for the data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import threading
 import time
+from collections.abc import Callable
 
+from ..models import Item
 from ..ranking import learned
 from ..ranking import personal_search as blending
 from ..ranking.candidates import Candidate, ranked
@@ -109,3 +117,64 @@ def personalised(
     except Exception:  # noqa: BLE001 - personalisation must never fail a search: the plain order serves it
         logger.exception("Personalised search failed: plain search.")
         return candidates
+
+
+class NotEnoughQueries(Exception):
+    """Too few orders to fit a search blend from; nothing was stored."""
+
+
+def train_blend(
+    *,
+    since: float | None = None,
+    per_order: int = 2,
+    max_orders: int = 5000,
+    min_queries: int = 50,
+    l2: float = 1.0,
+    promote: bool = True,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+):
+    """Fit a search blend on the orders placed since ``since`` (Unix seconds; default: the active "for you"
+    model's hold-out start, so that its scores are of orders it did not learn from) by returning shoppers, at most
+    ``max_orders`` of them (a seeded sample), and store it (``store_blend``). ``NotEnoughQueries`` without an
+    active "for you" model or with fewer than ``min_queries`` usable queries; nothing is stored then."""
+    say = progress or (lambda message: None)
+    model = active_model("for_you")
+    if model is None:
+        raise NotEnoughQueries("No for_you model is active: train one first (manage.py ragrec_train_ranker).")
+    window = model.metadata.get("data_window") or {}
+    start = float(since if since is not None else window.get("holdout_start", window.get("end", 0.0)))
+    say("reading events")
+    prices, categories = store.item_catalogue()
+    lines = list(store.event_lines())
+    if not lines:
+        raise NotEnoughQueries("The shop has no events yet.")
+    log = learned.EventLog.build(lines, prices=prices, categories=categories)
+    points = learned.label_points(log, since=start)
+    if len(points) > max_orders:
+        points = sorted(random.Random(seed).sample(points, max_orders), key=lambda p: (p.at, p.visitor))
+    say("%d order(s) of returning shoppers since %s" % (len(points), time.strftime("%Y-%m-%d", time.gmtime(start))))
+    titles = dict(Item.objects.values_list("id", "title"))
+
+    def score(features):
+        return model.predict(learned.serving_matrix(features, model.features))
+
+    rows = blending.simulated_rows(log, points, titles, score, factors=model.factors, per_order=per_order, seed=seed)
+    if len(rows) < min_queries:
+        raise NotEnoughQueries(
+            "Only %d usable simulated search(es) from %d order(s) since %s; the blend needs at least %d. "
+            "Personalised search keeps the current blend."
+            % (len(rows), len(points), time.strftime("%Y-%m-%d", time.gmtime(start)), min_queries)
+        )
+    say("fitting on %d simulated searches" % len(rows))
+    blend = blending.fit_blend(rows, l2=l2)
+    blend.metadata.update(
+        {
+            "since": start,
+            "orders": len(points),
+            "per_order": per_order,
+            "for_you_model": model.content_hash,
+            "trained_at": time.time(),
+        }
+    )
+    return store_blend(blend, promote=promote)

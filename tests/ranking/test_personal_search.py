@@ -42,13 +42,15 @@ def test_personal_features_read_the_for_you_rows():
     rows[:, column["co_purchase_score"]] = [np.nan, 1, 7]
     rows[:, column["co_purchase_last"]] = [2, 0, 0]
     rows[:, column["category_affinity"]] = [np.nan, 0.5, 0.25]
+    rows[:, column["popularity_30d"]] = np.log1p([4, 0, 9])
     features = blending.personal_features(np.asarray([1.0, 3.0, 2.0]), rows)
-    assert features.shape == (3, len(blending.PERSONAL))
+    assert features.shape == (3, len(blending.VISITOR)) and blending.VISITOR[-1] == "popularity"
     np.testing.assert_allclose(features[:, 0], [-1.0, 1.0, 0.0])  # less the median
     np.testing.assert_allclose(features[:, 1], np.log1p([0, 3, 0]))
     np.testing.assert_allclose(features[:, 2], np.log1p([0, 1, 7]))
     np.testing.assert_allclose(features[:, 3], np.log1p([2, 0, 0]))
     np.testing.assert_allclose(features[:, 4], [0.0, 0.5, 0.25])
+    np.testing.assert_allclose(features[:, 5], np.log1p([4, 0, 9]))
 
 
 def synthetic_queries(true_weights, queries=400, size=20, seed=0):
@@ -63,6 +65,7 @@ def synthetic_queries(true_weights, queries=400, size=20, seed=0):
                 rng.poisson(1, size=size),
                 np.zeros(size),
                 np.zeros(size),
+                rng.exponential(size=size),
             ]
         )
         x = np.column_stack([blending.relevance_features(size), personal])
@@ -73,12 +76,13 @@ def synthetic_queries(true_weights, queries=400, size=20, seed=0):
 
 
 def test_fit_blend_recovers_the_weights_that_made_the_choices():
-    true = np.asarray([-1.0, 0.8, 1.5, 0.0, 0.0, 0.0])
+    true = np.asarray([-1.0, 0.8, 1.5, 0.0, 0.0, 0.0, 0.5])
     queries = synthetic_queries(true, queries=3000)
     fitted = blending.fit_blend(queries, l2=0.01)
     # the weights on the original scale: w / scale
     recovered = fitted.weights / fitted.scale
     np.testing.assert_allclose(recovered[:3], true[:3], atol=0.25)
+    assert recovered[-1] == pytest.approx(0.5, abs=0.2)
     assert fitted.metadata["queries"] == len(queries)
     # queries whose item is not among the candidates (-1) teach nothing; none at all is an error
     assert blending.fit_blend([*queries, (queries[0][0], -1)], l2=0.01).metadata["queries"] == len(queries)
@@ -87,9 +91,9 @@ def test_fit_blend_recovers_the_weights_that_made_the_choices():
 
 
 def test_a_blend_survives_its_json_and_refuses_another_feature_list():
-    fitted = blending.fit_blend(synthetic_queries(np.asarray([-1.0, 0.8, 1.5, 0, 0, 0]), queries=50), l2=1.0)
+    fitted = blending.fit_blend(synthetic_queries(np.asarray([-1.0, 0.8, 1.5, 0, 0, 0, 0.5]), queries=50), l2=1.0)
     again = blending.Blend.from_json(fitted.to_json())
-    x = synthetic_queries(np.zeros(6), queries=1, seed=3)[0][0]
+    x = synthetic_queries(np.zeros(7), queries=1, seed=3)[0][0]
     np.testing.assert_allclose(again.score(x), fitted.score(x))
     document = fitted.to_json().replace('"for_you"', '"something_else"')
     with pytest.raises(ValueError, match="cannot score"):
@@ -102,7 +106,7 @@ def test_a_blend_survives_its_json_and_refuses_another_feature_list():
 
 def test_rerank_moves_what_the_visitor_bought_up_among_the_query_s_own_candidates():
     found = candidates(8)
-    personal = np.zeros((5, len(blending.PERSONAL)))
+    personal = np.zeros((5, len(blending.VISITOR)))
     personal[4, 1] = np.log1p(3)  # the fifth was bought three times
     personal[2, 0] = 3.0  # the third: the model likes it, not bought
     out = blending.rerank(found, personal, blend(relevance_log_rank=-1.0, bought_before=3.0, for_you=0.4), bought={96})
@@ -124,7 +128,7 @@ def test_rerank_moves_what_the_visitor_bought_up_among_the_query_s_own_candidate
 def test_rerank_without_personal_weight_keeps_the_search_order_even_with_tied_scores():
     found = candidates(6)
     found[2].score = found[3].score = found[1].score  # a tie: item id decides, as every later step sorts
-    personal = np.random.default_rng(0).normal(size=(6, len(blending.PERSONAL)))
+    personal = np.random.default_rng(0).normal(size=(6, len(blending.VISITOR)))
     out = blending.rerank(found, personal, blend(relevance_log_rank=-1.0))
     assert [c.item_id for c in out.candidates] == [100, 97, 98, 99, 96, 95] and not out.moved_up
     scores = [c.score for c in out.candidates]

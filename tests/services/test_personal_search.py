@@ -2,11 +2,13 @@
 and the search blend (``services.personal_search``), only among the query's own results; anonymous visitors,
 another ranker, a missing model or blend and a broken blend get the plain search exactly."""
 
+import io
 import logging
 from datetime import timedelta
 
 import numpy as np
 import pytest
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -165,3 +167,34 @@ def test_the_api_serves_a_personalised_search(settings, trained):
     ids = [r["id"] for r in results]
     assert ids.index(last.key) < [r.item.key for r in plain].index(last.key)
     assert results[ids.index(last.key)]["reason"] == blending.BOUGHT_REASON
+
+
+def test_a_blend_is_fitted_on_the_orders_the_model_did_not_learn_from_and_serves(settings, trained):
+    model = ranker.active_model("for_you")
+    version = personal_search.train_blend(min_queries=10)
+    assert version.recommender == "search" and version.status == RankerModel.Status.ACTIVE
+    assert version.metadata["since"] == model.metadata["data_window"]["holdout_start"]
+    assert version.metadata["for_you_model"] == model.content_hash and version.metadata["queries"] >= 10
+    blend = personal_search.active_blend()
+    assert blend.features == blending.FEATURES and np.isfinite(blend.weights).all()
+    assert ranker.active_model("for_you").content_hash == model.content_hash  # the for_you model is untouched
+    plain = search_service.search("mug", k=20)
+    learned_search(settings)
+    result = search_service.search("mug", k=20, visitor=Visitor(session_key="s2"))
+    assert sorted(r.item.id for r in result) == sorted(r.item.id for r in plain)
+    assert all("personal" in r.components for r in result)
+    # the command fits another version and activates it; too few searches store nothing
+    call_command("ragrec_train_search_blend", "--min-queries", "10", stdout=io.StringIO(), stderr=io.StringIO())
+    assert RankerModel.objects.filter(recommender="search").count() == 2
+    with pytest.raises(CommandError, match="the blend needs at least 1000000"):
+        call_command("ragrec_train_search_blend", "--min-queries", "1000000", stderr=io.StringIO())
+    assert RankerModel.objects.filter(recommender="search").count() == 2
+
+
+def test_no_for_you_model_fits_no_blend(catalogue):
+    shop(catalogue, visitors=5)
+    with pytest.raises(personal_search.NotEnoughQueries, match="No for_you model is active"):
+        personal_search.train_blend()
+    with pytest.raises(CommandError, match="No for_you model is active"):
+        call_command("ragrec_train_search_blend", stderr=io.StringIO())
+    assert not RankerModel.objects.exists()
