@@ -50,8 +50,14 @@ ORDERS = ("learned", "fusion", "co_purchase", "knn")
 
 def space_lists_of(vectors: np.ndarray):
     depth = stage.SPACE_QUOTA * 2
+    cache: dict[int, dict] = {}
 
     def lists(anchor: int) -> dict:
+        if anchor not in cache:
+            cache[anchor] = nearest(anchor)
+        return cache[anchor]
+
+    def nearest(anchor: int) -> dict:
         cosine = vectors @ vectors[anchor - 1]
         cosine[anchor - 1] = -np.inf
         best = np.argpartition(-cosine, depth)[:depth]
