@@ -7,14 +7,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db.models import BooleanField, ExpressionWrapper, Q
 from django.utils import timezone
 
 from .. import registry, storage
 from ..conf import ragrec_settings
 from ..exceptions import BadQuery, ItemNotFound, RecommendationError, UnknownServingConfig  # noqa: F401 (re-exported)
 from ..limits import ITEM_KEY_MAX_CHARS
-from ..models import Interaction, Item, ServingConfig
+from ..models import Interaction, Item
 from ..ranking.candidates import Candidate
 from ..ranking.rules import RulesError, ServingRules, apply_rules, filters_as_dict
 from .inputs import usable_key
@@ -80,8 +79,8 @@ def serving_rules(name: str) -> ServingRules:
 
 
 def _read_serving_rules(name: str) -> ServingRules:
-    row = ServingConfig.objects.filter(name=name).values_list("rules", flat=True).first()
-    if row is None:
+    row = storage.serving_config_rules(name)
+    if row is storage.NO_SERVING_CONFIG_ROW:
         configs = ragrec_settings.SERVING_CONFIGS
         if name not in configs:
             raise UnknownServingConfig(
@@ -134,10 +133,6 @@ def candidates_from(scored: list[tuple[int, float]], source: str, reason: str) -
     ]
 
 
-#: The item fields ranking rules read, loaded for every candidate (full items only for the results).
-RANKING_FIELDS = ("id", "category", "group_key", "price", "in_stock", "is_new", "is_promoted", "is_eligible")
-
-
 def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> dict[int, bool]:
     """Fill the candidates' ranking attributes (category, price, new, vector...) in one light query.
 
@@ -145,8 +140,7 @@ def hydrate(candidates: list[Candidate], *, with_vectors: str | None = None) -> 
     """
     ids = [c.item_id for c in candidates]
     new_since = timezone.now() - timedelta(days=int(ragrec_settings.NEW_ITEM_DAYS))
-    is_new = ExpressionWrapper(Q(created_at__gte=new_since), output_field=BooleanField())  # no datetime to parse
-    rows = {row[0]: row for row in Item.objects.filter(id__in=ids).annotate(is_new=is_new).values_list(*RANKING_FIELDS)}
+    rows = {row[0]: row for row in storage.ranking_attributes(ids, new_since)}
     vectors = storage.vectors_for_items(with_vectors, ids) if with_vectors else {}
     for candidate in candidates:
         row = rows.get(candidate.item_id)
@@ -192,7 +186,7 @@ def finish(
     ranked = apply_rules(
         candidates, rules, k, pinned_candidates={c.item_id: c for c in pinned if c.item_id in eligible}
     )
-    items = Item.objects.defer("search_vector", "text").in_bulk([c.item_id for c in ranked])
+    items = storage.items_by_ids([c.item_id for c in ranked])
     result = RecommendationList(recommender=recommender, config=config, query=query, fallback=fallback)
     for candidate in ranked:
         item = items.get(candidate.item_id)
@@ -228,12 +222,12 @@ def query_encoder_matches(space: str) -> bool:
 
 def anchor_item(item_key: str) -> Item:
     key = usable_key(item_key, ITEM_KEY_MAX_CHARS)  # a NUL or a lone surrogate cannot be looked up
-    item = Item.objects.filter(key=key).first() if key is not None else None
+    item = storage.item_by_key(key) if key is not None else None
     if item is None and key is not None:
         from .encoding import sync_host_items
 
         sync_host_items([key])
-        item = Item.objects.filter(key=key).first()
+        item = storage.item_by_key(key)
     if item is None:
         raise ItemNotFound("No item with id %r." % str(item_key)[:ITEM_KEY_MAX_CHARS])
     return item

@@ -3,7 +3,9 @@
 * ``generations``: space generations (active, snapshot, write, switch, promote, rollback) and their HNSW indexes;
 * ``vectors``: checking, writing and reading item vectors, and encoding failures;
 * ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
-* ``items``: the item mirror (sync) and product-name lookups;
+* ``items``: the item mirror (sync), product-name lookups and the serving path's item reads;
+* ``rows``: reads of whole rows on the serving path without the ORM's query compiler;
+* ``configs``: the serving configurations saved in the admin;
 * ``keyword``: typo-tolerant full-text search of the item mirror;
 * ``interactions``: event tables: popularity, repeat purchases, co-purchases, experiment statistics, imports;
 * ``database``: facts about the server (its version, its extensions).
@@ -23,6 +25,8 @@ from .ann import (
     nearest_to_item,
     warm_vector_cache,
 )
+from .configs import NO_ROW as NO_SERVING_CONFIG_ROW
+from .configs import serving_config_rules
 from .database import (
     SCALE_EXTENSIONS,
     extension_version,
@@ -57,7 +61,7 @@ from .interactions import (
     insert_impression,
     repeat_purchases,
 )
-from .items import local_catalogue_changes, sync_items
+from .items import UNSHOWN_FIELDS, item_by_key, items_by_ids, local_catalogue_changes, ranking_attributes, sync_items
 from .keyword import SpellingCorrector, keyword_search, products_named_in, spelling_corrector
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
@@ -105,6 +109,12 @@ __all__ = [
     "spelling_corrector",
     "start_switch",
     "sync_items",
+    "NO_SERVING_CONFIG_ROW",
+    "UNSHOWN_FIELDS",
+    "item_by_key",
+    "items_by_ids",
+    "ranking_attributes",
+    "serving_config_rules",
     "unapplied_migrations",
     "upsert_embeddings",
     "vectors_for_items",

@@ -16,6 +16,7 @@ from django.utils import timezone
 from ..conf import ragrec_settings
 from ..models import Embedding, SpaceGeneration
 from ..registry import SpaceConfig
+from . import rows
 
 Status = SpaceGeneration.Status
 
@@ -64,7 +65,7 @@ def generation_snapshot():
         return
     from ..registry import get_spaces
 
-    active = {g.space: g for g in SpaceGeneration.objects.filter(status=Status.ACTIVE)}
+    active = {g.space: g for g in rows.instances(SpaceGeneration, "status = %s", [Status.ACTIVE])}
     token = _snapshot.set({name: active.get(name) for name in {*get_spaces(), *active}})
     memo_token = _snapshot_memo.set({})
     try:

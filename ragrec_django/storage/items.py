@@ -12,6 +12,7 @@ from ..conf import ragrec_settings, text_search_of
 from ..limits import INDEXED_TEXT_MAX_CHARS
 from ..models import Item
 from ..ranking.tokenise import Tokeniser, tokeniser
+from . import rows
 
 _local_catalogue_changes = 0
 
@@ -101,3 +102,31 @@ def _write_vectors(snapshots, searches: list[tuple[str, Tokeniser]]) -> None:
             "AS v(key, config, title, category, text) WHERE i.key = v.key",
             columns,
         )
+
+
+# ---------------------------------------------------------------- the serving path's reads (storage.rows)
+
+#: Item columns a recommendation never shows, left deferred when items are read for a list.
+UNSHOWN_FIELDS = ("search_vector", "text")
+
+
+def item_by_key(key: str) -> Item | None:
+    """The item with host key ``key`` (its search text deferred), or None."""
+    found = rows.instances(Item, "key = %s", [key], omit=UNSHOWN_FIELDS)
+    return found[0] if found else None
+
+
+def items_by_ids(ids: list[int]) -> dict[int, Item]:
+    """{id: item} of the items among ``ids`` that exist, their search text deferred."""
+    return {item.id: item for item in rows.instances(Item, "id = ANY(%s)", [list(ids)], omit=UNSHOWN_FIELDS)}
+
+
+def ranking_attributes(ids: list[int], new_since) -> list[tuple]:
+    """(id, category, group_key, price, in_stock, is new, is_promoted, is_eligible) of the items among ``ids``;
+    an item is new when created at or after ``new_since`` (compared in SQL: no timestamp to parse per row)."""
+    return rows.select(
+        Item,
+        "id, category, group_key, price, in_stock, created_at >= %s, is_promoted, is_eligible",
+        "id = ANY(%s)",
+        [new_since, list(ids)],
+    )
