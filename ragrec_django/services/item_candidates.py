@@ -43,6 +43,8 @@ from .ranker import (
 from .results import RecommendationList, anchor_item, finish, item_filter, serving_rules, space_ready
 
 logger = logging.getLogger("ragrec_django.ranker")
+#: Whether this process has said that no "similar" model is active (said once, not on every request).
+_warned: set[str] = set()
 
 #: The reason of a learned "similar" result, by its strongest source (``%s``: the anchor's title).
 SIMILAR_REASONS = {
@@ -148,7 +150,12 @@ def learned_similar(item_key: str, *, k: int, config: str, at: float | None = No
     try:
         model = active_model("similar")
         if model is None:
-            logger.warning("RAGREC RANKER similar is 'learned' but no model is active: serving fusion.")
+            if not _warned:  # once per process: RANKER "learned" for all recommenders need not mean a similar model
+                _warned.add("no model")
+                logger.warning(
+                    "RAGREC RANKER similar is 'learned' but no model is active (manage.py ragrec_train_ranker "
+                    "--recommender similar): serving fusion."
+                )
             return None
         anchor = anchor_item(item_key)
         rules = serving_rules(config)

@@ -27,6 +27,7 @@ OPTIONS = SimilarOptions(max_queries=3000, neighbours=10, min_queries=20, anchor
 def fresh_models():
     ranker.forget_models()
     ranker.DatabaseSignals._popular.clear()
+    item_candidates._warned.clear()
     yield
     ranker.forget_models()
 
@@ -137,6 +138,10 @@ def test_without_a_model_or_with_a_broken_one_similar_serves_fusion_and_logs(set
     with caplog.at_level(logging.WARNING, logger="ragrec_django.ranker"):
         assert [r.item.key for r in recommend.similar_items(key, k=4)] == fusion
     assert "RANKER similar is 'learned' but no model is active" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ragrec_django.ranker"):
+        recommend.similar_items(key, k=4)
+    assert "no model is active" not in caplog.text  # said once per process
     RankerModel.objects.create(
         recommender="similar", number=1, status="active", content_hash="x", model_text="not a model", metadata={}
     )
