@@ -32,7 +32,8 @@ What it does:
 5. reports per case and number of clients: answers per second (2xx), latency p50/p90/p99/max of the
    2xx answers (from sending a request to its last byte), 503s (refused by the server's admission
    limit, with their own p50), errors by kind (no answer within 60 s, other 5xx, 4xx), the load
-   generator's own CPU, and the machine's load average.
+   generator's own CPU, the machine's load average, and how many of the connections each server worker held
+   half-way through (``connections_per_worker``: a keep-alive connection stays with the worker that accepted it).
 
 Everything listens on and connects to 127.0.0.1 only. The scratch database is dropped at the end
 (unless ``--keep-db``), and every process started is stopped, also after an error or Ctrl-C.
@@ -331,11 +332,25 @@ class Requests:
         return "/api/recommend/search/?k=%d&q=%s" % (K, query_text.replace(" ", "+")), {}
 
 
-def closed_loop(port: int, requests: Requests, clients: int, seconds: float, *, warm_up: bool = False) -> dict:
+def connections_per_worker(server_pid: int, port: int) -> list[int]:
+    """How many open client connections each of the server's worker processes holds, most first."""
+    counts = []
+    for worker in psutil.Process(server_pid).children():
+        with contextlib.suppress(psutil.Error):
+            held = worker.net_connections(kind="tcp")
+            counts.append(sum(1 for c in held if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port))
+    return sorted(counts, reverse=True)
+
+
+def closed_loop(
+    port: int, requests: Requests, clients: int, seconds: float, *, warm_up: bool = False, server_pid: int | None = None
+) -> dict:
     """``clients`` connections, each sending its next request when the last one is answered, for ``seconds``.
 
     ``warm_up``: each connection also waits for at least one answer (a server that loads its models on
-    the first request, as runserver does, loads them here).
+    the first request, as runserver does, loads them here). ``server_pid``: also report how the server's
+    workers held the connections half-way through (a keep-alive connection stays with the worker that
+    accepted it).
     """
     ok, refused, errors = [], [], {}
     lock = threading.Lock()
@@ -380,8 +395,13 @@ def closed_loop(port: int, requests: Requests, clients: int, seconds: float, *, 
         if connection is not None:
             connection.close()
 
+    held = []
     cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    if server_pid is not None:
+        sampler = threading.Timer(seconds / 2, lambda: held.extend(connections_per_worker(server_pid, port)))
+        sampler.daemon = True
+        threads.append(sampler)
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -401,6 +421,7 @@ def closed_loop(port: int, requests: Requests, clients: int, seconds: float, *, 
         "refused_503": len(refused),
         "refused_p50_ms": percentile(refused, 50),
         "errors": errors,
+        "connections_per_worker": held or None,
         "load_generator_cpu_cores": round(client_cpu / wall, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
@@ -549,7 +570,7 @@ def run(args) -> dict:
                 requests = Requests(case, catalogue, sessions, seed=args.seed + 31, queries=max(pool, 1000))
                 for clients in args.client_levels:
                     closed_loop(port, requests, clients, args.warmup, warm_up=True)
-                    row = {"case": case, **closed_loop(port, requests, clients, args.seconds)}
+                    row = {"case": case, **closed_loop(port, requests, clients, args.seconds, server_pid=server.pid)}
                     report["results"].append(row)
                     log("%s, %d clients: %s" % (case, clients, row))
                     save(args, report)
