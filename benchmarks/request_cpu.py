@@ -1,7 +1,8 @@
 """CPU per request on the serving path: the web process's and its PostgreSQL backend's, in process.
 
     python benchmarks/request_cpu.py [--db-name ragrec_bench_serve_lit] [--image-model lit]
-                                     [--cases similar,search] [--requests 1000] [--rounds 3] [--json out.json]
+                                     [--cases similar,search] [--requests 1000] [--rounds 3]
+                                     [--ranker similar=learned,search=learned] [--signed-in] [--json out.json]
 
 Runs against a database ``benchmarks/serve_load.py --keep-db`` loaded (same ``--db-name`` and ``--image-model``):
 a process with the web server's settings (``serve_load_settings``) prepares itself as a gunicorn worker does
@@ -10,6 +11,10 @@ through Django's test client (the middleware, DRF, the service, the JSON; not gu
 
 * ``similar``: ``GET /api/recommend/items/<key>/similar/`` for distinct items;
 * ``search``: ``GET /api/recommend/search/?q=`` with queries never sent before (two catalogue words each).
+
+``--ranker`` sets ``RAGREC["RANKER"]`` of the process (the learned models must be active in the database);
+``--signed-in`` sends each request as one of 100 of serve_load.py's shoppers (logged in before the measurement),
+as personalised search and "for you" need.
 
 Per request: wall time, the process's CPU (user + system), its database backend's CPU (``psutil`` on the
 backend's pid: the server runs on this machine) and the number of SQL statements. With one client and nothing
@@ -42,6 +47,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cases", default="similar,search")
     parser.add_argument("--requests", type=int, default=1000, help="measured requests per round (default 1000)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--ranker",
+        default="",
+        help='RAGREC["RANKER"] of the process, e.g. similar=learned,search=learned (default: the settings\', fusion);'
+        " the models must be trained and active in the database (manage.py ragrec_train_ranker, ...)",
+    )
+    parser.add_argument(
+        "--signed-in", action="store_true", help="every request as one of serve_load.py's shoppers (a history)"
+    )
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -60,12 +74,15 @@ def main(argv=None) -> int:
     from django.db import connection
 
     load_args = serve_load.parse_args(["--image-model", args.image_model, "--db-name", args.db_name, "--keep-db"])
+    ragrec = serve_load.encoders_settings(load_args)
+    if args.ranker:
+        ragrec["RANKER"] = dict(pair.split("=", 1) for pair in args.ranker.split(","))
     env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="serve_load_settings",
         PYTHONPATH=os.pathsep.join([str(BENCHMARKS), str(ROOT)]),
         DATABASE_URL=serve_load.database_url(connection.settings_dict, args.db_name),
-        SERVE_LOAD_RAGREC=json.dumps(serve_load.encoders_settings(load_args)),
+        SERVE_LOAD_RAGREC=json.dumps(ragrec),
         RAGREC_CLIP_CHECKPOINT="off",
     )
     connection.close()
@@ -79,6 +96,7 @@ def measure(args) -> int:
 
     django.setup()
     import psutil
+    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
 
@@ -92,7 +110,13 @@ def measure(args) -> int:
     words = sorted(
         {w.lower() for t in Item.objects.values_list("title", flat=True)[:3000] for w in t.split() if w.isalpha()}
     )
-    client = Client(SERVER_NAME="localhost")
+    clients = [Client(SERVER_NAME="localhost")]
+    if args.signed_in:  # logged in before the measurement: 100 shoppers, a client (session) each
+        clients = []
+        for shopper in get_user_model().objects.filter(username__startswith="bench-shopper-")[:100]:
+            clients.append(Client(SERVER_NAME="localhost"))
+            clients[-1].force_login(shopper)
+    client = clients[0]
     paths = {
         "similar": iter("/api/recommend/items/%s/similar/" % key for key in keys),
         "search": iter(
@@ -121,7 +145,7 @@ def measure(args) -> int:
             cpu, db, started = me.cpu_times(), backend.cpu_times(), time.perf_counter()
             with connection.execute_wrapper(count):
                 for _ in range(args.requests):
-                    response = client.get(next(paths[case]))
+                    response = rng.choice(clients).get(next(paths[case]))
                     assert response.status_code == 200, response.content[:500]
             wall = time.perf_counter() - started
             cpu_after, db_after = me.cpu_times(), backend.cpu_times()
