@@ -40,39 +40,37 @@ def _columns(model: type[Model], fields: tuple[str, ...]) -> _Columns:
 
 
 @functools.cache
-def _converters(model: type[Model], fields: tuple[str, ...], alias: str) -> tuple[tuple[int, tuple], ...]:
-    """(column index, the functions the ORM applies to its values, e.g. JSON decoding) per column that has any."""
+def _converters(model: type[Model], fields: tuple[str, ...], alias: str) -> tuple[tuple[int, object, tuple], ...]:
+    """(column index, column, the functions the ORM applies to its values, e.g. JSON decoding) per column that has
+    any; each is called as the ORM calls it, with the calling thread's connection."""
     connection = connections[alias]
     found = []
     for index, field in enumerate(_columns(model, fields).fields):
         column = field.get_col(model._meta.db_table)
-        functions = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
+        functions = tuple(connection.ops.get_db_converters(column) + field.get_db_converters(connection))
         if functions:
-            found.append((index, tuple(functools.partial(_apply, f, column, connection) for f in functions)))
+            found.append((index, column, functions))
     return tuple(found)
-
-
-def _apply(function, column, connection, value):
-    return function(value, column, connection)
 
 
 def _read(model: type[Model], fields: tuple[str, ...], where: str, params) -> tuple[_Columns, str, list[tuple]]:
     columns = _columns(model, fields)
     alias = router.db_for_read(model) or "default"
-    with connections[alias].cursor() as cursor:
+    connection = connections[alias]
+    with connection.cursor() as cursor:
         cursor.execute("SELECT %s FROM %s WHERE %s" % (columns.select, columns.table, where), params)
         rows = cursor.fetchall()
     converters = _converters(model, fields, alias)
     if converters:
-        rows = [_converted(row, converters) for row in rows]
+        rows = [_converted(row, converters, connection) for row in rows]
     return columns, alias, rows
 
 
-def _converted(row: tuple, converters) -> tuple:
+def _converted(row: tuple, converters, connection) -> tuple:
     values = list(row)
-    for index, functions in converters:
+    for index, column, functions in converters:
         for function in functions:
-            values[index] = function(values[index])
+            values[index] = function(values[index], column, connection)
     return tuple(values)
 
 
