@@ -473,8 +473,6 @@ def fit(
             % (gate["learned_ndcg@10"], gate["baseline_ndcg@10"], gate["queries"])
         )
     ranker.factors = _factors(log, end, options) if use_factors else None
-    if ranker.factors is not None:
-        add_basket_table(ranker.factors, log, end, options)
     ranker.metadata["timings_s"] = {
         "features": round(feature_seconds, 1),
         "total": round(time.perf_counter() - started, 1),
@@ -562,7 +560,7 @@ def _has_implicit() -> bool:
 
 
 def _factors(log, before: float, options: FitOptions):
-    """The item model from the events before ``before``: ALS factors, kNN neighbours, repeat rates."""
+    """The item model from the events before ``before``: ALS factors, kNN neighbours, repeat rates, basket table."""
     visitors, entries = log.visitor_item_counts(before)
     if not entries:
         return None
@@ -580,6 +578,8 @@ def _factors(log, before: float, options: FitOptions):
             log, before, options.neighbours, basket_weight=options.knn_basket_weight
         )
     factors.repeat_rate, factors.buyers = repeat_rates(len(log.item_ids), entries)
+    # the "bought together" table: "for you"'s basket source and features, and the basket service's partners
+    add_basket_table(factors, log, before, options)
     return factors
 
 

@@ -3,8 +3,9 @@
 No Django, no database, numpy only. The same two functions serve training and serving:
 
 * ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats, their
-  items' nearest neighbours (item-kNN), the matrix-factorisation (ALS) items and the popular items,
-  each with its source's score and rank;
+  items' nearest neighbours (item-kNN), the matrix-factorisation (ALS) items, the "bought together" partners
+  of their recent orders (the item model's basket table) and the popular items, each with its source's score
+  and rank;
 * ``feature_matrix``: one row of ``FEATURES`` per candidate, from the visitor's own events
   (``VisitorHistory``) and the item signals (``ItemSignals``), all read strictly before ``at``.
 
@@ -23,7 +24,7 @@ import numpy as np
 
 DAY = 86400.0
 #: Candidate sources, in the order their lists are merged.
-SOURCES = ("repeat", "co_purchase", "knn", "als", "popular")
+SOURCES = ("repeat", "co_purchase", "knn", "als", "basket", "popular")
 #: Popularity windows (days): baskets holding the item in each window before ``at``.
 POPULARITY_WINDOWS = (7, 30, 90, 365)
 #: The repeat score's half-life in orders (as ``services.history.REPEAT_HALF_LIFE_ORDERS``).
@@ -85,6 +86,10 @@ FEATURES = (
     "visitor_items",
     "visitor_mean_basket_size",
     "visitor_mean_interval_days",
+    # the item model's "bought together" table (``ml.ranker.basket_table``) from the visitor's recent orders
+    "basket_score",
+    "basket_rank",
+    "basket_last",
 )
 
 
@@ -232,7 +237,9 @@ class Candidates:
 #: co-purchases discovery, the popular items the visitor with little history. The kNN source scores and
 #: ranks every candidate (features) but adds none: on the validation split its own candidates pushed out
 #: co-purchase and ALS ones that the model ranked better (docs/evaluation.md, learned ranking).
-SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "knn": 0, "als": 60, "popular": 10}
+#: The basket source (partners in the "bought together" table of the visitor's recent orders) fills what is left
+#: after ALS: 60 rather than 30 (docs/evaluation.md, "Sixth round": `new` recall@10 +0.004 against +0.002).
+SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "knn": 0, "als": 60, "basket": 60, "popular": 10}
 
 
 def gather_candidates(
@@ -298,6 +305,8 @@ class ItemSignals:
     knn_last: np.ndarray | None = None
     repeat_rate: np.ndarray | None = None
     buyers: np.ndarray | None = None
+    basket: np.ndarray | None = None
+    basket_last: np.ndarray | None = None
 
 
 def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: ItemSignals) -> np.ndarray:
@@ -321,6 +330,8 @@ def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: Ite
         ("knn_last", signals.knn_last),
         ("item_repeat_rate", signals.repeat_rate),
         ("item_buyers", signals.buyers),
+        ("basket_score", signals.basket),
+        ("basket_last", signals.basket_last),
     ):
         columns[name] = unknown if values is None else np.asarray(values, dtype=np.float64)
     columns["item_buyers"] = np.log1p(columns["item_buyers"])
@@ -732,6 +743,23 @@ class ItemFactors:
         valid = neighbours >= 0
         return np.bincount(neighbours[valid], weights=similarities[valid], minlength=len(self.item_ids))
 
+    def basket_scores(self, items: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+        """Every item's "bought together" similarity (the basket table) to ``items`` summed with ``weights``
+        (aligned with ``item_ids``); None without a basket table."""
+        if self.basket_indptr is None or self.basket_neighbours is None or self.basket_similarities is None:
+            return None
+        rows, known = self._rows(items)
+        rows, weights = rows[known], np.asarray(weights, dtype=np.float64)[known]
+        starts, lengths = self.basket_indptr[rows], self.basket_indptr[rows + 1] - self.basket_indptr[rows]
+        offsets = np.repeat(starts, lengths) + (
+            np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        )
+        return np.bincount(
+            self.basket_neighbours[offsets].astype(np.int64),
+            weights=self.basket_similarities[offsets].astype(np.float64) * np.repeat(weights, lengths),
+            minlength=len(self.item_ids),
+        )
+
 
 def basket_partners(
     factors: ItemFactors, basket: Sequence[int], exclude: set, limit: int
@@ -822,11 +850,14 @@ def candidates_at(
     (seed_scores, seed_orders), (last_scores, _) = source.co_purchases([seeds, last_seeds], at)
     als = factors.scores_for_stats(stats) if factors is not None else None
     knn = factors.knn_scores(stats.items, stats.score) if factors is not None else None
+    # partners of the recent orders' items: each item weighs 0.5 ** orders before the latest, summed over its orders
+    basket = factors.basket_scores(stats.items, stats.score_recent) if factors is not None else None
     lists = {
         "repeat": [(int(stats.items[i]), float(stats.score[i])) for i in ranked],
         "co_purchase": _best(seed_scores, bought, limit),
         "knn": _best_of(factors.item_ids, knn, bought, limit) if knn is not None else [],
         "als": _best_of(factors.item_ids, als, bought, limit) if als is not None else [],
+        "basket": _best_of(factors.item_ids, basket, bought, limit) if basket is not None else [],
         "popular": source.popular(at, POPULAR_CANDIDATES),
     }
     candidates = gather_candidates(lists, limit=limit) if shown is None else ranked_items(lists, shown)
@@ -842,6 +873,12 @@ def candidates_at(
     if factors is not None and factors.repeat_rate is not None:
         item_model["repeat_rate"] = factors.scores_of(candidates.items, factors.repeat_rate)
         item_model["buyers"] = factors.scores_of(candidates.items, factors.buyers)
+    if basket is not None:
+        last_items = np.asarray(sorted(in_last), dtype=np.int64)
+        item_model["basket"] = factors.scores_of(candidates.items, basket)
+        item_model["basket_last"] = factors.scores_of(
+            candidates.items, factors.basket_scores(last_items, np.ones(len(last_items)))
+        )
     signals = ItemSignals(
         popularity=popularity,
         first_seen=first_seen,
@@ -988,7 +1025,15 @@ def serving_matrix(features: np.ndarray, names: Sequence[str]) -> np.ndarray:
         return features
     if names == [*FEATURES, POSITION]:
         return with_position(features, 0.0)
-    raise ValueError("A model with features %s cannot score this version's candidates." % names[len(FEATURES) :])
+    known = {name: i for i, name in enumerate(FEATURES)}
+    unknown = [name for name in names if name not in known and name != POSITION]
+    if unknown:
+        raise ValueError("A model with features %s cannot score this version's candidates." % unknown)
+    # an older model (a subset of today's features, in its own order): its columns, the position at 0
+    columns = [
+        features[:, known[name]] if name in known else np.zeros(len(features), dtype=np.float32) for name in names
+    ]
+    return np.column_stack(columns).astype(np.float32) if len(features) else np.zeros((0, len(names)), dtype=np.float32)
 
 
 def in_validation(visitor: str, share: float, seed: int = 0) -> bool:

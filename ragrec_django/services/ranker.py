@@ -56,6 +56,7 @@ PARTNERS_PER_ITEM = 2000
 REASONS = {
     "knn": "often bought with what you buy",
     "als": "popular with shoppers like you",
+    "basket": "often bought with what you buy",
     "popular": "popular right now",
 }
 

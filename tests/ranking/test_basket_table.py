@@ -167,3 +167,53 @@ def test_the_table_travels_in_the_artefact_at_six_bytes_a_pair(tmp_path):
     grown = len(model.factors_bytes()) - len(without.factors_bytes())
     assert 6 * pairs <= grown <= 6 * pairs + 8 * (len(log.item_ids) + 1) + 1000  # npz headers
     assert trainer.LearnedRanker.load(without.save(tmp_path / "old")).factors.basket_indptr is None
+
+
+def test_for_you_scores_the_table_partners_of_the_visitors_recent_orders():
+    """ "For you"'s basket source: every item's table similarity to the visitor's bought items, each weighted by
+    ``score_recent`` (0.5 ** orders before their latest, summed); ``basket_last`` from their last order alone."""
+    log = _log()
+    before = T0 + 45 * DAY
+    factors = _factors_with_table(log, before)
+    got, _ = _table(log, factors.basket_indptr, factors.basket_neighbours, factors.basket_similarities)
+    # "a" ordered {1, 2} (day 0), {1, 3} (5), {1, 2} (20), {4} (35): orders before the latest 3, 2, 1, 0
+    weights = {1: 0.5**3 + 0.5**2 + 0.5, 2: 0.5**3 + 0.5, 3: 0.5**2, 4: 1.0}
+    want = {}
+    for (item, partner), value in got.items():
+        if item in weights:
+            want[partner] = want.get(partner, 0.0) + weights[item] * value
+    candidates, history, signals = log.candidates_at("a", before, factors=factors)
+    # the source's list: partners not bought, best first (ties by lower id)
+    basket = [int(item) for i, item in enumerate(candidates.items) if not np.isnan(candidates.ranks["basket"][i])]
+    expected = sorted((p for p in want if p not in weights and want[p] > 0), key=lambda p: (-want[p], p))
+    assert expected and sorted(basket) == sorted(expected)
+    for item in expected:
+        i = list(candidates.items).index(item)
+        assert candidates.ranks["basket"][i] == expected.index(item) + 1
+        assert candidates.scores["basket"][i] == pytest.approx(want[item])
+    rows = learned.feature_matrix(candidates, history, signals)
+    score = rows[:, learned.FEATURES.index("basket_score")]
+    last = rows[:, learned.FEATURES.index("basket_last")]
+    for i, item in enumerate(candidates.items.tolist()):
+        assert score[i] == pytest.approx(want.get(item, 0.0), rel=1e-5)
+        assert last[i] == pytest.approx(got.get((4, item), 0.0), rel=1e-3)
+    # without a table (an older artefact): no basket source, the features missing
+    old = ItemFactors(log.item_ids, factors.factors, 0.1, 1.0, factors.neighbours, factors.similarities)
+    assert old.basket_scores(np.array([1]), np.ones(1)) is None
+    candidates, history, signals = log.candidates_at("a", before, factors=old)
+    assert np.isnan(candidates.ranks["basket"]).all()
+    assert np.isnan(
+        learned.feature_matrix(candidates, history, signals)[:, learned.FEATURES.index("basket_score")]
+    ).all()
+
+
+def test_an_older_model_without_the_basket_features_still_scores():
+    """A model trained before the basket features names a subset of ``FEATURES``: serving gives it those columns,
+    in its order (with the position at 0 when it has one)."""
+    rows = np.arange(3 * len(learned.FEATURES), dtype=np.float32).reshape(3, len(learned.FEATURES))
+    older = [name for name in learned.FEATURES if not name.startswith("basket_")]
+    served = learned.serving_matrix(rows, older)
+    assert served.tolist() == rows[:, [learned.FEATURES.index(name) for name in older]].tolist()
+    served = learned.serving_matrix(rows, [*older, learned.POSITION])
+    assert served.shape == (3, len(older) + 1) and served[:, -1].tolist() == [0, 0, 0]
+    assert served[:, :-1].tolist() == rows[:, [learned.FEATURES.index(name) for name in older]].tolist()
