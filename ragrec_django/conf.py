@@ -142,6 +142,9 @@ DEFAULTS: dict[str, Any] = {
     # ragrec_train_ranker --signals / tasks.refresh_ranker_signals_task (e.g. every 15 minutes) and by each
     # training; older than this many hours (or missing), it aggregates the event table per request instead.
     "RANKER_SIGNALS_MAX_AGE_HOURS": 24,
+    # The learned rankers' candidate stages ("for you", "similar items") gather at most this many items per request
+    # from all their sources, in training and in serving alike (docs/evaluation.md: candidate recall per source).
+    "RANKER_CANDIDATES": 200,
     # "Bought together" with RANKER "learned" reads a table of partners per item trained with the model
     # (ml.ranker.basket_table: up to 200 per item); the table holds at most this many (item, partner) pairs in
     # all, 6 bytes each (2,000,000: 12 MB of the artefact), so a large catalogue keeps fewer partners per item.

@@ -36,6 +36,7 @@ from .ranker import (
     GATE_MIN_QUERIES,
     TrainingOutcome,
     active_model,
+    candidate_count,
     keep_or_promote,
     ranker_for,
     signal_source,
@@ -128,7 +129,7 @@ def similar_rows(
     """The stage's candidates for ``anchor`` as of ``at`` (none of ``exclude``) and their ``names`` features, read
     from the database: what ``ranking.item_candidates.query_rows`` computes from memory for training (``source``:
     the shared signals' reader, default ``services.ranker.signal_source(at)``)."""
-    candidates = similar_candidates(anchor, at=at, filters=filters, factors=factors)
+    candidates = similar_candidates(anchor, at=at, filters=filters, factors=factors, limit=candidate_count())
     keep = np.asarray([int(item) not in exclude for item in candidates.items.tolist()], dtype=bool)
     if not keep.all():
         candidates = stage.StageCandidates(
@@ -247,7 +248,7 @@ def train_similar_ranker(
     end = max(line[3] for line in lines) + 1.0
     spaces = _served_spaces()
     weights = {space: float(ragrec_settings.SIMILAR_WEIGHTS[space]) for space in spaces}
-    options = options or trainer.SimilarOptions()
+    options = options or trainer.SimilarOptions(candidates=candidate_count())
     options = dataclasses.replace(options, label_days=label_days, holdout_days=holdout_days)
     fitted = trainer.fit_similar(
         log,

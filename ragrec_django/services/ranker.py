@@ -260,16 +260,21 @@ def refresh_signals(*, at: float | None = None) -> object:
     return snapshot
 
 
-def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int = 200):
+def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int | None = None):
     """``(candidates, history, signals)`` of a visitor at ``at``, read from the database (``source``: the live
     aggregates by default)."""
     lines, _ = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
     return _signals(lines, at, factors, source or DatabaseSignals(), limit)
 
 
-def _signals(lines, at: float, factors, source, limit: int = 200):
+def _signals(lines, at: float, factors, source, limit: int | None = None):
     history = learned.VisitorHistory.from_lines(at, lines)
-    return learned.candidates_at(source, history, factors=factors, limit=limit)
+    return learned.candidates_at(source, history, factors=factors, limit=limit or candidate_count())
+
+
+def candidate_count() -> int:
+    """How many candidates a learned ranker's stage gathers (``RAGREC["RANKER_CANDIDATES"]``)."""
+    return int(ragrec_settings.RANKER_CANDIDATES)
 
 
 # ---------------------------------------------------------------- serving
@@ -398,7 +403,10 @@ def train_ranker(
     current = active_model(recommender)
     baseline = _model_baseline(current) if current is not None else None
     options = trainer.FitOptions(
-        label_days=label_days, holdout_days=holdout_days, basket_max_pairs=int(ragrec_settings.RANKER_BASKET_MAX_PAIRS)
+        label_days=label_days,
+        holdout_days=holdout_days,
+        basket_max_pairs=int(ragrec_settings.RANKER_BASKET_MAX_PAIRS),
+        candidates=candidate_count(),
     )
     shown = impression_points(
         recommender, since=end - (holdout_days + label_days) * learned.DAY, until=end - holdout_days * learned.DAY
