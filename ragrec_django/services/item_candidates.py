@@ -40,6 +40,7 @@ from .ranker import (
     keep_or_promote,
     ranker_for,
     signal_source,
+    training_log,
 )
 from .results import RecommendationList, anchor_item, finish, item_filter, serving_rules, space_ready
 
@@ -240,12 +241,7 @@ def train_similar_ranker(
     say = progress or (lambda message: None)
     started = time.time()
     say("reading events")
-    prices, categories = store.item_catalogue()
-    lines = list(store.event_lines())
-    if not lines:
-        raise trainer.NotEnoughData("The shop has no events yet; the ranker needs orders to learn from.")
-    log = learned.EventLog.build(lines, prices=prices, categories=categories)
-    end = max(line[3] for line in lines) + 1.0
+    log, events, end = training_log()
     spaces = _served_spaces()
     weights = {space: float(ragrec_settings.SIMILAR_WEIGHTS[space]) for space in spaces}
     options = options or trainer.SimilarOptions(candidates=candidate_count())
@@ -259,7 +255,7 @@ def train_similar_ranker(
         options=options,
         progress=say,
     )
-    fitted.ranker.metadata.update({"events": len(lines), "trained_at": started})
+    fitted.ranker.metadata.update({"events": events, "trained_at": started})
     return keep_or_promote(
         "similar",
         fitted.ranker,

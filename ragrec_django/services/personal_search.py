@@ -33,7 +33,7 @@ from ..ranking import learned
 from ..ranking import personal_search as blending
 from ..ranking.candidates import Candidate, ranked
 from ..storage import ranking as store
-from .ranker import MODEL_CHECK_SECONDS, active_model, ranker_for, signal_source
+from .ranker import MODEL_CHECK_SECONDS, active_model, ranker_for, signal_source, training_log
 from .results import Visitor
 
 logger = logging.getLogger("ragrec_django.ranker")
@@ -144,12 +144,13 @@ def train_blend(
         raise NotEnoughQueries("No for_you model is active: train one first (manage.py ragrec_train_ranker).")
     window = model.metadata.get("data_window") or {}
     start = float(since if since is not None else window.get("holdout_start", window.get("end", 0.0)))
+    from ..ml.ranker import NotEnoughData
+
     say("reading events")
-    prices, categories = store.item_catalogue()
-    lines = list(store.event_lines())
-    if not lines:
-        raise NotEnoughQueries("The shop has no events yet.")
-    log = learned.EventLog.build(lines, prices=prices, categories=categories)
+    try:
+        log = training_log()[0]
+    except NotEnoughData:
+        raise NotEnoughQueries("The shop has no events yet.") from None
     points = learned.label_points(log, since=start)
     if len(points) > max_orders:
         points = sorted(random.Random(seed).sample(points, max_orders), key=lambda p: (p.at, p.visitor))

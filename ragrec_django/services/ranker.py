@@ -272,6 +272,19 @@ def _signals(lines, at: float, factors, source, limit: int | None = None):
     return learned.candidates_at(source, history, factors=factors, limit=limit or candidate_count())
 
 
+def training_log() -> tuple[learned.EventLog, int, float]:
+    """The shop's events as the training jobs read them: the in-memory log, how many events it holds, and the end
+    of the data (just after the latest event). ``NotEnoughData`` when there are none."""
+    from ..ml.ranker import NotEnoughData
+
+    prices, categories = store.item_catalogue()
+    lines = list(store.event_lines())
+    if not lines:
+        raise NotEnoughData("The shop has no events yet; the ranker needs orders to learn from.")
+    log = learned.EventLog.build(lines, prices=prices, categories=categories)
+    return log, len(lines), max(line[3] for line in lines) + 1.0
+
+
 def candidate_count() -> int:
     """How many candidates a learned ranker's stage gathers (``RAGREC["RANKER_CANDIDATES"]``)."""
     return int(ragrec_settings.RANKER_CANDIDATES)
@@ -393,13 +406,8 @@ def train_ranker(
     say = progress or (lambda message: None)
     started = time.time()
     say("reading events")
-    prices, categories = store.item_catalogue()
-    lines = list(store.event_lines())
-    if not lines:
-        raise trainer.NotEnoughData("The shop has no events yet; the ranker needs orders to learn from.")
-    log = learned.EventLog.build(lines, prices=prices, categories=categories)
-    end = max(line[3] for line in lines) + 1.0
-    say("%d events, %d items, %d orders" % (len(lines), len(log.item_ids), len(log.basket_times)))
+    log, events, end = training_log()
+    say("%d events, %d items, %d orders" % (events, len(log.item_ids), len(log.basket_times)))
     current = active_model(recommender)
     baseline = _model_baseline(current) if current is not None else None
     options = trainer.FitOptions(
@@ -415,7 +423,7 @@ def train_ranker(
         say("%d impression(s) of %s with their clicks, adds to cart and purchases" % (len(shown), recommender))
     fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say, impressions=shown)
     ranker = fitted.ranker
-    ranker.metadata.update({"events": len(lines), "trained_at": started})
+    ranker.metadata.update({"events": events, "trained_at": started})
     say("materialising the signals serving reads")
     refresh_signals()
     return keep_or_promote(
