@@ -5,29 +5,10 @@ import pytest
 
 from ragrec_django.ranking import item_candidates as stage
 from ragrec_django.ranking.learned import DAY, EventLog
+from tests.ranking.test_learned import T0, _lines  # the same three shoppers
 
-T0 = 1_700_000_000.0
 PRICES = {1: 10.0, 2: 20.0, 3: 5.0, 4: 10.0, 5: 40.0, 9: 1.0}
 CATEGORIES = {1: "mugs", 2: "mugs", 3: "tea", 4: "tea", 5: "lamps"}
-
-
-def _lines():
-    """Three shoppers over 40 days; 1 and 2 often together, 3 and 4 together, 5 once."""
-    lines = []
-    for day, visitor, items in [
-        (0, "a", [1, 2]),
-        (5, "a", [1, 3]),
-        (10, "b", [1, 2, 5]),
-        (12, "c", [3, 4]),
-        (20, "a", [1, 2]),
-        (25, "b", [2, 4]),
-        (30, "c", [3, 4, 1]),
-        (35, "a", [4]),
-        (40, "b", [1, 2, 3]),
-    ]:
-        for item in items:
-            lines.append((visitor, item, "%s-%d" % (visitor, day), T0 + day * DAY, 2, True))
-    return lines
 
 
 def _log(lines):
@@ -55,24 +36,14 @@ def test_similar_features_at_t_never_read_an_event_after_t():
     options = SimilarOptions(neighbours=3)
     quotas = stage.similar_quotas(["text"])
     names = stage.feature_names([source for source in quotas if source != "co_view"])
-    for anchor in (1, 2, 3):
+
+    def rows(log, anchor):
         point = stage.SimilarPoint("a", anchor, at, frozenset({4}))
-        got = stage.query_rows(
-            full,
-            point,
-            names,
-            factors=similar_neighbours(full, at, options),
-            space_lists=_spaces(anchor),
-            quotas=quotas,
-        )
-        want = stage.query_rows(
-            past,
-            point,
-            names,
-            factors=similar_neighbours(past, at, options),
-            space_lists=_spaces(anchor),
-            quotas=quotas,
-        )
+        factors = similar_neighbours(log, at, options)
+        return stage.query_rows(log, point, names, factors=factors, space_lists=_spaces(anchor), quotas=quotas)
+
+    for anchor in (1, 2, 3):
+        got, want = rows(full, anchor), rows(past, anchor)
         assert got[2].items.tolist() == want[2].items.tolist()
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])

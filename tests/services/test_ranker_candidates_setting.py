@@ -13,18 +13,10 @@ from ragrec_django.ranking import learned
 from ragrec_django.services import item_candidates, ranker
 from ragrec_django.services.results import Visitor
 from ragrec_django.storage import ranking as store
-from tests.services.test_ranker import shop, trained  # noqa: F401  (the trained-model fixture, reused)
+from tests.services.test_ranker import fresh_models, shop, trained  # noqa: F401 (fresh_models: autouse here too)
 from tests.services.test_similar_learned import OPTIONS, orders
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_models():
-    ranker.forget_models()
-    ranker.DatabaseSignals._popular.clear()
-    yield
-    ranker.forget_models()
 
 
 def with_candidates(settings, count: int) -> None:
