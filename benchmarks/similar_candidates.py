@@ -112,6 +112,22 @@ class Tally:
         return out
 
 
+def anchor_queries(split, ids: dict, known: set, anchors: int | None) -> list[tuple]:
+    """(shopper, anchor, time, targets, items bought before) for every item with training events of every held-out
+    basket of two or more items: the targets are the basket's other items; ``anchors``: a seeded sample of that many."""
+    queries = []
+    for visitor in sorted(split.test):
+        basket = split.test[visitor]
+        items = sorted({ids[key] for key in basket.items if key in ids})
+        before = {ids[key] for key in split.bought(visitor) if key in ids}
+        for anchor in items:
+            if anchor in known and len(items) > 1:
+                queries.append((visitor, anchor, basket.at.timestamp(), frozenset(set(items) - {anchor}), before))
+    if anchors and anchors < len(queries):
+        queries = random.Random(0).sample(queries, anchors)
+    return queries
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", choices=("valid", "test"), default="test")
@@ -136,16 +152,7 @@ def main() -> None:
     knn_s = time.perf_counter() - t
     known = set(log.item_ids.tolist())
 
-    queries = []
-    for visitor in sorted(split.test):
-        basket = split.test[visitor]
-        items = sorted({ids[key] for key in basket.items if key in ids})
-        before = {ids[key] for key in split.bought(visitor) if key in ids}
-        for anchor in items:
-            if anchor in known and len(items) > 1:
-                queries.append((anchor, basket.at.timestamp(), set(items) - {anchor}, before))
-    if args.anchors and args.anchors < len(queries):
-        queries = random.Random(0).sample(queries, args.anchors)
+    queries = anchor_queries(split, ids, known, args.anchors)
     quotas = stage.similar_quotas(["text"])
     for setting in args.quota:
         name, value = setting.split("=", 1)
@@ -157,7 +164,7 @@ def main() -> None:
     top10 = {"all": Tally(sources), "new": Tally(sources)}
     sizes = []
     t = time.perf_counter()
-    for anchor, at, targets, before in queries:
+    for _, anchor, at, targets, before in queries:
         cosine = vectors @ vectors[anchor - 1]
         cosine[anchor - 1] = -np.inf
         best = np.argpartition(-cosine, stage.SPACE_QUOTA * 2)[: stage.SPACE_QUOTA * 2]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learned_offline import event_log, load  # noqa: E402  (sets up Django; the cached data set and split)
-from similar_candidates import text_vectors  # noqa: E402
+from similar_candidates import anchor_queries, text_vectors  # noqa: E402
 
 from ragrec_django.evaluation import runner  # noqa: E402
 from ragrec_django.evaluation.metrics import ndcg_at_k, recall_at_k  # noqa: E402
@@ -129,16 +128,7 @@ def main() -> None:
     factors = model.factors  # trained on every training order, as served
 
     known = set(log.item_ids.tolist())
-    queries = []
-    for visitor in sorted(split.test):
-        basket = split.test[visitor]
-        items = sorted({ids[key] for key in basket.items if key in ids})
-        before = {ids[key] for key in split.bought(visitor) if key in ids}
-        for anchor in items:
-            if anchor in known and len(items) > 1:
-                queries.append((visitor, anchor, basket.at.timestamp(), frozenset(set(items) - {anchor}), before))
-    if args.anchors and args.anchors < len(queries):
-        queries = random.Random(0).sample(queries, args.anchors)
+    queries = anchor_queries(split, ids, known, args.anchors)
     quotas = stage.similar_quotas(["text"])
     metrics = {variant: {name: {"recall": [], "ndcg": []} for name in ORDERS} for variant in ("all", "new")}
     baskets = {"all": [], "new": []}
