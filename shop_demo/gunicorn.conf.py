@@ -2,9 +2,12 @@
 
     gunicorn -c shop_demo/gunicorn.conf.py shop_demo.wsgi [--bind 127.0.0.1:8000]
 
-Sized to the machine: one ``gthread`` worker process per core this process may use
-(``WEB_CONCURRENCY`` overrides; at most 4 by default, which also bounds the database
-connections: one persistent connection per thread that has served a request). In each worker:
+Sized to the machine: one ``gthread`` worker process per core this process may use (``WEB_CONCURRENCY``
+overrides; at most 4 by default, which also bounds the database connections: one persistent connection
+per thread that has served a request), of the class ``ragrec_django.balanced_worker.BalancedThreadWorker``:
+a worker with more requests in flight than another leaves new connections to it, and one holding more
+kept-alive connections than its share closes one after its answer, so the client reconnects to a quieter
+worker. In each worker:
 
 * torch runs on ``RAGREC["QUERY_THREADS"]`` threads (default 1), set right after the fork, and
   every space's encoder is loaded and run once, the search caches filled and the heap frozen out of the
@@ -15,9 +18,8 @@ connections: one persistent connection per thread that has served a request). In
   more wait in line up to ``SHOP_DEMO_MAX_WAIT`` seconds (default 5), and the rest get an
   immediate 503 with ``Retry-After`` (``ragrec_django.admission.ConcurrencyLimit``, applied by
   ``shop_demo/wsgi.py``); the worker has 2 threads more than that, so a request over the limit is
-  refused at once rather than queued unseen inside gunicorn. A keep-alive connection stays with the
-  worker that accepted it, and the kernel does not share them out evenly: with 12 waiting, 16 clients
-  on 2 workers got some 503s (one worker held more than 14); 16 lets one worker hold them all.
+  refused at once rather than queued unseen inside gunicorn. 16 waiting lets one worker hold every
+  request of 16 clients while the connections are being shared out.
   One request at a time per process: two threads of one process take turns on its one interpreter lock
   (a thread back from the database waits for the other to let go), which made answers slower, in the tail
   most, than waiting in line for the worker, and fewer per second (docs/benchmarks.md, "Serving under
@@ -32,7 +34,7 @@ import os
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 bind = ["127.0.0.1:8000"]  # loopback unless told otherwise (--bind); gunicorn's own default follows $PORT on 0.0.0.0
-worker_class = "gthread"
+worker_class = "ragrec_django.balanced_worker.BalancedThreadWorker"  # gthread, sharing requests out evenly
 workers = int(os.environ.get("WEB_CONCURRENCY", min(CORES, 4)))
 max_active = int(os.environ.setdefault("SHOP_DEMO_MAX_ACTIVE", "1"))
 max_waiting = int(os.environ.setdefault("SHOP_DEMO_MAX_WAITING", "16"))
