@@ -38,6 +38,7 @@ ragrec.E019  RAGREC["SEARCH_LANGUAGES"] invalid (not a dict of language code -> 
              (database check)
 ragrec.E017  RAGREC["TASK_QUEUES"] or ["ENCODE_ITEMS_PER_SECOND"] invalid (unknown workload, empty queue name,
              a rate that is not a number > 0)
+ragrec.E020  RAGREC["EVENT_RETENTION_MONTHS"] invalid (not None or a whole number >= 1)
 ragrec.W006  an encode chunk (ENCODE_CHUNK_SIZE items at the ENCODE_ITEMS_PER_SECOND rate of its modality) is
              expected to outlast the Celery broker's visibility_timeout (Redis, SQS): it would be redelivered to a
              second worker while the first still encodes it (docs/scaling.md, "Celery topology")
@@ -259,6 +260,7 @@ VALIDATED_SETTINGS = {
     "API_THROTTLE_RATES": "ragrec.E014",
     "SEARCH_TOKENISER": "ragrec.E018",
     "SEARCH_LANGUAGES": "ragrec.E019",
+    "EVENT_RETENTION_MONTHS": "ragrec.E020",
 }
 HINTS = {
     "EXPERIMENTS": 'See docs/experiments.md for the shape of RAGREC["EXPERIMENTS"].',

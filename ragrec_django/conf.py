@@ -179,6 +179,9 @@ DEFAULTS: dict[str, Any] = {
     # ragrec_purge_conversations; products per answer; Rocchio weights of the conversation's taste profile in
     # the text space (query, liked products, disliked products) and how much the profile re-ranks a turn.
     "CONVERSATION_RETENTION_DAYS": 30,
+    # Months of shopper events kept (the event table is partitioned by month): ragrec_event_partitions drops the
+    # months before the current one minus this many, whole. None: every event is kept.
+    "EVENT_RETENTION_MONTHS": None,
     "CONVERSATION_PAGE_SIZE": 4,
     "CONVERSATION_ROCCHIO": {"query": 1.0, "liked": 0.75, "disliked": 0.25},
     "CONVERSATION_PROFILE_WEIGHT": 1.0,
@@ -408,6 +411,18 @@ def validate_api_throttle_rates(raw) -> dict[str, str | None]:
     return {**DEFAULTS["API_THROTTLE_RATES"], **raw}
 
 
+def validate_event_retention_months(raw) -> int | None:
+    """``EVENT_RETENTION_MONTHS``: None (keep every event) or a whole number of months >= 1."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise ImproperlyConfigured(
+            'RAGREC["EVENT_RETENTION_MONTHS"] must be a whole number of months >= 1, or None to keep every event; '
+            "got %r." % (raw,)
+        )
+    return raw
+
+
 def validate_serving_configs(raw) -> dict[str, dict]:
     """``SERVING_CONFIGS``: name -> serving rules that ``ServingRules.from_dict`` accepts.
 
@@ -597,6 +612,7 @@ VALIDATORS = {
     "API_THROTTLE_RATES": validate_api_throttle_rates,
     "SEARCH_TOKENISER": validate_search_tokeniser,
     "SEARCH_LANGUAGES": validate_search_languages,
+    "EVENT_RETENTION_MONTHS": validate_event_retention_months,
 }
 
 

@@ -100,7 +100,12 @@ class SpaceGeneration(models.Model):
 
 
 class Embedding(models.Model):
-    """One vector per (item, space generation), with what produced it."""
+    """One vector per (item, space generation), with what produced it.
+
+    The table is LIST-partitioned by generation (migration 0013, ``storage.partitions``): each generation's rows and
+    its HNSW index are a table of their own, dropped whole with the generation. Its primary key in the database is
+    ``(id, generation_id)`` (a partitioned table's keys hold the partition key); ``id`` stays unique by its sequence.
+    """
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="embeddings")
     generation = models.ForeignKey(SpaceGeneration, on_delete=models.CASCADE, related_name="embeddings")
@@ -202,7 +207,13 @@ class Impression(models.Model):
 
 
 class Interaction(models.Model):
-    """One shopper event: a view, a click on a recommendation, an add to cart, a purchase, a search."""
+    """One shopper event: a view, a click on a recommendation, an add to cart, a purchase, a search.
+
+    The table is RANGE-partitioned by calendar month (UTC) of ``created_at`` (migration 0013, ``storage.partitions``),
+    so ``RAGREC["EVENT_RETENTION_MONTHS"]`` drops old months whole; its primary key in the database is
+    ``(id, created_at)``. What must be unique across months (a visitor's idempotency key, one click per impression and
+    item) is kept in ``EventClaim``.
+    """
 
     class Event(models.TextChoices):
         VIEW = "view", "view"
@@ -267,18 +278,6 @@ class Interaction(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["idempotency_scope", "idempotency_key"],
-                condition=Q(idempotency_key__isnull=False),
-                name="ragrec_event_idempotency",
-            ),
-            models.UniqueConstraint(
-                fields=["impression", "item"],
-                condition=Q(event="click", impression__isnull=False),
-                name="ragrec_event_one_click",
-            ),
-        ]
         indexes = [
             models.Index(fields=["impression"], name="ragrec_event_impression", condition=Q(impression__isnull=False)),
             models.Index(fields=["user", "-created_at"], name="ragrec_event_user"),
@@ -290,6 +289,43 @@ class Interaction(models.Model):
 
     def __str__(self) -> str:
         return "%s %s" % (self.event, self.item_id or self.query)
+
+
+class EventClaim(models.Model):
+    """What an event holds that no other event may: its visitor's idempotency key, and for a click on a shown list,
+    the (impression, item) pair. One row per such event, in an unpartitioned table: the event table is partitioned by
+    month, and a unique index there could only hold within a month.
+
+    Written with the event: ``storage.insert_events`` claims before inserting and leaves out the events whose claim
+    is taken; any other insert is claimed by the event table's trigger, which fails it as a unique constraint would
+    (``IntegrityError``). Deleting an event releases its claim; retention drops the claims of the months it drops.
+    """
+
+    event_id = models.BigIntegerField(primary_key=True, help_text="The event's id (Interaction.id).")
+    created_at = models.DateTimeField(help_text="The event's time: retention drops claims with their month.")
+    idempotency_scope = models.CharField(max_length=80, blank=True, default="")
+    idempotency_key = models.CharField(max_length=128, null=True, blank=True)
+    payload_hash = models.CharField(max_length=64, blank=True, default="", help_text="As on the event.")
+    click_impression = models.UUIDField(null=True, blank=True, help_text="For a click: the impression it was shown in.")
+    click_item = models.BigIntegerField(null=True, blank=True, help_text="For a click: the item clicked (Item.id).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_scope", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="ragrec_claim_idempotency",
+            ),
+            models.UniqueConstraint(
+                fields=["click_impression", "click_item"],
+                condition=Q(click_impression__isnull=False),
+                name="ragrec_claim_one_click",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="ragrec_claim_time")]
+
+    def __str__(self) -> str:
+        return "claim of event %s" % self.event_id
 
 
 class ServingConfig(models.Model):

@@ -268,3 +268,16 @@ def refresh_ranker_signals_task() -> dict:
 
     snapshot = ranker.refresh_signals()
     return {"as_of": snapshot.as_of.isoformat(), "items": snapshot.items, "seconds": snapshot.seconds}
+
+
+@shared_task(acks_late=True)
+def maintain_event_partitions_task() -> dict:
+    """Create the coming months' event partitions and drop those past ``RAGREC["EVENT_RETENTION_MONTHS"]``
+    (``manage.py ragrec_event_partitions``), e.g. daily from the host's beat schedule. Idempotent."""
+    from .services.partitions import maintain_event_partitions
+
+    upkeep = maintain_event_partitions()
+    return {
+        "created": [month.isoformat() for month in upkeep.created],
+        "dropped": [month.isoformat() for month in upkeep.dropped],
+    }

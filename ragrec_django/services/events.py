@@ -40,7 +40,7 @@ from django.utils.crypto import salted_hmac
 
 from .. import limits, storage
 from ..exceptions import EventError, IdempotencyConflict
-from ..models import Impression, Interaction, Item
+from ..models import EventClaim, Impression, Interaction, Item
 from .encoding import sync_host_items
 from .inputs import text_problem
 
@@ -203,7 +203,7 @@ def _refuse_reused_keys(rows: list[tuple], inserted: set[tuple[str, str]]) -> No
         return
     stored = {
         (scope, key): fingerprint
-        for scope, key, fingerprint in Interaction.objects.filter(
+        for scope, key, fingerprint in EventClaim.objects.filter(
             idempotency_key__in={key for _, key in left_out.values()},
             idempotency_scope__in={scope for scope, _ in left_out.values()},
         ).values_list("idempotency_scope", "idempotency_key", "payload_hash")

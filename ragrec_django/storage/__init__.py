@@ -63,6 +63,14 @@ from .interactions import (
 )
 from .items import UNSHOWN_FIELDS, item_by_key, items_by_ids, local_catalogue_changes, ranking_attributes, sync_items
 from .keyword import SpellingCorrector, keyword_search, products_named_in, spelling_corrector
+from .partitions import (
+    add_months,
+    create_event_months,
+    drop_event_months_before,
+    event_months,
+    generation_partition,
+    month_start,
+)
 from .vectors import HALFVEC_MAX, check_vectors, record_failures, upsert_embeddings, vectors_for_items
 
 __all__ = [
@@ -87,6 +95,12 @@ __all__ = [
     "insert_events",
     "insert_impression",
     "repeat_purchases",
+    "add_months",
+    "create_event_months",
+    "drop_event_months_before",
+    "event_months",
+    "generation_partition",
+    "month_start",
     "create_index",
     "drop_generation",
     "ef_search_for",

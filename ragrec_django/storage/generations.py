@@ -1,7 +1,7 @@
 """Space generations: which one a space serves (active) or fills (building), switching, promoting, rolling back.
 
-Each generation holds the vectors of one encoder version and dimension, and has a partial HNSW
-(cosine) index on ``vector::halfvec(<dim>)`` restricted to its rows (``create_index``).
+Each generation holds the vectors of one encoder version and dimension in a partition of the embeddings
+table of its own (``partitions``), with an HNSW (cosine) index on ``vector::halfvec(<dim>)`` (``create_index``).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from ..conf import ragrec_settings
-from ..models import Embedding, SpaceGeneration
+from ..models import SpaceGeneration
 from ..registry import SpaceConfig
-from . import rows
+from . import partitions, rows
 
 Status = SpaceGeneration.Status
 
@@ -169,7 +169,7 @@ def _create_generation(space: SpaceConfig, *, version: str, dimension: int, stat
             status=status,
             activated_at=timezone.now() if status == Status.ACTIVE else None,
         )
-        create_index(generation, space.index)
+        create_index(generation, space.index)  # creates the generation's partition first
     return generation
 
 
@@ -179,7 +179,7 @@ def binary_index_name(generation: SpaceGeneration) -> str:
 
 
 def create_index(generation: SpaceGeneration, index: str = "halfvec") -> None:
-    """Create the generation's partial HNSW index if it does not exist.
+    """Create the generation's HNSW index on its partition if it does not exist (and the partition if it has none).
 
     ``index="halfvec"``: cosine distance on ``vector::halfvec(<dim>)`` (``generation.index_name``);
     ``"binary"``: Hamming distance on ``binary_quantize(vector)::bit(<dim>)``, 1 bit per dimension
@@ -192,6 +192,9 @@ def create_index(generation: SpaceGeneration, index: str = "halfvec") -> None:
         name, expression = generation.index_name, "(vector::halfvec({dim})) halfvec_cosine_ops"
     else:
         raise ValueError("Unknown index type %r (halfvec or binary)." % (index,))
+    partitions.ensure_generation_partition(generation)
+    # The WHERE clause holds for every row of the partition; it is kept so that the planner, seeing the queries'
+    # "generation_id = <id>" implied by the index, costs the index scan as it did on the unpartitioned table.
     with connection.cursor() as cursor:
         # Inside a transaction with deferred FK checks pending, PostgreSQL refuses CREATE INDEX.
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -201,7 +204,7 @@ def create_index(generation: SpaceGeneration, index: str = "halfvec") -> None:
                 "WITH (m = {m}, ef_construction = {ef}) WHERE generation_id = {gid}"
             ).format(
                 name=connection.ops.quote_name(name),
-                table=connection.ops.quote_name(Embedding._meta.db_table),
+                table=connection.ops.quote_name(partitions.generation_partition(generation)),
                 dim=int(generation.dimension),
                 m=int(hnsw["M"]),
                 ef=int(hnsw["EF_CONSTRUCTION"]),
@@ -212,14 +215,9 @@ def create_index(generation: SpaceGeneration, index: str = "halfvec") -> None:
 
 
 def drop_generation(generation: SpaceGeneration) -> None:
-    """Delete a generation, its vectors and its index (either type)."""
-    index_name = generation.index_name
+    """Delete a generation with its partition: its vectors and its index (either type) go at once."""
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(index_name))
-            cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(binary_index_name(generation)))
-            cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        partitions.drop_generation_partition(generation)
         generation.delete()
 
 

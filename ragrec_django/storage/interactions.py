@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.db import connection
 
-from ..models import Impression, Interaction, Item
+from ..models import EventClaim, Impression, Interaction, Item
 from .database import insert_analytics_row, rows_from_read_database
 
 Event = Interaction.Event
@@ -220,18 +220,19 @@ EVENT_COLUMNS = (
 
 
 def insert_events(rows: list[tuple]) -> list[tuple[int, str, str | None]]:
-    """Insert event rows (tuples in ``EVENT_COLUMNS`` order, times aware) in one statement, leaving out each row a unique
-    constraint refuses (its idempotency key or its impression's click stored before, or earlier in ``rows``);
-    return ``(id, idempotency_scope, idempotency_key)`` of the rows inserted, by id.
+    """Insert event rows (tuples in ``EVENT_COLUMNS`` order, times aware) in one statement, leaving out each row whose
+    claim is taken (``EventClaim``: its idempotency key or its impression's click stored before, or earlier in
+    ``rows``); return ``(id, idempotency_scope, idempotency_key)`` of the rows inserted, by id.
 
-    ``INSERT ... SELECT FROM json_array_elements(<the rows as one JSON parameter>) ... ON CONFLICT DO NOTHING``:
-    one round trip and one short statement whatever the number of rows, and one ``json.dumps`` instead of
-    adapting every value (psycopg's pure-Python array adaptation cost more than the insert itself). A row
-    whose key another transaction is inserting waits for it to end, then is left out if that one committed.
-    Rows go in in their order (ids follow the batch); two batches holding the same keys in opposite orders
-    can deadlock, and PostgreSQL then fails one of them (an ``OperationalError``: the API answers 503, and the
-    client retries with the same keys). Columns of the model not in ``EVENT_COLUMNS`` get their field's
-    default, as ``Model.save`` would give them. Run it inside the caller's transaction.
+    One statement: the rows (one JSON parameter, one ``json.dumps`` instead of adapting every value: psycopg's
+    pure-Python array adaptation cost more than the insert itself) get their ids from the table's sequence, the rows
+    holding a key or a click claim them (``INSERT ... ON CONFLICT DO NOTHING`` into the claim table, whose unique
+    indexes hold across the event table's monthly partitions), and the rows without a claim to make or with their
+    claim made are inserted. A row whose key another transaction is claiming waits for it to end, then is left out
+    if that one committed. Rows go in in their order (ids follow the batch); two batches holding the same keys in
+    opposite orders can deadlock, and PostgreSQL then fails one of them (an ``OperationalError``: the API answers
+    503, and the client retries with the same keys). Columns of the model not in ``EVENT_COLUMNS`` get their
+    field's default, as ``Model.save`` would give them. Run it inside the caller's transaction.
     """
     if not rows:
         return []
@@ -245,14 +246,24 @@ def insert_events(rows: list[tuple]) -> list[tuple[int, str, str | None]]:
         rows = [(*row, *defaults) for row in rows]
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     # Cast to the column's type without a length: a too-long text then fails the insert instead of being cut.
-    values = ", ".join(
-        "(r->>%d)::%s" % (index, re.sub(r"\(\d+\)", "", field.db_type(connection)))
+    value = {
+        field.name: "(r->>%d)::%s" % (index, re.sub(r"\(\d+\)", "", field.db_type(connection)))
         for index, field in enumerate(fields)
-    )
+    }
+    is_click = "%s = '%s' AND %s IS NOT NULL" % (value["event"], Event.CLICK, value["impression"])
+    needs_claim = "(%s IS NOT NULL OR (%s))" % (value["idempotency_key"], is_click)
+    sequence = connection.ops.quote_name(Interaction._meta.db_table + "_id_seq")
     sql = (
-        f"INSERT INTO {table_name(Interaction)} ({columns}) SELECT {values}"
-        " FROM json_array_elements(%s::json) WITH ORDINALITY AS batch(r, nth)"
-        " ORDER BY nth ON CONFLICT DO NOTHING"
+        f"WITH batch AS MATERIALIZED (SELECT nextval('{sequence}'::regclass) AS id, r, nth"
+        "  FROM json_array_elements(%s::json) WITH ORDINALITY AS batch(r, nth)),"
+        f" claimed AS (INSERT INTO {table_name(EventClaim)} (event_id, created_at, idempotency_scope, idempotency_key,"
+        "  payload_hash, click_impression, click_item)"
+        f"  SELECT id, {value['created_at']}, {value['idempotency_scope']}, {value['idempotency_key']},"
+        f"  {value['payload_hash']}, CASE WHEN {is_click} THEN {value['impression']} END,"
+        f"  CASE WHEN {is_click} THEN {value['item']} END"
+        f"  FROM batch WHERE {needs_claim} ORDER BY nth ON CONFLICT DO NOTHING RETURNING event_id)"
+        f" INSERT INTO {table_name(Interaction)} (id, {columns}) SELECT id, {', '.join(value.values())}"
+        f" FROM batch WHERE NOT {needs_claim} OR id IN (SELECT event_id FROM claimed) ORDER BY nth"
         " RETURNING id, idempotency_scope, idempotency_key"
     )
     with connection.cursor() as cursor:
