@@ -93,12 +93,22 @@ def event_log(products, rows) -> tuple[learned.EventLog, dict[str, int], float]:
     return log, ids, max(line[3] for line in lines) + 1.0
 
 
-def served_list(log, model, visitor: str, at: float, depth: int) -> tuple[list[int], learned.Candidates]:
+def text_space(products) -> learned.ItemVectors:
+    """The text space ``ragrec_evaluate`` encodes (MiniLM vectors of the product texts; item id i + 1 = row i),
+    cached as ``similar_candidates.py`` caches it."""
+    from similar_candidates import text_vectors
+
+    vectors = text_vectors(products)
+    return learned.ItemVectors({"text": (np.arange(1, len(vectors) + 1, dtype=np.int64), vectors)})
+
+
+def served_list(log, model, visitor: str, at: float, depth: int, vectors=None) -> tuple[list[int], learned.Candidates]:
     """What ``learned_for_you`` returns for ``k = depth``: the composed list and its spares, cut at ``depth``."""
-    candidates, history, signals = log.candidates_at(visitor, at, factors=model.factors)
+    candidates, history, signals = log.candidates_at(visitor, at, factors=model.factors, vectors=vectors)
     if not len(candidates):
         return [], candidates
-    scores = model.predict(learned.feature_matrix(candidates, history, signals))
+    features = learned.feature_matrix(candidates, history, signals)
+    scores = model.predict(learned.serving_matrix(features, model.features, learned.feature_names(candidates.spaces)))
     bought = set(history.items[history.purchases].tolist())
     chosen = learned.compose(candidates, scores, bought, depth)
     chosen += [p for p in learned.compose(candidates, scores, bought, depth * 2 + 10) if p not in set(chosen)]
@@ -147,6 +157,12 @@ def main() -> None:
     )
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="A LightGBM parameter.")
     parser.add_argument(
+        "--vectors",
+        action="store_true",
+        help="The text space as a source and features (MiniLM vectors of the product texts, as ragrec_evaluate "
+        "encodes them; cached in RAGREC_SIMILAR_VECTORS).",
+    )
+    parser.add_argument(
         "--basket-only",
         action="store_true",
         help='Only "bought together": build the item model\'s kNN neighbours and basket table as training builds '
@@ -174,6 +190,9 @@ def main() -> None:
     print("split %s: %d training lines, %d shoppers held out" % (args.split, len(split.train), len(split.test)))
 
     t = time.perf_counter()
+    vectors = text_space(products) if args.vectors else None
+    encode_s = time.perf_counter() - t
+    t = time.perf_counter()
     if args.basket_only:
         factors = learned.ItemFactors(log.item_ids, np.zeros((len(log.item_ids), 1), dtype=np.float32), 0.0, 1.0)
         factors.neighbours, factors.similarities = trainer.item_neighbours(
@@ -185,7 +204,11 @@ def main() -> None:
         model = trainer.LearnedRanker.load(args.load_model)
     else:
         model = trainer.fit(
-            log, end=end, options=options, progress=lambda message: print("  " + message, flush=True)
+            log,
+            end=end,
+            options=options,
+            progress=lambda message: print("  " + message, flush=True),
+            vectors=vectors,
         ).ranker
     training_s = time.perf_counter() - t
     size = len(model.model_text.encode()) + len(model.factors_bytes())
@@ -215,7 +238,8 @@ def main() -> None:
             "basket_knn_neighbours",
         )
     }
-    found = {"all": dict.fromkeys((*learned.SOURCES, "total"), 0), "new": dict.fromkeys((*learned.SOURCES, "total"), 0)}
+    sources = learned.source_order(vectors.spaces if vectors is not None else ())
+    found = {"all": dict.fromkeys((*sources, "total"), 0), "new": dict.fromkeys((*sources, "total"), 0)}
     totals = {"all": 0, "new": 0}
     t = time.perf_counter()
     for visitor in visitors:
@@ -227,7 +251,7 @@ def main() -> None:
         if args.basket_only:
             continue
         key = log_key(visitor)
-        items, candidates = served_list(log, model, key, end, depth)
+        items, candidates = served_list(log, model, key, end, depth, vectors)
         lists["learned"][visitor] = [key_of[i] for i in items]
         repeat = candidates.ranks["repeat"]
         order = [i for i in np.argsort(repeat, kind="stable") if not np.isnan(repeat[i])]
@@ -242,7 +266,7 @@ def main() -> None:
             totals[variant] += len(wanted)
             hits = [position[item] for item in wanted if item in position]
             found[variant]["total"] += len(hits)
-            for source in learned.SOURCES:
+            for source in candidates.sources:
                 found[variant][source] += sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
     ranking_s = time.perf_counter() - t
 
@@ -258,6 +282,8 @@ def main() -> None:
         "settings": {"set": args.set, "quota": dict(learned.SOURCE_QUOTAS), "param": args.param},
         "shoppers": len(visitors),
         "training_s": round(training_s, 1),
+        "vectors_s": round(encode_s, 1),
+        "spaces": model.metadata.get("spaces", []),
         "ranking_s": round(ranking_s, 1),
         "model_bytes": size,
         "basket_table_bytes": table_bytes,

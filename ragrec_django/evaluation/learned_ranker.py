@@ -94,7 +94,7 @@ def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:
     source and in total. Read from the in-memory event log of the training events, which gives the
     candidates serving reads from the database (tests/services/test_ranker.py checks they agree)."""
     from ..models import Item
-    from ..ranking.learned import SOURCES, EventLog
+    from ..ranking.learned import EventLog
     from ..services import ranker
     from ..storage import ranking as store
 
@@ -103,17 +103,19 @@ def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:
     log = EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
     at = float(log.basket_times.max()) + 1.0 if len(log.basket_times) else time.time()
     keys = dict(Item.objects.values_list("id", "key"))
-    found = dict.fromkeys((*SOURCES, "total"), 0)
+    # the spaces the model was trained with, as serving reads them
+    vectors = ranker.training_vectors() if model is not None and model.metadata.get("spaces") else None
+    found: dict[str, int] = {"total": 0}
     total = 0
     for visitor, items in targets.items():
         key = "u" + visitor[5:] if visitor.startswith("user:") else "s" + visitor  # the log's visitor keys
-        candidates, _, _ = log.candidates_at(key, at, factors=model.factors if model else None)
+        candidates, _, _ = log.candidates_at(key, at, factors=model.factors if model else None, vectors=vectors)
         positions = {keys[int(item)]: i for i, item in enumerate(candidates.items)}
         total += len(items)
         hits = [positions[item] for item in items if item in positions]
         found["total"] += len(hits)
-        for source in SOURCES:
-            found[source] += sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
+        for source in candidates.sources:
+            found[source] = found.get(source, 0) + sum(1 for i in hits if not np.isnan(candidates.ranks[source][i]))
     return {name: round(count / total, 4) for name, count in found.items()} if total else {}
 
 

@@ -375,6 +375,7 @@ def fit(
     baseline: Callable | None = None,
     progress: Callable[[str], None] | None = None,
     impressions: Sequence = (),
+    vectors=None,
 ) -> Fitted:
     """Train a ranker on an ``EventLog`` whose events end before ``end`` (Unix seconds).
 
@@ -385,7 +386,9 @@ def fit(
     queries); without any that has a positive label, the model has no position feature. With
     ``holdout_days``, the latest orders judge the model against ``baseline(candidates, history,
     features)`` -> scores (default: ``learned.fusion_scores``), nDCG@10 over those orders. The stored
-    item factors are retrained on every event before ``end``, as serving sees them.
+    item factors are retrained on every event before ``end``, as serving sees them. ``vectors``
+    (``learned.VectorSource``): each of its spaces is a candidate source and two features
+    (``learned.space_features``); the metadata's ``spaces`` names them.
     """
     from ..ranking import learned
 
@@ -413,12 +416,15 @@ def fit(
         if use_factors and cut not in item_models:
             item_models[cut] = _factors(log, cut, options)
         factors = item_models.get(cut)
-        features, labels, candidates = learned.query_rows(log, point, factors=factors, limit=options.candidates)
+        features, labels, candidates = learned.query_rows(
+            log, point, factors=factors, limit=options.candidates, vectors=vectors
+        )
         parts[learned.in_validation(point.visitor, options.valid_share, options.seed)].append((features, labels))
         recall.add(candidates, point.items)
         if i % 1000 == 0:
             say("features: %d/%d queries" % (i, len(points)))
-    names, shown = list(learned.FEATURES), _ImpressionCount()
+    spaces = list(vectors.spaces) if vectors is not None else []
+    names, shown = list(learned.feature_names(spaces)), _ImpressionCount()
     kept = [p for p in impressions if label_start <= p.at < holdout_start and len(p.items)]
     if kept:
         say("%d impression queries; building their features" % len(kept))
@@ -427,7 +433,9 @@ def fit(
         cut = label_start + np.floor((point.at - label_start) / period) * period
         if use_factors and cut not in item_models:
             item_models[cut] = _factors(log, cut, options)
-        features, labels = learned.impression_rows(log, point, factors=item_models.get(cut), limit=options.candidates)
+        features, labels = learned.impression_rows(
+            log, point, factors=item_models.get(cut), limit=options.candidates, vectors=vectors
+        )
         impression_parts[learned.in_validation(point.visitor, options.valid_share, options.seed)].append(
             (features, labels)
         )
@@ -454,6 +462,7 @@ def fit(
             "data_window": {"label_start": label_start, "holdout_start": holdout_start, "end": end},
             "candidate_recall": recall.report(),
             "impressions": shown.report(),
+            "spaces": spaces,
             "options": {k: v for k, v in options.__dict__.items() if k != "params"},
         },
     )
@@ -467,6 +476,7 @@ def fit(
             gate_factors,
             baseline=baseline,
             limit=options.candidates,
+            vectors=vectors,
         )
         say(
             "hold-out: learned nDCG@10 %.4f vs current %.4f over %d orders"
@@ -482,7 +492,9 @@ def fit(
     return Fitted(ranker=ranker, gate=gate)
 
 
-def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | None = None, limit: int = 200) -> dict:
+def judge(
+    log, points, ranker: LearnedRanker, factors, *, baseline: Callable | None = None, limit: int = 200, vectors=None
+) -> dict:
     """nDCG@10 of the learned order and of ``baseline`` on the same queries (paired difference and its SE)."""
     from ..evaluation.metrics import ndcg_at_k
     from ..ranking import learned
@@ -490,11 +502,15 @@ def judge(log, points, ranker: LearnedRanker, factors, *, baseline: Callable | N
     baseline = baseline or (lambda candidates, history, features: learned.fusion_scores(candidates, history))
     differences, learned_values, baseline_values = [], [], []
     for point in points:
-        candidates, history, signals = log.candidates_at(point.visitor, point.at, factors=factors, limit=limit)
+        candidates, history, signals = log.candidates_at(
+            point.visitor, point.at, factors=factors, limit=limit, vectors=vectors
+        )
         if not len(candidates):
             continue
         features = learned.feature_matrix(candidates, history, signals)
-        ours = ranker.predict(learned.serving_matrix(features, ranker.features))
+        ours = ranker.predict(
+            learned.serving_matrix(features, ranker.features, learned.feature_names(candidates.spaces))
+        )
         theirs = baseline(candidates, history, features)
         values = [ndcg_at_k(learned.ordered(candidates, scores).tolist(), point.items, 10) for scores in (ours, theirs)]
         learned_values.append(values[0])
@@ -536,13 +552,11 @@ class _CandidateRecall:
         self.targets = 0
 
     def add(self, candidates, items: frozenset) -> None:
-        from ..ranking.learned import SOURCES
-
         self.targets += len(items)
         present = {int(item): i for i, item in enumerate(candidates.items)}
         hits = [present[item] for item in items if item in present]
         self.found["total"] = self.found.get("total", 0) + len(hits)
-        for source in SOURCES:
+        for source in candidates.sources:
             self.found[source] = self.found.get(source, 0) + sum(
                 1 for i in hits if not np.isnan(candidates.ranks[source][i])
             )

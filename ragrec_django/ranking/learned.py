@@ -2,10 +2,11 @@
 
 No Django, no database, numpy only. The same two functions serve training and serving:
 
-* ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats, their
-  items' nearest neighbours (item-kNN), the matrix-factorisation (ALS) items, the "bought together" partners
-  of their recent orders (the item model's basket table) and the popular items, each with its source's score
-  and rank;
+* ``gather_candidates``: the visitor's repeat purchases, co-purchases of their strongest repeats, co-views of
+  their recently viewed items, their items' nearest neighbours (item-kNN), the matrix-factorisation (ALS) items,
+  the "bought together" partners of their recent orders (the item model's basket table), the nearest items to
+  their profile in each vector space (``space:<name>``), the trending items, the popular items of their
+  categories, the new items and the popular items, each with its source's score and rank;
 * ``feature_matrix``: one row of ``FEATURES`` per candidate, from the visitor's own events
   (``VisitorHistory``) and the item signals (``ItemSignals``), all read strictly before ``at``.
 
@@ -23,8 +24,11 @@ from typing import Protocol
 import numpy as np
 
 DAY = 86400.0
-#: Candidate sources, in the order their lists are merged.
-SOURCES = ("repeat", "co_purchase", "knn", "als", "basket", "popular")
+#: Candidate sources, in the order their lists are merged; the vector spaces' sources (``space:<name>``, one per
+#: space the caller passes vectors of) come after ``basket`` (``source_order``).
+SOURCES = ("repeat", "co_purchase", "co_view", "knn", "als", "basket", "trending", "category", "new", "popular")
+#: A vector space's source name is this prefix and the space's name.
+SPACE_PREFIX = "space:"
 #: Popularity windows (days): baskets holding the item in each window before ``at``.
 POPULARITY_WINDOWS = (7, 30, 90, 365)
 #: The repeat score's half-life in orders (as ``services.history.REPEAT_HALF_LIFE_ORDERS``).
@@ -38,7 +42,34 @@ CO_PURCHASE_SEEDS = 20
 CO_PURCHASE_ORDERS_PER_ITEM = 50
 #: The popular source: the top items by baskets in the last ``POPULAR_WINDOW_DAYS`` before ``at``.
 POPULAR_WINDOW_DAYS = 30
-
+#: Co-views: the visitor's latest ``CO_VIEW_SEEDS`` distinct items they did not buy in that event (views, clicks,
+#: adds to cart), each read in its latest ``CO_VIEW_VIEWERS`` viewers before ``at``: what each viewed within
+#: ``CO_VIEW_WINDOW_SECONDS`` of their view of it (as ``storage.ranking.co_views``), summed over the seeds.
+CO_VIEW_SEEDS = 5
+CO_VIEW_VIEWERS = 50
+CO_VIEW_WINDOW_SECONDS = 86400.0
+#: Trending (as the trending service): every visitor counts once per item with their strongest event's weight
+#: (``TRENDING_WEIGHTS``) decayed by its age, half-life ``TRENDING_HALF_LIFE_HOURS``; events older than eight
+#: half-lives are not read.
+TRENDING_HALF_LIFE_HOURS = 72.0
+TRENDING_WEIGHTS = {"purchase": 5.0, "other": 1.0}
+#: Category popularity: the popular items (orders in ``POPULAR_WINDOW_DAYS``) of the visitor's
+#: ``CATEGORY_SEEDS`` categories with most of their purchase lines, each scored by its orders times the
+#: category's share of those lines.
+CATEGORY_SEEDS = 3
+#: New items: first ordered (within the longest popularity window) less than ``NEW_ITEM_DAYS`` before ``at``,
+#: ranked by their orders since.
+NEW_ITEM_DAYS = 30
+#: How many items the shared lists (trending, each category's popular items, new items) offer.
+SHARED_CANDIDATES = 100
+#: The visitor's profile in a vector space: the unit mean of the unit vectors of their latest ``PROFILE_EVENTS``
+#: events' items, a purchase weighing ``PROFILE_PURCHASE_WEIGHT`` and any other event 1, each decayed by its age
+#: before their latest event (half-life ``PROFILE_HALF_LIFE_DAYS``, as ``PROFILE_HALF_LIFE_HOURS``).
+PROFILE_EVENTS = 200
+PROFILE_PURCHASE_WEIGHT = 5.0
+PROFILE_HALF_LIFE_DAYS = 14.0
+#: A session: the visitor's events with no gap longer than this between one and the next.
+SESSION_GAP_SECONDS = 1800.0
 FEATURES = (
     # each source's score and rank (NaN: not from that source)
     "repeat_score",
@@ -90,7 +121,39 @@ FEATURES = (
     "basket_score",
     "basket_rank",
     "basket_last",
+    # the seventh round's sources (their score where it is not a feature already) and the latest session
+    "co_view_score",
+    "co_view_rank",
+    "trending_score",
+    "trending_rank",
+    "category_rank",
+    "new_rank",
+    "session_item_events",
+    "session_category_events",
+    "session_events",
 )
+
+
+def space_source(space: str) -> str:
+    """The candidate source of a vector space."""
+    return SPACE_PREFIX + space
+
+
+def space_features(spaces: Sequence[str]) -> tuple[str, ...]:
+    """The features of the vector spaces ``spaces`` (sorted): per space the cosine between the candidate and the
+    visitor's profile, and the candidate's rank in the space's source."""
+    return tuple(name % space for space in sorted(spaces) for name in ("space_%s_cosine", "space_%s_rank"))
+
+
+def feature_names(spaces: Sequence[str] = ()) -> tuple[str, ...]:
+    """The columns ``feature_matrix`` gives for candidates featured with the vector spaces ``spaces``."""
+    return FEATURES + space_features(spaces)
+
+
+def source_order(spaces: Sequence[str] = ()) -> tuple[str, ...]:
+    """Every source in merge order: ``SOURCES`` with the spaces' sources (sorted) after ``basket``."""
+    at = SOURCES.index("basket") + 1
+    return SOURCES[:at] + tuple(space_source(space) for space in sorted(spaces)) + SOURCES[at:]
 
 
 @dataclass
@@ -225,10 +288,20 @@ class Candidates:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every source these candidates were ranked by, in merge order (``source_order``)."""
+        return tuple(self.ranks)
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """The vector spaces among the sources (sorted)."""
+        return tuple(s[len(SPACE_PREFIX) :] for s in self.ranks if s.startswith(SPACE_PREFIX))
+
     def source_of(self, position: int) -> str | None:
         """The source that ranked this candidate best (by rank), for its reason."""
         ranked = [
-            (self.ranks[s][position], i, s) for i, s in enumerate(SOURCES) if not np.isnan(self.ranks[s][position])
+            (self.ranks[s][position], i, s) for i, s in enumerate(self.ranks) if not np.isnan(self.ranks[s][position])
         ]
         return min(ranked)[2] if ranked else None
 
@@ -239,7 +312,37 @@ class Candidates:
 #: co-purchase and ALS ones that the model ranked better (docs/evaluation.md, learned ranking).
 #: The basket source (partners in the "bought together" table of the visitor's recent orders) fills what is left
 #: after ALS: 60 rather than 30 (docs/evaluation.md, "Sixth round": `new` recall@10 +0.004 against +0.002).
-SOURCE_QUOTAS = {"repeat": 100, "co_purchase": 60, "knn": 0, "als": 60, "basket": 60, "popular": 10}
+#: The seventh round's sources (docs/evaluation.md, "Seventh round"): co-views, each vector space's profile
+#: neighbours (``"space"``: the quota of every ``space:<name>``), trending, category popularity and new items.
+SOURCE_QUOTAS = {
+    "repeat": 100,
+    "co_purchase": 60,
+    "co_view": 30,
+    "knn": 0,
+    "als": 60,
+    "basket": 60,
+    "space": 20,
+    "trending": 10,
+    "category": 20,
+    "new": 10,
+    "popular": 10,
+}
+
+
+def _quota(quotas: Mapping[str, int], source: str, limit: int) -> int:
+    if source.startswith(SPACE_PREFIX):
+        return quotas.get(source, quotas.get("space", limit))
+    return quotas.get(source, limit)
+
+
+def _merge_order(lists: Mapping[str, Sequence]) -> tuple[str, ...]:
+    """The sources of ``lists`` (and every fixed source) in merge order; ``KeyError`` for an unknown one."""
+    spaces = [source[len(SPACE_PREFIX) :] for source in lists if source.startswith(SPACE_PREFIX)]
+    order = source_order(spaces)
+    unknown = set(lists) - set(order)
+    if unknown:
+        raise KeyError("unknown candidate source(s): %s" % sorted(unknown))
+    return order
 
 
 def gather_candidates(
@@ -251,10 +354,10 @@ def gather_candidates(
     """Merge the sources' ranked ``(item, score)`` lists (best first; a missing source is empty): each
     source's first ``quotas[source]`` items in ``SOURCES`` order, duplicates once, up to ``limit``. Each
     candidate keeps every source's score and rank (from the whole lists, not only the quota)."""
-    lists = {source: list(lists.get(source, ())) for source in SOURCES}
+    lists = {source: list(lists.get(source, ())) for source in _merge_order(lists)}
     chosen: dict[int, None] = {}
-    for source in SOURCES:
-        for item, _ in lists[source][: quotas.get(source, limit)]:
+    for source in lists:
+        for item, _ in lists[source][: _quota(quotas, source, limit)]:
             if len(chosen) >= limit:
                 break
             chosen.setdefault(int(item), None)
@@ -264,12 +367,12 @@ def gather_candidates(
 def ranked_items(lists: Mapping[str, Sequence[tuple[int, float]]], items: Sequence[int]) -> Candidates:
     """``items`` (distinct ids, in their order) as candidates, each with every source's score and 1-based rank in
     the sources' whole ranked lists (NaN: not in that source's list)."""
-    lists = {source: list(lists.get(source, ())) for source in SOURCES}
+    lists = {source: list(lists.get(source, ())) for source in _merge_order(lists)}
     chosen = dict.fromkeys(int(item) for item in items)
     items = np.fromiter(chosen, dtype=np.int64, count=len(chosen))
     position = {item: i for i, item in enumerate(chosen)}
     scores, ranks = {}, {}
-    for source in SOURCES:
+    for source in lists:
         scores[source] = np.full(len(items), np.nan)
         ranks[source] = np.full(len(items), np.nan)
         for rank, (item, score) in enumerate(lists[source], start=1):
@@ -307,14 +410,23 @@ class ItemSignals:
     buyers: np.ndarray | None = None
     basket: np.ndarray | None = None
     basket_last: np.ndarray | None = None
+    #: {space: cosine between each candidate and the visitor's profile in that space (NaN: no vector)}
+    space_cosine: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: ItemSignals) -> np.ndarray:
-    """One row of ``FEATURES`` per candidate (float32, NaN missing). Reads only ``history`` and ``signals``."""
+    """One row of ``feature_names(candidates.spaces)`` per candidate (float32, NaN missing): ``FEATURES``, then
+    each vector space's cosine to the visitor's profile and rank. Reads only ``history`` and ``signals``."""
     n = len(candidates)
     columns: dict[str, np.ndarray] = {}
     for source in SOURCES:
         columns[source + "_rank"] = candidates.ranks[source]
+    for source in ("co_view", "trending"):
+        columns[source + "_score"] = candidates.scores[source]
+    for space in candidates.spaces:
+        columns["space_%s_rank" % space] = candidates.ranks[space_source(space)]
+        columns["space_%s_cosine" % space] = np.asarray(signals.space_cosine.get(space, np.full(n, np.nan)))
+    columns.update(_session_features(candidates.items, signals.category, history))
     co_purchase = signals.co_purchase.astype(np.float64)
     columns["co_purchase_score"] = co_purchase
     columns["co_purchase_share"] = co_purchase / signals.seed_orders if signals.seed_orders else np.full(n, np.nan)
@@ -404,11 +516,42 @@ def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: Ite
     columns["visitor_mean_basket_size"] = np.full(n, float(stats.basket_sizes.mean()) if stats.basket_count else np.nan)
     gaps = np.diff(stats.basket_times) / DAY
     columns["visitor_mean_interval_days"] = np.full(n, float(gaps.mean()) if len(gaps) else np.nan)
+    names = feature_names(candidates.spaces)
     return (
-        np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in FEATURES]).astype(np.float32)
+        np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in names]).astype(np.float32)
         if n
-        else np.zeros((0, len(FEATURES)), dtype=np.float32)
+        else np.zeros((0, len(names)), dtype=np.float32)
     )
+
+
+def latest_session(history: VisitorHistory) -> np.ndarray:
+    """Which of the visitor's events are in their latest session (no gap over ``SESSION_GAP_SECONDS`` between one
+    event and the next, back from their latest event before ``at``)."""
+    if not len(history.times):
+        return np.zeros(0, dtype=bool)
+    times = np.sort(history.times)
+    gaps = np.flatnonzero(np.diff(times) > SESSION_GAP_SECONDS)
+    start = times[gaps[-1] + 1] if len(gaps) else times[0]
+    return history.times >= start
+
+
+def _session_features(items: np.ndarray, categories: np.ndarray, history: VisitorHistory) -> dict[str, np.ndarray]:
+    """Per candidate, the visitor's events other than purchases (views, clicks, adds to cart) in their latest
+    session on it and on its category, and how many such events the session holds."""
+    n = len(items)
+    session = latest_session(history) & ~history.purchases
+    if not session.any():
+        zeros = np.zeros(n)
+        return {"session_item_events": zeros, "session_category_events": zeros, "session_events": zeros}
+    counted: dict[str, float] = {}
+    for category in history.categories[session].tolist():
+        if category:
+            counted[category] = counted.get(category, 0.0) + 1.0
+    return {
+        "session_item_events": _count_per(items, history.items[session]),
+        "session_category_events": np.asarray([counted.get(c, 0.0) if c else 0.0 for c in categories], dtype=float),
+        "session_events": np.full(n, float(session.sum())),
+    }
 
 
 def _count_per(items: np.ndarray, events: np.ndarray) -> np.ndarray:
@@ -480,6 +623,8 @@ class EventLog:
     origin: float = 0.0
     span: float = 0.0
     popular_cache: dict = field(default_factory=dict)
+    # every event line by time (trending) and the lines that are not purchases (co-views), by item and by visitor
+    events: _Events | None = None
 
     @classmethod
     def build(
@@ -536,6 +681,7 @@ class EventLog:
             visitor_lines=visitor_lines,
             origin=origin,
             span=span,
+            events=_Events.build(lines, item_ids),
         )
 
     def columns_of(self, items: Sequence[int]) -> np.ndarray:
@@ -629,6 +775,60 @@ class EventLog:
             np.where(known, self.categories[columns], ""),
         )
 
+    def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:
+        """``SignalSource.co_views`` from memory."""
+        scores: dict[int, float] = {}
+        if self.events is None:
+            return scores
+        for seed in seeds:
+            column = int(np.searchsorted(self.item_ids, int(seed)))
+            if column >= len(self.item_ids) or self.item_ids[column] != int(seed):
+                continue
+            for other, viewers in self.events.co_views(column, at).items():
+                item = int(self.item_ids[other])
+                scores[item] = scores.get(item, 0.0) + viewers
+        return scores
+
+    def trending(self, at: float, limit: int) -> list[tuple[int, float]]:
+        """``SignalSource.trending`` from memory, as of the start of ``at``'s hour (cached per hour)."""
+        hour = np.floor(at / 3600.0) * 3600.0
+        key = ("trending", hour, limit)
+        if key not in self.popular_cache:
+            scores = (
+                self.events.trending(hour, len(self.item_ids))
+                if self.events is not None
+                else np.zeros(len(self.item_ids))
+            )
+            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), limit)
+        return self.popular_cache[key]
+
+    def category_popular(self, categories: Sequence[str], at: float, limit: int) -> dict[str, list[tuple[int, float]]]:
+        """``SignalSource.category_popular`` from memory, as of the start of ``at``'s day (cached per day)."""
+        day = np.floor(at / DAY) * DAY
+        found = {}
+        for category in categories:
+            key = ("category", day, category, limit)
+            if key not in self.popular_cache:
+                columns = np.flatnonzero(self.categories == category)
+                counts = self.popularity(columns, day, POPULAR_WINDOW_DAYS)
+                order = np.lexsort((self.item_ids[columns], -counts))[:limit]
+                self.popular_cache[key] = [
+                    (int(self.item_ids[columns[i]]), float(counts[i])) for i in order if counts[i] > 0
+                ]
+            found[category] = self.popular_cache[key]
+        return found
+
+    def new_items(self, at: float, limit: int) -> list[tuple[int, float]]:
+        """``SignalSource.new_items`` from memory, as of the start of ``at``'s day (cached per day)."""
+        day = np.floor(at / DAY) * DAY
+        key = ("new", day, limit)
+        if key not in self.popular_cache:
+            popularity, first_seen, _, _ = self.item_signals(self.item_ids, day)
+            fresh = np.nan_to_num(first_seen, nan=-np.inf) >= day - NEW_ITEM_DAYS * DAY
+            scores = np.where(fresh, popularity[POPULARITY_WINDOWS[1]], 0.0)
+            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), limit)
+        return self.popular_cache[key]
+
     def candidates_at(
         self,
         visitor: str,
@@ -637,8 +837,11 @@ class EventLog:
         factors: ItemFactors | None = None,
         limit: int = 200,
         shown: Sequence[int] | None = None,
+        vectors: VectorSource | None = None,
     ) -> tuple[Candidates, VisitorHistory, ItemSignals]:
-        return candidates_at(self, self.history(visitor, at), factors=factors, limit=limit, shown=shown)
+        return candidates_at(
+            self, self.history(visitor, at), factors=factors, limit=limit, shown=shown, vectors=vectors
+        )
 
     def visitor_item_counts(self, before: float) -> tuple[list[str], list[tuple[int, int, float]]]:
         """Visitors and their ``(visitor row, item column, orders holding it)`` before ``before``: the matrix
@@ -652,6 +855,75 @@ class EventLog:
                     held.setdefault(item, set()).add(basket)
             entries += [(row, int(self.columns_of([item])[0]), float(len(baskets))) for item, baskets in held.items()]
         return visitors, entries
+
+
+@dataclass
+class _Events:
+    """The event lines of an ``EventLog`` as arrays: all of them by time (trending), and those that are not
+    purchases (views, clicks, adds to cart: "views" here) by item and by visitor (co-views)."""
+
+    times: np.ndarray
+    columns: np.ndarray
+    visitors: np.ndarray
+    purchase: np.ndarray
+    view_order_by_item: np.ndarray  # positions of the view lines, sorted by (column, time)
+    view_order_by_visitor: np.ndarray  # the same, sorted by (visitor, time)
+
+    @classmethod
+    def build(cls, lines: Sequence[tuple], item_ids: np.ndarray) -> _Events:
+        names = {name: i for i, name in enumerate(sorted({line[0] for line in lines}))}
+        n = len(lines)
+        times = np.fromiter((line[3] for line in lines), dtype=np.float64, count=n)
+        columns = np.searchsorted(item_ids, np.fromiter((line[1] for line in lines), dtype=np.int64, count=n))
+        visitors = np.fromiter((names[line[0]] for line in lines), dtype=np.int64, count=n)
+        purchase = np.fromiter((bool(line[5]) for line in lines), dtype=bool, count=n)
+        order = np.argsort(times, kind="stable")
+        times, columns, visitors, purchase = times[order], columns[order], visitors[order], purchase[order]
+        views = np.flatnonzero(~purchase)
+        by_item = views[np.lexsort((times[views], columns[views]))]
+        by_visitor = views[np.lexsort((times[views], visitors[views]))]
+        return cls(times, columns, visitors, purchase, by_item, by_visitor)
+
+    def trending(self, at: float, items: int) -> np.ndarray:
+        """Per item column: every visitor's strongest event on it in the eight half-lives before ``at``, weighted
+        (``TRENDING_WEIGHTS``) and decayed by its age, summed over visitors."""
+        half_life = TRENDING_HALF_LIFE_HOURS * 3600.0
+        start = np.searchsorted(self.times, at - 8 * half_life, side="right")
+        end = np.searchsorted(self.times, at, side="left")
+        scores = np.zeros(items)
+        if end <= start:
+            return scores
+        weight = np.where(self.purchase[start:end], TRENDING_WEIGHTS["purchase"], TRENDING_WEIGHTS["other"])
+        value = weight * 0.5 ** ((at - self.times[start:end]) / half_life)
+        keys = self.visitors[start:end] * len(scores) + self.columns[start:end]
+        unique, index = np.unique(keys, return_inverse=True)
+        best = np.zeros(len(unique))
+        np.maximum.at(best, index, value)
+        return np.bincount(unique % len(scores), weights=best, minlength=len(scores))
+
+    def co_views(self, column_of_seed: int, at: float) -> dict[int, float]:
+        """``storage.ranking.co_views`` of one item column before ``at``: {other column: viewers}."""
+        lines = self.view_order_by_item
+        columns = self.columns[lines]
+        start, end = np.searchsorted(columns, [column_of_seed, column_of_seed + 1])
+        within = lines[start:end][self.times[lines[start:end]] < at]
+        if not len(within):
+            return {}
+        seen: dict[int, float] = {}
+        for visitor, time in zip(self.visitors[within].tolist(), self.times[within].tolist(), strict=True):
+            seen[visitor] = max(seen.get(visitor, -np.inf), time)
+        viewers = sorted(seen, key=lambda visitor: (-seen[visitor], visitor))[:CO_VIEW_VIEWERS]
+        by_visitor = self.view_order_by_visitor
+        owners = self.visitors[by_visitor]
+        counts: dict[int, float] = {}
+        for visitor in viewers:
+            first, last = np.searchsorted(owners, [visitor, visitor + 1])
+            mine = by_visitor[first:last]
+            times = self.times[mine]
+            near = mine[(times < at) & (np.abs(times - seen[visitor]) <= CO_VIEW_WINDOW_SECONDS)]
+            for column in set(self.columns[near].tolist()) - {column_of_seed}:
+                counts[column] = counts.get(column, 0.0) + 1.0
+        return counts
 
 
 def _last_basket(history: VisitorHistory) -> int:
@@ -824,9 +1096,88 @@ class SignalSource(Protocol):
         """For ``items``: {window days: orders holding it}, the time of its first order within the longest
         window (NaN: none), price, category."""
 
+    def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:
+        """{item: viewers}: per seed, what its latest ``CO_VIEW_VIEWERS`` viewers viewed within
+        ``CO_VIEW_WINDOW_SECONDS`` of their view of it (never the seed itself), summed over the seeds."""
+
+    def trending(self, at: float, limit: int) -> list[tuple[int, float]]:
+        """The trending items (``TRENDING_*``), best first, ties by lower id."""
+
+    def category_popular(self, categories: Sequence[str], at: float, limit: int) -> dict[str, list[tuple[int, float]]]:
+        """Per category, its items in most orders over the last ``POPULAR_WINDOW_DAYS``, best first."""
+
+    def new_items(self, at: float, limit: int) -> list[tuple[int, float]]:
+        """The items first ordered (within the longest popularity window) less than ``NEW_ITEM_DAYS`` before
+        ``at``, by their orders over the last ``POPULAR_WINDOW_DAYS``, best first."""
+
+
+class VectorSource(Protocol):
+    """Item vectors of the vector spaces (content: they have no time): in memory for training, the database when
+    serving."""
+
+    spaces: Sequence[str]
+
+    def vectors(self, space: str, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors of ``items`` (one row each, zeros where none) and which of them have one."""
+
+    def nearest(self, space: str, vector: np.ndarray, limit: int, exclude: set) -> list[tuple[int, float]]:
+        """The ``limit`` items nearest to ``vector`` by cosine, best first, none of ``exclude``."""
+
+
+@dataclass
+class ItemVectors:
+    """``VectorSource`` in memory: per space, sorted item ids and their unit vectors (one row each)."""
+
+    by_space: Mapping[str, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def from_vectors(cls, by_space: Mapping[str, Mapping[int, np.ndarray]]) -> ItemVectors:
+        """From {space: {item id: vector}} (normalised here); spaces without a vector are left out."""
+        spaces = {}
+        for space, vectors in by_space.items():
+            if not vectors:
+                continue
+            ids = np.asarray(sorted(vectors), dtype=np.int64)
+            matrix = np.vstack([np.asarray(vectors[int(i)], dtype=np.float32) for i in ids])
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            spaces[space] = (ids, (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32))
+        return cls(spaces)
+
+    @property
+    def spaces(self) -> list[str]:
+        return sorted(self.by_space)
+
+    def vectors(self, space: str, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids, matrix = self.by_space[space]
+        items = np.asarray(items, dtype=np.int64)
+        rows = np.minimum(np.searchsorted(ids, items), len(ids) - 1)
+        known = ids[rows] == items
+        return np.where(known[:, None], matrix[rows], 0.0).astype(np.float32), known
+
+    def nearest(self, space: str, vector: np.ndarray, limit: int, exclude: set) -> list[tuple[int, float]]:
+        ids, matrix = self.by_space[space]
+        return _best_of(ids, matrix @ np.asarray(vector, dtype=np.float32), exclude, limit)
+
+
+def visitor_profile(history: VisitorHistory, vectors: np.ndarray, known: np.ndarray) -> np.ndarray | None:
+    """The visitor's profile in one space (``PROFILE_*``) from the unit ``vectors`` of ``history.items`` (one row
+    per event line; ``known``: which have one); None when none of their latest events has a vector."""
+    latest = np.argsort(-history.times, kind="stable")[:PROFILE_EVENTS]
+    latest = latest[known[latest]]
+    if not len(latest):
+        return None
+    ages = (history.times.max() - history.times[latest]) / DAY
+    weights = np.where(history.purchases[latest], PROFILE_PURCHASE_WEIGHT, 1.0) * 0.5 ** (ages / PROFILE_HALF_LIFE_DAYS)
+    profile = weights @ vectors[latest].astype(np.float64)
+    norm = np.linalg.norm(profile)
+    return profile / norm if norm > 0 else None
+
 
 #: How many popular items the popular source offers.
 POPULAR_CANDIDATES = 50
+#: How many items each vector space's profile source offers, and the co-view source.
+SPACE_CANDIDATES = 100
+CO_VIEW_CANDIDATES = 100
 
 
 def candidates_at(
@@ -836,10 +1187,13 @@ def candidates_at(
     factors: ItemFactors | None = None,
     limit: int = 200,
     shown: Sequence[int] | None = None,
+    vectors: VectorSource | None = None,
 ) -> tuple[Candidates, VisitorHistory, ItemSignals]:
     """The visitor's candidates from every source and their item signals, as of ``history.at``. With ``shown``
     (item ids, an impression's list), the candidates are those items, in that order, each with every source's
-    score and rank as the sources would have given them at that time (an impression query)."""
+    score and rank as the sources would have given them at that time (an impression query). With ``vectors``,
+    each of its spaces is a source (the profile's nearest items) and gives every candidate its cosine to the
+    profile."""
     at = history.at
     stats = repeat_stats(history)
     ranked = stats.ranked()
@@ -859,7 +1213,21 @@ def candidates_at(
         "als": _best_of(factors.item_ids, als, bought, limit) if als is not None else [],
         "basket": _best_of(factors.item_ids, basket, bought, limit) if basket is not None else [],
         "popular": source.popular(at, POPULAR_CANDIDATES),
+        "co_view": _best(source.co_views(view_seeds(history), at), bought, CO_VIEW_CANDIDATES),
+        "trending": [pair for pair in source.trending(at, SHARED_CANDIDATES + len(bought)) if pair[0] not in bought][
+            :SHARED_CANDIDATES
+        ],
+        "category": _category_list(source, history, at, bought),
+        "new": [pair for pair in source.new_items(at, SHARED_CANDIDATES + len(bought)) if pair[0] not in bought][
+            :SHARED_CANDIDATES
+        ],
     }
+    profiles = {}
+    for space in vectors.spaces if vectors is not None else ():
+        profile = visitor_profile(history, *vectors.vectors(space, history.items))
+        profiles[space] = profile
+        found = vectors.nearest(space, profile, SPACE_CANDIDATES, bought) if profile is not None else []
+        lists[space_source(space)] = found
     candidates = gather_candidates(lists, limit=limit) if shown is None else ranked_items(lists, shown)
     items = candidates.items.tolist()
     popularity, first_seen, price, category = source.item_signals(candidates.items, at)
@@ -888,9 +1256,49 @@ def candidates_at(
         co_purchase_last=np.asarray([last_scores.get(i, 0.0) for i in items], dtype=np.float64),
         als=factors.scores_of(candidates.items, als) if als is not None else np.full(len(items), np.nan),
         seed_orders=seed_orders,
+        space_cosine={
+            space: _cosines(vectors, space, profile, candidates.items) for space, profile in profiles.items()
+        },
         **item_model,
     )
     return candidates, history, signals
+
+
+def view_seeds(history: VisitorHistory, limit: int = CO_VIEW_SEEDS) -> list[int]:
+    """The co-view source's seeds: the visitor's latest ``limit`` distinct items of events other than purchases."""
+    others = np.flatnonzero(~history.purchases)
+    seeds: dict[int, None] = {}
+    for position in others[np.lexsort((-history.items[others], -history.times[others]))]:
+        seeds.setdefault(int(history.items[position]), None)
+        if len(seeds) == limit:
+            break
+    return list(seeds)
+
+
+def _category_list(source: SignalSource, history: VisitorHistory, at: float, bought: set) -> list[tuple[int, float]]:
+    """The popular items of the visitor's ``CATEGORY_SEEDS`` categories with most purchase lines, each scored
+    by its orders times its category's share of those lines; never an item they bought."""
+    mask = history.purchases & (history.categories != "")
+    if not mask.any():
+        return []
+    names, counts = np.unique(history.categories[mask].astype(str), return_counts=True)
+    order = np.lexsort((names, -counts))[:CATEGORY_SEEDS]
+    shares = {str(names[i]): float(counts[i]) / float(mask.sum()) for i in order}
+    listed = source.category_popular(list(shares), at, SHARED_CANDIDATES + len(bought))
+    scores = {}
+    for category, items in listed.items():
+        for item, orders in items:
+            if item not in bought:
+                scores[int(item)] = max(scores.get(int(item), 0.0), shares[category] * orders)
+    return _best(scores, bought, SHARED_CANDIDATES)
+
+
+def _cosines(vectors: VectorSource, space: str, profile: np.ndarray | None, items: np.ndarray) -> np.ndarray:
+    """Each item's cosine to ``profile`` in ``space`` (NaN: no profile, or no vector)."""
+    if profile is None or not len(items):
+        return np.full(len(items), np.nan)
+    rows, known = vectors.vectors(space, items)
+    return np.where(known, rows.astype(np.float64) @ profile, np.nan)
 
 
 def _best_of(item_ids: np.ndarray, scores: np.ndarray, bought: set, limit: int) -> list[tuple[int, float]]:
@@ -951,9 +1359,12 @@ def query_rows(
     *,
     factors: ItemFactors | None = None,
     limit: int = 200,
+    vectors: VectorSource | None = None,
 ) -> tuple[np.ndarray, np.ndarray, Candidates]:
     """Features, 0/1 labels and candidates of one label point (features from events before its time only)."""
-    candidates, history, signals = log.candidates_at(point.visitor, point.at, factors=factors, limit=limit)
+    candidates, history, signals = log.candidates_at(
+        point.visitor, point.at, factors=factors, limit=limit, vectors=vectors
+    )
     labels = np.fromiter(
         (item in point.items for item in candidates.items.tolist()), dtype=np.float64, count=len(candidates)
     )
@@ -993,12 +1404,17 @@ def impression_grade(clicked: bool, carted: bool, purchased: bool) -> float:
 
 
 def impression_rows(
-    log: EventLog, point: ImpressionPoint, *, factors: ItemFactors | None = None, limit: int = 200
+    log: EventLog,
+    point: ImpressionPoint,
+    *,
+    factors: ItemFactors | None = None,
+    limit: int = 200,
+    vectors: VectorSource | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features (``FEATURES`` then ``POSITION``) and graded labels of an impression's shown items, featured from
     the events before the impression only: the same sources, scores and ranks as a candidate stage run then."""
     candidates, history, signals = log.candidates_at(
-        point.visitor, point.at, factors=factors, limit=limit, shown=point.items
+        point.visitor, point.at, factors=factors, limit=limit, shown=point.items, vectors=vectors
     )
     where = {int(item): i for i, item in enumerate(point.items)}
     keep = [where[int(item)] for item in candidates.items.tolist()]  # duplicates were dropped, first kept
@@ -1017,21 +1433,26 @@ def with_position(features: np.ndarray, positions: np.ndarray | float) -> np.nda
     )
 
 
-def serving_matrix(features: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """``feature_matrix``'s rows as a model with feature list ``names`` scores them when serving: with the
-    position, if the model has it, fixed at 0 for every candidate. ``ValueError`` for any other feature list."""
-    names = list(names)
-    if names == list(FEATURES):
+def serving_matrix(features: np.ndarray, names: Sequence[str], produced: Sequence[str] = FEATURES) -> np.ndarray:
+    """``feature_matrix``'s rows (columns ``produced``) as a model with feature list ``names`` scores them when
+    serving: with the position, if the model has it, fixed at 0 for every candidate, and NaN (missing) for a vector
+    space's features the rows lack (its space not ready now). ``ValueError`` for any other feature list."""
+    names, produced = list(names), list(produced)
+    if names == produced:
         return features
-    if names == [*FEATURES, POSITION]:
+    if names == [*produced, POSITION]:
         return with_position(features, 0.0)
-    known = {name: i for i, name in enumerate(FEATURES)}
-    unknown = [name for name in names if name not in known and name != POSITION]
+    known = {name: i for i, name in enumerate(produced)}
+    spaces = {name for name in names if name.startswith("space_") and name.endswith(("_cosine", "_rank"))}
+    unknown = [name for name in names if name not in known and name != POSITION and name not in spaces]
     if unknown:
         raise ValueError("A model with features %s cannot score this version's candidates." % unknown)
     # an older model (a subset of today's features, in its own order): its columns, the position at 0
     columns = [
-        features[:, known[name]] if name in known else np.zeros(len(features), dtype=np.float32) for name in names
+        features[:, known[name]]
+        if name in known
+        else np.full(len(features), np.nan if name in spaces else 0.0, dtype=np.float32)
+        for name in names
     ]
     return np.column_stack(columns).astype(np.float32) if len(features) else np.zeros((0, len(names)), dtype=np.float32)
 

@@ -22,16 +22,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import numpy as np
 
+from .. import storage
 from ..conf import ragrec_settings
 from ..exceptions import UnknownServingConfig
+from ..models import Interaction, Item
 from ..ranking import learned
 from ..ranking.candidates import Candidate
 from ..ranking.rules import RANKERS
 from ..storage import ranking as store
-from .results import RecommendationList, Visitor, finish, serving_rules
+from .results import RecommendationList, Visitor, finish, serving_rules, space_ready
 
 logger = logging.getLogger("ragrec_django.ranker")
 
@@ -54,11 +57,23 @@ POPULAR_STORED = 200
 PARTNERS_PER_ITEM = 2000
 
 REASONS = {
+    "co_view": "viewed with what you viewed",
     "knn": "often bought with what you buy",
     "als": "popular with shoppers like you",
     "basket": "often bought with what you buy",
+    "space": "like what you buy",
+    "trending": "trending now",
+    "category": "popular in a category you buy",
+    "new": "new and selling",
     "popular": "popular right now",
 }
+#: The events the co-view source and its in-memory twin read: every item event but purchases and searches.
+VIEW_EVENTS = tuple(
+    str(event) for event in Interaction.Event if event not in (Interaction.Event.PURCHASE, Interaction.Event.SEARCH)
+)
+#: Each seed's co-views read at most this many items (the source keeps the best ``learned.CO_VIEW_CANDIDATES``
+#: of their sums over the seeds).
+CO_VIEWS_PER_SEED = 1000
 
 
 def ranker_for(recommender: str, config: str | None = None) -> str:
@@ -107,6 +122,7 @@ def forget_models() -> None:
     with _models_lock:
         _models.clear()
     _snapshot[:] = [float("-inf"), None]
+    _shared_lists.clear()
 
 
 # ---------------------------------------------------------------- signals from the database
@@ -151,6 +167,110 @@ class DatabaseSignals:
     def item_signals(self, items, at):
         return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS, max_per_source=_max_per_source())
 
+    def co_views(self, seeds, at):
+        scores: dict[int, float] = {}
+        for seed in seeds:
+            for item, viewers in store.co_views(
+                seed,
+                at=at,
+                viewers=learned.CO_VIEW_VIEWERS,
+                window_seconds=learned.CO_VIEW_WINDOW_SECONDS,
+                limit=CO_VIEWS_PER_SEED,
+                views=VIEW_EVENTS,
+            ):
+                scores[item] = scores.get(item, 0.0) + viewers
+        return scores
+
+    def trending(self, at, limit):
+        # as of the start of the hour, as the in-memory log answers it
+        hour = float(np.floor(at / 3600.0) * 3600.0)
+        weights = {event: learned.TRENDING_WEIGHTS["other"] for event in VIEW_EVENTS}
+        weights[str(Interaction.Event.PURCHASE)] = learned.TRENDING_WEIGHTS["purchase"]
+        return _shared(
+            ("trending", hour, limit),
+            lambda: storage.decayed_popularity(
+                event_weights=weights,
+                half_life_seconds=learned.TRENDING_HALF_LIFE_HOURS * 3600,
+                category=None,
+                limit=limit,
+                max_per_source=_max_per_source(),
+                at=datetime.fromtimestamp(hour, tz=timezone.utc),
+            ),
+        )
+
+    def category_popular(self, categories, at, limit):
+        day = float(np.floor(at / learned.DAY) * learned.DAY)  # as of the start of the day, as the log
+        return _shared(
+            ("category", day, tuple(categories), limit),
+            lambda: store.category_popular(
+                categories, at=day, days=learned.POPULAR_WINDOW_DAYS, limit=limit, max_per_source=_max_per_source()
+            ),
+        )
+
+    def new_items(self, at, limit):
+        day = float(np.floor(at / learned.DAY) * learned.DAY)
+        return _shared(
+            ("new", day, limit),
+            lambda: store.new_items(
+                at=day,
+                days=learned.NEW_ITEM_DAYS,
+                windows=learned.POPULARITY_WINDOWS,
+                limit=limit,
+                max_per_source=_max_per_source(),
+            ),
+        )
+
+
+_shared_lists: dict[tuple, object] = {}
+#: At most this many shared lists are cached (per category sets, they vary by visitor).
+SHARED_CACHE_SIZE = 256
+
+
+def _shared(key: tuple, read: Callable[[], object]):
+    """A list every visitor shares (trending, a category's popular items, new items), read once per process for
+    each ``key`` (which holds the instant it is read as of: the start of an hour or day)."""
+    key = (*key, _max_per_source())
+    if key not in _shared_lists:
+        if len(_shared_lists) >= SHARED_CACHE_SIZE:
+            _shared_lists.clear()
+        _shared_lists[key] = read()
+    return _shared_lists[key]
+
+
+class DatabaseVectors:
+    """``ranking.learned.VectorSource`` from the database: the stored vectors of the active generations of
+    ``spaces`` that are ready, the nearest items by the space's index (eligible items only)."""
+
+    def __init__(self, spaces):
+        self.spaces = [space for space in spaces if space_ready(space)]
+
+    def vectors(self, space, items):
+        items = np.asarray(items, dtype=np.int64)
+        found = storage.vectors_for_items(space, sorted(set(items.tolist())))
+        width = len(next(iter(found.values()))) if found else 1
+        rows = np.zeros((len(items), width), dtype=np.float32)
+        known = np.asarray([int(item) in found for item in items.tolist()], dtype=bool)
+        for position in np.flatnonzero(known):
+            vector = found[int(items[position])]
+            norm = float(np.linalg.norm(vector))
+            rows[position] = vector / norm if norm > 0 else vector
+        return rows, known
+
+    def nearest(self, space, vector, limit, exclude):
+        filters = storage.ItemFilter(exclude_ids=frozenset(int(item) for item in exclude))
+        return [(n.item_id, 1.0 - n.distance) for n in storage.nearest(space, vector, limit, filters=filters)]
+
+
+def training_vectors() -> learned.ItemVectors | None:
+    """Every item's vector in each space of ``SIMILAR_WEIGHTS`` (weight above 0) that is ready, for training the
+    "for you" model's space sources and features; None when no space is ready."""
+    spaces = [space for space, weight in ragrec_settings.SIMILAR_WEIGHTS.items() if weight and space_ready(space)]
+    if not spaces:
+        return None
+    ids = list(Item.objects.values_list("id", flat=True))
+    vectors = learned.ItemVectors.from_vectors({space: storage.vectors_for_items(space, ids) for space in spaces})
+    return vectors if vectors.spaces else None
+
 
 class MaterialisedSignals:
     """``ranking.learned.SignalSource`` read by primary key from the tables ``refresh_signals`` wrote: the counts
@@ -190,6 +310,18 @@ class MaterialisedSignals:
 
     def popular(self, at, limit):
         return [(int(item), float(orders)) for item, orders in self.snapshot.popular[:limit]]
+
+    def co_views(self, seeds, at):
+        return DatabaseSignals().co_views(seeds, at)  # a visitor's own items: not materialised
+
+    def trending(self, at, limit):
+        return DatabaseSignals().trending(at, limit)
+
+    def category_popular(self, categories, at, limit):
+        return DatabaseSignals().category_popular(categories, at, limit)
+
+    def new_items(self, at, limit):
+        return DatabaseSignals().new_items(at, limit)
 
     def item_signals(self, items, at):
         windows = list(self.snapshot.windows)
@@ -260,16 +392,18 @@ def refresh_signals(*, at: float | None = None) -> object:
     return snapshot
 
 
-def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int | None = None):
+def signals_for(visitor: Visitor, at: float, factors, *, source=None, limit: int | None = None, vectors=None):
     """``(candidates, history, signals)`` of a visitor at ``at``, read from the database (``source``: the live
-    aggregates by default)."""
+    aggregates by default; ``vectors``: a ``DatabaseVectors`` for the vector spaces' sources and features)."""
     lines, _ = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=at)
-    return _signals(lines, at, factors, source or DatabaseSignals(), limit)
+    return _signals(lines, at, factors, source or DatabaseSignals(), limit, vectors)
 
 
-def _signals(lines, at: float, factors, source, limit: int | None = None):
+def _signals(lines, at: float, factors, source, limit: int | None = None, vectors=None):
     history = learned.VisitorHistory.from_lines(at, lines)
-    return learned.candidates_at(source, history, factors=factors, limit=limit or candidate_count())
+    return learned.candidates_at(
+        source, history, factors=factors, limit=limit or candidate_count(), vectors=vectors or None
+    )
 
 
 def training_log() -> tuple[learned.EventLog, int, float]:
@@ -314,10 +448,15 @@ def learned_for_you(visitor: Visitor, *, k: int, config: str, at: float | None =
         now = time.time() if at is None else at
         source = signal_source(now)
         lines, titles = store.visitor_lines(user_id=visitor.user_id, session_key=visitor.session_key, at=now)
-        candidates, history, signals = _signals(lines, now, model.factors, source)
+        vectors = DatabaseVectors(model.metadata.get("spaces", []))
+        candidates, history, signals = _signals(lines, now, model.factors, source, vectors=vectors)
         if not history.purchases.any() or not len(candidates):
             return None  # nothing bought yet: fusion's lists (similar items, trending) serve them
-        features = learned.serving_matrix(learned.feature_matrix(candidates, history, signals), model.features)
+        features = learned.serving_matrix(
+            learned.feature_matrix(candidates, history, signals),
+            model.features,
+            learned.feature_names(candidates.spaces),
+        )
         scores = model.predict(features)
         bought = set(history.items[history.purchases].tolist())
         chosen = learned.compose(candidates, scores, bought, k)
@@ -360,9 +499,11 @@ def _explained(scored: _Scored, model, bought: set, source, history, titles: dic
         elif seed in titles:
             reason = "bought with %s" % titles[seed]
         else:
-            reason = REASONS.get(scored.candidates.source_of(position) or "popular", REASONS["popular"])
+            strongest = scored.candidates.source_of(position) or "popular"
+            strongest = "space" if strongest.startswith(learned.SPACE_PREFIX) else strongest
+            reason = REASONS.get(strongest, REASONS["popular"])
         components = {"learned": float(scored.scores[position])}
-        for name in learned.SOURCES:
+        for name in scored.candidates.sources:
             value = scored.candidates.ranks[name][position]
             if not np.isnan(value):
                 components[name + "_rank"] = float(value)
@@ -421,7 +562,12 @@ def train_ranker(
     )
     if shown:
         say("%d impression(s) of %s with their clicks, adds to cart and purchases" % (len(shown), recommender))
-    fitted = trainer.fit(log, end=end, options=options, baseline=baseline, progress=say, impressions=shown)
+    vectors = training_vectors()
+    if vectors is not None:
+        say("vector spaces as sources and features: %s" % ", ".join(vectors.spaces))
+    fitted = trainer.fit(
+        log, end=end, options=options, baseline=baseline, progress=say, impressions=shown, vectors=vectors
+    )
     ranker = fitted.ranker
     ranker.metadata.update({"events": events, "trained_at": started})
     say("materialising the signals serving reads")
@@ -521,7 +667,9 @@ def _model_baseline(current):
         return None
 
     def scores(candidates, history, features):
-        return current.predict(learned.serving_matrix(features, current.features))
+        return current.predict(
+            learned.serving_matrix(features, current.features, learned.feature_names(candidates.spaces))
+        )
 
     return scores
 

@@ -53,10 +53,12 @@ def decayed_popularity(
     category: str | None,
     limit: int,
     max_per_source: int | None = None,
+    at: datetime | None = None,
 ) -> list[tuple[int, float]]:
     """``(item id, score)`` of eligible items, best first: each visitor counts once per item, with the
     weight of their strongest event on it decayed by its age (``half_life_seconds``); events older than
-    eight half-lives are not read. Events of nobody (no user, no session) count one each.
+    eight half-lives are not read. Events of nobody (no user, no session) count one each. ``at``: as of
+    that time, from the events before it only (default: now).
 
     Only ``verified`` events count, and one source (an ``origin``, the client address events came from;
     a visitor of its own when unknown) counts at most its ``max_per_source`` strongest visitors per item
@@ -69,9 +71,10 @@ def decayed_popularity(
         "  PARTITION BY item_id, COALESCE(origin, visitor) ORDER BY best DESC, visitor) AS nth FROM ("
         "  SELECT e.item_id, COALESCE('u' || e.user_id::text, NULLIF('s' || e.session_key, 's'), 'e' || e.id::text)"
         "   AS visitor, MIN(NULLIF(e.origin, '')) AS origin, MAX((CASE e.event {cases} ELSE 0 END)"
-        "   * exp(-ln(2) * extract(epoch FROM (now() - e.created_at)) / %s)) AS best"
+        "   * exp(-ln(2) * extract(epoch FROM ({when} - e.created_at)) / %s)) AS best"
         "  FROM {events} e JOIN {items} i ON i.id = e.item_id"
-        "  WHERE e.item_id IS NOT NULL AND e.verified AND e.created_at > now() - make_interval(secs => %s)"
+        "  WHERE e.item_id IS NOT NULL AND e.verified AND e.created_at > {when} - make_interval(secs => %s)"
+        "  {before}"
         "  AND i.is_eligible {category}"
         "  GROUP BY e.item_id, 2"
         " ) per_visitor"
@@ -81,8 +84,11 @@ def decayed_popularity(
         events=table_name(Interaction),
         items=table_name(Item),
         category="AND i.category = %s" if category else "",
+        when="%s::timestamptz" if at else "now()",
+        before="AND e.created_at < %s" if at else "",
     )
-    params += [half_life_seconds, half_life_seconds * 8]
+    when = [at] if at else []
+    params += [*when, half_life_seconds, *when, half_life_seconds * 8, *when]
     if category:
         params.append(category)
     params += [max_per_source if max_per_source is not None else 2**31 - 1, limit]

@@ -206,6 +206,50 @@ def popular(*, at: float, days: float, limit: int, max_per_source: int | None = 
         return [(item, float(orders)) for item, _, orders in cursor.fetchall()]
 
 
+def category_popular(
+    categories: Sequence[str], *, at: float, days: float, limit: int, max_per_source: int | None = None
+) -> dict[str, list[tuple[int, float]]]:
+    """Per category of ``categories``: its items in most orders over ``days`` before ``at``, best first, ties by
+    lower id, at most ``limit`` (provenance as above); one query."""
+    if not categories:
+        return {}
+    sql, names = _popularity_sql([days], max_per_source, items=False)
+    sql = (
+        "SELECT category, item_id, orders FROM ("
+        " SELECT i.category, c.item_id, c.orders, row_number() OVER ("
+        "  PARTITION BY i.category ORDER BY c.orders DESC, c.item_id) AS nth"
+        f" FROM ({sql}) c(item_id, first, orders) JOIN {table_name(Item)} i ON i.id = c.item_id"
+        " WHERE i.category = ANY(%(categories)s) AND c.orders > 0"
+        ") ranked WHERE nth <= %(limit)s ORDER BY category, nth"
+    )
+    found: dict[str, list[tuple[int, float]]] = {category: [] for category in categories}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, {**_window_params(at, [days], names), "categories": list(categories), "limit": limit})
+        for category, item, orders in cursor.fetchall():
+            found[category].append((item, float(orders)))
+    return found
+
+
+def new_items(
+    *, at: float, days: float, windows: Sequence[float], limit: int, max_per_source: int | None = None
+) -> list[tuple[int, float]]:
+    """The items whose first order within the longest of ``windows`` (days) is less than ``days`` before ``at``,
+    by their orders over ``days`` (one of ``windows``), best first, ties by lower id, at most ``limit`` (as
+    ``item_signals`` counts them: the same first order and counts)."""
+    windows = list(windows)
+    counted, names = _popularity_sql(windows, max_per_source, items=False)
+    width = ", ".join("n%d" % i for i in range(len(windows)))
+    n = "n%d" % windows.index(days)
+    sql = (
+        f"SELECT item_id, {n} FROM ({counted}) c(item_id, first, {width})"
+        f" WHERE first >= %(new_since)s AND {n} > 0 ORDER BY {n} DESC, item_id LIMIT %(limit)s"
+    )
+    params = {**_window_params(at, windows, names), "new_since": _when(at - days * 86400), "limit": limit}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(item, float(orders)) for item, orders in cursor.fetchall()]
+
+
 def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int], max_per_source: int | None = None):
     """For ``items`` before ``at``: ({window days: orders holding it}, the time of its first order within the
     longest window (NaN: none), price (NaN: none), category), aligned with ``items``; one query that reads

@@ -262,3 +262,111 @@ def test_serving_fixes_the_position_at_zero_and_refuses_other_feature_lists():
         learned.serving_matrix(rows, [*learned.FEATURES, "something_else"])
     assert learned.impression_grade(True, True, True) == 3 > learned.impression_grade(True, True, False) == 2
     assert learned.impression_grade(True, False, False) == 1 > learned.impression_grade(False, False, False) == 0
+
+
+def _views_and_vectors():
+    """``_lines`` with views (a session of "a" before T, co-views by "b" and "c"), categories and a text space."""
+    views = [
+        ("b", 6, "", T0 + 22 * DAY, 1, False),
+        ("b", 7, "", T0 + 22 * DAY + 600, 1, False),
+        ("c", 6, "", T0 + 23 * DAY, 1, False),
+        ("c", 7, "", T0 + 23 * DAY + 60, 1, False),
+        ("a", 3, "", T0 + 24 * DAY, 1, False),  # an earlier session of "a"
+        ("a", 6, "", T0 + 25 * DAY, 1, False),  # "a"'s latest session: 6 twice, then 8
+        ("a", 6, "", T0 + 25 * DAY + 300, 1, False),
+        ("a", 8, "", T0 + 25 * DAY + 900, 1, False),
+        ("c", 8, "", T0 + 25 * DAY, 1, True),  # a new item: first ordered a day before T
+    ]
+    categories = {1: "mugs", 2: "mugs", 3: "lamps", 4: "lamps", 5: "mugs", 6: "lamps", 7: "lamps", 8: "mugs"}
+    rng = np.random.default_rng(1)
+    vectors = learned.ItemVectors.from_vectors({"text": {item: rng.normal(size=6) for item in range(1, 10)}})
+    return sorted(_lines() + views, key=lambda line: line[3]), categories, vectors
+
+
+def test_seventh_round_sources_and_features_never_read_an_event_after_t(monkeypatch):
+    """Co-views, the text space, trending, category popularity, new items and the session features at T read only
+    the events before T (the first test's question, for this round's sources)."""
+    monkeypatch.setattr(learned, "NEW_ITEM_DAYS", 3)  # the log starts 26 days before T: every item is newer than 30
+    lines, categories, vectors = _views_and_vectors()
+    at = T0 + 26 * DAY
+    after = [
+        ("a", 7, "", at + 60, 1, False),  # a view in the same session, after T
+        ("b", 8, "", at + 120, 1, False),
+        ("c", 9, "late-c", at + DAY, 1, True),
+        ("d", 6, "late-d", at + 2 * DAY, 1, True),
+    ]
+    full = EventLog.build(lines + after, categories=categories)
+    past = EventLog.build(
+        [line for line in lines if line[3] < at] + [("d", 9, "", at + 30 * DAY, 1, False)], categories=categories
+    )
+    names = learned.feature_names(["text"])
+    for visitor in ("a", "b", "c"):
+        got = full.candidates_at(visitor, at, vectors=vectors)
+        want = past.candidates_at(visitor, at, vectors=vectors)
+        assert got[0].items.tolist() == want[0].items.tolist()
+        assert got[0].sources == learned.source_order(["text"])
+        np.testing.assert_array_equal(feature_matrix(*got), feature_matrix(*want))
+        assert feature_matrix(*got).shape == (len(got[0]), len(names))
+    candidates, history, signals = full.candidates_at("a", at, vectors=vectors)
+    rows = feature_matrix(candidates, history, signals)
+    where = {int(item): i for i, item in enumerate(candidates.items)}
+    # co-views of 6: 7, which b and c viewed within a day of it, and 8, which a did
+    assert full.co_views([6], at) == {7: 2.0, 8: 1.0}
+    # a's seeds, latest first: 8, 6, 3; 6 was viewed within a day of 8 and of 3, 7 with 6 by b and c
+    assert learned.view_seeds(history) == [8, 6, 3]
+    assert candidates.scores["co_view"][[where[6], where[7], where[8]]].tolist() == [2, 2, 1]
+    assert candidates.ranks["co_view"][[where[6], where[7], where[8]]].tolist() == [1, 2, 3]
+    assert not np.isnan(candidates.ranks["space:text"]).all() and not np.isnan(candidates.ranks["trending"]).all()
+    # a bought mugs in 5 lines and lamps in 1: 5 and 8 (mugs, an order each) before 4 (a lamp, two orders)
+    assert candidates.scores["category"][[where[5], where[8], where[4]]] == pytest.approx([5 / 6, 5 / 6, 2 / 6])
+    assert [item for item, _ in full.new_items(at, 10)] == [8]  # first ordered a day before T
+    assert candidates.ranks["new"][where[8]] == 1
+    cosine = rows[:, names.index("space_text_cosine")]
+    profile = learned.visitor_profile(history, *vectors.vectors("text", history.items))
+    assert cosine[where[8]] == pytest.approx(float(vectors.vectors("text", [8])[0][0] @ profile), abs=1e-6)
+    # the latest session: 6 viewed twice and 8 once (the view of 3 a day earlier is another session)
+    assert rows[where[6], names.index("session_item_events")] == 2
+    assert rows[where[8], names.index("session_item_events")] == 1
+    assert rows[where[4], names.index("session_category_events")] == 2  # 6 twice, in lamps
+    assert rows[0, names.index("session_events")] == 3
+
+
+def test_trending_keeps_each_visitors_strongest_event_decayed():
+    at = T0 + 10 * DAY
+    lines = [
+        ("a", 1, "o1", at - 72 * 3600, 1, True),  # one half-life ago, a purchase: 5 * 0.5
+        ("a", 1, "", at - 3600 * 0.0 - 1, 1, False),  # a view now: 1, weaker than the purchase
+        ("b", 1, "", at - 144 * 3600, 1, False),  # a view two half-lives ago: 0.25
+        ("b", 2, "", at - 25 * DAY, 1, False),  # older than eight half-lives: not read
+        ("c", 2, "", at + 1, 1, False),  # after T
+    ]
+    log = EventLog.build(sorted(lines, key=lambda line: line[3]))
+    hour = np.floor(at / 3600) * 3600
+    (item, score), *rest = log.trending(at, 10)
+    half = 0.5 ** ((hour - at) / (72 * 3600))  # the list is as of the start of T's hour
+    assert item == 1 and score == pytest.approx((2.5 + 0.25) * half) and not rest
+
+
+def test_gather_takes_each_space_quota_after_basket_and_older_models_serve():
+    lists = {
+        "repeat": [(1, 3.0)],
+        "basket": [(2, 1.0)],
+        "space:text": [(3, 0.9), (4, 0.8), (5, 0.7)],
+        "new": [(6, 4.0)],
+    }
+    candidates = gather_candidates(lists, limit=10, quotas={"repeat": 1, "basket": 1, "space": 2, "new": 1})
+    assert candidates.items.tolist() == [1, 2, 3, 4, 6]
+    assert candidates.sources.index("space:text") == candidates.sources.index("basket") + 1
+    assert candidates.spaces == ("text",) and candidates.source_of(2) == "space:text"
+    with pytest.raises(KeyError):
+        gather_candidates({"nowhere": [(1, 1.0)]})
+    # a model trained before this round (no co-view ... session features) takes its own columns; one trained
+    # with a space that is not ready now gets NaN for that space's features
+    names = learned.feature_names(["text"])
+    rows = np.arange(2 * len(names), dtype=np.float32).reshape(2, len(names))
+    older = [name for name in learned.FEATURES[: learned.FEATURES.index("co_view_score")]]
+    assert learned.serving_matrix(rows, older, names).tolist() == rows[:, : len(older)].tolist()
+    served = learned.serving_matrix(rows[:, : len(learned.FEATURES)], [*names, learned.POSITION])
+    assert np.isnan(served[:, len(learned.FEATURES) : -1]).all() and served[:, -1].tolist() == [0, 0]
+    with pytest.raises(ValueError):
+        learned.serving_matrix(rows, [*names, "something_else"], names)

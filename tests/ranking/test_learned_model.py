@@ -90,9 +90,9 @@ def test_training_queries_use_an_item_model_trained_before_their_time(monkeypatc
     seen = []
     real_query_rows = learned.query_rows
 
-    def query_rows(log, point, *, factors=None, limit=200):
+    def query_rows(log, point, *, factors=None, limit=200, vectors=None):
         seen.append((point.at, factors[1]))
-        return real_query_rows(log, point, factors=None, limit=limit)
+        return real_query_rows(log, point, factors=None, limit=limit, vectors=vectors)
 
     monkeypatch.setattr(learned, "query_rows", query_rows)
     monkeypatch.setattr(ranker_module, "train", lambda *args, **kwargs: LearnedRanker("tree", ["a"], {}))

@@ -102,7 +102,8 @@ def test_a_shop_with_impressions_trains_a_model_with_the_position_and_serves_it_
 
     outcome = ranker.train_ranker(label_days=60, holdout_days=20, min_queries=20, margin=-1.0)
     version = RankerModel.objects.get()
-    assert outcome.promoted and version.metadata["features"] == [*learned.FEATURES, learned.POSITION]
+    spaces = version.metadata["spaces"]  # the catalogue's ready spaces: sources and features too
+    assert outcome.promoted and version.metadata["features"] == [*learned.feature_names(spaces), learned.POSITION]
     shown_queries = version.metadata["impressions"]
     assert shown_queries["queries"] == shown_queries["queries_with_a_positive"] == 180
     assert shown_queries["labels"] == expected
@@ -114,10 +115,13 @@ def test_a_shop_with_impressions_trains_a_model_with_the_position_and_serves_it_
     result = history.for_you(visitor, k=6)
     assert len(result) == 6 and all("learned" in r.components for r in result)
     model = ranker.active_model("for_you")
-    candidates, past, signals = ranker.signals_for(visitor, timezone.now().timestamp(), model.factors)
+    candidates, past, signals = ranker.signals_for(
+        visitor, timezone.now().timestamp(), model.factors, vectors=ranker.DatabaseVectors(spaces)
+    )
     rows = learned.feature_matrix(candidates, past, signals)
     scores = model.predict(learned.with_position(rows, 0.0))
-    np.testing.assert_allclose(model.predict(learned.serving_matrix(rows, model.features)), scores)
+    produced = learned.feature_names(candidates.spaces)
+    np.testing.assert_allclose(model.predict(learned.serving_matrix(rows, model.features, produced)), scores)
     best = {int(candidates.items[i]): scores[i] for i in range(len(candidates))}
     assert result.items[0].components["learned"] == pytest.approx(max(best[r.item.id] for r in result))
 
@@ -131,5 +135,5 @@ def test_a_shop_without_for_you_impressions_trains_as_today(catalogue):
     act("s1", at + timedelta(minutes=1), "click", keys[items[0]], shown)
     ranker.train_ranker(label_days=60, holdout_days=20, min_queries=20, margin=-1.0)
     version = RankerModel.objects.get()
-    assert version.metadata["features"] == list(learned.FEATURES)
+    assert version.metadata["features"] == list(learned.feature_names(version.metadata["spaces"]))
     assert version.metadata["impressions"] == {"queries": 0, "queries_with_a_positive": 0, "labels": {}}
