@@ -625,6 +625,8 @@ class EventLog:
     popular_cache: dict = field(default_factory=dict)
     # every event line by time (trending) and the lines that are not purchases (co-views), by item and by visitor
     events: _Events | None = None
+    # every catalogue item's price and category, those without events too (a vector space can propose them)
+    catalogue: tuple[Mapping[int, float], Mapping[int, str]] = ({}, {})
 
     @classmethod
     def build(
@@ -682,6 +684,7 @@ class EventLog:
             origin=origin,
             span=span,
             events=_Events.build(lines, item_ids),
+            catalogue=(prices, categories),
         )
 
     def columns_of(self, items: Sequence[int]) -> np.ndarray:
@@ -756,7 +759,8 @@ class EventLog:
         self, items: np.ndarray, at: float
     ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
         """``SignalSource.item_signals`` from memory: popularity per window, the first order within the longest
-        window (NaN: none), price, category (0, NaN, NaN and "" for an item without events)."""
+        window (NaN: none), price, category (from the catalogue given to ``build``: NaN and "" unknown); 0 and NaN
+        for an item without events."""
         items = np.asarray(items, dtype=np.int64)
         columns = np.minimum(np.searchsorted(self.item_ids, items), max(len(self.item_ids) - 1, 0))
         known = self.item_ids[columns] == items if len(self.item_ids) else np.zeros(len(items), dtype=bool)
@@ -768,11 +772,12 @@ class EventLog:
             else np.zeros(len(items))
         )
         first_seen = np.where(known & (self._before(columns, at) > start), first, np.nan)
+        prices, categories = self.catalogue
         return (
             popularity,
             first_seen,
-            np.where(known, self.prices[columns], np.nan),
-            np.where(known, self.categories[columns], ""),
+            np.asarray([np.nan if prices.get(int(i)) is None else float(prices[int(i)]) for i in items], dtype=float),
+            np.asarray([categories.get(int(i), "") for i in items], dtype=object),
         )
 
     def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:

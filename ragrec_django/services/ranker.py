@@ -247,18 +247,21 @@ class DatabaseVectors:
     def vectors(self, space, items):
         items = np.asarray(items, dtype=np.int64)
         found = storage.vectors_for_items(space, sorted(set(items.tolist())))
-        width = len(next(iter(found.values()))) if found else 1
-        rows = np.zeros((len(items), width), dtype=np.float32)
-        known = np.asarray([int(item) in found for item in items.tolist()], dtype=bool)
-        for position in np.flatnonzero(known):
-            vector = found[int(items[position])]
-            norm = float(np.linalg.norm(vector))
-            rows[position] = vector / norm if norm > 0 else vector
-        return rows, known
+        if not found:
+            return np.zeros((len(items), 1), dtype=np.float32), np.zeros(len(items), dtype=bool)
+        # normalised as training's ``ItemVectors`` normalises them, so both give the same cosines
+        return learned.ItemVectors.from_vectors({space: found}).vectors(space, items)
 
     def nearest(self, space, vector, limit, exclude):
+        """The index's ``limit`` nearest items re-ranked by their exact cosine (as ``ItemVectors.nearest``: ties
+        to the lower id, positive cosines only), so training and serving agree wherever the index finds them."""
         filters = storage.ItemFilter(exclude_ids=frozenset(int(item) for item in exclude))
-        return [(n.item_id, 1.0 - n.distance) for n in storage.nearest(space, vector, limit, filters=filters)]
+        found = [n.item_id for n in storage.nearest(space, vector, limit, filters=filters)]
+        if not found:
+            return []
+        ids = np.unique(np.asarray(found, dtype=np.int64))
+        rows, known = self.vectors(space, ids)
+        return learned.ItemVectors({space: (ids[known], rows[known])}).nearest(space, vector, limit, set())
 
 
 def training_vectors() -> learned.ItemVectors | None:

@@ -172,11 +172,18 @@ def test_served_for_you_ranks_as_training_computes_at_the_same_instant(trained):
     prices, categories = store.item_catalogue()
     log = learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
     learned_ids = set()
+    vectors = ranker.training_vectors()  # the catalogue's spaces: sources and features of the model
+    assert model.metadata["spaces"] == vectors.spaces
     for key in ("s2", "s5", "s11", "s23"):
-        candidates, past, signals = log.candidates_at("s" + key, at, factors=model.factors)  # the log's "s<key>"
+        # the log's "s<key>"
+        candidates, past, signals = log.candidates_at("s" + key, at, factors=model.factors, vectors=vectors)
         features = learned.feature_matrix(candidates, past, signals)
         served = ranker.signals_for(
-            Visitor(session_key=key), at, model.factors, source=ranker.MaterialisedSignals(snapshot)
+            Visitor(session_key=key),
+            at,
+            model.factors,
+            source=ranker.MaterialisedSignals(snapshot),
+            vectors=ranker.DatabaseVectors(vectors.spaces),
         )
         assert served[0].items.tolist() == candidates.items.tolist()
         np.testing.assert_allclose(learned.feature_matrix(*served), features, rtol=1e-6, equal_nan=True)
