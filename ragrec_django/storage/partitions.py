@@ -8,7 +8,8 @@ and moved into the generation's own when it gets one.
 
 Events are RANGE-partitioned by calendar month (UTC) of ``created_at``: ``<table>_pYYYYMM``. An event of a month that
 has no partition goes to the default partition, so no insert fails; ``create_event_months`` creates the months asked
-for and those the default partition holds rows of, moving those rows into them. ``drop_event_months_before`` drops
+for and those the default partition holds rows of, moving those rows into them (copied, then the default partition
+truncated). ``drop_event_months_before`` drops
 whole months, and the idempotency claims (``EventClaim``) of their events.
 
 A partition is created standalone, filled, then attached (``ATTACH PARTITION`` takes a lock on the parent that lets
@@ -163,7 +164,8 @@ def create_event_months(months) -> list[date]:
     table = Interaction._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute("LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE" % _quote(table + "_default"))
-    wanted = ({month_start(m) for m in months} | set(default_event_months())) - set(event_months())
+    waiting = set(default_event_months())
+    wanted = ({month_start(m) for m in months} | waiting) - set(event_months())
     if not wanted:
         return []
     default = _quote(table + "_default")
@@ -176,9 +178,10 @@ def create_event_months(months) -> list[date]:
             cursor.execute(
                 "INSERT INTO %s SELECT * FROM %s WHERE %s" % (_quote(event_month_partition(month)), default, condition)
             )
-        # Every row of the default partition was in a month copied above. TRUNCATE, not DELETE: a deleted event's
-        # trigger would release its idempotency claim, and the attach below scans an empty table.
-        cursor.execute("TRUNCATE %s" % default)
+        if waiting:
+            # Every row of the default partition was in a month copied above. TRUNCATE, not DELETE: a deleted event's
+            # trigger would release its idempotency claim, and the attach below scans an empty table.
+            cursor.execute("TRUNCATE %s" % default)
         for month in sorted(wanted):
             start, end = (_utc_literal(m) for m in (month, add_months(month, 1)))
             _attach(cursor, table, event_month_partition(month), "FOR VALUES FROM (%s) TO (%s)" % (start, end))
