@@ -136,6 +136,9 @@ def parse_args() -> argparse.Namespace:
         help="Comma-separated spaces to load and measure (default: %s; the latency phases need both)."
         % ",".join(SPACES),
     )
+    parser.add_argument(
+        "--shoppers", type=int, default=500, help="Phase latency: signed-in shoppers with a history, for for_you."
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write every figure and the machine description to this file.")
     return parser.parse_args()
@@ -606,6 +609,45 @@ def api_available() -> bool:
     )
 
 
+def create_shoppers(catalogue, count: int, seed: int) -> list:
+    """``count`` signed-in shoppers with a history (views, baskets, orders over a month), reused when present."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from ragrec_django.models import Interaction, Item
+
+    User = get_user_model()
+    prefix = "bench-shopper-"
+    users = list(User.objects.filter(username__startswith=prefix).order_by("pk"))
+    if len(users) == count and Interaction.objects.filter(user__in=users[:1]).exists():
+        return users
+    User.objects.filter(username__startswith=prefix).delete()
+    users = User.objects.bulk_create(User(username="%s%d" % (prefix, i), password="!") for i in range(count))
+    ids_by_key = dict(Item.objects.values_list("key", "id"))
+    eligible = np.flatnonzero(catalogue.eligible)
+    by_category = {c: eligible[catalogue.category[eligible] == c] for c in range(len(catalogue.categories))}
+    rng = np.random.default_rng(seed + 23)
+    now = timezone.now()
+    events = []
+    for user in users:
+        favourites = rng.choice(len(catalogue.categories) - 1, size=2, replace=False)
+        for order in range(6):
+            basket = [int(rng.choice(by_category[int(rng.choice(favourites))])) for _ in range(int(rng.integers(1, 4)))]
+            when = now - timedelta(hours=float(rng.uniform(1, 30 * 24)))
+            order_id = "bench-%d-%d" % (user.pk, order)
+            for index in basket:
+                item_id = ids_by_key[str(index + 1)]
+                events.append(Interaction(event="view", item_id=item_id, user=user, created_at=when))
+                events.append(Interaction(event="add_to_cart", item_id=item_id, user=user, created_at=when))
+                if order % 2 == 0:
+                    events.append(
+                        Interaction(event="purchase", item_id=item_id, user=user, order_id=order_id, created_at=when)
+                    )
+    Interaction.objects.bulk_create(events, batch_size=5000)
+    log("%d shoppers with %d events" % (len(users), len(events)))
+    return users
+
+
 def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tuple[dict, dict]:
 
     rng = np.random.default_rng(args.seed + 11)
@@ -632,6 +674,15 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
         lambda key: recommend.similar_items(key, k=K), anchors[n_warm:], anchors[:n_warm]
     )
     log("similar_items %s" % results["similar_items (default config)"])
+
+    from ragrec_django.services.visitors import for_you
+
+    shoppers = [recommend.Visitor(user_id=user.pk) for user in create_shoppers(catalogue, args.shoppers, args.seed)]
+    visits = [shoppers[int(i)] for i in rng.integers(0, len(shoppers), size=n_timed + n_warm)]
+    results["for_you (signed-in shopper, default config)"] = timed_loop(
+        lambda visitor: for_you(visitor, k=K), visits[n_warm:], visits[:n_warm]
+    )
+    log("for_you %s" % results["for_you (signed-in shopper, default config)"])
 
     queries = synth.search_queries(catalogue, 2 * n_timed + 2 * n_warm, seed=args.seed + 13)
     uncached, for_cache = queries[: n_timed + n_warm], queries[n_timed + n_warm :]
@@ -1026,6 +1077,27 @@ def loaded_size(connection) -> int | None:
     return n
 
 
+def memory_in_use() -> dict:
+    """Peak RSS of this process (the serving side: models, caches) and the PSS of the PostgreSQL processes."""
+    import resource
+
+    import psutil
+
+    postgres = 0
+    for process in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if "postgres" in (process.info["name"] or "") or any(
+                "postgres" in c for c in process.info["cmdline"] or []
+            ):
+                postgres += process.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return {
+        "benchmark_process_peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "postgres_pss_mib": round(postgres / 2**20),
+    }
+
+
 def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     """Load a catalogue of ``n`` items and run the selected phases, filling ``figures`` (saved after each phase)."""
     from ragrec_django import registry, storage
@@ -1121,6 +1193,7 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     if "reencode" in phases:
         figures["reencode_64_per_upsert"] = reencode_rate(vectors, item_ids, args, storage)
         log("N=%d: re-encode writes %s" % (n, figures["reencode_64_per_upsert"]))
+    figures["memory"] = memory_in_use()
     figures["loadavg_end"] = os.getloadavg()
     save()
     storage.keyword._cache.clear()
@@ -1198,6 +1271,11 @@ def print_size(size: dict, report: dict) -> None:
         "\n=== N = %d items (load average at start %.2f, at end %.2f) ==="
         % (size["n"], size["loadavg_start"][0], size.get("loadavg_end", [float("nan")])[0])
     )
+    if "memory" in size:
+        print(
+            "memory: this process peak RSS %(benchmark_process_peak_rss_mib)d MiB, PostgreSQL PSS %(postgres_pss_mib)d MiB"
+            % size["memory"]
+        )
     if load.get("reused"):
         print("load: reused from the kept scratch database")
     elif "total_s" in load:

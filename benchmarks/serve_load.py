@@ -3,7 +3,7 @@
     python benchmarks/serve_load.py [--items 100000] [--seconds 60] [--clients 1,4,16,64]
                                     [--cases similar,search,for-you] [--busy] [--precision fp32|bf16]
                                     [--image-model vit-b-32|lit] [--query-threads 1|default]
-                                    [--workers N] [--max-active N] [--max-waiting N] [--server gunicorn|runserver]
+                                    [--workers N] [--worker-class gthread] [--max-active N] [--max-waiting N] [--server gunicorn|runserver]
                                     [--db-name ragrec_bench_serve] [--keep-db] [--json out.json]
 
 What it does:
@@ -33,7 +33,9 @@ What it does:
    2xx answers (from sending a request to its last byte), 503s (refused by the server's admission
    limit, with their own p50), errors by kind (no answer within 60 s, other 5xx, 4xx), the load
    generator's own CPU, the machine's load average, and how many of the connections each server worker held
-   half-way through (``connections_per_worker``: a keep-alive connection stays with the worker that accepted it).
+   half-way through (``connections_per_worker``; the demo's ``BalancedThreadWorker`` moves surplus connections to
+   a quieter worker, gunicorn's own ``gthread`` (``--worker-class gthread``) keeps each with the worker that
+   accepted it).
 
 Everything listens on and connects to 127.0.0.1 only. The scratch database is dropped at the end
 (unless ``--keep-db``), and every process started is stopped, also after an error or Ctrl-C.
@@ -54,7 +56,6 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='RAGREC["QUERY_THREADS"] of the web processes; "default": torch\'s own (one per core)',
     )
     parser.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: the demo's, per core)")
+    parser.add_argument(
+        "--worker-class",
+        default=None,
+        help="gunicorn worker class instead of the demo's BalancedThreadWorker, e.g. gthread (for comparison)",
+    )
     parser.add_argument("--max-active", type=int, default=None, help="SHOP_DEMO_MAX_ACTIVE (default: the demo's, 1)")
     parser.add_argument("--max-waiting", type=int, default=None, help="SHOP_DEMO_MAX_WAITING (default: the demo's, 16)")
     parser.add_argument(
@@ -183,47 +189,11 @@ def load_catalogue(args, catalogue, connection) -> dict:
 
 def load_shoppers(args, catalogue) -> list[str]:
     """Signed-in shoppers with a history (views, baskets, orders over a month); returns their session keys."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
-    from django.utils import timezone
 
-    from ragrec_django.models import Interaction, Item
-
-    User = get_user_model()
-    prefix = "bench-shopper-"
-    users = list(User.objects.filter(username__startswith=prefix).order_by("pk"))
-    if len(users) != args.shoppers or not Interaction.objects.filter(user__in=users[:1]).exists():
-        User.objects.filter(username__startswith=prefix).delete()
-        users = User.objects.bulk_create(
-            User(username="%s%d" % (prefix, i), password="!") for i in range(args.shoppers)
-        )
-        ids_by_key = dict(Item.objects.values_list("key", "id"))
-        eligible = np.flatnonzero(catalogue.eligible)
-        by_category = {c: eligible[catalogue.category[eligible] == c] for c in range(len(catalogue.categories))}
-        rng = np.random.default_rng(args.seed + 23)
-        now = timezone.now()
-        events = []
-        for user in users:
-            favourites = rng.choice(len(catalogue.categories) - 1, size=2, replace=False)
-            for order in range(6):
-                basket = [
-                    int(rng.choice(by_category[int(rng.choice(favourites))])) for _ in range(int(rng.integers(1, 4)))
-                ]
-                when = now - timedelta(hours=float(rng.uniform(1, 30 * 24)))
-                order_id = "bench-%d-%d" % (user.pk, order)
-                for index in basket:
-                    item_id = ids_by_key[str(index + 1)]
-                    events.append(Interaction(event="view", item_id=item_id, user=user, created_at=when))
-                    events.append(Interaction(event="add_to_cart", item_id=item_id, user=user, created_at=when))
-                    if order % 2 == 0:
-                        events.append(
-                            Interaction(
-                                event="purchase", item_id=item_id, user=user, order_id=order_id, created_at=when
-                            )
-                        )
-        Interaction.objects.bulk_create(events, batch_size=5000)
-        log("%d shoppers with %d events" % (len(users), len(events)))
+    users = query.create_shoppers(catalogue, args.shoppers, args.seed)
     Session.objects.all().delete()  # the scratch database's sessions are all this benchmark's
     keys = []
     for user in users:
@@ -278,6 +248,8 @@ def start_server(args, processes: ProcessGroup, url: str, ragrec: dict) -> tuple
         command = [sys.executable, "manage.py", "runserver", "127.0.0.1:%d" % port, "--noreload", "--skip-checks"]
     else:
         command = run_demo.server_command(port)
+        if args.worker_class:
+            command[-1:-1] = ["--worker-class", args.worker_class]
     server = processes.start(args.server, command, env)
     deadline = time.monotonic() + 600
     while not run_demo.wait_until_serving(port, server, timeout=2):
@@ -290,8 +262,9 @@ def server_description(args, server: subprocess.Popen) -> str:
     if args.server == "runserver":
         return "manage.py runserver (one process, a thread per connection)"
     limits = [("max active", args.max_active), ("max waiting", args.max_waiting)]
-    return "%d gthread workers, shop_demo/gunicorn.conf.py%s" % (
+    return "%d %s workers, shop_demo/gunicorn.conf.py%s" % (
         len(psutil.Process(server.pid).children()),
+        args.worker_class or "BalancedThreadWorker (gthread)",
         "".join(", %s %s" % (name, value) for name, value in limits if value is not None),
     )
 
