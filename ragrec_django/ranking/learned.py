@@ -775,13 +775,13 @@ class EventLog:
             else np.zeros(len(items))
         )
         first_seen = np.where(known & (self._before(columns, at) > start), first, np.nan)
+        price = np.where(known, self.prices[columns], np.nan) if len(self.item_ids) else np.full(len(items), np.nan)
+        category = np.where(known, self.categories[columns], "") if len(self.item_ids) else np.full(len(items), "")
         prices, categories = self.catalogue
-        return (
-            popularity,
-            first_seen,
-            np.asarray([np.nan if prices.get(int(i)) is None else float(prices[int(i)]) for i in items], dtype=float),
-            np.asarray([categories.get(int(i), "") for i in items], dtype=object),
-        )
+        for i in np.flatnonzero(~known):  # items without events: the catalogue's attributes
+            price[i] = np.nan if prices.get(int(items[i])) is None else float(prices[int(items[i])])
+            category[i] = categories.get(int(items[i]), "")
+        return popularity, first_seen, price, np.asarray(category, dtype=object)
 
     def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:
         """``SignalSource.co_views`` from memory."""
@@ -831,9 +831,11 @@ class EventLog:
         day = np.floor(at / DAY) * DAY
         key = ("new", day, limit)
         if key not in self.popular_cache:
-            popularity, first_seen, _, _ = self.item_signals(self.item_ids, day)
-            fresh = np.nan_to_num(first_seen, nan=-np.inf) >= day - NEW_ITEM_DAYS * DAY
-            scores = np.where(fresh, popularity[POPULARITY_WINDOWS[1]], 0.0)
+            # no order in the longest window before the last NEW_ITEM_DAYS; ranked by the orders since
+            columns = np.arange(len(self.item_ids))
+            start = self._before(columns, day - POPULARITY_WINDOWS[-1] * DAY)
+            fresh = self._before(columns, day - NEW_ITEM_DAYS * DAY) == start
+            scores = np.where(fresh, self.popularity(columns, day, NEW_ITEM_DAYS), 0.0)
             self.popular_cache[key] = _best_of(self.item_ids, scores, set(), limit)
         return self.popular_cache[key]
 
@@ -1116,7 +1118,7 @@ class SignalSource(Protocol):
 
     def new_items(self, at: float, limit: int) -> list[tuple[int, float]]:
         """The items first ordered (within the longest popularity window) less than ``NEW_ITEM_DAYS`` before
-        ``at``, by their orders over the last ``POPULAR_WINDOW_DAYS``, best first."""
+        ``at``, by their orders since, best first."""
 
 
 class VectorSource(Protocol):
@@ -1164,7 +1166,8 @@ class ItemVectors:
 
     def nearest(self, space: str, vector: np.ndarray, limit: int, exclude: set) -> list[tuple[int, float]]:
         ids, matrix = self.by_space[space]
-        return _best_of(ids, matrix @ np.asarray(vector, dtype=np.float32), exclude, limit)
+        # on this thread (``einsum``, not threaded BLAS, as ``ItemFactors.scores_for_stats``)
+        return _best_of(ids, np.einsum("ij,j->i", matrix, np.asarray(vector, dtype=np.float32)), exclude, limit)
 
 
 def visitor_profile(history: VisitorHistory, vectors: np.ndarray, known: np.ndarray) -> np.ndarray | None:
