@@ -466,13 +466,16 @@ def filter_cases(catalogue, storage) -> list[tuple[str, object, np.ndarray, np.n
 
 def plan_of(space_name, query, filters, options, storage, connection) -> str:
     """How the planner runs the nearest() query: hnsw or hnsw-bit (the generation's index), bitmap, seq or
-    btree (exact). ``options``: nearest()'s ef_search (and rerank_depth)."""
+    btree (exact), or cache (exact, in the process: no SQL). ``options``: nearest()'s ef_search (and rerank_depth)."""
     from django.db import transaction
     from django.test.utils import CaptureQueriesContext
 
     with CaptureQueriesContext(connection) as captured:
         storage.nearest(space_name, query, K, filters=filters, **options)
-    sql = next(q["sql"] for q in captured.captured_queries if "<=>" in q["sql"])
+    sql = next((q["sql"] for q in captured.captured_queries if "<=>" in q["sql"]), None)
+    if sql is None:
+        return "cache"  # ranked exactly in the process, from storage.vector_cache
+    sql = next(part for part in sql.split("; ") if "<=>" in part)  # without the SET LOCALs sent with it
     ef = options.get("ef_search") or storage.ef_search_for(filters)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL hnsw.ef_search = %d" % max(ef, options.get("rerank_depth") or 0))
@@ -527,7 +530,7 @@ def recall_for_space(
                     t0 = time.perf_counter()
                     found = storage.nearest(space_name, q, K, filters=filters, **options)
                     latencies.append(time.perf_counter() - t0)
-                    first = probe.calls[0]
+                    first = probe.calls[0] if probe.calls else (True, len(found))  # none: the vector cache, exact
                     exact_by_filter += first[0]
                     short_scans += not first[0] and first[1] < K
                     fallbacks += not first[0] and len(probe.calls) > 1
