@@ -1388,7 +1388,7 @@ def main() -> int:
     notices: list[str] = []
     log("creating scratch database %s" % args.db_name)
     original_name = connection.settings_dict["NAME"]
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db, serialize=False)
     try:
         connection.ensure_connection()
         connection.connection.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))

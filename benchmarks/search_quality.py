@@ -358,7 +358,7 @@ def main() -> int:
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     original_name = connection.settings_dict["NAME"]
     log("creating scratch database %s (code: %s)" % (args.db_name, code))
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db, serialize=False)
     report: dict = {"label": args.label, "code": str(code), "args": vars(args), "loadavg_start": os.getloadavg()}
     try:
         ragrec = {

@@ -490,7 +490,7 @@ def scratch_database(args, connection):
     connection.settings_dict["TEST"]["NAME"] = args.db_name
     original_name = connection.settings_dict["NAME"]
     log("scratch database %s" % args.db_name)
-    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db)
+    connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=args.keep_db, serialize=False)
     try:
         yield
     finally:
