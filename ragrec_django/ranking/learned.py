@@ -800,44 +800,44 @@ class EventLog:
     def trending(self, at: float, limit: int) -> list[tuple[int, float]]:
         """``SignalSource.trending`` from memory, as of the start of ``at``'s hour (cached per hour)."""
         hour = np.floor(at / 3600.0) * 3600.0
-        key = ("trending", hour, limit)
-        if key not in self.popular_cache:
+        key = ("trending", hour)
+        if key not in self.popular_cache:  # the whole list, whatever the limit: one per hour
             scores = (
                 self.events.trending(hour, len(self.item_ids))
                 if self.events is not None
                 else np.zeros(len(self.item_ids))
             )
-            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), limit)
-        return self.popular_cache[key]
+            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), len(self.item_ids))
+        return self.popular_cache[key][:limit]
 
     def category_popular(self, categories: Sequence[str], at: float, limit: int) -> dict[str, list[tuple[int, float]]]:
         """``SignalSource.category_popular`` from memory, as of the start of ``at``'s day (cached per day)."""
         day = np.floor(at / DAY) * DAY
         found = {}
         for category in categories:
-            key = ("category", day, category, limit)
+            key = ("category", day, category)
             if key not in self.popular_cache:
                 columns = np.flatnonzero(self.categories == category)
                 counts = self.popularity(columns, day, POPULAR_WINDOW_DAYS)
-                order = np.lexsort((self.item_ids[columns], -counts))[:limit]
+                order = np.lexsort((self.item_ids[columns], -counts))
                 self.popular_cache[key] = [
                     (int(self.item_ids[columns[i]]), float(counts[i])) for i in order if counts[i] > 0
                 ]
-            found[category] = self.popular_cache[key]
+            found[category] = self.popular_cache[key][:limit]
         return found
 
     def new_items(self, at: float, limit: int) -> list[tuple[int, float]]:
         """``SignalSource.new_items`` from memory, as of the start of ``at``'s day (cached per day)."""
         day = np.floor(at / DAY) * DAY
-        key = ("new", day, limit)
+        key = ("new", day)
         if key not in self.popular_cache:
             # no order in the longest window before the last NEW_ITEM_DAYS; ranked by the orders since
             columns = np.arange(len(self.item_ids))
             start = self._before(columns, day - POPULARITY_WINDOWS[-1] * DAY)
             fresh = self._before(columns, day - NEW_ITEM_DAYS * DAY) == start
             scores = np.where(fresh, self.popularity(columns, day, NEW_ITEM_DAYS), 0.0)
-            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), limit)
-        return self.popular_cache[key]
+            self.popular_cache[key] = _best_of(self.item_ids, scores, set(), len(self.item_ids))
+        return self.popular_cache[key][:limit]
 
     def candidates_at(
         self,

@@ -186,39 +186,52 @@ class DatabaseSignals:
         hour = float(np.floor(at / 3600.0) * 3600.0)
         weights = {event: learned.TRENDING_WEIGHTS["other"] for event in VIEW_EVENTS}
         weights[str(Interaction.Event.PURCHASE)] = learned.TRENDING_WEIGHTS["purchase"]
+        read = _read_size(limit)
         return _shared(
-            ("trending", hour, limit),
+            ("trending", hour, read),
             lambda: storage.decayed_popularity(
                 event_weights=weights,
                 half_life_seconds=learned.TRENDING_HALF_LIFE_HOURS * 3600,
                 category=None,
-                limit=limit,
+                limit=read,
                 max_per_source=_max_per_source(),
                 at=datetime.fromtimestamp(hour, tz=timezone.utc),
             ),
-        )
+        )[:limit]
 
     def category_popular(self, categories, at, limit):
         day = float(np.floor(at / learned.DAY) * learned.DAY)  # as of the start of the day, as the log
-        return _shared(
-            ("category", day, tuple(categories), limit),
+        read = _read_size(limit)
+        found = _shared(
+            ("category", day, tuple(categories), read),
             lambda: store.category_popular(
-                categories, at=day, days=learned.POPULAR_WINDOW_DAYS, limit=limit, max_per_source=_max_per_source()
+                categories, at=day, days=learned.POPULAR_WINDOW_DAYS, limit=read, max_per_source=_max_per_source()
             ),
         )
+        return {category: items[:limit] for category, items in found.items()}
 
     def new_items(self, at, limit):
         day = float(np.floor(at / learned.DAY) * learned.DAY)
+        read = _read_size(limit)
         return _shared(
-            ("new", day, limit),
+            ("new", day, read),
             lambda: store.new_items(
                 at=day,
                 days=learned.NEW_ITEM_DAYS,
                 windows=learned.POPULARITY_WINDOWS,
-                limit=limit,
+                limit=read,
                 max_per_source=_max_per_source(),
             ),
-        )
+        )[:limit]
+
+
+#: The shared lists are read this many items at a time (a multiple of it at least ``limit``), so visitors asking for
+#: different lengths (the list's own length plus what they bought) share one read.
+SHARED_READ = 1000
+
+
+def _read_size(limit: int) -> int:
+    return SHARED_READ * max(1, -(-int(limit) // SHARED_READ))
 
 
 _shared_lists: dict[tuple, object] = {}
