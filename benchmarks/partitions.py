@@ -26,7 +26,8 @@ DATABASE_URL is set).
     the rounds alternate between them, so every size meets the same machine load; ``--unpartitioned-baseline``
     adds, per size, a copy whose event table is migrated back to the unpartitioned one (migration 0012). After the
     reads, on the largest partitioned one: retention of 12 months (``maintain_event_partitions``, timed) beside
-    the ``DELETE`` of the same events (rolled back).
+    the ``DELETE`` of the same events and the ``VACUUM`` after it on the largest unpartitioned one (without
+    ``--unpartitioned-baseline``: the ``DELETE`` on the partitioned table, rolled back).
 
 The machine (``lscpu``, ``uptime``) and the load average before and after each phase are recorded: on a shared
 machine the figures are upper bounds of the work's own cost.
@@ -399,15 +400,25 @@ def events_phase(item_ids, steps: list[dict], rounds: int, connection) -> dict:
         step["reads"] = {name: percentiles(values) for name, values in samples[step["database"]].items()}
         log("(b) %s: %s" % (step["database"], json.dumps(step["reads"])))
 
-    largest = max((step for step in steps if step["partitioned"]), key=lambda step: step["events"])
-    use_database(connection, largest["database"])
     cutoff = storage.add_months(storage.month_start(now), -RETENTION_MONTHS)
     cutoff_at = datetime(cutoff.year, cutoff.month, 1, tzinfo=dt_timezone.utc)
-    with Timer(figures, "retention_delete_unpartitioned_way"), transaction.atomic():
-        with connection.cursor() as cursor:  # what the same retention costs as a DELETE: rolled back here
-            cursor.execute("DELETE FROM %s WHERE created_at < %%s" % Interaction._meta.db_table, [cutoff_at])
+    table = Interaction._meta.db_table
+    plain = [step for step in steps if not step["partitioned"]]
+    if plain:  # the same retention on the unpartitioned table: its DELETE, then the VACUUM that reclaims the rows
+        use_database(connection, max(plain, key=lambda step: step["events"])["database"])
+        with Timer(figures, "retention_delete_unpartitioned"), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM %s WHERE created_at < %%s" % table, [cutoff_at])
             figures["retention_rows"] = cursor.rowcount
-        transaction.set_rollback(True)
+        with Timer(figures, "retention_vacuum_unpartitioned"), connection.cursor() as cursor:
+            cursor.execute("VACUUM %s" % table)
+    largest = max((step for step in steps if step["partitioned"]), key=lambda step: step["events"])
+    use_database(connection, largest["database"])
+    if not plain:
+        with Timer(figures, "retention_delete_rolled_back"), transaction.atomic():
+            with connection.cursor() as cursor:  # what the same retention costs as a DELETE: rolled back here
+                cursor.execute("DELETE FROM %s WHERE created_at < %%s" % table, [cutoff_at])
+                figures["retention_rows"] = cursor.rowcount
+            transaction.set_rollback(True)
     with Timer(figures, "retention_drop"):
         upkeep = maintain_event_partitions(retention_months=RETENTION_MONTHS)
     figures["retention_months_dropped"] = len(upkeep.dropped)
