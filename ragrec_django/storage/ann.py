@@ -113,8 +113,10 @@ NO_FILTER = ItemFilter(eligible_only=False)
 EXACT_SEARCH_MAX_ROWS = 5000
 #: With the process's vector cache (``vector_cache``), filters matching up to this many items are ranked
 #: exactly from it (a gather and a matrix product) rather than by a filtered HNSW scan, which costs tens of
-#: ms for a 5-10% filter and still misses part of it.
-EXACT_CACHED_MAX_ROWS = 12000
+#: ms for a 5-10% filter at 100k and still misses part of it; at 1M a 5% category (50,000 items) queried from
+#: far away exhausted the scan's tuple budget (recall@10 0.56, ~0.5 s with the exact fallback:
+#: docs/benchmarks.md, "1,000,000 items").
+EXACT_CACHED_MAX_ROWS = 60_000
 
 
 def nearest(
