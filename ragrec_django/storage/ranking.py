@@ -207,11 +207,12 @@ def popular(*, at: float, days: float, limit: int, max_per_source: int | None = 
 
 
 def category_popular(
-    categories: Sequence[str], *, at: float, days: float, limit: int, max_per_source: int | None = None
+    categories: Sequence[str] | None, *, at: float, days: float, limit: int, max_per_source: int | None = None
 ) -> dict[str, list[tuple[int, float]]]:
-    """Per category of ``categories``: its items in most orders over ``days`` before ``at``, best first, ties by
-    lower id, at most ``limit`` (provenance as above); one query."""
-    if not categories:
+    """Per category of ``categories`` (None: every category with an order): its items in most orders over ``days``
+    before ``at``, best first, ties by lower id, at most ``limit`` (provenance as above); one query, which counts
+    every item's orders whatever the categories asked."""
+    if categories is not None and not categories:
         return {}
     sql, names = _popularity_sql([days], max_per_source, items=False)
     sql = (
@@ -219,14 +220,15 @@ def category_popular(
         " SELECT i.category, c.item_id, c.orders, row_number() OVER ("
         "  PARTITION BY i.category ORDER BY c.orders DESC, c.item_id) AS nth"
         f" FROM ({sql}) c(item_id, first, orders) JOIN {table_name(Item)} i ON i.id = c.item_id"
-        " WHERE i.category = ANY(%(categories)s) AND c.orders > 0"
+        " WHERE (%(all)s OR i.category = ANY(%(categories)s)) AND c.orders > 0"
         ") ranked WHERE nth <= %(limit)s ORDER BY category, nth"
     )
-    found: dict[str, list[tuple[int, float]]] = {category: [] for category in categories}
+    found: dict[str, list[tuple[int, float]]] = {category: [] for category in categories or ()}
+    params = {"all": categories is None, "categories": list(categories or ()), "limit": limit}
     with connection.cursor() as cursor:
-        cursor.execute(sql, {**_window_params(at, [days], names), "categories": list(categories), "limit": limit})
+        cursor.execute(sql, {**_window_params(at, [days], names), **params})
         for category, item, orders in cursor.fetchall():
-            found[category].append((item, float(orders)))
+            found.setdefault(category, []).append((item, float(orders)))
     return found
 
 
@@ -485,6 +487,13 @@ def impression_labels(
         return cursor.fetchall()
 
 
+#: The co-view query's conditions on a viewer's event ``e`` near their view ``v`` of the item.
+_CO_VIEWED = (
+    "e.event = ANY(%(views)s) AND e.verified AND e.item_id IS NOT NULL AND e.item_id <> %(item)s"
+    " AND e.created_at < %(at)s AND e.created_at >= v.seen - %(window)s AND e.created_at <= v.seen + %(window)s"
+)
+
+
 def co_views(
     item: int, *, at: float, viewers: int, window_seconds: float, limit: int, views: Sequence[str] = ("view", "click")
 ) -> list[tuple[int, float]]:
@@ -500,12 +509,14 @@ def co_views(
         f" FROM {events} e WHERE e.item_id = %(item)s AND e.event = ANY(%(views)s) AND e.verified"
         "  AND (e.user_id IS NOT NULL OR e.session_key <> '') AND e.created_at < %(at)s"
         " GROUP BY 1 ORDER BY seen DESC, visitor LIMIT %(viewers)s"
-        ") SELECT e.item_id, COUNT(DISTINCT v.visitor) AS n FROM viewers v"
-        f" JOIN {events} e ON ((v.user_id IS NOT NULL AND e.user_id = v.user_id)"
-        "  OR (v.user_id IS NULL AND e.user_id IS NULL AND e.session_key = v.session_key))"
-        " WHERE e.event = ANY(%(views)s) AND e.verified AND e.item_id IS NOT NULL AND e.item_id <> %(item)s"
-        " AND e.created_at < %(at)s AND e.created_at >= v.seen - %(window)s AND e.created_at <= v.seen + %(window)s"
-        " GROUP BY e.item_id ORDER BY n DESC, e.item_id LIMIT %(limit)s"
+        ") SELECT item_id, COUNT(DISTINCT visitor) AS n FROM ("
+        # a signed-in viewer's events by user, an anonymous one's by session: two joins each served by its index
+        # (one join with an OR of the two read the whole event table per seed)
+        f" SELECT v.visitor, e.item_id FROM viewers v JOIN {events} e ON e.user_id = v.user_id"
+        f" WHERE v.user_id IS NOT NULL AND {_CO_VIEWED}"
+        f" UNION ALL SELECT v.visitor, e.item_id FROM viewers v JOIN {events} e ON e.session_key = v.session_key"
+        f" WHERE v.user_id IS NULL AND e.user_id IS NULL AND {_CO_VIEWED}"
+        ") seen GROUP BY item_id ORDER BY n DESC, item_id LIMIT %(limit)s"
     )
     params = {
         "item": int(item),
