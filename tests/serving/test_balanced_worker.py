@@ -131,18 +131,22 @@ def test_four_kept_alive_clients_end_up_two_on_each_worker_and_stay(server):
 
 def test_the_table_ignores_rows_of_workers_that_are_gone():
     table = _LoadTable(rows=2)
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]) for _ in range(3)]
+    gone, successor, latecomer = sleepers
     try:
-        theirs, mine = table.claim(child.pid), table.claim(os.getpid())
+        theirs, mine = table.claim(gone.pid), table.claim(os.getpid())
         table.write(theirs, in_flight=3, connections=5)
         assert theirs != mine and table.siblings(mine) == [(3, 5)]
+        gone.kill()
+        gone.wait()
+        assert table.siblings(mine) == [] and table.snapshot() == {os.getpid(): (0, 0)}  # a gone worker: no count
+        assert table.claim(successor.pid) == theirs  # its row is taken over, emptied
+        assert table.siblings(mine) == [(0, 0)]
+        assert table.claim(latecomer.pid) is None  # no row left: that worker runs as a plain gthread worker
     finally:
-        child.kill()
-        child.wait()
-    assert table.siblings(mine) == [] and table.snapshot() == {os.getpid(): (0, 0)}  # a gone worker does not count
-    assert table.claim(os.getppid()) == theirs  # its row is taken over, emptied
-    assert table.siblings(mine) == [(0, 0)]
-    assert table.claim(1) is None  # no row left: that worker runs as a plain gthread worker
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 def test_the_demo_configuration_uses_the_balanced_worker():

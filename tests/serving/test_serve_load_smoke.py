@@ -50,5 +50,5 @@ def test_serve_load_runs_every_case_through_gunicorn(tmp_path):
     ]
     for row in report["results"]:
         assert row["ok"] > 0 and row["errors"] == {}, row
-    assert "gthread workers, shop_demo/gunicorn.conf.py" in report["config"]["server"]
+    assert "BalancedThreadWorker (gthread) workers, shop_demo/gunicorn.conf.py" in report["config"]["server"]
     assert report["config"]["query_threads"] == 1
