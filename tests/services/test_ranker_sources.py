@@ -13,16 +13,9 @@ from ragrec_django.ranking import learned
 from ragrec_django.services import ranker
 from ragrec_django.services.results import Visitor
 from ragrec_django.storage import ranking as store
+from tests.services.test_ranker import fresh_models  # noqa: F401 (autouse here too)
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def fresh_models():
-    ranker.forget_models()
-    ranker.DatabaseSignals._popular.clear()
-    yield
-    ranker.forget_models()
 
 
 def write(ids, rows):
