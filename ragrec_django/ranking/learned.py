@@ -109,6 +109,9 @@ FEATURES = (
     "item_age_days",
     "price",
     "price_vs_visitor",
+    # 1 in stock, 0 out of stock, NaN unknown: the catalogue's state now, so the training log (past queries) has
+    # none to give (``EventLog.build`` without ``stock``; docs/evaluation.md, "What it is")
+    "in_stock",
     # the visitor and the item's category
     "category_affinity",
     "days_category_event_before_last_event",
@@ -415,6 +418,8 @@ class ItemSignals:
     basket_last: np.ndarray | None = None
     #: {space: cosine between each candidate and the visitor's profile in that space (NaN: no vector)}
     space_cosine: Mapping[str, np.ndarray] = field(default_factory=dict)
+    #: 1.0 in stock, 0.0 out of stock, NaN unknown (``SignalSource.item_stock``); None: unknown for every item
+    in_stock: np.ndarray | None = None
 
 
 def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: ItemSignals) -> np.ndarray:
@@ -447,6 +452,7 @@ def feature_matrix(candidates: Candidates, history: VisitorHistory, signals: Ite
         ("item_buyers", signals.buyers),
         ("basket_score", signals.basket),
         ("basket_last", signals.basket_last),
+        ("in_stock", signals.in_stock),
     ):
         columns[name] = unknown if values is None else np.asarray(values, dtype=np.float64)
     columns["item_buyers"] = np.log1p(columns["item_buyers"])
@@ -630,6 +636,9 @@ class EventLog:
     events: _Events | None = None
     # every catalogue item's price and category, those without events too (a vector space can propose them)
     catalogue: tuple[Mapping[int, float], Mapping[int, str]] = ({}, {})
+    # {item id: in stock} as the catalogue says now; None: unknown for every item (the training log: there is
+    # no stock history, so a past query cannot know the stock of its time)
+    stock: Mapping[int, bool] | None = None
 
     @classmethod
     def build(
@@ -638,8 +647,10 @@ class EventLog:
         *,
         prices: Mapping[int, float] | None = None,
         categories: Mapping[int, str] | None = None,
+        stock: Mapping[int, bool] | None = None,
     ) -> EventLog:
-        """From ``(visitor, item id, order id, time, quantity, is_purchase)`` lines."""
+        """From ``(visitor, item id, order id, time, quantity, is_purchase)`` lines. ``stock``: {item id: in
+        stock} for the ``in_stock`` feature at every time asked (None: NaN, unknown, for every item)."""
         prices, categories = prices or {}, categories or {}
         item_ids = np.unique(np.fromiter((line[1] for line in lines), dtype=np.int64, count=len(lines)))
         column = {int(item): i for i, item in enumerate(item_ids)}
@@ -688,6 +699,7 @@ class EventLog:
             span=span,
             events=_Events.build(lines, item_ids),
             catalogue=(prices, categories),
+            stock=stock,
         )
 
     def columns_of(self, items: Sequence[int]) -> np.ndarray:
@@ -782,6 +794,13 @@ class EventLog:
             price[i] = np.nan if prices.get(int(items[i])) is None else float(prices[int(items[i])])
             category[i] = categories.get(int(items[i]), "")
         return popularity, first_seen, price, np.asarray(category, dtype=object)
+
+    def item_stock(self, items: np.ndarray) -> np.ndarray:
+        """``SignalSource.item_stock`` from the ``stock`` given to ``build`` (NaN for every item without it)."""
+        stock = self.stock
+        if stock is None:
+            return np.full(len(items), np.nan)
+        return np.asarray([_stock_value(stock.get(int(item))) for item in items], dtype=np.float64)
 
     def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:
         """``SignalSource.co_views`` from memory."""
@@ -1106,6 +1125,9 @@ class SignalSource(Protocol):
         """For ``items``: {window days: orders holding it}, the time of its first order within the longest
         window (NaN: none), price, category."""
 
+    def item_stock(self, items: np.ndarray) -> np.ndarray:
+        """For ``items``: 1.0 in stock, 0.0 out of stock, NaN unknown (the catalogue's state; it has no history)."""
+
     def co_views(self, seeds: Sequence[int], at: float) -> dict[int, float]:
         """{item: viewers}: per seed, what its latest ``CO_VIEW_VIEWERS`` viewers viewed within
         ``CO_VIEW_WINDOW_SECONDS`` of their view of it (never the seed itself), summed over the seeds."""
@@ -1270,9 +1292,15 @@ def candidates_at(
         space_cosine={
             space: _cosines(vectors, space, profile, candidates.items) for space, profile in profiles.items()
         },
+        in_stock=source.item_stock(candidates.items),
         **item_model,
     )
     return candidates, history, signals
+
+
+def _stock_value(state) -> float:
+    """The ``in_stock`` feature of a catalogue state: 1.0 / 0.0, NaN for None (unknown)."""
+    return np.nan if state is None else float(bool(state))
 
 
 def view_seeds(history: VisitorHistory, limit: int = CO_VIEW_SEEDS) -> list[int]:

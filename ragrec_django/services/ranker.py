@@ -167,6 +167,9 @@ class DatabaseSignals:
     def item_signals(self, items, at):
         return store.item_signals(items, at=at, windows=learned.POPULARITY_WINDOWS, max_per_source=_max_per_source())
 
+    def item_stock(self, items):
+        return store.item_stock(items)
+
     def co_views(self, seeds, at):
         scores: dict[int, float] = {}
         for seed in seeds:
@@ -344,6 +347,9 @@ class MaterialisedSignals:
         popularity, first_seen, price, category = store.materialised_item_signals(items, width=len(windows))
         return {days: popularity[:, offset] for offset, days in enumerate(windows)}, first_seen, price, category
 
+    def item_stock(self, items):
+        return store.item_stock(items)  # the catalogue's state now: not materialised
+
 
 _reported: set = set()
 #: The snapshot row as last read by this process: (monotonic time read, snapshot or None); re-read every
@@ -429,6 +435,8 @@ def training_log() -> tuple[learned.EventLog, int, float]:
 
     prices, categories = store.item_catalogue()
     lines = list(store.event_lines())
+    # no ``stock``: the catalogue's stock is today's, and there is no history of it, so a past query's ``in_stock``
+    # is unknown (NaN) rather than read from after its time (docs/evaluation.md, "What it is")
     if not lines:
         raise NotEnoughData("The shop has no events yet; the ranker needs orders to learn from.")
     log = learned.EventLog.build(lines, prices=prices, categories=categories)

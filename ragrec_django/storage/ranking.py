@@ -277,6 +277,19 @@ def item_signals(items: np.ndarray, *, at: float, windows: Sequence[int], max_pe
     return popularity, first_seen, price, category
 
 
+def item_stock(items: np.ndarray) -> np.ndarray:
+    """The items' ``in_stock`` now, aligned with ``items``: 1.0 / 0.0, NaN for an id not in the catalogue; one
+    read by primary key."""
+    ids = [int(i) for i in items]
+    states = dict(Item.objects.filter(id__in=ids).values_list("id", "in_stock")) if ids else {}
+    return np.asarray([np.nan if states.get(i) is None else float(states[i]) for i in ids], dtype=np.float64)
+
+
+def item_stock_states() -> dict[int, bool]:
+    """{item id: in stock} of every item now (an in-memory log's ``stock``, e.g. to check serving against it)."""
+    return dict(Item.objects.values_list("id", "in_stock"))
+
+
 def _item_attributes(ids: list[int]) -> list[tuple]:
     return list(Item.objects.filter(id__in=ids).values_list("id", "price", "category"))
 

@@ -56,7 +56,9 @@ def shop(catalogue, visitors=40, days=100, seed=0):
 
 def memory_log():
     prices, categories = store.item_catalogue()
-    return learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+    return learned.EventLog.build(
+        list(store.event_lines()), prices=prices, categories=categories, stock=store.item_stock_states()
+    )
 
 
 def test_database_signals_give_the_features_of_the_in_memory_log(catalogue):

@@ -170,7 +170,9 @@ def test_served_for_you_ranks_as_training_computes_at_the_same_instant(trained):
     at = float(int(time.time()))  # a whole second: the snapshot's stored instant is exactly ``at``
     snapshot = ranker.refresh_signals(at=at)
     prices, categories = store.item_catalogue()
-    log = learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+    log = learned.EventLog.build(
+        list(store.event_lines()), prices=prices, categories=categories, stock=store.item_stock_states()
+    )
     learned_ids = set()
     vectors = ranker.training_vectors()  # the catalogue's spaces: sources and features of the model
     assert model.metadata["spaces"] == vectors.spaces

@@ -65,7 +65,9 @@ def shop(catalogue):
 def read_both(at):
     """``s1``'s candidates, history and signals at ``at`` from the database and from the in-memory log."""
     prices, categories = store.item_catalogue()
-    log = learned.EventLog.build(list(store.event_lines()), prices=prices, categories=categories)
+    log = learned.EventLog.build(
+        list(store.event_lines()), prices=prices, categories=categories, stock=store.item_stock_states()
+    )
     vectors = ranker.training_vectors()
     got = ranker.signals_for(Visitor(session_key="s1"), at, None, vectors=ranker.DatabaseVectors(vectors.spaces))
     return got, log.candidates_at("ss1", at, vectors=vectors)  # the log keys sessions as "s<key>"
