@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 from pathlib import Path
 
@@ -94,6 +97,57 @@ def markdown_table(report: dict, variant: str, k: int = 10, *, with_se: bool = T
     return "\n".join(out)
 
 
+def paired_table(report: dict, variant: str) -> str:
+    """A Markdown table of the paired comparison against ``for_you`` (fusion) in one variant: per recommender, the
+    mean per-shopper difference of recall@k and nDCG@k ± its standard error (shoppers better / worse); "" without
+    one (``for_you`` not evaluated, or a report from before it was kept)."""
+    paired = report["variants"][variant].get("paired_vs_for_you") or {}
+    if not paired:
+        return ""
+    metrics = list(next(iter(paired.values())))
+    out = [
+        "| recommender - `for_you` | " + " | ".join(metrics) + " |",
+        "|" + "---|" * (len(metrics) + 1),
+    ]
+    for name, values in paired.items():
+        cells = [
+            "%+.4f ±%.4f (%d / %d)" % (v["mean_difference"], v["se"], v["better"], v["worse"])
+            for v in (values[m] for m in metrics)
+        ]
+        out.append("| %s | %s |" % (name, " | ".join(cells)))
+    return "\n".join(out)
+
+
+def latency_table(report: dict) -> str:
+    """Per-shopper call times of each recommender (ms; the whole call, as run)."""
+    latency = report.get("latency_per_visitor") or {}
+    if not latency:
+        return ""
+    out = ["| recommender | mean ms | p50 ms | p95 ms |", "|---|---|---|---|"]
+    for name, values in latency.items():
+        out.append("| %s | %.1f | %.1f | %.1f |" % (name, values["mean_ms"], values["p50_ms"], values["p95_ms"]))
+    return "\n".join(out)
+
+
+def per_shopper_csv(report: dict) -> str:
+    """Every evaluated shopper's recall@k and nDCG@k per recommender and variant, one row per (variant, shopper)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    header_written = False
+    for variant, data in report["variants"].items():
+        kept = data.get("per_shopper")
+        if not kept:
+            continue
+        names = list(kept["values"])
+        metrics = list(next(iter(kept["values"].values()))) if names else []
+        if not header_written:
+            writer.writerow(["variant", "visitor"] + ["%s %s" % (n, m) for n in names for m in metrics])
+            header_written = True
+        for i, visitor in enumerate(kept["visitors"]):
+            writer.writerow([variant, visitor] + [kept["values"][n][m][i] for n in names for m in metrics])
+    return buffer.getvalue()
+
+
 def plot(report: dict, out_dir: Path) -> list[Path]:
     """One PNG per variant: recall, nDCG, hit rate and coverage against k. [] without matplotlib."""
     try:
@@ -145,18 +199,42 @@ def plot(report: dict, out_dir: Path) -> list[Path]:
 
 
 def write(report: dict, out_dir: str | Path, k: int = 10) -> dict[str, Path]:
-    """report.json, results.md and the plots in ``out_dir``; returns what was written."""
+    """report.json, results.md, per_shopper.csv.gz and the plots in ``out_dir``; returns what was written.
+
+    The per-shopper values go to ``per_shopper.csv.gz`` only (report.json keeps their paired comparison)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"json": out / "report.json", "markdown": out / "results.md"}
-    written["json"].write_text(json.dumps(report, indent=2) + "\n")
+    summary = {
+        **report,
+        "variants": {
+            variant: {key: value for key, value in data.items() if key != "per_shopper"}
+            for variant, data in report["variants"].items()
+        },
+    }
+    written["json"].write_text(json.dumps(summary, indent=2) + "\n")
     sections = []
     for variant, data in report["variants"].items():
         sections.append(
             "### Variant `%s`: %s (%d visitors)\n\n%s\n"
             % (variant, data["description"], data["users"], markdown_table(report, variant, k))
         )
+        paired = paired_table(report, variant)
+        if paired:
+            sections.append(
+                "Paired against `for_you` (fusion), variant `%s`: mean per-shopper difference at k = %d ± its "
+                "standard error (shoppers better / worse)\n\n%s\n"
+                % (variant, data.get("per_shopper", {}).get("k", k), paired)
+            )
+    latency = latency_table(report)
+    if latency:
+        sections.append("### Per-shopper call time\n\n%s\n" % latency)
     written["markdown"].write_text("\n".join(sections))
+    rows = per_shopper_csv(report)
+    if rows:
+        written["per_shopper"] = out / "per_shopper.csv.gz"
+        # mtime=0: the same report gives the same bytes
+        written["per_shopper"].write_bytes(gzip.compress(rows.encode(), mtime=0))
     for path in plot(report, out):
         written[path.stem] = path
     return written

@@ -610,14 +610,17 @@ def score_lists(
     catalogue_size: int,
     vectors: Mapping[str, np.ndarray] | None = None,
     exclude: Mapping[str, set[str]] | None = None,
+    keep: int | None = None,
 ) -> dict:
-    """Mean curves over the visitors of ``targets`` (each needs a non-empty target set)."""
+    """Mean curves over the visitors of ``targets`` (each needs a non-empty target set). With ``keep`` (a k), also
+    each visitor's recall@k and nDCG@k, in the order of ``targets``, as ``per_visitor`` (paired comparisons)."""
     sums = {name: np.zeros(k_max) for name in ("recall", "ndcg", "hit_rate", "precision")}
     squares = {name: np.zeros(k_max) for name in sums}
     mrr = mrr_squares = 0.0
     diversity_sum, diversity_n = np.zeros(k_max), np.zeros(k_max)
     shown: list[list[str]] = []
     empty = 0
+    kept: dict[str, list[float]] = {"recall@%d" % keep: [], "ndcg@%d" % keep: []} if keep else {}
     for visitor, relevant in targets.items():
         ranked = list(lists.get(visitor, ()))
         if exclude is not None:
@@ -633,6 +636,9 @@ def score_lists(
             squares[name] += values * values
         mrr += curves["mrr"][0]
         mrr_squares += curves["mrr"][0] ** 2
+        if keep:
+            kept["recall@%d" % keep].append(round(float(curves["recall"][keep - 1]), 6))
+            kept["ndcg@%d" % keep].append(round(float(curves["ndcg"][keep - 1]), 6))
         if vectors is not None:
             for i, value in enumerate(metrics.diversity_curve(ranked, k_max, vectors)):
                 if value is not None:
@@ -654,6 +660,38 @@ def score_lists(
     )
     result["users"] = len(targets)
     result["empty_lists"] = empty
+    if keep:
+        result["per_visitor"] = kept
+    return result
+
+
+#: Per-shopper values and the paired comparison are at this k (or ``k_max`` when smaller).
+PAIRED_K = 10
+#: What every recommender is compared against, shopper by shopper.
+PAIRED_BASE = "for_you"
+
+
+def paired_against(values: Mapping[str, Mapping[str, Sequence[float]]], base: str = PAIRED_BASE) -> dict:
+    """Per recommender other than ``base``, per metric: the mean per-shopper difference (recommender - ``base``),
+    its standard error, and how many shoppers it is better and worse for. ``values``: {recommender: {metric:
+    per-shopper values, every list in the same shopper order}}; {} without ``base``."""
+    if base not in values:
+        return {}
+    result = {}
+    for name, metrics_of in values.items():
+        if name == base:
+            continue
+        result[name] = {}
+        for metric, mine in metrics_of.items():
+            differences = np.asarray(mine, dtype=np.float64) - np.asarray(values[base][metric], dtype=np.float64)
+            n = len(differences)
+            result[name][metric] = {
+                "mean_difference": round(float(differences.mean()), 6) if n else 0.0,
+                "se": round(float(differences.std(ddof=1) / math.sqrt(n)), 6) if n > 1 else 0.0,
+                "better": int((differences > 0).sum()),
+                "worse": int((differences < 0).sum()),
+                "users": n,
+            }
     return result
 
 
@@ -765,6 +803,7 @@ def evaluate(
     targets_new = {v: items - bought[v] for v, items in targets_all.items() if items - bought[v]}
     catalogue_size = len(dataset.products)
     variants = {}
+    paired_k = min(PAIRED_K, options.k_max)
     for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
         results = {
             name: score_lists(
@@ -774,10 +813,19 @@ def evaluate(
                 catalogue_size=catalogue_size,
                 vectors=vectors,
                 exclude=exclude,
+                keep=paired_k,
             )
             for name in options.recommenders
         }
-        variants[variant] = {"description": VARIANTS[variant], "users": len(targets), "results": results}
+        per_shopper = {name: results[name].pop("per_visitor") for name in results}
+        variants[variant] = {
+            "description": VARIANTS[variant],
+            "users": len(targets),
+            "results": results,
+            # every shopper's recall@k and nDCG@k per recommender (``report.write`` puts them in per_shopper.csv.gz)
+            "per_shopper": {"k": paired_k, "visitors": list(targets), "values": per_shopper},
+            "paired_vs_%s" % PAIRED_BASE: paired_against(per_shopper),
+        }
         for ours, theirs in (("for_you_learned", "for_you"), ("bought_together_learned", "bought_together")):
             if ours in lists and theirs in lists:
                 variants[variant]["paired_%s_vs_%s" % (ours, theirs)] = learned_ranker.paired(
