@@ -5,11 +5,12 @@ Vectors are stored as ``halfvec`` without a fixed dimension (each generation fix
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from django.db import DEFAULT_DB_ALIAS, transaction
-from pgvector import HalfVector
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.utils import timezone
 
 from ..ml.base import DimensionMismatch
 from ..models import Embedding, EncodingFailure, SpaceGeneration
@@ -39,32 +40,66 @@ def check_vectors(vectors: np.ndarray, dimension: int) -> np.ndarray:
 def upsert_embeddings(
     generation: SpaceGeneration, item_ids: Sequence[int], vectors: np.ndarray, content_hashes: Sequence[str]
 ) -> int:
-    """Write vectors for items in one statement (insert or update); return rows written."""
+    """Write vectors for items (insert or update); return rows written.
+
+    The batch goes to a session-local staging table by binary COPY (no per-value text formatting or parsing), then
+    into the generation's partition in one ``INSERT ... ON CONFLICT`` statement.
+    """
     array = check_vectors(vectors, generation.dimension)
     if not (len(item_ids) == len(array) == len(content_hashes)):
         raise ValueError("item_ids, vectors and content_hashes differ in length.")
     if not item_ids:
         return 0
-    rows = [
-        Embedding(
-            item_id=item_id,
-            generation=generation,
-            vector=HalfVector(vector),
-            encoder_version=generation.encoder_version,
-            content_hash=content_hash,
+    if len(set(item_ids)) != len(item_ids):
+        raise ValueError("item_ids holds an item more than once.")
+    table = connection.ops.quote_name(Embedding._meta.db_table)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('pg_temp.%s') IS NULL" % _STAGE)
+        if cursor.fetchone()[0]:
+            cursor.execute(
+                "CREATE TEMP TABLE %s (item_id bigint, vector halfvec, content_hash text) ON COMMIT DELETE ROWS"
+                % _STAGE
+            )
+        with cursor.copy("COPY %s (item_id, vector, content_hash) FROM STDIN (FORMAT BINARY)" % _STAGE) as copy:
+            copy.write(_binary_copy_rows(item_ids, array, content_hashes))
+        cursor.execute(
+            f"INSERT INTO {table} (item_id, generation_id, vector, encoder_version, content_hash, updated_at) "
+            f"SELECT item_id, %s, vector, %s, content_hash, %s FROM {_STAGE} "
+            "ON CONFLICT (generation_id, item_id) DO UPDATE SET vector = EXCLUDED.vector, "
+            "encoder_version = EXCLUDED.encoder_version, content_hash = EXCLUDED.content_hash, "
+            "updated_at = EXCLUDED.updated_at",
+            [generation.pk, generation.encoder_version, timezone.now()],
         )
-        for item_id, vector, content_hash in zip(item_ids, array, content_hashes, strict=True)
-    ]
-    with transaction.atomic():
-        Embedding.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["generation", "item"],
-            update_fields=["vector", "encoder_version", "content_hash", "updated_at"],
-        )
+        # Empty again for a later batch of the same transaction (the table is emptied at commit anyway).
+        cursor.execute("DELETE FROM %s" % _STAGE)
         EncodingFailure.objects.filter(generation=generation, item_id__in=item_ids).delete()
     _forget_cached(generation, item_ids)
-    return len(rows)
+    return len(item_ids)
+
+
+#: The session's staging table of ``upsert_embeddings`` (temporary: each database session has its own).
+_STAGE = "ragrec_embedding_stage"
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+
+
+def _binary_copy_rows(item_ids: Sequence[int], array: np.ndarray, content_hashes: Sequence[str]) -> bytes:
+    """PostgreSQL's binary COPY stream of (item_id bigint, vector halfvec, content_hash text) rows; a halfvec is
+    sent as pgvector's ``halfvec_recv`` reads it: uint16 dimension, uint16 0, big-endian float16 values."""
+    dimension = array.shape[1]
+    halves = np.ascontiguousarray(array.astype(">f2"))
+    vector_head = struct.pack(">iHH", 4 + 2 * dimension, dimension, 0)
+    parts = [_COPY_HEADER]
+    for item_id, vector, content_hash in zip(item_ids, halves, content_hashes, strict=True):
+        encoded = str(content_hash).encode()
+        parts += [
+            struct.pack(">hiq", 3, 8, int(item_id)),
+            vector_head,
+            vector.tobytes(),
+            struct.pack(">i", len(encoded)),
+            encoded,
+        ]
+    parts.append(struct.pack(">h", -1))
+    return b"".join(parts)
 
 
 def record_failures(generation: SpaceGeneration, failures: Iterable[tuple[int, str, str]]) -> int:

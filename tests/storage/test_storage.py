@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from ragrec_django import storage
 from ragrec_django.ml.base import DimensionMismatch
@@ -83,6 +83,35 @@ def test_upsert_is_idempotent_and_updates_in_place(small_set):
     row = Embedding.objects.get(item=items["z1"], generation=generation)
     assert row.content_hash == "h-new"
     assert np.allclose(row.vector, [0, 0, 0, 1], atol=1e-3)
+
+
+def test_upsert_writes_each_vector_as_its_float16_and_batches_of_one_transaction_stay_apart(small_set):
+    """The binary COPY path: every value arrives exactly as float16 (signs, tiny and large magnitudes), and a second
+    batch in the same transaction writes only its own rows (the staging table is emptied after each batch)."""
+    rng = np.random.default_rng(5)
+    extra = [Item.objects.create(key="w%d" % n, title="w%d" % n) for n in range(300)]
+    vectors = rng.normal(size=(300, 4)).astype(np.float32) * np.array([1e-3, 1.0, 300.0, -2.0], dtype=np.float32)
+    hashes = ["%064x" % n for n in range(300)]
+    _, generation = small_set
+    with transaction.atomic():
+        storage.upsert_embeddings(generation, [i.id for i in extra[:200]], vectors[:200], hashes[:200])
+        storage.upsert_embeddings(generation, [i.id for i in extra[200:]], vectors[200:], ["second"] * 100)
+    stored = storage.vectors_for_items("text", [i.id for i in extra])
+    expected = vectors.astype(np.float16).astype(np.float32)
+    assert np.array_equal(np.stack([stored[i.id] for i in extra]), expected)
+    by_item = dict(Embedding.objects.filter(item__in=extra).values_list("item__key", "content_hash"))
+    assert [by_item["w%d" % n] for n in range(200)] == hashes[:200]
+    assert {by_item["w%d" % n] for n in range(200, 300)} == {"second"}
+
+
+def test_an_item_twice_in_one_batch_is_refused_and_nothing_is_written(small_set):
+    items, generation = small_set
+    before = list(Embedding.objects.order_by("id").values_list("id", "content_hash"))
+    with pytest.raises(ValueError, match="more than once"):
+        storage.upsert_embeddings(
+            generation, [items["x1"].id, items["y1"].id, items["x1"].id], np.eye(4, dtype=np.float32)[:3], ["a"] * 3
+        )
+    assert list(Embedding.objects.order_by("id").values_list("id", "content_hash")) == before
 
 
 @pytest.mark.parametrize(
