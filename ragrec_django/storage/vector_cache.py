@@ -29,7 +29,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from ..conf import ragrec_settings
-from ..ml.similarity import cosine_distances, vector_norms
+from ..ml.similarity import nearest_rows, vector_norms
 from ..models import Embedding, SpaceGeneration
 
 #: Rows added to a generation's matrix at a time (grown by doubling beyond).
@@ -241,11 +241,9 @@ def exact_nearest(
         return []
     # The query as pgvector sees it: rounded to float16 (``ann._halfvec_text``).
     vector = np.asarray(query, dtype=np.float32).astype(np.float16).astype(np.float32)
-    distance = cosine_distances(block, norms, vector)
-    top = min(int(k), len(distance))
-    chosen = np.argpartition(distance, top - 1)[:top] if top < len(distance) else np.arange(len(distance))
-    chosen = chosen[np.lexsort((ids[chosen], distance[chosen]))]
-    return [(int(ids[i]), float(distance[i])) for i in chosen if np.isfinite(distance[i])]
+    positions, distance = nearest_rows(block, norms, vector, int(k))
+    order = np.lexsort((ids[positions], distance))[: int(k)]
+    return [(int(ids[positions[i]]), float(distance[i])) for i in order]
 
 
 def cached_vector(generation: SpaceGeneration, item_id: int, using: str) -> np.ndarray | None:
