@@ -20,6 +20,7 @@ from ragrec_django.services import events as event_service
 from ragrec_django.services import spaces
 from ragrec_django.services.events import EventInput, record_events
 from ragrec_django.services.partitions import maintain_event_partitions
+from ragrec_django.storage.generations import binary_index_name
 
 SPACE = SpaceConfig(name="text", encoder_alias="minilm", modality="text")
 EVENTS = Interaction._meta.db_table
@@ -86,6 +87,28 @@ def test_each_generation_has_its_partition_and_index_and_dropping_it_drops_them(
     assert [n.item_id for n in storage.nearest("text", vectors(1, seed=1)[0], k=3)] == [
         n.item_id for n in storage.nearest("text", vectors(1, seed=1)[0], k=3, exact=True)
     ]
+
+
+def test_a_generation_being_built_is_filled_without_an_index_and_indexed_with_the_spaces_type_when_promoted(
+    items, settings
+):
+    first = storage.write_generation(SPACE, version="v1", dimension=4)
+    encode(first, items)
+    settings.RAGREC = {
+        **settings.RAGREC,
+        "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text", "INDEX": "binary"}},
+    }
+    building = storage.start_switch(SPACE, version="v2", dimension=4)
+    encode(building, items, seed=1)
+    assert rows_in(storage.generation_partition(building)) == len(items)
+    assert not relation_exists(building.index_name) and not relation_exists(binary_index_name(building))
+    query = vectors(1, seed=1)[0]
+    spaces.promote("text")
+    assert relation_exists(binary_index_name(building)) and not relation_exists(building.index_name)
+    assert storage.active_generation("text").pk == building.pk
+    after = [n.item_id for n in storage.nearest("text", query, k=3)]
+    assert after == [n.item_id for n in storage.nearest("text", query, k=3, exact=True)]
+    assert relation_exists(first.index_name)  # the retired generation keeps its index for a rollback
 
 
 def test_ann_and_anchor_queries_read_only_the_active_partition_through_its_index(items):
