@@ -96,6 +96,18 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="maintenance_work_mem for the HNSW build (default: the server's setting), e.g. 1GB.",
     )
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        default=None,
+        help="RAGREC HNSW EF_CONSTRUCTION for the indexes built in this run (default: the plugin's).",
+    )
+    parser.add_argument(
+        "--rebuild-index",
+        action="store_true",
+        help="Before the phases, build each space's halfvec HNSW index again (timed, sized) with this run's HNSW "
+        "settings, e.g. a kept database's with another --ef-construction.",
+    )
     parser.add_argument("--db-name", default="ragrec_bench_query", help="Scratch database (dropped at the end).")
     parser.add_argument(
         "--quiet-wait",
@@ -416,6 +428,36 @@ def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict
         "upsert_s": round(write_seconds, 2),
         "hnsw_build_s": round(build_seconds, 2),
         "hnsw_index_mib": round(index_bytes / 2**20, 1),
+        "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
+    }
+
+
+def rebuild_space_index(space_name, args, storage, connection, notices) -> dict:
+    """Drop the active generation's halfvec HNSW index and build it again with this run's HNSW settings (timed)."""
+    from django.db import transaction
+
+    from ragrec_django.conf import ragrec_settings
+
+    generation = storage.active_generation(space_name)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(generation.index_name))
+    notices.clear()
+    t0 = time.perf_counter()
+    with transaction.atomic():
+        if args.maintenance_work_mem:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL maintenance_work_mem = %s", [args.maintenance_work_mem])
+        storage.create_index(generation)
+    build_seconds = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [generation.index_name])
+        index_bytes = cursor.fetchone()[0]
+    return {
+        "m": ragrec_settings.HNSW["M"],
+        "ef_construction": ragrec_settings.HNSW["EF_CONSTRUCTION"],
+        "hnsw_build_s": round(build_seconds, 2),
+        "hnsw_index_mib": round(index_bytes / 2**20, 1),
+        "loadavg_after": os.getloadavg(),
         "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
     }
 
@@ -1148,6 +1190,10 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     figures["load"]["spelling_vocabulary_build_s"] = round(time.perf_counter() - t0, 2)
     save()
 
+    if args.rebuild_index:
+        figures["rebuild"] = {name: rebuild_space_index(name, args, storage, connection, notices) for name in SPACES}
+        log("N=%d: indexes rebuilt %s" % (n, figures["rebuild"]))
+        save()
     if "recall" in phases:
         efs = [e if e == "auto" else int(e) for e in args.ef.split(",")]
         figures["recall"] = []
@@ -1406,6 +1452,10 @@ def main() -> int:
         spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}
         ragrec = {**settings.RAGREC, "ENCODERS": encoders, "SPACES": spaces, "AUTO_ENCODE": False}
         from ragrec_django import conf
+
+        if args.ef_construction:
+            hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {})}
+            ragrec["HNSW"] = {**hnsw, "EF_CONSTRUCTION": args.ef_construction}
 
         if "API_THROTTLE_RATES" in conf.DEFAULTS:  # one client sending hundreds of requests a minute
             ragrec["API_THROTTLE_RATES"] = {scope: None for scope in conf.DEFAULTS["API_THROTTLE_RATES"]}

@@ -59,13 +59,15 @@ DEFAULTS: dict[str, Any] = {
     # binary-quantized index (a space's "INDEX": "binary", docs/scaling.md) returns for exact re-ranking.
     # EXACT_CACHE_ROWS / EXACT_CACHE_SECONDS: vectors per generation each process keeps for the exact ranking
     # of selective filters (a category), and how long before other processes' writes are seen (0 rows: off;
-    # storage/vector_cache.py, docs/search.md).
+    # storage/vector_cache.py, docs/search.md). EF_SEARCH_SCALE_ROWS: the three EF_SEARCH values hold for a
+    # generation of up to this many vectors; a bigger one's grow with the square root of its size (0: never).
     "HNSW": {
         "M": 16,
         "EF_CONSTRUCTION": 64,
         "EF_SEARCH": 100,
         "EF_SEARCH_BROAD": 60,
         "EF_SEARCH_MAX": 400,
+        "EF_SEARCH_SCALE_ROWS": 100_000,
         "RERANK_DEPTH": 100,
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,

@@ -26,6 +26,7 @@ from ..registry import get_spaces
 from . import vector_cache
 from .database import on_read_database, run_with_local_settings
 from .generations import SpaceNotReady, active_generation, binary_index_name, create_index, snapshot_memo
+from .partitions import generation_partition
 from .vectors import check_vectors
 
 
@@ -231,7 +232,7 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
             return _sorted_neighbours(rows)
     ef_search = search.ef_search
     if ef_search is None and not exact:
-        ef_search = ef_search_for(filters, using=using)
+        ef_search = ef_search_for(filters, generation=generation, using=using)
     rows = []
     if not exact and _index_type(generation, using) == "binary":
         depth = max(int(k), search.rerank_depth or _rerank_depth(generation.space))
@@ -388,23 +389,66 @@ def _rerank_depth(space_name: str) -> int:
     return int(ragrec_settings.HNSW.get("RERANK_DEPTH", 100))
 
 
-def ef_search_for(filters: ItemFilter, *, using: str = "default") -> int:
+def ef_search_for(filters: ItemFilter, *, generation: SpaceGeneration | None = None, using: str = "default") -> int:
     """``hnsw.ef_search`` for an index scan under ``filters``.
 
     Broad filters (eligibility, exclusions) pass nearly every item: ``EF_SEARCH_BROAD``. A
     narrower filter drops most of the candidates the scan visits, so it gets ``EF_SEARCH``
     divided by the share of items the planner expects to pass, at most ``EF_SEARCH_MAX``
     (a price range holding 10% of 100k items: recall@10 0.946 at ef 100, 0.988 at 400).
+    A bigger graph needs a wider search for the same recall: for a ``generation`` of more than
+    ``EF_SEARCH_SCALE_ROWS`` vectors, all three grow with the square root of its size (at 1M items,
+    x3.2: recall@10 0.86-0.93 at ef 60 against 0.96-0.98 at 200, docs/benchmarks.md), up to pgvector's 1,000.
     """
     hnsw = ragrec_settings.HNSW
+    scale = _size_scale(generation, int(hnsw.get("EF_SEARCH_SCALE_ROWS", 0)), using)
     if filters.broad:
-        return int(hnsw.get("EF_SEARCH_BROAD", hnsw["EF_SEARCH"]))
+        return min(PGVECTOR_MAX_EF_SEARCH, math.ceil(int(hnsw.get("EF_SEARCH_BROAD", hnsw["EF_SEARCH"])) * scale))
     base = int(hnsw["EF_SEARCH"])
     ceiling = max(base, int(hnsw.get("EF_SEARCH_MAX", base)))
     if ceiling == base:
-        return base
+        return min(PGVECTOR_MAX_EF_SEARCH, math.ceil(base * scale))
     share = _estimated_share(filters, using)
-    return min(ceiling, max(base, math.ceil(base / max(share, 1e-6))))
+    ef = min(ceiling * scale, max(base * scale, base * scale / max(share, 1e-6)))
+    return min(PGVECTOR_MAX_EF_SEARCH, math.ceil(ef))
+
+
+#: The largest ``hnsw.ef_search`` pgvector accepts.
+PGVECTOR_MAX_EF_SEARCH = 1000
+_generation_sizes: dict = {}
+
+
+def _size_scale(generation: SpaceGeneration | None, scale_rows: int, using: str) -> float:
+    """``sqrt(rows / scale_rows)`` for a generation of more than ``scale_rows`` vectors, else 1."""
+    if generation is None or scale_rows <= 0:
+        return 1.0
+    rows = _generation_size(generation, using)
+    return math.sqrt(rows / scale_rows) if rows > scale_rows else 1.0
+
+
+def _generation_size(generation: SpaceGeneration, using: str) -> float:
+    """The generation's vector count as the catalogue's statistics hold it (the largest of its partition's and its
+    indexes' ``reltuples``; nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds; 0 when never counted."""
+    db = connections[using]
+    key = (db.alias, db.settings_dict["NAME"], generation.pk)
+    now = time.monotonic()
+    with _share_estimates_lock:
+        cached = _generation_sizes.get(key)
+    if cached is not None and now - cached[0] < SHARE_ESTIMATE_TTL:
+        return cached[1]
+    names = [generation_partition(generation), generation.index_name, binary_index_name(generation)]
+    with db.cursor() as cursor:
+        cursor.execute(
+            "SELECT COALESCE(max(reltuples), 0) FROM pg_class WHERE oid IN (to_regclass(%s), to_regclass(%s), "
+            "to_regclass(%s))",
+            [connection.ops.quote_name(name) for name in names],
+        )
+        rows = max(0.0, float(cursor.fetchone()[0]))
+    with _share_estimates_lock:
+        if len(_generation_sizes) > 256:
+            _generation_sizes.clear()
+        _generation_sizes[key] = (now, rows)
+    return rows
 
 
 #: Seconds a planner estimate of a filter's share is reused (statistics change slowly).

@@ -331,6 +331,36 @@ def test_broad_filters_search_with_their_own_ef(small_set, settings):
         assert any("hnsw.ef_search = %d;" % ef in q["sql"] for q in captured.captured_queries)
 
 
+def test_a_bigger_generation_searches_with_ef_grown_by_the_square_root_of_its_size(small_set, settings):
+    """Past EF_SEARCH_SCALE_ROWS vectors (the partition's statistics), every ef grows by sqrt(rows / that), up to
+    pgvector's 1,000; at or under it, and with the scaling off (0), the values are the settings'."""
+    from django.test.utils import CaptureQueriesContext
+
+    _, generation = small_set
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % connection.ops.quote_name(storage.generation_partition(generation)))
+        cursor.execute("ANALYZE %s" % connection.ops.quote_name(Item._meta.db_table))  # every item in stock: share 1
+    ann._share_estimates.clear()
+    hnsw = {"EF_SEARCH": 90, "EF_SEARCH_BROAD": 50, "EF_SEARCH_MAX": 900}
+    in_stock_only = storage.ItemFilter(in_stock_only=True)
+    for scale_rows, broad, narrow in (
+        (5, 50, 90),
+        (0, 50, 90),
+        (2, 80, 143),
+        (1, 112, 202),
+    ):
+        ann._generation_sizes.clear()
+        settings.RAGREC = {**settings.RAGREC, "HNSW": {**hnsw, "EF_SEARCH_SCALE_ROWS": scale_rows}}
+        assert storage.ef_search_for(storage.ItemFilter(), generation=generation) == broad, scale_rows
+        assert storage.ef_search_for(in_stock_only, generation=generation) == narrow, scale_rows
+        with CaptureQueriesContext(connection) as captured:
+            storage.nearest("text", unit(1, 0, 0, 0), 2)
+        assert any("hnsw.ef_search = %d;" % broad in q["sql"] for q in captured.captured_queries), scale_rows
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {**hnsw, "EF_SEARCH_BROAD": 600, "EF_SEARCH_SCALE_ROWS": 1}}
+    ann._generation_sizes.clear()
+    assert storage.ef_search_for(storage.ItemFilter(), generation=generation) == ann.PGVECTOR_MAX_EF_SEARCH
+
+
 @pytest.mark.parametrize("in_stock, ef", [(5, 90), (4, 113), (1, 300)])
 def test_narrow_filters_search_with_an_ef_scaled_by_the_share_they_pass(small_set, settings, in_stock, ef):
     """EF_SEARCH / (the planner's estimate of the share of items passing), at most EF_SEARCH_MAX."""
