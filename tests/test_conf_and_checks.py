@@ -38,6 +38,7 @@ def test_defaults_and_user_values():
         "EF_SEARCH": 200,
         "EF_SEARCH_BROAD": 60,
         "EF_SEARCH_MAX": 400,
+        "EF_SEARCH_SCALE_ROWS": 100_000,
         "RERANK_DEPTH": 100,
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,
