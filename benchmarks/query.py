@@ -1104,22 +1104,22 @@ def image_encoder(args) -> dict:
     }
 
 
-def loaded_size(connection) -> int | None:
-    """Items already in a kept scratch database with both spaces active and indexed, else None."""
+def loaded_spaces(connection) -> tuple[int, set[str]]:
+    """The items in a kept scratch database and those of the measured spaces (``--spaces``) that have an active,
+    indexed generation holding a vector for every item."""
     from ragrec_django.models import Embedding, Item, SpaceGeneration
 
-    generations = list(SpaceGeneration.objects.filter(status=SpaceGeneration.Status.ACTIVE))
-    if sorted(g.space for g in generations) != sorted(SPACES):
-        return None
-    if any(g.dimension != SPACES[g.space] for g in generations):
-        return None
     n = Item.objects.count()
-    with connection.cursor() as cursor:
-        for generation in generations:
+    complete = set()
+    for generation in SpaceGeneration.objects.filter(status=SpaceGeneration.Status.ACTIVE, space__in=list(SPACES)):
+        if generation.dimension != SPACES[generation.space]:
+            continue
+        with connection.cursor() as cursor:
             cursor.execute("SELECT to_regclass(%s)", [generation.index_name])
-            if cursor.fetchone()[0] is None or Embedding.objects.filter(generation=generation).count() != n:
-                return None
-    return n
+            indexed = cursor.fetchone()[0] is not None
+        if indexed and Embedding.objects.filter(generation=generation).count() == n:
+            complete.add(generation.space)
+    return n, complete
 
 
 def memory_in_use() -> dict:
@@ -1159,10 +1159,22 @@ def run_size(n, args, connection, notices, figures: dict, save) -> dict:
     }
     figures["generate_s"] = round(time.perf_counter() - t0, 2)
 
-    reused = args.keep_db and loaded_size(connection) == n
-    if reused:
+    loaded_n, complete = loaded_spaces(connection) if args.keep_db else (0, set())
+    if loaded_n == n and complete == set(SPACES):
         log("N=%d: reusing the catalogue already loaded in the kept scratch database" % n)
         figures["load"] = {"reused": True}
+    elif loaded_n == n:
+        log("N=%d: reusing the items and the spaces %s already loaded" % (n, sorted(complete)))
+        figures["load"] = {"reused_spaces": sorted(complete)}
+        ids_by_key = dict(Item.objects.values_list("key", "id"))
+        item_ids = [ids_by_key[key] for key in catalogue.keys()]
+        for name in sorted(set(SPACES) - complete):
+            for generation in SpaceGeneration.objects.filter(space=name):
+                storage.drop_generation(generation)
+            figures["load"][name] = load_space(name, vectors[name], item_ids, args, connection, notices)
+            log("N=%d: %s loaded %s" % (n, name, figures["load"][name]))
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE %s" % connection.ops.quote_name(Embedding._meta.db_table))
     else:
         for generation in SpaceGeneration.objects.all():
             storage.drop_generation(generation)
