@@ -103,6 +103,19 @@ def parse_args() -> argparse.Namespace:
         help="RAGREC HNSW EF_CONSTRUCTION for the indexes built in this run (default: the plugin's).",
     )
     parser.add_argument(
+        "--hnsw-m",
+        type=int,
+        default=None,
+        help="RAGREC HNSW M for the indexes built in this run (default: the plugin's).",
+    )
+    parser.add_argument(
+        "--exact-cache-rows",
+        type=int,
+        default=None,
+        help="RAGREC HNSW EXACT_CACHE_ROWS (the vector cache's rows per generation); the latency phase then fills "
+        "the cache first when the generations fit, as a web process's start does.",
+    )
+    parser.add_argument(
         "--rebuild-index",
         action="store_true",
         help="Before the phases, build each space's halfvec HNSW index again (timed, sized) with this run's HNSW "
@@ -732,11 +745,25 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
 
     rng = np.random.default_rng(args.seed + 11)
     n_timed, n_warm = args.latency_queries, args.warmup
+    results, parts = {}, {}
+    if args.exact_cache_rows:
+        from ragrec_django.storage import vector_cache
+
+        # As a web process's start does (services.serving.prepare_web_process): the whole generations, when they fit.
+        t0 = time.perf_counter()
+        read = storage.warm_vector_cache()
+        parts["vector cache warmed"] = {
+            "rows": read,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "cache_mib": round(
+                sum(rows.vectors.nbytes + rows.norms.nbytes for rows in vector_cache._generations.values()) / 2**20
+            ),
+        }
+        log("vector cache warmed %s" % parts["vector cache warmed"])
     keys = catalogue.keys()
     eligible = np.flatnonzero(catalogue.eligible)
     anchors = [keys[i] for i in rng.choice(eligible, size=n_timed + n_warm, replace=len(eligible) < n_timed + n_warm)]
     sources = rng.choice(catalogue.n, size=n_timed + n_warm, replace=False)
-    results, parts = {}, {}
 
     for space_name, k, filters, label in (
         ("text", K, storage.NO_FILTER, "nearest text k=10, no filter"),
@@ -1500,9 +1527,16 @@ def main() -> int:
         ragrec = {**settings.RAGREC, "ENCODERS": encoders, "SPACES": spaces, "AUTO_ENCODE": False}
         from ragrec_django import conf
 
-        if args.ef_construction:
+        if args.exact_cache_rows:
+            hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {}), **ragrec.get("HNSW", {})}
+            ragrec["HNSW"] = {**hnsw, "EXACT_CACHE_ROWS": args.exact_cache_rows}
+        if args.ef_construction or args.hnsw_m:
             hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {})}
-            ragrec["HNSW"] = {**hnsw, "EF_CONSTRUCTION": args.ef_construction}
+            ragrec["HNSW"] = {
+                **hnsw,
+                "EF_CONSTRUCTION": args.ef_construction or hnsw["EF_CONSTRUCTION"],
+                "M": args.hnsw_m or hnsw["M"],
+            }
 
         if "API_THROTTLE_RATES" in conf.DEFAULTS:  # one client sending hundreds of requests a minute
             ragrec["API_THROTTLE_RATES"] = {scope: None for scope in conf.DEFAULTS["API_THROTTLE_RATES"]}
