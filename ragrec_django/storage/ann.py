@@ -235,7 +235,7 @@ def _nearest(search: _Search, exact: bool, using: str) -> list[Neighbour]:
         ef_search = ef_search_for(filters, generation=generation, using=using)
     rows = []
     if not exact and _index_type(generation, using) == "binary":
-        depth = max(int(k), search.rerank_depth or _rerank_depth(generation.space))
+        depth = max(int(k), search.rerank_depth or _rerank_depth(generation, using))
         # The binary index orders by Hamming distance between sign bits; its top ``depth`` rows
         # (iterative scan: rows passing the filters) are re-ranked by their exact cosine distance.
         binary_sql = (
@@ -381,12 +381,17 @@ def _forget_index_type(generation: SpaceGeneration) -> None:
             del _index_types[key]
 
 
-def _rerank_depth(space_name: str) -> int:
-    """The space's ``RERANK_DEPTH``, else ``RAGREC["HNSW"]["RERANK_DEPTH"]``."""
-    space = get_spaces().get(space_name)
+def _rerank_depth(generation: SpaceGeneration, using: str) -> int:
+    """The space's ``RERANK_DEPTH`` if it sets one, else ``RAGREC["HNSW"]["RERANK_DEPTH"]`` grown for a generation of
+    more than ``EF_SEARCH_SCALE_ROWS`` vectors by ``(rows / EF_SEARCH_SCALE_ROWS) ** 0.6``, at most 1,000: sign bits
+    separate fewer neighbours in a bigger graph (1M items: recall@10 0.83-0.87 at depth 100 for the broad filters,
+    0.97-0.99 at 400, the default there; docs/benchmarks.md)."""
+    space = get_spaces().get(generation.space)
     if space is not None and space.rerank_depth:
         return space.rerank_depth
-    return int(ragrec_settings.HNSW.get("RERANK_DEPTH", 100))
+    hnsw = ragrec_settings.HNSW
+    growth = _size_scale(generation, int(hnsw.get("EF_SEARCH_SCALE_ROWS", 0)), using) ** 1.2
+    return min(PGVECTOR_MAX_EF_SEARCH, math.ceil(int(hnsw.get("RERANK_DEPTH", 100)) * growth))
 
 
 def ef_search_for(filters: ItemFilter, *, generation: SpaceGeneration | None = None, using: str = "default") -> int:

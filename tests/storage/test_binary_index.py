@@ -173,16 +173,31 @@ def test_a_bad_global_rerank_depth_is_a_system_check_error(settings):
     assert "ragrec.E005" in [m.id for m in run_checks()]
 
 
-def test_rerank_depth_comes_from_the_space_else_the_global_setting(settings):
-    settings.RAGREC = {**settings.RAGREC, "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text"}}}
-    assert ann._rerank_depth("text") == 100
-    settings.RAGREC = {**settings.RAGREC, "HNSW": {"RERANK_DEPTH": 60}}
-    assert ann._rerank_depth("text") == 60
-    settings.RAGREC = {
-        **settings.RAGREC,
-        "SPACES": {"text": {"ENCODER": "minilm", "MODALITY": "text", "INDEX": "binary", "RERANK_DEPTH": 250}},
-    }
-    assert ann._rerank_depth("text") == 250
+def test_rerank_depth_comes_from_the_space_else_the_global_setting_grown_with_the_generation(catalogue, settings):
+    """The global RERANK_DEPTH holds up to EF_SEARCH_SCALE_ROWS vectors and grows by (rows / that) ** 0.6 beyond, at
+    most 1,000; a space's own RERANK_DEPTH is taken as it is."""
+    from django.test.utils import CaptureQueriesContext
+
+    _, generation, rng = catalogue
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % connection.ops.quote_name(storage.generation_partition(generation)))
+    space = {"text": {"ENCODER": "minilm", "MODALITY": "text", "INDEX": "binary"}}
+    for hnsw, depth in (
+        ({}, 100),
+        ({"RERANK_DEPTH": 60}, 60),
+        ({"RERANK_DEPTH": 60, "EF_SEARCH_SCALE_ROWS": 30}, 239),  # 300 rows: 60 * 10 ** 0.6 = 238.9
+        ({"RERANK_DEPTH": 600, "EF_SEARCH_SCALE_ROWS": 30}, 1000),
+        ({"RERANK_DEPTH": 60, "EF_SEARCH_SCALE_ROWS": 0}, 60),
+    ):
+        ann._generation_sizes.clear()
+        settings.RAGREC = {**settings.RAGREC, "SPACES": space, "HNSW": hnsw}
+        assert ann._rerank_depth(generation, "default") == depth, hnsw
+    with CaptureQueriesContext(connection) as captured:
+        storage.nearest("text", rng.normal(size=DIM).astype(np.float32), 10)
+    assert any("hnsw.ef_search = 60;" in q["sql"] for q in captured.captured_queries)  # max(ef 60, depth 60)
+    settings.RAGREC = {**settings.RAGREC, "SPACES": {"text": {**space["text"], "RERANK_DEPTH": 250}}}
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EF_SEARCH_SCALE_ROWS": 30}}
+    assert ann._rerank_depth(generation, "default") == 250
 
 
 def test_rebuild_index_switches_the_active_generation_without_a_new_one(catalogue, settings):
