@@ -415,8 +415,6 @@ def load_items(catalogue, connection, Item) -> dict[str, float]:
 
 def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict:
     """write_generation + upsert_embeddings without the index, then create_index (timed)."""
-    from django.db import transaction
-
     from ragrec_django import registry, storage
 
     space = registry.get_space(space_name)
@@ -431,6 +429,19 @@ def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict
     write_seconds = time.perf_counter() - t0
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE ragrec_django_embedding")
+    return {
+        "generation": generation.pk,
+        "upsert_rows_per_s": round(len(item_ids) / write_seconds, 1),
+        "upsert_s": round(write_seconds, 2),
+        **build_index(generation, args, storage, connection, notices),
+    }
+
+
+def build_index(generation, args, storage, connection, notices) -> dict:
+    """``storage.create_index`` for the generation's halfvec HNSW index, with ``--maintenance-work-mem``: its build
+    time, size and the server's notices about it."""
+    from django.db import transaction
+
     notices.clear()
     t0 = time.perf_counter()
     with transaction.atomic():
@@ -443,9 +454,6 @@ def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict
         cursor.execute("SELECT pg_relation_size(%s::regclass)", [generation.index_name])
         index_bytes = cursor.fetchone()[0]
     return {
-        "generation": generation.pk,
-        "upsert_rows_per_s": round(len(item_ids) / write_seconds, 1),
-        "upsert_s": round(write_seconds, 2),
         "hnsw_build_s": round(build_seconds, 2),
         "hnsw_index_mib": round(index_bytes / 2**20, 1),
         "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
@@ -454,31 +462,16 @@ def load_space(space_name, vectors, item_ids, args, connection, notices) -> dict
 
 def rebuild_space_index(space_name, args, storage, connection, notices) -> dict:
     """Drop the active generation's halfvec HNSW index and build it again with this run's HNSW settings (timed)."""
-    from django.db import transaction
-
     from ragrec_django.conf import ragrec_settings
 
     generation = storage.active_generation(space_name)
     with connection.cursor() as cursor:
         cursor.execute("DROP INDEX IF EXISTS %s" % connection.ops.quote_name(generation.index_name))
-    notices.clear()
-    t0 = time.perf_counter()
-    with transaction.atomic():
-        if args.maintenance_work_mem:
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL maintenance_work_mem = %s", [args.maintenance_work_mem])
-        storage.create_index(generation)
-    build_seconds = time.perf_counter() - t0
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_relation_size(%s::regclass)", [generation.index_name])
-        index_bytes = cursor.fetchone()[0]
     return {
         "m": ragrec_settings.HNSW["M"],
         "ef_construction": ragrec_settings.HNSW["EF_CONSTRUCTION"],
-        "hnsw_build_s": round(build_seconds, 2),
-        "hnsw_index_mib": round(index_bytes / 2**20, 1),
+        **build_index(generation, args, storage, connection, notices),
         "loadavg_after": os.getloadavg(),
-        "build_notices": [n for n in notices if "maintenance_work_mem" in n or "hnsw" in n.lower()],
     }
 
 
