@@ -75,18 +75,19 @@ def recommend(ctx, visitor: str) -> list[str]:
 
 
 def recommend_basket(ctx, visitor: str) -> list[str]:
-    """``bought_together_for_basket`` on the visitor's last training basket with ``RAGREC["RANKER"]`` "learned"
-    for it (the active model's basket table), as a shop serves it; ``ctx.depth`` items."""
+    """``bought_together_for_basket`` on the visitor's basket (``ctx.basket``: the last training basket, or the
+    cart) with ``RAGREC["RANKER"]`` "learned" for it (the active model's basket table), as a shop serves it;
+    ``ctx.depth`` items."""
     from django.conf import settings
     from django.test.utils import override_settings
 
     from ..services import history
 
-    baskets = ctx.split.history.get(visitor)
-    if not baskets:
+    basket = ctx.basket(visitor)
+    if not basket:
         return []
     with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"bought_together": "learned"}}):
-        return [r.item.key for r in history.bought_together_for_basket(list(baskets[-1].items), k=ctx.depth)]
+        return [r.item.key for r in history.bought_together_for_basket(basket, k=ctx.depth)]
 
 
 def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:

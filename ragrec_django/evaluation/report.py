@@ -61,7 +61,7 @@ def _fmt(value) -> str:
 
 
 def text_table(report: dict, k: int = 10) -> str:
-    """Both variants as plain-text tables (stdout)."""
+    """Every variant as a plain-text table (stdout)."""
     lines = []
     for variant, data in report["variants"].items():
         lines.append("variant %r (%s): %d visitors" % (variant, data["description"], data["users"]))

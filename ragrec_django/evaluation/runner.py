@@ -20,14 +20,19 @@ Protocol (temporal leave-last-basket-out):
 
   ``all``  targets: every distinct item of the held-out basket; lists as returned;
   ``new``  targets: held-out items the visitor had not bought in training (visitors without any
-           are left out); lists with the visitor's training purchases removed first.
+           are left out); lists with the visitor's training purchases removed first;
+  ``cart`` the cart protocol of the basket recommenders: the first half of the held-out basket's
+           lines (``cart_of``) is the cart, the rest are the targets (visitors whose held-out basket
+           has one item are left out). The basket recommenders are asked again with the cart as their
+           basket; every list is scored with the cart removed first (a shop never recommends what is
+           already in the cart).
 
 Recommenders (``kind``): the services ``for_you``, ``bought_together`` (the basket service on the
-visitor's last training basket, one call per visitor), ``bought_together_visitor`` (the same with
-the visitor's repeat purchases fused in), ``buy_again`` and ``trending``; the baselines
-``popularity`` (training baskets containing the item) and item-to-item co-occurrence counted from
-the training baskets, seeded with the last training basket (``cooc_last``) or every training
-purchase (``cooc_all``); and, on request only, ``ablation`` runs of ``for_you`` with one or two of
+visitor's last training basket, or on the cart in ``cart``, one call per visitor),
+``bought_together_visitor`` (the same with the visitor's repeat purchases fused in), ``buy_again`` and
+``trending``; the baselines ``popularity`` (training baskets containing the item) and item-to-item
+co-occurrence counted from the training baskets, seeded with the last training basket (the cart in
+``cart``: ``cooc_last``) or every training purchase (``cooc_all``); and, on request only, ``ablation`` runs of ``for_you`` with one or two of
 its lists (``FOR_YOU_WEIGHTS`` replaced), to show what each list contributes.
 """
 
@@ -356,6 +361,15 @@ class Context:
     cooccurrence: np.ndarray  # training baskets containing both items (diagonal 0)
     depth: int
     caches: dict = field(default_factory=dict)
+    carts: dict[str, list[str]] | None = None  # set while the basket recommenders are asked for the cart variant
+
+    def basket(self, visitor: str) -> list[str]:
+        """The basket a basket recommender is given: the cart while ``carts`` is set, else the visitor's last
+        training basket."""
+        if self.carts is not None:
+            return list(self.carts.get(visitor, ()))
+        history = self.split.history.get(visitor)
+        return list(history[-1].items) if history else []
 
     def ranked(self, scores: np.ndarray, limit: int) -> list[str]:
         """Top ``limit`` keys by score, ties by training popularity, then catalogue order."""
@@ -382,8 +396,8 @@ def _columns(ctx: Context, items: Iterable[str]) -> list[int]:
 
 
 def _baseline_length(ctx: Context, visitor: str) -> int:
-    """Baseline lists are long enough to keep ``depth`` items after the visitor's purchases are removed."""
-    return ctx.depth + len(ctx.split.bought(visitor))
+    """Baseline lists are long enough to keep ``depth`` items after the visitor's purchases (and cart) are removed."""
+    return ctx.depth + len(ctx.split.bought(visitor)) + (len(ctx.carts.get(visitor, ())) if ctx.carts else 0)
 
 
 def rec_popularity(ctx: Context, visitor: str) -> list[str]:
@@ -399,8 +413,7 @@ def _cooc(ctx: Context, visitor: str, seeds: list[int]) -> list[str]:
 
 
 def rec_cooc_last(ctx: Context, visitor: str) -> list[str]:
-    history = ctx.split.history.get(visitor)
-    return _cooc(ctx, visitor, _columns(ctx, history[-1].items) if history else [])
+    return _cooc(ctx, visitor, _columns(ctx, ctx.basket(visitor)))
 
 
 def rec_cooc_all(ctx: Context, visitor: str) -> list[str]:
@@ -448,13 +461,8 @@ def rec_trending(ctx: Context, visitor: str) -> list[str]:
     return top
 
 
-def _last_basket(ctx: Context, visitor: str) -> list[str]:
-    history = ctx.split.history.get(visitor)
-    return list(history[-1].items) if history else []
-
-
 def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
-    """The basket service on the visitor's last training basket: one call per visitor, with the co-purchase
+    """The basket service on the visitor's basket (``Context.basket``): one call per visitor, with the co-purchase
     counts whatever the host's ``RANKER`` (``bought_together_learned`` is the learned model's basket table)."""
     from django.conf import settings
     from django.test.utils import override_settings
@@ -462,7 +470,7 @@ def rec_bought_together(ctx: Context, visitor: str) -> list[str]:
     from ..services import history
     from ..services.ranker import ranker_for
 
-    basket = _last_basket(ctx, visitor)
+    basket = ctx.basket(visitor)
     if not basket:
         return []
     if ranker_for("bought_together") == "fusion":
@@ -475,7 +483,7 @@ def rec_bought_together_visitor(ctx: Context, visitor: str) -> list[str]:
     """The same, with the visitor's own repeat purchases fused in (``visitor=``)."""
     from ..services import history
 
-    basket = _last_basket(ctx, visitor)
+    basket = ctx.basket(visitor)
     if not basket:
         return []
     return _keys(history.bought_together_for_basket(basket, k=ctx.depth, visitor=_service_visitor(visitor)))
@@ -502,6 +510,7 @@ class Recommender:
     description: str
     default: bool = True  # run when no --recommenders is given
     prepare: Callable[..., dict] | None = None  # run once before the first visitor (e.g. train a model); its report
+    basket: bool = False  # recommends for a basket (``Context.basket``): asked again with the cart for ``cart``
 
 
 RECOMMENDERS: dict[str, Recommender] = {
@@ -517,13 +526,15 @@ RECOMMENDERS: dict[str, Recommender] = {
             "bought_together",
             "service",
             rec_bought_together,
-            "history.bought_together_for_basket on the last training basket (co-purchase counts summed over it; the basket itself excluded)",
+            "history.bought_together_for_basket on the last training basket, or the cart (co-purchase counts summed over it; the basket itself excluded)",
+            basket=True,
         ),
         Recommender(
             "bought_together_visitor",
             "service",
             rec_bought_together_visitor,
             "the same with visitor=: the visitor's repeat purchases fused in",
+            basket=True,
         ),
         Recommender(
             "buy_again",
@@ -541,7 +552,11 @@ RECOMMENDERS: dict[str, Recommender] = {
             "popularity", "baseline", rec_popularity, "training baskets containing the item (same for everyone)"
         ),
         Recommender(
-            "cooc_last", "baseline", rec_cooc_last, "co-occurrence counts with the last training basket's items"
+            "cooc_last",
+            "baseline",
+            rec_cooc_last,
+            "co-occurrence counts with the last training basket's items (the cart's in the cart variant)",
+            basket=True,
         ),
         Recommender("cooc_all", "baseline", rec_cooc_all, "co-occurrence counts with every item bought in training"),
         Recommender(
@@ -559,6 +574,7 @@ RECOMMENDERS: dict[str, Recommender] = {
             "bought_together with RANKER 'learned': the basket service on the last training basket, its partners from the basket table of the model trained inside the run (the for_you_learned model: trained once for both); run only when named",
             default=False,
             prepare=learned_ranker.prepare,
+            basket=True,
         ),
         Recommender(
             "for_you_similar",
@@ -599,7 +615,24 @@ DEFAULT_RECOMMENDERS = tuple(name for name, r in RECOMMENDERS.items() if r.defau
 VARIANTS = {
     "all": "every item of the held-out basket; lists as returned",
     "new": "held-out items not bought in training; training purchases removed from the lists first",
+    "cart": "the first half of the held-out basket's lines is the cart, the basket recommenders are given it and the "
+    "rest is the target; the cart removed from the lists first",
 }
+
+#: Pairs compared shopper by shopper in every variant (when both ran): (ours, theirs).
+PAIRS = (
+    ("for_you_learned", "for_you"),
+    ("bought_together_learned", "bought_together"),
+    ("bought_together_learned", "cooc_last"),
+    ("bought_together", "cooc_last"),
+)
+
+
+def cart_of(basket: Basket) -> tuple[list[str], set[str]]:
+    """(cart, targets) of a held-out basket: its first half of distinct items in line order (at least one) as the
+    cart, the rest as the targets; targets are empty for a basket of one item."""
+    cut = max(len(basket.items) // 2, 1)
+    return list(basket.items[:cut]), set(basket.items[cut:])
 
 
 def score_lists(
@@ -798,16 +831,23 @@ def evaluate(
             % (name, len(visitors), timings["recommend:" + name], latency[name]["mean_ms"], latency[name]["p95_ms"])
         )
 
+    carts = {v: cart_of(split.test[v]) for v in visitors if len(split.test[v].items) > 1}
+    cart_lists = _ask_for_carts(ctx, options.recommenders, lists, {v: cart for v, (cart, _) in carts.items()}, say)
+
     targets_all = {v: set(split.test[v].items) for v in visitors}
     bought = {v: split.bought(v) for v in visitors}
     targets_new = {v: items - bought[v] for v, items in targets_all.items() if items - bought[v]}
     catalogue_size = len(dataset.products)
     variants = {}
     paired_k = min(PAIRED_K, options.k_max)
-    for variant, targets, exclude in (("all", targets_all, None), ("new", targets_new, bought)):
+    for variant, variant_lists, targets, exclude in (
+        ("all", lists, targets_all, None),
+        ("new", lists, targets_new, bought),
+        ("cart", cart_lists, {v: rest for v, (_, rest) in carts.items()}, {v: set(c) for v, (c, _) in carts.items()}),
+    ):
         results = {
             name: score_lists(
-                lists[name],
+                variant_lists[name],
                 targets,
                 k_max=options.k_max,
                 catalogue_size=catalogue_size,
@@ -826,10 +866,10 @@ def evaluate(
             "per_shopper": {"k": paired_k, "visitors": list(targets), "values": per_shopper},
             "paired_vs_%s" % PAIRED_BASE: paired_against(per_shopper),
         }
-        for ours, theirs in (("for_you_learned", "for_you"), ("bought_together_learned", "bought_together")):
-            if ours in lists and theirs in lists:
+        for ours, theirs in PAIRS:
+            if ours in variant_lists and theirs in variant_lists:
                 variants[variant]["paired_%s_vs_%s" % (ours, theirs)] = learned_ranker.paired(
-                    lists[ours], lists[theirs], targets, exclude=exclude
+                    variant_lists[ours], variant_lists[theirs], targets, exclude=exclude
                 )
     if "for_you_learned" in prepared:
         prepared["for_you_learned"]["candidate_recall_all"] = learned_ranker.candidate_recall(targets_all)
@@ -871,6 +911,28 @@ def evaluate(
         "variants": variants,
         "prepared": prepared,
     }
+
+
+def _ask_for_carts(
+    ctx: Context,
+    names: Sequence[str],
+    lists: Mapping[str, Mapping[str, list[str]]],
+    carts: Mapping[str, list[str]],
+    say: Progress,
+) -> dict[str, dict[str, list[str]]]:
+    """The lists of the ``cart`` variant: the basket recommenders asked again with each visitor's cart as the
+    basket, every other recommender's lists as they were (they do not read a basket)."""
+    result = {name: dict(lists[name]) for name in names}
+    ctx.carts = dict(carts)
+    try:
+        for name in names:
+            if RECOMMENDERS[name].basket:
+                started = time.perf_counter()
+                result[name] = {visitor: RECOMMENDERS[name].function(ctx, visitor) for visitor in carts}
+                say("%s: %d carts in %.1f s" % (name, len(carts), time.perf_counter() - started))
+    finally:
+        ctx.carts = None
+    return result
 
 
 def _load_average() -> float:

@@ -56,7 +56,8 @@ def test_the_report_keeps_every_shoppers_values_and_pairs_each_recommender_with_
         ("all", "u2", 0.5),
         ("all", "u4", 0.0),
     ]
-    assert len(rows) == 1 + 3 + 3
+    assert len(rows) == 1 + 3 + 3 + 2  # all, new, cart (u4's held-out basket has one item: no cart)
+    assert [(r[0], r[1]) for r in rows[-2:]] == [("cart", "u1"), ("cart", "u2")]
     markdown = (tmp_path / "results.md").read_text()
     line = "| popularity | %+.4f ±%.4f (%d / %d) | " % tuple(
         paired["popularity"]["recall@5"][key] for key in ("mean_difference", "se", "better", "worse")

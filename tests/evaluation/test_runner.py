@@ -158,6 +158,49 @@ def test_bought_together_is_one_basket_call_per_visitor(monkeypatch):
     assert runner.rec_bought_together(ctx, "u2")[:2] == ["C", "F"]
 
 
+def test_a_cart_is_the_first_half_of_the_held_out_basket_in_line_order():
+    basket = runner.Basket("o9", timezone.now(), ["C", "A", "B", "D", "E"])
+    assert runner.cart_of(basket) == (["C", "A"], {"B", "D", "E"})
+    assert runner.cart_of(runner.Basket("o8", timezone.now(), ["A", "C"])) == (["A"], {"C"})
+    assert runner.cart_of(runner.Basket("o7", timezone.now(), ["G"])) == (["G"], set())
+
+
+@pytest.mark.django_db
+def test_the_cart_variant_asks_the_basket_recommenders_again_with_the_cart(monkeypatch):
+    from ragrec_django.services import history
+
+    baskets = []
+    basket_service = history.bought_together_for_basket
+
+    def recorded(item_keys, **kwargs):
+        baskets.append(list(item_keys))
+        return basket_service(item_keys, **kwargs)
+
+    monkeypatch.setattr(history, "bought_together_for_basket", recorded)
+    report = runner.evaluate(
+        dataset(),
+        runner.Options(k_max=10, recommenders=["bought_together", "cooc_last", "popularity"]),
+        encoder=WordHashEncoder(),
+    )
+    cart = report["variants"]["cart"]
+    # Held out: u1 o2 {A,C} -> cart [A], target C; u2 o4 {B,E} -> cart [B], target E; u4 o7 {G} has no rest.
+    assert cart["users"] == 2 and cart["per_shopper"]["visitors"] == ["u1", "u2"]
+    # The service was asked for the last training baskets (3 visitors), then for the two carts.
+    assert baskets == [["A", "B"], ["A", "B", "D"], ["B", "C"], ["A"], ["B"]]
+    # Co-occurrence with the cart, the cart removed: u1 [A] -> B:2 D:1 F:1 then C (popularity 1) 4th;
+    # u2 [B] -> A:2 C:1 D:1 F:0 (popularity 1) then E 5th.
+    assert cart["results"]["cooc_last"]["recall"] == pytest.approx([0, 0, 0, 0.5] + [1.0] * 6, abs=1e-6)
+    # Popularity (not a basket recommender) keeps its list, with the cart removed: A B C D F E G H:
+    # u1 without A: B C ... (C 2nd); u2 without B: A C D F E (E 5th).
+    assert cart["results"]["popularity"]["recall"][:5] == pytest.approx([0, 0.5, 0.5, 0.5, 1.0], abs=1e-6)
+    # The basket service is paired with the baseline shopper by shopper (the baseline finds both targets by 10).
+    paired = cart["paired_bought_together_vs_cooc_last"]["recall@10"]
+    assert paired["mean_difference"] == pytest.approx(cart["results"]["bought_together"]["recall"][9] - 1.0, abs=1e-6)
+    assert paired["wins"] == 0
+    assert "paired_bought_together_vs_cooc_last" in report["variants"]["all"]
+    assert report["variants"]["all"]["results"]["cooc_last"]["users"] == 3
+
+
 @pytest.mark.django_db
 def test_ablations_run_for_you_with_some_lists_only():
     report = runner.evaluate(
