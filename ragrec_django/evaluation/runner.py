@@ -16,7 +16,7 @@ Protocol (temporal leave-last-basket-out):
   services' time decays are relative to now; "trending" only counts recent weeks). The shift
   changes no order and, for exponential decays, no relative weight;
 * each recommender returns ``depth`` (= 2 x k_max) items per visitor; they are scored at
-  k = 1..k_max in two variants:
+  k = 1..k_max in three variants:
 
   ``all``  targets: every distinct item of the held-out basket; lists as returned;
   ``new``  targets: held-out items the visitor had not bought in training (visitors without any
