@@ -4,7 +4,8 @@ A search under a category (or ids) filter ranks every item passing it exactly (`
 In PostgreSQL that costs a heap access per row, ~15 ms per space for a 5% category at 100k items
 (docs/benchmarks.md); from a copy in the process it is a gather and a matrix product. The ids passing
 the filter are always read from the item table, so eligibility, stock, price and category are never stale;
-only the vectors come from here. Rows missing from the cache are read in pgvector's binary format and kept.
+only the vectors come from here. Rows missing from the cache are read by binary COPY (pgvector's binary format)
+and kept.
 
 Freshness: writes in this process (``upsert_embeddings``, ``record_failures``) forget the rows they change;
 another process's writes (the encoding workers) are seen within ``RAGREC["HNSW"]["EXACT_CACHE_SECONDS"]``:
@@ -188,20 +189,64 @@ def _refresh_if_due(generation: SpaceGeneration, using: str) -> None:
 
 
 def read_vectors(generation: SpaceGeneration, item_ids: list[int], using: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors)``: the stored vectors of ``item_ids`` in ``generation`` that exist, as float16 rows
-    (pgvector's binary format: uint16 dimension, uint16 unused, big-endian float16 values)."""
+    """``(ids, vectors)``: the stored vectors of ``item_ids`` in ``generation`` that exist, as float16 rows."""
+    wanted = "'{%s}'::bigint[]" % ",".join(str(int(item_id)) for item_id in item_ids)
+    return _copy_vectors(generation, f"item_id = ANY({wanted})", using)
+
+
+def _copy_vectors(generation: SpaceGeneration, condition: str, using: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)`` of the generation's rows matching ``condition`` (SQL built from integers only), read by
+    binary COPY: fixed-size rows that numpy reads in place, where fetching rows costs a Python object per value
+    (50,000 vectors at 1M rows: docs/benchmarks.md, "Vector cache reads")."""
     embeddings = connection.ops.quote_name(Embedding._meta.db_table)
-    sql = f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id = ANY(%s)"
+    sql = (
+        f"COPY (SELECT item_id, vector FROM {embeddings} WHERE generation_id = {int(generation.pk)} AND {condition}) "
+        "TO STDOUT (FORMAT BINARY)"
+    )
     with connections[using].cursor() as cursor:
-        cursor.execute(sql, [generation.pk, item_ids])
-        rows = cursor.fetchall()
-    return _unpack(rows, int(generation.dimension))
+        with cursor.copy(sql) as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+    return unpack_copy(data, int(generation.dimension))
 
 
-def _unpack(rows: list[tuple[int, bytes]], dimension: int) -> tuple[np.ndarray, np.ndarray]:
-    ids = np.fromiter((item_id for item_id, _ in rows), dtype=np.int64, count=len(rows))
-    packed = np.frombuffer(b"".join(bytes(data) for _, data in rows), dtype=">f2").reshape(len(rows), dimension + 2)
-    return ids, packed[:, 2:].astype(np.float16)
+def _copy_row(dimension: int) -> np.dtype:
+    """One row of a binary COPY of ``(item_id bigint, vector halfvec(dimension))``: the field count, each field's
+    length, the id, and pgvector's halfvec binary form (uint16 dimension, uint16 unused, big-endian float16s)."""
+    return np.dtype(
+        [
+            ("fields", ">i2"),
+            ("id_length", ">i4"),
+            ("id", ">i8"),
+            ("vector_length", ">i4"),
+            ("dimension", ">u2"),
+            ("unused", ">u2"),
+            ("vector", ">f2", (dimension,)),
+        ]
+    )
+
+
+#: A binary COPY stream's signature; then the flags (int32) and the header extension's length (int32).
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+
+
+def unpack_copy(data: bytes, dimension: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, float16 vectors)`` from a binary COPY of ``(item_id, vector)``; ``ValueError`` for anything else."""
+    if not data.startswith(_COPY_SIGNATURE) or len(data) < 21:
+        raise ValueError("Not a binary COPY stream.")
+    start = 19 + int.from_bytes(data[15:19], "big")
+    row = _copy_row(dimension)
+    body = len(data) - start - 2
+    if body < 0 or body % row.itemsize or data[-2:] != b"\xff\xff":
+        raise ValueError("A binary COPY stream of (item_id, halfvec(%d)) rows was expected." % dimension)
+    rows = np.frombuffer(data, dtype=row, count=body // row.itemsize, offset=start)
+    if len(rows) and not (
+        (rows["fields"] == 2).all()
+        and (rows["id_length"] == 8).all()
+        and (rows["vector_length"] == 4 + 2 * dimension).all()
+        and (rows["dimension"] == dimension).all()
+    ):
+        raise ValueError("A binary COPY stream of (item_id, halfvec(%d)) rows was expected." % dimension)
+    return rows["id"].astype(np.int64), rows["vector"].astype(np.float16)
 
 
 def exact_nearest(
@@ -296,24 +341,17 @@ def warm(generation: SpaceGeneration, using: str) -> int:
     with _lock:
         rows = _rows_for(generation, using)
         since = rows.forgets
-    dimension, after, read = int(generation.dimension), 0, 0
+    after, read = 0, 0
     while True:
-        with connections[using].cursor() as cursor:
-            cursor.execute(
-                f"SELECT item_id, halfvec_send(vector) FROM {embeddings} WHERE generation_id = %s AND item_id > %s "
-                "ORDER BY item_id LIMIT %s",
-                [generation.pk, after, _WARM_CHUNK],
-            )
-            chunk = cursor.fetchall()
-        if not chunk:
+        ids, vectors = _copy_vectors(generation, f"item_id > {int(after)} ORDER BY item_id LIMIT {_WARM_CHUNK}", using)
+        if not len(ids):
             return read
-        ids, vectors = _unpack(chunk, dimension)
         with _lock:
             if _rows_for(generation, using) is not rows or rows.size + len(ids) > limit:
                 return read
             rows.add(ids, vectors, [], since)
         read, after = read + len(ids), int(ids[-1])
-        if len(chunk) < _WARM_CHUNK:
+        if len(ids) < _WARM_CHUNK:
             return read
 
 

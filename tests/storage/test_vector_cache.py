@@ -46,7 +46,7 @@ def other_process_writes(generation, item, vector, *, stamped=None) -> None:
 
 
 def reads(captured) -> int:
-    return sum("halfvec_send" in q["sql"] for q in captured.captured_queries)
+    return sum("TO STDOUT (FORMAT BINARY)" in q["sql"] for q in captured.captured_queries)
 
 
 FILTERS = [
@@ -245,7 +245,7 @@ def test_a_check_forgets_only_the_rows_other_processes_wrote(catalogue, monkeypa
         found = storage.nearest("text", target, 1, filters=only_a)
     assert found[0].item_id == items[9].id and found[0].distance == pytest.approx(0.0, abs=1e-4)
     changed = [q["sql"] for q in captured.captured_queries if "updated_at" in q["sql"]]
-    vectors = [q["sql"] for q in captured.captured_queries if "halfvec_send" in q["sql"]]
+    vectors = [q["sql"] for q in captured.captured_queries if "TO STDOUT (FORMAT BINARY)" in q["sql"]]
     assert len(changed) == 1
     assert len(vectors) == 1 and "'{%d}'" % items[9].id in vectors[0]  # the rest of "a" stays cached
     with CaptureQueriesContext(connection) as captured:  # checked: nothing until EXACT_CACHE_SECONDS pass again
@@ -284,7 +284,7 @@ def test_warming_reads_a_whole_generation_that_fits(catalogue, monkeypatch):
             ]
         storage.nearest("text", rng.standard_normal(8), 5, filters=storage.ItemFilter(categories=("a",)))
     # only the item without a vector is read (to learn it has none); the exact scans are PostgreSQL's own
-    assert sum("halfvec_send" in q["sql"] for q in captured.captured_queries) == 1
+    assert sum("TO STDOUT (FORMAT BINARY)" in q["sql"] for q in captured.captured_queries) == 1
 
 
 def test_a_generation_larger_than_the_cache_is_not_warmed(catalogue, settings):
@@ -292,3 +292,38 @@ def test_a_generation_larger_than_the_cache_is_not_warmed(catalogue, settings):
     with CaptureQueriesContext(connection) as captured:
         assert storage.warm_vector_cache() == {"text": 0}
     assert reads(captured) == 0
+
+
+def _copy_stream(rows, dimension, *, vector_dimension=None) -> bytes:
+    """A binary COPY of (item_id bigint, vector halfvec) rows as PostgreSQL writes it."""
+    import struct
+
+    parts = [b"PGCOPY\n\xff\r\n\x00", struct.pack(">ii", 0, 0)]
+    for item_id, vector in rows:
+        halves = np.asarray(vector, dtype=">f2")
+        parts += [
+            struct.pack(">hiqiHH", 2, 8, item_id, 4 + 2 * len(halves), vector_dimension or dimension, 0),
+            halves.tobytes(),
+        ]
+    parts.append(struct.pack(">h", -1))
+    return b"".join(parts)
+
+
+def test_a_binary_copy_stream_is_read_in_place_and_anything_else_is_refused():
+    rows = [(7, [0.5, -1.0, 2.0]), (2**40, [65504.0, 0.0, -0.25])]
+    ids, vectors = vector_cache.unpack_copy(_copy_stream(rows, 3), 3)
+    assert ids.tolist() == [7, 2**40] and vectors.dtype == np.float16
+    assert vectors.tolist() == [[0.5, -1.0, 2.0], [65504.0, 0.0, -0.25]]
+    empty_ids, empty = vector_cache.unpack_copy(_copy_stream([], 3), 3)
+    assert empty_ids.shape == (0,) and empty.shape == (0, 3)
+    stream = _copy_stream(rows, 3)
+    for bad in (
+        stream[:-3] + stream[-2:],  # a row cut short
+        stream[:-2],  # no trailer
+        b"COPY" + stream[4:],  # not a binary COPY
+        _copy_stream(rows, 3, vector_dimension=4),  # vectors of another dimension
+    ):
+        with pytest.raises(ValueError):
+            vector_cache.unpack_copy(bad, 3)
+    with pytest.raises(ValueError):
+        vector_cache.unpack_copy(stream, 4)  # read as another space's rows
