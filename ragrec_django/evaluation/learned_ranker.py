@@ -74,20 +74,28 @@ def recommend(ctx, visitor: str) -> list[str]:
         return [r.item.key for r in services.for_you(_visitor(visitor, Visitor), k=ctx.depth)]
 
 
-def recommend_basket(ctx, visitor: str) -> list[str]:
+def recommend_basket(ctx, visitor: str, *, with_repeats: bool = False) -> list[str]:
     """``bought_together_for_basket`` on the visitor's basket (``ctx.basket``: the last training basket, or the
     cart) with ``RAGREC["RANKER"]`` "learned" for it (the active model's basket table), as a shop serves it;
-    ``ctx.depth`` items."""
+    ``ctx.depth`` items. ``with_repeats``: the visitor's repeat purchases fused in (``visitor=``, the API's
+    ``repeats=true``)."""
     from django.conf import settings
     from django.test.utils import override_settings
 
     from ..services import history
+    from ..services.results import Visitor
 
     basket = ctx.basket(visitor)
     if not basket:
         return []
+    shopper = _visitor(visitor, Visitor) if with_repeats else None
     with override_settings(RAGREC={**getattr(settings, "RAGREC", {}), "RANKER": {"bought_together": "learned"}}):
-        return [r.item.key for r in history.bought_together_for_basket(basket, k=ctx.depth)]
+        return [r.item.key for r in history.bought_together_for_basket(basket, k=ctx.depth, visitor=shopper)]
+
+
+def recommend_basket_with_repeats(ctx, visitor: str) -> list[str]:
+    """``recommend_basket`` with the visitor's repeat purchases fused in."""
+    return recommend_basket(ctx, visitor, with_repeats=True)
 
 
 def candidate_recall(targets: Mapping[str, set[str]]) -> dict[str, float]:

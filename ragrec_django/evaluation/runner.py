@@ -577,6 +577,15 @@ RECOMMENDERS: dict[str, Recommender] = {
             basket=True,
         ),
         Recommender(
+            "bought_together_learned_visitor",
+            "service",
+            learned_ranker.recommend_basket_with_repeats,
+            "bought_together_learned with visitor=: the visitor's repeat purchases fused in (the API's repeats=true); run only when named",
+            default=False,
+            prepare=learned_ranker.prepare,
+            basket=True,
+        ),
+        Recommender(
             "for_you_similar",
             "ablation",
             _for_you_with({"similar": 1.0}),
@@ -625,6 +634,8 @@ PAIRS = (
     ("bought_together_learned", "bought_together"),
     ("bought_together_learned", "cooc_last"),
     ("bought_together", "cooc_last"),
+    ("bought_together_learned_visitor", "cooc_last"),
+    ("bought_together_visitor", "cooc_last"),
 )
 
 

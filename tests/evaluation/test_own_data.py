@@ -123,7 +123,7 @@ def test_the_learned_ranker_is_trained_inside_the_run_on_the_training_part_only(
         *file_args(*export),
         "--database-live",
         "--recommenders",
-        "for_you,for_you_learned,bought_together,bought_together_learned",
+        "for_you,for_you_learned,bought_together,bought_together_learned,bought_together_learned_visitor,cooc_last",
     )
     training_lines = report["dataset"]["training_lines"]
     said = [line for line in err.splitlines() if "for_you_learned: " in line]
@@ -139,6 +139,11 @@ def test_the_learned_ranker_is_trained_inside_the_run_on_the_training_part_only(
     assert report["prepared"]["bought_together_learned"]["basket_table_pairs"] > 0
     assert "paired_bought_together_learned_vs_bought_together" in report["variants"]["new"]
     assert report["variants"]["all"]["results"]["bought_together_learned"]["users"] == 90
+    # with the shopper's repeat purchases: the same model, paired with co-occurrence in every variant (cart included)
+    assert report["prepared"]["bought_together_learned_visitor"] == report["prepared"]["for_you_learned"]
+    cart = report["variants"]["cart"]
+    assert cart["results"]["bought_together_learned_visitor"]["users"] == cart["users"] > 0
+    assert set(cart["paired_bought_together_learned_visitor_vs_cooc_last"]) == {"recall@10", "ndcg@10"}
     assert Interaction.objects.count() == 0
 
 

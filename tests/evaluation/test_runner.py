@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from ragrec_django.evaluation import learned_ranker, runner
 from ragrec_django.evaluation import report as reports
-from ragrec_django.evaluation import runner
 from ragrec_django.ingest import read_interactions, read_products
 from ragrec_django.models import Interaction, Item
 
@@ -156,6 +156,12 @@ def test_bought_together_is_one_basket_call_per_visitor(monkeypatch):
     assert len(calls) == 2 and calls[1][1].session_key == "u1"
     # u2's last training basket o3 {A,B,D}: C (with B in o6) and F (with A in o5), 1 each.
     assert runner.rec_bought_together(ctx, "u2")[:2] == ["C", "F"]
+    # the learned path with repeats passes the shopper (no model here: the counts serve, as a shop's fallback)
+    assert learned_ranker.recommend_basket_with_repeats(ctx, "u2")[:2] == ["C", "F"]
+    assert calls[-1] == (["A", "B", "D"], calls[-1][1]) and calls[-1][1].session_key == "u2"
+    ctx.carts = {"u2": ["B"]}
+    learned_ranker.recommend_basket(ctx, "u2")
+    assert calls[-1] == (["B"], None)  # the cart, without the shopper
 
 
 def test_a_cart_is_the_first_half_of_the_held_out_basket_in_line_order():
