@@ -162,7 +162,9 @@ def nearest_to_item(
     ef_search: int | None = None,
     rerank_depth: int | None = None,
 ) -> list[Neighbour] | None:
-    """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector."""
+    """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector. Unless the
+    filters are selective, the anchor's own category is also ranked exactly when it is small
+    (``ANCHOR_CATEGORY_ROWS``, ``_with_anchor_category``)."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
     search = _Search(
@@ -171,7 +173,38 @@ def nearest_to_item(
     found = on_read_database(lambda using: _nearest(search, False, using))
     if found and found[0].distance is None:
         return None
+    if not filters.selective and anchor_category_rows() > 0:
+        found = on_read_database(lambda using: _with_anchor_category(search, found, using))
     return found
+
+
+def anchor_category_rows() -> int:
+    """``RAGREC["HNSW"]["ANCHOR_CATEGORY_ROWS"]``: the largest category (by the planner's estimate) that
+    ``nearest_to_item`` also ranks exactly for an anchor in it (0: never)."""
+    return int(ragrec_settings.HNSW.get("ANCHOR_CATEGORY_ROWS", 0))
+
+
+def _with_anchor_category(search: _Search, found: list[Neighbour], using: str) -> list[Neighbour]:
+    """``found`` (the index's answer) merged with the exact ranking of the anchor's own category, when the
+    category is small (``anchor_category_rows``): the ``k`` nearest of both, never further than the index's.
+
+    An HNSW graph reaches a small region far from the rest of a large catalogue poorly (a product line unlike
+    the others: docs/benchmarks.md, "A real-text subset"); its items' nearest neighbours are mostly each other,
+    and their category names them. Costs one read of the anchor's category; a small one's ids and their exact
+    ranking (from the vector cache, else in PostgreSQL) besides."""
+    items = connection.ops.quote_name(Item._meta.db_table)
+    with connections[using].cursor() as cursor:
+        cursor.execute(f"SELECT category FROM {items} WHERE id = %s", [search.anchor_id])
+        row = cursor.fetchone()
+    if row is None or not row[0]:
+        return found
+    own = replace(search.filters, categories=(row[0],))
+    if _planner_estimates(own, using)[0] > anchor_category_rows():
+        return found
+    nearest_in_category = _nearest(replace(search, filters=own), False, using)
+    merged = {n.item_id: n for n in nearest_in_category if n.distance is not None}
+    merged.update({n.item_id: n for n in found})
+    return sorted(merged.values(), key=lambda n: (n.distance, n.item_id))[: search.k]
 
 
 def _require_active(space_name: str) -> SpaceGeneration:
@@ -466,6 +499,12 @@ def _estimated_share(filters: ItemFilter, using: str) -> float:
     """The share of items passing ``filters`` as the planner estimates it from table statistics
     (two EXPLAINs, nothing scanned), reused for ``SHARE_ESTIMATE_TTL`` seconds. Exclusions of a few
     ids or variant groups are left out: they hardly change the share and differ from call to call."""
+    passing, total = _planner_estimates(filters, using)
+    return min(1.0, passing / total) if total > 0 else 1.0
+
+
+def _planner_estimates(filters: ItemFilter, using: str) -> tuple[float, float]:
+    """``(items passing filters, all items)`` as the planner estimates them (see ``_estimated_share``)."""
     filters = replace(filters, exclude_ids=frozenset(), exclude_group_keys=())
     db = connections[using]
     key = (db.alias, db.settings_dict["NAME"], filters)
@@ -482,12 +521,11 @@ def _estimated_share(filters: ItemFilter, using: str) -> float:
         passing = _plan_rows(cursor.fetchone()[0])
         cursor.execute(sql.format(items=items, conditions=""))
         total = _plan_rows(cursor.fetchone()[0])
-    share = min(1.0, passing / total) if total > 0 else 1.0
     with _share_estimates_lock:
         if len(_share_estimates) > 256:
             _share_estimates.clear()
-        _share_estimates[key] = (now, share)
-    return share
+        _share_estimates[key] = (now, (passing, total))
+    return passing, total
 
 
 def _plan_rows(plan) -> float:

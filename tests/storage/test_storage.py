@@ -190,13 +190,46 @@ def test_nearest_to_item_reads_the_anchor_vector_in_the_same_query(small_set, dj
     items, generation = small_set
     without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
     storage.nearest("text", unit(1, 0, 0, 0), 1)  # reads the generation's index type (reused for a minute)
-    with django_assert_num_queries(5):  # active generation, savepoint, SET LOCAL, the query, release
+    # active generation, savepoint, SET LOCAL, the query, release; then the anchor's category (none here: no more)
+    with django_assert_num_queries(6):
         by_item = storage.nearest_to_item("text", items["x1"].id, 3, filters=without_anchor)
     own_vector = storage.vectors_for_items("text", [items["x1"].id])[items["x1"].id]
     assert keys(by_item) == keys(storage.nearest("text", own_vector, 3, filters=without_anchor)) == ["x2", "y2", "y1"]
     assert by_item[0].distance == pytest.approx(
         storage.nearest("text", own_vector, 3, filters=without_anchor)[0].distance, abs=1e-3
     )
+
+
+def test_similar_items_rank_a_small_category_of_the_anchor_exactly_beside_the_index(small_set, settings, monkeypatch):
+    """An index that misses the anchor's region (a small product line far from the rest) is made good by ranking
+    the anchor's own category exactly, when it is small; filters still apply; a larger category is left alone."""
+    from ragrec_django.storage import ann
+
+    items, _ = small_set
+    Item.objects.filter(key__in=["x1", "x2"]).update(category="line")
+    Item.objects.filter(key__in=["y1", "y2", "z1"]).update(category="rest")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % Item._meta.db_table)  # the planner's estimate of the category's size
+    real = ann._run_ann_query
+
+    def index_missing_x2(sql, params, ef_search, using):  # as many rows as asked for, x2 never among them
+        rows = real(sql, [*params[:-1], params[-1] + 1], ef_search, using)
+        return [row for row in rows if row[0] != items["x2"].id][: params[-1]]
+
+    monkeypatch.setattr(ann, "_run_ann_query", index_missing_x2)
+    without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
+
+    def similar(limit, filters=without_anchor):
+        settings.RAGREC = {**settings.RAGREC, "HNSW": {"ANCHOR_CATEGORY_ROWS": limit}}
+        return keys(storage.nearest_to_item("text", items["x1"].id, 3, filters=filters))
+
+    assert similar(0) == ["y2", "y1", "z1"]  # off: the index's answer
+    assert similar(5000) == ["x2", "y2", "y1"]  # the exact answer
+    assert similar(1) == ["y2", "y1", "z1"]  # "line" (2 items) is larger than 1: left alone
+    Item.objects.filter(key="x2").update(is_eligible=False)
+    assert similar(5000) == ["y2", "y1", "z1"]  # the filters hold inside the category too
+    by_category = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]), categories=("rest",))
+    assert similar(5000, by_category) == ["y2", "y1", "z1"]  # a selective filter is exact already
 
 
 def test_nearest_to_item_without_a_vector_is_none(small_set):
