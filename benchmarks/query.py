@@ -116,6 +116,13 @@ def parse_args() -> argparse.Namespace:
         "the cache first when the generations fit, as a web process's start does.",
     )
     parser.add_argument(
+        "--anchor-category-rows",
+        type=int,
+        default=None,
+        help="RAGREC HNSW ANCHOR_CATEGORY_ROWS (similar items also rank an anchor's category of at most this many "
+        "items exactly; 0: off; default: the plugin's).",
+    )
+    parser.add_argument(
         "--rebuild-index",
         action="store_true",
         help="Before the phases, build each space's halfvec HNSW index again (timed, sized) with this run's HNSW "
@@ -1520,16 +1527,16 @@ def main() -> int:
         ragrec = {**settings.RAGREC, "ENCODERS": encoders, "SPACES": spaces, "AUTO_ENCODE": False}
         from ragrec_django import conf
 
+        hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {})}
         if args.exact_cache_rows:
-            hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {}), **ragrec.get("HNSW", {})}
-            ragrec["HNSW"] = {**hnsw, "EXACT_CACHE_ROWS": args.exact_cache_rows}
-        if args.ef_construction or args.hnsw_m:
-            hnsw = {**conf.DEFAULTS["HNSW"], **settings.RAGREC.get("HNSW", {})}
-            ragrec["HNSW"] = {
-                **hnsw,
-                "EF_CONSTRUCTION": args.ef_construction or hnsw["EF_CONSTRUCTION"],
-                "M": args.hnsw_m or hnsw["M"],
-            }
+            hnsw["EXACT_CACHE_ROWS"] = args.exact_cache_rows
+        if args.ef_construction:
+            hnsw["EF_CONSTRUCTION"] = args.ef_construction
+        if args.hnsw_m:
+            hnsw["M"] = args.hnsw_m
+        if args.anchor_category_rows is not None:
+            hnsw["ANCHOR_CATEGORY_ROWS"] = args.anchor_category_rows
+        ragrec["HNSW"] = hnsw
 
         if "API_THROTTLE_RATES" in conf.DEFAULTS:  # one client sending hundreds of requests a minute
             ragrec["API_THROTTLE_RATES"] = {scope: None for scope in conf.DEFAULTS["API_THROTTLE_RATES"]}

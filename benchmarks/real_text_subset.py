@@ -6,7 +6,9 @@ encodes their descriptions with the text space's encoder (the bundled MiniLM) an
 text generation through ``storage.upsert_embeddings`` (into its HNSW index, as a shop's new products arrive). Then,
 for real query strings (a product's description with one word left out, encoded as a search query is), it measures
 recall@10 of ``storage.nearest`` with the plugin's ``ef_search`` against exact search over the whole generation, and
-the latency; and for the real products, ``storage.nearest_to_item`` (what similar items asks) against exact.
+the latency; and for the real products, ``storage.nearest_to_item`` (what similar items asks) against exact, once per
+``--anchor-category-rows`` value (the real products are one category, "real": with the setting above its size, similar
+items also rank it exactly).
 
     python benchmarks/real_text_subset.py --db-name ragrec_bench_1m [--queries 200] [--json out.json]
 
@@ -38,6 +40,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--products", default=str(PRODUCTS), help="CSV with StockCode and Description columns.")
     parser.add_argument("--queries", type=int, default=200, help="Queries (and similar-items anchors) measured.")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--anchor-category-rows",
+        default="0,5000",
+        help="RAGREC HNSW ANCHOR_CATEGORY_ROWS values measured in turn (similar items also rank the anchor's category "
+        "exactly when it holds at most this many items; the real products are one category of about 4,000; 0: off).",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write the figures to this file.")
     return parser.parse_args()
@@ -163,7 +171,7 @@ def main() -> int:
         "AUTO_ENCODE": False,
     }
     with override_settings(RAGREC=ragrec, DEBUG=False):
-        from ragrec_django import storage
+        from ragrec_django import conf, storage
         from ragrec_django.models import Item
 
         products = read_products(args.products)
@@ -175,7 +183,12 @@ def main() -> int:
             )
             figures["text_generation_rows"] = cursor.fetchone()[0]
         print(figures, flush=True)
-        figures["results"] = measure(products, ids, args, storage)
+        figures["results"] = {}
+        hnsw = {**conf.DEFAULTS["HNSW"], **ragrec.get("HNSW", {})}
+        for rows in [int(value) for value in args.anchor_category_rows.split(",")]:
+            print("ANCHOR_CATEGORY_ROWS %d" % rows, flush=True)
+            with override_settings(RAGREC={**ragrec, "HNSW": {**hnsw, "ANCHOR_CATEGORY_ROWS": rows}}):
+                figures["results"]["anchor_category_rows=%d" % rows] = measure(products, ids, args, storage)
         figures["ef_search"] = storage.ef_search_for(storage.ItemFilter(), generation=storage.active_generation("text"))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

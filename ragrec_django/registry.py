@@ -124,12 +124,13 @@ def get_spaces() -> dict[str, SpaceConfig]:
 
 
 def _check_exact_cache(hnsw: dict) -> None:
-    """``HNSW["EXACT_CACHE_ROWS"]`` an integer >= 0 and ``HNSW["EXACT_CACHE_SECONDS"]`` a number > 0."""
-    rows, seconds = hnsw.get("EXACT_CACHE_ROWS", 0), hnsw.get("EXACT_CACHE_SECONDS", 300)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-        raise ImproperlyConfigured(
-            'RAGREC["HNSW"]["EXACT_CACHE_ROWS"] must be an integer >= 0 (0: off), not %r.' % (rows,)
-        )
+    """``HNSW["EXACT_CACHE_ROWS"]`` and ``HNSW["ANCHOR_CATEGORY_ROWS"]`` integers >= 0 and
+    ``HNSW["EXACT_CACHE_SECONDS"]`` a number > 0."""
+    for name in ("EXACT_CACHE_ROWS", "ANCHOR_CATEGORY_ROWS"):
+        rows = hnsw.get(name, 0)
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+            raise ImproperlyConfigured('RAGREC["HNSW"]["%s"] must be an integer >= 0 (0: off), not %r.' % (name, rows))
+    seconds = hnsw.get("EXACT_CACHE_SECONDS", 300)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ImproperlyConfigured('RAGREC["HNSW"]["EXACT_CACHE_SECONDS"] must be a number > 0, not %r.' % (seconds,))
 

@@ -155,6 +155,8 @@ def test_a_filter_larger_than_the_cache_is_ranked_in_postgresql(catalogue, setti
         ({"EXACT_CACHE_ROWS": True}, "EXACT_CACHE_ROWS"),
         ({"EXACT_CACHE_SECONDS": 0}, "EXACT_CACHE_SECONDS"),
         ({"EXACT_CACHE_SECONDS": "1m"}, "EXACT_CACHE_SECONDS"),
+        ({"ANCHOR_CATEGORY_ROWS": -5}, "ANCHOR_CATEGORY_ROWS"),
+        ({"ANCHOR_CATEGORY_ROWS": 2.5}, "ANCHOR_CATEGORY_ROWS"),
     ],
 )
 def test_bad_cache_settings_are_named(settings, hnsw, message):
