@@ -522,7 +522,7 @@ def _planner_estimates(filters: ItemFilter, using: str) -> tuple[float, float]:
         cursor.execute(sql.format(items=items, conditions=""))
         total = _plan_rows(cursor.fetchone()[0])
     with _share_estimates_lock:
-        if len(_share_estimates) > 256:
+        if len(_share_estimates) > 4096:  # one per category similar items is asked in, besides the filters
             _share_estimates.clear()
         _share_estimates[key] = (now, (passing, total))
     return passing, total
