@@ -933,7 +933,7 @@ def _ask_for_carts(
 ) -> dict[str, dict[str, list[str]]]:
     """The lists of the ``cart`` variant: the basket recommenders asked again with each visitor's cart as the
     basket, every other recommender's lists as they were (they do not read a basket)."""
-    result = {name: dict(lists[name]) for name in names}
+    result = {name: lists[name] for name in names}
     ctx.carts = dict(carts)
     try:
         for name in names:

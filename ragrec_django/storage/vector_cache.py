@@ -225,13 +225,14 @@ def _copy_row(dimension: int) -> np.dtype:
     )
 
 
-#: A binary COPY stream's signature; then the flags (int32) and the header extension's length (int32).
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+#: A binary COPY stream's signature; then the flags (int32) and the header extension's length (int32). Streams
+#: written to PostgreSQL start with it too (``vectors._binary_copy_rows``).
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 
 
 def unpack_copy(data: bytes, dimension: int) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, float16 vectors)`` from a binary COPY of ``(item_id, vector)``; ``ValueError`` for anything else."""
-    if not data.startswith(_COPY_SIGNATURE) or len(data) < 21:
+    if not data.startswith(COPY_SIGNATURE) or len(data) < 21:
         raise ValueError("Not a binary COPY stream.")
     start = 19 + int.from_bytes(data[15:19], "big")
     row = _copy_row(dimension)

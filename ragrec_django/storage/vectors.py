@@ -79,7 +79,7 @@ def upsert_embeddings(
 
 #: The session's staging table of ``upsert_embeddings`` (temporary: each database session has its own).
 _STAGE = "ragrec_embedding_stage"
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_HEADER = vector_cache.COPY_SIGNATURE + struct.pack(">ii", 0, 0)
 
 
 def _binary_copy_rows(item_ids: Sequence[int], array: np.ndarray, content_hashes: Sequence[str]) -> bytes:
