@@ -116,11 +116,15 @@ def parse_args() -> argparse.Namespace:
         "the cache first when the generations fit, as a web process's start does.",
     )
     parser.add_argument(
-        "--anchor-category-rows",
+        "--small-category-rows",
         type=int,
         default=None,
-        help="RAGREC HNSW ANCHOR_CATEGORY_ROWS (similar items also rank an anchor's category of at most this many "
-        "items exactly; 0: off; default: the plugin's).",
+        help="RAGREC HNSW SMALL_CATEGORY_ROWS (similar items also rank an anchor's category, and a query the "
+        "categories among the QUERY_CATEGORIES nearest it, of at most this many items exactly; 0: off; default: the "
+        "plugin's).",
+    )
+    parser.add_argument(
+        "--query-categories", type=int, default=None, help="RAGREC HNSW QUERY_CATEGORIES (default: the plugin's)."
     )
     parser.add_argument(
         "--rebuild-index",
@@ -760,6 +764,15 @@ def latency_cases(catalogue, vectors, args, storage, recommend, registry) -> tup
             ),
         }
         log("vector cache warmed %s" % parts["vector cache warmed"])
+    # As a promotion does: each space's category centroids, which route a query to the small categories near it.
+    for space_name in SPACES:
+        t0 = time.perf_counter()
+        count = storage.refresh_centroids(storage.active_generation(space_name))
+        parts["centroids computed, %s" % space_name] = {
+            "categories": count,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+        log("centroids %s %s" % (space_name, parts["centroids computed, %s" % space_name]))
     keys = catalogue.keys()
     eligible = np.flatnonzero(catalogue.eligible)
     anchors = [keys[i] for i in rng.choice(eligible, size=n_timed + n_warm, replace=len(eligible) < n_timed + n_warm)]
@@ -1534,8 +1547,10 @@ def main() -> int:
             hnsw["EF_CONSTRUCTION"] = args.ef_construction
         if args.hnsw_m:
             hnsw["M"] = args.hnsw_m
-        if args.anchor_category_rows is not None:
-            hnsw["ANCHOR_CATEGORY_ROWS"] = args.anchor_category_rows
+        if args.small_category_rows is not None:
+            hnsw["SMALL_CATEGORY_ROWS"] = args.small_category_rows
+        if args.query_categories is not None:
+            hnsw["QUERY_CATEGORIES"] = args.query_categories
         ragrec["HNSW"] = hnsw
 
         if "API_THROTTLE_RATES" in conf.DEFAULTS:  # one client sending hundreds of requests a minute

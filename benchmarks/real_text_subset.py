@@ -7,8 +7,10 @@ text generation through ``storage.upsert_embeddings`` (into its HNSW index, as a
 for real query strings (a product's description with one word left out, encoded as a search query is), it measures
 recall@10 of ``storage.nearest`` with the plugin's ``ef_search`` against exact search over the whole generation, and
 the latency; and for the real products, ``storage.nearest_to_item`` (what similar items asks) against exact, once per
-``--anchor-category-rows`` value (the real products are one category, "real": with the setting above its size, similar
-items also rank it exactly).
+``--small-category-rows`` value. The real products are one category, "real" (``--categories one``), or a category
+per last word of their description, a shop's product types ("holder", "bag", "mug": ``--categories last-word``);
+with the setting above a category's size, similar items rank the anchor's category exactly and a query the small
+categories among the ``--query-categories`` whose centroids are nearest it (computed first, timed).
 
     python benchmarks/real_text_subset.py --db-name ragrec_bench_1m [--queries 200] [--json out.json]
 
@@ -41,10 +43,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=200, help="Queries (and similar-items anchors) measured.")
     parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     parser.add_argument(
-        "--anchor-category-rows",
+        "--small-category-rows",
         default="0,5000",
-        help="RAGREC HNSW ANCHOR_CATEGORY_ROWS values measured in turn (similar items also rank the anchor's category "
-        "exactly when it holds at most this many items; the real products are one category of about 4,000; 0: off).",
+        help="RAGREC HNSW SMALL_CATEGORY_ROWS values measured in turn (similar items also rank the anchor's category, "
+        "and a query the small ones among the QUERY_CATEGORIES nearest it, exactly when a category holds at most this "
+        "many items; the real products are one category of about 4,000; 0: off).",
+    )
+    parser.add_argument("--query-categories", type=int, default=2, help="RAGREC HNSW QUERY_CATEGORIES.")
+    parser.add_argument(
+        "--categories",
+        choices=("one", "last-word"),
+        default="one",
+        help='The real products\' categories: one ("real"), or one per last word of the description ("real-bag").',
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="Also write the figures to this file.")
@@ -96,6 +106,21 @@ def ensure_real_items(products, storage, Item) -> tuple[list[int], dict]:
         figures["indexed_write_rows_per_s"] = round(len(todo) / (time.perf_counter() - t0), 1)
     figures["real_items"] = len(ids)
     return ids, figures
+
+
+def assign_categories(products, ids, how: str, Item) -> dict:
+    """Give the real products their categories (``--categories``); the number of categories and the largest."""
+    from collections import Counter
+
+    from django.db import connection
+
+    names = ["real" if how == "one" else "real-" + text.split()[-1] for _, text in products]
+    for name in sorted(set(names)):
+        Item.objects.filter(id__in=[i for i, n in zip(ids, names, strict=True) if n == name]).update(category=name)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % Item._meta.db_table)  # the planner's estimates of the categories' sizes
+    sizes = Counter(names)
+    return {"real_categories": len(sizes), "largest_real_category": max(sizes.values())}
 
 
 def measure(products, ids, args, storage) -> dict:
@@ -182,13 +207,18 @@ def main() -> int:
                 [storage.active_generation("text").pk],
             )
             figures["text_generation_rows"] = cursor.fetchone()[0]
+        figures.update(assign_categories(products, ids, args.categories, Item))
+        t0 = time.perf_counter()
+        figures["centroid_categories"] = storage.refresh_centroids(storage.active_generation("text"))
+        figures["centroids_refresh_s"] = round(time.perf_counter() - t0, 2)
         print(figures, flush=True)
         figures["results"] = {}
-        hnsw = {**conf.DEFAULTS["HNSW"], **ragrec.get("HNSW", {})}
-        for rows in [int(value) for value in args.anchor_category_rows.split(",")]:
-            print("ANCHOR_CATEGORY_ROWS %d" % rows, flush=True)
-            with override_settings(RAGREC={**ragrec, "HNSW": {**hnsw, "ANCHOR_CATEGORY_ROWS": rows}}):
-                figures["results"]["anchor_category_rows=%d" % rows] = measure(products, ids, args, storage)
+        hnsw = {**conf.DEFAULTS["HNSW"], **ragrec.get("HNSW", {}), "QUERY_CATEGORIES": args.query_categories}
+        figures["query_categories"] = args.query_categories
+        for rows in [int(value) for value in args.small_category_rows.split(",")]:
+            print("SMALL_CATEGORY_ROWS %d" % rows, flush=True)
+            with override_settings(RAGREC={**ragrec, "HNSW": {**hnsw, "SMALL_CATEGORY_ROWS": rows}}):
+                figures["results"]["small_category_rows=%d" % rows] = measure(products, ids, args, storage)
         figures["ef_search"] = storage.ef_search_for(storage.ItemFilter(), generation=storage.active_generation("text"))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))

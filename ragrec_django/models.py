@@ -127,6 +127,29 @@ class Embedding(models.Model):
         return "%s in %s" % (self.item_id, self.generation_id)
 
 
+class CategoryCentroid(models.Model):
+    """Where one category's vectors lie in one space generation: their mean, and how many there were.
+
+    Computed in PostgreSQL by ``storage.centroids.refresh`` (after a promotion, after writes of a category it
+    lacks, and from the host's beat schedule); ``storage.ann.nearest`` ranks the small categories whose centroids
+    are nearest a query exactly, beside the index's answer (``RAGREC["HNSW"]["QUERY_CATEGORIES"]``).
+    """
+
+    generation = models.ForeignKey(SpaceGeneration, on_delete=models.CASCADE, related_name="centroids")
+    category = models.CharField(max_length=200)
+    items = models.PositiveIntegerField(help_text="Vectors of the category in the generation when computed.")
+    centroid = HalfVectorField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["generation", "category"], name="ragrec_centroid_unique_category"),
+        ]
+
+    def __str__(self) -> str:
+        return "%s in %s" % (self.category, self.generation_id)
+
+
 class EncodingFailure(models.Model):
     """Why an item could not be encoded into a space (bad image, missing text...)."""
 

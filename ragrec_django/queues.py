@@ -75,6 +75,12 @@ def generation_queue() -> str | None:
     return queues["cpu"] if queues is not None else None
 
 
+def cpu_queue() -> str | None:
+    """The queue of the CPU-bound tasks with ``TASK_QUEUES`` (None: Celery's default queue)."""
+    queues = task_queues()
+    return queues["cpu"] if queues is not None else None
+
+
 def route_task(name, args, kwargs, options, task=None, **kw):
     """Celery router for ragrec's tasks (``CELERY_TASK_ROUTES = ["ragrec_django.queues.route_task"]``).
 

@@ -1,4 +1,5 @@
-"""Keep embeddings in step with the host's items: re-encode on save, forget on delete.
+"""Keep embeddings in step with the host's items: re-encode on save, forget on delete; keep category centroids in
+step with the embeddings (``centroids_after_write``).
 
 Connected to the configured item model by ``apps.RagrecConfig.ready``. The
 signals ragrec sends for a host to receive are in ``ragrec_django.signals``.
@@ -17,6 +18,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
 from .conf import ragrec_settings
+from .signals import embeddings_updated
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,24 @@ def encode_on_save_problem() -> str | None:
     return None
 
 
+def centroids_after_write(sender, space, generation, item_ids, **kwargs) -> None:
+    """After vectors were written to an active generation (``signals.embeddings_updated``), queue its category
+    centroids' computation when a category written has none or an old one (``tasks.schedule_centroid_refresh``),
+    while query routing is on (``RAGREC["HNSW"]["QUERY_CATEGORIES"]``). Logs what fails instead of raising it: the
+    vectors are written, and the beat schedule's ``refresh_centroids_task`` catches up."""
+    from .services import spaces
+
+    if generation.status != generation.Status.ACTIVE:
+        return
+    try:
+        if encode_on_save_problem() is None and spaces.centroids_outdated(generation, list(item_ids)):
+            from .tasks import schedule_centroid_refresh
+
+            schedule_centroid_refresh(generation.pk)
+    except Exception:
+        logger.exception("ragrec could not queue the category centroids of %s to be computed again.", generation)
+
+
 def item_deleted(sender, instance, **kwargs) -> None:
     from .adapters import get_adapter
     from .models import Item
@@ -99,5 +119,6 @@ def connect_item_hooks() -> None:
     if not ragrec_settings.ITEM_MODEL:
         return
     model = get_adapter().get_item_model()
+    embeddings_updated.connect(centroids_after_write, dispatch_uid=DISPATCH_UID)
     post_save.connect(item_saved, sender=model, dispatch_uid=DISPATCH_UID)
     post_delete.connect(item_deleted, sender=model, dispatch_uid=DISPATCH_UID)

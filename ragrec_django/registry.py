@@ -124,9 +124,9 @@ def get_spaces() -> dict[str, SpaceConfig]:
 
 
 def _check_exact_cache(hnsw: dict) -> None:
-    """``HNSW["EXACT_CACHE_ROWS"]`` and ``HNSW["ANCHOR_CATEGORY_ROWS"]`` integers >= 0 and
+    """``HNSW["EXACT_CACHE_ROWS"]``, ``HNSW["SMALL_CATEGORY_ROWS"]`` and ``HNSW["QUERY_CATEGORIES"]`` integers >= 0 and
     ``HNSW["EXACT_CACHE_SECONDS"]`` a number > 0."""
-    for name in ("EXACT_CACHE_ROWS", "ANCHOR_CATEGORY_ROWS"):
+    for name in ("EXACT_CACHE_ROWS", "SMALL_CATEGORY_ROWS", "QUERY_CATEGORIES"):
         rows = hnsw.get(name, 0)
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
             raise ImproperlyConfigured('RAGREC["HNSW"]["%s"] must be an integer >= 0 (0: off), not %r.' % (name, rows))

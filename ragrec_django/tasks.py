@@ -281,3 +281,49 @@ def maintain_event_partitions_task() -> dict:
         "created": [month.isoformat() for month in upkeep.created],
         "dropped": [month.isoformat() for month in upkeep.dropped],
     }
+
+
+#: Seconds between vectors of a category without a centroid being written and the centroids being computed
+#: again: the writes of those seconds (a chunk's neighbours in a bulk import) share one computation.
+CENTROID_REFRESH_DELAY_SECONDS = 60
+
+
+@shared_task(acks_late=True)
+def refresh_centroids_task(generation_id: int | None = None) -> dict:
+    """Compute category centroids again (``services.spaces.refresh_centroids``): one generation's, as queued by
+    ``schedule_centroid_refresh``, or every active generation's, e.g. hourly from the host's beat schedule::
+
+        CELERY_BEAT_SCHEDULE = {"ragrec-centroids": {"task": "ragrec_django.tasks.refresh_centroids_task",
+                                                     "schedule": crontab(minute=15)}}
+
+    Idempotent: each run replaces the rows it computes."""
+    from django.core.cache import cache
+
+    from .services import spaces
+
+    if generation_id is None:
+        return {"categories": spaces.refresh_centroids()}
+    cache.delete(_centroid_refresh_key(generation_id))
+    return {"categories": spaces.refresh_generation_centroids(generation_id)}
+
+
+def _centroid_refresh_key(generation_id: int) -> str:
+    return "ragrec:centroid-refresh:%d" % int(generation_id)
+
+
+def schedule_centroid_refresh(generation_id: int) -> bool:
+    """Queue ``refresh_centroids_task`` for a generation ``CENTROID_REFRESH_DELAY_SECONDS`` from now, unless one is
+    queued already (a key in the host's cache); whether one was queued. Raises the broker's error."""
+    from django.core.cache import cache
+
+    key = _centroid_refresh_key(generation_id)
+    if not cache.add(key, 1, timeout=CENTROID_REFRESH_DELAY_SECONDS * 10):
+        return False
+    try:
+        queue = queues.cpu_queue()
+        options = {"countdown": CENTROID_REFRESH_DELAY_SECONDS, **({"queue": queue} if queue else {})}
+        _publish(refresh_centroids_task, (int(generation_id),), options)
+    except Exception:
+        cache.delete(key)
+        raise
+    return True

@@ -42,7 +42,8 @@ def test_defaults_and_user_values():
         "RERANK_DEPTH": 100,
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,
-        "ANCHOR_CATEGORY_ROWS": 5_000,
+        "SMALL_CATEGORY_ROWS": 5_000,
+        "QUERY_CATEGORIES": 2,
     }  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}

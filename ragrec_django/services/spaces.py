@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 
 from .. import storage
 from ..models import SpaceGeneration
-from ..registry import SpaceConfig
+from ..registry import SpaceConfig, get_spaces
+from ..storage.ann import query_categories, small_category_rows
 from ..storage.ann import rebuild_index as rebuild_generation_index
 from .encoding import SpaceCoverage
 from .encoding import coverage as encoding_coverage
@@ -64,3 +65,30 @@ def drop_retired(space_name: str) -> Iterator[SpaceGeneration]:
     for generation in SpaceGeneration.objects.filter(space=space_name, status=SpaceGeneration.Status.RETIRED):
         storage.drop_generation(generation)
         yield generation
+
+
+def refresh_centroids(space_names: Iterable[str] | None = None) -> dict[str, int]:
+    """Compute the category centroids of each space's active generation again (every space when None): the
+    categories per space. ``nearest`` routes a query to the small categories nearest it by them
+    (``RAGREC["HNSW"]["QUERY_CATEGORIES"]``); a promotion computes them, and so does ``refresh_centroids_task``."""
+    counts = {}
+    for name in sorted(space_names or get_spaces()):
+        generation = storage.active_generation(name)
+        if generation is not None:
+            counts[name] = storage.refresh_centroids(generation)
+    return counts
+
+
+def refresh_generation_centroids(generation_id: int) -> int | None:
+    """Compute one generation's category centroids again; None when it no longer exists."""
+    generation = SpaceGeneration.objects.filter(pk=generation_id).first()
+    return None if generation is None else storage.refresh_centroids(generation)
+
+
+def centroids_outdated(generation: SpaceGeneration, item_ids: list[int]) -> bool:
+    """Whether vectors just written for ``item_ids`` call for the generation's centroids to be computed again:
+    query routing is on (``HNSW["QUERY_CATEGORIES"]`` and ``HNSW["SMALL_CATEGORY_ROWS"]``) and a category of
+    theirs has no centroid, or an old one (``storage.centroids.CENTROID_MAX_AGE_SECONDS``)."""
+    if not (query_categories() and small_category_rows()):
+        return False
+    return storage.centroids_outdated(generation, item_ids)

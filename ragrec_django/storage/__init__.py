@@ -3,6 +3,7 @@
 * ``generations``: space generations (active, snapshot, write, switch, promote, rollback) and their HNSW indexes;
 * ``vectors``: checking, writing and reading item vectors, and encoding failures;
 * ``ann``: nearest-neighbour queries under business filters (``ItemFilter``);
+* ``centroids``: each category's mean vector per generation, for routing a query to the small categories near it;
 * ``items``: the item mirror (sync), product-name lookups and the serving path's item reads;
 * ``rows``: reads of whole rows on the serving path without the ORM's query compiler;
 * ``configs``: the serving configurations saved in the admin;
@@ -25,6 +26,9 @@ from .ann import (
     nearest_to_item,
     warm_vector_cache,
 )
+from .centroids import nearest_categories
+from .centroids import outdated as centroids_outdated
+from .centroids import refresh as refresh_centroids
 from .configs import NO_ROW as NO_SERVING_CONFIG_ROW
 from .configs import serving_config_rules
 from .database import (
@@ -87,6 +91,7 @@ __all__ = [
     "Status",
     "active_generation",
     "building_generation",
+    "centroids_outdated",
     "check_vectors",
     "co_purchases",
     "copy_interactions",
@@ -113,10 +118,12 @@ __all__ = [
     "local_catalogue_changes",
     "items_without_vectors",
     "nearest",
+    "nearest_categories",
     "nearest_to_item",
     "products_named_in",
     "promote",
     "record_failures",
+    "refresh_centroids",
     "rollback",
     "server_version",
     "snapshot_memo",

@@ -23,7 +23,7 @@ from django.db import connection, connections, transaction
 from ..conf import ragrec_settings
 from ..models import Embedding, Item, SpaceGeneration
 from ..registry import get_spaces
-from . import vector_cache
+from . import centroids, vector_cache
 from .database import on_read_database, run_with_local_settings
 from .generations import SpaceNotReady, active_generation, binary_index_name, create_index, snapshot_memo
 from .partitions import generation_partition
@@ -142,15 +142,20 @@ def nearest(
     settings apply to this query only. ``exact=True`` disables the index
     (ground truth for recall measurements). A generation with a binary index
     re-ranks ``rerank_depth`` candidates (default: the space's
-    ``RERANK_DEPTH``). Runs on ``RAGREC["READ_DATABASE"]``
-    (``database.on_read_database``).
+    ``RERANK_DEPTH``). Unless the filters are selective, the small categories
+    whose centroids are nearest the query are also ranked exactly
+    (``QUERY_CATEGORIES``, ``_with_nearest_categories``). Runs on
+    ``RAGREC["READ_DATABASE"]`` (``database.on_read_database``).
     """
     generation = _require_active(space_name)
     vector = check_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1), generation.dimension)[0]
     search = _Search(
         generation, "%s::halfvec({dim})", [_halfvec_text(vector)], k, filters, ef_search, rerank_depth, vector=vector
     )
-    return on_read_database(lambda using: _nearest(search, exact, using))
+    found = on_read_database(lambda using: _nearest(search, exact, using))
+    if not exact and not filters.selective and query_categories() > 0 and small_category_rows() > 0:
+        found = on_read_database(lambda using: _with_nearest_categories(search, found, using))
+    return found
 
 
 def nearest_to_item(
@@ -164,7 +169,7 @@ def nearest_to_item(
 ) -> list[Neighbour] | None:
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector. Unless the
     filters are selective, the anchor's own category is also ranked exactly when it is small
-    (``ANCHOR_CATEGORY_ROWS``, ``_with_anchor_category``)."""
+    (``SMALL_CATEGORY_ROWS``, ``_with_anchor_category``)."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
     search = _Search(
@@ -173,20 +178,26 @@ def nearest_to_item(
     found = on_read_database(lambda using: _nearest(search, False, using))
     if found and found[0].distance is None:
         return None
-    if not filters.selective and anchor_category_rows() > 0:
+    if not filters.selective and small_category_rows() > 0:
         found = on_read_database(lambda using: _with_anchor_category(search, found, using))
     return found
 
 
-def anchor_category_rows() -> int:
-    """``RAGREC["HNSW"]["ANCHOR_CATEGORY_ROWS"]``: the largest category (by the planner's estimate) that
-    ``nearest_to_item`` also ranks exactly for an anchor in it (0: never)."""
-    return int(ragrec_settings.HNSW.get("ANCHOR_CATEGORY_ROWS", 0))
+def small_category_rows() -> int:
+    """``RAGREC["HNSW"]["SMALL_CATEGORY_ROWS"]``: the largest category (by the planner's estimate) that
+    ``nearest_to_item`` (the anchor's) and ``nearest`` (those nearest the query) also rank exactly (0: never)."""
+    return int(ragrec_settings.HNSW.get("SMALL_CATEGORY_ROWS", 0))
+
+
+def query_categories() -> int:
+    """``RAGREC["HNSW"]["QUERY_CATEGORIES"]``: how many of the categories whose centroids are nearest a query
+    ``nearest`` looks at, ranking the small ones exactly (0: none)."""
+    return int(ragrec_settings.HNSW.get("QUERY_CATEGORIES", 0))
 
 
 def _with_anchor_category(search: _Search, found: list[Neighbour], using: str) -> list[Neighbour]:
     """``found`` (the index's answer) merged with the exact ranking of the anchor's own category, when the
-    category is small (``anchor_category_rows``): the ``k`` nearest of both, never further than the index's.
+    category is small (``small_category_rows``): the ``k`` nearest of both, never further than the index's.
 
     An HNSW graph reaches a small region far from the rest of a large catalogue poorly (a product line unlike
     the others: docs/benchmarks.md, "A real-text subset"); its items' nearest neighbours are mostly each other,
@@ -198,8 +209,26 @@ def _with_anchor_category(search: _Search, found: list[Neighbour], using: str) -
         row = cursor.fetchone()
     if row is None or not row[0]:
         return found
-    own = replace(search.filters, categories=(row[0],))
-    if _planner_estimates(own, using)[0] > anchor_category_rows():
+    return _with_small_category(search, found, row[0], using)
+
+
+def _with_nearest_categories(search: _Search, found: list[Neighbour], using: str) -> list[Neighbour]:
+    """``found`` merged with the exact ranking of each small category among the ``query_categories`` whose
+    centroids are nearest the query (``centroids.nearest_categories``): what ``_with_anchor_category`` does for
+    an anchor, for a query vector, which belongs to no category. Costs a product with the centroids (read once
+    a minute); a small category's ids and their exact ranking besides. Nothing before the centroids are first
+    computed."""
+    for category in centroids.nearest_categories(search.generation, search.vector, query_categories(), using):
+        if category not in search.filters.exclude_categories:
+            found = _with_small_category(search, found, category, using)
+    return found
+
+
+def _with_small_category(search: _Search, found: list[Neighbour], category: str, using: str) -> list[Neighbour]:
+    """The ``k`` nearest of ``found`` and of ``category``'s items passing the search's filters, ranked exactly,
+    when the planner estimates the category at most ``small_category_rows`` items; else ``found``."""
+    own = replace(search.filters, categories=(category,))
+    if _planner_estimates(own, using)[0] > small_category_rows():
         return found
     nearest_in_category = _nearest(replace(search, filters=own), False, using)
     merged = {n.item_id: n for n in nearest_in_category if n.distance is not None}
@@ -522,7 +551,9 @@ def _planner_estimates(filters: ItemFilter, using: str) -> tuple[float, float]:
         cursor.execute(sql.format(items=items, conditions=""))
         total = _plan_rows(cursor.fetchone()[0])
     with _share_estimates_lock:
-        if len(_share_estimates) > 4096:  # one per category similar items is asked in, besides the filters
+        if (
+            len(_share_estimates) > 4096
+        ):  # one per small-category check (similar items, query routing), besides the filters
             _share_estimates.clear()
         _share_estimates[key] = (now, (passing, total))
     return passing, total

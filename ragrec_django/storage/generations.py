@@ -16,7 +16,7 @@ from django.utils import timezone
 from ..conf import ragrec_settings
 from ..models import SpaceGeneration
 from ..registry import SpaceConfig, get_spaces
-from . import partitions, rows
+from . import centroids, partitions, rows
 
 Status = SpaceGeneration.Status
 
@@ -240,12 +240,15 @@ def drop_generation(generation: SpaceGeneration) -> None:
 
 def promote(space_name: str) -> SpaceGeneration:
     """Make the building generation active and retire the old one, atomically, after building the new one's index
-    (the space's ``INDEX`` type) if it has none; the queries keep using the old generation while it builds."""
+    (the space's ``INDEX`` type) if it has none and computing its category centroids; the queries keep using the
+    old generation meanwhile."""
     building = building_generation(space_name)
-    if building is not None and not _has_index(building):
-        space = get_spaces().get(space_name)
-        with transaction.atomic():
-            create_index(building, space.index if space is not None else "halfvec")
+    if building is not None:
+        if not _has_index(building):
+            space = get_spaces().get(space_name)
+            with transaction.atomic():
+                create_index(building, space.index if space is not None else "halfvec")
+        centroids.refresh(building)
     with transaction.atomic():
         generations = list(
             SpaceGeneration.objects.select_for_update().filter(

@@ -220,7 +220,7 @@ def test_similar_items_rank_a_small_category_of_the_anchor_exactly_beside_the_in
     without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
 
     def similar(limit, filters=without_anchor):
-        settings.RAGREC = {**settings.RAGREC, "HNSW": {"ANCHOR_CATEGORY_ROWS": limit}}
+        settings.RAGREC = {**settings.RAGREC, "HNSW": {"SMALL_CATEGORY_ROWS": limit}}
         return keys(storage.nearest_to_item("text", items["x1"].id, 3, filters=filters))
 
     assert similar(0) == ["y2", "y1", "z1"]  # off: the index's answer

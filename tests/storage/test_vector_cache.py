@@ -155,8 +155,10 @@ def test_a_filter_larger_than_the_cache_is_ranked_in_postgresql(catalogue, setti
         ({"EXACT_CACHE_ROWS": True}, "EXACT_CACHE_ROWS"),
         ({"EXACT_CACHE_SECONDS": 0}, "EXACT_CACHE_SECONDS"),
         ({"EXACT_CACHE_SECONDS": "1m"}, "EXACT_CACHE_SECONDS"),
-        ({"ANCHOR_CATEGORY_ROWS": -5}, "ANCHOR_CATEGORY_ROWS"),
-        ({"ANCHOR_CATEGORY_ROWS": 2.5}, "ANCHOR_CATEGORY_ROWS"),
+        ({"SMALL_CATEGORY_ROWS": -5}, "SMALL_CATEGORY_ROWS"),
+        ({"QUERY_CATEGORIES": -1}, "QUERY_CATEGORIES"),
+        ({"QUERY_CATEGORIES": "2"}, "QUERY_CATEGORIES"),
+        ({"SMALL_CATEGORY_ROWS": 2.5}, "SMALL_CATEGORY_ROWS"),
     ],
 )
 def test_bad_cache_settings_are_named(settings, hnsw, message):

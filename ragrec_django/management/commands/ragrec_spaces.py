@@ -7,6 +7,7 @@ manage.py ragrec_spaces promote image     # atomic swap once complete
 manage.py ragrec_spaces rollback image    # back to the previous generation
 manage.py ragrec_spaces drop-retired image
 manage.py ragrec_spaces rebuild-index image  # build the index type RAGREC SPACES[...]["INDEX"] names now
+manage.py ragrec_spaces centroids [text ...]  # compute the category centroids queries are routed by, now
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
         sub.add_parser("status", help="List generations of every space.")
+        centroids = sub.add_parser(
+            "centroids",
+            help="Compute the category centroids of the spaces' active generations now (every space by default); "
+            'RAGREC["HNSW"]["QUERY_CATEGORIES"] routes queries by them.',
+        )
+        centroids.add_argument("spaces", nargs="*")
         for action, text in [
             ("switch", "Start a new generation for the space's configured encoder (other model or dimension)."),
             ("promote", "Make the building generation active (refused until it is complete unless --force)."),
@@ -46,6 +53,11 @@ class Command(BaseCommand):
         try:
             if action == "status":
                 return self._status()
+            if action == "centroids":
+                names = [registry.get_space(name).name for name in options["spaces"]]
+                for name, count in spaces.refresh_centroids(names or None).items():
+                    self.stdout.write("%s: %d category centroids" % (name, count))
+                return None
             space = registry.get_space(options["space"])
             if action == "switch":
                 generation = spaces.switch(space)

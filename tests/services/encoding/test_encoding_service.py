@@ -195,3 +195,31 @@ def test_switching_a_space_to_a_model_of_another_dimension(settings, ragrec_enco
     assert storage.active_generation("text") == old
     call_command("ragrec_spaces", "status")
     assert "text#2" in capsys.readouterr().out
+
+
+def test_vectors_of_a_category_without_a_centroid_queue_its_computation(
+    settings, ragrec_encoders, make_products, django_capture_on_commit_callbacks
+):
+    """Query routing (``HNSW["QUERY_CATEGORIES"]``) needs each category's centroid: writing vectors of a category
+    that has none queues ``refresh_centroids_task`` after commit; a category with a fresh one queues nothing."""
+    from ragrec_django.models import CategoryCentroid
+
+    settings.RAGREC = {**settings.RAGREC, "SPACES": {"text": settings.RAGREC["SPACES"]["text"]}}
+    mugs = make_products([("Red mug", "red", None), ("Blue mug", "blue", None)])
+    celery_app.conf.task_always_eager = True
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            encoding.encode_items("text", [p.pk for p in mugs[:1]])
+        generation = SpaceGeneration.objects.get(space="text")
+        first = CategoryCentroid.objects.get(generation=generation)
+        assert (first.category, first.items) == ("Mugs", 1)
+        with django_capture_on_commit_callbacks(execute=True):
+            encoding.encode_items("text", [mugs[1].pk])
+        assert CategoryCentroid.objects.get(generation=generation).computed_at == first.computed_at  # fresh: kept
+        settings.RAGREC = {**settings.RAGREC, "HNSW": {"QUERY_CATEGORIES": 0}}
+        CategoryCentroid.objects.all().delete()
+        with django_capture_on_commit_callbacks(execute=True):
+            encoding.encode_items("text", [mugs[0].pk], force=True)
+        assert not CategoryCentroid.objects.exists()  # routing off: nothing computed
+    finally:
+        celery_app.conf.task_always_eager = False

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ragrec_django.models import Embedding, EncodingFailure, TaskDelivery
+from ragrec_django.models import Embedding, EncodingFailure, SpaceGeneration, TaskDelivery
 from shop_demo.catalog.models import Category, Product
 from tests.helpers.workers import ROOT, wait_for
 
@@ -142,7 +142,12 @@ def test_text_and_image_workers_drain_one_reindex_from_their_own_queues(
     import redis
 
     client = redis.Redis.from_url(redis_broker)
-    assert [client.llen(queue) for queue in ("gpu-text", "gpu-image", "cpu", "celery")] == [0, 0, 0, 0]
+    assert [client.llen(queue) for queue in ("gpu-text", "gpu-image", "celery")] == [0, 0, 0]
+    # Left for a cpu worker: one computation of each new generation's category centroids, queued by the workers.
+    queued = [json.loads(message)["headers"] for message in client.lrange("cpu", 0, -1)]
+    assert [h["task"] for h in queued] == ["ragrec_django.tasks.refresh_centroids_task"] * 2
+    generations = SpaceGeneration.objects.filter(space__in=["clip-text", "image"]).values_list("pk", flat=True)
+    assert sorted(h["argsrepr"] for h in queued) == sorted("(%d,)" % pk for pk in generations)
 
 
 ENQUEUE = """
