@@ -4,6 +4,7 @@
                                     [--cases similar,search,for-you] [--busy] [--precision fp32|bf16]
                                     [--image-model vit-b-32|lit] [--query-threads 1|default]
                                     [--workers N] [--worker-class gthread] [--max-active N] [--max-waiting N] [--server gunicorn|runserver]
+                                    [--preload on|off] [--exact-cache-rows N]
                                     [--db-name ragrec_bench_serve] [--keep-db] [--json out.json]
 
 What it does:
@@ -110,6 +111,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         choices=("gunicorn", "runserver"),
         help="gunicorn as ./dev demo serves (default), or Django's runserver, for comparison",
     )
+    parser.add_argument(
+        "--preload",
+        default="on",
+        choices=("on", "off"),
+        help="SHOP_DEMO_PRELOAD: the master loads the application and fills the vector cache before forking the "
+        "workers, which share it (on, the demo's), or each worker loads and fills its own (off)",
+    )
+    parser.add_argument(
+        "--exact-cache-rows", type=int, default=None, help="RAGREC HNSW EXACT_CACHE_ROWS (default: the plugin's)"
+    )
     parser.add_argument("--shoppers", type=int, default=500, help="signed-in shoppers with a history (default 500)")
     parser.add_argument("--db-name", default="ragrec_bench_serve", help="scratch database (dropped at the end)")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database and reuse its catalogue")
@@ -152,7 +163,9 @@ def encoders_settings(args) -> dict:
     }
     spaces = {"text": {"ENCODER": "minilm", "MODALITY": "text"}, "image": {"ENCODER": "clip", "MODALITY": "image"}}
     query_threads = None if args.query_threads == "default" else int(args.query_threads)
+    hnsw = {"EXACT_CACHE_ROWS": args.exact_cache_rows} if args.exact_cache_rows is not None else {}
     return {
+        **({"HNSW": hnsw} if hnsw else {}),
         "ENCODERS": encoders,
         "SPACES": spaces,
         "AUTO_ENCODE": False,
@@ -238,6 +251,7 @@ def start_server(args, processes: ProcessGroup, url: str, ragrec: dict) -> tuple
         SERVE_LOAD_RAGREC=json.dumps(ragrec),
         PYTHONUNBUFFERED="1",
     )
+    env["SHOP_DEMO_PRELOAD"] = "1" if args.preload == "on" else "0"
     if args.workers:
         env["WEB_CONCURRENCY"] = str(args.workers)
     if args.max_active:
@@ -256,6 +270,26 @@ def start_server(args, processes: ProcessGroup, url: str, ragrec: dict) -> tuple
         if server.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("gunicorn did not serve:\n%s" % Path(server.log_path).read_text()[-5000:])
     return port, server
+
+
+def server_memory(server: subprocess.Popen) -> dict:
+    """Memory of the server's processes (MiB): each one's resident, proportional (shared pages divided among the
+    processes mapping them) and unique set sizes, and the sums over master and workers; the proportional sum is
+    what the server holds."""
+    processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children()]
+    rows = []
+    for number, process in enumerate(processes):
+        info = process.memory_full_info()
+        rows.append(
+            {
+                "process": "master" if number == 0 else "worker %d" % number,
+                **{name: round(getattr(info, name) / 2**20, 1) for name in ("rss", "pss", "uss")},
+            }
+        )
+    return {
+        "processes": rows,
+        **{name + "_sum": round(sum(r[name] for r in rows), 1) for name in ("rss", "pss", "uss")},
+    }
 
 
 def server_description(args, server: subprocess.Popen) -> str:
@@ -535,9 +569,13 @@ def run(args) -> dict:
                 "precision": args.precision,
                 "image_model": args.image_model,
                 "server": server_description(args, server),
+                "preload": args.preload,
+                "exact_cache_rows": args.exact_cache_rows,
             }
             report["results"] = []
             log("serving on 127.0.0.1:%d: %s" % (port, report["config"]["server"]))
+            report["server_memory_at_start"] = server_memory(server)
+            log("server memory at start: %s" % report["server_memory_at_start"])
             for case in args.case_list:
                 pool = int(args.seconds * 400 * len(args.client_levels)) if case == "search" else 0
                 requests = Requests(case, catalogue, sessions, seed=args.seed + 31, queries=max(pool, 1000))
@@ -547,6 +585,8 @@ def run(args) -> dict:
                     report["results"].append(row)
                     log("%s, %d clients: %s" % (case, clients, row))
                     save(args, report)
+            report["server_memory_at_end"] = server_memory(server)
+            log("server memory at the end: %s" % report["server_memory_at_end"])
             report["server_log_tail"] = Path(server.log_path).read_text()[-2000:]
             return report
         finally:

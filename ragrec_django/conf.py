@@ -61,10 +61,10 @@ DEFAULTS: dict[str, Any] = {
     # of selective filters (a category), and how long before other processes' writes are seen (0 rows: off;
     # storage/vector_cache.py, docs/search.md). EF_SEARCH_SCALE_ROWS: the three EF_SEARCH values hold for a
     # generation of up to this many vectors; a bigger one's grow with the square root of its size (0: never).
-    # SMALL_CATEGORY_ROWS: a category of at most this many items is also ranked exactly beside the index's answer
-    # when it is the anchor's (similar items) or among the QUERY_CATEGORIES whose centroids are nearest a query
-    # vector (search, photo search, for you), so a small product line unlike the rest of a large catalogue is not
-    # lost in the graph (0: never; storage/ann.py, storage/centroids.py).
+    # SMALL_CATEGORY_ROWS: the most items also ranked exactly beside the index's answer: the anchor's category
+    # when it is this small (similar items), and of the QUERY_CATEGORIES whose centroids are nearest a query vector
+    # (search, photo search, for you), nearest first, as many as fit together; so a small product line unlike the
+    # rest of a large catalogue is not lost in the graph (0: never; storage/ann.py, storage/centroids.py).
     "HNSW": {
         "M": 16,
         "EF_CONSTRUCTION": 64,
@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,
         "SMALL_CATEGORY_ROWS": 5_000,
-        "QUERY_CATEGORIES": 2,
+        "QUERY_CATEGORIES": 32,
     },
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,

@@ -25,6 +25,12 @@ worker. In each worker:
   most, than waiting in line for the worker, and fewer per second (docs/benchmarks.md, "Serving under
   concurrency"). A shop whose requests mostly wait on the network (a remote LLM streaming answers) raises it.
 
+The master loads the application and fills the vector cache before it forks the workers (``preload_app``,
+``when_ready``: ``services.serving.prepare_master_process``), so the workers share one copy of it instead of
+holding one each (1.8 GB per worker at 1M items); ``SHOP_DEMO_PRELOAD=0`` loads the application in each worker
+instead. With the application preloaded, a HUP restarts the workers on the code the master loaded: deploy new
+code by restarting gunicorn (or with USR2 and QUIT of the old master).
+
 Ctrl-C (SIGINT) stops the workers at once; SIGTERM lets requests in progress finish for up to
 ``graceful_timeout`` seconds.
 """
@@ -46,6 +52,19 @@ timeout = 120  # a worker silent this long is restarted (loading the models on a
 graceful_timeout = 10
 # Django keeps one connection per thread open for this long (the demo settings read it; 0 reconnects every request).
 os.environ.setdefault("SHOP_DEMO_CONN_MAX_AGE", "60")
+
+
+preload_app = os.environ.get("SHOP_DEMO_PRELOAD", "1") == "1"
+
+
+def when_ready(server):
+    """In the master, once the application is loaded and before the workers fork: the vector cache, filled once."""
+    from django.apps import apps
+
+    if server.cfg.preload_app and apps.ready:
+        from ragrec_django.services.serving import prepare_master_process
+
+        prepare_master_process()
 
 
 def post_worker_init(worker):

@@ -29,6 +29,7 @@ from django.db import transaction
 from .. import registry, storage
 from ..conf import ragrec_settings
 from ..exceptions import RecommendationError, SpaceMismatch, SpaceNotReady
+from ..ml.devices import limit_cpu_threads
 from . import experiments, search
 from .experiments import Assignment
 from .results import RecommendationList, Visitor, serving_rules
@@ -128,6 +129,28 @@ def prepare_web_process() -> None:
     out of the garbage collector (``freeze_startup_heap``)."""
     registry.prepare_serving_process(warm=True)
     warm_caches()
+    if ragrec_settings.FREEZE_HEAP_AFTER_WARM_UP:
+        freeze_startup_heap()
+
+
+def prepare_master_process() -> None:
+    """Fill the vector cache in a pre-fork server's master before it forks its workers (the demo's gunicorn
+    ``when_ready`` with ``preload_app``): each worker then starts with every vector its category searches rank,
+    sharing those pages with the master and its siblings (copy-on-write: they only read them; the rows another
+    process re-encodes are read again into spare rows) instead of reading a copy of its own, which at 1M items is
+    1.8 GB per worker (docs/scaling.md, "One copy of the vector cache per server"). Then the master's database
+    connections are closed (a worker must not inherit them) and, with ``FREEZE_HEAP_AFTER_WARM_UP``, its heap is
+    frozen out of the garbage collector, whose walks would otherwise touch, and so copy, the shared pages. Errors
+    are logged: the workers then warm their own caches as without it. torch runs on one thread here: a thread pool
+    started before the fork would be missing in the workers, and their first parallel torch call would hang."""
+    limit_cpu_threads(1)
+    try:
+        read = storage.warm_vector_cache()
+        logger.info("Server %d: vectors cached per space before forking the workers: %s.", os.getpid(), read)
+    except Exception:  # noqa: BLE001
+        logger.exception("Could not warm up the vector cache before forking the workers.")
+    finally:
+        storage.close_all_connections()
     if ragrec_settings.FREEZE_HEAP_AFTER_WARM_UP:
         freeze_startup_heap()
 

@@ -33,6 +33,7 @@ from .configs import NO_ROW as NO_SERVING_CONFIG_ROW
 from .configs import serving_config_rules
 from .database import (
     SCALE_EXTENSIONS,
+    close_all_connections,
     extension_version,
     missing_text_search_configurations,
     scale_extensions,
@@ -93,6 +94,7 @@ __all__ = [
     "building_generation",
     "centroids_outdated",
     "check_vectors",
+    "close_all_connections",
     "co_purchases",
     "copy_interactions",
     "decayed_popularity",

@@ -168,8 +168,9 @@ def nearest_to_item(
     rerank_depth: int | None = None,
 ) -> list[Neighbour] | None:
     """The ``k`` items nearest to a stored item's own vector (one query); None if it has no vector. Unless the
-    filters are selective, the anchor's own category is also ranked exactly when it is small
-    (``SMALL_CATEGORY_ROWS``, ``_with_anchor_category``)."""
+    filters are selective, the anchor's own category, when it is small, and the categories whose centroids are
+    nearest the anchor that fit beside it are also ranked exactly (``SMALL_CATEGORY_ROWS``, ``QUERY_CATEGORIES``,
+    ``_with_anchor_category``)."""
     generation = _require_active(space_name)
     anchor = "(SELECT a.vector::halfvec({dim}) FROM {embeddings} a WHERE a.generation_id = %s AND a.item_id = %s)"
     search = _Search(
@@ -184,54 +185,77 @@ def nearest_to_item(
 
 
 def small_category_rows() -> int:
-    """``RAGREC["HNSW"]["SMALL_CATEGORY_ROWS"]``: the largest category (by the planner's estimate) that
-    ``nearest_to_item`` (the anchor's) and ``nearest`` (those nearest the query) also rank exactly (0: never)."""
+    """``RAGREC["HNSW"]["SMALL_CATEGORY_ROWS"]``: the most items ranked exactly beside the index: the anchor's
+    category in ``nearest_to_item`` (by the planner's estimate), the categories nearest the query together in
+    ``nearest`` (0: never)."""
     return int(ragrec_settings.HNSW.get("SMALL_CATEGORY_ROWS", 0))
 
 
 def query_categories() -> int:
     """``RAGREC["HNSW"]["QUERY_CATEGORIES"]``: how many of the categories whose centroids are nearest a query
-    ``nearest`` looks at, ranking the small ones exactly (0: none)."""
+    ``nearest`` looks at, nearest first, to rank exactly those that fit in ``SMALL_CATEGORY_ROWS`` (0: none)."""
     return int(ragrec_settings.HNSW.get("QUERY_CATEGORIES", 0))
 
 
 def _with_anchor_category(search: _Search, found: list[Neighbour], using: str) -> list[Neighbour]:
-    """``found`` (the index's answer) merged with the exact ranking of the anchor's own category, when the
-    category is small (``small_category_rows``): the ``k`` nearest of both, never further than the index's.
+    """``found`` (the index's answer) merged with the exact ranking of the anchor's own category, when it is small
+    (``small_category_rows``, by the planner's estimate), and of the categories whose centroids are nearest the
+    anchor's vector that fit beside it (``_nearest_categories_that_fit``): the ``k`` nearest of both, never
+    further than the index's.
 
     An HNSW graph reaches a small region far from the rest of a large catalogue poorly (a product line unlike
     the others: docs/benchmarks.md, "A real-text subset"); its items' nearest neighbours are mostly each other,
-    and their category names them. Costs one read of the anchor's category; a small one's ids and their exact
-    ranking (from the vector cache, else in PostgreSQL) besides."""
+    and their categories name them. Costs one read of the anchor's category (and of its vector, from the vector
+    cache) and one exact ranking of at most ``small_category_rows`` items (from the cache, else in PostgreSQL)."""
     items = connection.ops.quote_name(Item._meta.db_table)
     with connections[using].cursor() as cursor:
         cursor.execute(f"SELECT category FROM {items} WHERE id = %s", [search.anchor_id])
         row = cursor.fetchone()
-    if row is None or not row[0]:
-        return found
-    return _with_small_category(search, found, row[0], using)
+    chosen, rows = [], 0.0
+    if row is not None and row[0]:
+        own_rows = _planner_estimates(replace(search.filters, categories=(row[0],)), using)[0]
+        if own_rows <= small_category_rows():
+            chosen, rows = [row[0]], own_rows
+    routed = query_categories() > 0 and centroids.computed(search.generation, using)
+    vector = vector_cache.cached_vector(search.generation, search.anchor_id, using) if routed else None
+    if vector is not None:
+        chosen = _nearest_categories_that_fit(replace(search, vector=vector), chosen, rows, using)
+    return _with_categories(search, found, chosen, using)
 
 
 def _with_nearest_categories(search: _Search, found: list[Neighbour], using: str) -> list[Neighbour]:
-    """``found`` merged with the exact ranking of each small category among the ``query_categories`` whose
-    centroids are nearest the query (``centroids.nearest_categories``): what ``_with_anchor_category`` does for
-    an anchor, for a query vector, which belongs to no category. Costs a product with the centroids (read once
-    a minute); a small category's ids and their exact ranking besides. Nothing before the centroids are first
-    computed."""
-    for category in centroids.nearest_categories(search.generation, search.vector, query_categories(), using):
-        if category not in search.filters.exclude_categories:
-            found = _with_small_category(search, found, category, using)
-    return found
+    """``found`` merged with the exact ranking of the categories nearest the query that fit
+    (``_nearest_categories_that_fit``): what ``_with_anchor_category`` does for an anchor, for a query vector,
+    which belongs to no category. Costs a product with the centroids (read once a minute) and one exact ranking of
+    at most ``small_category_rows`` items; nothing before the centroids are first computed."""
+    return _with_categories(search, found, _nearest_categories_that_fit(search, [], 0.0, using), using)
 
 
-def _with_small_category(search: _Search, found: list[Neighbour], category: str, using: str) -> list[Neighbour]:
-    """The ``k`` nearest of ``found`` and of ``category``'s items passing the search's filters, ranked exactly,
-    when the planner estimates the category at most ``small_category_rows`` items; else ``found``."""
-    own = replace(search.filters, categories=(category,))
-    if _planner_estimates(own, using)[0] > small_category_rows():
+def _nearest_categories_that_fit(search: _Search, chosen: list[str], rows: float, using: str) -> list[str]:
+    """``chosen`` (holding ``rows`` items) and, nearest first, the categories among the ``query_categories`` whose
+    centroids are nearest ``search.vector`` (``centroids.nearest_categories``) that fit beside them in
+    ``small_category_rows`` items (by their sizes when the centroids were computed), unless the filters exclude
+    them."""
+    chosen = list(chosen)
+    for category, size in centroids.nearest_categories(search.generation, search.vector, query_categories(), using):
+        fits = rows + size <= small_category_rows()
+        if fits and category not in chosen and category not in search.filters.exclude_categories:
+            chosen.append(category)
+            rows += size
+    return chosen
+
+
+def _with_categories(search: _Search, found: list[Neighbour], chosen: list[str], using: str) -> list[Neighbour]:
+    """``found`` merged with the exact ranking of the items of the ``chosen`` categories passing the filters."""
+    if not chosen:
         return found
-    nearest_in_category = _nearest(replace(search, filters=own), False, using)
-    merged = {n.item_id: n for n in nearest_in_category if n.distance is not None}
+    in_chosen = replace(search.filters, categories=tuple(chosen))
+    return _merged(search, found, _nearest(replace(search, filters=in_chosen), False, using))
+
+
+def _merged(search: _Search, found: list[Neighbour], exact: list[Neighbour]) -> list[Neighbour]:
+    """The ``k`` nearest of the index's answer and an exact ranking of part of the catalogue."""
+    merged = {n.item_id: n for n in exact if n.distance is not None}
     merged.update({n.item_id: n for n in found})
     return sorted(merged.values(), key=lambda n: (n.distance, n.item_id))[: search.k]
 

@@ -65,20 +65,26 @@ def outdated(generation: SpaceGeneration, item_ids: list[int]) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def nearest_categories(generation: SpaceGeneration, query: np.ndarray, count: int, using: str) -> list[str]:
-    """The ``count`` categories whose centroids are nearest ``query`` (cosine), nearest first; none before the
-    generation's first ``refresh``."""
-    names, unit_centroids = _centroids(generation, using)
+def nearest_categories(generation: SpaceGeneration, query: np.ndarray, count: int, using: str) -> list[tuple[str, int]]:
+    """``(category, its vectors when computed)`` of the ``count`` categories whose centroids are nearest ``query``
+    (cosine), nearest first; none before the generation's first ``refresh``."""
+    names, sizes, unit_centroids = _centroids(generation, using)
     if not names or count <= 0:
         return []
     query = np.asarray(query, dtype=np.float32).ravel()
     scores = unit_centroids @ (query / max(float(np.linalg.norm(query)), 1e-12))
     order = np.argsort(-scores, kind="stable")[:count]
-    return [names[i] for i in order]
+    return [(names[i], sizes[i]) for i in order]
 
 
-def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], np.ndarray]:
-    """The generation's categories and their unit-length centroids, read at most every ``CENTROIDS_TTL`` s."""
+def computed(generation: SpaceGeneration, using: str) -> bool:
+    """Whether the generation has centroids (as this process read them last, at most ``CENTROIDS_TTL`` ago)."""
+    return bool(_centroids(generation, using)[0])
+
+
+def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], list[int], np.ndarray]:
+    """The generation's categories, their sizes and their unit-length centroids, read at most every
+    ``CENTROIDS_TTL`` seconds."""
     db = connections[using]
     key = (db.alias, db.settings_dict["NAME"], generation.pk)
     now = time.monotonic()
@@ -88,14 +94,14 @@ def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], np.n
         return cached[1]
     with db.cursor() as cursor:
         cursor.execute(
-            "SELECT category, centroid::vector::real[] FROM {centroids} WHERE generation_id = %s "
+            "SELECT category, items, centroid::vector::real[] FROM {centroids} WHERE generation_id = %s "
             "ORDER BY category".format(**_tables()),
             [generation.pk],
         )
         rows = cursor.fetchall()
-    names = [row[0] for row in rows]
-    matrix = np.array([row[1] for row in rows], dtype=np.float32).reshape(len(rows), int(generation.dimension))
-    value = (names, matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
+    names, sizes = [row[0] for row in rows], [int(row[1]) for row in rows]
+    matrix = np.array([row[2] for row in rows], dtype=np.float32).reshape(len(rows), int(generation.dimension))
+    value = (names, sizes, matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
     with _read_lock:
         if len(_read) > 64:
             _read.clear()

@@ -218,6 +218,11 @@ def _close(alias: str) -> None:
         connections[alias].close()
 
 
+def close_all_connections() -> None:
+    """Close this process's database connections (a process about to fork must not hand them to its children)."""
+    connections.close_all()
+
+
 def one_round_trip(using: str) -> bool:
     """Whether statements can go to ``using`` as one simple-protocol query string (several statements, parameters
     bound by the driver): outside a transaction, with psycopg 2 or psycopg 3's default client-side binding.

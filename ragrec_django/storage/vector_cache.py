@@ -67,6 +67,9 @@ class _GenerationRows:
         #: forgotten may hold its old vector, and must not put it back (``add``'s ``since``).
         self.forgets = 0
         self.forgotten_at: dict[int, int] = {}
+        #: Whether ``warm`` read the whole generation (a process forked after it, a web server's worker, inherits
+        #: the rows and keeps them as they are, sharing their pages with its parent: ``warm`` reads nothing).
+        self.warmed = False
 
     def known(self, item_id: int) -> bool:
         return item_id in self.row_of or item_id in self.absent
@@ -325,13 +328,17 @@ def without_vector(generation: SpaceGeneration, item_ids: Sequence[int], using: 
 
 def warm(generation: SpaceGeneration, using: str) -> int:
     """Read every vector of ``generation`` into the cache when they all fit in it; the rows read (0 when they
-    do not fit or the cache is off). A web process's start (``services.serving.prepare_web_process``):
-    without it, the first search of each category in each process reads that category's vectors (~35-50 ms
-    per space for 5,000 items)."""
+    do not fit, the cache is off, or this process, or the one it was forked from, warmed it already). A web
+    process's start (``services.serving.prepare_web_process``), or a pre-fork server's master before it forks
+    (``prepare_master_process``): without it, the first search of each category in each process reads that
+    category's vectors (~35-50 ms per space for 5,000 items)."""
     limit = cache_rows()
     embeddings = connection.ops.quote_name(Embedding._meta.db_table)
     if limit <= 0:
         return 0
+    with _lock:
+        if _rows_for(generation, using).warmed:
+            return 0
     with connections[using].cursor() as cursor:
         cursor.execute(
             f"SELECT count(*) FROM (SELECT 1 FROM {embeddings} WHERE generation_id = %s LIMIT %s) c",
@@ -345,14 +352,14 @@ def warm(generation: SpaceGeneration, using: str) -> int:
     after, read = 0, 0
     while True:
         ids, vectors = _copy_vectors(generation, f"item_id > {int(after)} ORDER BY item_id LIMIT {_WARM_CHUNK}", using)
-        if not len(ids):
-            return read
         with _lock:
             if _rows_for(generation, using) is not rows or rows.size + len(ids) > limit:
                 return read
-            rows.add(ids, vectors, [], since)
-        read, after = read + len(ids), int(ids[-1])
-        if len(ids) < _WARM_CHUNK:
+            if len(ids):
+                rows.add(ids, vectors, [], since)
+            rows.warmed = len(ids) < _WARM_CHUNK
+        read, after = read + len(ids), int(ids[-1]) if len(ids) else after
+        if rows.warmed:
             return read
 
 

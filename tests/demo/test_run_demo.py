@@ -141,6 +141,8 @@ def test_the_demo_is_served_by_gunicorn_with_its_static_files_and_stops_on_ctrl_
         server.wait_until_serving()
         workers = psutil.Process(server.process.pid).children()
         assert len(workers) == 2
+        # the master loaded the application and filled the vector cache once, for the workers it forked to share
+        assert "vectors cached per space before forking the workers" in server.log()
 
         status, headers, body = server.get("/", Accept="text/html")
         assert status == 200 and headers["server"] == "gunicorn", body[:500]

@@ -35,7 +35,8 @@ class TwoWorkers:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "SHOP_DEMO_"))}
-        env.update(SERVING_TEST_DIR=str(folder), WEB_CONCURRENCY="2", SHOP_DEMO_MAX_ACTIVE="4")
+        # Each worker imports balance_app itself, which marks it ready (preloaded, the master alone would).
+        env.update(SERVING_TEST_DIR=str(folder), WEB_CONCURRENCY="2", SHOP_DEMO_MAX_ACTIVE="4", SHOP_DEMO_PRELOAD="0")
         self.log_path = folder / "gunicorn.log"
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen(
@@ -44,8 +45,15 @@ class TwoWorkers:
                  "balance_app:application"],
                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_until(lambda: len(list(folder.glob("ready-*"))) == 2 or self.process.poll() is not None, "2 workers", 300)
-        assert self.process.poll() is None, self.log_path.read_text()
+        try:
+            wait_until(
+                lambda: len(list(folder.glob("ready-*"))) == 2 or self.process.poll() is not None, "2 workers", 300
+            )
+            assert self.process.poll() is None, self.log_path.read_text()
+        except AssertionError:
+            self.process.kill()  # no server left behind by a failed start
+            self.process.wait()
+            raise
 
     def connection(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)

@@ -155,6 +155,30 @@ def test_a_process_set_up_by_its_first_request_is_not_frozen(fresh_process):
     assert gc.get_freeze_count() == 0 and "vectors" not in fresh_process
 
 
+def test_a_pre_fork_master_fills_the_vector_cache_on_one_thread_then_closes_its_connections(
+    fresh_process, monkeypatch, caplog
+):
+    """``prepare_master_process``, before a pre-fork server forks its workers: torch on one thread (no thread pool
+    for the workers to inherit), the vector cache filled, the connections closed, the heap frozen; a failure to
+    warm is logged and the connections are still closed. The search caches and models are left to the workers."""
+    monkeypatch.setattr(serving, "limit_cpu_threads", lambda threads: fresh_process.append(("threads", threads)))
+    monkeypatch.setattr(storage, "close_all_connections", lambda: fresh_process.append("closed"))
+    gc.unfreeze()
+    serving.prepare_master_process()
+    assert fresh_process == [("threads", 1), "vectors", "closed"]
+    assert gc.get_freeze_count() > 0
+
+    def unreachable():
+        raise OSError("database not reachable yet")
+
+    fresh_process.clear()
+    monkeypatch.setattr(storage, "warm_vector_cache", unreachable)
+    with caplog.at_level(logging.ERROR, logger="ragrec_django.services.serving"):
+        serving.prepare_master_process()
+    assert "Could not warm up the vector cache before forking" in caplog.text
+    assert fresh_process == [("threads", 1), "closed"]
+
+
 def test_a_vector_cache_that_cannot_be_warmed_is_logged_and_the_process_serves(fresh_process, monkeypatch, caplog):
     def unreachable():
         raise OSError("database not reachable yet")

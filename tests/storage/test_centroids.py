@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from ragrec_django import storage
@@ -68,15 +69,16 @@ def test_nearest_categories_orders_centroids_by_cosine_to_the_query(lines):
     _, generation = lines
     assert storage.nearest_categories(generation, unit(1, 0, 0, 0), 2, "default") == []  # none computed yet
     storage.refresh_centroids(generation)
-    assert storage.nearest_categories(generation, unit(1, 0.1, 0, 0), 2, "default") == ["line", "rest"]
-    assert storage.nearest_categories(generation, 5 * unit(0, 1, 0.2, 0), 1, "default") == ["rest"]
+    assert storage.nearest_categories(generation, unit(1, 0.1, 0, 0), 2, "default") == [("line", 2), ("rest", 3)]
+    assert storage.nearest_categories(generation, 5 * unit(0, 1, 0.2, 0), 1, "default") == [("rest", 3)]
     assert storage.nearest_categories(generation, unit(0, 1, 0, 0), 0, "default") == []
 
 
 def test_a_query_ranks_the_small_categories_nearest_it_exactly_beside_the_index(lines, settings, monkeypatch):
-    """An index that misses a small region (a product line far from the rest) is made good by ranking the small
-    categories whose centroids are nearest the query exactly; filters hold inside them; a larger category, an
-    excluded one and a selective filter are left alone; nothing changes before the centroids are computed."""
+    """An index that misses a small region (a product line far from the rest) is made good by ranking the
+    categories whose centroids are nearest the query exactly, as many as fit in SMALL_CATEGORY_ROWS; filters hold
+    inside them; an excluded category and a selective filter are left alone; nothing changes before the centroids
+    are computed."""
     items, generation = lines
     real = ann._run_ann_query
 
@@ -99,6 +101,12 @@ def test_a_query_ranks_the_small_categories_nearest_it_exactly_beside_the_index(
     assert search() == truth
     assert "x2" not in search(QUERY_CATEGORIES=0)  # off
     assert "x2" not in search(SMALL_CATEGORY_ROWS=1)  # "line" (2 items) is larger than 1: left alone
+    assert search(SMALL_CATEGORY_ROWS=2) == truth  # "line" alone fits
+    with CaptureQueriesContext(connection) as captured:
+        search(SMALL_CATEGORY_ROWS=5)  # "line" and "rest" together: one ranking of both
+    (ranking,) = [q["sql"] for q in captured.captured_queries if "category = ANY" in q["sql"]]
+    assert "{line,rest}" in ranking
+    assert search(SMALL_CATEGORY_ROWS=4) == truth  # "rest" (3) no longer fits beside "line": "line" alone
     assert "x2" not in search(storage.ItemFilter(exclude_categories=("line",)))
     without_x1 = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
     assert search(without_x1) == search(without_x1, exact=True) == ["x2", "y2", "y1"]
@@ -110,8 +118,6 @@ def test_a_query_ranks_the_small_categories_nearest_it_exactly_beside_the_index(
 
 
 def test_routing_reads_the_centroids_once_per_ttl(lines, settings):
-    from django.test.utils import CaptureQueriesContext
-
     _, generation = lines
     storage.refresh_centroids(generation)
     settings.RAGREC = {**settings.RAGREC, "HNSW": {"SMALL_CATEGORY_ROWS": 5000, "QUERY_CATEGORIES": 2}}
@@ -130,7 +136,7 @@ def test_promote_computes_the_new_generation_s_centroids(lines):
     promoted = storage.promote("text")
     assert promoted.pk == building.pk
     assert list(CategoryCentroid.objects.filter(generation=building).values_list("category", "items")) == [("line", 2)]
-    assert storage.nearest_categories(promoted, np.array([1, 0.05]), 2, "default") == ["line"]
+    assert storage.nearest_categories(promoted, np.array([1, 0.05]), 2, "default") == [("line", 2)]
     assert CategoryCentroid.objects.filter(generation=old).count() == 2  # a rollback finds them too
 
 
@@ -145,3 +151,28 @@ def test_the_command_and_the_task_compute_every_active_generation_s_centroids(li
     assert refresh_centroids_task.run(generation.pk) == {"categories": 2}
     assert refresh_centroids_task.run(SpaceGeneration.objects.order_by("-pk").first().pk + 1) == {"categories": None}
     assert CategoryCentroid.objects.filter(generation=generation).count() == 2
+
+
+def test_similar_items_also_rank_the_categories_nearest_the_anchor_that_fit(lines, settings, monkeypatch):
+    """An anchor whose nearest neighbours lie in another small category (a product line split in several) has that
+    category ranked exactly too, beside its own, when they fit in SMALL_CATEGORY_ROWS together."""
+    items, generation = lines
+    Item.objects.filter(key="x2").update(category="line two")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE %s" % Item._meta.db_table)
+    storage.refresh_centroids(generation)
+    real = ann._run_ann_query
+
+    def index_missing_x2(sql, params, ef_search, using):
+        rows = real(sql, [*params[:-1], params[-1] + 1], ef_search, using)
+        return [row for row in rows if row[0] != items["x2"].id][: params[-1]]
+
+    monkeypatch.setattr(ann, "_run_ann_query", index_missing_x2)
+    without_anchor = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
+
+    def similar(**hnsw):
+        settings.RAGREC = {**settings.RAGREC, "HNSW": {"SMALL_CATEGORY_ROWS": 5000, "QUERY_CATEGORIES": 2, **hnsw}}
+        return keys(storage.nearest_to_item("text", items["x1"].id, 3, filters=without_anchor))
+
+    assert similar() == ["x2", "y2", "y1"]  # "line two" is the anchor's nearest other category
+    assert similar(QUERY_CATEGORIES=0) == ["y2", "y1", "z1"]  # its own category alone: x2 is not in it

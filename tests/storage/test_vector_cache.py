@@ -331,3 +331,77 @@ def test_a_binary_copy_stream_is_read_in_place_and_anything_else_is_refused():
             vector_cache.unpack_copy(bad, 3)
     with pytest.raises(ValueError):
         vector_cache.unpack_copy(stream, 4)  # read as another space's rows
+
+
+def _shared_pages(array: np.ndarray) -> tuple[int, int]:
+    """(pages of ``array``'s buffer that this process shares with another, pages in all), from /proc/self/pagemap
+    (bit 56: the page is mapped by this process alone)."""
+    import mmap
+    import struct
+
+    start = array.__array_interface__["data"][0]
+    first, last = -(-start // mmap.PAGESIZE), (start + array.nbytes) // mmap.PAGESIZE  # whole pages only
+    with open("/proc/self/pagemap", "rb") as pagemap:
+        pagemap.seek(first * 8)
+        entries = struct.unpack("<%dQ" % (last - first), pagemap.read(8 * (last - first)))
+    present = [e for e in entries if e >> 63 & 1]
+    return sum(not (e >> 56 & 1) for e in present), last - first
+
+
+def test_a_process_forked_after_warming_ranks_from_the_rows_it_shares_with_its_parent(settings):
+    """What a pre-fork server's workers inherit from a master that warmed the cache
+    (``services.serving.prepare_master_process``): warming again reads nothing, ranking sends no statement and
+    gives the parent's answer, and the rows' pages stay shared with the parent (only read: copy-on-write)."""
+    import json
+    import os
+    import select
+    import signal
+
+    from django.db import connections
+
+    from ragrec_django.ml.devices import limit_cpu_threads
+
+    if not os.access("/proc/self/pagemap", os.R_OK):
+        pytest.skip("no /proc/self/pagemap to tell shared pages on this system")
+    settings.RAGREC = {**settings.RAGREC, "HNSW": {"EXACT_CACHE_ROWS": 5000, "EXACT_CACHE_SECONDS": 3600}}
+    rng = np.random.default_rng(3)
+    Item.objects.bulk_create(Item(key="f%d" % i, title="f%d" % i, category="f") for i in range(3000))
+    ids = list(Item.objects.filter(category="f").order_by("id").values_list("id", flat=True))
+    generation = storage.write_generation(SPACE, version="v1", dimension=512)
+    storage.upsert_embeddings(generation, ids, rng.standard_normal((3000, 512)), ["h"] * 3000)
+    vector_cache.clear()
+    assert storage.warm_vector_cache() == {"text": 3000}
+    rows = vector_cache._generations[vector_cache._key(generation, "default")]
+    query = rng.standard_normal(512).astype(np.float32)
+    expected = vector_cache.exact_nearest(generation, query, ids, 10, "default")
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: no statement may reach the connection it shares with its parent
+        try:
+            limit_cpu_threads(1)  # as a worker does first (the parent's torch thread pool is not in this process)
+            connections["default"].cursor = lambda *a, **k: (_ for _ in ()).throw(AssertionError("a statement"))
+            outcome = {
+                "warmed": vector_cache.warm(generation, "default"),
+                "ranked": [
+                    [int(i), float(d)] for i, d in vector_cache.exact_nearest(generation, query, ids, 10, "default")
+                ],
+                "pages": _shared_pages(rows.vectors[: rows.size]),
+            }
+        except BaseException as exc:  # noqa: BLE001
+            outcome = {"error": repr(exc)}
+        os.write(write_end, json.dumps(outcome).encode())
+        os._exit(0)
+    os.close(write_end)
+    if not select.select([read_end], [], [], 120)[0]:  # a safety net for a stuck child, not a timing assertion
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(read_end) as pipe:
+        text = pipe.read()
+    os.waitpid(pid, 0)
+    assert text, "the forked process answered nothing"
+    outcome = json.loads(text)
+    assert "error" not in outcome, outcome
+    assert outcome["warmed"] == 0
+    assert [i for i, _ in outcome["ranked"]] == [i for i, _ in expected]
+    shared, pages = outcome["pages"]
+    assert pages >= 700 and shared == pages  # 3,000 x 512 halves: 750 pages, every one still the parent's
