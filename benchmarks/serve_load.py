@@ -179,7 +179,7 @@ def load_catalogue(args, catalogue, connection) -> dict:
     from ragrec_django import storage
     from ragrec_django.models import Item, SpaceGeneration
 
-    if args.keep_db and query.loaded_size(connection) == catalogue.n:
+    if args.keep_db and query.loaded_spaces(connection) == (catalogue.n, set(query.SPACES)):
         log("reusing the catalogue of %d items in the kept database %s" % (catalogue.n, args.db_name))
         return {"reused": True}
     for generation in SpaceGeneration.objects.all():

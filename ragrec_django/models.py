@@ -132,13 +132,15 @@ class CategoryCentroid(models.Model):
 
     Computed in PostgreSQL by ``storage.centroids.refresh`` (after a promotion, after writes of a category it
     lacks, and from the host's beat schedule); ``storage.ann.nearest`` ranks the small categories whose centroids
-    are nearest a query exactly, beside the index's answer (``RAGREC["HNSW"]["QUERY_CATEGORIES"]``).
+    are nearest a query exactly, beside the index's answer (``RAGREC["HNSW"]["QUERY_CATEGORIES"]``), unless the
+    radius shows that none of their items can be nearer than the index's answer.
     """
 
     generation = models.ForeignKey(SpaceGeneration, on_delete=models.CASCADE, related_name="centroids")
     category = models.CharField(max_length=200)
     items = models.PositiveIntegerField(help_text="Vectors of the category in the generation when computed.")
     centroid = HalfVectorField()
+    radius = models.FloatField(help_text="The largest cosine distance of the category's vectors from the centroid.")
     computed_at = models.DateTimeField()
 
     class Meta:

@@ -21,6 +21,12 @@ class Migration(migrations.Migration):
                     models.PositiveIntegerField(help_text="Vectors of the category in the generation when computed."),
                 ),
                 ("centroid", pgvector.django.halfvec.HalfVectorField()),
+                (
+                    "radius",
+                    models.FloatField(
+                        help_text="The largest cosine distance of the category's vectors from the centroid."
+                    ),
+                ),
                 ("computed_at", models.DateTimeField()),
                 (
                     "generation",

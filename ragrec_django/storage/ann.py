@@ -219,7 +219,7 @@ def _with_anchor_category(search: _Search, found: list[Neighbour], using: str) -
     routed = query_categories() > 0 and centroids.computed(search.generation, using)
     vector = vector_cache.cached_vector(search.generation, search.anchor_id, using) if routed else None
     if vector is not None:
-        chosen = _nearest_categories_that_fit(replace(search, vector=vector), chosen, rows, using)
+        chosen = _nearest_categories_that_fit(replace(search, vector=vector), found, chosen, rows, using)
     return _with_categories(search, found, chosen, using)
 
 
@@ -228,18 +228,26 @@ def _with_nearest_categories(search: _Search, found: list[Neighbour], using: str
     (``_nearest_categories_that_fit``): what ``_with_anchor_category`` does for an anchor, for a query vector,
     which belongs to no category. Costs a product with the centroids (read once a minute) and one exact ranking of
     at most ``small_category_rows`` items; nothing before the centroids are first computed."""
-    return _with_categories(search, found, _nearest_categories_that_fit(search, [], 0.0, using), using)
+    return _with_categories(search, found, _nearest_categories_that_fit(search, found, [], 0.0, using), using)
 
 
-def _nearest_categories_that_fit(search: _Search, chosen: list[str], rows: float, using: str) -> list[str]:
+def _nearest_categories_that_fit(
+    search: _Search, found: list[Neighbour], chosen: list[str], rows: float, using: str
+) -> list[str]:
     """``chosen`` (holding ``rows`` items) and, nearest first, the categories among the ``query_categories`` whose
     centroids are nearest ``search.vector`` (``centroids.nearest_categories``) that fit beside them in
     ``small_category_rows`` items (by their sizes when the centroids were computed), unless the filters exclude
-    them."""
+    them or their radius shows that none of their vectors is nearer than the ``k``-th of ``found``."""
+    found_within = found[-1].distance if len(found) >= search.k and found[-1].distance is not None else None
     chosen = list(chosen)
-    for category, size in centroids.nearest_categories(search.generation, search.vector, query_categories(), using):
-        fits = rows + size <= small_category_rows()
-        if fits and category not in chosen and category not in search.filters.exclude_categories:
+    nearest = centroids.nearest_categories(search.generation, search.vector, query_categories(), using)
+    for category, size, least_distance in nearest:
+        if (
+            rows + size <= small_category_rows()
+            and (found_within is None or least_distance < found_within)
+            and category not in chosen
+            and category not in search.filters.exclude_categories
+        ):
             chosen.append(category)
             rows += size
     return chosen

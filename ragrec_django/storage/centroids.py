@@ -21,6 +21,8 @@ CENTROIDS_TTL = 60.0
 #: A written category whose centroid is older than this is computed again (``outdated``): one new product hardly
 #: moves a category's mean, a day of imports may.
 CENTROID_MAX_AGE_SECONDS = 3600
+#: Radians added to every radius: the vectors and the centroid are stored as halfvec (about 3 significant digits).
+RADIUS_SLACK = 0.01
 
 _read: dict = {}
 _read_lock = threading.Lock()
@@ -36,16 +38,20 @@ def _tables() -> dict[str, str]:
 
 
 def refresh(generation: SpaceGeneration) -> int:
-    """Compute the generation's category centroids again (its rows replaced in one transaction, on the primary);
-    the number of categories. Items without a category have none."""
+    """Compute the generation's category centroids and radii again (its rows replaced in one transaction, on the
+    primary; two passes over the vectors); the number of categories. Items without a category have none."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM {centroids} WHERE generation_id = %s".format(**_tables()), [generation.pk])
         cursor.execute(
-            "INSERT INTO {centroids} (generation_id, category, items, centroid, computed_at) "
-            "SELECT %s, i.category, count(*), avg(e.vector), now() "
+            "INSERT INTO {centroids} (generation_id, category, items, centroid, radius, computed_at) "
+            "SELECT %s, m.category, m.items, m.centroid, r.radius, now() FROM ("
+            "SELECT i.category, count(*) AS items, avg(e.vector) AS centroid "
             "FROM {embeddings} e JOIN {items} i ON i.id = e.item_id "
-            "WHERE e.generation_id = %s AND i.category <> '' GROUP BY i.category".format(**_tables()),
-            [generation.pk, generation.pk],
+            "WHERE e.generation_id = %s AND i.category <> '' GROUP BY i.category) m "
+            "CROSS JOIN LATERAL (SELECT coalesce(max(e.vector <=> m.centroid), 2) AS radius "
+            "FROM {embeddings} e JOIN {items} i ON i.id = e.item_id "
+            "WHERE e.generation_id = %s AND i.category = m.category) r".format(**_tables()),
+            [generation.pk, generation.pk, generation.pk],
         )
         written = cursor.rowcount
     forget(generation.pk)
@@ -65,16 +71,23 @@ def outdated(generation: SpaceGeneration, item_ids: list[int]) -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def nearest_categories(generation: SpaceGeneration, query: np.ndarray, count: int, using: str) -> list[tuple[str, int]]:
-    """``(category, its vectors when computed)`` of the ``count`` categories whose centroids are nearest ``query``
-    (cosine), nearest first; none before the generation's first ``refresh``."""
-    names, sizes, unit_centroids = _centroids(generation, using)
+def nearest_categories(
+    generation: SpaceGeneration, query: np.ndarray, count: int, using: str
+) -> list[tuple[str, int, float]]:
+    """``(category, its vectors, the least cosine distance any of them can have from query)`` of the ``count``
+    categories whose centroids are nearest ``query`` (cosine), nearest first; none before the generation's first
+    ``refresh``. The bound: every vector of a category lies within its radius (an angle) of the centroid, so none
+    is nearer ``query`` than the query's angle to the centroid less that radius (the triangle inequality on the
+    sphere)."""
+    names, sizes, radii, unit_centroids = _centroids(generation, using)
     if not names or count <= 0:
         return []
     query = np.asarray(query, dtype=np.float32).ravel()
     scores = unit_centroids @ (query / max(float(np.linalg.norm(query)), 1e-12))
     order = np.argsort(-scores, kind="stable")[:count]
-    return [(names[i], sizes[i]) for i in order]
+    angles = np.arccos(np.clip(scores[order], -1.0, 1.0))
+    bounds = 1.0 - np.cos(np.maximum(angles - radii[order], 0.0))
+    return [(names[i], sizes[i], float(bound)) for i, bound in zip(order, bounds, strict=True)]
 
 
 def computed(generation: SpaceGeneration, using: str) -> bool:
@@ -82,9 +95,9 @@ def computed(generation: SpaceGeneration, using: str) -> bool:
     return bool(_centroids(generation, using)[0])
 
 
-def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], list[int], np.ndarray]:
-    """The generation's categories, their sizes and their unit-length centroids, read at most every
-    ``CENTROIDS_TTL`` seconds."""
+def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], list[int], np.ndarray, np.ndarray]:
+    """The generation's categories, their sizes, their radii (angles, radians) and their unit-length centroids,
+    read at most every ``CENTROIDS_TTL`` seconds."""
     db = connections[using]
     key = (db.alias, db.settings_dict["NAME"], generation.pk)
     now = time.monotonic()
@@ -94,14 +107,16 @@ def _centroids(generation: SpaceGeneration, using: str) -> tuple[list[str], list
         return cached[1]
     with db.cursor() as cursor:
         cursor.execute(
-            "SELECT category, items, centroid::vector::real[] FROM {centroids} WHERE generation_id = %s "
+            "SELECT category, items, radius, centroid::vector::real[] FROM {centroids} WHERE generation_id = %s "
             "ORDER BY category".format(**_tables()),
             [generation.pk],
         )
         rows = cursor.fetchall()
     names, sizes = [row[0] for row in rows], [int(row[1]) for row in rows]
-    matrix = np.array([row[2] for row in rows], dtype=np.float32).reshape(len(rows), int(generation.dimension))
-    value = (names, sizes, matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
+    # halfvec rounding of the vectors and the centroid: a little wider, so that the bound never excludes a vector
+    radii = np.arccos(np.clip(1.0 - np.array([row[2] for row in rows], dtype=np.float64), -1.0, 1.0)) + RADIUS_SLACK
+    matrix = np.array([row[3] for row in rows], dtype=np.float32).reshape(len(rows), int(generation.dimension))
+    value = (names, sizes, radii, matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12))
     with _read_lock:
         if len(_read) > 64:
             _read.clear()

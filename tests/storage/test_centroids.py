@@ -69,9 +69,32 @@ def test_nearest_categories_orders_centroids_by_cosine_to_the_query(lines):
     _, generation = lines
     assert storage.nearest_categories(generation, unit(1, 0, 0, 0), 2, "default") == []  # none computed yet
     storage.refresh_centroids(generation)
-    assert storage.nearest_categories(generation, unit(1, 0.1, 0, 0), 2, "default") == [("line", 2), ("rest", 3)]
-    assert storage.nearest_categories(generation, 5 * unit(0, 1, 0.2, 0), 1, "default") == [("rest", 3)]
-    assert storage.nearest_categories(generation, unit(0, 1, 0, 0), 0, "default") == []
+
+    def names(query, count):
+        return [(name, size) for name, size, _ in storage.nearest_categories(generation, query, count, "default")]
+
+    assert names(unit(1, 0.1, 0, 0), 2) == [("line", 2), ("rest", 3)]
+    assert names(5 * unit(0, 1, 0.2, 0), 1) == [("rest", 3)]
+    assert names(unit(0, 1, 0, 0), 0) == []
+
+
+def test_no_vector_of_a_category_is_nearer_a_query_than_its_bound(settings):
+    """The least distance ``nearest_categories`` gives a category (its centroid's angle less its radius) never
+    exceeds the true distance of the category's nearest vector, for queries anywhere."""
+    rng = np.random.default_rng(11)
+    items = Item.objects.bulk_create(Item(key="b%d" % i, title="b%d" % i, category="c%d" % (i % 6)) for i in range(240))
+    centres = rng.standard_normal((6, 16))
+    vectors = centres[np.arange(240) % 6] + 0.8 * rng.standard_normal((240, 16))
+    generation = storage.write_generation(SPACE, version="v1", dimension=16)
+    storage.upsert_embeddings(generation, [i.id for i in items], vectors, ["h"] * 240)
+    storage.refresh_centroids(generation)
+    stored = storage.vectors_for_items("text", [i.id for i in items])
+    for query in rng.standard_normal((50, 16)):
+        unit_query = query / np.linalg.norm(query)
+        for name, size, least in storage.nearest_categories(generation, query, 6, "default"):
+            members = np.stack([stored[i.id] for i in items if i.category == name])
+            true_least = 1 - (members @ unit_query / np.linalg.norm(members, axis=1)).max()
+            assert size == 40 and least <= true_least + 1e-6
 
 
 def test_a_query_ranks_the_small_categories_nearest_it_exactly_beside_the_index(lines, settings, monkeypatch):
@@ -107,6 +130,10 @@ def test_a_query_ranks_the_small_categories_nearest_it_exactly_beside_the_index(
     (ranking,) = [q["sql"] for q in captured.captured_queries if "category = ANY" in q["sql"]]
     assert "{line,rest}" in ranking
     assert search(SMALL_CATEGORY_ROWS=4) == truth  # "rest" (3) no longer fits beside "line": "line" alone
+    with CaptureQueriesContext(connection) as captured:  # z1 itself: no vector of "line" can be nearer
+        assert keys(storage.nearest("text", unit(0, 0.2, 1, 0.1), 1)) == ["z1"]
+    (ranking,) = [q["sql"] for q in captured.captured_queries if "category = ANY" in q["sql"]]
+    assert "{rest}" in ranking  # z1's own category, within whose radius the query lies; "line" left out
     assert "x2" not in search(storage.ItemFilter(exclude_categories=("line",)))
     without_x1 = storage.ItemFilter(exclude_ids=frozenset([items["x1"].id]))
     assert search(without_x1) == search(without_x1, exact=True) == ["x2", "y2", "y1"]
@@ -136,7 +163,7 @@ def test_promote_computes_the_new_generation_s_centroids(lines):
     promoted = storage.promote("text")
     assert promoted.pk == building.pk
     assert list(CategoryCentroid.objects.filter(generation=building).values_list("category", "items")) == [("line", 2)]
-    assert storage.nearest_categories(promoted, np.array([1, 0.05]), 2, "default") == [("line", 2)]
+    assert [c[:2] for c in storage.nearest_categories(promoted, np.array([1, 0.05]), 2, "default")] == [("line", 2)]
     assert CategoryCentroid.objects.filter(generation=old).count() == 2  # a rollback finds them too
 
 
