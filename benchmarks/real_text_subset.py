@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
         "and a query the small ones among the QUERY_CATEGORIES nearest it, exactly when a category holds at most this "
         "many items; the real products are one category of about 4,000; 0: off).",
     )
-    parser.add_argument("--query-categories", type=int, default=32, help="RAGREC HNSW QUERY_CATEGORIES.")
+    parser.add_argument("--query-categories", type=int, default=128, help="RAGREC HNSW QUERY_CATEGORIES.")
     parser.add_argument(
         "--categories",
         choices=("one", "last-word"),

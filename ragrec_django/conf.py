@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,
         "SMALL_CATEGORY_ROWS": 5_000,
-        "QUERY_CATEGORIES": 32,
+        "QUERY_CATEGORIES": 128,
     },
     # Enqueue re-encoding when an item is saved (after commit).
     "AUTO_ENCODE": True,

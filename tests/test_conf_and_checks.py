@@ -43,7 +43,7 @@ def test_defaults_and_user_values():
         "EXACT_CACHE_ROWS": 200_000,
         "EXACT_CACHE_SECONDS": 300,
         "SMALL_CATEGORY_ROWS": 5_000,
-        "QUERY_CATEGORIES": 32,
+        "QUERY_CATEGORIES": 128,
     }  # merged with defaults
     assert custom.AUTO_ENCODE is True
     assert set(custom.SPACES) == {"text", "image", "clip-text"}
